@@ -1,0 +1,115 @@
+# ranker: `make help` lists the targets. Everything installs itself: a Python
+# virtual environment with the versions pinned in python/pyproject.toml, Go
+# modules pinned in go/go.mod, and tool versions pinned below.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(abspath $(VENV))/bin/python
+RANKER := $(abspath $(VENV))/bin/ranker
+SETUP_STAMP := $(VENV)/.installed
+GO_BIN := $(abspath go/bin)
+SERVER := $(GO_BIN)/ranker-server
+DATA := data/demo
+MODELS := models
+MODEL_NAME := demo
+# A small model trained fresh by `make test` for the Go and end-to-end tests.
+TEST_DATA := data/test
+TEST_MODEL := $(abspath $(MODELS))/test/v1
+PORT ?= 50051
+
+# Tool versions: buf for `make lint`, grpcurl for the README example and its test.
+BUF_VERSION := 1.75.0
+GRPCURL_VERSION := 1.9.3
+GRPCURL := $(GO_BIN)/grpcurl
+
+# The onnxruntime C library inside the pinned wheel: the Go server loads this
+# very file, so Python and Go score with the same build.
+ORT_LIB = $(shell $(RANKER) ort-lib)
+
+.PHONY: help setup proto proto-check data train build serve demo test test-python test-go test-e2e grpcurl lint clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(SETUP_STAMP): python/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip==26.3
+	$(VENV)/bin/pip install --quiet -e 'python[dev]'
+	touch $@
+
+setup: $(SETUP_STAMP) ## Install the Python environment and Go modules
+	cd go && go mod download
+
+proto: $(SETUP_STAMP) ## Regenerate Go and Python code from proto/
+	cd go && go build -o $(GO_BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	cd go && go build -o $(GO_BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	$(PY) -m grpc_tools.protoc -Iproto \
+		--plugin=protoc-gen-go=$(GO_BIN)/protoc-gen-go \
+		--plugin=protoc-gen-go-grpc=$(GO_BIN)/protoc-gen-go-grpc \
+		--go_out=go --go_opt=module=ranker \
+		--go-grpc_out=go --go-grpc_opt=module=ranker \
+		--python_out=python/src --pyi_out=python/src --grpc_python_out=python/src \
+		proto/ranker/v1/*.proto
+
+proto-check: proto ## Fail if the committed generated code differs from the protos
+	@git diff --exit-code --stat -- go/gen python/src/ranker/v1 \
+		|| { echo "generated code is out of date: run 'make proto' and commit"; exit 1; }
+	@test -z "$$(git ls-files --others --exclude-standard -- go/gen python/src/ranker/v1)" \
+		|| { echo "untracked generated files: run 'make proto' and commit"; exit 1; }
+
+$(DATA)/impressions.parquet: $(SETUP_STAMP)
+	$(RANKER) data --out $(DATA)
+
+data: $(DATA)/impressions.parquet ## Generate the embedded default click log
+
+train: $(DATA)/impressions.parquet ## Build features, train, evaluate and export a new model version
+	$(RANKER) train --data $(DATA) --models $(MODELS) --name $(MODEL_NAME)
+
+build: ## Build the Go server
+	cd go && go build -o $(SERVER) ./cmd/ranker-server
+
+serve: build ## Serve the newest demo model on localhost:$(PORT)
+	@test -d $(MODELS)/$(MODEL_NAME) || $(MAKE) train
+	$(SERVER) --listen=127.0.0.1:$(PORT) --model=$(MODELS)/$(MODEL_NAME) --ort-lib=$(ORT_LIB)
+
+demo: setup train build ## Train on the default data, start the server, rank one impression, stop
+	$(RANKER) demo --server $(SERVER) --model $(MODELS)/$(MODEL_NAME) --data $(DATA)
+
+$(TEST_MODEL)/metadata.json: $(SETUP_STAMP) $(wildcard python/src/ranker/*.py)
+	rm -rf $(TEST_MODEL)
+	$(RANKER) data --out $(TEST_DATA) --impressions 8000 --users 300 --articles 800
+	$(RANKER) train --data $(TEST_DATA) --models $(MODELS) --name test --version v1
+
+test: setup proto-check test-python test-go test-e2e ## Run every test: Python, Go, cross-language
+
+test-python: $(SETUP_STAMP) ## Python unit and parity tests
+	cd python && $(PY) -m pytest -q tests
+
+test-go: $(TEST_MODEL)/metadata.json ## Go tests, with onnxruntime from the pinned wheel
+	cd go && RANKER_ORT_LIB=$(ORT_LIB) RANKER_TEST_MODEL=$(TEST_MODEL) go test -count=1 -v ./... \
+		| grep -v -E '^=== (RUN|PAUSE|CONT)'
+
+test-e2e: build $(GRPCURL) $(TEST_MODEL)/metadata.json ## Cross-language tests: the Go server over real gRPC
+	RANKER_SERVER=$(SERVER) RANKER_TEST_MODEL=$(TEST_MODEL) RANKER_GRPCURL=$(GRPCURL) \
+		$(PY) -m pytest -q tests
+
+$(GRPCURL):
+	GOBIN=$(GO_BIN) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v$(GRPCURL_VERSION)
+
+grpcurl: $(GRPCURL) ## Install grpcurl into go/bin (for the README example)
+
+lint: $(SETUP_STAMP) ## ruff, mypy, go vet, gofmt, buf lint
+	cd python && ../.venv/bin/ruff check --config pyproject.toml src tests ../tests
+	cd python && ../.venv/bin/ruff format --check --config pyproject.toml src tests ../tests
+	cd python && ../.venv/bin/mypy src tests
+	$(VENV)/bin/mypy --config-file python/pyproject.toml tests
+	cd go && go vet ./...
+	@test -z "$$(gofmt -l go/cmd go/internal)" || { gofmt -l go/cmd go/internal; exit 1; }
+	cd proto && npx --yes @bufbuild/buf@$(BUF_VERSION) lint
+
+clean: ## Remove the environment, data, models and binaries
+	rm -rf $(VENV) data $(MODELS) go/bin

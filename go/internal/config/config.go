@@ -1,0 +1,102 @@
+// Package config reads the server's settings from flags, with an environment
+// variable for each (RANKER_ plus the flag name in upper case, dashes as
+// underscores). A flag on the command line wins over the environment.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Config is everything the server needs to start.
+type Config struct {
+	Listen          string
+	Model           string
+	ORTLib          string
+	ORTThreads      int
+	MaxCandidates   int
+	MaxFeatures     int
+	MaxRecvBytes    int
+	ShutdownTimeout time.Duration
+	LogLevel        slog.Level
+}
+
+// EnvName is the environment variable that sets a flag.
+func EnvName(flagName string) string {
+	return "RANKER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Load parses args (without the program name) and the environment.
+func Load(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
+	var c Config
+	var logLevel string
+	fs := flag.NewFlagSet("ranker-server", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:50051", "gRPC listen address (host:port)")
+	fs.StringVar(&c.Model, "model", "", "model version directory, or a model directory whose newest version is served")
+	fs.StringVar(&c.ORTLib, "ort-lib", "", "path to libonnxruntime.so; `ranker ort-lib` prints the one in the pinned wheel")
+	fs.IntVar(&c.ORTThreads, "ort-threads", 1, "onnxruntime intra-op threads per scoring call; requests already run in parallel, and more than 1 changes the summation order, so scores may move by an ulp from the golden ones")
+	fs.IntVar(&c.MaxCandidates, "max-candidates", 2000, "most candidates in one Rank request (more: RESOURCE_EXHAUSTED)")
+	fs.IntVar(&c.MaxFeatures, "max-features", 512, "most feature names plus context features in one request (more: RESOURCE_EXHAUSTED)")
+	fs.IntVar(&c.MaxRecvBytes, "max-recv-bytes", 16<<20, "largest request message in bytes")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may drain after SIGTERM")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintln(usage, "usage: ranker-server [flags]; every flag can also be set as RANKER_<FLAG>, e.g. RANKER_ORT_LIB")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || envErr != nil {
+			return
+		}
+		if v := getenv(EnvName(f.Name)); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return Config{}, envErr
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return Config{}, fmt.Errorf("log-level: %w", err)
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.Model == "" {
+		errs = append(errs, errors.New("model: required (--model or RANKER_MODEL)"))
+	}
+	if c.ORTThreads < 1 {
+		errs = append(errs, fmt.Errorf("ort-threads: %d, must be at least 1", c.ORTThreads))
+	}
+	if c.MaxCandidates < 1 {
+		errs = append(errs, fmt.Errorf("max-candidates: %d, must be at least 1", c.MaxCandidates))
+	}
+	if c.MaxFeatures < 1 {
+		errs = append(errs, fmt.Errorf("max-features: %d, must be at least 1", c.MaxFeatures))
+	}
+	if c.MaxRecvBytes < 1024 {
+		errs = append(errs, fmt.Errorf("max-recv-bytes: %d, must be at least 1024", c.MaxRecvBytes))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("shutdown-timeout: %v, must be positive", c.ShutdownTimeout))
+	}
+	return errors.Join(errs...)
+}

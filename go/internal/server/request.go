@@ -1,0 +1,228 @@
+package server
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	rankerv1 "ranker/gen/ranker/v1"
+)
+
+// Limits bound the work one request may ask for.
+type Limits struct {
+	MaxCandidates int
+	MaxFeatures   int
+}
+
+// columnSource says where the model's feature j comes from in a request.
+type columnSource struct {
+	candidateColumn int    // index into Candidate.features, or -1
+	contextKey      string // key of RankRequest.context_features, if candidateColumn < 0
+}
+
+// columnMapping maps one request layout (feature_names plus context keys) to
+// the model's feature order. Backends send the same layout on every call, so
+// mappings are cached by layout.
+type columnMapping struct {
+	sources []columnSource
+	missing []string // model features the request does not send
+	ignored []string // request features the model does not use
+}
+
+type mappingCache struct {
+	mu      sync.RWMutex
+	entries map[string]*columnMapping
+	limit   int
+}
+
+func newMappingCache(limit int) *mappingCache {
+	return &mappingCache{entries: make(map[string]*columnMapping), limit: limit}
+}
+
+func layoutKey(featureNames []string, contextKeys []string) string {
+	var b strings.Builder
+	for _, n := range featureNames {
+		b.WriteString(n)
+		b.WriteByte(0)
+	}
+	b.WriteByte(1)
+	for _, k := range contextKeys {
+		b.WriteString(k)
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+func (c *mappingCache) get(modelFeatures, featureNames, contextKeys []string) *columnMapping {
+	key := layoutKey(featureNames, contextKeys)
+	c.mu.RLock()
+	m, ok := c.entries[key]
+	c.mu.RUnlock()
+	if ok {
+		return m
+	}
+	m = buildMapping(modelFeatures, featureNames, contextKeys)
+	c.mu.Lock()
+	if len(c.entries) >= c.limit {
+		// A flood of distinct layouts is a misbehaving client; start over
+		// rather than grow without bound.
+		clear(c.entries)
+	}
+	c.entries[key] = m
+	c.mu.Unlock()
+	return m
+}
+
+func buildMapping(modelFeatures, featureNames, contextKeys []string) *columnMapping {
+	column := make(map[string]int, len(featureNames))
+	for i, n := range featureNames {
+		column[n] = i
+	}
+	inContext := make(map[string]bool, len(contextKeys))
+	for _, k := range contextKeys {
+		inContext[k] = true
+	}
+	used := make(map[string]bool, len(modelFeatures))
+	m := &columnMapping{sources: make([]columnSource, len(modelFeatures))}
+	for j, name := range modelFeatures {
+		used[name] = true
+		switch {
+		case hasKey(column, name):
+			m.sources[j] = columnSource{candidateColumn: column[name]}
+		case inContext[name]:
+			m.sources[j] = columnSource{candidateColumn: -1, contextKey: name}
+		default:
+			m.sources[j] = columnSource{candidateColumn: -1}
+			m.missing = append(m.missing, name)
+		}
+	}
+	for _, n := range featureNames {
+		if !used[n] {
+			m.ignored = append(m.ignored, n)
+		}
+	}
+	for _, k := range contextKeys {
+		if !used[k] {
+			m.ignored = append(m.ignored, k)
+		}
+	}
+	return m
+}
+
+func hasKey(m map[string]int, k string) bool {
+	_, ok := m[k]
+	return ok
+}
+
+func invalid(format string, args ...any) error {
+	return status.Errorf(codes.InvalidArgument, format, args...)
+}
+
+// validate checks a request against the limits and the contract in
+// proto/ranker/v1/ranking_service.proto. It returns the context keys sorted,
+// so the layout key does not depend on map order.
+func validate(req *rankerv1.RankRequest, limits Limits) ([]string, error) {
+	if len(req.GetCandidates()) == 0 {
+		return nil, invalid("candidates: at least one candidate is required")
+	}
+	if n := len(req.GetCandidates()); n > limits.MaxCandidates {
+		return nil, status.Errorf(codes.ResourceExhausted, "candidates: %d candidates exceed the limit of %d", n, limits.MaxCandidates)
+	}
+	names := req.GetFeatureNames()
+	if n := len(names) + len(req.GetContextFeatures()); n > limits.MaxFeatures {
+		return nil, status.Errorf(codes.ResourceExhausted, "feature_names: %d features (with context_features) exceed the limit of %d", n, limits.MaxFeatures)
+	}
+	seen := make(map[string]int, len(names))
+	for i, n := range names {
+		if n == "" {
+			return nil, invalid("feature_names[%d]: empty name", i)
+		}
+		if first, dup := seen[n]; dup {
+			return nil, invalid("feature_names[%d]: %q repeats feature_names[%d]", i, n, first)
+		}
+		seen[n] = i
+	}
+	keys := make([]string, 0, len(req.GetContextFeatures()))
+	for k, v := range req.GetContextFeatures() {
+		if k == "" {
+			return nil, invalid("context_features: empty key")
+		}
+		if i, dup := seen[k]; dup {
+			return nil, invalid("context_features[%q]: also declared as feature_names[%d]", k, i)
+		}
+		if math.IsInf(float64(v), 0) {
+			return nil, invalid("context_features[%q]: %v is not allowed; send NaN or leave it out for missing", k, v)
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	ids := make(map[string]int, len(req.GetCandidates()))
+	for i, c := range req.GetCandidates() {
+		if c.GetId() == "" {
+			return nil, invalid("candidates[%d].id: empty id", i)
+		}
+		if first, dup := ids[c.GetId()]; dup {
+			return nil, invalid("candidates[%d].id: %q repeats candidates[%d].id", i, c.GetId(), first)
+		}
+		ids[c.GetId()] = i
+		if len(c.GetFeatures()) != len(names) {
+			return nil, invalid("candidates[%d].features: %d values, feature_names declares %d", i, len(c.GetFeatures()), len(names))
+		}
+		for j, v := range c.GetFeatures() {
+			if math.IsInf(float64(v), 0) {
+				return nil, invalid("candidates[%d].features[%d] (%s): %v is not allowed; send NaN for missing", i, j, names[j], v)
+			}
+		}
+	}
+	return keys, nil
+}
+
+// fillRows writes the request into rows (row-major, model order).
+func fillRows(rows []float32, req *rankerv1.RankRequest, m *columnMapping) {
+	nan := float32(math.NaN())
+	ctx := req.GetContextFeatures()
+	f := len(m.sources)
+	for i, c := range req.GetCandidates() {
+		values := c.GetFeatures()
+		row := rows[i*f : (i+1)*f]
+		for j, src := range m.sources {
+			switch {
+			case src.candidateColumn >= 0:
+				row[j] = values[src.candidateColumn]
+			case src.contextKey != "":
+				row[j] = ctx[src.contextKey]
+			default:
+				row[j] = nan
+			}
+		}
+	}
+}
+
+// rankOrder returns candidate indices best first; equal scores keep request
+// order, and NaN scores (which a sound model never gives) sort last.
+func rankOrder(scores []float32) []int {
+	order := make([]int, len(scores))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		sa, sb := scores[order[a]], scores[order[b]]
+		if sa != sa { // NaN
+			return false
+		}
+		if sb != sb {
+			return true
+		}
+		return sa > sb
+	})
+	return order
+}
+
+func describeLimits(l Limits) string {
+	return fmt.Sprintf("max %d candidates, %d features", l.MaxCandidates, l.MaxFeatures)
+}

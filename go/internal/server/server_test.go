@@ -1,0 +1,363 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	rankerv1 "ranker/gen/ranker/v1"
+	"ranker/internal/model"
+)
+
+var testLimits = Limits{MaxCandidates: 50, MaxFeatures: 20}
+
+type fixture struct {
+	server *Server
+	client rankerv1.RankingServiceClient
+	model  *model.Model
+	golden []model.GoldenRow
+}
+
+// newFixture serves the test model (see model.testEnv) over an in-process
+// gRPC connection.
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	lib, dir := os.Getenv("RANKER_ORT_LIB"), os.Getenv("RANKER_TEST_MODEL")
+	if lib == "" || dir == "" {
+		t.Fatal("RANKER_ORT_LIB and RANKER_TEST_MODEL must be set; run `make test-go`")
+	}
+	if err := model.InitRuntime(lib); err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Load(dir, model.LoadOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	golden, err := model.ReadGolden(dir, len(m.Meta.FeatureNames))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(m, testLimits, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	lis := bufconn.Listen(1 << 20)
+	g := grpc.NewServer()
+	rankerv1.RegisterRankingServiceServer(g, s)
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &fixture{server: s, client: rankerv1.NewRankingServiceClient(conn), model: m, golden: golden}
+}
+
+// sampleQuery returns the golden rows of the first real impression.
+func (f *fixture) sampleQuery() []model.GoldenRow {
+	var rows []model.GoldenRow
+	for _, r := range f.golden {
+		if r.Query != nil && (len(rows) == 0 || *r.Query == *rows[0].Query) {
+			rows = append(rows, r)
+		}
+	}
+	return rows
+}
+
+func allFeaturesRequest(names []string, rows []model.GoldenRow) *rankerv1.RankRequest {
+	req := &rankerv1.RankRequest{RequestId: "t", UserId: "u", FeatureNames: slices.Clone(names)}
+	for i, r := range rows {
+		req.Candidates = append(req.Candidates, &rankerv1.Candidate{Id: candidateID(i), Features: slices.Clone(r.Features)})
+	}
+	return req
+}
+
+func candidateID(i int) string { return "c" + string(rune('A'+i%26)) + string(rune('a'+i/26)) }
+
+func scoresByID(t *testing.T, resp *rankerv1.RankResponse) map[string]float32 {
+	t.Helper()
+	out := map[string]float32{}
+	for _, c := range resp.GetCandidates() {
+		out[c.GetId()] = c.GetScore()
+	}
+	return out
+}
+
+func TestRankReturnsGoldenScoresBestFirst(t *testing.T) {
+	f := newFixture(t)
+	rows := f.sampleQuery()
+	resp, err := f.client.Rank(context.Background(), allFeaturesRequest(f.model.Meta.FeatureNames, rows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(resp.GetCandidates()), len(rows); got != want {
+		t.Fatalf("got %d candidates, want %d", got, want)
+	}
+	scores := scoresByID(t, resp)
+	for i, r := range rows {
+		if got := scores[candidateID(i)]; math.Abs(float64(got-r.ONNXScore)) > model.OnnxGoldenTolerance {
+			t.Errorf("candidate %d: got %v, want %v", i, got, r.ONNXScore)
+		}
+	}
+	for i := 1; i < len(resp.GetCandidates()); i++ {
+		if resp.Candidates[i-1].GetScore() < resp.Candidates[i].GetScore() {
+			t.Errorf("not sorted at %d: %v < %v", i, resp.Candidates[i-1].GetScore(), resp.Candidates[i].GetScore())
+		}
+	}
+	if resp.GetModelVersion() != f.model.Meta.ModelVersion || resp.GetModelName() != f.model.Meta.ModelName {
+		t.Errorf("got model %s/%s, want %s/%s", resp.GetModelName(), resp.GetModelVersion(), f.model.Meta.ModelName, f.model.Meta.ModelVersion)
+	}
+	if resp.GetRequestId() != "t" {
+		t.Errorf("got request id %q, want t", resp.GetRequestId())
+	}
+}
+
+func TestEqualScoresKeepRequestOrder(t *testing.T) {
+	f := newFixture(t)
+	row := f.sampleQuery()[0]
+	req := allFeaturesRequest(f.model.Meta.FeatureNames, []model.GoldenRow{row, row, row, row})
+	for _, ids := range [][]string{{"d", "b", "a", "c"}, {"a", "b", "c", "d"}} {
+		for i, c := range req.Candidates {
+			c.Id = ids[i]
+		}
+		resp, err := f.client.Rank(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, c := range resp.GetCandidates() {
+			got = append(got, c.GetId())
+		}
+		if !slices.Equal(got, ids) {
+			t.Errorf("got %v, want request order %v", got, ids)
+		}
+	}
+}
+
+func TestTopKTruncatesAfterSorting(t *testing.T) {
+	f := newFixture(t)
+	req := allFeaturesRequest(f.model.Meta.FeatureNames, f.sampleQuery())
+	full, err := f.client.Rank(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.TopK = 3
+	top, err := f.client.Rank(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(top.GetCandidates()) != 3 {
+		t.Fatalf("got %d candidates, want 3", len(top.GetCandidates()))
+	}
+	for i := range 3 {
+		if top.Candidates[i].GetId() != full.Candidates[i].GetId() {
+			t.Errorf("rank %d: got %s, want %s", i, top.Candidates[i].GetId(), full.Candidates[i].GetId())
+		}
+	}
+	req.TopK = 1000
+	if resp, _ := f.client.Rank(context.Background(), req); len(resp.GetCandidates()) != len(req.Candidates) {
+		t.Errorf("top_k above the candidate count: got %d, want all %d", len(resp.GetCandidates()), len(req.Candidates))
+	}
+}
+
+func TestContextFeaturesApplyToEveryCandidate(t *testing.T) {
+	f := newFixture(t)
+	names := f.model.Meta.FeatureNames
+	rows := f.sampleQuery()
+	full, err := f.client.Rank(context.Background(), allFeaturesRequest(names, rows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Send the first two model features once, as context, and the rest per
+	// candidate in reverse order: the server must map them back by name.
+	ctxNames, candNames := names[:2], slices.Clone(names[2:])
+	slices.Reverse(candNames)
+	req := &rankerv1.RankRequest{RequestId: "ctx", FeatureNames: candNames, ContextFeatures: map[string]float32{}}
+	for _, n := range ctxNames {
+		req.ContextFeatures[n] = rows[0].Features[slices.Index(names, n)]
+	}
+	for i, r := range rows {
+		var values []float32
+		for _, n := range candNames {
+			values = append(values, r.Features[slices.Index(names, n)])
+		}
+		// Every candidate of a real impression shares its context features.
+		for _, n := range ctxNames {
+			if j := slices.Index(names, n); r.Features[j] != rows[0].Features[j] && !math.IsNaN(float64(r.Features[j])) {
+				t.Fatalf("golden query rows differ in context feature %s", n)
+			}
+		}
+		req.Candidates = append(req.Candidates, &rankerv1.Candidate{Id: candidateID(i), Features: values})
+	}
+	got, err := f.client.Rank(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := scoresByID(t, full)
+	for id, s := range scoresByID(t, got) {
+		if s != want[id] {
+			t.Errorf("candidate %s: got %v with context features, want %v", id, s, want[id])
+		}
+	}
+	if len(got.GetMissingFeatures()) != 0 || len(got.GetIgnoredFeatures()) != 0 {
+		t.Errorf("got missing %v ignored %v, want none", got.GetMissingFeatures(), got.GetIgnoredFeatures())
+	}
+}
+
+func TestMissingFeaturesScoreAsNaNAndAreCounted(t *testing.T) {
+	f := newFixture(t)
+	names := f.model.Meta.FeatureNames
+	rows := f.sampleQuery()
+	dropped := names[len(names)-1]
+	withNaN := make([]model.GoldenRow, len(rows))
+	for i, r := range rows {
+		withNaN[i] = r
+		withNaN[i].Features = slices.Clone(r.Features)
+		withNaN[i].Features[len(names)-1] = float32(math.NaN())
+	}
+	want, err := f.client.Rank(context.Background(), allFeaturesRequest(names, withNaN))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := allFeaturesRequest(names[:len(names)-1], rows)
+	for _, c := range req.Candidates {
+		c.Features = c.Features[:len(names)-1]
+	}
+	req.FeatureNames = append(req.FeatureNames, "not_a_model_feature")
+	for _, c := range req.Candidates {
+		c.Features = append(c.Features, 42)
+	}
+	before := f.server.MissingCount(dropped)
+	got, err := f.client.Rank(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.GetMissingFeatures(), []string{dropped}) {
+		t.Errorf("got missing %v, want [%s]", got.GetMissingFeatures(), dropped)
+	}
+	if !slices.Equal(got.GetIgnoredFeatures(), []string{"not_a_model_feature"}) {
+		t.Errorf("got ignored %v, want [not_a_model_feature]", got.GetIgnoredFeatures())
+	}
+	if after := f.server.MissingCount(dropped); after != before+1 {
+		t.Errorf("missing count for %s: got %d, want %d", dropped, after, before+1)
+	}
+	wantScores := scoresByID(t, want)
+	for id, s := range scoresByID(t, got) {
+		if s != wantScores[id] {
+			t.Errorf("candidate %s: got %v, want %v (the NaN score)", id, s, wantScores[id])
+		}
+	}
+}
+
+func TestBadRequestsGetStatusNamingTheField(t *testing.T) {
+	f := newFixture(t)
+	names := f.model.Meta.FeatureNames
+	good := func() *rankerv1.RankRequest { return allFeaturesRequest(names, f.sampleQuery()[:3]) }
+	inf := float32(math.Inf(1))
+	tests := []struct {
+		name string
+		edit func(r *rankerv1.RankRequest)
+		code codes.Code
+		want string
+	}{
+		{"no candidates", func(r *rankerv1.RankRequest) { r.Candidates = nil }, codes.InvalidArgument, "candidates: at least one"},
+		{"too many candidates", func(r *rankerv1.RankRequest) {
+			for i := range testLimits.MaxCandidates {
+				r.Candidates = append(r.Candidates, &rankerv1.Candidate{Id: "x" + candidateID(i), Features: r.Candidates[0].Features})
+			}
+		}, codes.ResourceExhausted, "candidates: 53 candidates exceed the limit of 50"},
+		{"too many features", func(r *rankerv1.RankRequest) {
+			r.ContextFeatures = map[string]float32{}
+			for i := range testLimits.MaxFeatures {
+				r.ContextFeatures["extra"+candidateID(i)] = 1
+			}
+		}, codes.ResourceExhausted, "feature_names:"},
+		{"empty id", func(r *rankerv1.RankRequest) { r.Candidates[1].Id = "" }, codes.InvalidArgument, "candidates[1].id: empty"},
+		{"duplicate id", func(r *rankerv1.RankRequest) { r.Candidates[2].Id = r.Candidates[0].Id }, codes.InvalidArgument, "candidates[2].id: \"cAa\" repeats candidates[0].id"},
+		{"short feature vector", func(r *rankerv1.RankRequest) { r.Candidates[1].Features = r.Candidates[1].Features[:2] }, codes.InvalidArgument, "candidates[1].features: 2 values, feature_names declares"},
+		{"infinite feature", func(r *rankerv1.RankRequest) { r.Candidates[2].Features[1] = inf }, codes.InvalidArgument, "candidates[2].features[1] (" + names[1] + "): +Inf"},
+		{"infinite context", func(r *rankerv1.RankRequest) {
+			r.FeatureNames = append(slices.Clone(r.FeatureNames[:0]), r.FeatureNames[1:]...)
+			for _, c := range r.Candidates {
+				c.Features = c.Features[1:]
+			}
+			r.ContextFeatures = map[string]float32{names[0]: float32(math.Inf(-1))}
+		}, codes.InvalidArgument, "context_features[\"" + names[0] + "\"]: -Inf"},
+		{"empty feature name", func(r *rankerv1.RankRequest) { r.FeatureNames[2] = "" }, codes.InvalidArgument, "feature_names[2]: empty"},
+		{"duplicate feature name", func(r *rankerv1.RankRequest) { r.FeatureNames[3] = r.FeatureNames[1] }, codes.InvalidArgument, "feature_names[3]: \"" + names[1] + "\" repeats feature_names[1]"},
+		{"context repeats a column", func(r *rankerv1.RankRequest) { r.ContextFeatures = map[string]float32{names[0]: 1} }, codes.InvalidArgument, "context_features[\"" + names[0] + "\"]: also declared as feature_names[0]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := good()
+			tt.edit(req)
+			_, err := f.client.Rank(context.Background(), req)
+			st, _ := status.FromError(err)
+			if st.Code() != tt.code || !strings.Contains(st.Message(), tt.want) {
+				t.Errorf("got %v %q, want %v containing %q", st.Code(), st.Message(), tt.code, tt.want)
+			}
+		})
+	}
+}
+
+func TestGetModelInfoDescribesTheServingModel(t *testing.T) {
+	f := newFixture(t)
+	info, err := f.client.GetModelInfo(context.Background(), &rankerv1.GetModelInfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := f.model.Meta
+	if info.GetModelName() != meta.ModelName || info.GetModelVersion() != meta.ModelVersion ||
+		!slices.Equal(info.GetFeatureNames(), meta.FeatureNames) || info.GetFeatureHash() != meta.FeatureHash ||
+		!info.GetCreatedAt().AsTime().Equal(meta.CreatedAt) || info.GetObjective() != meta.Objective {
+		t.Errorf("got %v, want metadata %+v", info, meta)
+	}
+	if !strings.HasPrefix(info.GetBackend(), "onnxruntime 1.") {
+		t.Errorf("got backend %q, want onnxruntime 1.x", info.GetBackend())
+	}
+}
+
+func TestRankOrderPutsNaNLastAndKeepsTies(t *testing.T) {
+	nan := float32(math.NaN())
+	tests := []struct {
+		scores []float32
+		want   []int
+	}{
+		{[]float32{1, 3, 2}, []int{1, 2, 0}},
+		{[]float32{2, 2, 1, 2}, []int{0, 1, 3, 2}},
+		{[]float32{nan, 1, nan, 2}, []int{3, 1, 0, 2}},
+		{[]float32{-1, -1e-30, 0}, []int{2, 1, 0}},
+	}
+	for _, tt := range tests {
+		if got := rankOrder(tt.scores); !slices.Equal(got, tt.want) {
+			t.Errorf("rankOrder(%v): got %v, want %v", tt.scores, got, tt.want)
+		}
+	}
+}
+
+func TestMappingCacheIsBounded(t *testing.T) {
+	c := newMappingCache(2)
+	model := []string{"a", "b"}
+	first := c.get(model, []string{"a"}, nil)
+	if c.get(model, []string{"a"}, nil) != first {
+		t.Error("same layout was not served from the cache")
+	}
+	c.get(model, []string{"b"}, nil)
+	c.get(model, []string{"a", "b"}, nil)
+	if len(c.entries) > 2 {
+		t.Errorf("cache holds %d layouts, limit 2", len(c.entries))
+	}
+}

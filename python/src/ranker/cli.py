@@ -1,0 +1,134 @@
+"""The `ranker` command: generate data, train and export, query the server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from ranker.data import ClickLog, WorldConfig, generate
+
+
+def ort_library_path() -> Path:
+    """The onnxruntime C library shipped inside the installed onnxruntime wheel."""
+    import onnxruntime
+
+    capi = Path(onnxruntime.__file__).parent / "capi"
+    libraries = sorted(capi.glob("libonnxruntime.so.*"))
+    if not libraries:
+        raise FileNotFoundError(f"no libonnxruntime.so.* in {capi}")
+    return libraries[-1]
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    config = WorldConfig(
+        seed=args.seed, n_users=args.users, n_articles=args.articles, n_impressions=args.impressions
+    )
+    log = generate(config)
+    log.write(args.out)
+    print(
+        f"wrote {log.impressions.height} impression rows "
+        f"({config.n_impressions} impressions) and {log.articles.height} articles to {args.out}"
+    )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ranker.pipeline import metrics_table, train_and_export
+
+    trained = train_and_export(args.data, args.models, args.name, version=args.version)
+    print(metrics_table(trained.result.metrics))
+    print(
+        f"best iteration {trained.result.best_iteration}; "
+        f"{trained.export.golden_rows} golden rows, largest |LightGBM - ONNX| "
+        f"{trained.export.max_abs_diff_lgbm_onnx:.3g}"
+    )
+    print(f"exported {trained.export.directory}")
+    return 0
+
+
+def _demo_request(data_dir: Path, top_k: int) -> object:
+    from ranker.client import request_from_rows
+    from ranker.pipeline import feature_table
+    from ranker.train import time_split
+
+    _, _, test = time_split(feature_table(ClickLog.read(data_dir)))
+    first = test.table["impression_id"][0]
+    rows = test.table.filter(pl.col("impression_id") == first)
+    return request_from_rows(rows, request_id=f"demo-{first}", top_k=top_k)
+
+
+def _cmd_rank(args: argparse.Namespace) -> int:
+    from ranker.client import RankerClient, format_ranking
+
+    request = _demo_request(args.data, args.top_k)
+    with RankerClient(args.target) as client:
+        print(format_ranking(client.rank(request)))  # type: ignore[arg-type]
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ranker.client import RankerClient, format_ranking
+    from ranker.server_process import ServerProcess
+
+    request = _demo_request(args.data, args.top_k)
+    with ServerProcess(args.server, args.model, ort_lib=ort_library_path()) as server:
+        print(f"server healthy on {server.target}")
+        with RankerClient(server.target) as client:
+            info = client.model_info()
+            print(f"serving {info.model_name} {info.model_version} on {info.backend}")
+            print(format_ranking(client.rank(request)))  # type: ignore[arg-type]
+    print("server stopped")
+    return 0
+
+
+def _cmd_ort_lib(_: argparse.Namespace) -> int:
+    print(ort_library_path())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ranker", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="write the synthetic click log (Parquet)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=WorldConfig.seed)
+    p.add_argument("--impressions", type=int, default=WorldConfig.n_impressions)
+    p.add_argument("--users", type=int, default=WorldConfig.n_users)
+    p.add_argument("--articles", type=int, default=WorldConfig.n_articles)
+    p.set_defaults(run=_cmd_data)
+
+    p = sub.add_parser("train", help="build features, train lambdarank, export a model version")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--models", type=Path, required=True, help="model root directory")
+    p.add_argument("--name", default="demo", help="model name under the root")
+    p.add_argument("--version", help="version directory name (default: UTC timestamp)")
+    p.set_defaults(run=_cmd_train)
+
+    p = sub.add_parser("rank", help="send one test impression to a running server")
+    p.add_argument("--target", default="127.0.0.1:50051")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--top-k", type=int, default=10)
+    p.set_defaults(run=_cmd_rank)
+
+    p = sub.add_parser("demo", help="start the server, rank one impression, stop it")
+    p.add_argument("--server", type=Path, required=True, help="ranker-server binary")
+    p.add_argument("--model", type=Path, required=True, help="model name or version directory")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--top-k", type=int, default=10)
+    p.set_defaults(run=_cmd_demo)
+
+    p = sub.add_parser("ort-lib", help="print the onnxruntime C library the Go server loads")
+    p.set_defaults(run=_cmd_ort_lib)
+
+    args = parser.parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

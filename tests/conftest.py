@@ -1,0 +1,63 @@
+"""Cross-language fixtures: the real Go server binary, a real exported model,
+the onnxruntime library from the pinned wheel. `make test-e2e` provides the
+binary and the model through RANKER_SERVER and RANKER_TEST_MODEL; run alone,
+these fixtures build and train them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ranker.cli import ort_library_path
+from ranker.data import WorldConfig, generate
+from ranker.pipeline import train_and_export
+from ranker.server_process import ServerProcess
+
+REPO = Path(__file__).resolve().parent.parent
+PARITY_REPORT: dict[str, float] = {}
+
+
+def record_parity(pair: str, max_abs_diff: float) -> None:
+    PARITY_REPORT[pair] = max(PARITY_REPORT.get(pair, 0.0), max_abs_diff)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if PARITY_REPORT:
+        terminalreporter.section("parity over gRPC: largest |difference| per pair")
+        for pair, diff in sorted(PARITY_REPORT.items()):
+            terminalreporter.write_line(f"{pair:<50} {diff:.3g}")
+
+
+@pytest.fixture(scope="session")
+def server_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if env := os.environ.get("RANKER_SERVER"):
+        return Path(env)
+    out = tmp_path_factory.mktemp("bin") / "ranker-server"
+    subprocess.run(
+        ["go", "build", "-o", str(out), "./cmd/ranker-server"], cwd=REPO / "go", check=True
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if env := os.environ.get("RANKER_TEST_MODEL"):
+        return Path(env)
+    root = tmp_path_factory.mktemp("models")
+    generate(WorldConfig(n_users=300, n_articles=800, n_impressions=8000)).write(root / "data")
+    return train_and_export(root / "data", root, "test", version="v1").export.directory
+
+
+@pytest.fixture(scope="session")
+def ort_lib() -> Path:
+    return ort_library_path()
+
+
+@pytest.fixture(scope="module")
+def server(server_binary: Path, model_dir: Path, ort_lib: Path) -> Iterator[ServerProcess]:
+    with ServerProcess(server_binary, model_dir, ort_lib=ort_lib) as running:
+        yield running

@@ -1,0 +1,87 @@
+"""Every golden row through the running Go server, against both references."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ranker import artifact
+from ranker.client import RankerClient, request_from_matrix
+from ranker.server_process import ServerProcess
+from tests.conftest import record_parity
+
+# Rows per request; below the server's default candidate limit.
+CHUNK = 500
+
+
+def _golden(model_dir: Path) -> tuple[list[str], list[dict[str, object]]]:
+    meta = json.loads((model_dir / artifact.METADATA_JSON).read_text())
+    rows = [
+        json.loads(line) for line in (model_dir / artifact.GOLDEN_JSONL).read_text().splitlines()
+    ]
+    return meta["feature_names"], rows
+
+
+def _serve_scores(
+    server: ServerProcess, names: list[str], rows: list[dict[str, object]]
+) -> list[float]:
+    matrix = np.array(
+        [[math.nan if v is None else v for v in r["features"]] for r in rows],  # type: ignore[attr-defined]
+        dtype=np.float32,
+    )
+    scores: dict[str, float] = {}
+    with RankerClient(server.target) as client:
+        for start in range(0, len(rows), CHUNK):
+            ids = [f"row{i}" for i in range(start, min(start + CHUNK, len(rows)))]
+            response = client.rank(
+                request_from_matrix(
+                    names, matrix[start : start + CHUNK], request_id=f"golden-{start}", ids=ids
+                )
+            )
+            assert len(response.candidates) == len(ids)
+            scores.update({c.id: c.score for c in response.candidates})
+    return [scores[f"row{i}"] for i in range(len(rows))]
+
+
+def test_server_scores_equal_onnxruntime_python_and_match_lightgbm(
+    server: ServerProcess, model_dir: Path
+) -> None:
+    names, rows = _golden(model_dir)
+    served = np.array(_serve_scores(server, names, rows), dtype=np.float64)
+    onnx = np.array([r["onnx_score"] for r in rows], dtype=np.float64)
+    lgbm = np.array([r["lgbm_score"] for r in rows], dtype=np.float64)
+    d_onnx, d_lgbm = np.abs(served - onnx), np.abs(served - lgbm)
+    record_parity("Go server vs onnxruntime-Python", float(d_onnx.max()))
+    record_parity("Go server vs LightGBM", float(d_lgbm.max()))
+    assert len(rows) > 500
+    # Same onnxruntime build, same float32 rows, one thread on each side.
+    assert d_onnx.max() <= artifact.ONNX_ONNX_ABS_TOL, rows[int(d_onnx.argmax())]["case"]
+    assert d_lgbm.max() <= artifact.LGBM_ONNX_ABS_TOL, rows[int(d_lgbm.argmax())]["case"]
+
+
+def test_server_ranks_each_real_impression_in_lightgbm_order(
+    server: ServerProcess, model_dir: Path
+) -> None:
+    names, rows = _golden(model_dir)
+    queries: dict[int, list[dict[str, object]]] = {}
+    for r in rows:
+        if r["case"] == "sample":
+            queries.setdefault(int(r["query"]), []).append(r)  # type: ignore[call-overload]
+    assert len(queries) >= 5
+    compared = 0
+    with RankerClient(server.target) as client:
+        for q, members in queries.items():
+            matrix = np.array([m["features"] for m in members], dtype=np.float32)
+            ids = [f"q{q}-{i}" for i in range(len(members))]
+            response = client.rank(request_from_matrix(names, matrix, request_id=f"q{q}", ids=ids))
+            served_order = [c.id for c in response.candidates]
+            lgbm = {ids[i]: float(m["lgbm_score"]) for i, m in enumerate(members)}  # type: ignore[arg-type]
+            for hi, a in enumerate(served_order):
+                for b in served_order[hi + 1 :]:
+                    # The server put a above b: LightGBM must not put b clearly above a.
+                    assert lgbm[b] - lgbm[a] <= 2 * artifact.LGBM_ONNX_ABS_TOL, (q, a, b)
+                    compared += 1
+    assert compared > 0

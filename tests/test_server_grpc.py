@@ -1,0 +1,114 @@
+"""The running server as a backend and as Kubernetes see it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from ranker import artifact
+from ranker.client import RankerClient, request_from_matrix
+from ranker.features import CONTEXT_FEATURES, FEATURE_NAMES
+from ranker.server_process import ServerProcess
+from ranker.v1 import ranking_service_pb2 as pb
+
+
+def _sample_rows(model_dir: Path) -> np.ndarray:
+    rows = [
+        json.loads(line) for line in (model_dir / artifact.GOLDEN_JSONL).read_text().splitlines()
+    ]
+    first = [r for r in rows if r["case"] == "sample"][:8]
+    return np.array(
+        [[math.nan if v is None else v for v in r["features"]] for r in first], dtype=np.float32
+    )
+
+
+def test_health_reports_serving(server: ServerProcess) -> None:
+    with RankerClient(server.target) as client:
+        assert client.health("") == "SERVING"
+        assert client.health("ranker.v1.RankingService") == "SERVING"
+
+
+def test_reflection_lists_the_services(server: ServerProcess) -> None:
+    """What `grpcurl -plaintext HOST:PORT list` asks."""
+    with grpc.insecure_channel(server.target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        names = {s.name for reply in replies for s in reply.list_services_response.service}
+    assert {"ranker.v1.RankingService", "grpc.health.v1.Health"} <= names
+
+
+def test_model_info_matches_metadata(server: ServerProcess, model_dir: Path) -> None:
+    meta = json.loads((model_dir / artifact.METADATA_JSON).read_text())
+    with RankerClient(server.target) as client:
+        info = client.model_info()
+    assert (info.model_name, info.model_version) == (meta["model_name"], meta["model_version"])
+    assert list(info.feature_names) == meta["feature_names"] == list(FEATURE_NAMES)
+    assert info.feature_hash == meta["feature_hash"]
+    assert info.backend == f"onnxruntime {meta['library_versions']['onnxruntime']}"
+
+
+def test_context_features_are_broadcast(server: ServerProcess, model_dir: Path) -> None:
+    rows = _sample_rows(model_dir)
+    n_ctx = len(CONTEXT_FEATURES)
+    with RankerClient(server.target) as client:
+        full = client.rank(request_from_matrix(FEATURE_NAMES, rows, request_id="full"))
+        split = request_from_matrix(FEATURE_NAMES[n_ctx:], rows[:, n_ctx:], request_id="split")
+        split.context_features.update(
+            {name: float(rows[0, j]) for j, name in enumerate(CONTEXT_FEATURES)}
+        )
+        broadcast = client.rank(split)
+    assert [(c.id, c.score) for c in broadcast.candidates] == [
+        (c.id, c.score) for c in full.candidates
+    ]
+
+
+def test_missing_feature_is_reported(server: ServerProcess, model_dir: Path) -> None:
+    rows = _sample_rows(model_dir)
+    with RankerClient(server.target) as client:
+        response = client.rank(
+            request_from_matrix(FEATURE_NAMES[:-1], rows[:, :-1], request_id="m")
+        )
+    assert list(response.missing_features) == [FEATURE_NAMES[-1]]
+    assert len(response.candidates) == len(rows)
+
+
+@pytest.mark.parametrize(
+    ("edit", "code", "field"),
+    [
+        (
+            lambda r: r.candidates[1].__setattr__("id", r.candidates[0].id),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "candidates[1].id",
+        ),
+        (
+            lambda r: r.candidates[2].features.__delitem__(0),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "candidates[2].features",
+        ),
+        (
+            lambda r: r.candidates.extend(
+                pb.Candidate(id=f"x{i}", features=r.candidates[0].features) for i in range(2000)
+            ),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "candidates",
+        ),
+        (lambda r: r.ClearField("candidates"), grpc.StatusCode.INVALID_ARGUMENT, "candidates"),
+    ],
+)
+def test_bad_requests_get_a_status_naming_the_field(
+    server: ServerProcess, model_dir: Path, edit: object, code: grpc.StatusCode, field: str
+) -> None:
+    request = request_from_matrix(FEATURE_NAMES, _sample_rows(model_dir), request_id="bad")
+    edit(request)  # type: ignore[operator]
+    with RankerClient(server.target) as client, pytest.raises(grpc.RpcError) as err:
+        client.rank(request)
+    assert err.value.code() == code
+    assert field in err.value.details()
