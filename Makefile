@@ -94,7 +94,8 @@ test-go: $(TEST_MODEL)/metadata.json ## Go tests, with onnxruntime from the pinn
 		| grep -v -E '^=== (RUN|PAUSE|CONT)'
 
 test-e2e: build $(GRPCURL) $(TEST_MODEL)/metadata.json ## Cross-language tests: the Go server over real gRPC
-	RANKER_SERVER=$(SERVER) RANKER_TEST_MODEL=$(TEST_MODEL) RANKER_GRPCURL=$(GRPCURL) \
+	RANKER_SERVER=$(SERVER) RANKER_TEST_MODEL=$(TEST_MODEL) RANKER_TEST_DATA=$(abspath $(TEST_DATA)) \
+		RANKER_GRPCURL=$(GRPCURL) \
 		$(PY) -m pytest -q tests
 
 $(GRPCURL):

@@ -44,12 +44,20 @@ def server_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if env := os.environ.get("RANKER_TEST_DATA"):
+        return Path(env)
+    directory = tmp_path_factory.mktemp("data")
+    generate(WorldConfig(n_users=300, n_articles=800, n_impressions=8000)).write(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def model_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     if env := os.environ.get("RANKER_TEST_MODEL"):
         return Path(env)
     root = tmp_path_factory.mktemp("models")
-    generate(WorldConfig(n_users=300, n_articles=800, n_impressions=8000)).write(root / "data")
-    return train_and_export(root / "data", root, "test", version="v1").export.directory
+    return train_and_export(data_dir, root, "test", version="v1").export.directory
 
 
 @pytest.fixture(scope="session")

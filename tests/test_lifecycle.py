@@ -88,3 +88,32 @@ def test_sigterm_drains_and_exits_cleanly(
     assert proc.stop() == 0  # stop() sends SIGTERM, as Kubernetes does
     messages = [json.loads(line)["msg"] for line in proc.log.splitlines()]
     assert messages[-2:] == ["shutting down", "drained"]
+
+
+def test_demo_command_ranks_a_held_out_impression(
+    server_binary: Path, model_dir: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The last step of `make demo`: start, rank one impression, stop."""
+    from ranker.cli import main
+
+    code = main(
+        [
+            "demo",
+            "--server",
+            str(server_binary),
+            "--model",
+            str(model_dir),
+            "--data",
+            str(data_dir),
+            "--top-k",
+            "5",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"model test version {model_dir.name}" in out
+    ranked = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert len(ranked) == 5
+    scores = [float(line.split()[2]) for line in ranked]
+    assert scores == sorted(scores, reverse=True)
+    assert out.rstrip().endswith("server stopped")

@@ -71,17 +71,7 @@ def test_stress_model_has_the_hard_splits(stress_version: Path) -> None:
     booster = lgb.Booster(model_file=stress_version / artifact.MODEL_TXT)
     thresholds = [t for _, t in _split_thresholds(booster)]
     assert -K_ZERO_THRESHOLD in thresholds or K_ZERO_THRESHOLD in thresholds
-    rows = read_golden(stress_version)
-    cases = {r["case"] for r in rows}
-    assert {
-        "threshold_at",
-        "threshold_up",
-        "threshold_down",
-        "missing",
-        "extreme",
-        "all_missing",
-        "sample",
-    } <= cases
+
 
 
 def test_stock_conversion_takes_other_branches_and_ours_does_not(stress_version: Path) -> None:

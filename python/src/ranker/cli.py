@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from ranker.data import ClickLog, WorldConfig, generate
+from ranker.v1.ranking_service_pb2 import RankRequest
 
 
 def ort_library_path() -> Path:
@@ -50,23 +51,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_request(data_dir: Path, top_k: int) -> object:
+def _demo_request(data_dir: Path, top_k: int) -> tuple[RankRequest, set[str]]:
+    """The first held-out impression with a click, and the ids the reader clicked."""
     from ranker.client import request_from_rows
     from ranker.pipeline import feature_table
     from ranker.train import time_split
 
     _, _, test = time_split(feature_table(ClickLog.read(data_dir)))
-    first = test.table["impression_id"][0]
-    rows = test.table.filter(pl.col("impression_id") == first)
-    return request_from_rows(rows, request_id=f"demo-{first}", top_k=top_k)
+    clicked_rows = test.table.filter(pl.col("clicked") == 1)
+    impression = clicked_rows["impression_id"][0]
+    rows = test.table.filter(pl.col("impression_id") == impression)
+    clicked = set(rows.filter(pl.col("clicked") == 1)["article_id"].to_list())
+    return request_from_rows(rows, request_id=f"demo-{impression}", top_k=top_k), clicked
 
 
 def _cmd_rank(args: argparse.Namespace) -> int:
     from ranker.client import RankerClient, format_ranking
 
-    request = _demo_request(args.data, args.top_k)
+    request, clicked = _demo_request(args.data, args.top_k)
     with RankerClient(args.target) as client:
-        print(format_ranking(client.rank(request)))  # type: ignore[arg-type]
+        print(format_ranking(client.rank(request), clicked))
     return 0
 
 
@@ -74,13 +78,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from ranker.client import RankerClient, format_ranking
     from ranker.server_process import ServerProcess
 
-    request = _demo_request(args.data, args.top_k)
+    request, clicked = _demo_request(args.data, args.top_k)
+    print(f"ranking {len(request.candidates)} candidates shown to reader {request.user_id}")
     with ServerProcess(args.server, args.model, ort_lib=ort_library_path()) as server:
         print(f"server healthy on {server.target}")
         with RankerClient(server.target) as client:
             info = client.model_info()
             print(f"serving {info.model_name} {info.model_version} on {info.backend}")
-            print(format_ranking(client.rank(request)))  # type: ignore[arg-type]
+            print(format_ranking(client.rank(request), clicked))
     print("server stopped")
     return 0
 

@@ -89,7 +89,9 @@ class RankerClient:
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
-def format_ranking(response: pb.RankResponse) -> str:
+def format_ranking(response: pb.RankResponse, clicked: set[str] | None = None) -> str:
+    """The ranked list as a table; `clicked` marks the articles the reader clicked."""
+    clicked = clicked or set()
     lines = [
         f"request {response.request_id}: model {response.model_name} "
         f"version {response.model_version}",
@@ -97,7 +99,8 @@ def format_ranking(response: pb.RankResponse) -> str:
     ]
     for rank, candidate in enumerate(response.candidates, start=1):
         score = "nan" if math.isnan(candidate.score) else f"{candidate.score:10.6f}"
-        lines.append(f"{rank:>4}  {candidate.id:<10} {score:>10}")
+        mark = "  <- clicked" if candidate.id in clicked else ""
+        lines.append(f"{rank:>4}  {candidate.id:<10} {score:>10}{mark}")
     if response.missing_features:
         lines.append("scored as missing: " + ", ".join(response.missing_features))
     return "\n".join(lines)

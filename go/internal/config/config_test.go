@@ -1,0 +1,79 @@
+package config
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+func TestFlagsEnvironmentAndDefaults(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		vars  map[string]string
+		check func(t *testing.T, c Config)
+	}{
+		{"defaults", []string{"--model=m"}, nil, func(t *testing.T, c Config) {
+			if c.Listen != "127.0.0.1:50051" || c.MaxCandidates != 2000 || c.ORTThreads != 1 || c.ShutdownTimeout != 10*time.Second {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{"environment sets a flag", nil, map[string]string{"RANKER_MODEL": "from-env", "RANKER_MAX_CANDIDATES": "7", "RANKER_SHUTDOWN_TIMEOUT": "3s"}, func(t *testing.T, c Config) {
+			if c.Model != "from-env" || c.MaxCandidates != 7 || c.ShutdownTimeout != 3*time.Second {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{"flag wins over environment", []string{"--model=from-flag", "--ort-lib=/lib.so"}, map[string]string{"RANKER_MODEL": "from-env", "RANKER_ORT_LIB": "/env.so"}, func(t *testing.T, c Config) {
+			if c.Model != "from-flag" || c.ORTLib != "/lib.so" {
+				t.Errorf("got model %q lib %q, want the flags", c.Model, c.ORTLib)
+			}
+		}},
+		{"log level", []string{"--model=m", "--log-level=debug"}, nil, func(t *testing.T, c Config) {
+			if c.LogLevel.String() != "DEBUG" {
+				t.Errorf("got %v, want DEBUG", c.LogLevel)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load(tt.args, env(tt.vars), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestBadSettingsAreNamed(t *testing.T) {
+	tests := []struct {
+		args []string
+		vars map[string]string
+		want string
+	}{
+		{nil, nil, "model: required"},
+		{[]string{"--model=m", "--max-candidates=0"}, nil, "max-candidates: 0"},
+		{[]string{"--model=m", "--ort-threads=0"}, nil, "ort-threads: 0"},
+		{[]string{"--model=m"}, map[string]string{"RANKER_MAX_FEATURES": "many"}, "RANKER_MAX_FEATURES=\"many\""},
+		{[]string{"--model=m", "--log-level=loud"}, nil, "log-level"},
+		{[]string{"--model=m", "stray"}, nil, "unexpected arguments"},
+		{[]string{"--model=m", "--shutdown-timeout=0s"}, nil, "shutdown-timeout"},
+	}
+	for _, tt := range tests {
+		_, err := Load(tt.args, env(tt.vars), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Load(%v, %v): got %v, want an error containing %q", tt.args, tt.vars, err, tt.want)
+		}
+	}
+}
+
+func TestEnvName(t *testing.T) {
+	if got, want := EnvName("max-recv-bytes"), "RANKER_MAX_RECV_BYTES"; got != want {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
