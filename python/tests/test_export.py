@@ -73,7 +73,6 @@ def test_stress_model_has_the_hard_splits(stress_version: Path) -> None:
     assert -K_ZERO_THRESHOLD in thresholds or K_ZERO_THRESHOLD in thresholds
 
 
-
 def test_stock_conversion_takes_other_branches_and_ours_does_not(stress_version: Path) -> None:
     """The measured pitfall: onnxmltools alone rounds thresholds to nearest."""
     booster = lgb.Booster(model_file=stress_version / artifact.MODEL_TXT)
