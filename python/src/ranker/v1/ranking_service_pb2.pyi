@@ -10,14 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RankRequest(_message.Message):
-    __slots__ = (
-        "request_id",
-        "user_id",
-        "feature_names",
-        "context_features",
-        "candidates",
-        "top_k",
-    )
+    __slots__ = ("request_id", "user_id", "feature_names", "context_features", "candidates", "top_k")
     class ContextFeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,7 +18,6 @@ class RankRequest(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
-
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
@@ -38,15 +30,7 @@ class RankRequest(_message.Message):
     context_features: _containers.ScalarMap[str, float]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     top_k: int
-    def __init__(
-        self,
-        request_id: _Optional[str] = ...,
-        user_id: _Optional[str] = ...,
-        feature_names: _Optional[_Iterable[str]] = ...,
-        context_features: _Optional[_Mapping[str, float]] = ...,
-        candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...,
-        top_k: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., context_features: _Optional[_Mapping[str, float]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., top_k: _Optional[int] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("id", "features")
@@ -54,19 +38,10 @@ class Candidate(_message.Message):
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     id: str
     features: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(
-        self, id: _Optional[str] = ..., features: _Optional[_Iterable[float]] = ...
-    ) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., features: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = (
-        "request_id",
-        "candidates",
-        "model_name",
-        "model_version",
-        "missing_features",
-        "ignored_features",
-    )
+    __slots__ = ("request_id", "candidates", "model_name", "model_version", "missing_features", "ignored_features")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -79,15 +54,7 @@ class RankResponse(_message.Message):
     model_version: str
     missing_features: _containers.RepeatedScalarFieldContainer[str]
     ignored_features: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(
-        self,
-        request_id: _Optional[str] = ...,
-        candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ...,
-        model_name: _Optional[str] = ...,
-        model_version: _Optional[str] = ...,
-        missing_features: _Optional[_Iterable[str]] = ...,
-        ignored_features: _Optional[_Iterable[str]] = ...,
-    ) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., missing_features: _Optional[_Iterable[str]] = ..., ignored_features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ScoredCandidate(_message.Message):
     __slots__ = ("id", "score")
@@ -102,15 +69,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = (
-        "model_name",
-        "model_version",
-        "feature_names",
-        "feature_hash",
-        "created_at",
-        "objective",
-        "backend",
-    )
+    __slots__ = ("model_name", "model_version", "feature_names", "feature_hash", "created_at", "objective", "backend")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
@@ -125,13 +84,4 @@ class GetModelInfoResponse(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     objective: str
     backend: str
-    def __init__(
-        self,
-        model_name: _Optional[str] = ...,
-        model_version: _Optional[str] = ...,
-        feature_names: _Optional[_Iterable[str]] = ...,
-        feature_hash: _Optional[str] = ...,
-        created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
-        objective: _Optional[str] = ...,
-        backend: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., feature_hash: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., objective: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
