@@ -72,8 +72,12 @@ train: $(DATA)/impressions.parquet ## Build features, train, evaluate and export
 build: ## Build the Go server
 	cd go && go build -o $(SERVER) ./cmd/ranker-server
 
-serve: build ## Serve the newest demo model on localhost:$(PORT)
-	@test -d $(MODELS)/$(MODEL_NAME) || $(MAKE) train
+$(MODELS)/$(MODEL_NAME):
+	$(MAKE) train
+
+# The model and the environment are prerequisites, so ORT_LIB (expanded with
+# the recipe) finds the installed wheel.
+serve: $(SETUP_STAMP) $(MODELS)/$(MODEL_NAME) build ## Serve the newest demo model on localhost:$(PORT)
 	$(SERVER) --listen=127.0.0.1:$(PORT) --model=$(MODELS)/$(MODEL_NAME) --ort-lib=$(ORT_LIB)
 
 demo: setup train build ## Train on the default data, start the server, rank one impression, stop

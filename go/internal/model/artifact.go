@@ -3,6 +3,7 @@
 package model
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -40,6 +42,10 @@ type Metadata struct {
 	ONNX          struct {
 		InputName string `json:"input_name"`
 	} `json:"onnx"`
+	Parity struct {
+		// LGBMONNXAbsTol bounds |score - LightGBM score| on golden rows.
+		LGBMONNXAbsTol float64 `json:"lgbm_onnx_abs_tol"`
+	} `json:"parity"`
 	LibraryVersions map[string]string `json:"library_versions"`
 	Files           map[string]struct {
 		SHA256 string `json:"sha256"`
@@ -83,13 +89,16 @@ func ReadMetadata(dir string) (*Metadata, error) {
 	if meta.ONNX.InputName == "" {
 		return nil, fmt.Errorf("%s: onnx.input_name is empty", path)
 	}
+	if !(meta.Parity.LGBMONNXAbsTol > 0) {
+		return nil, fmt.Errorf("%s: parity.lgbm_onnx_abs_tol is missing or not positive", path)
+	}
 	return &meta, nil
 }
 
 // VerifyChecksums checks every file that metadata.json lists against its
 // SHA-256, so a truncated copy or an edited golden file is caught by name.
 func VerifyChecksums(dir string, meta *Metadata) error {
-	for _, name := range []string{ModelONNX, GoldenJSONL} {
+	for _, name := range []string{ModelONNX, ModelTxt, GoldenJSONL} {
 		if _, ok := meta.Files[name]; !ok {
 			return fmt.Errorf("%s: files.%s.sha256 is missing", filepath.Join(dir, MetadataJSON), name)
 		}
@@ -110,6 +119,38 @@ func VerifyChecksums(dir string, meta *Metadata) error {
 		}
 	}
 	return nil
+}
+
+// CheckModelFeatureNames compares metadata's feature list with the one in
+// LightGBM's own model.txt, so a list reordered after training (which the
+// hash alone cannot notice) is refused before it maps request columns to the
+// wrong inputs.
+func CheckModelFeatureNames(dir string, meta *Metadata) error {
+	path := filepath.Join(dir, ModelTxt)
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	defer f.Close()
+	scanner := bufio.NewScanner(f)
+	scanner.Buffer(make([]byte, 1<<20), 1<<24)
+	for scanner.Scan() {
+		line := scanner.Text()
+		if line == "" || strings.HasPrefix(line, "Tree=") {
+			break // the header is over
+		}
+		if names, ok := strings.CutPrefix(line, "feature_names="); ok {
+			got := strings.Fields(names)
+			if !slices.Equal(got, meta.FeatureNames) {
+				return fmt.Errorf("%s: feature_names %v differ from %s %v", path, got, MetadataJSON, meta.FeatureNames)
+			}
+			return nil
+		}
+	}
+	if err := scanner.Err(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return fmt.Errorf("%s: no feature_names line in the header", path)
 }
 
 func fileSHA256(path string) (string, error) {

@@ -76,12 +76,14 @@ type GoldenReport struct {
 	MaxDiffONNX   float64 // largest |score - onnx_score|
 	MaxDiffLGBM   float64 // largest |score - lgbm_score|
 	Scores        []float32
-	FirstMismatch int // index of the first row over tolerance, or -1
+	FirstMismatch int // index of the first row over tolerance to onnx_score, or -1
+	// FirstLGBMMismatch is the first row over the LightGBM tolerance, or -1.
+	FirstLGBMMismatch int
 }
 
 // ScoreGolden scores every golden row in one batch and compares with the
-// onnxruntime scores recorded at export.
-func ScoreGolden(scorer Scorer, rows []GoldenRow, nFeatures int, tolerance float64) (GoldenReport, error) {
+// onnxruntime and LightGBM scores recorded at export.
+func ScoreGolden(scorer Scorer, rows []GoldenRow, nFeatures int, tolerance, lgbmTolerance float64) (GoldenReport, error) {
 	batch := make([]float32, 0, len(rows)*nFeatures)
 	for _, r := range rows {
 		batch = append(batch, r.Features...)
@@ -90,7 +92,7 @@ func ScoreGolden(scorer Scorer, rows []GoldenRow, nFeatures int, tolerance float
 	if err := scorer.Score(batch, len(rows), scores); err != nil {
 		return GoldenReport{}, err
 	}
-	report := GoldenReport{Rows: len(rows), Scores: scores, FirstMismatch: -1}
+	report := GoldenReport{Rows: len(rows), Scores: scores, FirstMismatch: -1, FirstLGBMMismatch: -1}
 	for i, r := range rows {
 		dONNX := math.Abs(float64(scores[i]) - float64(r.ONNXScore))
 		dLGBM := math.Abs(float64(scores[i]) - r.LGBMScore)
@@ -98,6 +100,9 @@ func ScoreGolden(scorer Scorer, rows []GoldenRow, nFeatures int, tolerance float
 		report.MaxDiffLGBM = max(report.MaxDiffLGBM, dLGBM)
 		if (dONNX > tolerance || math.IsNaN(dONNX)) && report.FirstMismatch < 0 {
 			report.FirstMismatch = i
+		}
+		if (dLGBM > lgbmTolerance || math.IsNaN(dLGBM)) && report.FirstLGBMMismatch < 0 {
+			report.FirstLGBMMismatch = i
 		}
 	}
 	return report, nil

@@ -38,6 +38,9 @@ func Load(dir string, opts LoadOptions) (*Model, error) {
 	if err := VerifyChecksums(dir, meta); err != nil {
 		return nil, err
 	}
+	if err := CheckModelFeatureNames(dir, meta); err != nil {
+		return nil, err
+	}
 	if want, got := meta.LibraryVersions["onnxruntime"], RuntimeVersion(); want != "" && want != got {
 		// The golden check below decides; this only explains a failure.
 		logger.Warn("onnxruntime differs from the one the model was exported with",
@@ -53,7 +56,7 @@ func Load(dir string, opts LoadOptions) (*Model, error) {
 		scorer.Close()
 		return nil, err
 	}
-	report, err := ScoreGolden(scorer, golden, len(meta.FeatureNames), OnnxGoldenTolerance)
+	report, err := ScoreGolden(scorer, golden, len(meta.FeatureNames), OnnxGoldenTolerance, meta.Parity.LGBMONNXAbsTol)
 	if err != nil {
 		scorer.Close()
 		return nil, fmt.Errorf("%s: scoring golden rows: %w", filepath.Join(dir, GoldenJSONL), err)
@@ -63,6 +66,12 @@ func Load(dir string, opts LoadOptions) (*Model, error) {
 		r := golden[i]
 		return nil, fmt.Errorf("%s: golden row %d (line %d, case %q) scores %.9g, expected %.9g (tolerance %g): the model fails its own parity check",
 			filepath.Join(dir, GoldenJSONL), r.Row, i+1, r.Case, report.Scores[i], r.ONNXScore, OnnxGoldenTolerance)
+	}
+	if i := report.FirstLGBMMismatch; i >= 0 {
+		scorer.Close()
+		r := golden[i]
+		return nil, fmt.Errorf("%s: golden row %d (line %d, case %q) scores %.9g, LightGBM %.9g (parity.lgbm_onnx_abs_tol %g): model.onnx does not reproduce model.txt",
+			filepath.Join(dir, GoldenJSONL), r.Row, i+1, r.Case, report.Scores[i], r.LGBMScore, meta.Parity.LGBMONNXAbsTol)
 	}
 	return &Model{Dir: dir, Meta: meta, Scorer: scorer, Golden: report}, nil
 }

@@ -51,8 +51,8 @@ func TestLoadScoresGoldenRowsLikePython(t *testing.T) {
 		t.Errorf("max diff to Python onnxruntime %g, want <= %g", report.MaxDiffONNX, OnnxGoldenTolerance)
 	}
 	// LightGBM sums float64 leaves, onnxruntime float32 ones; the bound is
-	// LGBM_ONNX_ABS_TOL in python/src/ranker/artifact.py.
-	const lgbmTolerance = 1e-4
+	// written by the export (LGBM_ONNX_ABS_TOL in python/src/ranker/artifact.py).
+	lgbmTolerance := m.Meta.Parity.LGBMONNXAbsTol
 	if report.MaxDiffLGBM > lgbmTolerance {
 		t.Errorf("max diff to LightGBM %g, want <= %g", report.MaxDiffLGBM, lgbmTolerance)
 	}
@@ -88,7 +88,7 @@ func TestGoldenOrderMatchesLightGBMPerQuery(t *testing.T) {
 	for q, members := range byQuery {
 		for _, a := range members {
 			for _, b := range members {
-				if rows[a].LGBMScore-rows[b].LGBMScore > 2e-4 { // not tied within tolerance
+				if rows[a].LGBMScore-rows[b].LGBMScore > 2*m.Meta.Parity.LGBMONNXAbsTol { // not tied within tolerance
 					compared++
 					if !(m.Golden.Scores[a] > m.Golden.Scores[b]) {
 						t.Errorf("query %d: LightGBM ranks row %d above row %d, Go onnxruntime does not", q, rows[a].Row, rows[b].Row)
@@ -139,6 +139,17 @@ func editMetadata(t *testing.T, dir string, edit func(map[string]any)) {
 	}
 }
 
+// setFeatureNames replaces the feature list and its hash together, as a
+// consistent but wrong export would.
+func setFeatureNames(m map[string]any, names []any) {
+	strs := make([]string, len(names))
+	for i, n := range names {
+		strs[i] = n.(string)
+	}
+	m["feature_names"] = names
+	m["feature_hash"] = FeatureHash(strs)
+}
+
 // resealFile records a file's new checksum, as if the export had written it.
 func resealFile(t *testing.T, dir, name string) {
 	t.Helper()
@@ -153,6 +164,11 @@ func resealFile(t *testing.T, dir, name string) {
 
 func rewriteGoldenScore(t *testing.T, dir string, line int, delta float64) {
 	t.Helper()
+	rewriteGoldenField(t, dir, line, "onnx_score", delta)
+}
+
+func rewriteGoldenField(t *testing.T, dir string, line int, field string, delta float64) {
+	t.Helper()
 	path := filepath.Join(dir, GoldenJSONL)
 	raw, _ := os.ReadFile(path)
 	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
@@ -160,7 +176,7 @@ func rewriteGoldenScore(t *testing.T, dir string, line int, delta float64) {
 	if err := json.Unmarshal([]byte(lines[line]), &rec); err != nil {
 		t.Fatal(err)
 	}
-	rec["onnx_score"] = rec["onnx_score"].(float64) + delta
+	rec[field] = rec[field].(float64) + delta
 	b, _ := json.Marshal(rec)
 	lines[line] = string(b)
 	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
@@ -192,6 +208,17 @@ func TestLoadRefusesBrokenVersions(t *testing.T) {
 			rewriteGoldenScore(t, dir, 3, 0.5)
 			resealFile(t, dir, GoldenJSONL)
 		}, []string{GoldenJSONL, "golden row 3", "line 4", "fails its own parity check"}},
+		{"golden.jsonl whose LightGBM scores model.onnx does not reproduce", func(t *testing.T, dir string) {
+			rewriteGoldenField(t, dir, 3, "lgbm_score", 0.5)
+			resealFile(t, dir, GoldenJSONL)
+		}, []string{GoldenJSONL, "golden row 3", "does not reproduce model.txt"}},
+		{"feature names reordered with a recomputed hash", func(t *testing.T, dir string) {
+			editMetadata(t, dir, func(m map[string]any) {
+				names := m["feature_names"].([]any)
+				names[0], names[1] = names[1], names[0]
+				setFeatureNames(m, names)
+			})
+		}, []string{ModelTxt, "differ from metadata.json"}},
 		{"feature hash mismatch", func(t *testing.T, dir string) {
 			editMetadata(t, dir, func(m map[string]any) { m["feature_hash"] = strings.Repeat("0", 64) })
 		}, []string{MetadataJSON, "feature_hash"}},
@@ -202,14 +229,13 @@ func TestLoadRefusesBrokenVersions(t *testing.T) {
 			})
 		}, []string{MetadataJSON, "does not match the feature names"}},
 		{"model input width differs from metadata", func(t *testing.T, dir string) {
+			path := filepath.Join(dir, ModelTxt)
+			raw, _ := os.ReadFile(path)
+			text := strings.Replace(string(raw), "\nfeature_names=", "\nfeature_names=extra0 ", 1)
+			os.WriteFile(path, []byte(text), 0o644)
+			resealFile(t, dir, ModelTxt)
 			editMetadata(t, dir, func(m map[string]any) {
-				names := append(m["feature_names"].([]any), "extra")
-				m["feature_names"] = names
-				strs := make([]string, len(names))
-				for i, n := range names {
-					strs[i] = n.(string)
-				}
-				m["feature_hash"] = FeatureHash(strs)
+				setFeatureNames(m, append([]any{"extra0"}, m["feature_names"].([]any)...))
 			})
 		}, []string{ModelONNX, "input shape"}},
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -44,22 +45,26 @@ func newMappingCache(limit int) *mappingCache {
 	return &mappingCache{entries: make(map[string]*columnMapping), limit: limit}
 }
 
-func layoutKey(featureNames []string, contextKeys []string) string {
+// layoutKey identifies a model and a request layout. Every name is length
+// prefixed, so no choice of names (which may contain any byte) can make two
+// different layouts share a key.
+func layoutKey(modelHash string, featureNames []string, contextKeys []string) string {
 	var b strings.Builder
-	for _, n := range featureNames {
-		b.WriteString(n)
-		b.WriteByte(0)
-	}
-	b.WriteByte(1)
-	for _, k := range contextKeys {
-		b.WriteString(k)
-		b.WriteByte(0)
+	b.WriteString(modelHash)
+	for _, list := range [][]string{featureNames, contextKeys} {
+		b.WriteString(strconv.Itoa(len(list)))
+		b.WriteByte(';')
+		for _, n := range list {
+			b.WriteString(strconv.Itoa(len(n)))
+			b.WriteByte(':')
+			b.WriteString(n)
+		}
 	}
 	return b.String()
 }
 
-func (c *mappingCache) get(modelFeatures, featureNames, contextKeys []string) *columnMapping {
-	key := layoutKey(featureNames, contextKeys)
+func (c *mappingCache) get(modelHash string, modelFeatures, featureNames, contextKeys []string) *columnMapping {
+	key := layoutKey(modelHash, featureNames, contextKeys)
 	c.mu.RLock()
 	m, ok := c.entries[key]
 	c.mu.RUnlock()

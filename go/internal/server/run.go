@@ -5,17 +5,34 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	rankerv1 "ranker/gen/ranker/v1"
 	"ranker/internal/config"
 	"ranker/internal/model"
 )
+
+// recoverPanics turns a panic in a handler into an Internal status for that
+// request instead of a crash of every request in the process.
+func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				logger.Error("handler panicked", "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				err = status.Error(codes.Internal, "internal error")
+			}
+		}()
+		return handler(ctx, req)
+	}
+}
 
 // Run loads the model, serves until ctx is done, then shuts down gracefully:
 // health NOT_SERVING, drain in-flight requests for cfg.ShutdownTimeout, stop.
@@ -42,7 +59,13 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	grpcServer := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxRecvBytes))
+	grpcServer := grpc.NewServer(
+		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
+		grpc.ChainUnaryInterceptor(recoverPanics(logger)),
+		// Stop (after a drain timeout) waits for running handlers, so the
+		// model is never closed under a request that is still scoring.
+		grpc.WaitForHandlers(true),
+	)
 	ranking := New(m, Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures}, logger)
 	rankerv1.RegisterRankingServiceServer(grpcServer, ranking)
 	healthServer := health.NewServer()

@@ -57,7 +57,7 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (*rankerv1
 		return nil, err
 	}
 	m := s.model.Load()
-	mapping := s.mappings.get(m.Meta.FeatureNames, req.GetFeatureNames(), contextKeys)
+	mapping := s.mappings.get(m.Meta.FeatureHash, m.Meta.FeatureNames, req.GetFeatureNames(), contextKeys)
 	s.countMissing(mapping.missing)
 
 	n, f := len(req.GetCandidates()), len(m.Meta.FeatureNames)

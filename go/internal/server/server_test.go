@@ -351,13 +351,72 @@ func TestRankOrderPutsNaNLastAndKeepsTies(t *testing.T) {
 func TestMappingCacheIsBounded(t *testing.T) {
 	c := newMappingCache(2)
 	model := []string{"a", "b"}
-	first := c.get(model, []string{"a"}, nil)
-	if c.get(model, []string{"a"}, nil) != first {
+	first := c.get("h", model, []string{"a"}, nil)
+	if c.get("h", model, []string{"a"}, nil) != first {
 		t.Error("same layout was not served from the cache")
 	}
-	c.get(model, []string{"b"}, nil)
-	c.get(model, []string{"a", "b"}, nil)
+	c.get("h", model, []string{"b"}, nil)
+	c.get("h", model, []string{"a", "b"}, nil)
 	if len(c.entries) > 2 {
 		t.Errorf("cache holds %d layouts, limit 2", len(c.entries))
+	}
+}
+
+func TestLayoutKeysNeverCollide(t *testing.T) {
+	layouts := []struct{ names, ctx []string }{
+		{[]string{"a", "b"}, nil},
+		{[]string{"a\x00b"}, nil},
+		{[]string{"a"}, []string{"b"}},
+		{nil, []string{"a", "b"}},
+		{[]string{"a:b"}, nil},
+		{[]string{"1:a"}, nil},
+		{[]string{""}, nil},
+		{nil, nil},
+	}
+	seen := map[string]int{}
+	for i, l := range layouts {
+		key := layoutKey("h", l.names, l.ctx)
+		if j, dup := seen[key]; dup {
+			t.Errorf("layouts %d and %d share key %q", j, i, key)
+		}
+		seen[key] = i
+	}
+	if layoutKey("h1", []string{"a"}, nil) == layoutKey("h2", []string{"a"}, nil) {
+		t.Error("two models share a layout key")
+	}
+}
+
+// A name that embeds a separator once crashed the server through a cache
+// collision; it must be a clean request now.
+func TestNamesWithSeparatorsCannotReuseAnotherLayout(t *testing.T) {
+	f := newFixture(t)
+	names := f.model.Meta.FeatureNames
+	rows := f.sampleQuery()[:2]
+	two := allFeaturesRequest(names[:2], rows)
+	for _, c := range two.Candidates {
+		c.Features = c.Features[:2]
+	}
+	if _, err := f.client.Rank(context.Background(), two); err != nil {
+		t.Fatal(err)
+	}
+	one := &rankerv1.RankRequest{
+		FeatureNames: []string{names[0] + "\x00" + names[1]},
+		Candidates:   []*rankerv1.Candidate{{Id: "x", Features: []float32{1}}},
+	}
+	resp, err := f.client.Rank(context.Background(), one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetMissingFeatures()) != len(names) {
+		t.Errorf("got %d missing features, want all %d", len(resp.GetMissingFeatures()), len(names))
+	}
+}
+
+func TestPanicsBecomeInternalErrors(t *testing.T) {
+	intercept := recoverPanics(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	_, err := intercept(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/x/Y"},
+		func(context.Context, any) (any, error) { panic("boom") })
+	if st, _ := status.FromError(err); st.Code() != codes.Internal {
+		t.Errorf("got %v, want Internal", err)
 	}
 }
