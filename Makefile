@@ -30,7 +30,7 @@ GRPCURL := $(GO_BIN)/grpcurl
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help setup proto proto-check data train build serve demo test test-python test-go test-e2e grpcurl lint clean
+.PHONY: help setup proto proto-check data train build serve demo test test-python test-go test-e2e grpcurl bench-pipeline lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -85,7 +85,7 @@ demo: setup train build ## Train on the default data, start the server, rank one
 
 $(TEST_MODEL)/metadata.json: $(SETUP_STAMP) $(wildcard python/src/ranker/*.py)
 	rm -rf $(TEST_MODEL)
-	$(RANKER) data --out $(TEST_DATA) --impressions 8000 --users 300 --articles 800
+	$(RANKER) data --out $(TEST_DATA) --scale 0.3
 	$(RANKER) train --data $(TEST_DATA) --models $(MODELS) --name test --version v1
 
 test: setup proto-check test-python test-go test-e2e ## Run every test: Python, Go, cross-language
@@ -106,6 +106,9 @@ $(GRPCURL):
 	GOBIN=$(GO_BIN) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v$(GRPCURL_VERSION)
 
 grpcurl: $(GRPCURL) ## Install grpcurl into go/bin (for the README example)
+
+bench-pipeline: $(SETUP_STAMP) ## Rows/s and peak memory of data, features, training at 1M and 10M rows (~3 min)
+	$(RANKER) bench-pipeline --scale 2.78 --scale 27.8 --work data/bench
 
 lint: $(SETUP_STAMP) ## ruff, mypy, go vet, gofmt, buf lint
 	cd python && ../.venv/bin/ruff check --config pyproject.toml src tests ../tests

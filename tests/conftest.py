@@ -48,7 +48,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if env := os.environ.get("RANKER_TEST_DATA"):
         return Path(env)
     directory = tmp_path_factory.mktemp("data")
-    generate(WorldConfig(n_users=300, n_articles=800, n_impressions=8000)).write(directory)
+    generate(WorldConfig().scaled(0.3)).write(directory)
     return directory
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from ranker.data import ClickLog, WorldConfig, generate
-from ranker.pipeline import TrainedVersion, feature_table, train_and_export
+from ranker.features import build_features
+from ranker.pipeline import TrainedVersion, train_and_export
 
 # Largest differences seen by the parity tests, printed at the end of the run.
 PARITY_REPORT: dict[str, float] = {}
@@ -26,7 +27,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(f"{pair:<45} {diff:.3g}")
 
 
-SMALL_WORLD = WorldConfig(seed=11, n_users=600, n_articles=700, n_impressions=5000)
+SMALL_WORLD = WorldConfig(seed=11).scaled(0.2)
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +46,7 @@ def trained(small_log: ClickLog, tmp_path_factory: pytest.TempPathFactory) -> Tr
 
 @pytest.fixture(scope="session")
 def small_table(small_log: ClickLog) -> Iterator[object]:
-    yield feature_table(small_log)
+    yield build_features(small_log.impressions.lazy(), small_log.articles.lazy())
 
 
 @pytest.fixture()

@@ -21,7 +21,7 @@ import (
 	"ranker/internal/model"
 )
 
-var testLimits = Limits{MaxCandidates: 50, MaxFeatures: 20}
+var testLimits = Limits{MaxCandidates: 50, MaxFeatures: 40}
 
 type fixture struct {
 	server *Server

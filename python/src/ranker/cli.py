@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ranker.data import ClickLog, WorldConfig, generate
+from ranker.data import WorldConfig, generate
 from ranker.v1.ranking_service_pb2 import RankRequest
 
 
@@ -25,29 +25,69 @@ def ort_library_path() -> Path:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    config = WorldConfig(
-        seed=args.seed, n_users=args.users, n_articles=args.articles, n_impressions=args.impressions
-    )
+    config = WorldConfig(seed=args.seed).scaled(args.scale)
     log = generate(config)
     log.write(args.out)
     print(
-        f"wrote {log.impressions.height} impression rows "
-        f"({config.n_impressions} impressions) and {log.articles.height} articles to {args.out}"
+        f"wrote {log.impressions.height:,} impression rows ({config.n_impressions:,} page views "
+        f"of {config.n_users:,} readers) and {log.articles.height:,} articles to {args.out}"
     )
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ranker.pipeline import metrics_table, train_and_export
+    if args.data.is_file():
+        return _train_ltr(args)
+    from ranker.pipeline import summary_table, train_and_export
 
-    trained = train_and_export(args.data, args.models, args.name, version=args.version)
-    print(metrics_table(trained.result.metrics))
+    trained = train_and_export(
+        args.data, args.models, args.name, version=args.version, tune_trials=args.tune
+    )
+    print(summary_table(trained.evaluation))
     print(
         f"best iteration {trained.result.best_iteration}; "
         f"{trained.export.golden_rows} golden rows, largest |LightGBM - ONNX| "
         f"{trained.export.max_abs_diff_lgbm_onnx:.3g}"
     )
-    print(f"exported {trained.export.directory}")
+    print(f"exported {trained.export.directory} (report in {trained.export.directory}/report)")
+    return 0
+
+
+def _train_ltr(args: argparse.Namespace) -> int:
+    from ranker.ltr import train_ltr_and_export
+
+    if args.valid is None or args.test is None:
+        raise SystemExit("training on a LibSVM file needs --valid and --test files")
+    result = train_ltr_and_export(
+        args.data,
+        args.valid,
+        args.test,
+        args.models,
+        args.name,
+        version=args.version,
+        tune_trials=args.tune,
+    )
+    for name, value in result.metrics.items():
+        print(f"test {name}: {value:.4f}")
+    print(f"best iteration {result.best_iteration}; exported {result.export.directory}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import lightgbm as lgb
+
+    from ranker.artifact import MODEL_TXT
+    from ranker.evaluate import evaluate, markdown, write_report
+    from ranker.pipeline import REPORT_DIR, feature_table
+    from ranker.train import time_split
+
+    _, _, test = time_split(feature_table(args.data))
+    booster = lgb.Booster(model_file=args.model / MODEL_TXT)
+    evaluation = evaluate(test, booster, None)
+    out = args.model / REPORT_DIR
+    write_report(evaluation, out, f"Evaluation of {args.model}")
+    print(markdown(evaluation, f"Evaluation of {args.model}").split("## NDCG@10 by")[0])
+    print(f"report written to {out}")
     return 0
 
 
@@ -57,7 +97,7 @@ def _demo_request(data_dir: Path, top_k: int) -> tuple[RankRequest, set[str]]:
     from ranker.pipeline import feature_table
     from ranker.train import time_split
 
-    _, _, test = time_split(feature_table(ClickLog.read(data_dir)))
+    _, _, test = time_split(feature_table(data_dir))
     clicked_rows = test.table.filter(pl.col("clicked") == 1)
     impression = clicked_rows["impression_id"][0]
     rows = test.table.filter(pl.col("impression_id") == impression)
@@ -90,6 +130,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    import json
+
+    from ranker.benchmark import bench, markdown
+
+    report = bench(args.scale, args.work)
+    args.work.mkdir(parents=True, exist_ok=True)
+    (args.work / "pipeline.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(markdown(report))
+    return 0
+
+
 def _cmd_ort_lib(_: argparse.Namespace) -> int:
     print(ort_library_path())
     return 0
@@ -102,17 +154,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("data", help="write the synthetic click log (Parquet)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=WorldConfig.seed)
-    p.add_argument("--impressions", type=int, default=WorldConfig.n_impressions)
-    p.add_argument("--users", type=int, default=WorldConfig.n_users)
-    p.add_argument("--articles", type=int, default=WorldConfig.n_articles)
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="size relative to the default 360,000 rows (28 gives about 10 million)",
+    )
     p.set_defaults(run=_cmd_data)
 
-    p = sub.add_parser("train", help="build features, train lambdarank, export a model version")
-    p.add_argument("--data", type=Path, required=True)
+    p = sub.add_parser("train", help="build features, train lambdarank, evaluate, export")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="a click-log directory (ranker data), or a LibSVM training file",
+    )
+    p.add_argument("--valid", type=Path, help="LibSVM validation file (with a LibSVM --data)")
+    p.add_argument("--test", type=Path, help="LibSVM test file (with a LibSVM --data)")
     p.add_argument("--models", type=Path, required=True, help="model root directory")
     p.add_argument("--name", default="demo", help="model name under the root")
     p.add_argument("--version", help="version directory name (default: UTC timestamp)")
+    p.add_argument(
+        "--tune",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Optuna trials over LightGBM parameters before the final fit",
+    )
     p.set_defaults(run=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a model version on a click log's test split")
+    p.add_argument("--model", type=Path, required=True, help="model version directory")
+    p.add_argument("--data", type=Path, required=True, help="click-log directory")
+    p.set_defaults(run=_cmd_evaluate)
 
     p = sub.add_parser("rank", help="send one test impression to a running server")
     p.add_argument("--target", default="127.0.0.1:50051")
@@ -126,6 +200,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--top-k", type=int, default=10)
     p.set_defaults(run=_cmd_demo)
+
+    p = sub.add_parser("bench-pipeline", help="rows/s and peak memory of data, features, training")
+    p.add_argument(
+        "--scale",
+        type=float,
+        action="append",
+        required=True,
+        help="data scale (repeatable); 2.78 is 1 million rows, 27.8 is 10 million",
+    )
+    p.add_argument("--work", type=Path, default=Path("data/bench"), help="scratch directory")
+    p.set_defaults(run=_cmd_bench_pipeline)
 
     p = sub.add_parser("ort-lib", help="print the onnxruntime C library the Go server loads")
     p.set_defaults(run=_cmd_ort_lib)

@@ -24,7 +24,7 @@ import os
 import platform
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
@@ -43,7 +43,7 @@ from ranker import artifact
 INPUT_NAME = "input"
 # LightGBM's kZeroThreshold, a float32 constant widened to double.
 K_ZERO_THRESHOLD = float(np.float32(1e-35))
-# How many distinct split thresholds get edge rows in the golden file.
+# How many splits get threshold-edge rows in the golden file.
 MAX_THRESHOLD_CASES = 400
 # Values a production feature may hold that stress the comparison logic.
 EXTREME_VALUES: tuple[float, ...] = (
@@ -68,12 +68,25 @@ class ExportError(Exception):
     """The model cannot be exported faithfully."""
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _float32_at_or_below(value: float) -> float:
-    """The largest float32 that is <= value, as a Python float."""
+    """The largest float32 that is <= value, as a Python float. LightGBM puts
+    the split that only separates missing values at 1e300; every finite
+    float32 is below it, and so below float32 max."""
+    if value >= FLOAT32_MAX:
+        return FLOAT32_MAX
+    if value < -FLOAT32_MAX:
+        return float("-inf")
     rounded = np.float32(value)
     if float(rounded) > value:
         rounded = np.nextafter(rounded, np.float32(-np.inf))
     return float(rounded)
+
+
+def _nearest_float32(value: float) -> np.float32:
+    return np.float32(min(max(value, -FLOAT32_MAX), FLOAT32_MAX))
 
 
 def _effective_threshold(threshold: float) -> float:
@@ -173,19 +186,57 @@ class GoldenCase:
     feature: str | None = None
 
 
+@dataclass(frozen=True)
+class SplitNode:
+    tree: int
+    feature: int
+    threshold: float
+    # A sample row whose path through the tree passes this split, if any.
+    reached_by: int | None
+
+
+def _goes_left(node: dict[str, Any], x: float) -> bool:
+    """LightGBM's numerical decision, including its missing-value rules."""
+    missing = node["missing_type"]
+    if np.isnan(x) and missing != "NaN":
+        x = 0.0
+    if (missing == "NaN" and np.isnan(x)) or (missing == "Zero" and abs(x) <= K_ZERO_THRESHOLD):
+        return bool(node["default_left"])
+    return bool(x <= node["threshold"])
+
+
+def _split_nodes(booster: lgb.Booster, rows: npt.NDArray[np.float32]) -> list[SplitNode]:
+    """Every numerical split, with the first sample row that reaches it."""
+    nodes: list[SplitNode] = []
+    for t, tree in enumerate(booster.dump_model()["tree_info"]):
+        reached: dict[int, int] = {}
+        for r, row in enumerate(rows):
+            node = tree["tree_structure"]
+            while "split_index" in node:
+                reached.setdefault(int(node["split_index"]), r)
+                left = _goes_left(node, float(row[int(node["split_feature"])]))
+                node = node["left_child"] if left else node["right_child"]
+        stack = [tree["tree_structure"]]
+        while stack:
+            node = stack.pop()
+            if "split_index" not in node:
+                continue
+            nodes.append(
+                SplitNode(
+                    t,
+                    int(node["split_feature"]),
+                    float(node["threshold"]),
+                    reached.get(int(node["split_index"])),
+                )
+            )
+            stack += [node["left_child"], node["right_child"]]
+    return nodes
+
+
 def _split_thresholds(booster: lgb.Booster) -> list[tuple[int, float]]:
     """Distinct (feature index, float64 threshold) pairs of all numerical splits."""
-    pairs: set[tuple[int, float]] = set()
-
-    def walk(node: dict[str, Any]) -> None:
-        if "split_feature" in node:
-            pairs.add((int(node["split_feature"]), float(node["threshold"])))
-            walk(node["left_child"])
-            walk(node["right_child"])
-
-    for tree in booster.dump_model()["tree_info"]:
-        walk(tree["tree_structure"])
-    return sorted(pairs)
+    empty = np.zeros((0, booster.num_feature()), np.float32)
+    return sorted({(n.feature, n.threshold) for n in _split_nodes(booster, empty)})
 
 
 def golden_cases(
@@ -194,29 +245,34 @@ def golden_cases(
     sample_rows: npt.NDArray[np.float32],
     sample_queries: npt.NDArray[np.int64],
 ) -> Iterator[GoldenCase]:
-    """Real rows, then rows built to sit on every decision boundary that matters."""
+    """Real rows, then rows built to sit on the decision boundaries that matter:
+    each threshold-edge row starts from a sample row that reaches that split,
+    so moving the value across the threshold changes the path."""
     for row, query in zip(sample_rows, sample_queries, strict=True):
         yield GoldenCase("sample", row, query=int(query))
     base_rows = sample_rows if len(sample_rows) else np.zeros((1, len(feature_names)), np.float32)
 
-    thresholds = _split_thresholds(booster)
-    if len(thresholds) > MAX_THRESHOLD_CASES:
-        picks = np.linspace(0, len(thresholds) - 1, MAX_THRESHOLD_CASES).round().astype(int)
-        thresholds = [thresholds[i] for i in picks]
-    for i, (feature, threshold) in enumerate(thresholds):
-        at = np.float32(_float32_at_or_below(threshold))
+    nodes = _split_nodes(booster, base_rows)
+    reached = [n for n in nodes if n.reached_by is not None]
+    chosen = reached if reached else nodes
+    if len(chosen) > MAX_THRESHOLD_CASES:
+        picks = np.linspace(0, len(chosen) - 1, MAX_THRESHOLD_CASES).round().astype(int)
+        chosen = [chosen[i] for i in picks]
+    for i, node in enumerate(chosen):
+        at = np.float32(_float32_at_or_below(node.threshold))
         edges = {
             "threshold_at": at,
             "threshold_up": np.nextafter(at, np.float32(np.inf)),
             "threshold_down": np.nextafter(at, np.float32(-np.inf)),
-            "threshold_nearest": np.float32(threshold),
+            "threshold_nearest": _nearest_float32(node.threshold),
         }
+        base = node.reached_by if node.reached_by is not None else i % len(base_rows)
         for case, value in edges.items():
             if not np.isfinite(value):
                 continue  # beyond float32 range; the server refuses infinities
-            row = base_rows[i % len(base_rows)].copy()
-            row[feature] = value
-            yield GoldenCase(case, row, feature=feature_names[feature])
+            row = base_rows[base].copy()
+            row[node.feature] = value
+            yield GoldenCase(case, row, feature=feature_names[node.feature])
 
     for j, name in enumerate(feature_names):
         for value in (np.nan, *EXTREME_VALUES):
@@ -248,11 +304,16 @@ def export_model(
     sample_queries: npt.NDArray[np.int64],
     training_summary: dict[str, Any],
     version: str | None = None,
+    write_extras: Callable[[Path], None] | None = None,
 ) -> ExportResult:
     """Write models_root/model_name/version/ with the four artifact files, atomically."""
     if booster.num_feature() != len(feature_names):
         raise ExportError(
             f"model has {booster.num_feature()} features, feature list has {len(feature_names)}"
+        )
+    if booster.feature_name() != list(feature_names):
+        raise ExportError(
+            f"model features {booster.feature_name()} differ from the list {list(feature_names)}"
         )
     created = datetime.now(UTC).replace(microsecond=0)
     version = version or created.strftime("%Y%m%dT%H%M%SZ")
@@ -305,6 +366,8 @@ def export_model(
             },
         }
         (staging / artifact.METADATA_JSON).write_text(json.dumps(metadata, indent=2) + "\n")
+        if write_extras is not None:
+            write_extras(staging)  # e.g. the evaluation report, part of the same atomic rename
         staging.rename(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
