@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -69,9 +70,12 @@ def _smoothed_ctr(clicks: pl.Expr, shows: pl.Expr) -> pl.Expr:
     return ((clicks + prior_clicks) / (shows + prior_shows)).cast(pl.Float32)
 
 
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
+
+
 def _join_strictly_before(
-    left: pl.LazyFrame, right: pl.LazyFrame, *, left_on: str, right_on: str, by: str | list[str]
-) -> pl.LazyFrame:
+    left: Frame, /, right: Frame, *, left_on: str, right_on: str, by: str | list[str]
+) -> Frame:
     """For each left row, the latest right row of the same key with
     right_on < left_on: an as-of join that excludes equal timestamps."""
     return left.join_asof(
