@@ -26,6 +26,8 @@ BUF_VERSION := 1.75.0
 GRPCURL_VERSION := 1.9.3
 GRPCURL := $(GO_BIN)/grpcurl
 
+ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx.__file__).parent.parent)')
+
 # The onnxruntime C library inside the pinned wheel: the Go server loads this
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
@@ -54,6 +56,11 @@ proto: $(SETUP_STAMP) ## Regenerate Go and Python code from proto/
 		--go-grpc_out=go --go-grpc_opt=module=ranker \
 		--python_out=python/src --pyi_out=python/src --grpc_python_out=python/src \
 		proto/ranker/v1/*.proto
+	# The ONNX model schema, from the pinned onnx wheel, for the native Go evaluator.
+	$(PY) -m grpc_tools.protoc -I$(ONNX_PROTO_DIR) \
+		--plugin=protoc-gen-go=$(GO_BIN)/protoc-gen-go \
+		--go_out=go --go_opt=module=ranker '--go_opt=Monnx/onnx-ml.proto=ranker/gen/onnx;onnxpb' \
+		$(ONNX_PROTO_DIR)/onnx/onnx-ml.proto
 
 proto-check: proto ## Fail if the committed generated code differs from the protos
 	@git diff --exit-code --stat -- go/gen python/src/ranker/v1 \

@@ -65,7 +65,17 @@ def ort_lib() -> Path:
     return ort_library_path()
 
 
-@pytest.fixture(scope="module")
-def server(server_binary: Path, model_dir: Path, ort_lib: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(server_binary, model_dir, ort_lib=ort_lib) as running:
+BACKENDS = ("native", "onnxruntime")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, server_binary: Path, model_dir: Path, ort_lib: Path
+) -> Iterator[ServerProcess]:
+    """The server on each scoring backend: native Go (the default) and
+    onnxruntime (the reference)."""
+    with ServerProcess(
+        server_binary, model_dir, ort_lib=ort_lib, extra_args=[f"--backend={request.param}"]
+    ) as running:
+        running.backend = request.param
         yield running

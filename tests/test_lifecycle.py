@@ -70,7 +70,9 @@ def test_server_refuses_a_broken_model(
 def test_missing_library_is_a_clear_error(
     server_binary: Path, model_dir: Path, tmp_path: Path
 ) -> None:
-    code, log = ServerProcess(server_binary, model_dir, ort_lib=tmp_path / "nope.so").run_to_exit()
+    code, log = ServerProcess(
+        server_binary, model_dir, ort_lib=tmp_path / "nope.so", extra_args=["--backend=onnxruntime"]
+    ).run_to_exit()
     assert code == 1
     assert "onnxruntime library" in log and "nope.so" in log
 
@@ -86,7 +88,9 @@ def test_sigterm_drains_and_exits_cleanly(
             == 1
         )
     assert proc.stop() == 0  # stop() sends SIGTERM, as Kubernetes does
-    messages = [json.loads(line)["msg"] for line in proc.log.splitlines()]
+    log = proc.log
+    proc.close()
+    messages = [json.loads(line)["msg"] for line in log.splitlines()]
     assert messages[-2:] == ["shutting down", "drained"]
 
 

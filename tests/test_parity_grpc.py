@@ -54,11 +54,13 @@ def test_server_scores_equal_onnxruntime_python_and_match_lightgbm(
     onnx = np.array([r["onnx_score"] for r in rows], dtype=np.float64)
     lgbm = np.array([r["lgbm_score"] for r in rows], dtype=np.float64)
     d_onnx, d_lgbm = np.abs(served - onnx), np.abs(served - lgbm)
-    record_parity("Go server vs onnxruntime-Python", float(d_onnx.max()))
-    record_parity("Go server vs LightGBM", float(d_lgbm.max()))
+    record_parity(f"Go server ({server.backend}) vs onnxruntime-Python", float(d_onnx.max()))
+    record_parity(f"Go server ({server.backend}) vs LightGBM", float(d_lgbm.max()))
     assert len(rows) > 500
-    # Same onnxruntime build, same float32 rows, one thread on each side.
-    assert d_onnx.max() <= artifact.ONNX_ONNX_ABS_TOL, rows[int(d_onnx.argmax())]["case"]
+    # onnxruntime: the same build, same float32 rows, one thread on each side.
+    # native: float32 comparisons and leaves added in tree order, like onnxruntime.
+    tolerance = artifact.ONNX_ONNX_ABS_TOL if server.backend == "onnxruntime" else 1e-5
+    assert d_onnx.max() <= tolerance, rows[int(d_onnx.argmax())]["case"]
     assert d_lgbm.max() <= artifact.LGBM_ONNX_ABS_TOL, rows[int(d_lgbm.argmax())]["case"]
 
 

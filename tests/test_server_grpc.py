@@ -52,7 +52,10 @@ def test_model_info_matches_metadata(server: ServerProcess, model_dir: Path) -> 
     assert (info.model_name, info.model_version) == (meta["model_name"], meta["model_version"])
     assert list(info.feature_names) == meta["feature_names"] == list(FEATURE_NAMES)
     assert info.feature_hash == meta["feature_hash"]
-    assert info.backend == f"onnxruntime {meta['library_versions']['onnxruntime']}"
+    if server.backend == "onnxruntime":
+        assert info.backend == f"onnxruntime {meta['library_versions']['onnxruntime']}"
+    else:
+        assert info.backend == f"native Go tree ensemble ({meta['num_trees']} trees)"
 
 
 def test_context_features_are_broadcast(server: ServerProcess, model_dir: Path) -> None:

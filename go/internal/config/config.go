@@ -17,6 +17,7 @@ import (
 type Config struct {
 	Listen          string
 	Model           string
+	Backend         string
 	ORTLib          string
 	ORTThreads      int
 	MaxCandidates   int
@@ -39,7 +40,8 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.SetOutput(usage)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:50051", "gRPC listen address (host:port)")
 	fs.StringVar(&c.Model, "model", "", "model version directory, or a model directory whose newest version is served")
-	fs.StringVar(&c.ORTLib, "ort-lib", "", "path to libonnxruntime.so; `ranker ort-lib` prints the one in the pinned wheel")
+	fs.StringVar(&c.Backend, "backend", "native", "scoring backend: native (pure Go, the default) or onnxruntime (the reference)")
+	fs.StringVar(&c.ORTLib, "ort-lib", "", "path to libonnxruntime.so, for the onnxruntime backend; `ranker ort-lib` prints the one in the pinned wheel")
 	fs.IntVar(&c.ORTThreads, "ort-threads", 1, "onnxruntime intra-op threads per scoring call; requests already run in parallel, and more than 1 changes the summation order, so scores may move by an ulp from the golden ones")
 	fs.IntVar(&c.MaxCandidates, "max-candidates", 2000, "most candidates in one Rank request (more: RESOURCE_EXHAUSTED)")
 	fs.IntVar(&c.MaxFeatures, "max-features", 512, "most feature names plus context features in one request (more: RESOURCE_EXHAUSTED)")
@@ -82,6 +84,12 @@ func (c Config) validate() error {
 	var errs []error
 	if c.Model == "" {
 		errs = append(errs, errors.New("model: required (--model or RANKER_MODEL)"))
+	}
+	if c.Backend != "native" && c.Backend != "onnxruntime" {
+		errs = append(errs, fmt.Errorf("backend: %q, want native or onnxruntime", c.Backend))
+	}
+	if c.Backend == "onnxruntime" && c.ORTLib == "" {
+		errs = append(errs, errors.New("ort-lib: required by the onnxruntime backend (--ort-lib or RANKER_ORT_LIB)"))
 	}
 	if c.ORTThreads < 1 {
 		errs = append(errs, fmt.Errorf("ort-threads: %d, must be at least 1", c.ORTThreads))

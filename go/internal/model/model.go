@@ -15,8 +15,16 @@ type Model struct {
 	Golden GoldenReport
 }
 
+// Backends that can score a model.
+const (
+	BackendNative      = "native"
+	BackendONNXRuntime = "onnxruntime"
+)
+
 // LoadOptions configure Load.
 type LoadOptions struct {
+	// Backend is BackendNative (default) or BackendONNXRuntime, the reference.
+	Backend string
 	// Threads is onnxruntime's intra-op thread count per scoring call.
 	Threads int
 	Logger  *slog.Logger
@@ -25,7 +33,7 @@ type LoadOptions struct {
 // Load opens a model version directory and refuses it unless its metadata
 // is consistent, its files match their checksums, and it scores its own
 // golden rows within OnnxGoldenTolerance. Every error names the file.
-// InitRuntime must have succeeded first.
+// InitRuntime must have succeeded first for the onnxruntime backend.
 func Load(dir string, opts LoadOptions) (*Model, error) {
 	logger := opts.Logger
 	if logger == nil {
@@ -41,13 +49,7 @@ func Load(dir string, opts LoadOptions) (*Model, error) {
 	if err := CheckModelFeatureNames(dir, meta); err != nil {
 		return nil, err
 	}
-	if want, got := meta.LibraryVersions["onnxruntime"], RuntimeVersion(); want != "" && want != got {
-		// The golden check below decides; this only explains a failure.
-		logger.Warn("onnxruntime differs from the one the model was exported with",
-			"model_dir", dir, "exported_with", want, "loaded", got)
-	}
-	threads := max(opts.Threads, 1)
-	scorer, err := NewONNXScorer(filepath.Join(dir, ModelONNX), meta.ONNX.InputName, len(meta.FeatureNames), threads)
+	scorer, tolerance, err := newScorer(dir, meta, opts, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +58,7 @@ func Load(dir string, opts LoadOptions) (*Model, error) {
 		scorer.Close()
 		return nil, err
 	}
-	report, err := ScoreGolden(scorer, golden, len(meta.FeatureNames), OnnxGoldenTolerance, meta.Parity.LGBMONNXAbsTol)
+	report, err := ScoreGolden(scorer, golden, len(meta.FeatureNames), tolerance, meta.Parity.LGBMONNXAbsTol)
 	if err != nil {
 		scorer.Close()
 		return nil, fmt.Errorf("%s: scoring golden rows: %w", filepath.Join(dir, GoldenJSONL), err)
@@ -64,8 +66,8 @@ func Load(dir string, opts LoadOptions) (*Model, error) {
 	if i := report.FirstMismatch; i >= 0 {
 		scorer.Close()
 		r := golden[i]
-		return nil, fmt.Errorf("%s: golden row %d (line %d, case %q) scores %.9g, expected %.9g (tolerance %g): the model fails its own parity check",
-			filepath.Join(dir, GoldenJSONL), r.Row, i+1, r.Case, report.Scores[i], r.ONNXScore, OnnxGoldenTolerance)
+		return nil, fmt.Errorf("%s: golden row %d (line %d, case %q) scores %.9g, expected %.9g (tolerance %g, %s): the model fails its own parity check",
+			filepath.Join(dir, GoldenJSONL), r.Row, i+1, r.Case, report.Scores[i], r.ONNXScore, tolerance, scorer.Backend())
 	}
 	if i := report.FirstLGBMMismatch; i >= 0 {
 		scorer.Close()
@@ -74,6 +76,25 @@ func Load(dir string, opts LoadOptions) (*Model, error) {
 			filepath.Join(dir, GoldenJSONL), r.Row, i+1, r.Case, report.Scores[i], r.LGBMScore, meta.Parity.LGBMONNXAbsTol)
 	}
 	return &Model{Dir: dir, Meta: meta, Scorer: scorer, Golden: report}, nil
+}
+
+func newScorer(dir string, meta *Metadata, opts LoadOptions, logger *slog.Logger) (Scorer, float64, error) {
+	path := filepath.Join(dir, ModelONNX)
+	switch opts.Backend {
+	case BackendNative, "":
+		s, err := NewNativeScorer(path, len(meta.FeatureNames))
+		return s, NativeGoldenTolerance, err
+	case BackendONNXRuntime:
+		if want, got := meta.LibraryVersions["onnxruntime"], RuntimeVersion(); want != "" && want != got {
+			// The golden check decides; this only explains a failure.
+			logger.Warn("onnxruntime differs from the one the model was exported with",
+				"model_dir", dir, "exported_with", want, "loaded", got)
+		}
+		s, err := NewONNXScorer(path, meta.ONNX.InputName, len(meta.FeatureNames), max(opts.Threads, 1))
+		return s, OnnxGoldenTolerance, err
+	default:
+		return nil, 0, fmt.Errorf("backend %q: want %q or %q", opts.Backend, BackendNative, BackendONNXRuntime)
+	}
 }
 
 // Close releases the scorer.

@@ -38,14 +38,16 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 // health NOT_SERVING, drain in-flight requests for cfg.ShutdownTimeout, stop.
 // It returns an error, naming the file, when the model is refused.
 func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
-	if err := model.InitRuntime(cfg.ORTLib); err != nil {
-		return err
+	if cfg.Backend == model.BackendONNXRuntime {
+		if err := model.InitRuntime(cfg.ORTLib); err != nil {
+			return err
+		}
 	}
 	dir, err := model.ResolveVersionDir(cfg.Model)
 	if err != nil {
 		return err
 	}
-	m, err := model.Load(dir, model.LoadOptions{Threads: cfg.ORTThreads, Logger: logger})
+	m, err := model.Load(dir, model.LoadOptions{Backend: cfg.Backend, Threads: cfg.ORTThreads, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("model refused: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	rankerv1 "ranker/gen/ranker/v1"
 	"ranker/internal/model"
+	"ranker/internal/model/modeltest"
 )
 
 var testLimits = Limits{MaxCandidates: 50, MaxFeatures: 40}
@@ -34,13 +34,7 @@ type fixture struct {
 // gRPC connection.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	lib, dir := os.Getenv("RANKER_ORT_LIB"), os.Getenv("RANKER_TEST_MODEL")
-	if lib == "" || dir == "" {
-		t.Fatal("RANKER_ORT_LIB and RANKER_TEST_MODEL must be set; run `make test-go`")
-	}
-	if err := model.InitRuntime(lib); err != nil {
-		t.Fatal(err)
-	}
+	_, dir := modeltest.Env(t)
 	m, err := model.Load(dir, model.LoadOptions{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -325,8 +319,8 @@ func TestGetModelInfoDescribesTheServingModel(t *testing.T) {
 		!info.GetCreatedAt().AsTime().Equal(meta.CreatedAt) || info.GetObjective() != meta.Objective {
 		t.Errorf("got %v, want metadata %+v", info, meta)
 	}
-	if !strings.HasPrefix(info.GetBackend(), "onnxruntime 1.") {
-		t.Errorf("got backend %q, want onnxruntime 1.x", info.GetBackend())
+	if info.GetBackend() != f.model.Scorer.Backend() || !strings.HasPrefix(info.GetBackend(), "native Go") {
+		t.Errorf("got backend %q, want the native default %q", info.GetBackend(), f.model.Scorer.Backend())
 	}
 }
 

@@ -48,6 +48,9 @@ class ServerProcess:
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
     ) -> None:
+        self.backend = next(
+            (a.split("=", 1)[1] for a in extra_args if a.startswith("--backend=")), "native"
+        )
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         # Open for the life of the process, closed in __exit__.
@@ -89,15 +92,18 @@ class ServerProcess:
 
     def run_to_exit(self, timeout: float = 30.0) -> tuple[int, str]:
         """Run a server expected to refuse to start; its exit code and log."""
-        proc = subprocess.run(
-            self._args,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=self._env,
-            timeout=timeout,
-            check=False,
-        )
-        return proc.returncode, self.log
+        try:
+            proc = subprocess.run(
+                self._args,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+                timeout=timeout,
+                check=False,
+            )
+            return proc.returncode, self.log
+        finally:
+            self.close()
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, as Kubernetes does, then wait for the graceful exit."""
@@ -122,5 +128,9 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+        self.close()
+
+    def close(self) -> None:
+        """Remove the log file (read `log` first)."""
         self._log.close()
         Path(self._log.name).unlink(missing_ok=True)

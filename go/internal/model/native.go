@@ -1,0 +1,45 @@
+package model
+
+import (
+	"fmt"
+
+	"ranker/internal/treeensemble"
+)
+
+// NativeGoldenTolerance bounds |native Go score - onnxruntime score| on a
+// golden row. The evaluator compares in float32 and adds leaves in tree order
+// like onnxruntime, so scores agree to the last bit in practice; 1e-5 is the
+// contract, room for a summation order that differs in a future model shape.
+const NativeGoldenTolerance = 1e-5
+
+// NativeScorer scores with the pure-Go tree ensemble evaluator (no cgo).
+type NativeScorer struct {
+	ensemble *treeensemble.Ensemble
+}
+
+var _ Scorer = (*NativeScorer)(nil)
+
+// NewNativeScorer compiles the ONNX tree ensemble at path.
+func NewNativeScorer(path string, nFeatures int) (*NativeScorer, error) {
+	e, err := treeensemble.Load(path, nFeatures)
+	if err != nil {
+		return nil, err
+	}
+	return &NativeScorer{ensemble: e}, nil
+}
+
+// Score implements Scorer.
+func (s *NativeScorer) Score(rows []float32, n int, out []float32) error {
+	return s.ensemble.Score(rows, n, out)
+}
+
+// Backend implements Scorer.
+func (s *NativeScorer) Backend() string {
+	return fmt.Sprintf("native Go tree ensemble (%d trees)", s.ensemble.NumTrees())
+}
+
+// Close implements Scorer.
+func (s *NativeScorer) Close() error { return nil }
+
+// Ensemble exposes the compiled trees (tests and benchmarks).
+func (s *NativeScorer) Ensemble() *treeensemble.Ensemble { return s.ensemble }

@@ -1,0 +1,274 @@
+// Package treeensemble compiles an ONNX tree ensemble (ai.onnx.ml
+// TreeEnsembleRegressor) into flat arrays and scores rows with it in pure Go,
+// with onnxruntime's semantics: float32 comparisons in every node mode, the
+// missing-value track, per-leaf target weights, base values, SUM aggregation,
+// no post transform.
+package treeensemble
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	onnxpb "ranker/gen/onnx"
+)
+
+// Node modes, as onnxruntime names them.
+const (
+	modeLEQ uint8 = iota
+	modeLT
+	modeGTE
+	modeGT
+	modeEQ
+	modeNEQ
+)
+
+var modeNames = map[string]uint8{
+	"BRANCH_LEQ": modeLEQ, "BRANCH_LT": modeLT, "BRANCH_GTE": modeGTE,
+	"BRANCH_GT": modeGT, "BRANCH_EQ": modeEQ, "BRANCH_NEQ": modeNEQ,
+}
+
+// missingTrue marks a node that sends NaN to its true branch.
+const missingTrue uint8 = 1 << 7
+
+// Ensemble is a compiled tree ensemble. Internal nodes of all trees live in
+// one set of arrays (struct of arrays); a child index below zero is a leaf,
+// ^index into leaf.
+type Ensemble struct {
+	nFeatures int
+	feature   []int32
+	threshold []float32
+	flags     []uint8 // mode | missingTrue
+	left      []int32 // true branch
+	right     []int32 // false branch
+	leaf      []float32
+	roots     []int32
+	base      float32
+	allLEQ    bool
+}
+
+// NumTrees is the number of trees.
+func (e *Ensemble) NumTrees() int { return len(e.roots) }
+
+// NumFeatures is the input width.
+func (e *Ensemble) NumFeatures() int { return e.nFeatures }
+
+// Load reads an ONNX model whose graph is one TreeEnsembleRegressor (followed
+// by Identity nodes at most) over one float input of shape [batch, nFeatures].
+func Load(path string, nFeatures int) (*Ensemble, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var model onnxpb.ModelProto
+	if err := proto.Unmarshal(raw, &model); err != nil {
+		return nil, fmt.Errorf("%s: not an ONNX model: %w", path, err)
+	}
+	inputs := model.GetGraph().GetInput()
+	if len(inputs) != 1 {
+		return nil, fmt.Errorf("%s: want one graph input, found %d", path, len(inputs))
+	}
+	dims := inputs[0].GetType().GetTensorType().GetShape().GetDim()
+	if len(dims) != 2 || dims[1].GetDimValue() != int64(nFeatures) {
+		shape := make([]string, len(dims))
+		for i, d := range dims {
+			shape[i] = fmt.Sprint(d.GetDimValue())
+			if d.GetDimParam() != "" || d.GetDimValue() == 0 {
+				shape[i] = "?"
+			}
+		}
+		return nil, fmt.Errorf("%s: input shape [%s], metadata lists %d features", path, strings.Join(shape, ", "), nFeatures)
+	}
+	var ensemble *onnxpb.NodeProto
+	for _, node := range model.GetGraph().GetNode() {
+		switch {
+		case node.GetOpType() == "TreeEnsembleRegressor" && node.GetDomain() == "ai.onnx.ml" && ensemble == nil:
+			ensemble = node
+		case node.GetOpType() == "Identity":
+		default:
+			return nil, fmt.Errorf("%s: node %q (%s %s) is not supported by the native evaluator; use the onnxruntime backend",
+				path, node.GetName(), node.GetDomain(), node.GetOpType())
+		}
+	}
+	if ensemble == nil {
+		return nil, fmt.Errorf("%s: no ai.onnx.ml TreeEnsembleRegressor node", path)
+	}
+	e, err := Compile(ensemble, nFeatures)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return e, nil
+}
+
+type attrs map[string]*onnxpb.AttributeProto
+
+func (a attrs) ints(name string) []int64 { return a[name].GetInts() }
+
+func (a attrs) floats(name string) []float32 { return a[name].GetFloats() }
+
+type nodeKey struct{ tree, node int64 }
+
+// Compile turns a TreeEnsembleRegressor node into an Ensemble.
+func Compile(node *onnxpb.NodeProto, nFeatures int) (*Ensemble, error) {
+	a := attrs{}
+	for _, at := range node.GetAttribute() {
+		a[at.GetName()] = at
+	}
+	if pt := string(a["post_transform"].GetS()); pt != "" && pt != "NONE" {
+		return nil, fmt.Errorf("post_transform %s is not supported", pt)
+	}
+	if agg := string(a["aggregate_function"].GetS()); agg != "" && agg != "SUM" {
+		return nil, fmt.Errorf("aggregate_function %s is not supported", agg)
+	}
+	if n := a["n_targets"].GetI(); n > 1 {
+		return nil, fmt.Errorf("n_targets %d: only one target is supported", n)
+	}
+	treeIDs, nodeIDs := a.ints("nodes_treeids"), a.ints("nodes_nodeids")
+	features, modes := a.ints("nodes_featureids"), a["nodes_modes"].GetStrings()
+	trueIDs, falseIDs := a.ints("nodes_truenodeids"), a.ints("nodes_falsenodeids")
+	missing := a.ints("nodes_missing_value_tracks_true")
+	values := a.floats("nodes_values")
+	if t := a["nodes_values_as_tensor"]; t != nil {
+		values = nil
+		for _, v := range t.GetT().GetDoubleData() {
+			values = append(values, float32(v)) // onnxruntime compares float inputs in float32
+		}
+	}
+	n := len(nodeIDs)
+	for name, got := range map[string]int{"nodes_treeids": len(treeIDs), "nodes_featureids": len(features),
+		"nodes_modes": len(modes), "nodes_truenodeids": len(trueIDs), "nodes_falsenodeids": len(falseIDs),
+		"nodes_values": len(values)} {
+		if got != n {
+			return nil, fmt.Errorf("attribute %s has %d entries, nodes_nodeids %d", name, got, n)
+		}
+	}
+	if len(missing) != 0 && len(missing) != n {
+		return nil, fmt.Errorf("nodes_missing_value_tracks_true has %d entries, want %d", len(missing), n)
+	}
+
+	// Leaf values: the sum of every target weight attached to a leaf.
+	leafValue := map[nodeKey]float32{}
+	tT, tN, tW := a.ints("target_treeids"), a.ints("target_nodeids"), a.floats("target_weights")
+	if len(tT) != len(tN) || len(tN) != len(tW) {
+		return nil, errors.New("target_treeids, target_nodeids and target_weights differ in length")
+	}
+	for i := range tT {
+		leafValue[nodeKey{tT[i], tN[i]}] += tW[i]
+	}
+
+	e := &Ensemble{nFeatures: nFeatures, allLEQ: true}
+	if b := a.floats("base_values"); len(b) > 0 {
+		e.base = b[0]
+	}
+	// First pass: number internal nodes and leaves, in attribute order.
+	index := make(map[nodeKey]int32, n)
+	trees := map[int64]bool{}
+	for i := range n {
+		key := nodeKey{treeIDs[i], nodeIDs[i]}
+		if _, dup := index[key]; dup {
+			return nil, fmt.Errorf("tree %d node %d is defined twice", key.tree, key.node)
+		}
+		trees[key.tree] = true
+		if string(modes[i]) == "LEAF" {
+			index[key] = ^int32(len(e.leaf))
+			e.leaf = append(e.leaf, leafValue[key])
+			continue
+		}
+		mode, ok := modeNames[string(modes[i])]
+		if !ok {
+			return nil, fmt.Errorf("tree %d node %d: mode %q is not supported", key.tree, key.node, modes[i])
+		}
+		if features[i] < 0 || int(features[i]) >= nFeatures {
+			return nil, fmt.Errorf("tree %d node %d: feature %d outside the %d inputs", key.tree, key.node, features[i], nFeatures)
+		}
+		if len(missing) == n && missing[i] != 0 {
+			mode |= missingTrue
+		}
+		e.allLEQ = e.allLEQ && mode&^missingTrue == modeLEQ
+		index[key] = int32(len(e.feature))
+		e.feature = append(e.feature, int32(features[i]))
+		e.threshold = append(e.threshold, values[i])
+		e.flags = append(e.flags, mode)
+	}
+	e.left = make([]int32, len(e.feature))
+	e.right = make([]int32, len(e.feature))
+	for i := range n {
+		key := nodeKey{treeIDs[i], nodeIDs[i]}
+		at := index[key]
+		if at < 0 {
+			continue
+		}
+		for _, child := range []struct {
+			id  int64
+			dst *int32
+		}{{trueIDs[i], &e.left[at]}, {falseIDs[i], &e.right[at]}} {
+			c, ok := index[nodeKey{key.tree, child.id}]
+			if !ok {
+				return nil, fmt.Errorf("tree %d node %d: child %d does not exist", key.tree, key.node, child.id)
+			}
+			*child.dst = c
+		}
+	}
+	// Roots: node 0 of each tree, in tree id order (onnxruntime's summation order).
+	ids := make([]int64, 0, len(trees))
+	for t := range trees {
+		ids = append(ids, t)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, t := range ids {
+		root, ok := index[nodeKey{t, 0}]
+		if !ok {
+			return nil, fmt.Errorf("tree %d has no node 0", t)
+		}
+		e.roots = append(e.roots, root)
+	}
+	if err := e.checkAcyclic(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// checkAcyclic walks every tree once, so a malformed model is refused at
+// load instead of looping forever on a request.
+func (e *Ensemble) checkAcyclic() error {
+	seen := make([]bool, len(e.feature))
+	var walk func(i int32, depth int) error
+	walk = func(i int32, depth int) error {
+		if i < 0 {
+			return nil
+		}
+		if seen[i] || depth > len(e.feature) {
+			return fmt.Errorf("node %d is reached twice: the trees are not trees", i)
+		}
+		seen[i] = true
+		if err := walk(e.left[i], depth+1); err != nil {
+			return err
+		}
+		return walk(e.right[i], depth+1)
+	}
+	for _, r := range e.roots {
+		if err := walk(r, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Split is one internal node's feature and threshold.
+type Split struct {
+	Feature   int
+	Threshold float32
+}
+
+// Splits lists every internal node, for tests that probe decision edges.
+func (e *Ensemble) Splits() []Split {
+	out := make([]Split, len(e.feature))
+	for i := range e.feature {
+		out[i] = Split{int(e.feature[i]), e.threshold[i]}
+	}
+	return out
+}
