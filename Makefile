@@ -32,7 +32,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help setup proto proto-check data train build serve demo test test-python test-go test-e2e grpcurl bench-pipeline lint clean
+.PHONY: help setup proto proto-check data train build serve demo test test-python test-go test-e2e grpcurl stress-model bench bench-pipeline lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -113,6 +113,20 @@ $(GRPCURL):
 	GOBIN=$(GO_BIN) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v$(GRPCURL_VERSION)
 
 grpcurl: $(GRPCURL) ## Install grpcurl into go/bin (for the README example)
+
+STRESS_MODEL := $(abspath $(MODELS))/stress/v1
+
+$(STRESS_MODEL)/metadata.json: $(SETUP_STAMP)
+	rm -rf $(STRESS_MODEL)
+	$(RANKER) stress-model --models $(MODELS)
+
+stress-model: $(STRESS_MODEL)/metadata.json ## Build the 500-tree, 63-leaf, 60-feature benchmark model
+
+bench: build $(STRESS_MODEL)/metadata.json $(TEST_MODEL)/metadata.json ## Kernel and gRPC server benchmarks, native vs onnxruntime vs a Python server (~5 min)
+	@test -d $(MODELS)/$(MODEL_NAME) || $(MAKE) train
+	cd go && go build -o $(GO_BIN)/ranker-load ./cmd/ranker-load
+	$(RANKER) bench-serving --model demo=$$(ls -d $(MODELS)/$(MODEL_NAME)/*/ | tail -1) \
+		--model stress=$(STRESS_MODEL) --test-model $(TEST_MODEL) --out data/bench
 
 bench-pipeline: $(SETUP_STAMP) ## Rows/s and peak memory of data, features, training at 1M and 10M rows (~3 min)
 	$(RANKER) bench-pipeline --scale 2.78 --scale 27.8 --work data/bench

@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -131,7 +132,7 @@ func invalid(format string, args ...any) error {
 // validate checks a request against the limits and the contract in
 // proto/ranker/v1/ranking_service.proto. It returns the context keys sorted,
 // so the layout key does not depend on map order.
-func validate(req *rankerv1.RankRequest, limits Limits) ([]string, error) {
+func validate(req *rankerv1.RankRequest, limits Limits, idSets *sync.Pool) ([]string, error) {
 	if len(req.GetCandidates()) == 0 {
 		return nil, invalid("candidates: at least one candidate is required")
 	}
@@ -166,7 +167,14 @@ func validate(req *rankerv1.RankRequest, limits Limits) ([]string, error) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	ids := make(map[string]int, len(req.GetCandidates()))
+	ids, _ := idSets.Get().(map[string]int)
+	if ids == nil {
+		ids = make(map[string]int, len(req.GetCandidates()))
+	}
+	defer func() {
+		clear(ids)
+		idSets.Put(ids)
+	}()
 	for i, c := range req.GetCandidates() {
 		if c.GetId() == "" {
 			return nil, invalid("candidates[%d].id: empty id", i)
@@ -215,15 +223,21 @@ func rankOrder(scores []float32) []int {
 	for i := range order {
 		order[i] = i
 	}
-	sort.SliceStable(order, func(a, b int) bool {
-		sa, sb := scores[order[a]], scores[order[b]]
-		if sa != sa { // NaN
-			return false
+	slices.SortStableFunc(order, func(a, b int) int {
+		sa, sb := scores[a], scores[b]
+		switch {
+		case sa != sa && sb != sb: // both NaN
+			return 0
+		case sa != sa:
+			return 1
+		case sb != sb:
+			return -1
+		case sa > sb:
+			return -1
+		case sa < sb:
+			return 1
 		}
-		if sb != sb {
-			return true
-		}
-		return sa > sb
+		return 0
 	})
 	return order
 }

@@ -27,6 +27,7 @@ type Server struct {
 	logger   *slog.Logger
 	mappings *mappingCache
 	rows     sync.Pool // *[]float32 feature buffers, reused across requests
+	idSets   sync.Pool // map[string]int for duplicate-id checks, reused
 
 	// missingFeatures counts, per model feature, the requests that did not
 	// send it (it was scored as missing).
@@ -51,7 +52,7 @@ func New(m *model.Model, limits Limits, logger *slog.Logger) *Server {
 
 // Rank implements rankerv1.RankingServiceServer.
 func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (*rankerv1.RankResponse, error) {
-	contextKeys, err := validate(req, s.limits)
+	contextKeys, err := validate(req, s.limits, &s.idSets)
 	if err != nil {
 		s.logger.Debug("rank rejected", "request_id", req.GetRequestId(), "error", err)
 		return nil, err
@@ -75,10 +76,13 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (*rankerv1
 	if topK := int(req.GetTopK()); topK > 0 && topK < n {
 		k = topK
 	}
+	// One allocation for all scored candidates rather than one each.
+	scored := make([]rankerv1.ScoredCandidate, k)
 	out := make([]*rankerv1.ScoredCandidate, k)
 	for r := range k {
 		i := order[r]
-		out[r] = &rankerv1.ScoredCandidate{Id: req.GetCandidates()[i].GetId(), Score: scores[i]}
+		scored[r].Id, scored[r].Score = req.GetCandidates()[i].GetId(), scores[i]
+		out[r] = &scored[r]
 	}
 	s.logger.Debug("ranked", "request_id", req.GetRequestId(), "candidates", n, "returned", k,
 		"model_version", m.Meta.ModelVersion)

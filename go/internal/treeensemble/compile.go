@@ -49,6 +49,8 @@ type Ensemble struct {
 	roots     []int32
 	base      float32
 	allLEQ    bool
+	lock      []lockTree   // lockstep layout, when every split is BRANCH_LEQ
+	qs        *quickScorer // when every split is BRANCH_LEQ and trees have <= 64 leaves
 }
 
 // NumTrees is the number of trees.
@@ -229,6 +231,8 @@ func Compile(node *onnxpb.NodeProto, nFeatures int) (*Ensemble, error) {
 	if err := e.checkAcyclic(); err != nil {
 		return nil, err
 	}
+	e.lock = e.buildLockstep()
+	e.qs = e.buildQuickScorer()
 	return e, nil
 }
 

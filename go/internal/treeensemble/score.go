@@ -51,15 +51,22 @@ func (e *Ensemble) ScoreSerial(rows []float32, n int, out []float32) error {
 
 func (e *Ensemble) scoreRange(rows []float32, start, end int, out []float32) {
 	var acc [blockRows]float32
+	var words []uint64
+	if e.qs != nil {
+		words = make([]uint64, e.qs.wordMask+1) // one scratch word per tree, per call
+	}
 	f := e.nFeatures
 	for b := start; b < end; b += blockRows {
 		m := min(blockRows, end-b)
 		sums := acc[:m]
 		clear(sums)
 		block := rows[b*f : (b+m)*f]
-		if e.allLEQ {
-			e.sumLEQ(block, m, sums)
-		} else {
+		switch {
+		case e.qs != nil:
+			e.sumQuickScorer(block, m, sums, words)
+		case e.lock != nil:
+			e.sumLockstep(block, m, sums)
+		default:
 			e.sumGeneral(block, m, sums)
 		}
 		for i := range m {

@@ -142,6 +142,44 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stress_model(args: argparse.Namespace) -> int:
+    from ranker.stress import build_stress_model
+
+    result = build_stress_model(args.models, args.name)
+    print(f"exported {result.directory} ({result.golden_rows} golden rows)")
+    return 0
+
+
+def _cmd_baseline_server(args: argparse.Namespace) -> int:
+    from ranker.baseline_server import serve
+
+    serve(args.model, args.listen)
+    return 0
+
+
+def _cmd_bench_serving(args: argparse.Namespace) -> int:
+    from ranker.bench_serving import Tools, markdown, run
+
+    repo = args.repo.resolve()
+    tools = Tools(
+        repo=repo,
+        server=repo / "go/bin/ranker-server",
+        load=repo / "go/bin/ranker-load",
+        ranker=Path(sys.argv[0]).resolve(),
+        ort_lib=ort_library_path(),
+    )
+    models = dict(item.split("=", 1) for item in args.model)
+    report = run(
+        tools,
+        {k: Path(v).resolve() for k, v in models.items()},
+        args.test_model.resolve(),
+        args.out,
+    )
+    print(markdown(report))
+    print(f"written to {args.out}/bench.md and bench.json")
+    return 0
+
+
 def _cmd_ort_lib(_: argparse.Namespace) -> int:
     print(ort_library_path())
     return 0
@@ -211,6 +249,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--work", type=Path, default=Path("data/bench"), help="scratch directory")
     p.set_defaults(run=_cmd_bench_pipeline)
+
+    p = sub.add_parser("stress-model", help="the 500-tree, 63-leaf, 60-feature benchmark model")
+    p.add_argument("--models", type=Path, required=True)
+    p.add_argument("--name", default="stress")
+    p.set_defaults(run=_cmd_stress_model)
+
+    p = sub.add_parser("baseline-server", help="the Python gRPC server benchmarks compare with")
+    p.add_argument("--model", type=Path, required=True, help="model version directory")
+    p.add_argument("--listen", default="127.0.0.1:50052")
+    p.set_defaults(run=_cmd_baseline_server)
+
+    p = sub.add_parser(
+        "bench-serving", help="kernel and server benchmarks with ratios (make bench)"
+    )
+    p.add_argument("--model", action="append", required=True, help="name=version-dir, repeatable")
+    p.add_argument("--test-model", type=Path, required=True, help="the model the Go tests use")
+    p.add_argument("--repo", type=Path, default=Path("."))
+    p.add_argument("--out", type=Path, default=Path("data/bench"))
+    p.set_defaults(run=_cmd_bench_serving)
 
     p = sub.add_parser("ort-lib", help="print the onnxruntime C library the Go server loads")
     p.set_defaults(run=_cmd_ort_lib)

@@ -1,0 +1,93 @@
+package model_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"ranker/internal/model"
+	"ranker/internal/model/modeltest"
+)
+
+// benchModels reads RANKER_BENCH_MODELS ("name=dir,name=dir"); `make bench`
+// sets it to the demo model and the stress model.
+func benchModels(b *testing.B) [][2]string {
+	spec := os.Getenv("RANKER_BENCH_MODELS")
+	if spec == "" {
+		b.Skip("RANKER_BENCH_MODELS is not set; `make bench` builds the models and sets it")
+	}
+	var out [][2]string
+	for _, item := range strings.Split(spec, ",") {
+		name, dir, ok := strings.Cut(item, "=")
+		if !ok {
+			b.Fatalf("RANKER_BENCH_MODELS entry %q: want name=dir", item)
+		}
+		out = append(out, [2]string{name, dir})
+	}
+	return out
+}
+
+// BenchmarkScore scores batches of golden rows with each backend, on one
+// thread and on all cores, and reports rows/s.
+func BenchmarkScore(b *testing.B) {
+	modeltest.Env(b)
+	for _, m := range benchModels(b) {
+		name, dir := m[0], m[1]
+		meta, err := model.ReadMetadata(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f := len(meta.FeatureNames)
+		golden, err := model.ReadGolden(dir, f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		path := filepath.Join(dir, model.ModelONNX)
+		native, err := model.NewNativeScorer(path, f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cores := runtime.NumCPU()
+		for _, threads := range []int{1, cores} {
+			ort, err := model.NewONNXScorer(path, meta.ONNX.InputName, f, threads)
+			if err != nil {
+				b.Fatal(err)
+			}
+			scorers := map[string]func(rows []float32, n int, out []float32) error{
+				"native":      native.Score,
+				"onnxruntime": ort.Score,
+			}
+			if threads == 1 {
+				scorers["native"] = native.Ensemble().ScoreSerial
+			}
+			for _, backend := range []string{"native", "onnxruntime"} {
+				score := scorers[backend]
+				for _, batch := range []int{1, 100, 1000} {
+					// Successive calls score different rows, so a small batch
+					// does not replay one path the branch predictor has learnt.
+					const variants = 64
+					rows := make([]float32, 0, variants*batch*f)
+					for i := range variants * batch {
+						rows = append(rows, golden[(i*7919)%len(golden)].Features...)
+					}
+					out := make([]float32, batch)
+					b.Run(fmt.Sprintf("model=%s/backend=%s/threads=%d/batch=%d", name, backend, threads, batch), func(b *testing.B) {
+						i := 0
+						for b.Loop() {
+							at := (i % variants) * batch * f
+							if err := score(rows[at:at+batch*f], batch, out); err != nil {
+								b.Fatal(err)
+							}
+							i++
+						}
+						b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "rows/s")
+					})
+				}
+			}
+			ort.Close()
+		}
+	}
+}
