@@ -15,16 +15,24 @@ import (
 
 // Config is everything the server needs to start.
 type Config struct {
-	Listen          string
-	Model           string
-	Backend         string
-	ORTLib          string
-	ORTThreads      int
-	MaxCandidates   int
-	MaxFeatures     int
-	MaxRecvBytes    int
-	ShutdownTimeout time.Duration
-	LogLevel        slog.Level
+	Listen           string
+	Model            string
+	ModelRoot        string
+	DefaultModel     string
+	ReloadInterval   time.Duration
+	MetricsListen    string
+	ExperimentConfig string
+	ExposureDir      string
+	ExposureBuffer   int
+	ExposureMaxBytes int64
+	Backend          string
+	ORTLib           string
+	ORTThreads       int
+	MaxCandidates    int
+	MaxFeatures      int
+	MaxRecvBytes     int
+	ShutdownTimeout  time.Duration
+	LogLevel         slog.Level
 }
 
 // EnvName is the environment variable that sets a flag.
@@ -39,7 +47,15 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs := flag.NewFlagSet("ranker-server", flag.ContinueOnError)
 	fs.SetOutput(usage)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:50051", "gRPC listen address (host:port)")
-	fs.StringVar(&c.Model, "model", "", "model version directory, or a model directory whose newest version is served")
+	fs.StringVar(&c.Model, "model", "", "one model: a version directory (fixed), or a model directory whose newest version serves and is hot-swapped")
+	fs.StringVar(&c.ModelRoot, "model-root", "", "serve every model under this root (<root>/<name>/<version>), hot-swapping new versions")
+	fs.StringVar(&c.DefaultModel, "default-model", "", "model for requests that name none and run no experiment (default: first name)")
+	fs.DurationVar(&c.ReloadInterval, "reload-interval", 5*time.Second, "how often to look for new model versions and experiment config; 0 disables")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "127.0.0.1:9464", "Prometheus /metrics address; empty disables")
+	fs.StringVar(&c.ExperimentConfig, "experiment-config", "", "experiment YAML (reloaded when it changes)")
+	fs.StringVar(&c.ExposureDir, "exposure-dir", "", "directory for the exposure log; empty disables")
+	fs.IntVar(&c.ExposureBuffer, "exposure-buffer", 10000, "exposure records waiting to be written before new ones are dropped")
+	fs.Int64Var(&c.ExposureMaxBytes, "exposure-max-bytes", 64<<20, "exposure file size that starts a new file")
 	fs.StringVar(&c.Backend, "backend", "native", "scoring backend: native (pure Go, the default) or onnxruntime (the reference)")
 	fs.StringVar(&c.ORTLib, "ort-lib", "", "path to libonnxruntime.so, for the onnxruntime backend; `ranker ort-lib` prints the one in the pinned wheel")
 	fs.IntVar(&c.ORTThreads, "ort-threads", 1, "onnxruntime intra-op threads per scoring call; requests already run in parallel, and more than 1 changes the summation order, so scores may move by an ulp from the golden ones")
@@ -82,8 +98,11 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 
 func (c Config) validate() error {
 	var errs []error
-	if c.Model == "" {
-		errs = append(errs, errors.New("model: required (--model or RANKER_MODEL)"))
+	if (c.Model == "") == (c.ModelRoot == "") {
+		errs = append(errs, errors.New("model: set exactly one of --model (RANKER_MODEL) and --model-root (RANKER_MODEL_ROOT)"))
+	}
+	if c.ExposureBuffer < 1 || c.ExposureMaxBytes < 1024 {
+		errs = append(errs, fmt.Errorf("exposure-buffer %d / exposure-max-bytes %d: must be at least 1 and 1024", c.ExposureBuffer, c.ExposureMaxBytes))
 	}
 	if c.Backend != "native" && c.Backend != "onnxruntime" {
 		errs = append(errs, fmt.Errorf("backend: %q, want native or onnxruntime", c.Backend))

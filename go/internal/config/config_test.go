@@ -56,7 +56,8 @@ func TestBadSettingsAreNamed(t *testing.T) {
 		vars map[string]string
 		want string
 	}{
-		{nil, nil, "model: required"},
+		{nil, nil, "model: set exactly one"},
+		{[]string{"--model=m", "--model-root=r"}, nil, "model: set exactly one"},
 		{[]string{"--model=m", "--max-candidates=0"}, nil, "max-candidates: 0"},
 		{[]string{"--model=m", "--ort-threads=0"}, nil, "ort-threads: 0"},
 		{[]string{"--model=m"}, map[string]string{"RANKER_MAX_FEATURES": "many"}, "RANKER_MAX_FEATURES=\"many\""},

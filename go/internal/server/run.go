@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"os"
 	"runtime/debug"
 	"time"
 
@@ -17,7 +20,11 @@ import (
 
 	rankerv1 "ranker/gen/ranker/v1"
 	"ranker/internal/config"
+	"ranker/internal/experiment"
+	"ranker/internal/exposure"
+	"ranker/internal/metrics"
 	"ranker/internal/model"
+	"ranker/internal/registry"
 )
 
 // recoverPanics turns a panic in a handler into an Internal status for that
@@ -34,28 +41,42 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	}
 }
 
-// Run loads the model, serves until ctx is done, then shuts down gracefully:
-// health NOT_SERVING, drain in-flight requests for cfg.ShutdownTimeout, stop.
-// It returns an error, naming the file, when the model is refused.
+// Run loads the models, serves until ctx is done, then shuts down
+// gracefully: health NOT_SERVING, drain in-flight requests for
+// cfg.ShutdownTimeout, stop. It returns an error, naming the file, when no
+// valid model version can serve.
 func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if cfg.Backend == model.BackendONNXRuntime {
 		if err := model.InitRuntime(cfg.ORTLib); err != nil {
 			return err
 		}
 	}
-	dir, err := model.ResolveVersionDir(cfg.Model)
+	m := metrics.New()
+	models, err := registry.Open(registry.Config{Root: cfg.ModelRoot, Model: cfg.Model, Default: cfg.DefaultModel},
+		model.LoadOptions{Backend: cfg.Backend, Threads: cfg.ORTThreads, Logger: logger}, logger, m)
 	if err != nil {
 		return err
 	}
-	m, err := model.Load(dir, model.LoadOptions{Backend: cfg.Backend, Threads: cfg.ORTThreads, Logger: logger})
-	if err != nil {
-		return fmt.Errorf("model refused: %w", err)
+	defer models.Close()
+	m.ModelAge(models.Names(), func(name string) (string, time.Time) {
+		st, _ := models.Status(name)
+		return st.Serving.Meta.ModelVersion, st.Serving.Meta.CreatedAt
+	})
+
+	var exposures *exposure.Log
+	if cfg.ExposureDir != "" {
+		exposures, err = exposure.Open(cfg.ExposureDir, cfg.ExposureBuffer, cfg.ExposureMaxBytes, exposureCounters{m})
+		if err != nil {
+			return err
+		}
+		defer exposures.Close()
 	}
-	defer m.Close()
-	logger.Info("model loaded", "model_name", m.Meta.ModelName, "model_version", m.Meta.ModelVersion,
-		"dir", dir, "features", len(m.Meta.FeatureNames), "backend", m.Scorer.Backend(),
-		"golden_rows", m.Golden.Rows, "golden_max_diff_onnx", m.Golden.MaxDiffONNX,
-		"golden_max_diff_lgbm", m.Golden.MaxDiffLGBM)
+	ranking := New(models, Options{Limits: Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures},
+		Metrics: m, Exposure: exposures}, logger)
+	experiments := &experimentFile{path: cfg.ExperimentConfig}
+	if err := experiments.reload(ranking, models.Names(), logger); err != nil {
+		return err // a bad experiment at startup is an error; later it keeps the last good one
+	}
 
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -64,11 +85,10 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	grpcServer := grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
 		grpc.ChainUnaryInterceptor(recoverPanics(logger)),
-		// Stop (after a drain timeout) waits for running handlers, so the
-		// model is never closed under a request that is still scoring.
+		// Stop (after a drain timeout) waits for running handlers, so no
+		// model is closed under a request that is still scoring.
 		grpc.WaitForHandlers(true),
 	)
-	ranking := New(m, Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures}, logger)
 	rankerv1.RegisterRankingServiceServer(grpcServer, ranking)
 	healthServer := health.NewServer()
 	healthpb.RegisterHealthServer(grpcServer, healthServer)
@@ -77,15 +97,46 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		healthServer.SetServingStatus(service, healthpb.HealthCheckResponse_SERVING)
 	}
 
+	var metricsServer *http.Server
+	if cfg.MetricsListen != "" {
+		metricsLis, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics listen %s: %w", cfg.MetricsListen, err)
+		}
+		metricsServer = &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go metricsServer.Serve(metricsLis)
+		logger.Info("metrics", "listen", metricsLis.Addr().String())
+	}
+
+	stopWatch := make(chan struct{})
+	if cfg.ReloadInterval > 0 {
+		go func() {
+			ticker := time.NewTicker(cfg.ReloadInterval)
+			defer ticker.Stop()
+			for {
+				select {
+				case <-stopWatch:
+					return
+				case <-ticker.C:
+					models.Poll()
+					if err := experiments.reload(ranking, models.Names(), logger); err != nil {
+						logger.Error("experiment config refused; the previous one stays", "error", err.Error())
+					}
+				}
+			}
+		}()
+	}
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- grpcServer.Serve(lis) }()
-	logger.Info("serving", "listen", lis.Addr().String())
+	logger.Info("serving", "listen", lis.Addr().String(), "models", models.Names(), "default_model", models.Default())
 
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("grpc serve: %w", err)
 	case <-ctx.Done():
 	}
+	close(stopWatch)
 	logger.Info("shutting down", "drain_timeout", cfg.ShutdownTimeout.String())
 	healthServer.Shutdown() // every service NOT_SERVING: probes and balancers stop sending
 	drained := make(chan struct{})
@@ -100,5 +151,44 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		logger.Warn("drain timed out; stopping", "timeout", cfg.ShutdownTimeout.String())
 		grpcServer.Stop()
 	}
+	if metricsServer != nil {
+		metricsServer.Close()
+	}
+	return nil
+}
+
+type exposureCounters struct{ m *metrics.Metrics }
+
+func (c exposureCounters) Written() { c.m.ExposureWritten.Inc() }
+func (c exposureCounters) Dropped() { c.m.ExposureDropped.Inc() }
+
+// experimentFile reloads the experiment config when the file changes.
+type experimentFile struct {
+	path    string
+	modTime time.Time
+	size    int64
+}
+
+func (f *experimentFile) reload(s *Server, models []string, logger *slog.Logger) error {
+	if f.path == "" {
+		return nil
+	}
+	info, err := os.Stat(f.path)
+	if errors.Is(err, os.ErrNotExist) && !f.modTime.IsZero() {
+		return nil // a ConfigMap being replaced; keep the last one
+	}
+	if err != nil {
+		return fmt.Errorf("experiment config: %w", err)
+	}
+	if info.ModTime().Equal(f.modTime) && info.Size() == f.size {
+		return nil
+	}
+	e, err := experiment.Load(f.path, models)
+	if err != nil {
+		return err
+	}
+	f.modTime, f.size = info.ModTime(), info.Size()
+	s.SetExperiment(e)
+	logger.Info("experiment", "name", e.Name, "variants", len(e.Variants), "shadow", e.Shadow != nil)
 	return nil
 }

@@ -1,74 +1,140 @@
-// Package server implements ranker.v1.RankingService over a loaded model.
+// Package server implements ranker.v1.RankingService over the model registry.
 package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	rankerv1 "ranker/gen/ranker/v1"
+	"ranker/internal/experiment"
+	"ranker/internal/exposure"
+	"ranker/internal/metrics"
 	"ranker/internal/model"
+	"ranker/internal/registry"
 )
 
 // mappingCacheSize bounds how many request layouts are remembered.
 const mappingCacheSize = 1024
 
+// VariantHeader is the gRPC metadata key that forces an experiment variant.
+const VariantHeader = "x-ranker-variant"
+
+// Options are the server's collaborators; Exposure may be nil.
+type Options struct {
+	Limits   Limits
+	Metrics  *metrics.Metrics
+	Exposure *exposure.Log
+}
+
 // Server is the RankingService.
 type Server struct {
 	rankerv1.UnimplementedRankingServiceServer
 
-	model    atomic.Pointer[model.Model]
+	models   *registry.Registry
 	limits   Limits
 	logger   *slog.Logger
+	metrics  *metrics.Metrics
+	exposure *exposure.Log
 	mappings *mappingCache
 	rows     sync.Pool // *[]float32 feature buffers, reused across requests
 	idSets   sync.Pool // map[string]int for duplicate-id checks, reused
 
-	// missingFeatures counts, per model feature, the requests that did not
-	// send it (it was scored as missing).
-	missingMu       sync.Mutex
-	missingFeatures map[string]uint64
+	experiment atomic.Pointer[activeExperiment]
+}
+
+type activeExperiment struct {
+	*experiment.Experiment
+	shadowSlots chan struct{} // bounds shadow scorings in flight
 }
 
 var _ rankerv1.RankingServiceServer = (*Server)(nil)
 
-// New returns a Server that scores with m.
-func New(m *model.Model, limits Limits, logger *slog.Logger) *Server {
-	s := &Server{
-		limits:          limits,
-		logger:          logger,
-		mappings:        newMappingCache(mappingCacheSize),
-		missingFeatures: make(map[string]uint64),
+// New returns a Server over the registry's models.
+func New(models *registry.Registry, opts Options, logger *slog.Logger) *Server {
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New()
 	}
-	s.model.Store(m)
-	logger.Info("limits", "limits", describeLimits(limits))
+	s := &Server{
+		models:   models,
+		limits:   opts.Limits,
+		logger:   logger,
+		metrics:  opts.Metrics,
+		exposure: opts.Exposure,
+		mappings: newMappingCache(mappingCacheSize),
+	}
+	logger.Info("limits", "limits", describeLimits(opts.Limits))
 	return s
 }
 
+// SetExperiment starts (or, with nil, stops) an experiment; requests already
+// running finish under the one they started with.
+func (s *Server) SetExperiment(e *experiment.Experiment) {
+	if e == nil {
+		s.experiment.Store(nil)
+		return
+	}
+	active := &activeExperiment{Experiment: e}
+	if e.Shadow != nil {
+		active.shadowSlots = make(chan struct{}, e.Shadow.MaxInFlight)
+	}
+	s.experiment.Store(active)
+}
+
 // Rank implements rankerv1.RankingServiceServer.
-func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (*rankerv1.RankResponse, error) {
+func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *rankerv1.RankResponse, err error) {
+	start := time.Now()
+	modelName, variant := req.GetModelName(), ""
+	defer func() {
+		s.metrics.Requests.WithLabelValues("Rank", status.Code(err).String(), modelName, variant).Inc()
+		s.metrics.Latency.WithLabelValues("Rank").Observe(time.Since(start).Seconds())
+	}()
 	contextKeys, err := validate(req, s.limits, &s.idSets)
 	if err != nil {
 		s.logger.Debug("rank rejected", "request_id", req.GetRequestId(), "error", err)
 		return nil, err
 	}
-	m := s.model.Load()
-	mapping := s.mappings.get(m.Meta.FeatureHash, m.Meta.FeatureNames, req.GetFeatureNames(), contextKeys)
-	s.countMissing(mapping.missing)
+	exp := s.experiment.Load()
+	experimentName := ""
+	if exp != nil && modelName == "" {
+		v, err := s.assign(ctx, exp, req)
+		if err != nil {
+			return nil, err
+		}
+		modelName, variant, experimentName = v.Model, v.Name, exp.Name
+	}
+	version, err := s.models.Acquire(modelName)
+	if errors.Is(err, registry.ErrUnknownModel) {
+		return nil, status.Errorf(codes.NotFound, "model_name: %v", err)
+	} else if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "model: %v", err)
+	}
+	defer version.Release()
+	m := version.Model
+	modelName = m.Meta.ModelName
 
-	n, f := len(req.GetCandidates()), len(m.Meta.FeatureNames)
-	buf := s.rowBuffer(n*f + n)
-	defer s.rows.Put(buf)
-	rows, scores := (*buf)[:n*f], (*buf)[n*f:n*f+n]
-	fillRows(rows, req, mapping)
-	if err := m.Scorer.Score(rows, n, scores); err != nil {
+	n := len(req.GetCandidates())
+	scores, release, mapping, err := s.score(m, req, contextKeys)
+	if err != nil {
 		s.logger.Error("scoring failed", "request_id", req.GetRequestId(), "error", err)
 		return nil, status.Error(codes.Internal, "scoring failed")
+	}
+	defer release()
+	s.metrics.Candidates.Observe(float64(n))
+	scoreHist := s.metrics.Scores.WithLabelValues(modelName)
+	for _, sc := range scores {
+		scoreHist.Observe(float64(sc))
+	}
+	for _, f := range mapping.missing {
+		s.metrics.MissingFeatures.WithLabelValues(modelName, f).Inc()
 	}
 
 	order := rankOrder(scores)
@@ -84,30 +150,153 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (*rankerv1
 		scored[r].Id, scored[r].Score = req.GetCandidates()[i].GetId(), scores[i]
 		out[r] = &scored[r]
 	}
+	s.logExposure(req, out, m, experimentName, variant)
+	if exp != nil && exp.Shadow != nil && experimentName != "" {
+		s.startShadow(exp, req, contextKeys, scores, modelName)
+	}
 	s.logger.Debug("ranked", "request_id", req.GetRequestId(), "candidates", n, "returned", k,
-		"model_version", m.Meta.ModelVersion)
+		"model", modelName, "model_version", m.Meta.ModelVersion, "variant", variant)
 	return &rankerv1.RankResponse{
 		RequestId:       req.GetRequestId(),
 		Candidates:      out,
-		ModelName:       m.Meta.ModelName,
+		ModelName:       modelName,
 		ModelVersion:    m.Meta.ModelVersion,
 		MissingFeatures: mapping.missing,
 		IgnoredFeatures: mapping.ignored,
+		Experiment:      experimentName,
+		Variant:         variant,
 	}, nil
 }
 
+// assign picks the request's variant: forced by the request field or the
+// metadata header, else by the hash of the user id.
+func (s *Server) assign(ctx context.Context, exp *activeExperiment, req *rankerv1.RankRequest) (*experiment.Variant, error) {
+	forced, field := req.GetExperimentVariant(), "experiment_variant"
+	if forced == "" {
+		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(VariantHeader)) > 0 {
+			forced, field = md.Get(VariantHeader)[0], VariantHeader+" header"
+		}
+	}
+	if forced == "" {
+		return exp.Assign(req.GetUserId()), nil
+	}
+	v, ok := exp.Variant(forced)
+	if !ok {
+		return nil, status.Errorf(codes.InvalidArgument, "%s: %q is not a variant of experiment %s", field, forced, exp.Name)
+	}
+	return v, nil
+}
+
+// score maps the request into m's feature order and scores it. The scores
+// live in a pooled buffer until release is called.
+func (s *Server) score(m *model.Model, req *rankerv1.RankRequest, contextKeys []string) ([]float32, func(), *columnMapping, error) {
+	mapping := s.mappings.get(m.Meta.FeatureHash, m.Meta.FeatureNames, req.GetFeatureNames(), contextKeys)
+	n, f := len(req.GetCandidates()), len(m.Meta.FeatureNames)
+	buf := s.rowBuffer(n*f + n)
+	release := func() { s.rows.Put(buf) }
+	rows, scores := (*buf)[:n*f], (*buf)[n*f:n*f+n]
+	fillRows(rows, req, mapping)
+	if err := m.Scorer.Score(rows, n, scores); err != nil {
+		release()
+		return nil, nil, nil, err
+	}
+	return scores, release, mapping, nil
+}
+
+func (s *Server) logExposure(req *rankerv1.RankRequest, out []*rankerv1.ScoredCandidate, m *model.Model, experimentName, variant string) {
+	if s.exposure == nil {
+		return
+	}
+	items := make([]exposure.Item, len(out))
+	for i, c := range out {
+		items[i] = exposure.Item{ID: c.GetId(), Position: i + 1, Score: c.GetScore()}
+	}
+	s.exposure.Write(exposure.Record{
+		Time: time.Now().UTC(), RequestID: req.GetRequestId(), UserID: req.GetUserId(),
+		Experiment: experimentName, Variant: variant, Model: m.Meta.ModelName,
+		ModelVersion: m.Meta.ModelVersion, Items: items,
+	})
+}
+
+// startShadow scores the same candidates with the shadow model on the side,
+// if a shadow slot is free; it never delays or changes the response.
+func (s *Server) startShadow(exp *activeExperiment, req *rankerv1.RankRequest, contextKeys []string, primary []float32, primaryModel string) {
+	select {
+	case exp.shadowSlots <- struct{}{}:
+	default:
+		s.metrics.ShadowSkipped.WithLabelValues(exp.Name).Inc()
+		return
+	}
+	primary = append([]float32(nil), primary...) // the pooled buffer goes back after the response
+	go func() {
+		defer func() { <-exp.shadowSlots }()
+		version, err := s.models.Acquire(exp.Shadow.Model)
+		if err != nil {
+			s.logger.Warn("shadow model unavailable", "model", exp.Shadow.Model, "error", err)
+			return
+		}
+		defer version.Release()
+		shadow, release, _, err := s.score(version.Model, req, contextKeys)
+		if err != nil {
+			s.logger.Warn("shadow scoring failed", "model", exp.Shadow.Model, "error", err)
+			return
+		}
+		defer release()
+		s.metrics.ShadowCorrelation.WithLabelValues(exp.Name, exp.Shadow.Model).Observe(spearman(primary, shadow))
+	}()
+}
+
+// spearman is the rank correlation of two score lists (ties by position).
+func spearman(a, b []float32) float64 {
+	n := len(a)
+	if n < 2 {
+		return 1
+	}
+	ra, rb := ranks(a), ranks(b)
+	var sum float64
+	for i := range n {
+		d := ra[i] - rb[i]
+		sum += d * d
+	}
+	return 1 - 6*sum/(float64(n)*(float64(n)*float64(n)-1))
+}
+
+func ranks(scores []float32) []float64 {
+	out := make([]float64, len(scores))
+	for r, i := range rankOrder(scores) {
+		out[i] = float64(r)
+	}
+	return out
+}
+
 // GetModelInfo implements rankerv1.RankingServiceServer.
-func (s *Server) GetModelInfo(context.Context, *rankerv1.GetModelInfoRequest) (*rankerv1.GetModelInfoResponse, error) {
-	m := s.model.Load()
-	return &rankerv1.GetModelInfoResponse{
-		ModelName:    m.Meta.ModelName,
-		ModelVersion: m.Meta.ModelVersion,
-		FeatureNames: m.Meta.FeatureNames,
-		FeatureHash:  m.Meta.FeatureHash,
-		CreatedAt:    timestamppb.New(m.Meta.CreatedAt),
-		Objective:    m.Meta.Objective,
-		Backend:      m.Scorer.Backend(),
-	}, nil
+func (s *Server) GetModelInfo(_ context.Context, req *rankerv1.GetModelInfoRequest) (resp *rankerv1.GetModelInfoResponse, err error) {
+	start := time.Now()
+	defer func() {
+		s.metrics.Requests.WithLabelValues("GetModelInfo", status.Code(err).String(), req.GetModelName(), "").Inc()
+		s.metrics.Latency.WithLabelValues("GetModelInfo").Observe(time.Since(start).Seconds())
+	}()
+	st, err := s.models.Status(req.GetModelName())
+	if err != nil {
+		return nil, status.Errorf(codes.NotFound, "model_name: %v", err)
+	}
+	m := st.Serving
+	resp = &rankerv1.GetModelInfoResponse{
+		ModelName:      m.Meta.ModelName,
+		ModelVersion:   m.Meta.ModelVersion,
+		FeatureNames:   m.Meta.FeatureNames,
+		FeatureHash:    m.Meta.FeatureHash,
+		CreatedAt:      timestamppb.New(m.Meta.CreatedAt),
+		Objective:      m.Meta.Objective,
+		Backend:        m.Scorer.Backend(),
+		LoadedAt:       timestamppb.New(st.LoadedAt),
+		RefusedVersion: st.RefusedVersion,
+		RefusalReason:  st.RefusalReason,
+	}
+	if !st.RefusedAt.IsZero() {
+		resp.RefusedAt = timestamppb.New(st.RefusedAt)
+	}
+	return resp, nil
 }
 
 func (s *Server) rowBuffer(size int) *[]float32 {
@@ -117,22 +306,4 @@ func (s *Server) rowBuffer(size int) *[]float32 {
 	}
 	b := make([]float32, size)
 	return &b
-}
-
-func (s *Server) countMissing(names []string) {
-	if len(names) == 0 {
-		return
-	}
-	s.missingMu.Lock()
-	for _, n := range names {
-		s.missingFeatures[n]++
-	}
-	s.missingMu.Unlock()
-}
-
-// MissingCount reports how many requests lacked the named feature.
-func (s *Server) MissingCount(name string) uint64 {
-	s.missingMu.Lock()
-	defer s.missingMu.Unlock()
-	return s.missingFeatures[name]
 }

@@ -10,19 +10,23 @@ import (
 	rankerv1 "ranker/gen/ranker/v1"
 	"ranker/internal/model"
 	"ranker/internal/model/modeltest"
+	"ranker/internal/registry"
 )
 
 // BenchmarkRank calls the handler directly (no network) to show the cost and
 // the allocations of the request path itself.
 func BenchmarkRank(b *testing.B) {
 	_, dir := modeltest.Env(b)
-	m, err := model.Load(dir, model.LoadOptions{})
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg, err := registry.Open(registry.Config{Model: dir}, model.LoadOptions{}, logger, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer m.Close()
+	defer reg.Close()
+	st, _ := reg.Status("")
+	m := st.Serving
 	golden, _ := model.ReadGolden(dir, len(m.Meta.FeatureNames))
-	s := New(m, Limits{MaxCandidates: 5000, MaxFeatures: 512}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := New(reg, Options{Limits: Limits{MaxCandidates: 5000, MaxFeatures: 512}}, logger)
 	for _, n := range []int{100, 1000} {
 		req := &rankerv1.RankRequest{FeatureNames: m.Meta.FeatureNames}
 		for i := range n {

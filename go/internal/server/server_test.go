@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -17,8 +18,10 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	rankerv1 "ranker/gen/ranker/v1"
+	"ranker/internal/metrics"
 	"ranker/internal/model"
 	"ranker/internal/model/modeltest"
+	"ranker/internal/registry"
 )
 
 var testLimits = Limits{MaxCandidates: 50, MaxFeatures: 40}
@@ -35,16 +38,19 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	_, dir := modeltest.Env(t)
-	m, err := model.Load(dir, model.LoadOptions{Threads: 1})
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg, err := registry.Open(registry.Config{Model: dir}, model.LoadOptions{}, logger, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { m.Close() })
+	t.Cleanup(reg.Close)
+	st, _ := reg.Status("")
+	m := st.Serving
 	golden, err := model.ReadGolden(dir, len(m.Meta.FeatureNames))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(m, testLimits, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := New(reg, Options{Limits: testLimits, Metrics: metrics.New()}, logger)
 	lis := bufconn.Listen(1 << 20)
 	g := grpc.NewServer()
 	rankerv1.RegisterRankingServiceServer(g, s)
@@ -234,7 +240,8 @@ func TestMissingFeaturesScoreAsNaNAndAreCounted(t *testing.T) {
 	for _, c := range req.Candidates {
 		c.Features = append(c.Features, 42)
 	}
-	before := f.server.MissingCount(dropped)
+	missing := f.server.metrics.MissingFeatures.WithLabelValues(f.model.Meta.ModelName, dropped)
+	before := testutil.ToFloat64(missing)
 	got, err := f.client.Rank(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
@@ -245,8 +252,8 @@ func TestMissingFeaturesScoreAsNaNAndAreCounted(t *testing.T) {
 	if !slices.Equal(got.GetIgnoredFeatures(), []string{"not_a_model_feature"}) {
 		t.Errorf("got ignored %v, want [not_a_model_feature]", got.GetIgnoredFeatures())
 	}
-	if after := f.server.MissingCount(dropped); after != before+1 {
-		t.Errorf("missing count for %s: got %d, want %d", dropped, after, before+1)
+	if after := testutil.ToFloat64(missing); after != before+1 {
+		t.Errorf("missing count for %s: got %v, want %v", dropped, after, before+1)
 	}
 	wantScores := scoresByID(t, want)
 	for id, s := range scoresByID(t, got) {

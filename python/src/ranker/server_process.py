@@ -42,7 +42,7 @@ class ServerProcess:
     def __init__(
         self,
         binary: Path,
-        model: Path,
+        model: Path | None,
         *,
         ort_lib: Path,
         extra_args: Sequence[str] = (),
@@ -53,6 +53,7 @@ class ServerProcess:
         )
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
         # Open for the life of the process, closed in __exit__.
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
             prefix="ranker-server-", suffix=".log", delete=False
@@ -60,8 +61,9 @@ class ServerProcess:
         self._args = [
             str(binary),
             f"--listen={self.target}",
-            f"--model={model}",
+            *([f"--model={model}"] if model is not None else []),
             f"--ort-lib={ort_lib}",
+            f"--metrics-listen={self.metrics_url.removeprefix('http://').removesuffix('/metrics')}",
             *extra_args,
         ]
         self._env = {**os.environ, **(env or {})}

@@ -39,9 +39,15 @@ type RankRequest struct {
 	// The articles to rank; ids must be unique and non-empty.
 	Candidates []*Candidate `protobuf:"bytes,5,rep,name=candidates,proto3" json:"candidates,omitempty"`
 	// How many candidates to return; 0 returns all of them.
-	TopK          uint32 `protobuf:"varint,6,opt,name=top_k,json=topK,proto3" json:"top_k,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TopK uint32 `protobuf:"varint,6,opt,name=top_k,json=topK,proto3" json:"top_k,omitempty"`
+	// Model to rank with; empty uses the experiment's assignment or the
+	// server's default model.
+	ModelName string `protobuf:"bytes,7,opt,name=model_name,json=modelName,proto3" json:"model_name,omitempty"`
+	// Forces an experiment variant (QA); the `x-ranker-variant` metadata header
+	// does the same. Empty assigns by a hash of user_id.
+	ExperimentVariant string `protobuf:"bytes,8,opt,name=experiment_variant,json=experimentVariant,proto3" json:"experiment_variant,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *RankRequest) Reset() {
@@ -114,6 +120,20 @@ func (x *RankRequest) GetTopK() uint32 {
 		return x.TopK
 	}
 	return 0
+}
+
+func (x *RankRequest) GetModelName() string {
+	if x != nil {
+		return x.ModelName
+	}
+	return ""
+}
+
+func (x *RankRequest) GetExperimentVariant() string {
+	if x != nil {
+		return x.ExperimentVariant
+	}
+	return ""
 }
 
 // Candidate is one article that may be shown to the reader.
@@ -189,8 +209,12 @@ type RankResponse struct {
 	MissingFeatures []string `protobuf:"bytes,5,rep,name=missing_features,json=missingFeatures,proto3" json:"missing_features,omitempty"`
 	// Features the request sent that the model does not use.
 	IgnoredFeatures []string `protobuf:"bytes,6,rep,name=ignored_features,json=ignoredFeatures,proto3" json:"ignored_features,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Experiment that assigned the model, empty when none ran.
+	Experiment string `protobuf:"bytes,7,opt,name=experiment,proto3" json:"experiment,omitempty"`
+	// Variant of that experiment the request was assigned to.
+	Variant       string `protobuf:"bytes,8,opt,name=variant,proto3" json:"variant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RankResponse) Reset() {
@@ -265,6 +289,20 @@ func (x *RankResponse) GetIgnoredFeatures() []string {
 	return nil
 }
 
+func (x *RankResponse) GetExperiment() string {
+	if x != nil {
+		return x.Experiment
+	}
+	return ""
+}
+
+func (x *RankResponse) GetVariant() string {
+	if x != nil {
+		return x.Variant
+	}
+	return ""
+}
+
 // ScoredCandidate is a candidate with its model score.
 type ScoredCandidate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -320,9 +358,11 @@ func (x *ScoredCandidate) GetScore() float32 {
 	return 0
 }
 
-// GetModelInfoRequest asks which model is serving.
+// GetModelInfoRequest asks which version of a model is serving.
 type GetModelInfoRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Model name; empty means the server's default model.
+	ModelName     string `protobuf:"bytes,1,opt,name=model_name,json=modelName,proto3" json:"model_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -357,6 +397,13 @@ func (*GetModelInfoRequest) Descriptor() ([]byte, []int) {
 	return file_ranker_v1_ranking_service_proto_rawDescGZIP(), []int{4}
 }
 
+func (x *GetModelInfoRequest) GetModelName() string {
+	if x != nil {
+		return x.ModelName
+	}
+	return ""
+}
+
 // GetModelInfoResponse describes the serving model version.
 type GetModelInfoResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -373,7 +420,15 @@ type GetModelInfoResponse struct {
 	// Training objective, for example "lambdarank".
 	Objective string `protobuf:"bytes,6,opt,name=objective,proto3" json:"objective,omitempty"`
 	// Scoring backend, for example "onnxruntime 1.32.0".
-	Backend       string `protobuf:"bytes,7,opt,name=backend,proto3" json:"backend,omitempty"`
+	Backend string `protobuf:"bytes,7,opt,name=backend,proto3" json:"backend,omitempty"`
+	// When this version started serving.
+	LoadedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=loaded_at,json=loadedAt,proto3" json:"loaded_at,omitempty"`
+	// The newest version that was refused, if any since the server started.
+	RefusedVersion string `protobuf:"bytes,9,opt,name=refused_version,json=refusedVersion,proto3" json:"refused_version,omitempty"`
+	// Why that version was refused (its load or golden-row check error).
+	RefusalReason string `protobuf:"bytes,10,opt,name=refusal_reason,json=refusalReason,proto3" json:"refusal_reason,omitempty"`
+	// When that version was refused.
+	RefusedAt     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=refused_at,json=refusedAt,proto3" json:"refused_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -457,11 +512,39 @@ func (x *GetModelInfoResponse) GetBackend() string {
 	return ""
 }
 
+func (x *GetModelInfoResponse) GetLoadedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LoadedAt
+	}
+	return nil
+}
+
+func (x *GetModelInfoResponse) GetRefusedVersion() string {
+	if x != nil {
+		return x.RefusedVersion
+	}
+	return ""
+}
+
+func (x *GetModelInfoResponse) GetRefusalReason() string {
+	if x != nil {
+		return x.RefusalReason
+	}
+	return ""
+}
+
+func (x *GetModelInfoResponse) GetRefusedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RefusedAt
+	}
+	return nil
+}
+
 var File_ranker_v1_ranking_service_proto protoreflect.FileDescriptor
 
 const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1franker/v1/ranking_service.proto\x12\tranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x02\n" +
+	"\x1franker/v1/ranking_service.proto\x12\tranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x03\n" +
 	"\vRankRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -471,13 +554,16 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\n" +
 	"candidates\x18\x05 \x03(\v2\x14.ranker.v1.CandidateR\n" +
 	"candidates\x12\x13\n" +
-	"\x05top_k\x18\x06 \x01(\rR\x04topK\x1aB\n" +
+	"\x05top_k\x18\x06 \x01(\rR\x04topK\x12\x1d\n" +
+	"\n" +
+	"model_name\x18\a \x01(\tR\tmodelName\x12-\n" +
+	"\x12experiment_variant\x18\b \x01(\tR\x11experimentVariant\x1aB\n" +
 	"\x14ContextFeaturesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x02R\x05value:\x028\x01\"7\n" +
 	"\tCandidate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
-	"\bfeatures\x18\x02 \x03(\x02R\bfeatures\"\x83\x02\n" +
+	"\bfeatures\x18\x02 \x03(\x02R\bfeatures\"\xbd\x02\n" +
 	"\fRankResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12:\n" +
@@ -488,11 +574,17 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"model_name\x18\x03 \x01(\tR\tmodelName\x12#\n" +
 	"\rmodel_version\x18\x04 \x01(\tR\fmodelVersion\x12)\n" +
 	"\x10missing_features\x18\x05 \x03(\tR\x0fmissingFeatures\x12)\n" +
-	"\x10ignored_features\x18\x06 \x03(\tR\x0fignoredFeatures\"7\n" +
+	"\x10ignored_features\x18\x06 \x03(\tR\x0fignoredFeatures\x12\x1e\n" +
+	"\n" +
+	"experiment\x18\a \x01(\tR\n" +
+	"experiment\x12\x18\n" +
+	"\avariant\x18\b \x01(\tR\avariant\"7\n" +
 	"\x0fScoredCandidate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
-	"\x05score\x18\x02 \x01(\x02R\x05score\"\x15\n" +
-	"\x13GetModelInfoRequest\"\x95\x02\n" +
+	"\x05score\x18\x02 \x01(\x02R\x05score\"4\n" +
+	"\x13GetModelInfoRequest\x12\x1d\n" +
+	"\n" +
+	"model_name\x18\x01 \x01(\tR\tmodelName\"\xd9\x03\n" +
 	"\x14GetModelInfoResponse\x12\x1d\n" +
 	"\n" +
 	"model_name\x18\x01 \x01(\tR\tmodelName\x12#\n" +
@@ -502,7 +594,13 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1c\n" +
 	"\tobjective\x18\x06 \x01(\tR\tobjective\x12\x18\n" +
-	"\abackend\x18\a \x01(\tR\abackend2\x9a\x01\n" +
+	"\abackend\x18\a \x01(\tR\abackend\x127\n" +
+	"\tloaded_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bloadedAt\x12'\n" +
+	"\x0frefused_version\x18\t \x01(\tR\x0erefusedVersion\x12%\n" +
+	"\x0erefusal_reason\x18\n" +
+	" \x01(\tR\rrefusalReason\x129\n" +
+	"\n" +
+	"refused_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\trefusedAt2\x9a\x01\n" +
 	"\x0eRankingService\x127\n" +
 	"\x04Rank\x12\x16.ranker.v1.RankRequest\x1a\x17.ranker.v1.RankResponse\x12O\n" +
 	"\fGetModelInfo\x12\x1e.ranker.v1.GetModelInfoRequest\x1a\x1f.ranker.v1.GetModelInfoResponseB\x1fZ\x1dranker/gen/ranker/v1;rankerv1b\x06proto3"
@@ -535,15 +633,17 @@ var file_ranker_v1_ranking_service_proto_depIdxs = []int32{
 	1, // 1: ranker.v1.RankRequest.candidates:type_name -> ranker.v1.Candidate
 	3, // 2: ranker.v1.RankResponse.candidates:type_name -> ranker.v1.ScoredCandidate
 	7, // 3: ranker.v1.GetModelInfoResponse.created_at:type_name -> google.protobuf.Timestamp
-	0, // 4: ranker.v1.RankingService.Rank:input_type -> ranker.v1.RankRequest
-	4, // 5: ranker.v1.RankingService.GetModelInfo:input_type -> ranker.v1.GetModelInfoRequest
-	2, // 6: ranker.v1.RankingService.Rank:output_type -> ranker.v1.RankResponse
-	5, // 7: ranker.v1.RankingService.GetModelInfo:output_type -> ranker.v1.GetModelInfoResponse
-	6, // [6:8] is the sub-list for method output_type
-	4, // [4:6] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	7, // 4: ranker.v1.GetModelInfoResponse.loaded_at:type_name -> google.protobuf.Timestamp
+	7, // 5: ranker.v1.GetModelInfoResponse.refused_at:type_name -> google.protobuf.Timestamp
+	0, // 6: ranker.v1.RankingService.Rank:input_type -> ranker.v1.RankRequest
+	4, // 7: ranker.v1.RankingService.GetModelInfo:input_type -> ranker.v1.GetModelInfoRequest
+	2, // 8: ranker.v1.RankingService.Rank:output_type -> ranker.v1.RankResponse
+	5, // 9: ranker.v1.RankingService.GetModelInfo:output_type -> ranker.v1.GetModelInfoResponse
+	8, // [8:10] is the sub-list for method output_type
+	6, // [6:8] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_ranker_v1_ranking_service_proto_init() }

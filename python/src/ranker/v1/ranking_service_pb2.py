@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1franker/v1/ranking_service.proto\x12\tranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x02\n\x0bRankRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x45\n\x10\x63ontext_features\x18\x04 \x03(\x0b\x32+.ranker.v1.RankRequest.ContextFeaturesEntry\x12(\n\ncandidates\x18\x05 \x03(\x0b\x32\x14.ranker.v1.Candidate\x12\r\n\x05top_k\x18\x06 \x01(\r\x1a\x36\n\x14\x43ontextFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\")\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\x02\"\xb1\x01\n\x0cRankResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12.\n\ncandidates\x18\x02 \x03(\x0b\x32\x1a.ranker.v1.ScoredCandidate\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x18\n\x10missing_features\x18\x05 \x03(\t\x12\x18\n\x10ignored_features\x18\x06 \x03(\t\",\n\x0fScoredCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\x15\n\x13GetModelInfoRequest\"\xc2\x01\n\x14GetModelInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x14\n\x0c\x66\x65\x61ture_hash\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tobjective\x18\x06 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t2\x9a\x01\n\x0eRankingService\x12\x37\n\x04Rank\x12\x16.ranker.v1.RankRequest\x1a\x17.ranker.v1.RankResponse\x12O\n\x0cGetModelInfo\x12\x1e.ranker.v1.GetModelInfoRequest\x1a\x1f.ranker.v1.GetModelInfoResponseB\x1fZ\x1dranker/gen/ranker/v1;rankerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1franker/v1/ranking_service.proto\x12\tranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x02\n\x0bRankRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x45\n\x10\x63ontext_features\x18\x04 \x03(\x0b\x32+.ranker.v1.RankRequest.ContextFeaturesEntry\x12(\n\ncandidates\x18\x05 \x03(\x0b\x32\x14.ranker.v1.Candidate\x12\r\n\x05top_k\x18\x06 \x01(\r\x12\x12\n\nmodel_name\x18\x07 \x01(\t\x12\x1a\n\x12\x65xperiment_variant\x18\x08 \x01(\t\x1a\x36\n\x14\x43ontextFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\")\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\x02\"\xd6\x01\n\x0cRankResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12.\n\ncandidates\x18\x02 \x03(\x0b\x32\x1a.ranker.v1.ScoredCandidate\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x18\n\x10missing_features\x18\x05 \x03(\t\x12\x18\n\x10ignored_features\x18\x06 \x03(\t\x12\x12\n\nexperiment\x18\x07 \x01(\t\x12\x0f\n\x07variant\x18\x08 \x01(\t\",\n\x0fScoredCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\")\n\x13GetModelInfoRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"\xd2\x02\n\x14GetModelInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x14\n\x0c\x66\x65\x61ture_hash\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tobjective\x18\x06 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12-\n\tloaded_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0frefused_version\x18\t \x01(\t\x12\x16\n\x0erefusal_reason\x18\n \x01(\t\x12.\n\nrefused_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x9a\x01\n\x0eRankingService\x12\x37\n\x04Rank\x12\x16.ranker.v1.RankRequest\x1a\x17.ranker.v1.RankResponse\x12O\n\x0cGetModelInfo\x12\x1e.ranker.v1.GetModelInfoRequest\x1a\x1f.ranker.v1.GetModelInfoResponseB\x1fZ\x1dranker/gen/ranker/v1;rankerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,19 +36,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RANKREQUEST_CONTEXTFEATURESENTRY']._loaded_options = None
   _globals['_RANKREQUEST_CONTEXTFEATURESENTRY']._serialized_options = b'8\001'
   _globals['_RANKREQUEST']._serialized_start=80
-  _globals['_RANKREQUEST']._serialized_end=337
-  _globals['_RANKREQUEST_CONTEXTFEATURESENTRY']._serialized_start=283
-  _globals['_RANKREQUEST_CONTEXTFEATURESENTRY']._serialized_end=337
-  _globals['_CANDIDATE']._serialized_start=339
-  _globals['_CANDIDATE']._serialized_end=380
-  _globals['_RANKRESPONSE']._serialized_start=383
-  _globals['_RANKRESPONSE']._serialized_end=560
-  _globals['_SCOREDCANDIDATE']._serialized_start=562
-  _globals['_SCOREDCANDIDATE']._serialized_end=606
-  _globals['_GETMODELINFOREQUEST']._serialized_start=608
-  _globals['_GETMODELINFOREQUEST']._serialized_end=629
-  _globals['_GETMODELINFORESPONSE']._serialized_start=632
-  _globals['_GETMODELINFORESPONSE']._serialized_end=826
-  _globals['_RANKINGSERVICE']._serialized_start=829
-  _globals['_RANKINGSERVICE']._serialized_end=983
+  _globals['_RANKREQUEST']._serialized_end=385
+  _globals['_RANKREQUEST_CONTEXTFEATURESENTRY']._serialized_start=331
+  _globals['_RANKREQUEST_CONTEXTFEATURESENTRY']._serialized_end=385
+  _globals['_CANDIDATE']._serialized_start=387
+  _globals['_CANDIDATE']._serialized_end=428
+  _globals['_RANKRESPONSE']._serialized_start=431
+  _globals['_RANKRESPONSE']._serialized_end=645
+  _globals['_SCOREDCANDIDATE']._serialized_start=647
+  _globals['_SCOREDCANDIDATE']._serialized_end=691
+  _globals['_GETMODELINFOREQUEST']._serialized_start=693
+  _globals['_GETMODELINFOREQUEST']._serialized_end=734
+  _globals['_GETMODELINFORESPONSE']._serialized_start=737
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1075
+  _globals['_RANKINGSERVICE']._serialized_start=1078
+  _globals['_RANKINGSERVICE']._serialized_end=1232
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,148 @@
+// Package experiment assigns requests to variants of a controlled experiment
+// by a deterministic hash of the user id and an experiment salt, and loads
+// the experiment from a YAML file that can be reloaded.
+package experiment
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"os"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Buckets is how finely traffic is split: a variant's weight is a percentage
+// with up to two decimals, i.e. a whole number of these buckets.
+const Buckets = 10000
+
+// Variant is one arm: a share of users ranked by a model.
+type Variant struct {
+	Name   string  `yaml:"name"`
+	Model  string  `yaml:"model"`
+	Weight float64 `yaml:"weight"` // percent of users
+	start  int     // first bucket
+	end    int     // one past the last bucket
+}
+
+// Shadow scores the same candidates with another model on the side.
+type Shadow struct {
+	Model string `yaml:"model"`
+	// MaxInFlight bounds concurrent shadow scorings; more are skipped.
+	MaxInFlight int `yaml:"max_in_flight"`
+}
+
+// Experiment is the parsed, validated configuration.
+type Experiment struct {
+	Name     string    `yaml:"name"`
+	Salt     string    `yaml:"salt"`
+	Variants []Variant `yaml:"variants"`
+	Shadow   *Shadow   `yaml:"shadow"`
+}
+
+type file struct {
+	Experiment *Experiment `yaml:"experiment"`
+}
+
+// Parse reads and validates an experiment; models lists the served model
+// names a variant may use.
+func Parse(raw []byte, models []string) (*Experiment, error) {
+	var f file
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("experiment config: %w", err)
+	}
+	e := f.Experiment
+	if e == nil {
+		return nil, errors.New("experiment config: no `experiment:` section")
+	}
+	served := map[string]bool{}
+	for _, m := range models {
+		served[m] = true
+	}
+	switch {
+	case e.Name == "":
+		return nil, errors.New("experiment.name: required")
+	case e.Salt == "":
+		return nil, errors.New("experiment.salt: required (changing it reshuffles every user)")
+	case len(e.Variants) == 0:
+		return nil, errors.New("experiment.variants: at least one is required")
+	}
+	seen := map[string]bool{}
+	at := 0
+	for i := range e.Variants {
+		v := &e.Variants[i]
+		buckets := v.Weight * Buckets / 100
+		switch {
+		case v.Name == "" || seen[v.Name]:
+			return nil, fmt.Errorf("experiment.variants[%d].name: %q is empty or repeated", i, v.Name)
+		case !served[v.Model]:
+			return nil, fmt.Errorf("experiment.variants[%d].model: %q is not served (serving %v)", i, v.Model, models)
+		case v.Weight < 0 || math.Abs(buckets-math.Round(buckets)) > 1e-9:
+			return nil, fmt.Errorf("experiment.variants[%d].weight: %v, want a percentage with at most two decimals", i, v.Weight)
+		}
+		seen[v.Name] = true
+		v.start, v.end = at, at+int(math.Round(buckets))
+		at = v.end
+	}
+	if at != Buckets {
+		return nil, fmt.Errorf("experiment.variants: weights add up to %.2f%%, want 100%%", float64(at)*100/Buckets)
+	}
+	if s := e.Shadow; s != nil {
+		if !served[s.Model] {
+			return nil, fmt.Errorf("experiment.shadow.model: %q is not served (serving %v)", s.Model, models)
+		}
+		if s.MaxInFlight <= 0 {
+			s.MaxInFlight = 2
+		}
+	}
+	return e, nil
+}
+
+// Load reads and validates the experiment file at path.
+func Load(path string, models []string) (*Experiment, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("experiment config: %w", err)
+	}
+	e, err := Parse(raw, models)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return e, nil
+}
+
+// Bucket places a user in [0, Buckets). Variants own contiguous bucket
+// ranges in the order they are listed, so raising a variant's weight at the
+// expense of the variants after it only adds users to it.
+func (e *Experiment) Bucket(userID string) int {
+	h := fnv.New64a()
+	h.Write([]byte(e.Salt))
+	h.Write([]byte{0})
+	h.Write([]byte(userID))
+	return int(h.Sum64() % Buckets)
+}
+
+// Assign returns the user's variant.
+func (e *Experiment) Assign(userID string) *Variant {
+	b := e.Bucket(userID)
+	for i := range e.Variants {
+		if v := &e.Variants[i]; b >= v.start && b < v.end {
+			return v
+		}
+	}
+	return &e.Variants[len(e.Variants)-1] // unreachable: ranges cover every bucket
+}
+
+// Variant looks a variant up by name (forced assignment).
+func (e *Experiment) Variant(name string) (*Variant, bool) {
+	for i := range e.Variants {
+		if e.Variants[i].Name == name {
+			return &e.Variants[i], true
+		}
+	}
+	return nil, false
+}

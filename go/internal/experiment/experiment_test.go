@@ -1,0 +1,102 @@
+package experiment
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+)
+
+const config = `
+experiment:
+  name: homepage
+  salt: nov-2026
+  variants:
+    - {name: control, model: demo, weight: 80}
+    - {name: treatment, model: candidate, weight: 15}
+    - {name: canary, model: canary, weight: 5}
+  shadow: {model: candidate, max_in_flight: 3}
+`
+
+var served = []string{"demo", "candidate", "canary"}
+
+func TestSharesFollowWeightsOver100kUsers(t *testing.T) {
+	e, err := Parse([]byte(config), served)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	const users = 100_000
+	for i := range users {
+		counts[e.Assign(fmt.Sprintf("user-%d", i)).Name]++
+	}
+	for _, v := range e.Variants {
+		share := 100 * float64(counts[v.Name]) / users
+		if math.Abs(share-v.Weight) > 1 {
+			t.Errorf("variant %s: got %.2f%% of users, want %.0f%% within 1 point", v.Name, share, v.Weight)
+		}
+	}
+}
+
+func TestAssignmentIsStableAndRaisingAWeightOnlyAddsUsers(t *testing.T) {
+	before, _ := Parse([]byte(config), served)
+	raised, err := Parse([]byte(strings.NewReplacer("weight: 15", "weight: 18", "weight: 5", "weight: 2").Replace(config)), served)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
+	for i := range 50_000 {
+		user := fmt.Sprintf("user-%d", i)
+		a := before.Assign(user).Name
+		if again := before.Assign(user).Name; again != a {
+			t.Fatalf("user %s: %s then %s", user, a, again)
+		}
+		b := raised.Assign(user).Name
+		if a == "treatment" && b != "treatment" {
+			t.Fatalf("user %s left treatment when its weight went up", user)
+		}
+		if a != "treatment" && b == "treatment" {
+			moved++
+		}
+	}
+	if moved == 0 {
+		t.Error("raising the weight added no users")
+	}
+}
+
+func TestSaltReshuffles(t *testing.T) {
+	a, _ := Parse([]byte(config), served)
+	b, _ := Parse([]byte(strings.Replace(config, "nov-2026", "dec-2026", 1)), served)
+	same := 0
+	for i := range 1000 {
+		if a.Bucket(fmt.Sprint(i)) == b.Bucket(fmt.Sprint(i)) {
+			same++
+		}
+	}
+	if same > 20 {
+		t.Errorf("%d of 1000 users kept their bucket under a new salt", same)
+	}
+}
+
+func TestInvalidConfigsNameTheField(t *testing.T) {
+	tests := []struct{ edit, want string }{
+		{"weight: 5}", "weights add up to 97.00%"},
+		{"model: canary", "variants[2].model: \"nope\" is not served"},
+		{"name: canary", "variants[2].name: \"control\" is empty or repeated"},
+		{"salt: nov-2026", "experiment.salt: required"},
+		{"shadow: {model: candidate", "experiment.shadow.model: \"nope\""},
+		{"weight: 80}", "variants[0].weight: 80.001"},
+		{"max_in_flight", "field typo_in_flight not found"},
+	}
+	replacements := map[string]string{
+		"weight: 5}": "weight: 2}", "model: canary": "model: nope", "name: canary": "name: control",
+		"salt: nov-2026": "salt: \"\"", "shadow: {model: candidate": "shadow: {model: nope",
+		"weight: 80}": "weight: 80.001}", "max_in_flight": "typo_in_flight",
+	}
+	for _, tt := range tests {
+		_, err := Parse([]byte(strings.Replace(config, tt.edit, replacements[tt.edit], 1)), served)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("edit %q: got %v, want an error containing %q", tt.edit, err, tt.want)
+		}
+	}
+}

@@ -1,0 +1,100 @@
+// Package metrics defines the server's Prometheus metrics, served on their
+// own HTTP port so scraping never competes with gRPC traffic.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are every series the server exports.
+type Metrics struct {
+	Registry          *prometheus.Registry
+	Requests          *prometheus.CounterVec
+	Latency           *prometheus.HistogramVec
+	Candidates        prometheus.Histogram
+	Scores            *prometheus.HistogramVec
+	MissingFeatures   *prometheus.CounterVec
+	ModelLoads        *prometheus.CounterVec
+	ExposureWritten   prometheus.Counter
+	ExposureDropped   prometheus.Counter
+	ShadowCorrelation *prometheus.HistogramVec
+	ShadowSkipped     *prometheus.CounterVec
+}
+
+// New registers the metrics, and Go and process collectors, on a fresh registry.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Metrics{
+		Registry: reg,
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ranker_requests_total", Help: "gRPC requests by method, status code, model and experiment variant.",
+		}, []string{"method", "code", "model", "variant"}),
+		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "ranker_request_duration_seconds", Help: "Time to answer a gRPC request.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}, []string{"method"}),
+		Candidates: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "ranker_candidates_per_request", Help: "Candidates in each Rank request.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 13),
+		}),
+		Scores: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "ranker_scores", Help: "Distribution of candidate scores, for drift alerts.",
+			Buckets: prometheus.LinearBuckets(-4, 0.5, 17),
+		}, []string{"model"}),
+		MissingFeatures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ranker_missing_features_total", Help: "Rank requests that lacked a model feature (scored as missing).",
+		}, []string{"model", "feature"}),
+		ModelLoads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ranker_model_loads_total", Help: "Model version loads by result (loaded or refused).",
+		}, []string{"model", "result"}),
+		ExposureWritten: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ranker_exposure_records_total", Help: "Exposure log records written.",
+		}),
+		ExposureDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ranker_exposure_dropped_total", Help: "Exposure records dropped because the buffer was full.",
+		}),
+		ShadowCorrelation: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "ranker_shadow_rank_correlation", Help: "Spearman correlation between primary and shadow rankings.",
+			Buckets: prometheus.LinearBuckets(-1, 0.1, 21),
+		}, []string{"experiment", "shadow_model"}),
+		ShadowSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ranker_shadow_skipped_total", Help: "Shadow scorings skipped because the shadow workers were busy.",
+		}, []string{"experiment"}),
+	}
+	reg.MustRegister(m.Requests, m.Latency, m.Candidates, m.Scores, m.MissingFeatures, m.ModelLoads,
+		m.ExposureWritten, m.ExposureDropped, m.ShadowCorrelation, m.ShadowSkipped)
+	return m
+}
+
+// Loaded implements registry.Events.
+func (m *Metrics) Loaded(name, _ string) { m.ModelLoads.WithLabelValues(name, "loaded").Inc() }
+
+// Refused implements registry.Events.
+func (m *Metrics) Refused(name, _ string) { m.ModelLoads.WithLabelValues(name, "refused").Inc() }
+
+// ModelAge exports the age of each serving model version; info reports the
+// version and when it was exported.
+func (m *Metrics) ModelAge(names []string, info func(name string) (version string, created time.Time)) {
+	for _, name := range names {
+		m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ranker_model_age_seconds", Help: "Seconds since the serving model version was exported.",
+			ConstLabels: prometheus.Labels{"model": name},
+		}, func() float64 {
+			_, created := info(name)
+			return time.Since(created).Seconds()
+		}))
+	}
+}
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	return mux
+}

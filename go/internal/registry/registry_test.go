@@ -1,0 +1,148 @@
+package registry_test
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"ranker/internal/model"
+	"ranker/internal/model/modeltest"
+	"ranker/internal/registry"
+)
+
+type events struct{ loaded, refused []string }
+
+func (e *events) Loaded(name, version string)  { e.loaded = append(e.loaded, name+"/"+version) }
+func (e *events) Refused(name, version string) { e.refused = append(e.refused, name+"/"+version) }
+
+// addVersion copies the test model into root/name/version, as an export
+// would write it (model_version in metadata.json matching the directory).
+func addVersion(t *testing.T, src, root, name, version string, breakIt bool) {
+	t.Helper()
+	staging := filepath.Join(root, name, ".staging-"+version)
+	if err := os.MkdirAll(staging, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{model.ModelONNX, model.ModelTxt, model.MetadataJSON, model.GoldenJSONL} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case f == model.MetadataJSON:
+			var meta map[string]any
+			json.Unmarshal(b, &meta)
+			meta["model_name"], meta["model_version"] = name, version
+			b, _ = json.Marshal(meta)
+		case f == model.ModelONNX && breakIt:
+			b = b[:len(b)/2]
+		}
+		if err := os.WriteFile(filepath.Join(staging, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Rename(staging, filepath.Join(root, name, version)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func open(t *testing.T, root string, backend string, ev *events) *registry.Registry {
+	t.Helper()
+	r, err := registry.Open(registry.Config{Root: root}, model.LoadOptions{Backend: backend},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+func serving(t *testing.T, r *registry.Registry, name string) string {
+	t.Helper()
+	v, err := r.Acquire(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Release()
+	return v.Model.Meta.ModelVersion
+}
+
+func TestNewVersionsSwapInAndBrokenOnesNeverServe(t *testing.T) {
+	_, src := modeltest.Env(t)
+	root := t.TempDir()
+	addVersion(t, src, root, "news", "v1", false)
+	addVersion(t, src, root, "sport", "v1", false)
+	ev := &events{}
+	r := open(t, root, model.BackendONNXRuntime, ev)
+	if got := r.Names(); strings.Join(got, ",") != "news,sport" {
+		t.Fatalf("got models %v", got)
+	}
+
+	held, _ := r.Acquire("news") // a request in flight on v1
+	addVersion(t, src, root, "news", "v2", false)
+	r.Poll()
+	if got := serving(t, r, "news"); got != "v2" {
+		t.Fatalf("after v2 appeared, serving %s", got)
+	}
+	// The request that started on v1 still scores on v1, then lets it go.
+	golden, _ := model.ReadGolden(src, len(held.Model.Meta.FeatureNames))
+	out := make([]float32, 1)
+	if err := held.Model.Scorer.Score(golden[0].Features, 1, out); err != nil {
+		t.Fatalf("v1 was closed under a running request: %v", err)
+	}
+	held.Release()
+
+	addVersion(t, src, root, "news", "v3", true)
+	r.Poll()
+	r.Poll() // a refused version is not retried
+	if got := serving(t, r, "news"); got != "v2" {
+		t.Fatalf("a broken v3 replaced v2: serving %s", got)
+	}
+	st, _ := r.Status("news")
+	if st.RefusedVersion != "v3" || !strings.Contains(st.RefusalReason, "model.onnx") {
+		t.Errorf("status: refused %q because %q, want v3 naming model.onnx", st.RefusedVersion, st.RefusalReason)
+	}
+	if strings.Join(ev.refused, ",") != "news/v3" {
+		t.Errorf("refusals recorded: %v", ev.refused)
+	}
+	addVersion(t, src, root, "news", "v4", false)
+	r.Poll()
+	if got := serving(t, r, "news"); got != "v4" {
+		t.Fatalf("after v4 appeared, serving %s", got)
+	}
+	if got := serving(t, r, "sport"); got != "v1" {
+		t.Errorf("sport moved to %s", got)
+	}
+	if _, err := r.Acquire("weather"); err == nil {
+		t.Error("an unknown model was served")
+	}
+}
+
+func TestStartupSkipsABrokenNewestVersion(t *testing.T) {
+	_, src := modeltest.Env(t)
+	root := t.TempDir()
+	addVersion(t, src, root, "news", "v1", false)
+	addVersion(t, src, root, "news", "v2", true)
+	r := open(t, root, model.BackendNative, &events{})
+	if got := serving(t, r, "news"); got != "v1" {
+		t.Fatalf("serving %s, want v1", got)
+	}
+	if st, _ := r.Status("news"); st.RefusedVersion != "v2" {
+		t.Errorf("refused %q, want v2", st.RefusedVersion)
+	}
+}
+
+func TestNoValidVersionIsAStartupError(t *testing.T) {
+	_, src := modeltest.Env(t)
+	root := t.TempDir()
+	addVersion(t, src, root, "news", "v1", true)
+	_, err := registry.Open(registry.Config{Root: root}, model.LoadOptions{},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err == nil || !strings.Contains(err.Error(), "model.onnx") {
+		t.Fatalf("got %v, want a refusal naming model.onnx", err)
+	}
+}

@@ -1,0 +1,202 @@
+"""Operating the real server: hot model swaps under load, experiments,
+exposure logs read back by the Python side, Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import polars as pl
+import pytest
+
+from ranker import artifact
+from ranker.client import RankerClient, request_from_matrix
+from ranker.exposure import read_exposures, variant_counts
+from ranker.features import FEATURE_NAMES
+from ranker.server_process import ServerProcess
+from ranker.v1 import ranking_service_pb2 as pb
+from ranker.v1 import ranking_service_pb2_grpc as pb_grpc
+
+
+def add_version(src: Path, root: Path, name: str, version: str, *, broken: bool = False) -> None:
+    """Publish a model version the way the export does: stage, then rename."""
+    staging = root / name / f".staging-{version}"
+    shutil.copytree(src, staging)
+    meta = json.loads((staging / artifact.METADATA_JSON).read_text())
+    meta["model_name"], meta["model_version"] = name, version
+    (staging / artifact.METADATA_JSON).write_text(json.dumps(meta))
+    if broken:
+        onnx = staging / artifact.MODEL_ONNX
+        onnx.write_bytes(onnx.read_bytes()[:1000])
+    staging.rename(root / name / version)
+
+
+def _rows(model_dir: Path, n: int = 20) -> np.ndarray:
+    lines = (model_dir / artifact.GOLDEN_JSONL).read_text().splitlines()[:n]
+    return np.array(
+        [[np.nan if v is None else v for v in json.loads(line)["features"]] for line in lines],
+        dtype=np.float32,
+    )
+
+
+def _metrics(server: ServerProcess) -> str:
+    with urllib.request.urlopen(server.metrics_url, timeout=5) as reply:
+        return str(reply.read().decode())
+
+
+def test_versions_swap_under_load_without_a_failed_request(
+    server_binary: Path, model_dir: Path, ort_lib: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "models"
+    add_version(model_dir, root, "news", "v1")
+    rows = _rows(model_dir)
+    seen: list[str] = []
+    errors: list[str] = []
+    stop = threading.Event()
+    with ServerProcess(
+        server_binary,
+        None,
+        ort_lib=ort_lib,
+        extra_args=[f"--model-root={root}", "--reload-interval=100ms", "--backend=onnxruntime"],
+    ) as server:
+
+        def load() -> None:
+            with RankerClient(server.target) as client:
+                i = 0
+                while not stop.is_set():
+                    try:
+                        reply = client.rank(
+                            request_from_matrix(FEATURE_NAMES, rows, request_id=str(i))
+                        )
+                        seen.append(reply.model_version)
+                    except grpc.RpcError as err:
+                        errors.append(str(err))
+                    i += 1
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for version, broken in [("v2", False), ("v3", True), ("v4", False), ("v5", False)]:
+            time.sleep(0.5)
+            add_version(model_dir, root, "news", version, broken=broken)
+        time.sleep(0.8)
+        stop.set()
+        for t in threads:
+            t.join()
+        with RankerClient(server.target) as client:
+            info = client.model_info()
+        text = _metrics(server)
+    assert not errors, errors[:3]
+    assert len(seen) > 100
+    assert set(seen) <= {"v1", "v2", "v4", "v5"}, set(seen)
+    assert {"v1", "v5"} <= set(seen)
+    assert seen[-1] == "v5"
+    assert (info.model_version, info.refused_version) == ("v5", "v3")
+    assert "model.onnx" in info.refusal_reason
+    assert 'ranker_model_loads_total{model="news",result="refused"} 1' in text
+    assert 'ranker_model_loads_total{model="news",result="loaded"} 4' in text
+
+
+EXPERIMENT = """
+experiment:
+  name: homepage
+  salt: test-salt
+  variants:
+    - {name: control, model: news, weight: 50}
+    - {name: treatment, model: news-b, weight: 50}
+  shadow: {model: news-b, max_in_flight: 2}
+"""
+
+
+def test_experiment_assigns_variants_logs_exposures_and_scores_shadows(
+    server_binary: Path, model_dir: Path, ort_lib: Path, tmp_path: Path
+) -> None:
+    root, exposures = tmp_path / "models", tmp_path / "exposures"
+    add_version(model_dir, root, "news", "v1")
+    add_version(model_dir, root, "news-b", "v7")
+    config = tmp_path / "experiment.yaml"
+    config.write_text(EXPERIMENT)
+    rows = _rows(model_dir, 12)
+    variants: dict[str, str] = {}
+    server = ServerProcess(
+        server_binary,
+        None,
+        ort_lib=ort_lib,
+        extra_args=[
+            f"--model-root={root}",
+            f"--experiment-config={config}",
+            f"--exposure-dir={exposures}",
+        ],
+    ).start()
+    try:
+        with RankerClient(server.target) as client:
+            for i in range(200):
+                request = request_from_matrix(FEATURE_NAMES, rows, request_id=f"r{i}")
+                request.user_id = f"user-{i % 100}"
+                reply = client.rank(request)
+                assert reply.experiment == "homepage"
+                expected_version = {"control": "v1", "treatment": "v7"}[reply.variant]
+                assert reply.model_version == expected_version
+                # The same user always lands in the same variant.
+                assert variants.setdefault(request.user_id, reply.variant) == reply.variant
+            forced = request_from_matrix(FEATURE_NAMES, rows, request_id="qa")
+            forced.experiment_variant = "treatment"
+            assert client.rank(forced).variant == "treatment"
+            channel = grpc.insecure_channel(server.target)
+            stub = pb_grpc.RankingServiceStub(channel)  # type: ignore[no-untyped-call]
+            plain = request_from_matrix(FEATURE_NAMES, rows, request_id="qa2")
+            by_header = stub.Rank(plain, metadata=[("x-ranker-variant", "control")], timeout=5)
+            assert by_header.variant == "control"
+            bad = request_from_matrix(FEATURE_NAMES, rows, request_id="qa3")
+            bad.experiment_variant = "nope"
+            with pytest.raises(grpc.RpcError) as err:
+                client.rank(bad)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "experiment_variant" in err.value.details()
+            channel.close()
+        time.sleep(0.5)
+        text = _metrics(server)
+    finally:
+        assert server.stop() == 0  # SIGTERM flushes the exposure log
+        server.close()
+    assert 25 <= sum(v == "control" for v in variants.values()) <= 75
+    counts = variant_counts(read_exposures(exposures))
+    by_variant = dict(zip(counts["variant"], counts["requests"], strict=True))
+    assert sum(by_variant.values()) == 202  # 200 assigned, 2 forced
+    assert set(by_variant) == {"control", "treatment"}
+    shown = read_exposures(exposures).collect()
+    assert shown.filter(pl.col("request_id") == "r0")["position"].to_list() == list(range(1, 13))
+    assert "ranker_shadow_rank_correlation_count" in text
+    assert (
+        'ranker_requests_total{code="OK",method="Rank",model="news-b",variant="treatment"}' in text
+    )
+
+
+def test_metrics_expose_requests_latency_candidates_and_model_age(server: ServerProcess) -> None:
+    with RankerClient(server.target) as client:
+        for i in range(3):
+            client.rank(
+                pb.RankRequest(
+                    request_id=str(i),
+                    feature_names=["hour_of_day"],
+                    candidates=[pb.Candidate(id="a", features=[8.0])],
+                )
+            )
+    text = _metrics(server)
+    for series in (
+        "ranker_requests_total",
+        "ranker_request_duration_seconds_bucket",
+        "ranker_candidates_per_request_count",
+        "ranker_scores_bucket",
+        "ranker_missing_features_total",
+        "ranker_model_age_seconds",
+        "ranker_model_loads_total",
+        "ranker_exposure_dropped_total",
+    ):
+        assert series in text, series
