@@ -25,6 +25,8 @@ type Config struct {
 	ExposureDir      string
 	ExposureBuffer   int
 	ExposureMaxBytes int64
+	OTLPEndpoint     string
+	TraceSampleRatio float64
 	Backend          string
 	ORTLib           string
 	ORTThreads       int
@@ -56,6 +58,8 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.StringVar(&c.ExposureDir, "exposure-dir", "", "directory for the exposure log; empty disables")
 	fs.IntVar(&c.ExposureBuffer, "exposure-buffer", 10000, "exposure records waiting to be written before new ones are dropped")
 	fs.Int64Var(&c.ExposureMaxBytes, "exposure-max-bytes", 64<<20, "exposure file size that starts a new file")
+	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC trace collector (host:port); empty disables tracing export")
+	fs.Float64Var(&c.TraceSampleRatio, "trace-sample-ratio", 0.01, "share of requests traced when exporting (parent decisions win)")
 	fs.StringVar(&c.Backend, "backend", "native", "scoring backend: native (pure Go, the default) or onnxruntime (the reference)")
 	fs.StringVar(&c.ORTLib, "ort-lib", "", "path to libonnxruntime.so, for the onnxruntime backend; `ranker ort-lib` prints the one in the pinned wheel")
 	fs.IntVar(&c.ORTThreads, "ort-threads", 1, "onnxruntime intra-op threads per scoring call; requests already run in parallel, and more than 1 changes the summation order, so scores may move by an ulp from the golden ones")

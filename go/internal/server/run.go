@@ -25,6 +25,7 @@ import (
 	"ranker/internal/metrics"
 	"ranker/internal/model"
 	"ranker/internal/registry"
+	"ranker/internal/tracing"
 )
 
 // recoverPanics turns a panic in a handler into an Internal status for that
@@ -82,9 +83,15 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
+	tp, shutdownTracing, err := tracing.NewProvider(ctx, cfg.OTLPEndpoint, cfg.TraceSampleRatio)
+	if err != nil {
+		return err
+	}
+	defer shutdownTracing(context.Background())
 	grpcServer := grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
-		grpc.ChainUnaryInterceptor(recoverPanics(logger)),
+		grpc.StatsHandler(tracing.NewStatsHandler(tp)),
+		grpc.ChainUnaryInterceptor(tracing.UnaryInterceptor, recoverPanics(logger)),
 		// Stop (after a drain timeout) waits for running handlers, so no
 		// model is closed under a request that is still scoring.
 		grpc.WaitForHandlers(true),

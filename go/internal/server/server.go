@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -20,6 +22,7 @@ import (
 	"ranker/internal/metrics"
 	"ranker/internal/model"
 	"ranker/internal/registry"
+	"ranker/internal/tracing"
 )
 
 // mappingCacheSize bounds how many request layouts are remembered.
@@ -97,8 +100,10 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 		s.metrics.Requests.WithLabelValues("Rank", status.Code(err).String(), modelName, variant).Inc()
 		s.metrics.Latency.WithLabelValues("Rank").Observe(time.Since(start).Seconds())
 	}()
+	_, mapSpan := tracing.Start(ctx, tracing.SpanMapping)
 	contextKeys, err := validate(req, s.limits, &s.idSets)
 	if err != nil {
+		mapSpan.End()
 		s.logger.Debug("rank rejected", "request_id", req.GetRequestId(), "error", err)
 		return nil, err
 	}
@@ -122,7 +127,7 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	modelName = m.Meta.ModelName
 
 	n := len(req.GetCandidates())
-	scores, release, mapping, err := s.score(m, req, contextKeys)
+	scores, release, mapping, err := s.score(ctx, mapSpan, m, req, contextKeys)
 	if err != nil {
 		s.logger.Error("scoring failed", "request_id", req.GetRequestId(), "error", err)
 		return nil, status.Error(codes.Internal, "scoring failed")
@@ -187,15 +192,19 @@ func (s *Server) assign(ctx context.Context, exp *activeExperiment, req *rankerv
 	return v, nil
 }
 
-// score maps the request into m's feature order and scores it. The scores
-// live in a pooled buffer until release is called.
-func (s *Server) score(m *model.Model, req *rankerv1.RankRequest, contextKeys []string) ([]float32, func(), *columnMapping, error) {
+// score maps the request into m's feature order (ending mapSpan) and scores
+// it. The scores live in a pooled buffer until release is called.
+func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, req *rankerv1.RankRequest, contextKeys []string) ([]float32, func(), *columnMapping, error) {
 	mapping := s.mappings.get(m.Meta.FeatureHash, m.Meta.FeatureNames, req.GetFeatureNames(), contextKeys)
 	n, f := len(req.GetCandidates()), len(m.Meta.FeatureNames)
 	buf := s.rowBuffer(n*f + n)
 	release := func() { s.rows.Put(buf) }
 	rows, scores := (*buf)[:n*f], (*buf)[n*f:n*f+n]
 	fillRows(rows, req, mapping)
+	mapSpan.End()
+	_, scoreSpan := tracing.Start(ctx, tracing.SpanScoring)
+	scoreSpan.SetAttributes(attribute.Int("candidates", n), attribute.String("model.version", m.Meta.ModelVersion))
+	defer scoreSpan.End()
 	if err := m.Scorer.Score(rows, n, scores); err != nil {
 		release()
 		return nil, nil, nil, err
@@ -236,7 +245,8 @@ func (s *Server) startShadow(exp *activeExperiment, req *rankerv1.RankRequest, c
 			return
 		}
 		defer version.Release()
-		shadow, release, _, err := s.score(version.Model, req, contextKeys)
+		_, span := tracing.Start(context.Background(), "shadow mapping")
+		shadow, release, _, err := s.score(context.Background(), span, version.Model, req, contextKeys)
 		if err != nil {
 			s.logger.Warn("shadow scoring failed", "model", exp.Shadow.Model, "error", err)
 			return

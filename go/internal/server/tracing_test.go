@@ -1,0 +1,78 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+
+	rankerv1 "ranker/gen/ranker/v1"
+	"ranker/internal/metrics"
+	"ranker/internal/model"
+	"ranker/internal/model/modeltest"
+	"ranker/internal/registry"
+	"ranker/internal/tracing"
+)
+
+func TestRankIsTracedThroughEachStage(t *testing.T) {
+	_, dir := modeltest.Env(t)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg, err := registry.Open(registry.Config{Model: dir}, model.LoadOptions{}, logger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	g := grpc.NewServer(grpc.StatsHandler(tracing.NewStatsHandler(tp)), grpc.ChainUnaryInterceptor(tracing.UnaryInterceptor))
+	rankerv1.RegisterRankingServiceServer(g, New(reg, Options{Limits: testLimits, Metrics: metrics.New()}, logger))
+	lis := bufconn.Listen(1 << 20)
+	go g.Serve(lis)
+	defer g.Stop()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	st, _ := reg.Status("")
+	req := &rankerv1.RankRequest{FeatureNames: st.Serving.Meta.FeatureNames, Candidates: []*rankerv1.Candidate{
+		{Id: "a", Features: make([]float32, len(st.Serving.Meta.FeatureNames))}}}
+	if _, err := rankerv1.NewRankingServiceClient(conn).Rank(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	g.GracefulStop() // End events are delivered before Serve returns
+	got := spans.GetSpans()
+	var root tracetest.SpanStub
+	names := map[string]tracetest.SpanStub{}
+	for _, s := range got {
+		names[s.Name] = s
+		if s.Name == "/ranker.v1.RankingService/Rank" {
+			root = s
+		}
+	}
+	if root.Name == "" {
+		t.Fatalf("no RPC span among %d spans", len(got))
+	}
+	for _, stage := range []string{tracing.SpanDecode, tracing.SpanMapping, tracing.SpanScoring, tracing.SpanEncode} {
+		s, ok := names[stage]
+		if !ok {
+			t.Errorf("no %q span", stage)
+			continue
+		}
+		if s.Parent.SpanID() != root.SpanContext.SpanID() || s.SpanContext.TraceID() != root.SpanContext.TraceID() {
+			t.Errorf("span %q is not a child of the RPC span", stage)
+		}
+		if s.EndTime.Before(s.StartTime) {
+			t.Errorf("span %q ends before it starts", stage)
+		}
+	}
+}
