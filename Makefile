@@ -25,6 +25,9 @@ PORT ?= 50051
 BUF_VERSION := 1.75.0
 GRPCURL_VERSION := 1.9.3
 GRPCURL := $(GO_BIN)/grpcurl
+PROMETHEUS_VERSION := 0.316.0
+PROMTOOL := $(GO_BIN)/promtool
+KUBERNETES_VERSION := 1.33.0
 
 ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx.__file__).parent.parent)')
 
@@ -32,7 +35,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help setup proto proto-check data train build serve demo test test-python test-go test-e2e grpcurl stress-model bench bench-pipeline lint clean
+.PHONY: help setup proto proto-check data train build serve demo test test-python test-go test-e2e grpcurl stress-model bench bench-pipeline deploy-check lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -130,6 +133,15 @@ bench: build $(STRESS_MODEL)/metadata.json $(TEST_MODEL)/metadata.json ## Kernel
 
 bench-pipeline: $(SETUP_STAMP) ## Rows/s and peak memory of data, features, training at 1M and 10M rows (~3 min)
 	$(RANKER) bench-pipeline --scale 2.78 --scale 27.8 --work data/bench
+
+$(PROMTOOL):
+	GOBIN=$(GO_BIN) go install github.com/prometheus/prometheus/cmd/promtool@v$(PROMETHEUS_VERSION)
+
+deploy-check: $(SETUP_STAMP) $(PROMTOOL) ## Validate Kubernetes manifests, alert rules (with unit tests) and the dashboard
+	$(VENV)/bin/kubernetes-validate --strict --quiet -k $(KUBERNETES_VERSION) deploy/k8s/*.yaml
+	$(PROMTOOL) check rules deploy/prometheus/ranker-rules.yaml
+	cd deploy/prometheus && $(PROMTOOL) test rules ranker-rules.test.yaml
+	$(PY) -c 'import json, sys; [json.load(open(p)) for p in sys.argv[1:]]' deploy/grafana/*.json
 
 lint: $(SETUP_STAMP) ## ruff, mypy, go vet, gofmt, buf lint
 	cd python && ../.venv/bin/ruff check --config pyproject.toml src tests ../tests

@@ -180,6 +180,28 @@ def _cmd_bench_serving(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_exposures(args: argparse.Namespace) -> int:
+    from ranker.exposure import read_exposures, training_rows, variant_counts
+
+    exposures = read_exposures(args.log)
+    print(variant_counts(exposures))
+    if args.clicks is not None:
+        clicks = (
+            pl.scan_parquet(args.clicks)
+            if args.clicks.suffix == ".parquet"
+            else pl.scan_ndjson(args.clicks).with_columns(
+                pl.col("time").str.to_datetime(time_zone="UTC")
+            )
+        )
+        rows = training_rows(exposures, clicks)
+        rows.write_parquet(args.out)
+        print(
+            f"wrote {rows.height:,} training rows ({int(rows['clicked'].sum()):,} clicked) "
+            f"to {args.out}"
+        )
+    return 0
+
+
 def _cmd_ort_lib(_: argparse.Namespace) -> int:
     print(ort_library_path())
     return 0
@@ -268,6 +290,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repo", type=Path, default=Path("."))
     p.add_argument("--out", type=Path, default=Path("data/bench"))
     p.set_defaults(run=_cmd_bench_serving)
+
+    p = sub.add_parser("exposures", help="per-variant counts of an exposure log; join clicks")
+    p.add_argument("--log", type=Path, required=True, help="the server's --exposure-dir")
+    p.add_argument(
+        "--clicks",
+        type=Path,
+        help="click events (request_id, article_id, time) as Parquet or JSON lines",
+    )
+    p.add_argument("--out", type=Path, default=Path("training_rows.parquet"))
+    p.set_defaults(run=_cmd_exposures)
 
     p = sub.add_parser("ort-lib", help="print the onnxruntime C library the Go server loads")
     p.set_defaults(run=_cmd_ort_lib)

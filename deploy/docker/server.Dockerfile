@@ -1,0 +1,27 @@
+# The ranking server: a Go binary plus the onnxruntime C library from the
+# pinned Python wheel (the reference backend), on a distroless non-root base.
+# Build from the repository root: docker build -f deploy/docker/server.Dockerfile .
+
+# onnxruntime's C library, at the version python/pyproject.toml pins.
+FROM python:3.11-slim AS onnxruntime
+COPY python/pyproject.toml /src/pyproject.toml
+RUN pip install --no-cache-dir "$(grep -o 'onnxruntime==[0-9.]*' /src/pyproject.toml)" \
+ && cp "$(python -c 'import onnxruntime, pathlib; print(next((pathlib.Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so.*")))')" /libonnxruntime.so
+
+FROM golang:1.26-bookworm AS build
+WORKDIR /src/go
+COPY go/go.mod go/go.sum ./
+RUN go mod download
+COPY go/ ./
+# cgo stays on for the onnxruntime backend; the native backend needs none.
+RUN go build -trimpath -ldflags="-s -w" -o /out/ranker-server ./cmd/ranker-server
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/ranker-server /usr/local/bin/ranker-server
+COPY --from=onnxruntime /libonnxruntime.so /usr/local/lib/libonnxruntime.so
+ENV RANKER_ORT_LIB=/usr/local/lib/libonnxruntime.so \
+    RANKER_LISTEN=0.0.0.0:50051 \
+    RANKER_METRICS_LISTEN=0.0.0.0:9464
+USER nonroot:nonroot
+EXPOSE 50051 9464
+ENTRYPOINT ["/usr/local/bin/ranker-server"]

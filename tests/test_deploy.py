@@ -1,0 +1,98 @@
+"""The deployment files agree with the server they deploy."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from ranker.client import RankerClient
+from ranker.server_process import ServerProcess
+from ranker.v1 import ranking_service_pb2 as pb
+from tests.conftest import REPO
+from tests.test_operations import EXPERIMENT, add_version
+
+DEPLOY = REPO / "deploy"
+
+
+def _served_metric_names(server: ServerProcess) -> set[str]:
+    with urllib.request.urlopen(server.metrics_url, timeout=5) as reply:
+        text = reply.read().decode()
+    return {m.group(1) for m in re.finditer(r"^# TYPE (\S+)", text, re.MULTILINE)}
+
+
+def test_alerts_and_dashboard_use_metrics_the_server_exports(
+    server_binary: Path, model_dir: Path, ort_lib: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "models"
+    add_version(model_dir, root, "news", "v1")
+    add_version(model_dir, root, "news-b", "v1")
+    config = tmp_path / "experiment.yaml"
+    config.write_text(EXPERIMENT)
+    with ServerProcess(
+        server_binary,
+        None,
+        ort_lib=ort_lib,
+        extra_args=[
+            f"--model-root={root}",
+            f"--experiment-config={config}",
+            f"--exposure-dir={tmp_path / 'x'}",
+        ],
+    ) as server:
+        with RankerClient(server.target) as client:
+            for i in range(20):  # every labelled series appears once observed
+                client.rank(
+                    pb.RankRequest(
+                        request_id=str(i),
+                        user_id=str(i),
+                        feature_names=["x"],
+                        candidates=[
+                            pb.Candidate(id="a", features=[1.0]),
+                            pb.Candidate(id="b", features=[2.0]),
+                        ],
+                    )
+                )
+        time.sleep(0.5)  # shadow scorings finish on the side
+        served = _served_metric_names(server)
+    used: set[str] = set()
+    for path in [*DEPLOY.glob("prometheus/*.yaml"), *DEPLOY.glob("grafana/*.json")]:
+        used |= set(re.findall(r"\b(ranker_[a-z_]+)", path.read_text()))
+    assert used, "no ranker_ metrics referenced"
+    base = {re.sub(r"_(bucket|sum|count)$", "", name) for name in used}
+    assert base <= served, sorted(base - served)
+
+
+def test_deployed_experiment_config_is_accepted_by_the_server(
+    server_binary: Path, model_dir: Path, ort_lib: Path, tmp_path: Path
+) -> None:
+    configmap = yaml.safe_load((DEPLOY / "k8s/configmap-experiment.yaml").read_text())
+    config = tmp_path / "experiment.yaml"
+    config.write_text(configmap["data"]["experiment.yaml"])
+    experiment = yaml.safe_load(config.read_text())["experiment"]
+    root = tmp_path / "models"
+    for name in {v["model"] for v in experiment["variants"]}:
+        add_version(model_dir, root, name, "v1")
+    with ServerProcess(
+        server_binary,
+        None,
+        ort_lib=ort_lib,
+        extra_args=[f"--model-root={root}", f"--experiment-config={config}"],
+    ) as running:
+        assert '"experiment"' in running.log and experiment["name"] in running.log
+
+
+def test_deployment_args_are_server_flags(server_binary: Path) -> None:
+    usage = subprocess.run([str(server_binary), "--help"], capture_output=True, text=True).stderr
+    deployment = yaml.safe_load((DEPLOY / "k8s/deployment.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    for arg in container["args"]:
+        flag = arg.split("=", 1)[0]
+        assert f"  {flag}" in usage.replace("  -", "  --"), flag
+    for env in container["env"]:
+        if env["name"].startswith("RANKER_"):
+            flag = "--" + env["name"].removeprefix("RANKER_").lower().replace("_", "-")
+            assert f"  {flag}" in usage.replace("  -", "  --"), env["name"]
