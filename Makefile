@@ -137,7 +137,8 @@ bench-pipeline: $(SETUP_STAMP) ## Rows/s and peak memory of data, features, trai
 $(PROMTOOL):
 	GOBIN=$(GO_BIN) go install github.com/prometheus/prometheus/cmd/promtool@v$(PROMETHEUS_VERSION)
 
-deploy-check: $(SETUP_STAMP) $(PROMTOOL) ## Validate Kubernetes manifests, alert rules (with unit tests) and the dashboard
+deploy-check: $(SETUP_STAMP) $(PROMTOOL) ## Validate Dockerfiles, Kubernetes manifests, alert rules (with unit tests) and the dashboard
+	$(VENV)/bin/hadolint deploy/docker/*.Dockerfile
 	$(VENV)/bin/kubernetes-validate --strict --quiet -k $(KUBERNETES_VERSION) deploy/k8s/*.yaml
 	$(PROMTOOL) check rules deploy/prometheus/ranker-rules.yaml
 	cd deploy/prometheus && $(PROMTOOL) test rules ranker-rules.test.yaml

@@ -22,6 +22,6 @@ COPY --from=onnxruntime /libonnxruntime.so /usr/local/lib/libonnxruntime.so
 ENV RANKER_ORT_LIB=/usr/local/lib/libonnxruntime.so \
     RANKER_LISTEN=0.0.0.0:50051 \
     RANKER_METRICS_LISTEN=0.0.0.0:9464
-USER nonroot:nonroot
+USER 65532:65532
 EXPOSE 50051 9464
 ENTRYPOINT ["/usr/local/bin/ranker-server"]
