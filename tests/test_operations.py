@@ -4,6 +4,7 @@ exposure logs read back by the Python side, Prometheus metrics."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -11,12 +12,14 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import lightgbm as lgb
 import numpy as np
 import polars as pl
 import pytest
 
 from ranker import artifact
 from ranker.client import RankerClient, request_from_matrix
+from ranker.export import export_model, onnx_scores, onnx_session
 from ranker.exposure import read_exposures, variant_counts
 from ranker.features import FEATURE_NAMES
 from ranker.server_process import ServerProcess
@@ -45,36 +48,63 @@ def _rows(model_dir: Path, n: int = 20) -> np.ndarray:
     )
 
 
+def _series(text: str, name: str) -> str:
+    match = re.search(rf"^{name}\S* (\S+)$", text, re.M)
+    assert match, f"{name} not exported"
+    return match[1]
+
+
 def _metrics(server: ServerProcess) -> str:
     with urllib.request.urlopen(server.metrics_url, timeout=5) as reply:
         return str(reply.read().decode())
+
+
+def export_smaller(model_dir: Path, root: Path, name: str, version: str, trees: int) -> None:
+    """A genuinely different model: the first `trees` trees, exported for real."""
+    booster = lgb.Booster(model_file=model_dir / artifact.MODEL_TXT)
+    smaller = lgb.Booster(model_str=booster.model_to_string(num_iteration=trees))
+    rows = _rows(model_dir, 40)
+    export_model(
+        smaller,
+        models_root=root,
+        model_name=name,
+        feature_names=list(FEATURE_NAMES),
+        sample_rows=rows,
+        sample_queries=np.zeros(len(rows), np.int64),
+        training_summary={},
+        version=version,
+    )
 
 
 def test_versions_swap_under_load_without_a_failed_request(
     server_binary: Path, model_dir: Path, ort_lib: Path, tmp_path: Path
 ) -> None:
     root = tmp_path / "models"
-    add_version(model_dir, root, "news", "v1")
+    total = lgb.Booster(model_file=model_dir / artifact.MODEL_TXT).num_trees()
+    trees = {"v1": total, "v2": max(1, total - 2), "v4": max(1, total - 4), "v5": max(1, total - 6)}
+    export_smaller(model_dir, root, "news", "v1", trees["v1"])
     rows = _rows(model_dir)
-    seen: list[str] = []
+    ids = [f"c{i}" for i in range(len(rows))]
+    seen: list[tuple[str, dict[str, float]]] = []
     errors: list[str] = []
     stop = threading.Event()
     with ServerProcess(
         server_binary,
         None,
         ort_lib=ort_lib,
-        extra_args=[f"--model-root={root}", "--reload-interval=100ms", "--backend=onnxruntime"],
+        extra_args=[f"--model-root={root}", "--reload-interval=100ms"],
     ) as server:
 
         def load() -> None:
             with RankerClient(server.target) as client:
                 i = 0
                 while not stop.is_set():
+                    request = request_from_matrix(FEATURE_NAMES, rows, request_id=str(i), ids=ids)
                     try:
-                        reply = client.rank(
-                            request_from_matrix(FEATURE_NAMES, rows, request_id=str(i))
+                        reply = client.rank(request)
+                        seen.append(
+                            (reply.model_version, {c.id: c.score for c in reply.candidates})
                         )
-                        seen.append(reply.model_version)
                     except grpc.RpcError as err:
                         errors.append(str(err))
                     i += 1
@@ -82,9 +112,12 @@ def test_versions_swap_under_load_without_a_failed_request(
         threads = [threading.Thread(target=load) for _ in range(4)]
         for t in threads:
             t.start()
-        for version, broken in [("v2", False), ("v3", True), ("v4", False), ("v5", False)]:
+        for version in ("v2", "v3", "v4", "v5"):
             time.sleep(0.5)
-            add_version(model_dir, root, "news", version, broken=broken)
+            if version == "v3":
+                add_version(model_dir, root, "news", "v3", broken=True)
+            else:
+                export_smaller(model_dir, root, "news", version, trees[version])
         time.sleep(0.8)
         stop.set()
         for t in threads:
@@ -94,9 +127,24 @@ def test_versions_swap_under_load_without_a_failed_request(
         text = _metrics(server)
     assert not errors, errors[:3]
     assert len(seen) > 100
-    assert set(seen) <= {"v1", "v2", "v4", "v5"}, set(seen)
-    assert {"v1", "v5"} <= set(seen)
-    assert seen[-1] == "v5"
+    versions = [v for v, _ in seen]
+    assert set(versions) <= set(trees), set(versions)
+    assert {"v1", "v5"} <= set(versions) and versions[-1] == "v5"
+    # Every response was scored by the version it names.
+    expected = {
+        v: dict(
+            zip(
+                ids,
+                onnx_scores(onnx_session(root / "news" / v / artifact.MODEL_ONNX), rows),
+                strict=True,
+            )
+        )
+        for v in trees
+    }
+    assert len({tuple(e.values()) for e in expected.values()}) == len(trees)  # versions differ
+    for version, scores in seen:
+        for cid, score in scores.items():
+            assert abs(score - expected[version][cid]) <= 1e-5, (version, cid)
     assert (info.model_version, info.refused_version) == ("v5", "v3")
     assert "model.onnx" in info.refusal_reason
     assert 'ranker_model_loads_total{model="news",result="refused"} 1' in text
@@ -119,7 +167,7 @@ def test_experiment_assigns_variants_logs_exposures_and_scores_shadows(
 ) -> None:
     root, exposures = tmp_path / "models", tmp_path / "exposures"
     add_version(model_dir, root, "news", "v1")
-    add_version(model_dir, root, "news-b", "v7")
+    export_smaller(model_dir, root, "news-b", "v7", 2)
     config = tmp_path / "experiment.yaml"
     config.write_text(EXPERIMENT)
     rows = _rows(model_dir, 12)
@@ -172,7 +220,10 @@ def test_experiment_assigns_variants_logs_exposures_and_scores_shadows(
     assert set(by_variant) == {"control", "treatment"}
     shown = read_exposures(exposures).collect()
     assert shown.filter(pl.col("request_id") == "r0")["position"].to_list() == list(range(1, 13))
-    assert "ranker_shadow_rank_correlation_count" in text
+    # The shadow (a two-tree model) scored the control requests on the side.
+    count = float(_series(text, "ranker_shadow_rank_correlation_count"))
+    total = float(_series(text, "ranker_shadow_rank_correlation_sum"))
+    assert count > 0 and -1.0 <= total / count < 1.0
     assert (
         'ranker_requests_total{code="OK",method="Rank",model="news-b",variant="treatment"}' in text
     )

@@ -25,6 +25,7 @@ type Config struct {
 	ExposureDir      string
 	ExposureBuffer   int
 	ExposureMaxBytes int64
+	ExposureMaxFiles int
 	OTLPEndpoint     string
 	TraceSampleRatio float64
 	Backend          string
@@ -58,6 +59,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.StringVar(&c.ExposureDir, "exposure-dir", "", "directory for the exposure log; empty disables")
 	fs.IntVar(&c.ExposureBuffer, "exposure-buffer", 10000, "exposure records waiting to be written before new ones are dropped")
 	fs.Int64Var(&c.ExposureMaxBytes, "exposure-max-bytes", 64<<20, "exposure file size that starts a new file")
+	fs.IntVar(&c.ExposureMaxFiles, "exposure-max-files", 50, "rotated exposure files kept (ship them off before they age out)")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC trace collector (host:port); empty disables tracing export")
 	fs.Float64Var(&c.TraceSampleRatio, "trace-sample-ratio", 0.01, "share of requests traced when exporting (parent decisions win)")
 	fs.StringVar(&c.Backend, "backend", "native", "scoring backend: native (pure Go, the default) or onnxruntime (the reference)")
@@ -105,7 +107,7 @@ func (c Config) validate() error {
 	if (c.Model == "") == (c.ModelRoot == "") {
 		errs = append(errs, errors.New("model: set exactly one of --model (RANKER_MODEL) and --model-root (RANKER_MODEL_ROOT)"))
 	}
-	if c.ExposureBuffer < 1 || c.ExposureMaxBytes < 1024 {
+	if c.ExposureBuffer < 1 || c.ExposureMaxBytes < 1024 || c.ExposureMaxFiles < 1 {
 		errs = append(errs, fmt.Errorf("exposure-buffer %d / exposure-max-bytes %d: must be at least 1 and 1024", c.ExposureBuffer, c.ExposureMaxBytes))
 	}
 	if c.Backend != "native" && c.Backend != "onnxruntime" {

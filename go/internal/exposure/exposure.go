@@ -4,11 +4,12 @@
 package exposure
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 )
@@ -38,29 +39,42 @@ type Counters interface {
 	Dropped()
 }
 
+// Options bound the log.
+type Options struct {
+	Buffer   int   // records waiting to be written before new ones are dropped
+	MaxBytes int64 // file size that starts a new file
+	MaxFiles int   // rotated files kept; older ones are deleted
+}
+
 // Log is the asynchronous, rotating exposure writer.
 type Log struct {
 	dir      string
-	maxBytes int64
+	opts     Options
 	records  chan Record
 	counters Counters
 	done     sync.WaitGroup
+	mu       sync.RWMutex // guards closed against Write racing Close
+	closed   bool
 
 	file    *os.File
-	buf     *bufio.Writer
-	written int64
+	pending bytes.Buffer // whole records not yet written
+	size    int64        // bytes in the current file
 }
 
 // CurrentName is the file being written; rotated files are named
 // exposure-<UTC time>.jsonl next to it.
 const CurrentName = "exposure.jsonl"
 
-// Open starts the writer. buffer bounds the records waiting to be written.
-func Open(dir string, buffer int, maxBytes int64, counters Counters) (*Log, error) {
+// flushBytes is how much is gathered before one write; records are only
+// ever written whole, so readers never see half a line.
+const flushBytes = 64 << 10
+
+// Open starts the writer.
+func Open(dir string, opts Options, counters Counters) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("exposure log: %w", err)
 	}
-	l := &Log{dir: dir, maxBytes: maxBytes, records: make(chan Record, buffer), counters: counters}
+	l := &Log{dir: dir, opts: opts, records: make(chan Record, opts.Buffer), counters: counters}
 	if err := l.openFile(); err != nil {
 		return nil, err
 	}
@@ -69,8 +83,15 @@ func Open(dir string, buffer int, maxBytes int64, counters Counters) (*Log, erro
 	return l, nil
 }
 
-// Write queues a record, or drops it when the buffer is full.
+// Write queues a record, or drops it when the buffer is full or the log is
+// closed.
 func (l *Log) Write(r Record) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		l.counters.Dropped()
+		return
+	}
 	select {
 	case l.records <- r:
 	default:
@@ -80,11 +101,15 @@ func (l *Log) Write(r Record) {
 
 // Close writes what is queued and closes the file.
 func (l *Log) Close() error {
-	close(l.records)
-	l.done.Wait()
-	if err := l.buf.Flush(); err != nil {
-		return err
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
 	}
+	l.closed = true
+	close(l.records)
+	l.mu.Unlock()
+	l.done.Wait()
 	return l.file.Close()
 }
 
@@ -98,14 +123,11 @@ func (l *Log) openFile() error {
 		f.Close()
 		return fmt.Errorf("exposure log: %w", err)
 	}
-	l.file, l.buf, l.written = f, bufio.NewWriterSize(f, 64<<10), info.Size()
+	l.file, l.size = f, info.Size()
 	return nil
 }
 
 func (l *Log) rotate() error {
-	if err := l.buf.Flush(); err != nil {
-		return err
-	}
 	if err := l.file.Close(); err != nil {
 		return err
 	}
@@ -113,36 +135,77 @@ func (l *Log) rotate() error {
 	if err := os.Rename(filepath.Join(l.dir, CurrentName), filepath.Join(l.dir, name)); err != nil {
 		return err
 	}
+	l.prune()
 	return l.openFile()
+}
+
+// prune keeps the newest MaxFiles rotated files.
+func (l *Log) prune() {
+	old, _ := filepath.Glob(filepath.Join(l.dir, "exposure-*.jsonl"))
+	sort.Strings(old) // names sort by time
+	for len(old) > l.opts.MaxFiles {
+		os.Remove(old[0])
+		old = old[1:]
+	}
+}
+
+// flush writes the pending whole records in one call; a failed write drops
+// them and reopens the file, so one disk error does not stop the log.
+func (l *Log) flush(records int) int {
+	if l.pending.Len() == 0 {
+		return 0
+	}
+	n, err := l.file.Write(l.pending.Bytes())
+	l.size += int64(n)
+	l.pending.Reset()
+	if err != nil {
+		for range records {
+			l.counters.Dropped()
+		}
+		l.file.Close()
+		if l.openFile() != nil {
+			l.file, _ = os.Open(os.DevNull)
+		}
+		return 0
+	}
+	for range records {
+		l.counters.Written()
+	}
+	return 0
 }
 
 func (l *Log) run() {
 	defer l.done.Done()
-	enc := json.NewEncoder(l.buf)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	waiting := 0 // records in pending
 	for {
 		select {
 		case r, ok := <-l.records:
 			if !ok {
+				l.flush(waiting)
 				return
 			}
-			if l.written >= l.maxBytes {
+			line, err := json.Marshal(r)
+			if err != nil {
+				l.counters.Dropped()
+				continue
+			}
+			if l.size+int64(l.pending.Len()+len(line)+1) > l.opts.MaxBytes && l.size+int64(l.pending.Len()) > 0 {
+				waiting = l.flush(waiting)
 				if err := l.rotate(); err != nil {
 					l.counters.Dropped()
 					continue
 				}
-				enc = json.NewEncoder(l.buf)
 			}
-			before := l.buf.Buffered()
-			if err := enc.Encode(r); err != nil {
-				l.counters.Dropped()
-				continue
+			l.pending.Write(line)
+			l.pending.WriteByte('\n')
+			waiting++
+			if l.pending.Len() >= flushBytes {
+				waiting = l.flush(waiting)
 			}
-			l.written += int64(l.buf.Buffered() - before)
-			l.counters.Written()
 		case <-tick.C:
-			l.buf.Flush() // readers see records within a second
+			waiting = l.flush(waiting) // readers see records within a second
 		}
 	}
 }

@@ -3,6 +3,7 @@ package exposure
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -40,7 +41,7 @@ func readAll(t *testing.T, dir string) []Record {
 func TestRecordsAreWrittenAndRotated(t *testing.T) {
 	dir := t.TempDir()
 	c := &counts{}
-	l, err := Open(dir, 1000, 2000, c)
+	l, err := Open(dir, Options{Buffer: 1000, MaxBytes: 2000, MaxFiles: 1000}, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +65,7 @@ func TestRecordsAreWrittenAndRotated(t *testing.T) {
 func TestFullBufferDropsInsteadOfBlocking(t *testing.T) {
 	dir := t.TempDir()
 	c := &counts{}
-	l, err := Open(dir, 1, 1<<20, c)
+	l, err := Open(dir, Options{Buffer: 1, MaxBytes: 1 << 20, MaxFiles: 10}, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,5 +83,58 @@ func TestFullBufferDropsInsteadOfBlocking(t *testing.T) {
 	}
 	if elapsed > 2*time.Second {
 		t.Errorf("writes took %v: Write must never wait for the disk", elapsed)
+	}
+}
+
+// Large records through a buffer much larger than one write: every file
+// stays within the limit (plus one record), old files are pruned, and
+// every line is whole.
+func TestRotationHoldsUnderHeavyTrafficAndKeepsMaxFiles(t *testing.T) {
+	dir := t.TempDir()
+	c := &counts{}
+	const maxBytes = 256 << 10
+	l, err := Open(dir, Options{Buffer: 100_000, MaxBytes: maxBytes, MaxFiles: 3}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := make([]Item, 200)
+	for i := range items {
+		items[i] = Item{ID: fmt.Sprintf("article-%06d", i), Position: i + 1, Score: 0.5}
+	}
+	for i := range 3000 {
+		l.Write(Record{RequestID: fmt.Sprint(i), Items: items})
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	if len(files) != 4 { // the current file and three rotated ones
+		t.Errorf("got %d files, want 4: %v", len(files), files)
+	}
+	for _, f := range files {
+		info, _ := os.Stat(f)
+		if info.Size() > maxBytes+int64(20<<10) {
+			t.Errorf("%s has %d bytes, limit %d", f, info.Size(), maxBytes)
+		}
+	}
+	readAll(t, dir) // fails on a partial line
+	if c.written.Load()+c.dropped.Load() != 3000 {
+		t.Errorf("written %d + dropped %d != 3000", c.written.Load(), c.dropped.Load())
+	}
+}
+
+func TestWriteAfterCloseIsDroppedNotAPanic(t *testing.T) {
+	c := &counts{}
+	l, err := Open(t.TempDir(), Options{Buffer: 10, MaxBytes: 1 << 20, MaxFiles: 1}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	l.Write(Record{RequestID: "late"})
+	if c.dropped.Load() != 1 {
+		t.Errorf("dropped %d, want 1", c.dropped.Load())
+	}
+	if l.Close() != nil {
+		t.Error("a second Close failed")
 	}
 }

@@ -66,9 +66,10 @@ type slot struct {
 	dir     string // the model's directory of versions, or one version dir
 	static  bool   // a single version directory: never reloaded
 	current atomic.Pointer[Version]
+	version string // directory name of the serving version
 
 	mu      sync.Mutex
-	refused map[string]string // version -> reason; not retried
+	refused map[string]time.Time // version -> metadata.json mtime; retried when it changes
 	status  Status
 }
 
@@ -77,8 +78,10 @@ type Registry struct {
 	opts        model.LoadOptions
 	logger      *slog.Logger
 	events      Events
-	slots       map[string]*slot
+	root        string                           // set when serving a model root
+	slots       atomic.Pointer[map[string]*slot] // replaced whole when a model appears
 	defaultName string
+	closed      atomic.Bool
 }
 
 // Config says where models come from.
@@ -95,21 +98,21 @@ type Config struct {
 // Open loads the newest valid version of every model; a model with no
 // version that passes its checks is an error naming the file.
 func Open(cfg Config, opts model.LoadOptions, logger *slog.Logger, events Events) (*Registry, error) {
-	r := &Registry{opts: opts, logger: logger, events: events, slots: map[string]*slot{}}
+	r := &Registry{opts: opts, logger: logger, events: events}
+	slots := map[string]*slot{}
 	switch {
 	case cfg.Root != "" && cfg.Model != "":
 		return nil, errors.New("set a model root or a model, not both")
 	case cfg.Root != "":
-		entries, err := os.ReadDir(cfg.Root)
+		r.root = cfg.Root
+		names, err := modelDirs(cfg.Root)
 		if err != nil {
 			return nil, fmt.Errorf("model root: %w", err)
 		}
-		for _, e := range entries {
-			if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-				r.slots[e.Name()] = &slot{name: e.Name(), dir: filepath.Join(cfg.Root, e.Name())}
-			}
+		for _, name := range names {
+			slots[name] = &slot{name: name, dir: filepath.Join(cfg.Root, name)}
 		}
-		if len(r.slots) == 0 {
+		if len(slots) == 0 {
 			return nil, fmt.Errorf("model root %s: no model directories", cfg.Root)
 		}
 	case cfg.Model != "":
@@ -127,12 +130,13 @@ func Open(cfg Config, opts model.LoadOptions, logger *slog.Logger, events Events
 		} else {
 			s.name = filepath.Base(filepath.Clean(cfg.Model))
 		}
-		r.slots[s.name] = s
+		slots[s.name] = s
 	default:
 		return nil, errors.New("no model: set --model or --model-root")
 	}
-	for _, s := range r.slots {
-		s.refused = map[string]string{}
+	r.slots.Store(&slots)
+	for _, s := range slots {
+		s.refused = map[string]time.Time{}
 		if err := r.refresh(s, true); err != nil {
 			r.Close()
 			return nil, fmt.Errorf("model refused: %w", err)
@@ -142,21 +146,44 @@ func Open(cfg Config, opts model.LoadOptions, logger *slog.Logger, events Events
 	if r.defaultName == "" {
 		r.defaultName = r.Names()[0]
 	}
-	if _, ok := r.slots[r.defaultName]; !ok {
+	if _, ok := slots[r.defaultName]; !ok {
 		r.Close()
 		return nil, fmt.Errorf("default model %q is not served (have %v)", r.defaultName, r.Names())
 	}
 	return r, nil
 }
 
+func modelDirs(root string) ([]string, error) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}
+
 // Names lists the served model names, sorted.
 func (r *Registry) Names() []string {
-	names := make([]string, 0, len(r.slots))
-	for n := range r.slots {
-		names = append(names, n)
+	slots := *r.slots.Load()
+	names := make([]string, 0, len(slots))
+	for n, s := range slots {
+		if s.current.Load() != nil {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	return names
+}
+
+// Has reports whether a model name is served.
+func (r *Registry) Has(name string) bool {
+	s, ok := (*r.slots.Load())[name]
+	return ok && s.current.Load() != nil
 }
 
 // Default is the model name used when a request names none.
@@ -165,16 +192,22 @@ func (r *Registry) Default() string { return r.defaultName }
 // ErrUnknownModel is returned for a name the registry does not serve.
 var ErrUnknownModel = errors.New("unknown model")
 
+// ErrClosed is returned once the registry is shutting down.
+var ErrClosed = errors.New("model registry is closed")
+
 // Acquire returns the serving version of a model; call Release when done.
 func (r *Registry) Acquire(name string) (*Version, error) {
 	if name == "" {
 		name = r.defaultName
 	}
-	s, ok := r.slots[name]
-	if !ok {
+	s, ok := (*r.slots.Load())[name]
+	if !ok || s.current.Load() == nil {
 		return nil, fmt.Errorf("%w %q (serving %v)", ErrUnknownModel, name, r.Names())
 	}
 	for {
+		if r.closed.Load() {
+			return nil, ErrClosed
+		}
 		v := s.current.Load()
 		v.refs.Add(1)
 		if !v.retired.Load() {
@@ -190,8 +223,8 @@ func (r *Registry) Status(name string) (Status, error) {
 	if name == "" {
 		name = r.defaultName
 	}
-	s, ok := r.slots[name]
-	if !ok {
+	s, ok := (*r.slots.Load())[name]
+	if !ok || s.current.Load() == nil {
 		return Status{}, fmt.Errorf("%w %q (serving %v)", ErrUnknownModel, name, r.Names())
 	}
 	s.mu.Lock()
@@ -202,13 +235,44 @@ func (r *Registry) Status(name string) (Status, error) {
 	return st, nil
 }
 
-// Poll looks once for new versions of every model and swaps them in.
+// Poll looks once for new models and new versions and swaps them in.
 func (r *Registry) Poll() {
-	for _, s := range r.slots {
-		if err := r.refresh(s, false); err != nil {
+	if r.root != "" {
+		r.discover()
+	}
+	for _, s := range *r.slots.Load() {
+		if err := r.refresh(s, s.current.Load() == nil); err != nil {
 			r.logger.Error("model refresh failed", "model", s.name, "error", err)
 		}
 	}
+}
+
+// discover adds model directories that appeared under the root.
+func (r *Registry) discover() {
+	names, err := modelDirs(r.root)
+	if err != nil {
+		r.logger.Error("model root unreadable", "root", r.root, "error", err)
+		return
+	}
+	old := *r.slots.Load()
+	var added []string
+	for _, n := range names {
+		if _, ok := old[n]; !ok {
+			added = append(added, n)
+		}
+	}
+	if len(added) == 0 {
+		return
+	}
+	next := make(map[string]*slot, len(old)+len(added))
+	for n, s := range old {
+		next[n] = s
+	}
+	for _, n := range added {
+		next[n] = &slot{name: n, dir: filepath.Join(r.root, n), refused: map[string]time.Time{}}
+	}
+	r.slots.Store(&next)
+	r.logger.Info("new model directories", "models", added)
 }
 
 // Watch polls every interval until stop is closed.
@@ -227,7 +291,8 @@ func (r *Registry) Watch(interval time.Duration, stop <-chan struct{}) {
 
 // Close releases every serving version (after their requests finish).
 func (r *Registry) Close() {
-	for _, s := range r.slots {
+	r.closed.Store(true)
+	for _, s := range *r.slots.Load() {
 		if v := s.current.Load(); v != nil {
 			v.retire()
 		}
@@ -236,18 +301,44 @@ func (r *Registry) Close() {
 
 // versions lists a model's version directories, newest first.
 func versions(dir string) ([]string, error) {
-	entries, err := os.ReadDir(dir)
+	out, err := modelDirs(dir)
 	if err != nil {
 		return nil, err
 	}
-	var out []string
-	for _, e := range entries {
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-			out = append(out, e.Name())
-		}
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(out)))
+	sort.Slice(out, func(i, j int) bool { return VersionLess(out[j], out[i]) })
 	return out, nil
+}
+
+// VersionLess orders version names, comparing runs of digits as numbers
+// (v9 < v10) and the rest as text; export timestamps sort the same way.
+func VersionLess(a, b string) bool {
+	for a != "" && b != "" {
+		da, db := digitRun(a), digitRun(b)
+		if da > 0 && db > 0 {
+			na, nb := strings.TrimLeft(a[:da], "0"), strings.TrimLeft(b[:db], "0")
+			if len(na) != len(nb) {
+				return len(na) < len(nb)
+			}
+			if na != nb {
+				return na < nb
+			}
+			a, b = a[da:], b[db:]
+			continue
+		}
+		if a[0] != b[0] {
+			return a[0] < b[0]
+		}
+		a, b = a[1:], b[1:]
+	}
+	return len(a) < len(b)
+}
+
+func digitRun(s string) int {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return i
 }
 
 // refresh loads the newest version that is not serving and not already
@@ -265,13 +356,13 @@ func (r *Registry) refresh(s *slot, startup bool) error {
 	}
 	var firstErr error
 	for _, version := range names {
-		if cur := s.current.Load(); cur != nil && cur.Model.Meta.ModelVersion >= version {
+		if s.current.Load() != nil && !VersionLess(s.version, version) {
 			return nil // nothing newer than what serves
 		}
 		s.mu.Lock()
-		_, refused := s.refused[version]
+		refusedAt, refused := s.refused[version]
 		s.mu.Unlock()
-		if refused {
+		if refused && metadataTime(filepath.Join(s.dir, version)).Equal(refusedAt) {
 			if startup {
 				continue
 			}
@@ -297,16 +388,27 @@ func (r *Registry) refresh(s *slot, startup bool) error {
 	return nil
 }
 
+// metadataTime identifies a version's contents for the refusal memory: a
+// refused version is retried when its metadata.json is rewritten.
+func metadataTime(dir string) time.Time {
+	info, err := os.Stat(filepath.Join(dir, model.MetadataJSON))
+	if err != nil {
+		return time.Time{}
+	}
+	return info.ModTime()
+}
+
 func (r *Registry) tryLoad(s *slot, dir string) error {
 	version := filepath.Base(dir)
 	m, err := model.Load(dir, r.opts)
-	if err == nil && m.Meta.ModelName != s.name && !s.static {
+	if err == nil && !s.static && (m.Meta.ModelName != s.name || m.Meta.ModelVersion != version) {
 		m.Close()
-		err = fmt.Errorf("%s: model_name %q, but it sits under model %q", filepath.Join(dir, model.MetadataJSON), m.Meta.ModelName, s.name)
+		err = fmt.Errorf("%s: model_name %q and model_version %q, but it sits in %s/%s",
+			filepath.Join(dir, model.MetadataJSON), m.Meta.ModelName, m.Meta.ModelVersion, s.name, version)
 	}
 	if err != nil {
 		s.mu.Lock()
-		s.refused[version] = err.Error()
+		s.refused[version] = metadataTime(dir)
 		s.status.RefusedVersion, s.status.RefusalReason, s.status.RefusedAt = version, err.Error(), time.Now()
 		s.mu.Unlock()
 		r.logger.Error("model version refused", "model", s.name, "version", version, "error", err.Error())
@@ -316,6 +418,9 @@ func (r *Registry) tryLoad(s *slot, dir string) error {
 		return err
 	}
 	next := &Version{Model: m, LoadedAt: time.Now()}
+	s.mu.Lock()
+	s.version = version
+	s.mu.Unlock()
 	if old := s.current.Swap(next); old != nil {
 		old.retire()
 	}

@@ -2,12 +2,14 @@ package registry_test
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"ranker/internal/model"
 	"ranker/internal/model/modeltest"
@@ -21,7 +23,8 @@ func (e *events) Refused(name, version string) { e.refused = append(e.refused, n
 
 // addVersion copies the test model into root/name/version, as an export
 // would write it (model_version in metadata.json matching the directory).
-func addVersion(t *testing.T, src, root, name, version string, breakIt bool) {
+func addVersion(t *testing.T, src, root, name, version string, broken ...bool) {
+	breakIt := len(broken) > 0 && broken[0]
 	t.Helper()
 	staging := filepath.Join(root, name, ".staging-"+version)
 	if err := os.MkdirAll(staging, 0o755); err != nil {
@@ -144,5 +147,62 @@ func TestNoValidVersionIsAStartupError(t *testing.T) {
 		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err == nil || !strings.Contains(err.Error(), "model.onnx") {
 		t.Fatalf("got %v, want a refusal naming model.onnx", err)
+	}
+}
+
+func TestVersionOrderIsNatural(t *testing.T) {
+	ordered := []string{"v1", "v2", "v9", "v10", "v100", "20261124T230000Z", "20261125T010000Z"}
+	for i := range ordered {
+		for j := range ordered {
+			if i < 5 && j < 5 || i >= 5 && j >= 5 {
+				if got := registry.VersionLess(ordered[i], ordered[j]); got != (i < j) {
+					t.Errorf("VersionLess(%s, %s) = %v", ordered[i], ordered[j], got)
+				}
+			}
+		}
+	}
+}
+
+func TestNewModelsAppearAndMismatchedVersionsAreRefused(t *testing.T) {
+	_, src := modeltest.Env(t)
+	root := t.TempDir()
+	addVersion(t, src, root, "news", "v9")
+	r := open(t, root, model.BackendNative, &events{})
+	addVersion(t, src, root, "news", "v10")
+	addVersion(t, src, root, "weather", "v1")
+	r.Poll()
+	if got := serving(t, r, "news"); got != "v10" {
+		t.Errorf("after v10 appeared, serving %s", got)
+	}
+	if got := serving(t, r, "weather"); got != "v1" {
+		t.Errorf("a model added after startup serves %s", got)
+	}
+	// A directory whose metadata names another version is refused.
+	addVersion(t, src, root, "news", "v11")
+	meta := filepath.Join(root, "news", "v11", model.MetadataJSON)
+	raw, _ := os.ReadFile(meta)
+	os.WriteFile(meta, []byte(strings.Replace(string(raw), `"model_version":"v11"`, `"model_version":"v12"`, 1)), 0o644)
+	r.Poll()
+	if got := serving(t, r, "news"); got != "v10" {
+		t.Errorf("a mismatched v11 serves as %s", got)
+	}
+	// Fixed in place (metadata rewritten), it is tried again.
+	os.WriteFile(meta, raw, 0o644)
+	future := time.Now().Add(time.Minute)
+	os.Chtimes(meta, future, future)
+	r.Poll()
+	if got := serving(t, r, "news"); got != "v11" {
+		t.Errorf("after its metadata was fixed, serving %s, want v11", got)
+	}
+}
+
+func TestAcquireAfterCloseFails(t *testing.T) {
+	_, src := modeltest.Env(t)
+	root := t.TempDir()
+	addVersion(t, src, root, "news", "v1")
+	r := open(t, root, model.BackendNative, &events{})
+	r.Close()
+	if _, err := r.Acquire("news"); !errors.Is(err, registry.ErrClosed) {
+		t.Errorf("got %v, want ErrClosed", err)
 	}
 }

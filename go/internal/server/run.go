@@ -34,7 +34,11 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		defer func() {
 			if r := recover(); r != nil {
-				logger.Error("handler panicked", "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				id := ""
+				if withID, ok := req.(interface{ GetRequestId() string }); ok {
+					id = withID.GetRequestId()
+				}
+				logger.Error("handler panicked", "request_id", id, "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 				err = status.Error(codes.Internal, "internal error")
 			}
 		}()
@@ -66,7 +70,8 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 
 	var exposures *exposure.Log
 	if cfg.ExposureDir != "" {
-		exposures, err = exposure.Open(cfg.ExposureDir, cfg.ExposureBuffer, cfg.ExposureMaxBytes, exposureCounters{m})
+		exposures, err = exposure.Open(cfg.ExposureDir, exposure.Options{Buffer: cfg.ExposureBuffer,
+			MaxBytes: cfg.ExposureMaxBytes, MaxFiles: cfg.ExposureMaxFiles}, exposureCounters{m})
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,8 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"sync"
@@ -96,15 +98,24 @@ func (s *Server) SetExperiment(e *experiment.Experiment) {
 func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *rankerv1.RankResponse, err error) {
 	start := time.Now()
 	modelName, variant := req.GetModelName(), ""
+	requestID := req.GetRequestId()
+	if requestID == "" {
+		requestID = newRequestID() // exposures and logs need one to join on
+	}
 	defer func() {
-		s.metrics.Requests.WithLabelValues("Rank", status.Code(err).String(), modelName, variant).Inc()
+		s.metrics.Requests.WithLabelValues("Rank", status.Code(err).String(), s.modelLabel(modelName), variant).Inc()
 		s.metrics.Latency.WithLabelValues("Rank").Observe(time.Since(start).Seconds())
 	}()
 	_, mapSpan := tracing.Start(ctx, tracing.SpanMapping)
+	mapping := false
+	defer func() {
+		if !mapping {
+			mapSpan.End() // ended by score on the normal path
+		}
+	}()
 	contextKeys, err := validate(req, s.limits, &s.idSets)
 	if err != nil {
-		mapSpan.End()
-		s.logger.Debug("rank rejected", "request_id", req.GetRequestId(), "error", err)
+		s.logger.Debug("rank rejected", "request_id", requestID, "error", err)
 		return nil, err
 	}
 	exp := s.experiment.Load()
@@ -127,9 +138,10 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	modelName = m.Meta.ModelName
 
 	n := len(req.GetCandidates())
-	scores, release, mapping, err := s.score(ctx, mapSpan, m, req, contextKeys)
+	mapping = true
+	scores, release, columns, err := s.score(ctx, mapSpan, m, req, contextKeys)
 	if err != nil {
-		s.logger.Error("scoring failed", "request_id", req.GetRequestId(), "error", err)
+		s.logger.Error("scoring failed", "request_id", requestID, "error", err)
 		return nil, status.Error(codes.Internal, "scoring failed")
 	}
 	defer release()
@@ -138,7 +150,7 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	for _, sc := range scores {
 		scoreHist.Observe(float64(sc))
 	}
-	for _, f := range mapping.missing {
+	for _, f := range columns.missing {
 		s.metrics.MissingFeatures.WithLabelValues(modelName, f).Inc()
 	}
 
@@ -155,19 +167,20 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 		scored[r].Id, scored[r].Score = req.GetCandidates()[i].GetId(), scores[i]
 		out[r] = &scored[r]
 	}
-	s.logExposure(req, out, m, experimentName, variant)
-	if exp != nil && exp.Shadow != nil && experimentName != "" {
-		s.startShadow(exp, req, contextKeys, scores, modelName)
+	s.logExposure(requestID, req, out, m, experimentName, variant)
+	// A shadow equal to the model that answered would only record 1.0.
+	if exp != nil && exp.Shadow != nil && experimentName != "" && exp.Shadow.Model != modelName {
+		s.startShadow(exp, requestID, req, contextKeys, scores)
 	}
-	s.logger.Debug("ranked", "request_id", req.GetRequestId(), "candidates", n, "returned", k,
+	s.logger.Debug("ranked", "request_id", requestID, "candidates", n, "returned", k,
 		"model", modelName, "model_version", m.Meta.ModelVersion, "variant", variant)
 	return &rankerv1.RankResponse{
-		RequestId:       req.GetRequestId(),
+		RequestId:       requestID,
 		Candidates:      out,
 		ModelName:       modelName,
 		ModelVersion:    m.Meta.ModelVersion,
-		MissingFeatures: mapping.missing,
-		IgnoredFeatures: mapping.ignored,
+		MissingFeatures: columns.missing,
+		IgnoredFeatures: columns.ignored,
 		Experiment:      experimentName,
 		Variant:         variant,
 	}, nil
@@ -183,6 +196,10 @@ func (s *Server) assign(ctx context.Context, exp *activeExperiment, req *rankerv
 		}
 	}
 	if forced == "" {
+		if req.GetUserId() == "" {
+			// Hashing "" would send every anonymous request to one variant.
+			return nil, status.Errorf(codes.InvalidArgument, "user_id: required while experiment %s runs (or force a variant, or name a model)", exp.Name)
+		}
 		return exp.Assign(req.GetUserId()), nil
 	}
 	v, ok := exp.Variant(forced)
@@ -212,7 +229,22 @@ func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, 
 	return scores, release, mapping, nil
 }
 
-func (s *Server) logExposure(req *rankerv1.RankRequest, out []*rankerv1.ScoredCandidate, m *model.Model, experimentName, variant string) {
+// modelLabel keeps metric labels to served model names: a client naming
+// arbitrary models must not create arbitrary series.
+func (s *Server) modelLabel(name string) string {
+	if name == "" || s.models.Has(name) {
+		return name
+	}
+	return "unknown"
+}
+
+func newRequestID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "gen-" + hex.EncodeToString(b[:])
+}
+
+func (s *Server) logExposure(requestID string, req *rankerv1.RankRequest, out []*rankerv1.ScoredCandidate, m *model.Model, experimentName, variant string) {
 	if s.exposure == nil {
 		return
 	}
@@ -221,7 +253,7 @@ func (s *Server) logExposure(req *rankerv1.RankRequest, out []*rankerv1.ScoredCa
 		items[i] = exposure.Item{ID: c.GetId(), Position: i + 1, Score: c.GetScore()}
 	}
 	s.exposure.Write(exposure.Record{
-		Time: time.Now().UTC(), RequestID: req.GetRequestId(), UserID: req.GetUserId(),
+		Time: time.Now().UTC(), RequestID: requestID, UserID: req.GetUserId(),
 		Experiment: experimentName, Variant: variant, Model: m.Meta.ModelName,
 		ModelVersion: m.Meta.ModelVersion, Items: items,
 	})
@@ -229,7 +261,7 @@ func (s *Server) logExposure(req *rankerv1.RankRequest, out []*rankerv1.ScoredCa
 
 // startShadow scores the same candidates with the shadow model on the side,
 // if a shadow slot is free; it never delays or changes the response.
-func (s *Server) startShadow(exp *activeExperiment, req *rankerv1.RankRequest, contextKeys []string, primary []float32, primaryModel string) {
+func (s *Server) startShadow(exp *activeExperiment, requestID string, req *rankerv1.RankRequest, contextKeys []string, primary []float32) {
 	select {
 	case exp.shadowSlots <- struct{}{}:
 	default:
@@ -241,14 +273,14 @@ func (s *Server) startShadow(exp *activeExperiment, req *rankerv1.RankRequest, c
 		defer func() { <-exp.shadowSlots }()
 		version, err := s.models.Acquire(exp.Shadow.Model)
 		if err != nil {
-			s.logger.Warn("shadow model unavailable", "model", exp.Shadow.Model, "error", err)
+			s.logger.Warn("shadow model unavailable", "request_id", requestID, "model", exp.Shadow.Model, "error", err)
 			return
 		}
 		defer version.Release()
 		_, span := tracing.Start(context.Background(), "shadow mapping")
 		shadow, release, _, err := s.score(context.Background(), span, version.Model, req, contextKeys)
 		if err != nil {
-			s.logger.Warn("shadow scoring failed", "model", exp.Shadow.Model, "error", err)
+			s.logger.Warn("shadow scoring failed", "request_id", requestID, "model", exp.Shadow.Model, "error", err)
 			return
 		}
 		defer release()
@@ -283,7 +315,7 @@ func ranks(scores []float32) []float64 {
 func (s *Server) GetModelInfo(_ context.Context, req *rankerv1.GetModelInfoRequest) (resp *rankerv1.GetModelInfoResponse, err error) {
 	start := time.Now()
 	defer func() {
-		s.metrics.Requests.WithLabelValues("GetModelInfo", status.Code(err).String(), req.GetModelName(), "").Inc()
+		s.metrics.Requests.WithLabelValues("GetModelInfo", status.Code(err).String(), s.modelLabel(req.GetModelName()), "").Inc()
 		s.metrics.Latency.WithLabelValues("GetModelInfo").Observe(time.Since(start).Seconds())
 	}()
 	st, err := s.models.Status(req.GetModelName())

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	rankerv1 "ranker/gen/ranker/v1"
+	"ranker/internal/experiment"
 	"ranker/internal/metrics"
 	"ranker/internal/model"
 	"ranker/internal/model/modeltest"
@@ -419,5 +420,47 @@ func TestPanicsBecomeInternalErrors(t *testing.T) {
 		func(context.Context, any) (any, error) { panic("boom") })
 	if st, _ := status.FromError(err); st.Code() != codes.Internal {
 		t.Errorf("got %v, want Internal", err)
+	}
+}
+
+func TestExperimentNeedsAUserIDAndLabelsStayBounded(t *testing.T) {
+	f := newFixture(t)
+	name := f.model.Meta.ModelName
+	exp, err := experiment.Parse([]byte(`
+experiment:
+  name: e
+  salt: s
+  variants:
+    - {name: a, model: `+name+`, weight: 50}
+    - {name: b, model: `+name+`, weight: 50}
+`), []string{name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.server.SetExperiment(exp)
+	defer f.server.SetExperiment(nil)
+	req := allFeaturesRequest(f.model.Meta.FeatureNames, f.sampleQuery()[:2])
+	req.UserId, req.RequestId = "", ""
+	_, err = f.client.Rank(context.Background(), req)
+	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "user_id: required") {
+		t.Errorf("got %v, want InvalidArgument naming user_id", err)
+	}
+	req.UserId = "reader-1"
+	resp, err := f.client.Rank(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetExperiment() != "e" || (resp.GetVariant() != "a" && resp.GetVariant() != "b") {
+		t.Errorf("got experiment %q variant %q", resp.GetExperiment(), resp.GetVariant())
+	}
+	if !strings.HasPrefix(resp.GetRequestId(), "gen-") {
+		t.Errorf("an empty request id came back as %q, want a generated one", resp.GetRequestId())
+	}
+	req.ModelName = "no-such-model"
+	if _, err := f.client.Rank(context.Background(), req); status.Code(err) != codes.NotFound {
+		t.Errorf("got %v, want NotFound", err)
+	}
+	if got := testutil.ToFloat64(f.server.metrics.Requests.WithLabelValues("Rank", "NotFound", "unknown", "")); got != 1 {
+		t.Errorf("requests for an unserved model are labelled model=unknown: got %v series value", got)
 	}
 }

@@ -276,3 +276,34 @@ func (e *Ensemble) Splits() []Split {
 	}
 	return out
 }
+
+// Scoring paths, fastest first; Score picks the first that fits the model.
+const (
+	PathQuickScorer = "quickscorer"
+	PathLockstep    = "lockstep"
+	PathWalk        = "walk"
+)
+
+// Path names the scoring path Score uses.
+func (e *Ensemble) Path() string {
+	switch {
+	case e.qs != nil:
+		return PathQuickScorer
+	case e.lock != nil:
+		return PathLockstep
+	}
+	return PathWalk
+}
+
+// WithoutFastPaths returns a copy that scores with the slower path named, so
+// tests can hold every path to onnxruntime on the same trees.
+func (e *Ensemble) WithoutFastPaths(path string) *Ensemble {
+	c := *e
+	switch path {
+	case PathLockstep:
+		c.qs = nil
+	case PathWalk:
+		c.qs, c.lock = nil, nil
+	}
+	return &c
+}

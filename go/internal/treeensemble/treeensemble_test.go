@@ -299,3 +299,28 @@ func mustMarshal(t *testing.T, m proto.Message) []byte {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// Trees over 64 leaves (num_leaves up to 127 under --tune) take the lockstep
+// path and other node modes the plain walk: both are held to onnxruntime on
+// the same real trees as QuickScorer.
+func TestEveryScoringPathMatchesOnnxruntime(t *testing.T) {
+	ort, native, _, _ := reference(t)
+	if native.Path() != treeensemble.PathQuickScorer {
+		t.Fatalf("the test model scores with %s, want quickscorer", native.Path())
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	rows := randomRows(rng, native, 500)
+	for _, path := range []string{treeensemble.PathQuickScorer, treeensemble.PathLockstep, treeensemble.PathWalk} {
+		e := native.WithoutFastPaths(path)
+		if e.Path() != path {
+			t.Fatalf("forced %s, scores with %s", path, e.Path())
+		}
+		want, got := scoreBoth(t, ort, e, rows, 500)
+		compare(t, want[:200], got[:200], path)
+		for i := range want {
+			if want[i] != got[i] {
+				t.Fatalf("%s row %d: %v, onnxruntime %v", path, i, got[i], want[i])
+			}
+		}
+	}
+}

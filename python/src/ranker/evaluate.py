@@ -96,10 +96,15 @@ def evaluate(
     scores = {"model": np.asarray(model.predict(data.features), np.float64)}
     if naive is not None:
         scores["model_naive"] = np.asarray(naive.predict(data.features), np.float64)
+    # Baselines tie often (most popular: many stories with no clicks yet);
+    # a stable sort would break ties in the logged order, which carries the
+    # editor's position bias. A random tie-break well below the gap between
+    # distinct values removes that.
+    jitter = rng.uniform(0.0, 1e-6, size=table.height)
     scores |= {
         "random": rng.uniform(size=table.height),
-        "most_recent": -table["article_age_hours"].to_numpy().astype(np.float64),
-        "most_popular": table["article_clicks_24h"].to_numpy().astype(np.float64),
+        "most_recent": -table["article_age_hours"].to_numpy().astype(np.float64) + jitter,
+        "most_popular": table["article_clicks_24h"].to_numpy().astype(np.float64) + jitter,
         "oracle": table["true_utility"].to_numpy().astype(np.float64),
     }
     grades = utility_grades(table)

@@ -32,7 +32,8 @@ def read_exposures(directory: Path) -> pl.LazyFrame:
     if not files:
         raise FileNotFoundError(f"no exposure*.jsonl files in {directory}")
     return (
-        pl.scan_ndjson(files, schema=EXPOSURE_SCHEMA)
+        # The live file may end in a line still being written.
+        pl.scan_ndjson(files, schema=EXPOSURE_SCHEMA, ignore_errors=True)
         .with_columns(pl.col("time").str.to_datetime(time_zone="UTC"))
         .explode("items")
         .unnest("items")
