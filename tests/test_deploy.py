@@ -14,7 +14,7 @@ from ranker.client import RankerClient
 from ranker.server_process import ServerProcess
 from ranker.v1 import ranking_service_pb2 as pb
 from tests.conftest import REPO
-from tests.test_operations import EXPERIMENT, add_version
+from tests.test_operations import EXPERIMENT, add_version, experiment_server
 
 DEPLOY = REPO / "deploy"
 
@@ -76,12 +76,7 @@ def test_deployed_experiment_config_is_accepted_by_the_server(
     root = tmp_path / "models"
     for name in {v["model"] for v in experiment["variants"]}:
         add_version(model_dir, root, name, "v1")
-    with ServerProcess(
-        server_binary,
-        None,
-        ort_lib=ort_lib,
-        extra_args=[f"--model-root={root}", f"--experiment-config={config}"],
-    ) as running:
+    with experiment_server(server_binary, root, config, ort_lib) as running:
         assert '"experiment"' in running.log and experiment["name"] in running.log
 
 

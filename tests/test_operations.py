@@ -48,6 +48,16 @@ def _rows(model_dir: Path, n: int = 20) -> np.ndarray:
     )
 
 
+def experiment_server(binary: Path, root: Path, config: Path, ort_lib: Path) -> ServerProcess:
+    """The server over a model root with an experiment config (not started)."""
+    return ServerProcess(
+        binary,
+        None,
+        ort_lib=ort_lib,
+        extra_args=[f"--model-root={root}", f"--experiment-config={config}"],
+    )
+
+
 def _series(text: str, name: str) -> str:
     match = re.search(rf"^{name}\S* (\S+)$", text, re.M)
     assert match, f"{name} not exported"
@@ -251,3 +261,29 @@ def test_metrics_expose_requests_latency_candidates_and_model_age(server: Server
         "ranker_exposure_dropped_total",
     ):
         assert series in text, series
+
+
+def test_a_variant_can_hold_an_older_version_beside_the_newest(
+    server_binary: Path, model_dir: Path, ort_lib: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "models"
+    add_version(model_dir, root, "news", "v1")
+    export_smaller(model_dir, root, "news", "v2", 2)
+    config = tmp_path / "experiment.yaml"
+    config.write_text(
+        "experiment:\n  name: hold\n  salt: s\n  variants:\n"
+        "    - {name: newest, model: news, weight: 50}\n"
+        "    - {name: held, model: news, version: v1, weight: 50}\n"
+    )
+    rows = _rows(model_dir, 6)
+    seen = set()
+    with (
+        experiment_server(server_binary, root, config, ort_lib) as server,
+        RankerClient(server.target) as client,
+    ):
+        for i in range(60):
+            request = request_from_matrix(FEATURE_NAMES, rows, request_id=str(i))
+            request.user_id = f"reader-{i}"
+            reply = client.rank(request)
+            seen.add((reply.variant, reply.model_version))
+    assert seen == {("newest", "v2"), ("held", "v1")}

@@ -20,11 +20,14 @@ const Buckets = 10000
 
 // Variant is one arm: a share of users ranked by a model.
 type Variant struct {
-	Name   string  `yaml:"name"`
-	Model  string  `yaml:"model"`
-	Weight float64 `yaml:"weight"` // percent of users
-	start  int     // first bucket
-	end    int     // one past the last bucket
+	Name  string `yaml:"name"`
+	Model string `yaml:"model"`
+	// Version pins a model version (a canary of a new one, or a control held
+	// on an old one); empty follows the newest version as it is swapped in.
+	Version string  `yaml:"version"`
+	Weight  float64 `yaml:"weight"` // percent of users
+	start   int     // first bucket
+	end     int     // one past the last bucket
 }
 
 // Shadow scores the same candidates with another model on the side.
@@ -135,6 +138,17 @@ func (e *Experiment) Assign(userID string) *Variant {
 		}
 	}
 	return &e.Variants[len(e.Variants)-1] // unreachable: ranges cover every bucket
+}
+
+// Pins lists the model versions the variants name, by model.
+func (e *Experiment) Pins() map[string][]string {
+	pins := map[string][]string{}
+	for _, v := range e.Variants {
+		if v.Version != "" {
+			pins[v.Model] = append(pins[v.Model], v.Version)
+		}
+	}
+	return pins
 }
 
 // Variant looks a variant up by name (forced assignment).

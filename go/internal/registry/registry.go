@@ -71,6 +71,7 @@ type slot struct {
 	mu      sync.Mutex
 	refused map[string]time.Time // version -> metadata.json mtime; retried when it changes
 	status  Status
+	pinned  map[string]*Version // versions an experiment asks for by name
 }
 
 // Registry holds every served model.
@@ -218,6 +219,98 @@ func (r *Registry) Acquire(name string) (*Version, error) {
 	}
 }
 
+// Pin loads specific versions of models (checked like any other) and keeps
+// them serving beside the newest ones, for experiments that name a version:
+// a canary of a new version, or a control held on an old one.
+func (r *Registry) Pin(keep map[string][]string) error {
+	slots := *r.slots.Load()
+	for name, versions := range keep {
+		s, ok := slots[name]
+		if !ok || s.current.Load() == nil {
+			return fmt.Errorf("%w %q (serving %v)", ErrUnknownModel, name, r.Names())
+		}
+		for _, version := range versions {
+			s.mu.Lock()
+			_, have := s.pinned[version]
+			s.mu.Unlock()
+			if have || version == s.currentVersion() {
+				continue
+			}
+			dir := filepath.Join(s.dir, version)
+			m, err := model.Load(dir, r.opts)
+			if err == nil && (m.Meta.ModelName != name || m.Meta.ModelVersion != version) {
+				m.Close()
+				err = fmt.Errorf("%s: model_name %q and model_version %q, but it sits in %s/%s",
+					filepath.Join(dir, model.MetadataJSON), m.Meta.ModelName, m.Meta.ModelVersion, name, version)
+			}
+			if err != nil {
+				return fmt.Errorf("model %s version %s: %w", name, version, err)
+			}
+			s.mu.Lock()
+			if s.pinned == nil {
+				s.pinned = map[string]*Version{}
+			}
+			s.pinned[version] = &Version{Model: m, LoadedAt: time.Now()}
+			s.mu.Unlock()
+			r.logger.Info("model version pinned", "model", name, "version", version)
+		}
+	}
+	return nil
+}
+
+// Unpin releases pinned versions not in keep (after their requests finish).
+func (r *Registry) Unpin(keep map[string][]string) {
+	for name, s := range *r.slots.Load() {
+		wanted := map[string]bool{}
+		for _, v := range keep[name] {
+			wanted[v] = true
+		}
+		s.mu.Lock()
+		for version, v := range s.pinned {
+			if !wanted[version] {
+				delete(s.pinned, version)
+				v.retire()
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *slot) currentVersion() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version
+}
+
+// AcquireVersion is Acquire for a pinned version; an empty version, or the
+// newest one, is the serving version.
+func (r *Registry) AcquireVersion(name, version string) (*Version, error) {
+	if version == "" {
+		return r.Acquire(name)
+	}
+	if name == "" {
+		name = r.defaultName
+	}
+	s, ok := (*r.slots.Load())[name]
+	if !ok || s.current.Load() == nil {
+		return nil, fmt.Errorf("%w %q (serving %v)", ErrUnknownModel, name, r.Names())
+	}
+	if version == s.currentVersion() {
+		return r.Acquire(name)
+	}
+	if r.closed.Load() {
+		return nil, ErrClosed
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.pinned[version]
+	if !ok {
+		return nil, fmt.Errorf("%w %q version %q (not pinned)", ErrUnknownModel, name, version)
+	}
+	v.refs.Add(1) // under s.mu, so Pin cannot retire it in between
+	return v, nil
+}
+
 // Status reports the serving version and the last refusal of a model.
 func (r *Registry) Status(name string) (Status, error) {
 	if name == "" {
@@ -296,6 +389,11 @@ func (r *Registry) Close() {
 		if v := s.current.Load(); v != nil {
 			v.retire()
 		}
+		s.mu.Lock()
+		for _, v := range s.pinned {
+			v.retire()
+		}
+		s.mu.Unlock()
 	}
 }
 

@@ -206,3 +206,32 @@ func TestAcquireAfterCloseFails(t *testing.T) {
 		t.Errorf("got %v, want ErrClosed", err)
 	}
 }
+
+func TestPinnedVersionsServeBesideTheNewest(t *testing.T) {
+	_, src := modeltest.Env(t)
+	root := t.TempDir()
+	addVersion(t, src, root, "news", "v1")
+	addVersion(t, src, root, "news", "v2")
+	r := open(t, root, model.BackendNative, &events{})
+	if err := r.Pin(map[string][]string{"news": {"v1"}}); err != nil {
+		t.Fatal(err)
+	}
+	old, err := r.AcquireVersion("news", "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := old.Model.Meta.ModelVersion; got != "v1" {
+		t.Errorf("pinned v1 serves %s", got)
+	}
+	old.Release()
+	if got := serving(t, r, "news"); got != "v2" {
+		t.Errorf("the newest serves %s, want v2", got)
+	}
+	if err := r.Pin(map[string][]string{"news": {"v7"}}); err == nil {
+		t.Error("pinning a version that does not exist succeeded")
+	}
+	r.Unpin(nil)
+	if _, err := r.AcquireVersion("news", "v1"); !errors.Is(err, registry.ErrUnknownModel) {
+		t.Errorf("after Unpin, v1: got %v, want ErrUnknownModel", err)
+	}
+}

@@ -199,8 +199,18 @@ func (f *experimentFile) reload(s *Server, models []string, logger *slog.Logger)
 	if err != nil {
 		return err
 	}
+	if err := s.models.Pin(e.Pins()); err != nil {
+		return fmt.Errorf("%s: %w", f.path, err)
+	}
 	f.modTime, f.size = info.ModTime(), info.Size()
 	s.SetExperiment(e)
+	// Requests that read the previous experiment may still ask for its pinned
+	// versions for a moment; release them once those are surely done.
+	time.AfterFunc(time.Minute, func() {
+		if current := s.experiment.Load(); current != nil {
+			s.models.Unpin(current.Pins())
+		}
+	})
 	logger.Info("experiment", "name", e.Name, "variants", len(e.Variants), "shadow", e.Shadow != nil)
 	return nil
 }

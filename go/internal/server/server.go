@@ -119,15 +119,15 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 		return nil, err
 	}
 	exp := s.experiment.Load()
-	experimentName := ""
+	experimentName, pinned := "", ""
 	if exp != nil && modelName == "" {
 		v, err := s.assign(ctx, exp, req)
 		if err != nil {
 			return nil, err
 		}
-		modelName, variant, experimentName = v.Model, v.Name, exp.Name
+		modelName, variant, experimentName, pinned = v.Model, v.Name, exp.Name, v.Version
 	}
-	version, err := s.models.Acquire(modelName)
+	version, err := s.models.AcquireVersion(modelName, pinned)
 	if errors.Is(err, registry.ErrUnknownModel) {
 		return nil, status.Errorf(codes.NotFound, "model_name: %v", err)
 	} else if err != nil {

@@ -251,14 +251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("rank", help="send one test impression to a running server")
     p.add_argument("--target", default="127.0.0.1:50051")
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=int, default=0, help="0 shows every candidate")
     p.set_defaults(run=_cmd_rank)
 
     p = sub.add_parser("demo", help="start the server, rank one impression, stop it")
     p.add_argument("--server", type=Path, required=True, help="ranker-server binary")
     p.add_argument("--model", type=Path, required=True, help="model name or version directory")
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=int, default=0, help="0 shows every candidate")
     p.set_defaults(run=_cmd_demo)
 
     p = sub.add_parser("bench-pipeline", help="rows/s and peak memory of data, features, training")
