@@ -115,7 +115,9 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	}()
 	contextKeys, err := validate(req, s.limits, &s.idSets)
 	if err != nil {
-		s.logger.Debug("rank rejected", "request_id", requestID, "error", err)
+		if s.logger.Enabled(ctx, slog.LevelDebug) {
+			s.requestLogger(ctx, requestID).Debug("rank rejected", "error", err)
+		}
 		return nil, err
 	}
 	exp := s.experiment.Load()
@@ -141,7 +143,7 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	mapping = true
 	scores, release, columns, err := s.score(ctx, mapSpan, m, req, contextKeys)
 	if err != nil {
-		s.logger.Error("scoring failed", "request_id", requestID, "error", err)
+		s.requestLogger(ctx, requestID).Error("scoring failed", "error", err)
 		return nil, status.Error(codes.Internal, "scoring failed")
 	}
 	defer release()
@@ -172,8 +174,10 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	if exp != nil && exp.Shadow != nil && experimentName != "" && exp.Shadow.Model != modelName {
 		s.startShadow(exp, requestID, req, contextKeys, scores)
 	}
-	s.logger.Debug("ranked", "request_id", requestID, "candidates", n, "returned", k,
-		"model", modelName, "model_version", m.Meta.ModelVersion, "variant", variant)
+	if s.logger.Enabled(ctx, slog.LevelDebug) { // the hot path builds no logger otherwise
+		s.requestLogger(ctx, requestID).Debug("ranked", "candidates", n, "returned", k,
+			"model", modelName, "model_version", m.Meta.ModelVersion, "variant", variant)
+	}
 	return &rankerv1.RankResponse{
 		RequestId:       requestID,
 		Candidates:      out,
@@ -227,6 +231,16 @@ func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, 
 		return nil, nil, nil, err
 	}
 	return scores, release, mapping, nil
+}
+
+// requestLogger tags log lines with the request id and, when the request is
+// traced, the trace id, so a log line leads to its trace.
+func (s *Server) requestLogger(ctx context.Context, requestID string) *slog.Logger {
+	l := s.logger.With("request_id", requestID)
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		l = l.With("trace_id", sc.TraceID().String())
+	}
+	return l
 }
 
 // modelLabel keeps metric labels to served model names: a client naming
