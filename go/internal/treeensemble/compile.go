@@ -1,5 +1,5 @@
 // Package treeensemble compiles an ONNX tree ensemble (ai.onnx.ml
-// TreeEnsembleRegressor) into flat arrays and scores rows with it in pure Go,
+// TreeEnsembleRegressor, or TreeEnsemble from opset 5) into flat arrays and scores rows with it in pure Go,
 // with onnxruntime's semantics: float32 comparisons in every node mode, the
 // missing-value track, per-leaf target weights, base values, SUM aggregation,
 // no post transform.
@@ -49,8 +49,9 @@ type Ensemble struct {
 	roots     []int32
 	base      float32
 	allLEQ    bool
-	lock      []lockTree   // lockstep layout, when every split is BRANCH_LEQ
-	qs        *quickScorer // when every split is BRANCH_LEQ and trees have <= 64 leaves
+	sets      map[int32][]float32 // BRANCH_MEMBER nodes' sets (TreeEnsemble opset 5)
+	lock      []lockTree          // lockstep layout, when every split is BRANCH_LEQ
+	qs        *quickScorer        // when every split is BRANCH_LEQ and trees have <= 64 leaves
 }
 
 // NumTrees is the number of trees.
@@ -88,7 +89,8 @@ func Load(path string, nFeatures int) (*Ensemble, error) {
 	var ensemble *onnxpb.NodeProto
 	for _, node := range model.GetGraph().GetNode() {
 		switch {
-		case node.GetOpType() == "TreeEnsembleRegressor" && node.GetDomain() == "ai.onnx.ml" && ensemble == nil:
+		case (node.GetOpType() == "TreeEnsembleRegressor" || node.GetOpType() == "TreeEnsemble") &&
+			node.GetDomain() == "ai.onnx.ml" && ensemble == nil:
 			ensemble = node
 		case node.GetOpType() == "Identity":
 		default:
@@ -97,9 +99,13 @@ func Load(path string, nFeatures int) (*Ensemble, error) {
 		}
 	}
 	if ensemble == nil {
-		return nil, fmt.Errorf("%s: no ai.onnx.ml TreeEnsembleRegressor node", path)
+		return nil, fmt.Errorf("%s: no ai.onnx.ml TreeEnsembleRegressor or TreeEnsemble node", path)
 	}
-	e, err := Compile(ensemble, nFeatures)
+	compile := Compile
+	if ensemble.GetOpType() == "TreeEnsemble" {
+		compile = compileV5
+	}
+	e, err := compile(ensemble, nFeatures)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

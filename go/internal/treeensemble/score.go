@@ -3,6 +3,7 @@ package treeensemble
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 )
 
@@ -119,6 +120,8 @@ func (e *Ensemble) sumGeneral(block []float32, m int, sums []float32) {
 					goTrue = x == t
 				case modeNEQ:
 					goTrue = x != t
+				case modeMember:
+					goTrue = slices.Contains(e.sets[i], x)
 				}
 				if goTrue || (x != x && fl&missingTrue != 0) {
 					i = e.left[i]

@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
@@ -203,62 +202,7 @@ func TestEveryNodeModeMatchesOnnxruntime(t *testing.T) {
 			{Name: proto.String("n_targets"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(1)},
 		},
 	}
-	dim := func(v int64, p string) *onnxpb.TensorShapeProto_Dimension {
-		if p != "" {
-			return &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: p}}
-		}
-		return &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: v}}
-	}
-	tensor := func(name string, width int64) *onnxpb.ValueInfoProto {
-		return &onnxpb.ValueInfoProto{Name: proto.String(name), Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
-			TensorType: &onnxpb.TypeProto_Tensor{ElemType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)),
-				Shape: &onnxpb.TensorShapeProto{Dim: []*onnxpb.TensorShapeProto_Dimension{dim(0, "N"), dim(width, "")}}}}}}
-	}
-	m := &onnxpb.ModelProto{
-		IrVersion: proto.Int64(8),
-		OpsetImport: []*onnxpb.OperatorSetIdProto{
-			{Domain: proto.String(""), Version: proto.Int64(17)},
-			{Domain: proto.String("ai.onnx.ml"), Version: proto.Int64(3)},
-		},
-		Graph: &onnxpb.GraphProto{Name: proto.String("modes"), Node: []*onnxpb.NodeProto{node},
-			Input: []*onnxpb.ValueInfoProto{tensor("input", 3)}, Output: []*onnxpb.ValueInfoProto{tensor("variable", 1)}},
-	}
-	raw, err := proto.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "modes.onnx")
-	if err := os.WriteFile(path, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ref, err := model.NewONNXScorer(path, "input", 3, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ref.Close()
-	native, err := treeensemble.Load(path, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nan := float32(math.NaN())
-	values3 := []float32{nan, 0.5, math.Nextafter32(0.5, 1), math.Nextafter32(0.5, 0), -1, 2, 0}
-	var rows []float32
-	for _, a := range values3 {
-		for _, b := range values3 {
-			for _, c := range values3 {
-				rows = append(rows, a, b, c)
-			}
-		}
-	}
-	n := len(rows) / 3
-	want, got := scoreBoth(t, ref, native, rows, n)
-	if !slices.Equal(want, got) {
-		for i := range want {
-			if want[i] != got[i] {
-				t.Fatalf("row %v: native %v, onnxruntime %v", rows[3*i:3*i+3], got[i], want[i])
-			}
-		}
-	}
+	gridParity(t, node, 3)
 }
 
 func TestMalformedEnsemblesAreRefused(t *testing.T) {
@@ -322,5 +266,122 @@ func TestEveryScoringPathMatchesOnnxruntime(t *testing.T) {
 				t.Fatalf("%s row %d: %v, onnxruntime %v", path, i, got[i], want[i])
 			}
 		}
+	}
+}
+
+// TreeEnsemble (ai.onnx.ml opset 5): every mode, set membership included,
+// both missing tracks, leaves given by index; scored by onnxruntime from the
+// same bytes.
+func TestTreeEnsembleOpset5MatchesOnnxruntime(t *testing.T) {
+	reference(t) // initialises onnxruntime
+	var features, trueIDs, trueLeaf, falseIDs, falseLeaf, tracks, roots, targets []int64
+	var modes []byte
+	var splits, weights, members []float32
+	for mode := range 7 {
+		for missing := range int64(2) {
+			node := int64(len(features))
+			roots = append(roots, node)
+			features = append(features, int64(mode%3))
+			modes = append(modes, byte(mode))
+			splits = append(splits, 0.5)
+			leaf := int64(len(weights))
+			trueIDs, trueLeaf = append(trueIDs, leaf), append(trueLeaf, 1)
+			falseIDs, falseLeaf = append(falseIDs, leaf+1), append(falseLeaf, 1)
+			tracks = append(tracks, missing)
+			weights = append(weights, float32(1+node), -float32(node)/3)
+			targets = append(targets, 0, 0)
+			if mode == 6 {
+				members = append(members, 0.5, 2, float32(math.NaN()))
+			}
+		}
+	}
+	tensor := func(name string, dt onnxpb.TensorProto_DataType, f []float32, b []byte) *onnxpb.AttributeProto {
+		tp := &onnxpb.TensorProto{DataType: proto.Int32(int32(dt)), Dims: []int64{int64(max(len(f), len(b)))}, FloatData: f, RawData: b}
+		return &onnxpb.AttributeProto{Name: proto.String(name), Type: onnxpb.AttributeProto_TENSOR.Enum(), T: tp}
+	}
+	ints := func(name string, v []int64) *onnxpb.AttributeProto {
+		return &onnxpb.AttributeProto{Name: proto.String(name), Type: onnxpb.AttributeProto_INTS.Enum(), Ints: v}
+	}
+	node := &onnxpb.NodeProto{
+		OpType: proto.String("TreeEnsemble"), Domain: proto.String("ai.onnx.ml"),
+		Input: []string{"input"}, Output: []string{"variable"},
+		Attribute: []*onnxpb.AttributeProto{
+			ints("nodes_featureids", features), tensor("nodes_modes", onnxpb.TensorProto_UINT8, nil, modes),
+			tensor("nodes_splits", onnxpb.TensorProto_FLOAT, splits, nil),
+			ints("nodes_truenodeids", trueIDs), ints("nodes_trueleafs", trueLeaf),
+			ints("nodes_falsenodeids", falseIDs), ints("nodes_falseleafs", falseLeaf),
+			ints("nodes_missing_value_tracks_true", tracks), ints("tree_roots", roots),
+			ints("leaf_targetids", targets), tensor("leaf_weights", onnxpb.TensorProto_FLOAT, weights, nil),
+			tensor("membership_values", onnxpb.TensorProto_FLOAT, members, nil),
+			{Name: proto.String("n_targets"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(1)},
+			{Name: proto.String("aggregate_function"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(1)},
+			{Name: proto.String("post_transform"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(0)},
+		},
+	}
+	gridParity(t, node, 5)
+}
+
+// gridParity scores every combination of values that sit on, next to and
+// away from the 0.5 thresholds (and the set {0.5, 2}) in three features, with
+// onnxruntime and natively, from the same model bytes: bit-equal or fail.
+func gridParity(t *testing.T, node *onnxpb.NodeProto, mlOpset int64) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "model.onnx")
+	writeModel(t, path, node, mlOpset)
+	ref, err := model.NewONNXScorer(path, "input", 3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	native, err := treeensemble.Load(path, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := []float32{float32(math.NaN()), 0.5, 2, math.Nextafter32(0.5, 1), math.Nextafter32(0.5, 0), -1, 0}
+	var rows []float32
+	for _, a := range values {
+		for _, b := range values {
+			for _, c := range values {
+				rows = append(rows, a, b, c)
+			}
+		}
+	}
+	want, got := scoreBoth(t, ref, native, rows, len(rows)/3)
+	for i := range want {
+		if want[i] != got[i] {
+			t.Fatalf("row %v: native %v, onnxruntime %v", rows[3*i:3*i+3], got[i], want[i])
+		}
+	}
+}
+
+// writeModel saves a one-node model over a [N, 3] float input.
+func writeModel(t *testing.T, path string, node *onnxpb.NodeProto, mlOpset int64) {
+	t.Helper()
+	dim := func(v int64, p string) *onnxpb.TensorShapeProto_Dimension {
+		if p != "" {
+			return &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: p}}
+		}
+		return &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: v}}
+	}
+	value := func(name string, width int64) *onnxpb.ValueInfoProto {
+		return &onnxpb.ValueInfoProto{Name: proto.String(name), Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
+			TensorType: &onnxpb.TypeProto_Tensor{ElemType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)),
+				Shape: &onnxpb.TensorShapeProto{Dim: []*onnxpb.TensorShapeProto_Dimension{dim(0, "N"), dim(width, "")}}}}}}
+	}
+	m := &onnxpb.ModelProto{
+		IrVersion: proto.Int64(10),
+		OpsetImport: []*onnxpb.OperatorSetIdProto{
+			{Domain: proto.String(""), Version: proto.Int64(21)},
+			{Domain: proto.String("ai.onnx.ml"), Version: proto.Int64(mlOpset)},
+		},
+		Graph: &onnxpb.GraphProto{Name: proto.String("g"), Node: []*onnxpb.NodeProto{node},
+			Input: []*onnxpb.ValueInfoProto{value("input", 3)}, Output: []*onnxpb.ValueInfoProto{value("variable", 1)}},
+	}
+	raw, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
