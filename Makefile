@@ -38,7 +38,7 @@ ORT_LIB = $(shell $(RANKER) ort-lib)
 .PHONY: help setup proto proto-check data train build serve demo test test-python test-go test-e2e grpcurl stress-model bench bench-pipeline deploy-check lint clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 $(SETUP_STAMP): python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -87,7 +87,7 @@ $(MODELS)/$(MODEL_NAME):
 
 # The model and the environment are prerequisites, so ORT_LIB (expanded with
 # the recipe) finds the installed wheel.
-serve: $(SETUP_STAMP) $(MODELS)/$(MODEL_NAME) build ## Serve the newest demo model on localhost:$(PORT)
+serve: $(SETUP_STAMP) $(MODELS)/$(MODEL_NAME) build ## Serve the newest demo model on localhost:50051 (PORT=...), metrics on :9464
 	$(SERVER) --listen=127.0.0.1:$(PORT) --model=$(MODELS)/$(MODEL_NAME) --ort-lib=$(ORT_LIB)
 
 demo: setup train build ## Train on the default data, start the server, rank one impression, stop
