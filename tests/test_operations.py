@@ -287,3 +287,32 @@ def test_a_variant_can_hold_an_older_version_beside_the_newest(
             reply = client.rank(request)
             seen.add((reply.variant, reply.model_version))
     assert seen == {("newest", "v2"), ("held", "v1")}
+
+
+def test_promote_publishes_a_canary_under_the_main_name(
+    server_binary: Path, model_dir: Path, ort_lib: Path, tmp_path: Path
+) -> None:
+    from ranker.cli import main
+
+    root = tmp_path / "models"
+    add_version(model_dir, root, "news", "v1")
+    add_version(model_dir, root, "news-canary", "v2")
+    assert (
+        main(
+            [
+                "promote",
+                "--version-dir",
+                str(root / "news-canary" / "v2"),
+                "--to",
+                str(root / "news"),
+            ]
+        )
+        == 0
+    )
+    with (
+        ServerProcess(
+            server_binary, None, ort_lib=ort_lib, extra_args=[f"--model-root={root}"]
+        ) as s,
+        RankerClient(s.target) as client,
+    ):
+        assert client.model_info().model_version == "v2"  # news serves the promoted version

@@ -75,3 +75,11 @@ def test_clicks_label_the_shown_candidates(tmp_path: Path) -> None:
     first = rows.filter(pl.col("request_id") == "r1").sort("position")
     assert first["article_id"].to_list() == ["a", "b", "c"]
     assert set(rows["variant"].unique()) == {"control", "treatment"}
+
+
+def test_a_line_still_being_written_is_left_for_later(tmp_path: Path) -> None:
+    _write(tmp_path)
+    with (tmp_path / "exposure.jsonl").open("a") as f:
+        f.write('{"time": "2026-11-25T09:00:00Z", "request_id": "r4", "us')
+    counts = variant_counts(read_exposures(tmp_path))
+    assert int(counts["requests"].sum()) == 3

@@ -108,7 +108,8 @@ func (c Config) validate() error {
 		errs = append(errs, errors.New("model: set exactly one of --model (RANKER_MODEL) and --model-root (RANKER_MODEL_ROOT)"))
 	}
 	if c.ExposureBuffer < 1 || c.ExposureMaxBytes < 1024 || c.ExposureMaxFiles < 1 {
-		errs = append(errs, fmt.Errorf("exposure-buffer %d / exposure-max-bytes %d: must be at least 1 and 1024", c.ExposureBuffer, c.ExposureMaxBytes))
+		errs = append(errs, fmt.Errorf("exposure-buffer %d, exposure-max-bytes %d, exposure-max-files %d: must be at least 1, 1024 and 1",
+			c.ExposureBuffer, c.ExposureMaxBytes, c.ExposureMaxFiles))
 	}
 	if c.Backend != "native" && c.Backend != "onnxruntime" {
 		errs = append(errs, fmt.Errorf("backend: %q, want native or onnxruntime", c.Backend))

@@ -127,16 +127,20 @@ func (l *Log) openFile() error {
 	return nil
 }
 
+// rotate renames the current file aside and starts a new one. Whatever
+// fails (the file was moved away, say), a fresh current file is opened, so
+// the log never stays stuck.
 func (l *Log) rotate() error {
-	if err := l.file.Close(); err != nil {
-		return err
-	}
 	name := fmt.Sprintf("exposure-%s.jsonl", time.Now().UTC().Format("20060102T150405.000000000Z"))
-	if err := os.Rename(filepath.Join(l.dir, CurrentName), filepath.Join(l.dir, name)); err != nil {
+	renameErr := os.Rename(filepath.Join(l.dir, CurrentName), filepath.Join(l.dir, name))
+	l.file.Close()
+	if err := l.openFile(); err != nil {
 		return err
 	}
-	l.prune()
-	return l.openFile()
+	if renameErr == nil {
+		l.prune()
+	}
+	return nil
 }
 
 // prune keeps the newest MaxFiles rotated files.
@@ -155,6 +159,7 @@ func (l *Log) flush(records int) int {
 	if l.pending.Len() == 0 {
 		return 0
 	}
+	before := l.size
 	n, err := l.file.Write(l.pending.Bytes())
 	l.size += int64(n)
 	l.pending.Reset()
@@ -162,6 +167,9 @@ func (l *Log) flush(records int) int {
 		for range records {
 			l.counters.Dropped()
 		}
+		// A short write left part of a record: cut it off so every line in
+		// the file stays whole, then start from a freshly opened file.
+		l.file.Truncate(before)
 		l.file.Close()
 		if l.openFile() != nil {
 			l.file, _ = os.Open(os.DevNull)

@@ -138,3 +138,22 @@ func TestWriteAfterCloseIsDroppedNotAPanic(t *testing.T) {
 		t.Error("a second Close failed")
 	}
 }
+
+func TestRotationRecoversWhenTheFileIsMovedAway(t *testing.T) {
+	dir := t.TempDir()
+	c := &counts{}
+	l, err := Open(dir, Options{Buffer: 1000, MaxBytes: 4096, MaxFiles: 100}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Write(Record{RequestID: "first"})
+	time.Sleep(1500 * time.Millisecond)        // flushed by the ticker
+	os.Remove(filepath.Join(dir, CurrentName)) // a log shipper took it
+	for i := range 200 {
+		l.Write(Record{RequestID: fmt.Sprint(i), Items: make([]Item, 5)})
+	}
+	l.Close()
+	if got := len(readAll(t, dir)); got < 150 {
+		t.Errorf("only %d of 200 records survived the file being moved away (dropped %d)", got, c.dropped.Load())
+	}
+}

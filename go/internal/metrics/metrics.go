@@ -78,17 +78,23 @@ func (m *Metrics) Loaded(name, _ string) { m.ModelLoads.WithLabelValues(name, "l
 // Refused implements registry.Events.
 func (m *Metrics) Refused(name, _ string) { m.ModelLoads.WithLabelValues(name, "refused").Inc() }
 
-// ModelAge exports the age of each serving model version; info reports the
-// version and when it was exported.
-func (m *Metrics) ModelAge(names []string, info func(name string) (version string, created time.Time)) {
-	for _, name := range names {
-		m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "ranker_model_age_seconds", Help: "Seconds since the serving model version was exported.",
-			ConstLabels: prometheus.Labels{"model": name},
-		}, func() float64 {
-			_, created := info(name)
-			return time.Since(created).Seconds()
-		}))
+// ModelAge exports, at each scrape, the age of every serving model version;
+// created reports when each serving version was exported, by model name.
+func (m *Metrics) ModelAge(created func() map[string]time.Time) {
+	m.Registry.MustRegister(&modelAge{created: created, desc: prometheus.NewDesc(
+		"ranker_model_age_seconds", "Seconds since the serving model version was exported.", []string{"model"}, nil)})
+}
+
+type modelAge struct {
+	created func() map[string]time.Time
+	desc    *prometheus.Desc
+}
+
+func (a *modelAge) Describe(ch chan<- *prometheus.Desc) { ch <- a.desc }
+
+func (a *modelAge) Collect(ch chan<- prometheus.Metric) {
+	for name, at := range a.created() {
+		ch <- prometheus.MustNewConstMetric(a.desc, prometheus.GaugeValue, time.Since(at).Seconds(), name)
 	}
 }
 

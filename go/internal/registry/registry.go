@@ -233,8 +233,8 @@ func (r *Registry) Pin(keep map[string][]string) error {
 			s.mu.Lock()
 			_, have := s.pinned[version]
 			s.mu.Unlock()
-			if have || version == s.currentVersion() {
-				continue
+			if have {
+				continue // a pin is loaded even when it is the newest, so the next swap leaves it be
 			}
 			dir := filepath.Join(s.dir, version)
 			m, err := model.Load(dir, r.opts)
@@ -276,12 +276,6 @@ func (r *Registry) Unpin(keep map[string][]string) {
 	}
 }
 
-func (s *slot) currentVersion() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.version
-}
-
 // AcquireVersion is Acquire for a pinned version; an empty version, or the
 // newest one, is the serving version.
 func (r *Registry) AcquireVersion(name, version string) (*Version, error) {
@@ -295,19 +289,16 @@ func (r *Registry) AcquireVersion(name, version string) (*Version, error) {
 	if !ok || s.current.Load() == nil {
 		return nil, fmt.Errorf("%w %q (serving %v)", ErrUnknownModel, name, r.Names())
 	}
-	if version == s.currentVersion() {
-		return r.Acquire(name)
-	}
-	if r.closed.Load() {
-		return nil, ErrClosed
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v, ok := s.pinned[version]
 	if !ok {
 		return nil, fmt.Errorf("%w %q version %q (not pinned)", ErrUnknownModel, name, version)
 	}
-	v.refs.Add(1) // under s.mu, so Pin cannot retire it in between
+	if r.closed.Load() || v.retired.Load() {
+		return nil, ErrClosed
+	}
+	v.refs.Add(1) // under s.mu, so Unpin cannot retire it in between
 	return v, nil
 }
 

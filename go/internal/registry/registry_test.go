@@ -235,3 +235,26 @@ func TestPinnedVersionsServeBesideTheNewest(t *testing.T) {
 		t.Errorf("after Unpin, v1: got %v, want ErrUnknownModel", err)
 	}
 }
+
+func TestAPinOnTheServingVersionSurvivesTheNextSwap(t *testing.T) {
+	_, src := modeltest.Env(t)
+	root := t.TempDir()
+	addVersion(t, src, root, "news", "v1")
+	r := open(t, root, model.BackendNative, &events{})
+	if err := r.Pin(map[string][]string{"news": {"v1"}}); err != nil {
+		t.Fatal(err)
+	}
+	addVersion(t, src, root, "news", "v2")
+	r.Poll()
+	held, err := r.AcquireVersion("news", "v1")
+	if err != nil {
+		t.Fatalf("the pinned v1 after v2 arrived: %v", err)
+	}
+	defer held.Release()
+	if got := held.Model.Meta.ModelVersion; got != "v1" {
+		t.Errorf("pinned v1 serves %s", got)
+	}
+	if got := serving(t, r, "news"); got != "v2" {
+		t.Errorf("newest serves %s, want v2", got)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -63,9 +64,14 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		return err
 	}
 	defer models.Close()
-	m.ModelAge(models.Names(), func(name string) (string, time.Time) {
-		st, _ := models.Status(name)
-		return st.Serving.Meta.ModelVersion, st.Serving.Meta.CreatedAt
+	m.ModelAge(func() map[string]time.Time {
+		ages := map[string]time.Time{}
+		for _, name := range models.Names() { // models found later included
+			if st, err := models.Status(name); err == nil {
+				ages[name] = st.Serving.Meta.CreatedAt
+			}
+		}
+		return ages
 	})
 
 	var exposures *exposure.Log
@@ -179,6 +185,7 @@ type experimentFile struct {
 	path    string
 	modTime time.Time
 	size    int64
+	mu      sync.Mutex // pins and the experiment change together
 }
 
 func (f *experimentFile) reload(s *Server, models []string, logger *slog.Logger) error {
@@ -199,6 +206,8 @@ func (f *experimentFile) reload(s *Server, models []string, logger *slog.Logger)
 	if err != nil {
 		return err
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if err := s.models.Pin(e.Pins()); err != nil {
 		return fmt.Errorf("%s: %w", f.path, err)
 	}
@@ -207,6 +216,8 @@ func (f *experimentFile) reload(s *Server, models []string, logger *slog.Logger)
 	// Requests that read the previous experiment may still ask for its pinned
 	// versions for a moment; release them once those are surely done.
 	time.AfterFunc(time.Minute, func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
 		if current := s.experiment.Load(); current != nil {
 			s.models.Unpin(current.Pins())
 		}

@@ -170,8 +170,8 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 		out[r] = &scored[r]
 	}
 	s.logExposure(requestID, req, out, m, experimentName, variant)
-	// A shadow equal to the model that answered would only record 1.0.
-	if exp != nil && exp.Shadow != nil && experimentName != "" && exp.Shadow.Model != modelName {
+	// A shadow equal to the (newest) model that answered would only record 1.0.
+	if exp != nil && exp.Shadow != nil && experimentName != "" && (exp.Shadow.Model != modelName || pinned != "") {
 		s.startShadow(exp, requestID, req, contextKeys, scores)
 	}
 	if s.logger.Enabled(ctx, slog.LevelDebug) { // the hot path builds no logger otherwise

@@ -291,7 +291,7 @@ func TestTreeEnsembleOpset5MatchesOnnxruntime(t *testing.T) {
 			weights = append(weights, float32(1+node), -float32(node)/3)
 			targets = append(targets, 0, 0)
 			if mode == 6 {
-				members = append(members, 0.5, 2, float32(math.NaN()))
+				members = append(members, 0, 2, float32(math.NaN()))
 			}
 		}
 	}
@@ -322,7 +322,7 @@ func TestTreeEnsembleOpset5MatchesOnnxruntime(t *testing.T) {
 }
 
 // gridParity scores every combination of values that sit on, next to and
-// away from the 0.5 thresholds (and the set {0.5, 2}) in three features, with
+// away from the 0.5 thresholds (and in and out of the set {0, 2}) in three features, with
 // onnxruntime and natively, from the same model bytes: bit-equal or fail.
 func gridParity(t *testing.T, node *onnxpb.NodeProto, mlOpset int64) {
 	t.Helper()

@@ -106,7 +106,13 @@ func compileV5(node *onnxpb.NodeProto, nFeatures int) (*Ensemble, error) {
 			// runs separated by NaN.
 			var set []float32
 			for memberAt < len(members) && !math.IsNaN(float64(members[memberAt])) {
-				set = append(set, members[memberAt])
+				v := members[memberAt]
+				if v < 0 || v != float32(math.Trunc(float64(v))) {
+					// onnxruntime tests membership of category codes; other
+					// values are not held to its semantics here.
+					return nil, fmt.Errorf("node %d: membership value %v is not a non-negative integer; use the onnxruntime backend", i, v)
+				}
+				set = append(set, v)
 				memberAt++
 			}
 			memberAt++

@@ -202,6 +202,29 @@ def _cmd_exposures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_promote(args: argparse.Namespace) -> int:
+    import json
+    import shutil
+
+    from ranker import artifact
+
+    source = args.version_dir.resolve()
+    version = source.name
+    target = args.to / version
+    if target.exists():
+        raise SystemExit(f"{target} already exists; versions are immutable")
+    args.to.mkdir(parents=True, exist_ok=True)
+    staging = args.to / f".staging-{version}"
+    shutil.copytree(source, staging)
+    meta_path = staging / artifact.METADATA_JSON
+    meta = json.loads(meta_path.read_text())
+    meta["model_name"] = args.to.name
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    staging.rename(target)  # atomic: servers never see half a version
+    print(f"promoted {source} to {target}")
+    return 0
+
+
 def _cmd_ort_lib(_: argparse.Namespace) -> int:
     print(ort_library_path())
     return 0
@@ -300,6 +323,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=Path("training_rows.parquet"))
     p.set_defaults(run=_cmd_exposures)
+
+    p = sub.add_parser("promote", help="publish a version (e.g. a canary) under another model name")
+    p.add_argument("--version-dir", type=Path, required=True, help="models/news-canary/<version>")
+    p.add_argument("--to", type=Path, required=True, help="the model directory, e.g. models/news")
+    p.set_defaults(run=_cmd_promote)
 
     p = sub.add_parser("ort-lib", help="print the onnxruntime C library the Go server loads")
     p.set_defaults(run=_cmd_ort_lib)

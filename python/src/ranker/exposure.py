@@ -3,6 +3,7 @@ variant, and join with click events into training rows for the next model."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import polars as pl
@@ -31,9 +32,16 @@ def read_exposures(directory: Path) -> pl.LazyFrame:
     files = sorted(directory.glob("exposure*.jsonl"))
     if not files:
         raise FileNotFoundError(f"no exposure*.jsonl files in {directory}")
+    frames = []
+    for path in files:
+        data = path.read_bytes()
+        # The live file may end in a line still being written: keep whole lines.
+        data = data[: data.rfind(b"\n") + 1]
+        if data:
+            frames.append(pl.read_ndjson(io.BytesIO(data), schema=EXPOSURE_SCHEMA))
+    records = pl.concat(frames) if frames else EXPOSURE_SCHEMA.to_frame()
     return (
-        # The live file may end in a line still being written.
-        pl.scan_ndjson(files, schema=EXPOSURE_SCHEMA, ignore_errors=True)
+        records.lazy()
         .with_columns(pl.col("time").str.to_datetime(time_zone="UTC"))
         .explode("items")
         .unnest("items")
