@@ -77,5 +77,4 @@ def server(
     with ServerProcess(
         server_binary, model_dir, ort_lib=ort_lib, extra_args=[f"--backend={request.param}"]
     ) as running:
-        running.backend = request.param
         yield running

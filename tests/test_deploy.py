@@ -33,15 +33,8 @@ def test_alerts_and_dashboard_use_metrics_the_server_exports(
     add_version(model_dir, root, "news-b", "v1")
     config = tmp_path / "experiment.yaml"
     config.write_text(EXPERIMENT)
-    with ServerProcess(
-        server_binary,
-        None,
-        ort_lib=ort_lib,
-        extra_args=[
-            f"--model-root={root}",
-            f"--experiment-config={config}",
-            f"--exposure-dir={tmp_path / 'x'}",
-        ],
+    with experiment_server(
+        server_binary, root, config, ort_lib, f"--exposure-dir={tmp_path / 'x'}"
     ) as server:
         with RankerClient(server.target) as client:
             for i in range(20):  # every labelled series appears once observed

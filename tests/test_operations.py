@@ -48,13 +48,15 @@ def _rows(model_dir: Path, n: int = 20) -> np.ndarray:
     )
 
 
-def experiment_server(binary: Path, root: Path, config: Path, ort_lib: Path) -> ServerProcess:
+def experiment_server(
+    binary: Path, root: Path, config: Path, ort_lib: Path, *extra_args: str
+) -> ServerProcess:
     """The server over a model root with an experiment config (not started)."""
     return ServerProcess(
         binary,
         None,
         ort_lib=ort_lib,
-        extra_args=[f"--model-root={root}", f"--experiment-config={config}"],
+        extra_args=[f"--model-root={root}", f"--experiment-config={config}", *extra_args],
     )
 
 
@@ -182,15 +184,8 @@ def test_experiment_assigns_variants_logs_exposures_and_scores_shadows(
     config.write_text(EXPERIMENT)
     rows = _rows(model_dir, 12)
     variants: dict[str, str] = {}
-    server = ServerProcess(
-        server_binary,
-        None,
-        ort_lib=ort_lib,
-        extra_args=[
-            f"--model-root={root}",
-            f"--experiment-config={config}",
-            f"--exposure-dir={exposures}",
-        ],
+    server = experiment_server(
+        server_binary, root, config, ort_lib, f"--exposure-dir={exposures}"
     ).start()
     try:
         with RankerClient(server.target) as client:

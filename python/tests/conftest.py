@@ -74,9 +74,8 @@ STRESS_FEATURES = [
 def stress_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model built to hit the hard cases: NaN-trained and NaN-free features,
     many exact zeros (LightGBM's ±1e-35 split thresholds), huge and tiny scales."""
-    import lightgbm as lgb
-
     from ranker.export import export_model
+    from ranker.stress import fit_deterministic
 
     rng = np.random.default_rng(2024)
     n, group = 6000, 20
@@ -99,22 +98,21 @@ def stress_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
         + x[:, 6]
     )
     labels = np.digitize(utility, np.quantile(utility, [0.6, 0.85, 0.95])).astype(np.float64)
-    ranker = lgb.LGBMRanker(
+    booster = fit_deterministic(
+        x,
+        labels,
+        group,
+        STRESS_FEATURES,
         n_estimators=150,
         num_leaves=15,
         min_child_samples=5,
         learning_rate=0.1,
         random_state=1,
-        deterministic=True,
-        force_row_wise=True,
-        n_jobs=2,
-        verbose=-1,
     )
-    ranker.fit(x, labels, group=np.full(n // group, group), feature_name=STRESS_FEATURES)
     root = tmp_path_factory.mktemp("stress")
     sample = x[:200]
     result = export_model(
-        ranker.booster_,
+        booster,
         models_root=root,
         model_name="stress",
         feature_names=STRESS_FEATURES,

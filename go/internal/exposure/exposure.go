@@ -155,9 +155,9 @@ func (l *Log) prune() {
 
 // flush writes the pending whole records in one call; a failed write drops
 // them and reopens the file, so one disk error does not stop the log.
-func (l *Log) flush(records int) int {
+func (l *Log) flush(records int) {
 	if l.pending.Len() == 0 {
-		return 0
+		return
 	}
 	before := l.size
 	n, err := l.file.Write(l.pending.Bytes())
@@ -174,12 +174,11 @@ func (l *Log) flush(records int) int {
 		if l.openFile() != nil {
 			l.file, _ = os.Open(os.DevNull)
 		}
-		return 0
+		return
 	}
 	for range records {
 		l.counters.Written()
 	}
-	return 0
 }
 
 func (l *Log) run() {
@@ -200,7 +199,8 @@ func (l *Log) run() {
 				continue
 			}
 			if l.size+int64(l.pending.Len()+len(line)+1) > l.opts.MaxBytes && l.size+int64(l.pending.Len()) > 0 {
-				waiting = l.flush(waiting)
+				l.flush(waiting)
+				waiting = 0
 				if err := l.rotate(); err != nil {
 					l.counters.Dropped()
 					continue
@@ -210,10 +210,12 @@ func (l *Log) run() {
 			l.pending.WriteByte('\n')
 			waiting++
 			if l.pending.Len() >= flushBytes {
-				waiting = l.flush(waiting)
+				l.flush(waiting)
+				waiting = 0
 			}
 		case <-tick.C:
-			waiting = l.flush(waiting) // readers see records within a second
+			l.flush(waiting) // readers see records within a second
+			waiting = 0
 		}
 	}
 }

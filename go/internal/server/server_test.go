@@ -34,27 +34,30 @@ type fixture struct {
 	golden []model.GoldenRow
 }
 
-// newFixture serves the test model (see model.testEnv) over an in-process
-// gRPC connection.
-func newFixture(t *testing.T) *fixture {
-	t.Helper()
-	_, dir := modeltest.Env(t)
+// testModels opens a registry over the test model (see modeltest.Env) and
+// returns it with the serving model and its golden rows.
+func testModels(tb testing.TB) (*registry.Registry, *model.Model, []model.GoldenRow, *slog.Logger) {
+	tb.Helper()
+	_, dir := modeltest.Env(tb)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg, err := registry.Open(registry.Config{Model: dir}, model.LoadOptions{}, logger, nil)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(reg.Close)
+	tb.Cleanup(reg.Close)
 	st, _ := reg.Status("")
-	m := st.Serving
-	golden, err := model.ReadGolden(dir, len(m.Meta.FeatureNames))
+	golden, err := model.ReadGolden(dir, len(st.Serving.Meta.FeatureNames))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	s := New(reg, Options{Limits: testLimits, Metrics: metrics.New()}, logger)
+	return reg, st.Serving, golden, logger
+}
+
+// serveInProcess serves g on an in-memory listener and returns a client
+// connection to it; both stop when the test ends.
+func serveInProcess(t *testing.T, g *grpc.Server) *grpc.ClientConn {
+	t.Helper()
 	lis := bufconn.Listen(1 << 20)
-	g := grpc.NewServer()
-	rankerv1.RegisterRankingServiceServer(g, s)
 	go g.Serve(lis)
 	t.Cleanup(g.Stop)
 	conn, err := grpc.NewClient("passthrough:///bufnet",
@@ -64,6 +67,17 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// newFixture serves the test model over an in-process gRPC connection.
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	reg, m, golden, logger := testModels(t)
+	s := New(reg, Options{Limits: testLimits, Metrics: metrics.New()}, logger)
+	g := grpc.NewServer()
+	rankerv1.RegisterRankingServiceServer(g, s)
+	conn := serveInProcess(t, g)
 	return &fixture{server: s, client: rankerv1.NewRankingServiceClient(conn), model: m, golden: golden}
 }
 

@@ -2,47 +2,24 @@ package server
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"net"
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 
 	rankerv1 "ranker/gen/ranker/v1"
 	"ranker/internal/metrics"
-	"ranker/internal/model"
-	"ranker/internal/model/modeltest"
-	"ranker/internal/registry"
 	"ranker/internal/tracing"
 )
 
 func TestRankIsTracedThroughEachStage(t *testing.T) {
-	_, dir := modeltest.Env(t)
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	reg, err := registry.Open(registry.Config{Model: dir}, model.LoadOptions{}, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	reg, _, _, logger := testModels(t)
 	spans := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
 	g := grpc.NewServer(grpc.StatsHandler(tracing.NewStatsHandler(tp)), grpc.ChainUnaryInterceptor(tracing.UnaryInterceptor))
 	rankerv1.RegisterRankingServiceServer(g, New(reg, Options{Limits: testLimits, Metrics: metrics.New()}, logger))
-	lis := bufconn.Listen(1 << 20)
-	go g.Serve(lis)
-	defer g.Stop()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := serveInProcess(t, g)
 	st, _ := reg.Status("")
 	req := &rankerv1.RankRequest{FeatureNames: st.Serving.Meta.FeatureNames, Candidates: []*rankerv1.Candidate{
 		{Id: "a", Features: make([]float32, len(st.Serving.Meta.FeatureNames))}}}

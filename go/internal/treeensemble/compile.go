@@ -237,8 +237,7 @@ func Compile(node *onnxpb.NodeProto, nFeatures int) (*Ensemble, error) {
 	if err := e.checkAcyclic(); err != nil {
 		return nil, err
 	}
-	e.lock = e.buildLockstep()
-	e.qs = e.buildQuickScorer()
+	e.choosePath()
 	return e, nil
 }
 
@@ -301,13 +300,21 @@ func (e *Ensemble) Path() string {
 	return PathWalk
 }
 
+// choosePath builds the layout of the fastest path that fits the model, and
+// only that one: QuickScorer, else the lockstep walk, else the plain walk.
+func (e *Ensemble) choosePath() {
+	if e.qs = e.buildQuickScorer(); e.qs == nil {
+		e.lock = e.buildLockstep()
+	}
+}
+
 // WithoutFastPaths returns a copy that scores with the slower path named, so
 // tests can hold every path to onnxruntime on the same trees.
 func (e *Ensemble) WithoutFastPaths(path string) *Ensemble {
 	c := *e
 	switch path {
 	case PathLockstep:
-		c.qs = nil
+		c.qs, c.lock = nil, e.buildLockstep()
 	case PathWalk:
 		c.qs, c.lock = nil, nil
 	}

@@ -151,7 +151,6 @@ func compileV5(node *onnxpb.NodeProto, nFeatures int) (*Ensemble, error) {
 	if err := e.checkAcyclic(); err != nil {
 		return nil, err
 	}
-	e.lock = e.buildLockstep()
-	e.qs = e.buildQuickScorer()
+	e.choosePath()
 	return e, nil
 }

@@ -89,32 +89,40 @@ def _join_strictly_before(
     )
 
 
+def _cumulative(events: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
+    """Running impressions and clicks per key, one row per (key, event time),
+    for as-of lookups by `_counts_before` (several windows share one)."""
+    return (
+        events.group_by([*keys, "time"])
+        .agg(pl.len().alias("_shows"), pl.col("clicked").cast(pl.Int64).sum().alias("_clicks"))
+        .sort("time")
+        .select(
+            *keys,
+            pl.col("time").alias("_event_time"),
+            pl.col("_shows").cum_sum().over(keys).alias("_cum_shows"),
+            pl.col("_clicks").cum_sum().over(keys).alias("_cum_clicks"),
+        )
+    )
+
+
 def _counts_before(
     queries: pl.LazyFrame,
-    events: pl.LazyFrame,
+    cumulative: pl.LazyFrame,
     keys: list[str],
     at: str,
     prefix: str,
 ) -> pl.LazyFrame:
     """Add `{prefix}_shows` and `{prefix}_clicks`: events of the same key with
     time strictly before `queries[at]` (an as-of join that excludes ties)."""
-    cumulative = (
-        events.group_by([*keys, "time"])
-        .agg(pl.len().alias("_shows"), pl.col("clicked").cast(pl.Int64).sum().alias("_clicks"))
-        .sort("time")
-        .with_columns(
-            pl.col("_shows").cum_sum().over(keys).alias(f"{prefix}_shows"),
-            pl.col("_clicks").cum_sum().over(keys).alias(f"{prefix}_clicks"),
-        )
-        .select(*keys, pl.col("time").alias("_event_time"), f"{prefix}_shows", f"{prefix}_clicks")
-    )
     return (
         queries.sort(at)
         .pipe(_join_strictly_before, right=cumulative, left_on=at, right_on="_event_time", by=keys)
         .drop("_event_time")
         .with_columns(
-            pl.col(f"{prefix}_shows").fill_null(0), pl.col(f"{prefix}_clicks").fill_null(0)
+            pl.col("_cum_shows").fill_null(0).alias(f"{prefix}_shows"),
+            pl.col("_cum_clicks").fill_null(0).alias(f"{prefix}_clicks"),
         )
+        .drop("_cum_shows", "_cum_clicks")
     )
 
 
@@ -207,7 +215,9 @@ def build_features(impressions: pl.LazyFrame, articles: pl.LazyFrame) -> pl.Data
         per_impression.select("user_id", pl.col("time").alias("_visit")).unique().sort("_visit")
     )
     context = (
-        _counts_before(per_impression, events, ["user_id"], "time", "user")
+        _counts_before(
+            per_impression, _cumulative(events, ["user_id"]), ["user_id"], "time", "user"
+        )
         .pipe(_join_strictly_before, right=visits, left_on="time", right_on="_visit", by="user_id")
         .with_columns(
             pl.col("time").dt.hour().cast(pl.Float32).alias("hour_of_day"),
@@ -233,9 +243,10 @@ def build_features(impressions: pl.LazyFrame, articles: pl.LazyFrame) -> pl.Data
         (pl.col("time") - pl.duration(hours=1)).alias("_t1h"),
         (pl.col("time") - pl.duration(hours=24)).alias("_t24h"),
     )
-    article = _counts_before(article, events, ["article_id"], "time", "a_all")
-    article = _counts_before(article, events, ["article_id"], "_t1h", "a_1h")
-    article = _counts_before(article, events, ["article_id"], "_t24h", "a_24h")
+    by_article = _cumulative(events, ["article_id"])
+    article = _counts_before(article, by_article, ["article_id"], "time", "a_all")
+    article = _counts_before(article, by_article, ["article_id"], "_t1h", "a_1h")
+    article = _counts_before(article, by_article, ["article_id"], "_t24h", "a_24h")
     imps_24h = pl.col("a_all_shows") - pl.col("a_24h_shows")
     clicks_24h = pl.col("a_all_clicks") - pl.col("a_24h_clicks")
     article = article.select(
@@ -259,8 +270,9 @@ def build_features(impressions: pl.LazyFrame, articles: pl.LazyFrame) -> pl.Data
 
     # The reader's history with the candidate's category and subcategory.
     taste = rows.select("impression_id", "article_id", "user_id", "category", "subcategory", "time")
-    taste = _counts_before(taste, events, ["user_id", "category"], "time", "uc")
-    taste = _counts_before(taste, events, ["user_id", "subcategory"], "time", "us")
+    uc, us = ["user_id", "category"], ["user_id", "subcategory"]
+    taste = _counts_before(taste, _cumulative(events, uc), uc, "time", "uc")
+    taste = _counts_before(taste, _cumulative(events, us), us, "time", "us")
     taste = taste.select(
         "impression_id",
         "article_id",

@@ -41,11 +41,12 @@ def train_and_export(
     tune_trials: int = 0,
 ) -> TrainedVersion:
     table = feature_table(data_dir)
-    train_split, valid_split, test = time_split(table)
+    splits = time_split(table)
+    train_split, valid_split, test = splits
     params = dict(DEFAULT_PARAMS)
     if tune_trials > 0:
         params = tune(train_split.data, valid_split.data, list(FEATURE_NAMES), params, tune_trials)
-    result = train(table, params)
+    result = train(splits, params)
     evaluation = evaluate(test, result.booster, result.naive_booster)
     queries = test.table["impression_id"].unique(maintain_order=True).head(GOLDEN_SAMPLE_QUERIES)
     sample = test.table.filter(pl.col("impression_id").is_in(queries.implode()))

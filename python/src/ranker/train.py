@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import lightgbm as lgb
@@ -72,7 +73,7 @@ class Split:
     name: str
     table: pl.DataFrame
 
-    @property
+    @cached_property
     def data(self) -> RankData:
         groups = self.table.group_by("impression_id", maintain_order=True).len()["len"]
         return RankData(
@@ -157,10 +158,11 @@ class TrainResult:
     split_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def train(table: pl.DataFrame, params: dict[str, Any] | None = None) -> TrainResult:
-    """Naive model with early stopping, then the position-debiased model that ships."""
+def train(splits: tuple[Split, Split, Split], params: dict[str, Any] | None = None) -> TrainResult:
+    """Naive model with early stopping, then the position-debiased model that
+    ships; `splits` are `time_split`'s train, validation and test."""
     params = {**DEFAULT_PARAMS, **(params or {})}
-    train_split, valid_split, test_split = time_split(table)
+    train_split, valid_split, test_split = splits
     names = list(FEATURE_NAMES)
     train_data = train_split.data
     naive, best, valid_ndcg = fit(train_data, valid_split.data, names, params)
