@@ -16,13 +16,22 @@ SERVER := $(GO_BIN)/ranker-server
 DATA := data/demo
 MODELS := models
 MODEL_NAME := demo
-# A small model trained fresh by `make test` for the Go and end-to-end tests.
+# A small model trained fresh by `make test`, through the CLI, for the
+# cross-language tests. (The Go tests use the tiny versions committed in
+# GO_TESTDATA, so `go test ./...` needs no Python.)
 TEST_DATA := data/test
 TEST_MODEL := $(abspath $(MODELS))/test/v1
+GO_TESTDATA := $(abspath go/internal/model/modeltest/testdata)
+PY_SOURCES := $(shell find python/src -name '*.py')
 PORT ?= 50051
 
-# Tool versions: buf for `make lint`, grpcurl for the README example and its test.
+# Tool versions, each built from the Go module proxy into go/bin: buf and
+# golangci-lint for `make lint`, grpcurl for the README example and its test.
+# (A binary is rebuilt only when missing: delete it after changing a version.)
 BUF_VERSION := 1.75.0
+BUF := $(GO_BIN)/buf
+GOLANGCI_LINT_VERSION := 2.15.0
+GOLANGCI_LINT := $(GO_BIN)/golangci-lint
 GRPCURL_VERSION := 1.9.3
 GRPCURL := $(GO_BIN)/grpcurl
 PROMETHEUS_VERSION := 0.316.0
@@ -35,7 +44,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help setup proto proto-check data train build serve demo test test-python test-go test-e2e grpcurl stress-model bench bench-pipeline deploy-check lint clean
+.PHONY: help setup proto proto-check data train build serve demo test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-pipeline deploy-check lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -93,24 +102,35 @@ serve: $(SETUP_STAMP) $(MODELS)/$(MODEL_NAME) build ## Serve the newest demo mod
 demo: setup train build ## Train on the default data, start the server, rank one impression, stop
 	$(RANKER) demo --server $(SERVER) --model $(MODELS)/$(MODEL_NAME) --data $(DATA)
 
-$(TEST_MODEL)/metadata.json: $(SETUP_STAMP) $(wildcard python/src/ranker/*.py)
+$(TEST_MODEL)/metadata.json: $(SETUP_STAMP) $(PY_SOURCES)
 	rm -rf $(TEST_MODEL)
 	$(RANKER) data --out $(TEST_DATA) --scale 0.3
 	$(RANKER) train --data $(TEST_DATA) --models $(MODELS) --name test --version v1
 
-test: setup proto-check test-python test-go test-e2e ## Run every test: Python, Go, cross-language
+# pytest runs from python/ with the one configuration in python/pyproject.toml,
+# over both suites; --fail-on-skip makes a skipped test fail the run.
+PYTEST := $(PY) -m pytest --fail-on-skip
 
-test-python: $(SETUP_STAMP) ## Python unit and parity tests
-	cd python && $(PY) -m pytest -q tests
+test: setup proto-check test-python test-go test-e2e ## Run every test: Python, Go (with -race), cross-language; nothing may skip
 
-test-go: $(TEST_MODEL)/metadata.json ## Go tests, with onnxruntime from the pinned wheel
-	cd go && RANKER_ORT_LIB=$(ORT_LIB) RANKER_TEST_MODEL=$(TEST_MODEL) go test -count=1 -v ./... \
-		| grep -v -E '^=== (RUN|PAUSE|CONT)'
+test-fast: $(SETUP_STAMP) ## The inner loop (under a minute): Python tests but the slow and e2e ones, Go tests without -race
+	cd python && $(PYTEST) -q -m "not slow and not e2e"
+	cd go && RANKER_ORT_LIB=$(ORT_LIB) go test ./...
+
+test-python: $(SETUP_STAMP) ## Python unit and parity tests, slow ones included
+	cd python && $(PYTEST) -q -m "not e2e"
+
+test-go: $(SETUP_STAMP) ## Go tests with -race and onnxruntime from the pinned wheel; fails if any test skips
+	cd go && RANKER_ORT_LIB=$(ORT_LIB) go test -race -count=1 -v ./... 2>&1 \
+		| grep -v -E '^=== (RUN|PAUSE|CONT|NAME)' \
+		| awk '{ print } /--- SKIP/ { skipped = 1 } END { if (skipped) { print "test-go: a test was skipped; with RANKER_ORT_LIB set none may be"; exit 1 } }'
 
 test-e2e: build $(GRPCURL) $(TEST_MODEL)/metadata.json ## Cross-language tests: the Go server over real gRPC
-	RANKER_SERVER=$(SERVER) RANKER_TEST_MODEL=$(TEST_MODEL) RANKER_TEST_DATA=$(abspath $(TEST_DATA)) \
-		RANKER_GRPCURL=$(GRPCURL) \
-		$(PY) -m pytest -q tests
+	cd python && RANKER_SERVER=$(SERVER) RANKER_TEST_MODEL=$(TEST_MODEL) \
+		RANKER_TEST_DATA=$(abspath $(TEST_DATA)) RANKER_GRPCURL=$(GRPCURL) $(PYTEST) -q -m e2e
+
+go-testdata: $(SETUP_STAMP) ## Regenerate the tiny model versions the Go tests commit (then review and commit them)
+	cd python && $(PY) -m ranker_tests.fixture_models --go-testdata $(GO_TESTDATA)
 
 $(GRPCURL):
 	GOBIN=$(GO_BIN) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v$(GRPCURL_VERSION)
@@ -121,18 +141,19 @@ STRESS_MODEL := $(abspath $(MODELS))/stress/v1
 
 $(STRESS_MODEL)/metadata.json: $(SETUP_STAMP)
 	rm -rf $(STRESS_MODEL)
-	$(RANKER) stress-model --models $(MODELS)
+	cd python && $(PY) -m benchmarks.stress_model --models $(abspath $(MODELS))
 
 stress-model: $(STRESS_MODEL)/metadata.json ## Build the 500-tree, 63-leaf, 60-feature benchmark model
 
-bench: build $(STRESS_MODEL)/metadata.json $(TEST_MODEL)/metadata.json ## Kernel and gRPC server benchmarks, native vs onnxruntime vs a Python server (~5 min)
+bench: build $(STRESS_MODEL)/metadata.json ## Kernel and gRPC server benchmarks, native vs onnxruntime vs a Python server (~5 min)
 	@test -d $(MODELS)/$(MODEL_NAME) || $(MAKE) train
 	cd go && go build -o $(GO_BIN)/ranker-load ./cmd/ranker-load
-	$(RANKER) bench-serving --model demo=$$(ls -d $(MODELS)/$(MODEL_NAME)/*/ | tail -1) \
-		--model stress=$(STRESS_MODEL) --test-model $(TEST_MODEL) --out data/bench
+	cd python && $(PY) -m benchmarks.serving \
+		--model demo=$$(ls -d $(abspath $(MODELS))/$(MODEL_NAME)/*/ | tail -1) \
+		--model stress=$(STRESS_MODEL) --out $(abspath data/bench)
 
 bench-pipeline: $(SETUP_STAMP) ## Rows/s and peak memory of data, features, training at 1M and 10M rows (~3 min)
-	$(RANKER) bench-pipeline --scale 2.78 --scale 27.8 --work data/bench
+	cd python && $(PY) -m benchmarks.pipeline_throughput --scale 2.78 --scale 27.8 --work $(abspath data/bench)
 
 $(PROMTOOL):
 	GOBIN=$(GO_BIN) go install github.com/prometheus/prometheus/cmd/promtool@v$(PROMETHEUS_VERSION)
@@ -144,14 +165,25 @@ deploy-check: $(SETUP_STAMP) $(PROMTOOL) ## Validate Dockerfiles, Kubernetes man
 	cd deploy/prometheus && $(PROMTOOL) test rules ranker-rules.test.yaml
 	$(PY) -c 'import json, sys; [json.load(open(p)) for p in sys.argv[1:]]' deploy/grafana/*.json
 
-lint: $(SETUP_STAMP) ## ruff, mypy, go vet, gofmt, buf lint
-	cd python && ../.venv/bin/ruff check --config pyproject.toml src tests ../tests
-	cd python && ../.venv/bin/ruff format --check --config pyproject.toml src tests ../tests
-	cd python && ../.venv/bin/mypy src tests
-	$(VENV)/bin/mypy --config-file python/pyproject.toml tests
-	cd go && go vet ./...
+$(BUF):
+	GOBIN=$(GO_BIN) go install github.com/bufbuild/buf/cmd/buf@v$(BUF_VERSION)
+
+$(GOLANGCI_LINT):
+	GOBIN=$(GO_BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v$(GOLANGCI_LINT_VERSION)
+
+PY_LINTED := src ranker_tests benchmarks ../tests
+
+lint: $(SETUP_STAMP) $(BUF) $(GOLANGCI_LINT) ## ruff, mypy, golangci-lint, gofmt, go mod tidy, buf lint and breaking (Go and Python only)
+	cd python && ../.venv/bin/ruff check --config pyproject.toml $(PY_LINTED)
+	cd python && ../.venv/bin/ruff format --check --config pyproject.toml $(PY_LINTED)
+	cd python && ../.venv/bin/mypy src ranker_tests benchmarks
+	cd python && ../.venv/bin/mypy --config-file pyproject.toml ../tests
+	cd go && $(GOLANGCI_LINT) run ./...
 	@test -z "$$(gofmt -l go/cmd go/internal)" || { gofmt -l go/cmd go/internal; exit 1; }
-	cd proto && npx --yes @bufbuild/buf@$(BUF_VERSION) lint
+	cd go && go mod tidy -diff
+	cd proto && $(BUF) lint
+	# Wire and source compatibility with the contract on the main branch.
+	cd proto && $(BUF) breaking --against '../.git#branch=main,subdir=proto'
 
 clean: ## Remove the environment, data, models and binaries
 	rm -rf $(VENV) data $(MODELS) go/bin

@@ -12,24 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ranker.cli import ort_library_path
-from ranker.data import WorldConfig, generate
-from ranker.pipeline import train_and_export
-from ranker.server_process import ServerProcess
-
-REPO = Path(__file__).resolve().parent.parent
-PARITY_REPORT: dict[str, float] = {}
-
-
-def record_parity(pair: str, max_abs_diff: float) -> None:
-    PARITY_REPORT[pair] = max(PARITY_REPORT.get(pair, 0.0), max_abs_diff)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if PARITY_REPORT:
-        terminalreporter.section("parity over gRPC: largest |difference| per pair")
-        for pair, diff in sorted(PARITY_REPORT.items()):
-            terminalreporter.write_line(f"{pair:<50} {diff:.3g}")
+from ranker.data.world import WorldConfig, generate
+from ranker.pipeline import ClickLogSource, train_and_export
+from ranker.serving.process import ServerProcess, ort_library_path
+from tests.support import REPO
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +43,7 @@ def model_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     if env := os.environ.get("RANKER_TEST_MODEL"):
         return Path(env)
     root = tmp_path_factory.mktemp("models")
-    return train_and_export(data_dir, root, "test", version="v1").export.directory
+    return train_and_export(ClickLogSource(data_dir), root, "test", version="v1").export.directory
 
 
 @pytest.fixture(scope="session")

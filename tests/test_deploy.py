@@ -5,23 +5,23 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 
-from ranker.client import RankerClient
-from ranker.server_process import ServerProcess
+from ranker.serving.client import RankerClient
+from ranker.serving.process import ServerProcess
 from ranker.v1 import ranking_service_pb2 as pb
-from tests.conftest import REPO
-from tests.test_operations import EXPERIMENT, add_version, experiment_server
+from tests.support import EXPERIMENT, REPO, add_version, experiment_server, scrape_metrics
 
 DEPLOY = REPO / "deploy"
 
+pytestmark = pytest.mark.e2e  # every test here runs the Go server binary
+
 
 def _served_metric_names(server: ServerProcess) -> set[str]:
-    with urllib.request.urlopen(server.metrics_url, timeout=5) as reply:
-        text = reply.read().decode()
+    text = scrape_metrics(server)
     return {m.group(1) for m in re.finditer(r"^# TYPE (\S+)", text, re.MULTILINE)}
 
 
@@ -70,7 +70,8 @@ def test_deployed_experiment_config_is_accepted_by_the_server(
     for name in {v["model"] for v in experiment["variants"]}:
         add_version(model_dir, root, name, "v1")
     with experiment_server(server_binary, root, config, ort_lib) as running:
-        assert '"experiment"' in running.log and experiment["name"] in running.log
+        assert '"experiment"' in running.log
+        assert experiment["name"] in running.log
 
 
 def test_deployment_args_are_server_flags(server_binary: Path) -> None:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ranker.server_process import ServerProcess
-from tests.conftest import REPO
+from ranker.serving.process import ServerProcess
+from tests.support import REPO
+
+pytestmark = pytest.mark.e2e  # every test here runs the Go server binary
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ranker import artifact
-from ranker.client import RankerClient, request_from_matrix
-from ranker.features import FEATURE_NAMES
-from ranker.server_process import ServerProcess
+from ranker.export import artifact
+from ranker.features.spec import FEATURE_NAMES
+from ranker.serving.client import RankerClient, request_from_matrix
+from ranker.serving.process import ServerProcess
+
+pytestmark = pytest.mark.e2e  # every test here runs the Go server binary
 
 
 def _copy(model_dir: Path, tmp_path: Path) -> Path:
@@ -74,7 +76,8 @@ def test_missing_library_is_a_clear_error(
         server_binary, model_dir, ort_lib=tmp_path / "nope.so", extra_args=["--backend=onnxruntime"]
     ).run_to_exit()
     assert code == 1
-    assert "onnxruntime library" in log and "nope.so" in log
+    assert "onnxruntime library" in log
+    assert "nope.so" in log
 
 
 def test_sigterm_drains_and_exits_cleanly(

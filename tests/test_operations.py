@@ -3,89 +3,34 @@ exposure logs read back by the Python side, Prometheus metrics."""
 
 from __future__ import annotations
 
-import json
-import re
-import shutil
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
 import lightgbm as lgb
-import numpy as np
 import polars as pl
 import pytest
 
-from ranker import artifact
-from ranker.client import RankerClient, request_from_matrix
-from ranker.export import export_model, onnx_scores, onnx_session
-from ranker.exposure import read_exposures, variant_counts
-from ranker.features import FEATURE_NAMES
-from ranker.server_process import ServerProcess
+from ranker.experiments.exposure import read_exposures, variant_counts
+from ranker.export import artifact
+from ranker.export.onnx import onnx_scores, onnx_session
+from ranker.features.spec import FEATURE_NAMES
+from ranker.serving.client import RankerClient, request_from_matrix
+from ranker.serving.process import ServerProcess
 from ranker.v1 import ranking_service_pb2 as pb
 from ranker.v1 import ranking_service_pb2_grpc as pb_grpc
+from tests.support import (
+    EXPERIMENT,
+    add_version,
+    experiment_server,
+    export_smaller,
+    golden_rows,
+    metric_value,
+    scrape_metrics,
+)
 
-
-def add_version(src: Path, root: Path, name: str, version: str, *, broken: bool = False) -> None:
-    """Publish a model version the way the export does: stage, then rename."""
-    staging = root / name / f".staging-{version}"
-    shutil.copytree(src, staging)
-    meta = json.loads((staging / artifact.METADATA_JSON).read_text())
-    meta["model_name"], meta["model_version"] = name, version
-    (staging / artifact.METADATA_JSON).write_text(json.dumps(meta))
-    if broken:
-        onnx = staging / artifact.MODEL_ONNX
-        onnx.write_bytes(onnx.read_bytes()[:1000])
-    staging.rename(root / name / version)
-
-
-def _rows(model_dir: Path, n: int = 20) -> np.ndarray:
-    lines = (model_dir / artifact.GOLDEN_JSONL).read_text().splitlines()[:n]
-    return np.array(
-        [[np.nan if v is None else v for v in json.loads(line)["features"]] for line in lines],
-        dtype=np.float32,
-    )
-
-
-def experiment_server(
-    binary: Path, root: Path, config: Path, ort_lib: Path, *extra_args: str
-) -> ServerProcess:
-    """The server over a model root with an experiment config (not started)."""
-    return ServerProcess(
-        binary,
-        None,
-        ort_lib=ort_lib,
-        extra_args=[f"--model-root={root}", f"--experiment-config={config}", *extra_args],
-    )
-
-
-def _series(text: str, name: str) -> str:
-    match = re.search(rf"^{name}\S* (\S+)$", text, re.M)
-    assert match, f"{name} not exported"
-    return match[1]
-
-
-def _metrics(server: ServerProcess) -> str:
-    with urllib.request.urlopen(server.metrics_url, timeout=5) as reply:
-        return str(reply.read().decode())
-
-
-def export_smaller(model_dir: Path, root: Path, name: str, version: str, trees: int) -> None:
-    """A genuinely different model: the first `trees` trees, exported for real."""
-    booster = lgb.Booster(model_file=model_dir / artifact.MODEL_TXT)
-    smaller = lgb.Booster(model_str=booster.model_to_string(num_iteration=trees))
-    rows = _rows(model_dir, 40)
-    export_model(
-        smaller,
-        models_root=root,
-        model_name=name,
-        feature_names=list(FEATURE_NAMES),
-        sample_rows=rows,
-        sample_queries=np.zeros(len(rows), np.int64),
-        training_summary={},
-        version=version,
-    )
+pytestmark = pytest.mark.e2e  # every test here runs the Go server binary
 
 
 def test_versions_swap_under_load_without_a_failed_request(
@@ -95,7 +40,7 @@ def test_versions_swap_under_load_without_a_failed_request(
     total = lgb.Booster(model_file=model_dir / artifact.MODEL_TXT).num_trees()
     trees = {"v1": total, "v2": max(1, total - 2), "v4": max(1, total - 4), "v5": max(1, total - 6)}
     export_smaller(model_dir, root, "news", "v1", trees["v1"])
-    rows = _rows(model_dir)
+    rows = golden_rows(model_dir, 20)
     ids = [f"c{i}" for i in range(len(rows))]
     seen: list[tuple[str, dict[str, float]]] = []
     errors: list[str] = []
@@ -136,12 +81,13 @@ def test_versions_swap_under_load_without_a_failed_request(
             t.join()
         with RankerClient(server.target) as client:
             info = client.model_info()
-        text = _metrics(server)
+        text = scrape_metrics(server)
     assert not errors, errors[:3]
     assert len(seen) > 100
     versions = [v for v, _ in seen]
     assert set(versions) <= set(trees), set(versions)
-    assert {"v1", "v5"} <= set(versions) and versions[-1] == "v5"
+    assert {"v1", "v5"} <= set(versions)
+    assert versions[-1] == "v5"
     # Every response was scored by the version it names.
     expected = {
         v: dict(
@@ -163,17 +109,6 @@ def test_versions_swap_under_load_without_a_failed_request(
     assert 'ranker_model_loads_total{model="news",result="loaded"} 4' in text
 
 
-EXPERIMENT = """
-experiment:
-  name: homepage
-  salt: test-salt
-  variants:
-    - {name: control, model: news, weight: 50}
-    - {name: treatment, model: news-b, weight: 50}
-  shadow: {model: news-b, max_in_flight: 2}
-"""
-
-
 def test_experiment_assigns_variants_logs_exposures_and_scores_shadows(
     server_binary: Path, model_dir: Path, ort_lib: Path, tmp_path: Path
 ) -> None:
@@ -182,7 +117,7 @@ def test_experiment_assigns_variants_logs_exposures_and_scores_shadows(
     export_smaller(model_dir, root, "news-b", "v7", 2)
     config = tmp_path / "experiment.yaml"
     config.write_text(EXPERIMENT)
-    rows = _rows(model_dir, 12)
+    rows = golden_rows(model_dir, 12)
     variants: dict[str, str] = {}
     server = experiment_server(
         server_binary, root, config, ort_lib, f"--exposure-dir={exposures}"
@@ -214,7 +149,7 @@ def test_experiment_assigns_variants_logs_exposures_and_scores_shadows(
             assert "experiment_variant" in err.value.details()
             channel.close()
         time.sleep(0.5)
-        text = _metrics(server)
+        text = scrape_metrics(server)
     finally:
         assert server.stop() == 0  # SIGTERM flushes the exposure log
         server.close()
@@ -226,9 +161,10 @@ def test_experiment_assigns_variants_logs_exposures_and_scores_shadows(
     shown = read_exposures(exposures).collect()
     assert shown.filter(pl.col("request_id") == "r0")["position"].to_list() == list(range(1, 13))
     # The shadow (a two-tree model) scored the control requests on the side.
-    count = float(_series(text, "ranker_shadow_rank_correlation_count"))
-    total = float(_series(text, "ranker_shadow_rank_correlation_sum"))
-    assert count > 0 and -1.0 <= total / count < 1.0
+    count = float(metric_value(text, "ranker_shadow_rank_correlation_count"))
+    total = float(metric_value(text, "ranker_shadow_rank_correlation_sum"))
+    assert count > 0
+    assert -1.0 <= total / count < 1.0
     assert (
         'ranker_requests_total{code="OK",method="Rank",model="news-b",variant="treatment"}' in text
     )
@@ -244,7 +180,7 @@ def test_metrics_expose_requests_latency_candidates_and_model_age(server: Server
                     candidates=[pb.Candidate(id="a", features=[8.0])],
                 )
             )
-    text = _metrics(server)
+    text = scrape_metrics(server)
     for series in (
         "ranker_requests_total",
         "ranker_request_duration_seconds_bucket",
@@ -270,7 +206,7 @@ def test_a_variant_can_hold_an_older_version_beside_the_newest(
         "    - {name: newest, model: news, weight: 50}\n"
         "    - {name: held, model: news, version: v1, weight: 50}\n"
     )
-    rows = _rows(model_dir, 6)
+    rows = golden_rows(model_dir, 6)
     seen = set()
     with (
         experiment_server(server_binary, root, config, ort_lib) as server,

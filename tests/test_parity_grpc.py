@@ -3,35 +3,30 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from ranker import artifact
-from ranker.client import RankerClient, request_from_matrix
-from ranker.server_process import ServerProcess
-from tests.conftest import record_parity
+from ranker.export import artifact
+from ranker.export.golden import GoldenRow, golden_matrix, read_golden
+from ranker.serving.client import RankerClient, request_from_matrix
+from ranker.serving.process import ServerProcess
+from ranker_tests.plugin import record_parity
+
+pytestmark = pytest.mark.e2e  # every test here runs the Go server binary
 
 # Rows per request; below the server's default candidate limit.
 CHUNK = 500
 
 
-def _golden(model_dir: Path) -> tuple[list[str], list[dict[str, object]]]:
-    meta = json.loads((model_dir / artifact.METADATA_JSON).read_text())
-    rows = [
-        json.loads(line) for line in (model_dir / artifact.GOLDEN_JSONL).read_text().splitlines()
-    ]
-    return meta["feature_names"], rows
+def _feature_names(model_dir: Path) -> list[str]:
+    names: list[str] = json.loads((model_dir / artifact.METADATA_JSON).read_text())["feature_names"]
+    return names
 
 
-def _serve_scores(
-    server: ServerProcess, names: list[str], rows: list[dict[str, object]]
-) -> list[float]:
-    matrix = np.array(
-        [[math.nan if v is None else v for v in r["features"]] for r in rows],  # type: ignore[attr-defined]
-        dtype=np.float32,
-    )
+def _serve_scores(server: ServerProcess, names: list[str], rows: list[GoldenRow]) -> list[float]:
+    matrix = golden_matrix(rows)
     scores: dict[str, float] = {}
     with RankerClient(server.target) as client:
         for start in range(0, len(rows), CHUNK):
@@ -49,38 +44,40 @@ def _serve_scores(
 def test_server_scores_equal_onnxruntime_python_and_match_lightgbm(
     server: ServerProcess, model_dir: Path
 ) -> None:
-    names, rows = _golden(model_dir)
+    names, rows = _feature_names(model_dir), read_golden(model_dir)
     served = np.array(_serve_scores(server, names, rows), dtype=np.float64)
-    onnx = np.array([r["onnx_score"] for r in rows], dtype=np.float64)
-    lgbm = np.array([r["lgbm_score"] for r in rows], dtype=np.float64)
+    onnx = np.array([r.onnx_score for r in rows], dtype=np.float64)
+    lgbm = np.array([r.lgbm_score for r in rows], dtype=np.float64)
     d_onnx, d_lgbm = np.abs(served - onnx), np.abs(served - lgbm)
     record_parity(f"Go server ({server.backend}) vs onnxruntime-Python", float(d_onnx.max()))
     record_parity(f"Go server ({server.backend}) vs LightGBM", float(d_lgbm.max()))
     assert len(rows) > 500
-    # onnxruntime: the same build, same float32 rows, one thread on each side.
-    # native: float32 comparisons and leaves added in tree order, like onnxruntime.
-    tolerance = artifact.ONNX_ONNX_ABS_TOL if server.backend == "onnxruntime" else 1e-5
-    assert d_onnx.max() <= tolerance, rows[int(d_onnx.argmax())]["case"]
-    assert d_lgbm.max() <= artifact.LGBM_ONNX_ABS_TOL, rows[int(d_lgbm.argmax())]["case"]
+    tolerance = (
+        artifact.ONNX_ONNX_ABS_TOL
+        if server.backend == "onnxruntime"
+        else artifact.NATIVE_ONNX_ABS_TOL
+    )
+    assert d_onnx.max() <= tolerance, rows[int(d_onnx.argmax())].case
+    assert d_lgbm.max() <= artifact.LGBM_ONNX_ABS_TOL, rows[int(d_lgbm.argmax())].case
 
 
 def test_server_ranks_each_real_impression_in_lightgbm_order(
     server: ServerProcess, model_dir: Path
 ) -> None:
-    names, rows = _golden(model_dir)
-    queries: dict[int, list[dict[str, object]]] = {}
-    for r in rows:
-        if r["case"] == "sample":
-            queries.setdefault(int(r["query"]), []).append(r)  # type: ignore[call-overload]
+    names = _feature_names(model_dir)
+    queries: dict[int, list[GoldenRow]] = {}
+    for r in read_golden(model_dir):
+        if r.case == "sample" and r.query is not None:
+            queries.setdefault(r.query, []).append(r)
     assert len(queries) >= 5
     compared = 0
     with RankerClient(server.target) as client:
         for q, members in queries.items():
-            matrix = np.array([m["features"] for m in members], dtype=np.float32)
+            matrix = golden_matrix(members)
             ids = [f"q{q}-{i}" for i in range(len(members))]
             response = client.rank(request_from_matrix(names, matrix, request_id=f"q{q}", ids=ids))
             served_order = [c.id for c in response.candidates]
-            lgbm = {ids[i]: float(m["lgbm_score"]) for i, m in enumerate(members)}  # type: ignore[arg-type]
+            lgbm = {ids[i]: m.lgbm_score for i, m in enumerate(members)}
             for hi, a in enumerate(served_order):
                 for b in served_order[hi + 1 :]:
                     # The server put a above b: LightGBM must not put b clearly above a.

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from ranker import artifact
-from ranker.client import RankerClient, request_from_matrix
-from ranker.features import CONTEXT_FEATURES, FEATURE_NAMES
-from ranker.server_process import ServerProcess
+from ranker.export import artifact
+from ranker.features.spec import CONTEXT_FEATURES, FEATURE_NAMES
+from ranker.serving.client import RankerClient, request_from_matrix
+from ranker.serving.process import ServerProcess
 from ranker.v1 import ranking_service_pb2 as pb
+from tests.support import golden_rows
 
-
-def _sample_rows(model_dir: Path) -> np.ndarray:
-    rows = [
-        json.loads(line) for line in (model_dir / artifact.GOLDEN_JSONL).read_text().splitlines()
-    ]
-    first = [r for r in rows if r["case"] == "sample"][:8]
-    return np.array(
-        [[math.nan if v is None else v for v in r["features"]] for r in first], dtype=np.float32
-    )
+pytestmark = pytest.mark.e2e  # every test here runs the Go server binary
 
 
 def test_health_reports_serving(server: ServerProcess) -> None:
@@ -59,7 +50,7 @@ def test_model_info_matches_metadata(server: ServerProcess, model_dir: Path) -> 
 
 
 def test_context_features_are_broadcast(server: ServerProcess, model_dir: Path) -> None:
-    rows = _sample_rows(model_dir)
+    rows = golden_rows(model_dir, 8, case="sample")
     n_ctx = len(CONTEXT_FEATURES)
     with RankerClient(server.target) as client:
         full = client.rank(request_from_matrix(FEATURE_NAMES, rows, request_id="full"))
@@ -74,7 +65,7 @@ def test_context_features_are_broadcast(server: ServerProcess, model_dir: Path) 
 
 
 def test_missing_feature_is_reported(server: ServerProcess, model_dir: Path) -> None:
-    rows = _sample_rows(model_dir)
+    rows = golden_rows(model_dir, 8, case="sample")
     with RankerClient(server.target) as client:
         response = client.rank(
             request_from_matrix(FEATURE_NAMES[:-1], rows[:, :-1], request_id="m")
@@ -109,7 +100,9 @@ def test_missing_feature_is_reported(server: ServerProcess, model_dir: Path) -> 
 def test_bad_requests_get_a_status_naming_the_field(
     server: ServerProcess, model_dir: Path, edit: object, code: grpc.StatusCode, field: str
 ) -> None:
-    request = request_from_matrix(FEATURE_NAMES, _sample_rows(model_dir), request_id="bad")
+    request = request_from_matrix(
+        FEATURE_NAMES, golden_rows(model_dir, 8, case="sample"), request_id="bad"
+    )
     edit(request)  # type: ignore[operator]
     with RankerClient(server.target) as client, pytest.raises(grpc.RpcError) as err:
         client.rank(request)

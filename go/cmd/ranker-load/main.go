@@ -31,5 +31,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "ranker-load:", err)
 		os.Exit(1)
 	}
-	json.NewEncoder(os.Stdout).Encode(result)
+	if err := json.NewEncoder(os.Stdout).Encode(result); err != nil {
+		fmt.Fprintln(os.Stderr, "ranker-load:", err)
+		os.Exit(1)
+	}
 }

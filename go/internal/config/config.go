@@ -71,7 +71,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may drain after SIGTERM")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
-		fmt.Fprintln(usage, "usage: ranker-server [flags]; every flag can also be set as RANKER_<FLAG>, e.g. RANKER_ORT_LIB")
+		_, _ = fmt.Fprintln(usage, "usage: ranker-server [flags]; every flag can also be set as RANKER_<FLAG>, e.g. RANKER_ORT_LIB")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

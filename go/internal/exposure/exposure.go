@@ -120,7 +120,7 @@ func (l *Log) openFile() error {
 	}
 	info, err := f.Stat()
 	if err != nil {
-		f.Close()
+		_ = f.Close() // nothing was written; the Stat error is the one to report
 		return fmt.Errorf("exposure log: %w", err)
 	}
 	l.file, l.size = f, info.Size()
@@ -133,7 +133,9 @@ func (l *Log) openFile() error {
 func (l *Log) rotate() error {
 	name := fmt.Sprintf("exposure-%s.jsonl", time.Now().UTC().Format("20060102T150405.000000000Z"))
 	renameErr := os.Rename(filepath.Join(l.dir, CurrentName), filepath.Join(l.dir, name))
-	l.file.Close()
+	// The new file is opened whatever the old one's Close says: run flushed
+	// the old one, and counted its records, just before.
+	_ = l.file.Close()
 	if err := l.openFile(); err != nil {
 		return err
 	}
@@ -148,7 +150,7 @@ func (l *Log) prune() {
 	old, _ := filepath.Glob(filepath.Join(l.dir, "exposure-*.jsonl"))
 	sort.Strings(old) // names sort by time
 	for len(old) > l.opts.MaxFiles {
-		os.Remove(old[0])
+		_ = os.Remove(old[0]) // best effort: the next rotation tries again
 		old = old[1:]
 	}
 }
@@ -168,9 +170,10 @@ func (l *Log) flush(records int) {
 			l.counters.Dropped()
 		}
 		// A short write left part of a record: cut it off so every line in
-		// the file stays whole, then start from a freshly opened file.
-		l.file.Truncate(before)
-		l.file.Close()
+		// the file stays whole, then start from a freshly opened file
+		// (whether or not the truncation and the close succeed).
+		_ = l.file.Truncate(before)
+		_ = l.file.Close()
 		if l.openFile() != nil {
 			l.file, _ = os.Open(os.DevNull)
 		}

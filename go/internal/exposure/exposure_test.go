@@ -33,7 +33,9 @@ func readAll(t *testing.T, dir string) []Record {
 			}
 			out = append(out, r)
 		}
-		f.Close()
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return out
 }
@@ -74,7 +76,9 @@ func TestFullBufferDropsInsteadOfBlocking(t *testing.T) {
 		l.Write(Record{RequestID: "r", Items: make([]Item, 50)})
 	}
 	elapsed := time.Since(start)
-	l.Close()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if c.dropped.Load() == 0 {
 		t.Error("10,000 writes into a one-record buffer dropped nothing")
 	}
@@ -129,7 +133,9 @@ func TestWriteAfterCloseIsDroppedNotAPanic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.Close()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
 	l.Write(Record{RequestID: "late"})
 	if c.dropped.Load() != 1 {
 		t.Errorf("dropped %d, want 1", c.dropped.Load())
@@ -147,12 +153,17 @@ func TestRotationRecoversWhenTheFileIsMovedAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Write(Record{RequestID: "first"})
-	time.Sleep(1500 * time.Millisecond)        // flushed by the ticker
-	os.Remove(filepath.Join(dir, CurrentName)) // a log shipper took it
+	time.Sleep(1500 * time.Millisecond) // flushed by the ticker
+	// A log shipper took it.
+	if err := os.Remove(filepath.Join(dir, CurrentName)); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 200 {
 		l.Write(Record{RequestID: fmt.Sprint(i), Items: make([]Item, 5)})
 	}
-	l.Close()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if got := len(readAll(t, dir)); got < 150 {
 		t.Errorf("only %d of 200 records survived the file being moved away (dropped %d)", got, c.dropped.Load())
 	}

@@ -18,7 +18,7 @@ import (
 	"time"
 )
 
-// Names of the files in a model version directory; python/src/ranker/artifact.py
+// Names of the files in a model version directory; python/src/ranker/export/artifact.py
 // writes the same names.
 const (
 	ModelONNX    = "model.onnx"
@@ -131,7 +131,7 @@ func CheckModelFeatureNames(dir string, meta *Metadata) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // opened read-only: Close cannot lose data
 	scanner := bufio.NewScanner(f)
 	scanner.Buffer(make([]byte, 1<<20), 1<<24)
 	for scanner.Scan() {
@@ -158,7 +158,7 @@ func fileSHA256(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // opened read-only: Close cannot lose data
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", err

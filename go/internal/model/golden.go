@@ -9,10 +9,11 @@ import (
 	"path/filepath"
 )
 
-// OnnxGoldenTolerance bounds |this server's score - onnxruntime-in-Python's
-// score| on a golden row. Both run the very same onnxruntime library on the
-// same float32 inputs, so they agree exactly in practice; 1e-6 allows for
-// nothing but a different summation order.
+// OnnxGoldenTolerance bounds |onnxruntime backend's score - onnxruntime-in-
+// Python's score| on a golden row. Both run the very same onnxruntime library
+// on the same float32 inputs, so they agree exactly in practice; 1e-6 allows
+// for nothing but a different summation order. The native backend is held to
+// NativeGoldenTolerance instead.
 const OnnxGoldenTolerance = 1e-6
 
 // GoldenRow is one line of golden.jsonl.
@@ -35,7 +36,7 @@ func ReadGolden(dir string, nFeatures int) ([]GoldenRow, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // opened read-only: Close cannot lose data
 	var rows []GoldenRow
 	scanner := bufio.NewScanner(f)
 	scanner.Buffer(make([]byte, 1<<20), 1<<24)

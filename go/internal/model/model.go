@@ -32,8 +32,11 @@ type LoadOptions struct {
 
 // Load opens a model version directory and refuses it unless its metadata
 // is consistent, its files match their checksums, and it scores its own
-// golden rows within OnnxGoldenTolerance. Every error names the file.
-// InitRuntime must have succeeded first for the onnxruntime backend.
+// golden rows: within the backend's tolerance of onnx_score
+// (NativeGoldenTolerance for the native evaluator, OnnxGoldenTolerance for
+// onnxruntime) and within parity.lgbm_onnx_abs_tol of lgbm_score. Every
+// error names the file. InitRuntime must have succeeded first for the
+// onnxruntime backend.
 func Load(dir string, opts LoadOptions) (*Model, error) {
 	logger := opts.Logger
 	if logger == nil {
@@ -53,29 +56,36 @@ func Load(dir string, opts LoadOptions) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	report, err := checkGolden(dir, meta, scorer, tolerance)
+	if err != nil {
+		_ = scorer.Close() // the model is refused; the check's error is the one to report
+		return nil, err
+	}
+	return &Model{Dir: dir, Meta: meta, Scorer: scorer, Golden: report}, nil
+}
+
+// checkGolden scores dir's golden rows with scorer and refuses the first row
+// over tolerance to onnx_score, then the first over the LightGBM tolerance.
+func checkGolden(dir string, meta *Metadata, scorer Scorer, tolerance float64) (GoldenReport, error) {
 	golden, err := ReadGolden(dir, len(meta.FeatureNames))
 	if err != nil {
-		scorer.Close()
-		return nil, err
+		return GoldenReport{}, err
 	}
 	report, err := ScoreGolden(scorer, golden, len(meta.FeatureNames), tolerance, meta.Parity.LGBMONNXAbsTol)
 	if err != nil {
-		scorer.Close()
-		return nil, fmt.Errorf("%s: scoring golden rows: %w", filepath.Join(dir, GoldenJSONL), err)
+		return GoldenReport{}, fmt.Errorf("%s: scoring golden rows: %w", filepath.Join(dir, GoldenJSONL), err)
 	}
 	if i := report.FirstMismatch; i >= 0 {
-		scorer.Close()
 		r := golden[i]
-		return nil, fmt.Errorf("%s: golden row %d (line %d, case %q) scores %.9g, expected %.9g (tolerance %g, %s): the model fails its own parity check",
+		return GoldenReport{}, fmt.Errorf("%s: golden row %d (line %d, case %q) scores %.9g, expected %.9g (tolerance %g, %s): the model fails its own parity check",
 			filepath.Join(dir, GoldenJSONL), r.Row, i+1, r.Case, report.Scores[i], r.ONNXScore, tolerance, scorer.Backend())
 	}
 	if i := report.FirstLGBMMismatch; i >= 0 {
-		scorer.Close()
 		r := golden[i]
-		return nil, fmt.Errorf("%s: golden row %d (line %d, case %q) scores %.9g, LightGBM %.9g (parity.lgbm_onnx_abs_tol %g): model.onnx does not reproduce model.txt",
+		return GoldenReport{}, fmt.Errorf("%s: golden row %d (line %d, case %q) scores %.9g, LightGBM %.9g (parity.lgbm_onnx_abs_tol %g): model.onnx does not reproduce model.txt",
 			filepath.Join(dir, GoldenJSONL), r.Row, i+1, r.Case, report.Scores[i], r.LGBMScore, meta.Parity.LGBMONNXAbsTol)
 	}
-	return &Model{Dir: dir, Meta: meta, Scorer: scorer, Golden: report}, nil
+	return report, nil
 }
 
 func newScorer(dir string, meta *Metadata, opts LoadOptions, logger *slog.Logger) (Scorer, float64, error) {

@@ -2,74 +2,102 @@ package model
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"ranker/internal/model/modeltest"
 )
 
-// testEnv returns the onnxruntime library and the model version directory
-// that `make test-go` provides: the library from the pinned wheel and a model
-// the Python pipeline has just trained and exported.
-func testEnv(t *testing.T) (lib, dir string) {
-	t.Helper()
-	lib, dir = os.Getenv("RANKER_ORT_LIB"), os.Getenv("RANKER_TEST_MODEL")
-	if lib == "" || dir == "" {
-		t.Fatal("RANKER_ORT_LIB and RANKER_TEST_MODEL must be set; run `make test-go`, which trains the test model and finds the library")
-	}
-	if err := InitRuntime(lib); err != nil {
-		t.Fatal(err)
-	}
-	return lib, dir
-}
-
+// backends lists each backend with the bound Load holds it to against the
+// onnx_score that onnxruntime in Python recorded for every golden row.
 var backends = []struct {
 	name      string
 	tolerance float64
-}{{BackendONNXRuntime, OnnxGoldenTolerance}, {BackendNative, NativeGoldenTolerance}}
+}{{BackendNative, NativeGoldenTolerance}, {BackendONNXRuntime, OnnxGoldenTolerance}}
 
-func TestLoadScoresGoldenRowsLikePython(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) { testGoldenRows(t, b.name, b.tolerance) })
+// batchTolerance bounds |score of a row alone - its score in a batch|: zero,
+// because each row's score is its own sum over the trees in tree order,
+// whatever else is in the batch.
+const batchTolerance = 0
+
+// eachFixtureAndBackend runs test as a subtest "<fixture>/<backend>" for every
+// fixture model and backend; the onnxruntime ones skip unless RANKER_ORT_LIB
+// is set (see modeltest.ORT).
+func eachFixtureAndBackend(t *testing.T, test func(t *testing.T, dir, backend string, tolerance float64)) {
+	for _, name := range modeltest.Names {
+		for _, b := range backends {
+			t.Run(name+"/"+b.name, func(t *testing.T) {
+				if b.name == BackendONNXRuntime {
+					modeltest.ORT(t, InitRuntime)
+				}
+				test(t, modeltest.Version(t, name), b.name, b.tolerance)
+			})
+		}
 	}
 }
 
-func testGoldenRows(t *testing.T, backend string, tolerance float64) {
-	_, dir := testEnv(t)
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func closeModel(t *testing.T, m *Model) {
+	t.Helper()
+	if err := m.Close(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestLoadScoresGoldenRowsLikePython(t *testing.T) {
+	eachFixtureAndBackend(t, testGoldenRows)
+}
+
+func testGoldenRows(t *testing.T, dir, backend string, tolerance float64) {
 	m, err := Load(dir, LoadOptions{Backend: backend, Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	must(t, err)
+	defer closeModel(t, m)
 	rows, err := ReadGolden(dir, len(m.Meta.FeatureNames))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Score again one row at a time: batching must not change a score.
+	must(t, err)
 	report := m.Golden
-	maxSingle := 0.0
-	out := make([]float32, 1)
-	for i, r := range rows {
-		if err := m.Scorer.Score(r.Features, 1, out); err != nil {
-			t.Fatal(err)
-		}
-		maxSingle = max(maxSingle, math.Abs(float64(out[0]-report.Scores[i])))
-	}
-	t.Logf("parity: %d golden rows; max |Go %s - Python onnxruntime| = %.3g; max |Go %s - LightGBM| = %.3g; max |single row - batch| = %.3g",
-		report.Rows, backend, report.MaxDiffONNX, backend, report.MaxDiffLGBM, maxSingle)
-	if report.MaxDiffONNX > tolerance {
-		t.Errorf("max diff to Python onnxruntime %g, want <= %g", report.MaxDiffONNX, tolerance)
+	if report.Rows != len(rows) || len(report.Scores) != len(rows) {
+		t.Fatalf("golden report covers %d rows (%d scores), golden.jsonl has %d", report.Rows, len(report.Scores), len(rows))
 	}
 	// LightGBM sums float64 leaves, onnxruntime float32 ones; the bound is
-	// written by the export (LGBM_ONNX_ABS_TOL in python/src/ranker/artifact.py).
+	// written by the export (LGBM_ONNX_ABS_TOL in python/src/ranker/export/artifact.py).
 	lgbmTolerance := m.Meta.Parity.LGBMONNXAbsTol
-	if report.MaxDiffLGBM > lgbmTolerance {
-		t.Errorf("max diff to LightGBM %g, want <= %g", report.MaxDiffLGBM, lgbmTolerance)
+	out := make([]float32, 1)
+	failures := 0
+	fail := func(format string, args ...any) {
+		if failures++; failures <= 10 {
+			t.Errorf(format, args...)
+		}
 	}
-	if maxSingle != 0 {
-		t.Errorf("single-row scores differ from batch scores by %g", maxSingle)
+	for i, r := range rows {
+		score := report.Scores[i]
+		// Every row, checked here rather than trusted to Load's own check.
+		if d := math.Abs(float64(score) - float64(r.ONNXScore)); !(d <= tolerance) {
+			fail("row %d (%s): %s scores %v, Python onnxruntime %v (diff %g > %g)", r.Row, r.Case, backend, score, r.ONNXScore, d, tolerance)
+		}
+		if d := math.Abs(float64(score) - r.LGBMScore); !(d <= lgbmTolerance) {
+			fail("row %d (%s): %s scores %v, LightGBM %v (diff %g > %g)", r.Row, r.Case, backend, score, r.LGBMScore, d, lgbmTolerance)
+		}
+		// Score again one row at a time: batching must not change a score.
+		must(t, m.Scorer.Score(r.Features, 1, out))
+		if d := math.Abs(float64(out[0]) - float64(score)); !(d <= batchTolerance) {
+			fail("row %d (%s): %v alone, %v in a batch", r.Row, r.Case, out[0], score)
+		}
 	}
+	if failures > 10 {
+		t.Errorf("... %d failures in all", failures)
+	}
+	t.Logf("%d golden rows; max |%s - Python onnxruntime| = %.3g (<= %g); max |%s - LightGBM| = %.3g (<= %g)",
+		report.Rows, backend, report.MaxDiffONNX, tolerance, backend, report.MaxDiffLGBM, lgbmTolerance)
 	cases := map[string]int{}
 	for _, r := range rows {
 		cases[r.Case]++
@@ -82,188 +110,159 @@ func testGoldenRows(t *testing.T, backend string, tolerance float64) {
 }
 
 func TestGoldenOrderMatchesLightGBMPerQuery(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) { testGoldenOrder(t, b.name) })
-	}
-}
-
-func testGoldenOrder(t *testing.T, backend string) {
-	_, dir := testEnv(t)
-	m, err := Load(dir, LoadOptions{Backend: backend, Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	rows, _ := ReadGolden(dir, len(m.Meta.FeatureNames))
-	byQuery := map[int64][]int{}
-	for i, r := range rows {
-		if r.Query != nil {
-			byQuery[*r.Query] = append(byQuery[*r.Query], i)
+	eachFixtureAndBackend(t, func(t *testing.T, dir, backend string, _ float64) {
+		m, err := Load(dir, LoadOptions{Backend: backend, Threads: 1})
+		must(t, err)
+		defer closeModel(t, m)
+		rows, err := ReadGolden(dir, len(m.Meta.FeatureNames))
+		must(t, err)
+		byQuery := map[int64][]int{}
+		for i, r := range rows {
+			if r.Query != nil {
+				byQuery[*r.Query] = append(byQuery[*r.Query], i)
+			}
 		}
-	}
-	compared := 0
-	for q, members := range byQuery {
-		for _, a := range members {
-			for _, b := range members {
-				if rows[a].LGBMScore-rows[b].LGBMScore > 2*m.Meta.Parity.LGBMONNXAbsTol { // not tied within tolerance
-					compared++
-					if !(m.Golden.Scores[a] > m.Golden.Scores[b]) {
-						t.Errorf("query %d: LightGBM ranks row %d above row %d, Go onnxruntime does not", q, rows[a].Row, rows[b].Row)
+		// Two LightGBM scores closer than twice the LightGBM tolerance may
+		// swap within it: only pairs further apart must keep their order.
+		gap := 2 * m.Meta.Parity.LGBMONNXAbsTol
+		compared := 0
+		for q, members := range byQuery {
+			for _, a := range members {
+				for _, b := range members {
+					if rows[a].LGBMScore-rows[b].LGBMScore > gap {
+						compared++
+						if !(m.Golden.Scores[a] > m.Golden.Scores[b]) {
+							t.Errorf("query %d: LightGBM ranks row %d above row %d, %s does not", q, rows[a].Row, rows[b].Row, backend)
+						}
 					}
 				}
 			}
 		}
-	}
-	if compared == 0 {
-		t.Fatal("no ordered pairs compared")
-	}
+		if compared == 0 {
+			t.Fatal("no ordered pairs compared")
+		}
+	})
 }
 
-// copyVersion copies a model version into a temp dir so a test can break it.
-func copyVersion(t *testing.T, src string) string {
+// rewriteGoldenField adds delta to a number in line (0-based) of golden.jsonl.
+func rewriteGoldenField(t *testing.T, dir string, line int, field string, delta float64) {
 	t.Helper()
-	dst := filepath.Join(t.TempDir(), "m", "v1")
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{ModelONNX, ModelTxt, MetadataJSON, GoldenJSONL} {
-		b, err := os.ReadFile(filepath.Join(src, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dst
-}
-
-func editMetadata(t *testing.T, dir string, edit func(map[string]any)) {
-	t.Helper()
-	path := filepath.Join(dir, MetadataJSON)
+	path := filepath.Join(dir, GoldenJSONL)
 	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	must(t, err)
+	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
+	var rec map[string]any
+	must(t, json.Unmarshal([]byte(lines[line]), &rec))
+	v, ok := rec[field].(float64)
+	if !ok {
+		t.Fatalf("%s line %d: %s is not a number", path, line+1, field)
 	}
-	var meta map[string]any
-	if err := json.Unmarshal(raw, &meta); err != nil {
-		t.Fatal(err)
-	}
-	edit(meta)
-	out, _ := json.Marshal(meta)
-	if err := os.WriteFile(path, out, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	rec[field] = v + delta
+	b, err := json.Marshal(rec)
+	must(t, err)
+	lines[line] = string(b)
+	must(t, os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
 }
 
 // setFeatureNames replaces the feature list and its hash together, as a
 // consistent but wrong export would.
-func setFeatureNames(m map[string]any, names []any) {
+func setFeatureNames(t *testing.T, m map[string]any, names []any) {
+	t.Helper()
 	strs := make([]string, len(names))
 	for i, n := range names {
-		strs[i] = n.(string)
+		s, ok := n.(string)
+		if !ok {
+			t.Fatalf("feature name %v is not a string", n)
+		}
+		strs[i] = s
 	}
 	m["feature_names"] = names
 	m["feature_hash"] = FeatureHash(strs)
 }
 
-// resealFile records a file's new checksum, as if the export had written it.
-func resealFile(t *testing.T, dir, name string) {
+func swapFirstFeatures(t *testing.T, m map[string]any) []any {
 	t.Helper()
-	sum, err := fileSHA256(filepath.Join(dir, name))
-	if err != nil {
-		t.Fatal(err)
+	names, ok := m["feature_names"].([]any)
+	if !ok || len(names) < 2 {
+		t.Fatalf("feature_names: %v", m["feature_names"])
 	}
-	editMetadata(t, dir, func(m map[string]any) {
-		m["files"].(map[string]any)[name] = map[string]any{"sha256": sum}
-	})
-}
-
-func rewriteGoldenScore(t *testing.T, dir string, line int, delta float64) {
-	t.Helper()
-	rewriteGoldenField(t, dir, line, "onnx_score", delta)
-}
-
-func rewriteGoldenField(t *testing.T, dir string, line int, field string, delta float64) {
-	t.Helper()
-	path := filepath.Join(dir, GoldenJSONL)
-	raw, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
-	var rec map[string]any
-	if err := json.Unmarshal([]byte(lines[line]), &rec); err != nil {
-		t.Fatal(err)
-	}
-	rec[field] = rec[field].(float64) + delta
-	b, _ := json.Marshal(rec)
-	lines[line] = string(b)
-	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	names[0], names[1] = names[1], names[0]
+	return names
 }
 
 func TestLoadRefusesBrokenVersions(t *testing.T) {
-	_, good := testEnv(t)
+	good := modeltest.News(t)
+	meta, err := ReadMetadata(good)
+	must(t, err)
+	golden, err := ReadGolden(good, len(meta.FeatureNames))
+	must(t, err)
+	const line = 3 // the golden line (0-based) the tests rewrite
+	if len(golden) <= line {
+		t.Fatalf("%d golden rows, the test rewrites line %d", len(golden), line+1)
+	}
+	rowName := fmt.Sprintf("golden row %d", golden[line].Row)
+	lineName := fmt.Sprintf("line %d", line+1)
+	writeGarbage := func(t *testing.T, dir string) {
+		must(t, os.WriteFile(filepath.Join(dir, ModelONNX), []byte("not a model"), 0o644))
+	}
 	tests := []struct {
 		name    string
 		breakIt func(t *testing.T, dir string)
 		want    []string // substrings the error must contain
 	}{
-		{"corrupted model.onnx", func(t *testing.T, dir string) {
-			os.WriteFile(filepath.Join(dir, ModelONNX), []byte("not a model"), 0o644)
-		}, []string{ModelONNX, "sha256"}},
+		{"corrupted model.onnx", writeGarbage, []string{ModelONNX, "sha256"}},
 		{"corrupted model.onnx with matching checksum", func(t *testing.T, dir string) {
-			os.WriteFile(filepath.Join(dir, ModelONNX), []byte("not a model"), 0o644)
-			resealFile(t, dir, ModelONNX)
+			writeGarbage(t, dir)
+			modeltest.Reseal(t, dir, ModelONNX)
 		}, []string{ModelONNX}},
 		{"missing metadata.json", func(t *testing.T, dir string) {
-			os.Remove(filepath.Join(dir, MetadataJSON))
+			must(t, os.Remove(filepath.Join(dir, MetadataJSON)))
 		}, []string{MetadataJSON, "no such file"}},
 		{"tampered golden.jsonl", func(t *testing.T, dir string) {
-			rewriteGoldenScore(t, dir, 3, 0.5)
+			rewriteGoldenField(t, dir, line, "onnx_score", 0.5)
 		}, []string{GoldenJSONL, "sha256"}},
 		{"golden.jsonl the model does not reproduce", func(t *testing.T, dir string) {
-			rewriteGoldenScore(t, dir, 3, 0.5)
-			resealFile(t, dir, GoldenJSONL)
-		}, []string{GoldenJSONL, "golden row 3", "line 4", "fails its own parity check"}},
+			rewriteGoldenField(t, dir, line, "onnx_score", 0.5)
+			modeltest.Reseal(t, dir, GoldenJSONL)
+		}, []string{GoldenJSONL, rowName, lineName, "fails its own parity check"}},
 		{"golden.jsonl whose LightGBM scores model.onnx does not reproduce", func(t *testing.T, dir string) {
-			rewriteGoldenField(t, dir, 3, "lgbm_score", 0.5)
-			resealFile(t, dir, GoldenJSONL)
-		}, []string{GoldenJSONL, "golden row 3", "does not reproduce model.txt"}},
+			rewriteGoldenField(t, dir, line, "lgbm_score", 0.5)
+			modeltest.Reseal(t, dir, GoldenJSONL)
+		}, []string{GoldenJSONL, rowName, lineName, "does not reproduce model.txt"}},
 		{"feature names reordered with a recomputed hash", func(t *testing.T, dir string) {
-			editMetadata(t, dir, func(m map[string]any) {
-				names := m["feature_names"].([]any)
-				names[0], names[1] = names[1], names[0]
-				setFeatureNames(m, names)
-			})
+			modeltest.EditMetadata(t, dir, func(m map[string]any) { setFeatureNames(t, m, swapFirstFeatures(t, m)) })
 		}, []string{ModelTxt, "differ from metadata.json"}},
 		{"feature hash mismatch", func(t *testing.T, dir string) {
-			editMetadata(t, dir, func(m map[string]any) { m["feature_hash"] = strings.Repeat("0", 64) })
+			modeltest.EditMetadata(t, dir, func(m map[string]any) { m["feature_hash"] = strings.Repeat("0", 64) })
 		}, []string{MetadataJSON, "feature_hash"}},
 		{"feature list changed under the hash", func(t *testing.T, dir string) {
-			editMetadata(t, dir, func(m map[string]any) {
-				names := m["feature_names"].([]any)
-				names[0], names[1] = names[1], names[0]
-			})
+			modeltest.EditMetadata(t, dir, func(m map[string]any) { swapFirstFeatures(t, m) })
 		}, []string{MetadataJSON, "does not match the feature names"}},
 		{"model input width differs from metadata", func(t *testing.T, dir string) {
 			path := filepath.Join(dir, ModelTxt)
-			raw, _ := os.ReadFile(path)
+			raw, err := os.ReadFile(path)
+			must(t, err)
 			text := strings.Replace(string(raw), "\nfeature_names=", "\nfeature_names=extra0 ", 1)
-			os.WriteFile(path, []byte(text), 0o644)
-			resealFile(t, dir, ModelTxt)
-			editMetadata(t, dir, func(m map[string]any) {
-				setFeatureNames(m, append([]any{"extra0"}, m["feature_names"].([]any)...))
+			must(t, os.WriteFile(path, []byte(text), 0o644))
+			modeltest.Reseal(t, dir, ModelTxt)
+			modeltest.EditMetadata(t, dir, func(m map[string]any) {
+				names, _ := m["feature_names"].([]any)
+				setFeatureNames(t, m, append([]any{"extra0"}, names...))
 			})
 		}, []string{ModelONNX, "input shape"}},
 	}
 	for _, b := range backends {
 		for _, tt := range tests {
 			t.Run(b.name+"/"+tt.name, func(t *testing.T) {
-				dir := copyVersion(t, good)
+				if b.name == BackendONNXRuntime {
+					modeltest.ORT(t, InitRuntime)
+				}
+				dir := filepath.Join(t.TempDir(), "m", "v1")
+				modeltest.CopyVersion(t, good, dir)
 				tt.breakIt(t, dir)
 				m, err := Load(dir, LoadOptions{Backend: b.name, Threads: 1})
 				if err == nil {
-					m.Close()
+					closeModel(t, m)
 					t.Fatal("Load accepted a broken model")
 				}
 				for _, want := range tt.want {
@@ -279,18 +278,16 @@ func TestLoadRefusesBrokenVersions(t *testing.T) {
 func TestResolveVersionDirPicksNewestAndSkipsStaging(t *testing.T) {
 	root := t.TempDir()
 	for _, d := range []string{"20260101T000000Z", "20260301T000000Z", ".staging-20270101T000000Z-1"} {
-		os.MkdirAll(filepath.Join(root, d), 0o755)
+		must(t, os.MkdirAll(filepath.Join(root, d), 0o755))
 	}
-	os.WriteFile(filepath.Join(root, "20260301T000000Z", MetadataJSON), []byte("{}"), 0o644)
+	must(t, os.WriteFile(filepath.Join(root, "20260301T000000Z", MetadataJSON), []byte("{}"), 0o644))
 	got, err := ResolveVersionDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	if want := filepath.Join(root, "20260301T000000Z"); got != want {
 		t.Errorf("got %v, want %v", got, want)
 	}
 	version := filepath.Join(root, "20260101T000000Z")
-	os.WriteFile(filepath.Join(version, ModelONNX), nil, 0o644)
+	must(t, os.WriteFile(filepath.Join(version, ModelONNX), nil, 0o644))
 	if got, _ := ResolveVersionDir(version); got != version {
 		t.Errorf("a version dir with model.onnx resolves to %v, want itself", got)
 	}
@@ -303,7 +300,7 @@ func TestResolveVersionDirPicksNewestAndSkipsStaging(t *testing.T) {
 }
 
 func TestFeatureHashMatchesPython(t *testing.T) {
-	// python -c "from ranker.artifact import feature_hash; print(feature_hash(['a','b']))"
+	// python -c "from ranker.export.artifact import feature_hash; print(feature_hash(['a','b']))"
 	const want = "7e18f737311b2dc3b2f269dd78396b0351f14fb66efa879f768cb23181883c78"
 	if got := FeatureHash([]string{"a", "b"}); got != want {
 		t.Errorf("got %v, want %v", got, want)

@@ -77,7 +77,8 @@ func NewONNXScorer(path, inputName string, nFeatures, threads int) (*ONNXScorer,
 	if err != nil {
 		return nil, fmt.Errorf("onnxruntime session options: %w", err)
 	}
-	defer opts.Destroy()
+	// Destroy releases the C object; it fails only for options never created.
+	defer func() { _ = opts.Destroy() }()
 	if err := opts.SetIntraOpNumThreads(threads); err != nil {
 		return nil, fmt.Errorf("onnxruntime intra-op threads: %w", err)
 	}
@@ -103,12 +104,12 @@ func (s *ONNXScorer) Score(rows []float32, n int, out []float32) error {
 	if err != nil {
 		return fmt.Errorf("score: input tensor: %w", err)
 	}
-	defer input.Destroy()
+	defer func() { _ = input.Destroy() }() // releases the C value; always nil
 	output, err := ort.NewTensor(ort.NewShape(int64(n), 1), out)
 	if err != nil {
 		return fmt.Errorf("score: output tensor: %w", err)
 	}
-	defer output.Destroy()
+	defer func() { _ = output.Destroy() }()
 	if err := s.session.Run([]ort.Value{input}, []ort.Value{output}); err != nil {
 		return fmt.Errorf("score: onnxruntime run: %w", err)
 	}

@@ -31,10 +31,12 @@ func benchModels(b *testing.B) [][2]string {
 }
 
 // BenchmarkScore scores batches of golden rows with each backend, on one
-// thread and on all cores, and reports rows/s.
+// thread and on all cores, and reports rows/s. It needs RANKER_BENCH_MODELS
+// and RANKER_ORT_LIB (see modeltest.ORT).
 func BenchmarkScore(b *testing.B) {
-	modeltest.Env(b)
-	for _, m := range benchModels(b) {
+	models := benchModels(b)
+	modeltest.ORT(b, model.InitRuntime)
+	for _, m := range models {
 		name, dir := m[0], m[1]
 		meta, err := model.ReadMetadata(dir)
 		if err != nil {
@@ -87,7 +89,9 @@ func BenchmarkScore(b *testing.B) {
 					})
 				}
 			}
-			ort.Close()
+			if err := ort.Close(); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 }

@@ -44,7 +44,9 @@ func (v *Version) retire() {
 	}
 }
 
-func (v *Version) closeNow() { v.close.Do(func() { v.Model.Close() }) }
+// closeNow releases the model once. Nothing can act on a failed release: the
+// version is out of service either way.
+func (v *Version) closeNow() { v.close.Do(func() { _ = v.Model.Close() }) }
 
 // Status is what GetModelInfo reports about a model name.
 type Status struct {
@@ -239,7 +241,7 @@ func (r *Registry) Pin(keep map[string][]string) error {
 			dir := filepath.Join(s.dir, version)
 			m, err := model.Load(dir, r.opts)
 			if err == nil && (m.Meta.ModelName != name || m.Meta.ModelVersion != version) {
-				m.Close()
+				_ = m.Close() // refused: the mismatch is the error to report
 				err = fmt.Errorf("%s: model_name %q and model_version %q, but it sits in %s/%s",
 					filepath.Join(dir, model.MetadataJSON), m.Meta.ModelName, m.Meta.ModelVersion, name, version)
 			}
@@ -357,20 +359,6 @@ func (r *Registry) discover() {
 	}
 	r.slots.Store(&next)
 	r.logger.Info("new model directories", "models", added)
-}
-
-// Watch polls every interval until stop is closed.
-func (r *Registry) Watch(interval time.Duration, stop <-chan struct{}) {
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-ticker.C:
-			r.Poll()
-		}
-	}
 }
 
 // Close releases every serving version (after their requests finish).
@@ -491,7 +479,7 @@ func (r *Registry) tryLoad(s *slot, dir string) error {
 	version := filepath.Base(dir)
 	m, err := model.Load(dir, r.opts)
 	if err == nil && !s.static && (m.Meta.ModelName != s.name || m.Meta.ModelVersion != version) {
-		m.Close()
+		_ = m.Close() // refused: the mismatch is the error to report
 		err = fmt.Errorf("%s: model_name %q and model_version %q, but it sits in %s/%s",
 			filepath.Join(dir, model.MetadataJSON), m.Meta.ModelName, m.Meta.ModelVersion, s.name, version)
 	}

@@ -1,9 +1,7 @@
 package registry_test
 
 import (
-	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -21,30 +19,24 @@ type events struct{ loaded, refused []string }
 func (e *events) Loaded(name, version string)  { e.loaded = append(e.loaded, name+"/"+version) }
 func (e *events) Refused(name, version string) { e.refused = append(e.refused, name+"/"+version) }
 
-// addVersion copies the test model into root/name/version, as an export
-// would write it (model_version in metadata.json matching the directory).
-func addVersion(t *testing.T, src, root, name, version string, broken ...bool) {
-	breakIt := len(broken) > 0 && broken[0]
+// addVersion copies the news fixture model into root/name/version, as an
+// export would write it: into a staging directory first, with model_name and
+// model_version in metadata.json matching where it lands. A broken version
+// has a truncated model.onnx (which its checksum catches).
+func addVersion(t *testing.T, root, name, version string, broken bool) {
 	t.Helper()
 	staging := filepath.Join(root, name, ".staging-"+version)
-	if err := os.MkdirAll(staging, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{model.ModelONNX, model.ModelTxt, model.MetadataJSON, model.GoldenJSONL} {
-		b, err := os.ReadFile(filepath.Join(src, f))
+	modeltest.CopyVersion(t, modeltest.News(t), staging)
+	modeltest.EditMetadata(t, staging, func(meta map[string]any) {
+		meta["model_name"], meta["model_version"] = name, version
+	})
+	if broken {
+		path := filepath.Join(staging, model.ModelONNX)
+		b, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		switch {
-		case f == model.MetadataJSON:
-			var meta map[string]any
-			json.Unmarshal(b, &meta)
-			meta["model_name"], meta["model_version"] = name, version
-			b, _ = json.Marshal(meta)
-		case f == model.ModelONNX && breakIt:
-			b = b[:len(b)/2]
-		}
-		if err := os.WriteFile(filepath.Join(staging, f), b, 0o644); err != nil {
+		if err := os.WriteFile(path, b[:len(b)/2], 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -56,7 +48,7 @@ func addVersion(t *testing.T, src, root, name, version string, broken ...bool) {
 func open(t *testing.T, root string, backend string, ev *events) *registry.Registry {
 	t.Helper()
 	r, err := registry.Open(registry.Config{Root: root}, model.LoadOptions{Backend: backend},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), ev)
+		slog.New(slog.DiscardHandler), ev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,45 +66,70 @@ func serving(t *testing.T, r *registry.Registry, name string) string {
 	return v.Model.Meta.ModelVersion
 }
 
+// Each backend: closing a replaced onnxruntime version under a running
+// request would make its Score fail, which the native backend (nothing to
+// close) cannot show; the swaps and refusals are the same for both.
 func TestNewVersionsSwapInAndBrokenOnesNeverServe(t *testing.T) {
-	_, src := modeltest.Env(t)
+	for _, backend := range []string{model.BackendNative, model.BackendONNXRuntime} {
+		t.Run(backend, func(t *testing.T) {
+			if backend == model.BackendONNXRuntime {
+				modeltest.ORT(t, model.InitRuntime)
+			}
+			testSwaps(t, backend)
+		})
+	}
+}
+
+func testSwaps(t *testing.T, backend string) {
 	root := t.TempDir()
-	addVersion(t, src, root, "news", "v1", false)
-	addVersion(t, src, root, "sport", "v1", false)
+	addVersion(t, root, "news", "v1", false)
+	addVersion(t, root, "sport", "v1", false)
 	ev := &events{}
-	r := open(t, root, model.BackendONNXRuntime, ev)
+	r := open(t, root, backend, ev)
 	if got := r.Names(); strings.Join(got, ",") != "news,sport" {
 		t.Fatalf("got models %v", got)
 	}
 
-	held, _ := r.Acquire("news") // a request in flight on v1
-	addVersion(t, src, root, "news", "v2", false)
+	held, err := r.Acquire("news") // a request in flight on v1
+	if err != nil {
+		t.Fatal(err)
+	}
+	addVersion(t, root, "news", "v2", false)
 	r.Poll()
 	if got := serving(t, r, "news"); got != "v2" {
 		t.Fatalf("after v2 appeared, serving %s", got)
 	}
 	// The request that started on v1 still scores on v1, then lets it go.
-	golden, _ := model.ReadGolden(src, len(held.Model.Meta.FeatureNames))
+	if got := held.Model.Meta.ModelVersion; got != "v1" {
+		t.Fatalf("the request held on v1 now sees %s", got)
+	}
+	golden, err := model.ReadGolden(held.Model.Dir, len(held.Model.Meta.FeatureNames))
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := make([]float32, 1)
 	if err := held.Model.Scorer.Score(golden[0].Features, 1, out); err != nil {
 		t.Fatalf("v1 was closed under a running request: %v", err)
 	}
 	held.Release()
 
-	addVersion(t, src, root, "news", "v3", true)
+	addVersion(t, root, "news", "v3", true)
 	r.Poll()
 	r.Poll() // a refused version is not retried
 	if got := serving(t, r, "news"); got != "v2" {
 		t.Fatalf("a broken v3 replaced v2: serving %s", got)
 	}
-	st, _ := r.Status("news")
+	st, err := r.Status("news")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if st.RefusedVersion != "v3" || !strings.Contains(st.RefusalReason, "model.onnx") {
 		t.Errorf("status: refused %q because %q, want v3 naming model.onnx", st.RefusedVersion, st.RefusalReason)
 	}
 	if strings.Join(ev.refused, ",") != "news/v3" {
 		t.Errorf("refusals recorded: %v", ev.refused)
 	}
-	addVersion(t, src, root, "news", "v4", false)
+	addVersion(t, root, "news", "v4", false)
 	r.Poll()
 	if got := serving(t, r, "news"); got != "v4" {
 		t.Fatalf("after v4 appeared, serving %s", got)
@@ -126,10 +143,9 @@ func TestNewVersionsSwapInAndBrokenOnesNeverServe(t *testing.T) {
 }
 
 func TestStartupSkipsABrokenNewestVersion(t *testing.T) {
-	_, src := modeltest.Env(t)
 	root := t.TempDir()
-	addVersion(t, src, root, "news", "v1", false)
-	addVersion(t, src, root, "news", "v2", true)
+	addVersion(t, root, "news", "v1", false)
+	addVersion(t, root, "news", "v2", true)
 	r := open(t, root, model.BackendNative, &events{})
 	if got := serving(t, r, "news"); got != "v1" {
 		t.Fatalf("serving %s, want v1", got)
@@ -140,11 +156,10 @@ func TestStartupSkipsABrokenNewestVersion(t *testing.T) {
 }
 
 func TestNoValidVersionIsAStartupError(t *testing.T) {
-	_, src := modeltest.Env(t)
 	root := t.TempDir()
-	addVersion(t, src, root, "news", "v1", true)
+	addVersion(t, root, "news", "v1", true)
 	_, err := registry.Open(registry.Config{Root: root}, model.LoadOptions{},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		slog.New(slog.DiscardHandler), nil)
 	if err == nil || !strings.Contains(err.Error(), "model.onnx") {
 		t.Fatalf("got %v, want a refusal naming model.onnx", err)
 	}
@@ -164,12 +179,11 @@ func TestVersionOrderIsNatural(t *testing.T) {
 }
 
 func TestNewModelsAppearAndMismatchedVersionsAreRefused(t *testing.T) {
-	_, src := modeltest.Env(t)
 	root := t.TempDir()
-	addVersion(t, src, root, "news", "v9")
+	addVersion(t, root, "news", "v9", false)
 	r := open(t, root, model.BackendNative, &events{})
-	addVersion(t, src, root, "news", "v10")
-	addVersion(t, src, root, "weather", "v1")
+	addVersion(t, root, "news", "v10", false)
+	addVersion(t, root, "weather", "v1", false)
 	r.Poll()
 	if got := serving(t, r, "news"); got != "v10" {
 		t.Errorf("after v10 appeared, serving %s", got)
@@ -178,18 +192,26 @@ func TestNewModelsAppearAndMismatchedVersionsAreRefused(t *testing.T) {
 		t.Errorf("a model added after startup serves %s", got)
 	}
 	// A directory whose metadata names another version is refused.
-	addVersion(t, src, root, "news", "v11")
-	meta := filepath.Join(root, "news", "v11", model.MetadataJSON)
-	raw, _ := os.ReadFile(meta)
-	os.WriteFile(meta, []byte(strings.Replace(string(raw), `"model_version":"v11"`, `"model_version":"v12"`, 1)), 0o644)
+	addVersion(t, root, "news", "v11", false)
+	v11 := filepath.Join(root, "news", "v11")
+	meta := filepath.Join(v11, model.MetadataJSON)
+	raw, err := os.ReadFile(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	modeltest.EditMetadata(t, v11, func(m map[string]any) { m["model_version"] = "v12" })
 	r.Poll()
 	if got := serving(t, r, "news"); got != "v10" {
 		t.Errorf("a mismatched v11 serves as %s", got)
 	}
 	// Fixed in place (metadata rewritten), it is tried again.
-	os.WriteFile(meta, raw, 0o644)
+	if err := os.WriteFile(meta, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	future := time.Now().Add(time.Minute)
-	os.Chtimes(meta, future, future)
+	if err := os.Chtimes(meta, future, future); err != nil {
+		t.Fatal(err)
+	}
 	r.Poll()
 	if got := serving(t, r, "news"); got != "v11" {
 		t.Errorf("after its metadata was fixed, serving %s, want v11", got)
@@ -197,9 +219,8 @@ func TestNewModelsAppearAndMismatchedVersionsAreRefused(t *testing.T) {
 }
 
 func TestAcquireAfterCloseFails(t *testing.T) {
-	_, src := modeltest.Env(t)
 	root := t.TempDir()
-	addVersion(t, src, root, "news", "v1")
+	addVersion(t, root, "news", "v1", false)
 	r := open(t, root, model.BackendNative, &events{})
 	r.Close()
 	if _, err := r.Acquire("news"); !errors.Is(err, registry.ErrClosed) {
@@ -208,10 +229,9 @@ func TestAcquireAfterCloseFails(t *testing.T) {
 }
 
 func TestPinnedVersionsServeBesideTheNewest(t *testing.T) {
-	_, src := modeltest.Env(t)
 	root := t.TempDir()
-	addVersion(t, src, root, "news", "v1")
-	addVersion(t, src, root, "news", "v2")
+	addVersion(t, root, "news", "v1", false)
+	addVersion(t, root, "news", "v2", false)
 	r := open(t, root, model.BackendNative, &events{})
 	if err := r.Pin(map[string][]string{"news": {"v1"}}); err != nil {
 		t.Fatal(err)
@@ -237,14 +257,13 @@ func TestPinnedVersionsServeBesideTheNewest(t *testing.T) {
 }
 
 func TestAPinOnTheServingVersionSurvivesTheNextSwap(t *testing.T) {
-	_, src := modeltest.Env(t)
 	root := t.TempDir()
-	addVersion(t, src, root, "news", "v1")
+	addVersion(t, root, "news", "v1", false)
 	r := open(t, root, model.BackendNative, &events{})
 	if err := r.Pin(map[string][]string{"news": {"v1"}}); err != nil {
 		t.Fatal(err)
 	}
-	addVersion(t, src, root, "news", "v2")
+	addVersion(t, root, "news", "v2", false)
 	r.Poll()
 	held, err := r.AcquireVersion("news", "v1")
 	if err != nil {

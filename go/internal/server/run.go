@@ -81,7 +81,11 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		defer exposures.Close()
+		defer func() {
+			if err := exposures.Close(); err != nil {
+				logger.Error("exposure log close failed", "error", err.Error())
+			}
+		}()
 	}
 	ranking := New(models, Options{Limits: Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures},
 		Metrics: m, Exposure: exposures}, logger)
@@ -98,7 +102,11 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer shutdownTracing(context.Background())
+	defer func() {
+		if err := shutdownTracing(context.Background()); err != nil {
+			logger.Warn("tracing shutdown failed", "error", err.Error())
+		}
+	}()
 	grpcServer := grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
 		grpc.StatsHandler(tracing.NewStatsHandler(tp)),
@@ -122,7 +130,11 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 			return fmt.Errorf("metrics listen %s: %w", cfg.MetricsListen, err)
 		}
 		metricsServer = &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		go metricsServer.Serve(metricsLis)
+		go func() {
+			if err := metricsServer.Serve(metricsLis); !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("metrics server stopped", "error", err.Error())
+			}
+		}()
 		logger.Info("metrics", "listen", metricsLis.Addr().String())
 	}
 
@@ -170,7 +182,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		grpcServer.Stop()
 	}
 	if metricsServer != nil {
-		metricsServer.Close()
+		_ = metricsServer.Close() // shutting down: its listener goes with the process
 	}
 	return nil
 }

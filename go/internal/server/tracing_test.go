@@ -14,15 +14,14 @@ import (
 )
 
 func TestRankIsTracedThroughEachStage(t *testing.T) {
-	reg, _, _, logger := testModels(t)
+	reg, m, _, logger := testModels(t)
 	spans := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
 	g := grpc.NewServer(grpc.StatsHandler(tracing.NewStatsHandler(tp)), grpc.ChainUnaryInterceptor(tracing.UnaryInterceptor))
 	rankerv1.RegisterRankingServiceServer(g, New(reg, Options{Limits: testLimits, Metrics: metrics.New()}, logger))
 	conn := serveInProcess(t, g)
-	st, _ := reg.Status("")
-	req := &rankerv1.RankRequest{FeatureNames: st.Serving.Meta.FeatureNames, Candidates: []*rankerv1.Candidate{
-		{Id: "a", Features: make([]float32, len(st.Serving.Meta.FeatureNames))}}}
+	req := &rankerv1.RankRequest{FeatureNames: m.Meta.FeatureNames, Candidates: []*rankerv1.Candidate{
+		{Id: "a", Features: make([]float32, len(m.Meta.FeatureNames))}}}
 	if _, err := rankerv1.NewRankingServiceClient(conn).Rank(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,8 @@
 // Package treeensemble compiles an ONNX tree ensemble (ai.onnx.ml
-// TreeEnsembleRegressor, or TreeEnsemble from opset 5) into flat arrays and scores rows with it in pure Go,
-// with onnxruntime's semantics: float32 comparisons in every node mode, the
-// missing-value track, per-leaf target weights, base values, SUM aggregation,
-// no post transform.
+// TreeEnsembleRegressor, or TreeEnsemble from ai.onnx.ml opset 5) into flat
+// arrays and scores rows with it in pure Go, with onnxruntime's semantics:
+// float32 comparisons in every node mode, the missing-value track, per-leaf
+// target weights, base values, SUM aggregation, no post transform.
 package treeensemble
 
 import (
@@ -60,8 +60,9 @@ func (e *Ensemble) NumTrees() int { return len(e.roots) }
 // NumFeatures is the input width.
 func (e *Ensemble) NumFeatures() int { return e.nFeatures }
 
-// Load reads an ONNX model whose graph is one TreeEnsembleRegressor (followed
-// by Identity nodes at most) over one float input of shape [batch, nFeatures].
+// Load reads an ONNX model whose graph is one ai.onnx.ml TreeEnsembleRegressor
+// or TreeEnsemble node (besides Identity nodes) over one float input of shape
+// [batch, nFeatures].
 func Load(path string, nFeatures int) (*Ensemble, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -103,7 +104,7 @@ func Load(path string, nFeatures int) (*Ensemble, error) {
 	}
 	compile := Compile
 	if ensemble.GetOpType() == "TreeEnsemble" {
-		compile = compileV5
+		compile = compileOpset5
 	}
 	e, err := compile(ensemble, nFeatures)
 	if err != nil {
@@ -308,9 +309,13 @@ func (e *Ensemble) choosePath() {
 	}
 }
 
-// WithoutFastPaths returns a copy that scores with the slower path named, so
-// tests can hold every path to onnxruntime on the same trees.
-func (e *Ensemble) WithoutFastPaths(path string) *Ensemble {
+// ForcePath returns a copy that scores with the named path (PathQuickScorer,
+// PathLockstep or PathWalk) instead of the fastest one, so tests can hold
+// every path to onnxruntime on the same trees. A path the trees do not fit
+// (QuickScorer past 64 leaves a tree, either fast path with a node mode other
+// than BRANCH_LEQ) is not forced: the copy scores with the fastest path that
+// fits and is no faster than the one named, so check Path.
+func (e *Ensemble) ForcePath(path string) *Ensemble {
 	c := *e
 	switch path {
 	case PathLockstep:

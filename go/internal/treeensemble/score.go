@@ -77,27 +77,7 @@ func (e *Ensemble) scoreRange(rows []float32, start, end int, out []float32) {
 	}
 }
 
-// sumLEQ is the common case (every split x <= t), without a mode switch.
-func (e *Ensemble) sumLEQ(block []float32, m int, sums []float32) {
-	f := e.nFeatures
-	feature, threshold, flags, left, right, leaf := e.feature, e.threshold, e.flags, e.left, e.right, e.leaf
-	for _, root := range e.roots {
-		for r := range m {
-			row := block[r*f : (r+1)*f]
-			i := root
-			for i >= 0 {
-				x := row[feature[i]]
-				if x <= threshold[i] || (x != x && flags[i]&missingTrue != 0) {
-					i = left[i]
-				} else {
-					i = right[i]
-				}
-			}
-			sums[r] += leaf[^i]
-		}
-	}
-}
-
+// sumGeneral walks every tree for each row of the block, in any node mode.
 func (e *Ensemble) sumGeneral(block []float32, m int, sums []float32) {
 	f := e.nFeatures
 	for _, root := range e.roots {

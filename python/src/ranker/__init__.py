@@ -1,5 +1,10 @@
-"""ranker: learning-to-rank for news personalization (features, training, export, client)."""
+"""ranker: learning-to-rank for news personalization.
 
-from ranker.features import CANDIDATE_FEATURES, CONTEXT_FEATURES, FEATURE_NAMES
+Subpackages follow the data flow, and each imports only the ones before it:
+data, features, training, evaluation, export, pipeline (which composes them),
+serving (the client), experiments, cli.
+"""
+
+from ranker.features.spec import CANDIDATE_FEATURES, CONTEXT_FEATURES, FEATURE_NAMES
 
 __all__ = ["CANDIDATE_FEATURES", "CONTEXT_FEATURES", "FEATURE_NAMES"]

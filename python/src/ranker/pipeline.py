@@ -1,101 +1,195 @@
-"""Data in, model version out: the steps `ranker train` runs."""
+"""Data in, model version out: the one path `ranker train` runs, for a click
+log (the news world or a publisher's own) and for LibSVM learning-to-rank files.
+
+Stage 6: it only composes the stages before it (data, features, training,
+evaluation, export).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
-from ranker.data import ClickLog
-from ranker.evaluate import Evaluation, evaluate, write_report
-from ranker.export import ExportResult, export_model
-from ranker.features import FEATURE_NAMES, build_features
-from ranker.train import DEFAULT_PARAMS, TrainResult, time_split, train, tune
+from ranker.evaluation.metrics import ndcg_summary
+from ranker.evaluation.report import Evaluation, evaluate, write_report
+from ranker.export.golden import GOLDEN_SAMPLE_QUERIES
+from ranker.export.version import ExportResult, export_model
+from ranker.features.build import feature_table
+from ranker.features.spec import FEATURE_NAMES
+from ranker.training.dataset import RankData, TimeSplit, time_split
+from ranker.training.lambdarank import (
+    DEFAULT_PARAMS,
+    DEFAULT_ROUNDS,
+    EVAL_AT,
+    Rounds,
+    TrainResult,
+    train,
+    tune,
+)
+from ranker.training.libsvm import libsvm_feature_names, max_feature_index, read_ltr
 
-# Real test-split rows written to golden.jsonl, whole impressions at a time so
-# that ranking order can be compared per query.
-GOLDEN_SAMPLE_QUERIES = 40
 REPORT_DIR = "report"
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a source gives the training path: rows of three time-ordered
+    splits, the feature names, and a description for metadata.json."""
+
+    feature_names: list[str]
+    train: RankData
+    valid: RankData
+    test: RankData
+    # The id of each test query (impression id for a click log, ordinal for files).
+    test_query_ids: npt.NDArray[np.int64]
+    summary: dict[str, Any]
+    # The click log's test split with every column, for the full evaluation
+    # (baselines need article age and popularity, the oracle true utility).
+    test_split: TimeSplit | None = None
+
+
+class Source(Protocol):
+    def load(self) -> TrainingData: ...
+
+
+@dataclass(frozen=True)
+class ClickLogSource:
+    """A click-log directory (articles.parquet, impressions.parquet)."""
+
+    data_dir: Path
+
+    def load(self) -> TrainingData:
+        table = feature_table(self.data_dir)
+        splits = time_split(table)
+        train_split, valid_split, test_split = splits
+        test_ids = (
+            test_split.table["impression_id"]
+            .unique(maintain_order=True)
+            .to_numpy()
+            .astype(np.int64)
+        )
+        return TrainingData(
+            feature_names=list(FEATURE_NAMES),
+            train=train_split.data,
+            valid=valid_split.data,
+            test=test_split.data,
+            test_query_ids=test_ids,
+            test_split=test_split,
+            summary={
+                "source": "click log",
+                "data_dir": str(self.data_dir),
+                "rows": table.height,
+                "queries": int(table["impression_id"].n_unique()),
+                "click_rate": float(table.select(pl.col("clicked").mean()).item()),
+                "time_range": [str(table["time"].min()), str(table["time"].max())],
+                "splits": {
+                    s.name: {
+                        "rows": s.table.height,
+                        "queries": int(s.table["impression_id"].n_unique()),
+                    }
+                    for s in splits
+                },
+            },
+        )
+
+
+@dataclass(frozen=True)
+class LibsvmSource:
+    """LibSVM/SVMlight files, one per split (`ranker.training.libsvm`)."""
+
+    train: Path
+    valid: Path
+    test: Path
+
+    def load(self) -> TrainingData:
+        paths = (self.train, self.valid, self.test)
+        n = max(max_feature_index(p) for p in paths)
+        train, valid, test = (read_ltr(p, n) for p in paths)
+        return TrainingData(
+            feature_names=libsvm_feature_names(n),
+            train=train,
+            valid=valid,
+            test=test,
+            test_query_ids=np.arange(test.groups.size, dtype=np.int64),
+            summary={
+                "source": "LibSVM learning-to-rank files",
+                "files": {
+                    "train": str(self.train),
+                    "valid": str(self.valid),
+                    "test": str(self.test),
+                },
+                "rows": {
+                    "train": int(train.labels.size),
+                    "valid": int(valid.labels.size),
+                    "test": int(test.labels.size),
+                },
+            },
+        )
 
 
 @dataclass(frozen=True)
 class TrainedVersion:
     result: TrainResult
-    evaluation: Evaluation
+    # NDCG@k on the test split, as LightGBM and as this project count it.
+    test_metrics: dict[str, float]
+    # The full evaluation with baselines; a click log's test split only.
+    evaluation: Evaluation | None
     export: ExportResult
 
 
-def feature_table(data_dir: Path) -> pl.DataFrame:
-    impressions, articles = ClickLog.scan(data_dir)
-    return build_features(impressions, articles)
-
-
 def train_and_export(
-    data_dir: Path,
+    source: Source,
     models_root: Path,
     model_name: str,
+    *,
     version: str | None = None,
     tune_trials: int = 0,
+    params: dict[str, Any] | None = None,
+    rounds: Rounds = DEFAULT_ROUNDS,
 ) -> TrainedVersion:
-    table = feature_table(data_dir)
-    splits = time_split(table)
-    train_split, valid_split, test = splits
-    params = dict(DEFAULT_PARAMS)
+    """Tune (optionally), train, evaluate on the test split, export a version."""
+    data = source.load()
+    names = data.feature_names
+    chosen = {**DEFAULT_PARAMS, **(params or {})}
     if tune_trials > 0:
-        params = tune(train_split.data, valid_split.data, list(FEATURE_NAMES), params, tune_trials)
-    result = train(splits, params)
-    evaluation = evaluate(test, result.booster, result.naive_booster)
-    queries = test.table["impression_id"].unique(maintain_order=True).head(GOLDEN_SAMPLE_QUERIES)
-    sample = test.table.filter(pl.col("impression_id").is_in(queries.implode()))
-    summary: dict[str, Any] = {
-        "source": "click log",
-        "data_dir": str(data_dir),
-        "rows": table.height,
-        "queries": int(table["impression_id"].n_unique()),
-        "click_rate": float(table.select(pl.col("clicked").mean()).item()),
-        "time_range": [str(table["time"].min()), str(table["time"].max())],
-        "splits": result.split_sizes,
+        chosen = tune(data.train, data.valid, names, chosen, tune_trials, rounds=rounds)
+    result = train(data.train, data.valid, names, chosen, rounds)
+    scores = np.asarray(result.booster.predict(data.test.features), np.float64)
+    test_metrics = ndcg_summary(data.test.labels, scores, data.test.groups, EVAL_AT)
+    evaluation = None
+    if data.test_split is not None:
+        evaluation = evaluate(data.test_split, result.booster, result.naive_booster)
+
+    # The first queries of the test split, whole, become the golden sample rows.
+    sample_groups = data.test.groups[:GOLDEN_SAMPLE_QUERIES]
+    n_sample = int(sample_groups.sum())
+    summary = data.summary | {
         "params": result.params,
         "tuned_trials": tune_trials,
         "best_iteration": result.best_iteration,
-        "position_debiasing": "LightGBM unbiased lambdarank (Dataset position)",
-        "metrics_test": evaluation.headline(),
     }
+    if result.position_debiased:
+        summary["position_debiasing"] = "LightGBM unbiased lambdarank (Dataset position)"
+    summary["metrics_test"] = evaluation.headline() if evaluation is not None else test_metrics
+
+    def write_extras(staging: Path) -> None:
+        if evaluation is not None:
+            write_report(evaluation, staging / REPORT_DIR, f"Evaluation of {model_name}")
+
     exported = export_model(
         result.booster,
         models_root=models_root,
         model_name=model_name,
-        feature_names=list(FEATURE_NAMES),
-        sample_rows=sample.select(FEATURE_NAMES).to_numpy().astype(np.float32),
-        sample_queries=sample["impression_id"].to_numpy().astype(np.int64),
+        feature_names=names,
+        sample_rows=data.test.features[:n_sample],
+        sample_queries=np.repeat(data.test_query_ids[: sample_groups.size], sample_groups),
         training_summary=summary,
         version=version,
-        write_extras=lambda staging: _write_report(evaluation, staging, model_name),
+        write_extras=write_extras,
     )
-    return TrainedVersion(result=result, evaluation=evaluation, export=exported)
-
-
-def _write_report(evaluation: Evaluation, version_dir: Path, model_name: str) -> None:
-    write_report(evaluation, version_dir / REPORT_DIR, f"Evaluation of {model_name}")
-
-
-def summary_table(evaluation: Evaluation) -> str:
-    """The headline numbers `ranker train` prints."""
-    shown = ("model", "model_naive", "most_popular", "most_recent", "random", "oracle")
-    lines = [
-        f"{'test split':<14} {'NDCG@5':>8} {'NDCG@10':>8} {'MRR':>7} {'AUC':>7} {'util@10':>8}"
-    ]
-    for ranker in shown:
-        v = [
-            evaluation.value(ranker, m)
-            for m in ("ndcg@5", "ndcg@10", "mrr", "auc", "utility_ndcg@10")
-        ]
-        lines.append(
-            f"{ranker:<14} {v[0]:>8.4f} {v[1]:>8.4f} {v[2]:>7.4f} {v[3]:>7.4f} {v[4]:>8.4f}"
-        )
-    gain = evaluation.value("model", "ndcg@10") - evaluation.value("most_popular", "ndcg@10")
-    lines.append(f"model - most popular, NDCG@10: {gain:+.4f}")
-    return "\n".join(lines)
+    return TrainedVersion(result, test_metrics, evaluation, exported)

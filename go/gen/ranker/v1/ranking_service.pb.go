@@ -27,7 +27,8 @@ type RankRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Caller's id for this request, echoed in the response and the logs.
 	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	// Stable id of the reader; used for logs and, later, experiment assignment.
+	// Stable id of the reader: logs, and the hash that assigns an experiment
+	// variant (required while an experiment runs).
 	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Names of the per-candidate features, in the order of Candidate.features.
 	// Declared once per request; names the model does not use are ignored and

@@ -1,0 +1,312 @@
+"""`make bench`: kernel and server benchmarks in one run, with ratios to baselines.
+
+Kernel: Go testing.B over each scoring backend (native Go, onnxruntime through
+cgo), one thread and all cores, batches of 1, 100 and 1000 rows. Server: the
+Go server on each backend and the Python baseline server (grpcio +
+onnxruntime) on loopback, driven by the Go load generator: a closed loop for
+the maximum throughput, then an open loop at half of it for latency. Absolute
+numbers drift on a shared machine, so every figure is also given as a ratio
+to its baseline measured minutes apart in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.machine import DEFAULT_OUT, PYTHON_DIR, describe
+from ranker.serving.process import ServerProcess, free_port, ort_library_path
+
+CANDIDATES = (100, 1000)
+CLOSED_LOOP_CONCURRENCY = 8
+OPEN_LOOP_WORKERS = 32
+PHASE_SECONDS = 6
+BENCH_LINE = re.compile(
+    r"^BenchmarkScore/model=(\S+?)/backend=(\S+?)/threads=(\d+)/batch=(\d+)-\d+"
+    r"\s+\d+\s+[\d.]+ ns/op\s+([\d.e+]+) rows/s"
+)
+
+
+@dataclass(frozen=True)
+class Tools:
+    repo: Path
+    server: Path
+    load: Path
+    ort_lib: Path
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+def kernel_benchmarks(tools: Tools, models: dict[str, Path]) -> list[dict[str, Any]]:
+    env = {
+        **os.environ,
+        "RANKER_ORT_LIB": str(tools.ort_lib),
+        "RANKER_BENCH_MODELS": ",".join(f"{k}={v}" for k, v in models.items()),
+    }
+    out = subprocess.run(
+        [
+            "go",
+            "test",
+            "-run",
+            "^$",
+            "-bench",
+            "BenchmarkScore",
+            "-benchtime",
+            "1s",
+            "./internal/model/",
+        ],
+        cwd=tools.repo / "go",
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = []
+    for line in out.splitlines():
+        if m := BENCH_LINE.match(line):
+            rows.append(
+                {
+                    "model": m[1],
+                    "backend": m[2],
+                    "threads": int(m[3]),
+                    "batch": int(m[4]),
+                    "rows_per_second": float(m[5]),
+                }
+            )
+    if not rows:
+        raise RuntimeError(f"no benchmark lines in go test output:\n{out}")
+    return rows
+
+
+def _rss_mb(pid: int) -> dict[str, float]:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) / 1024
+    return {"rss_mb": out.get("VmRSS", 0.0), "peak_rss_mb": out.get("VmHWM", 0.0)}
+
+
+def _load(tools: Tools, target: str, model: Path, candidates: int, rate: float) -> dict[str, Any]:
+    workers = OPEN_LOOP_WORKERS if rate else CLOSED_LOOP_CONCURRENCY
+    out = subprocess.run(
+        [
+            str(tools.load),
+            f"--target={target}",
+            f"--model={model}",
+            f"--candidates={candidates}",
+            f"--concurrency={workers}",
+            f"--duration={PHASE_SECONDS}s",
+            f"--rate={rate}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def _python_baseline(tools: Tools, model: Path) -> tuple[subprocess.Popen[bytes], str]:
+    target = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.baseline_server",
+            f"--model={model}",
+            f"--listen={target}",
+        ],
+        cwd=PYTHON_DIR,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(3.0)  # imports and session creation
+    return proc, target
+
+
+def server_benchmarks(tools: Tools, models: dict[str, Path]) -> list[dict[str, Any]]:
+    results = []
+    for model_name, model in models.items():
+        for server in ("go-native", "go-onnxruntime", "python-baseline"):
+            if server == "python-baseline":
+                proc, target = _python_baseline(tools, model)
+                pid = proc.pid
+                go = None
+            else:
+                go = ServerProcess(
+                    tools.server,
+                    model,
+                    ort_lib=tools.ort_lib,
+                    extra_args=[f"--backend={server.removeprefix('go-')}", "--log-level=warn"],
+                ).start()
+                target, pid = go.target, go._proc.pid  # type: ignore[union-attr]
+            try:
+                for candidates in CANDIDATES:
+                    peak = _load(tools, target, model, candidates, 0)
+                    half = _load(tools, target, model, candidates, peak["requests_per_second"] / 2)
+                    results.append(
+                        {
+                            "model": model_name,
+                            "server": server,
+                            "candidates": candidates,
+                            "max": peak,
+                            "half_load": half,
+                            **_rss_mb(pid),
+                        }
+                    )
+                    print(
+                        f"{model_name} {server} {candidates}: "
+                        f"{peak['candidates_per_second']:,.0f} candidates/s; at half load "
+                        f"p50 {half['p50_ms']} ms p99 {half['p99_ms']} ms",
+                        file=sys.stderr,
+                    )
+            finally:
+                if go is not None:
+                    go.stop()
+                    go.close()
+                else:
+                    proc.terminate()
+                    proc.wait()
+    return results
+
+
+def ratios(kernel: list[dict[str, Any]], servers: list[dict[str, Any]]) -> dict[str, Any]:
+    def rate(model: str, backend: str, threads: int, batch: int) -> float:
+        return float(
+            next(
+                r["rows_per_second"]
+                for r in kernel
+                if (r["model"], r["backend"], r["threads"], r["batch"])
+                == (model, backend, threads, batch)
+            )
+        )
+
+    out: dict[str, Any] = {"kernel_native_over_onnxruntime": {}, "server_over_python": {}}
+    for r in kernel:
+        if r["backend"] == "native":
+            key = f"{r['model']}/threads={r['threads']}/batch={r['batch']}"
+            out["kernel_native_over_onnxruntime"][key] = r["rows_per_second"] / rate(
+                r["model"], "onnxruntime", r["threads"], r["batch"]
+            )
+    for s in servers:
+        base = next(
+            b
+            for b in servers
+            if b["model"] == s["model"]
+            and b["candidates"] == s["candidates"]
+            and b["server"] == "python-baseline"
+        )
+        key = f"{s['model']}/{s['server']}/candidates={s['candidates']}"
+        out["server_over_python"][key] = (
+            s["max"]["candidates_per_second"] / base["max"]["candidates_per_second"]
+        )
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        "# ranker benchmarks",
+        "",
+        f"Commit `{report['commit']}`, {report['time']}. Machine: {m['cpu']}, {m['cores']} cores, "
+        f"{m['memory_gb']} GB, {m['platform']}.",
+        "",
+        "## Scoring kernel (Go testing.B, rows/s)",
+        "",
+        "| model | threads | batch | native Go | onnxruntime (cgo) | native / onnxruntime |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    ratio = report["ratios"]["kernel_native_over_onnxruntime"]
+    for r in report["kernel"]:
+        if r["backend"] != "native":
+            continue
+        ort = next(
+            o
+            for o in report["kernel"]
+            if o["backend"] == "onnxruntime"
+            and (o["model"], o["threads"], o["batch"]) == (r["model"], r["threads"], r["batch"])
+        )
+        key = f"{r['model']}/threads={r['threads']}/batch={r['batch']}"
+        lines.append(
+            f"| {r['model']} | {r['threads']} | {r['batch']} | {r['rows_per_second']:,.0f} | "
+            f"{ort['rows_per_second']:,.0f} | {ratio[key]:.2f}x |"
+        )
+    lines += [
+        "",
+        f"## Server over gRPC on loopback (closed loop, {CLOSED_LOOP_CONCURRENCY} in flight, "
+        f"{PHASE_SECONDS} s; latency in an open loop at half that rate)",
+        "",
+        "| model | server | candidates | requests/s | candidates/s | vs Python | p50 ms | p99 ms | "
+        "p99/p50 | RSS MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    sratio = report["ratios"]["server_over_python"]
+    for s in report["servers"]:
+        key = f"{s['model']}/{s['server']}/candidates={s['candidates']}"
+        h, peak = s["half_load"], s["max"]
+        lines.append(
+            f"| {s['model']} | {s['server']} | {s['candidates']} | "
+            f"{peak['requests_per_second']:,.0f} | {peak['candidates_per_second']:,.0f} | "
+            f"{sratio[key]:.2f}x | {h['p50_ms']:.2f} | {h['p99_ms']:.2f} | "
+            f"{h['p99_ms'] / max(h['p50_ms'], 1e-9):.2f} | {s['peak_rss_mb']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(tools: Tools, models: dict[str, Path], out_dir: Path) -> dict[str, Any]:
+    kernel = kernel_benchmarks(tools, models)
+    servers = server_benchmarks(tools, models)
+    report = {
+        "commit": _git(tools.repo, "rev-parse", "--short", "HEAD")
+        + ("-dirty" if _git(tools.repo, "status", "--porcelain", "--untracked-files=no") else ""),
+        "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": describe(),
+        "kernel": kernel,
+        "servers": servers,
+    }
+    report["ratios"] = ratios(kernel, servers)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out_dir / "bench.md").write_text(markdown(report))
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks.serving", description=__doc__)
+    parser.add_argument(
+        "--model", action="append", required=True, help="name=version-dir, repeatable"
+    )
+    parser.add_argument("--repo", type=Path, default=PYTHON_DIR.parent, help="the repository")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    repo = args.repo.resolve()
+    tools = Tools(
+        repo=repo,
+        server=repo / "go/bin/ranker-server",
+        load=repo / "go/bin/ranker-load",
+        ort_lib=ort_library_path(),
+    )
+    models = dict(item.split("=", 1) for item in args.model)
+    report = run(tools, {k: Path(v).resolve() for k, v in models.items()}, args.out)
+    print(markdown(report))
+    print(f"written to {args.out}/bench.md and bench.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

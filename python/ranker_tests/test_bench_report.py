@@ -1,0 +1,68 @@
+"""The benchmark report: parsing Go benchmark output, ratios, the Markdown table."""
+
+from __future__ import annotations
+
+from benchmarks.serving import BENCH_LINE, markdown, ratios
+
+
+def _server(name: str, candidates: int, rate: float) -> dict[str, object]:
+    run = {
+        "requests_per_second": rate / candidates,
+        "candidates_per_second": rate,
+        "p50_ms": 2.0,
+        "p99_ms": 5.0,
+    }
+    return {
+        "model": "demo",
+        "server": name,
+        "candidates": candidates,
+        "max": run,
+        "half_load": run,
+        "rss_mb": 30.0,
+        "peak_rss_mb": 31.0,
+    }
+
+
+def test_go_benchmark_lines_parse() -> None:
+    line = (
+        "BenchmarkScore/model=stress/backend=native/threads=1/batch=1000-2   \t     183\t"
+        "  12702614 ns/op\t     78724 rows/s"
+    )
+    m = BENCH_LINE.match(line)
+    assert m is not None
+    assert (m[1], m[2], m[3], m[4], float(m[5])) == ("stress", "native", "1", "1000", 78724.0)
+    assert BENCH_LINE.match("BenchmarkRank/candidates=100-2  1  2 ns/op") is None
+
+
+def test_ratios_and_table_compare_each_figure_with_its_baseline() -> None:
+    kernel = [
+        {
+            "model": "stress",
+            "backend": "native",
+            "threads": 1,
+            "batch": 1000,
+            "rows_per_second": 80.0,
+        },
+        {
+            "model": "stress",
+            "backend": "onnxruntime",
+            "threads": 1,
+            "batch": 1000,
+            "rows_per_second": 40.0,
+        },
+    ]
+    servers = [_server("go-native", 1000, 600.0), _server("python-baseline", 1000, 100.0)]
+    r = ratios(kernel, servers)
+    assert r["kernel_native_over_onnxruntime"] == {"stress/threads=1/batch=1000": 2.0}
+    assert r["server_over_python"]["demo/go-native/candidates=1000"] == 6.0
+    report = {
+        "commit": "abc",
+        "time": "t",
+        "kernel": kernel,
+        "servers": servers,
+        "ratios": r,
+        "machine": {"cpu": "cpu", "cores": 2, "memory_gb": 1.0, "platform": "p"},
+    }
+    text = markdown(report)
+    assert "| stress | 1 | 1000 | 80 | 40 | 2.00x |" in text
+    assert "| demo | go-native | 1000 | 1 | 600 | 6.00x | 2.00 | 5.00 | 2.50 | 31 |" in text

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from ranker.experiments.exposure import read_exposures, training_rows, variant_counts
+
+T0 = datetime(2026, 11, 25, 8, tzinfo=UTC)
+
+
+def _write(directory: Path) -> None:
+    records = [
+        ("r1", "u1", "control", "v1", ["a", "b", "c"]),
+        ("r2", "u2", "treatment", "v2", ["b", "a"]),
+        ("r3", "u1", "control", "v1", ["c", "a"]),
+    ]
+    lines = [
+        json.dumps(
+            {
+                "time": (T0 + timedelta(minutes=i)).isoformat().replace("+00:00", "Z"),
+                "request_id": rid,
+                "user_id": uid,
+                "experiment": "home",
+                "variant": variant,
+                "model": "demo",
+                "model_version": version,
+                "items": [
+                    {"id": a, "position": p + 1, "score": 1.0 - p / 10} for p, a in enumerate(ids)
+                ],
+            }
+        )
+        for i, (rid, uid, variant, version, ids) in enumerate(records)
+    ]
+    (directory / "exposure-20261125T080000Z.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    (directory / "exposure.jsonl").write_text(lines[2] + "\n")
+
+
+def test_counts_per_variant_span_rotated_files(tmp_path: Path) -> None:
+    _write(tmp_path)
+    counts = variant_counts(read_exposures(tmp_path))
+    control = counts.filter(pl.col("variant") == "control").row(0, named=True)
+    assert (control["requests"], control["users"], control["candidates_shown"]) == (2, 1, 5)
+    treatment = counts.filter(pl.col("variant") == "treatment").row(0, named=True)
+    assert (treatment["requests"], treatment["candidates_shown"], treatment["model_version"]) == (
+        1,
+        2,
+        "v2",
+    )
+
+
+def test_clicks_label_the_shown_candidates(tmp_path: Path) -> None:
+    _write(tmp_path)
+    clicks = pl.LazyFrame(
+        {
+            "request_id": ["r1", "r2", "r3"],
+            "article_id": ["b", "a", "zzz"],
+            "time": [
+                T0 + timedelta(seconds=30),
+                T0 + timedelta(minutes=1, seconds=5),
+                T0 + timedelta(minutes=3),
+            ],
+        },
+        schema={"request_id": pl.String, "article_id": pl.String, "time": pl.Datetime("us", "UTC")},
+    )
+    rows = training_rows(read_exposures(tmp_path), clicks)
+    assert rows.height == 7  # every shown candidate once
+    labelled = {
+        (r["request_id"], r["article_id"]): r["clicked"] for r in rows.iter_rows(named=True)
+    }
+    assert labelled[("r1", "b")] == 1
+    assert labelled[("r2", "a")] == 1
+    assert sum(labelled.values()) == 2  # a click on something never shown labels nothing
+    first = rows.filter(pl.col("request_id") == "r1").sort("position")
+    assert first["article_id"].to_list() == ["a", "b", "c"]
+    assert set(rows["variant"].unique()) == {"control", "treatment"}
+
+
+def test_a_line_still_being_written_is_left_for_later(tmp_path: Path) -> None:
+    _write(tmp_path)
+    with (tmp_path / "exposure.jsonl").open("a") as f:
+        f.write('{"time": "2026-11-25T09:00:00Z", "request_id": "r4", "us')
+    counts = variant_counts(read_exposures(tmp_path))
+    assert int(counts["requests"].sum()) == 3

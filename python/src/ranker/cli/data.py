@@ -1,0 +1,32 @@
+"""`ranker data`: write the synthetic news world's click log."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ranker.data.world import WorldConfig, generate
+
+
+def _data(args: argparse.Namespace) -> int:
+    config = WorldConfig(seed=args.seed).scaled(args.scale)
+    log = generate(config)
+    log.write(args.out)
+    print(
+        f"wrote {log.impressions.height:,} impression rows ({config.n_impressions:,} page views "
+        f"of {config.n_users:,} readers) and {log.articles.height:,} articles to {args.out}"
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("data", help="write the synthetic click log (Parquet)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=WorldConfig.seed)
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="size relative to the default 360,000 rows (28 gives about 10 million)",
+    )
+    p.set_defaults(run=_data)

@@ -1,0 +1,282 @@
+"""Offline evaluation on the time-held-out test split, with a Markdown and PNG report.
+
+Rankers: the shipped model, the same model trained without position
+debiasing, and baselines (random, most recent, most popular, and the oracle
+that ranks by the known true utility). Metrics: NDCG@5, NDCG@10, MRR and AUC
+on clicks, and NDCG@10 against the true utility, which is what position
+debiasing is for (logged clicks reward the order the editor showed). Each with
+a bootstrap 95 % interval over queries, and NDCG@10 by reader segment.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from ranker.evaluation.metrics import bootstrap_interval, per_query
+from ranker.training.dataset import TimeSplit
+
+CLICK_METRICS = ("ndcg@5", "ndcg@10", "mrr", "auc")
+UTILITY_METRIC = "utility_ndcg@10"
+# Reader segments by what the reader had been shown before the impression
+# (candidate rows; an impression shows 12): cold start is fewer than 4 page
+# views of history, light fewer than 50.
+SEGMENT_BOUNDS = (("cold start", 0, 48), ("light", 48, 600), ("heavy", 600, None))
+BOOTSTRAP_SAMPLES = 1000
+RANKER_LABELS = {
+    "model": "LightGBM (position-debiased, shipped)",
+    "model_naive": "LightGBM without position debiasing",
+    "random": "random",
+    "most_recent": "most recent",
+    "most_popular": "most popular (clicks, last 24 h)",
+    "oracle": "oracle (true utility)",
+}
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    ranker: str
+    metric: str
+    mean: float
+    low: float
+    high: float
+    queries: int
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    ranker: str
+    segment: str
+    queries: int
+    mean: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: list[MetricRow]
+    segments: list[SegmentRow]
+    importance: dict[str, float]
+    test_queries: int
+    test_rows: int
+
+    def value(self, ranker: str, metric: str) -> float:
+        return next(r.mean for r in self.metrics if r.ranker == ranker and r.metric == metric)
+
+    def headline(self) -> dict[str, float]:
+        return {f"{r.ranker}_{r.metric}": r.mean for r in self.metrics}
+
+
+def utility_grades(table: pl.DataFrame) -> npt.NDArray[np.float64]:
+    """Graded relevance from the true utility: 3 for the best candidate of the
+    impression, 2 for the next two, 1 for the two after, 0 for the rest."""
+    rank = (
+        table.select(pl.col("true_utility").rank("ordinal", descending=True).over("impression_id"))
+        .to_series()
+        .to_numpy()
+    )
+    return np.select([rank == 1, rank <= 3, rank <= 5], [3.0, 2.0, 1.0], 0.0)
+
+
+def evaluate(
+    test: TimeSplit, model: lgb.Booster, naive: lgb.Booster | None, seed: int = 0
+) -> Evaluation:
+    """Every ranker on the test split; `naive` (the model without position
+    debiasing) is left out when None."""
+    data = test.data
+    table = test.table
+    rng = np.random.default_rng(seed)
+    scores = {"model": np.asarray(model.predict(data.features), np.float64)}
+    if naive is not None:
+        scores["model_naive"] = np.asarray(naive.predict(data.features), np.float64)
+    # Baselines tie often (most popular: many stories with no clicks yet);
+    # a stable sort would break ties in the logged order, which carries the
+    # editor's position bias. A random tie-break well below the gap between
+    # distinct values removes that.
+    jitter = rng.uniform(0.0, 1e-6, size=table.height)
+    scores |= {
+        "random": rng.uniform(size=table.height),
+        "most_recent": -table["article_age_hours"].to_numpy().astype(np.float64) + jitter,
+        "most_popular": table["article_clicks_24h"].to_numpy().astype(np.float64) + jitter,
+        "oracle": table["true_utility"].to_numpy().astype(np.float64),
+    }
+    grades = utility_grades(table)
+    first_rows = np.concatenate([[0], np.cumsum(data.groups)[:-1]])
+    history = table["user_prior_impressions"].to_numpy()[first_rows]
+
+    metrics: list[MetricRow] = []
+    segments: list[SegmentRow] = []
+    for ranker, s in scores.items():
+        per = per_query(data.labels, s, data.groups)
+        per[UTILITY_METRIC] = per_query(grades, s, data.groups, ks=(10,))["ndcg@10"]
+        for metric in (*CLICK_METRICS, UTILITY_METRIC):
+            values = per[metric]
+            mean, low, high = bootstrap_interval(values, samples=BOOTSTRAP_SAMPLES, seed=seed)
+            metrics.append(
+                MetricRow(ranker, metric, mean, low, high, int((~np.isnan(values)).sum()))
+            )
+        for name, lo, hi in SEGMENT_BOUNDS:
+            mask = (history >= lo) & (history < hi if hi is not None else True)
+            values = per["ndcg@10"][mask]
+            mean, low, high = bootstrap_interval(values, samples=BOOTSTRAP_SAMPLES, seed=seed)
+            segments.append(
+                SegmentRow(ranker, name, int((~np.isnan(values)).sum()), mean, low, high)
+            )
+    gain = model.feature_importance("gain")
+    total = float(gain.sum()) or 1.0
+    importance = dict(
+        sorted(
+            ((n, float(g) / total) for n, g in zip(model.feature_name(), gain, strict=True)),
+            key=lambda item: -item[1],
+        )
+    )
+    return Evaluation(metrics, segments, importance, int(data.groups.size), table.height)
+
+
+def _fmt(mean: float, low: float, high: float) -> str:
+    return "n/a" if np.isnan(mean) else f"{mean:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def markdown(evaluation: Evaluation, title: str) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        f"Test split: the newest 15 % of the log, {evaluation.test_queries:,} impressions, "
+        f"{evaluation.test_rows:,} candidate rows. Each cell is the mean over impressions with "
+        f"a bootstrap 95 % interval ({BOOTSTRAP_SAMPLES} resamples of impressions). Click metrics "
+        "count impressions with at least one click; `utility NDCG@10` grades each candidate by "
+        "its known true utility (3 for the best, 2 for the next two, 1 for the two after).",
+        "",
+        "| ranker | NDCG@5 | NDCG@10 | MRR | AUC | utility NDCG@10 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    present = {r.ranker for r in evaluation.metrics}
+    for ranker, label in RANKER_LABELS.items():
+        if ranker not in present:
+            continue
+        cells = []
+        for metric in (*CLICK_METRICS, UTILITY_METRIC):
+            row = next(r for r in evaluation.metrics if r.ranker == ranker and r.metric == metric)
+            cells.append(_fmt(row.mean, row.low, row.high))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Logged clicks favour the order the editor showed, so a ranker that copies it looks good "
+        "on click metrics; position debiasing gives up some of that for a better ranking by "
+        "true utility.",
+        "",
+        "## NDCG@10 by reader segment",
+        "",
+        "Cold start: fewer than 4 page views of history before the impression; light: fewer "
+        "than 50; heavy: the rest.",
+        "",
+        "| ranker | " + " | ".join(f"{s} (n)" for s, _, _ in SEGMENT_BOUNDS) + " |",
+        "| --- | " + " | ".join("---" for _ in SEGMENT_BOUNDS) + " |",
+    ]
+    for ranker, label in RANKER_LABELS.items():
+        if ranker not in present:
+            continue
+        cells = []
+        for name, _, _ in SEGMENT_BOUNDS:
+            seg = next(r for r in evaluation.segments if r.ranker == ranker and r.segment == name)
+            cells.append(f"{_fmt(seg.mean, seg.low, seg.high)} ({seg.queries})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Feature importance (share of total gain)",
+        "",
+        "| feature | gain |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {name} | {share:.3f} |" for name, share in evaluation.importance.items()]
+    lines += ["", "![metrics](metrics.png)", "", "![segments](segments.png)", ""]
+    return "\n".join(lines)
+
+
+def _plots(evaluation: Evaluation, directory: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = {r.ranker for r in evaluation.metrics}
+    rankers = [k for k in RANKER_LABELS if k in present]
+    shown = ("ndcg@10", "mrr", "auc", UTILITY_METRIC)
+    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 4.2), constrained_layout=True)
+    for ax, metric in zip(axes, shown, strict=True):
+        rows = [
+            next(r for r in evaluation.metrics if r.ranker == k and r.metric == metric)
+            for k in rankers
+        ]
+        means = np.array([r.mean for r in rows])
+        errors = np.array([[r.mean - r.low for r in rows], [r.high - r.mean for r in rows]])
+        ax.bar(range(len(rows)), means, yerr=errors, capsize=3)
+        ax.set_xticks(range(len(rows)), [k.replace("_", "\n") for k in rankers], fontsize=8)
+        ax.set_title(metric)
+        ax.set_ylim(0, 1)
+    fig.suptitle("Test split, mean with bootstrap 95 % interval")
+    fig.savefig(directory / "metrics.png", dpi=90)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4.2), constrained_layout=True)
+    width = 0.8 / len(rankers)
+    for i, ranker in enumerate(rankers):
+        segs = [
+            next(r for r in evaluation.segments if r.ranker == ranker and r.segment == s)
+            for s, _, _ in SEGMENT_BOUNDS
+        ]
+        means = np.array([r.mean for r in segs])
+        errors = np.array([[r.mean - r.low for r in segs], [r.high - r.mean for r in segs]])
+        ax.bar(
+            np.arange(len(segs)) + i * width,
+            np.nan_to_num(means),
+            width,
+            yerr=np.nan_to_num(errors),
+            capsize=2,
+            label=ranker,
+        )
+    ax.set_xticks(
+        np.arange(len(SEGMENT_BOUNDS)) + 0.4 - width / 2, [s for s, _, _ in SEGMENT_BOUNDS]
+    )
+    ax.set_ylabel("NDCG@10 on clicks")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=3)
+    fig.savefig(directory / "segments.png", dpi=90)
+    plt.close(fig)
+
+
+def write_report(evaluation: Evaluation, directory: Path, title: str) -> list[Path]:
+    """evaluation.md, evaluation.json, metrics.png and segments.png in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "evaluation.md").write_text(markdown(evaluation, title))
+    (directory / "evaluation.json").write_text(json.dumps(asdict(evaluation), indent=1) + "\n")
+    _plots(evaluation, directory)
+    return [
+        directory / n for n in ("evaluation.md", "evaluation.json", "metrics.png", "segments.png")
+    ]
+
+
+def summary_table(evaluation: Evaluation) -> str:
+    """The headline numbers `ranker train` prints."""
+    shown = ("model", "model_naive", "most_popular", "most_recent", "random", "oracle")
+    lines = [
+        f"{'test split':<14} {'NDCG@5':>8} {'NDCG@10':>8} {'MRR':>7} {'AUC':>7} {'util@10':>8}"
+    ]
+    for ranker in shown:
+        v = [
+            evaluation.value(ranker, m)
+            for m in ("ndcg@5", "ndcg@10", "mrr", "auc", "utility_ndcg@10")
+        ]
+        lines.append(
+            f"{ranker:<14} {v[0]:>8.4f} {v[1]:>8.4f} {v[2]:>7.4f} {v[3]:>7.4f} {v[4]:>8.4f}"
+        )
+    gain = evaluation.value("model", "ndcg@10") - evaluation.value("most_popular", "ndcg@10")
+    lines.append(f"model - most popular, NDCG@10: {gain:+.4f}")
+    return "\n".join(lines)

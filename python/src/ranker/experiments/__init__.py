@@ -1,0 +1,7 @@
+"""Stage 8, experiments: what the server logged per variant, joined with clicks
+into the next training rows, and promotion of a version that won."""
+
+from ranker.experiments.exposure import read_exposures, training_rows, variant_counts
+from ranker.experiments.promote import promote
+
+__all__ = ["promote", "read_exposures", "training_rows", "variant_counts"]

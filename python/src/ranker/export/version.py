@@ -1,0 +1,100 @@
+"""Export a trained booster into a model version directory, written atomically:
+model.onnx, model.txt, metadata.json and golden.jsonl (`ranker.export.artifact`).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import numpy.typing as npt
+
+from ranker.export import artifact
+from ranker.export.golden import write_golden
+from ranker.export.onnx import INPUT_NAME, ExportError, to_onnx
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    directory: Path
+    golden_rows: int
+    max_abs_diff_lgbm_onnx: float
+
+
+def export_model(
+    booster: lgb.Booster,
+    *,
+    models_root: Path,
+    model_name: str,
+    feature_names: list[str],
+    sample_rows: npt.NDArray[np.float32],
+    sample_queries: npt.NDArray[np.int64],
+    training_summary: dict[str, Any],
+    version: str | None = None,
+    write_extras: Callable[[Path], None] | None = None,
+) -> ExportResult:
+    """Write models_root/model_name/version/ with the four artifact files, atomically."""
+    if booster.num_feature() != len(feature_names):
+        raise ExportError(
+            f"model has {booster.num_feature()} features, feature list has {len(feature_names)}"
+        )
+    if booster.feature_name() != list(feature_names):
+        raise ExportError(
+            f"model features {booster.feature_name()} differ from the list {list(feature_names)}"
+        )
+    created = datetime.now(UTC).replace(microsecond=0)
+    version = version or created.strftime("%Y%m%dT%H%M%SZ")
+    final = models_root / model_name / version
+    if final.exists():
+        raise ExportError(f"{final} already exists; versions are immutable")
+    with artifact.staged_version(final) as staging:
+        onnx_bytes = to_onnx(booster)
+        (staging / artifact.MODEL_ONNX).write_bytes(onnx_bytes)
+        booster.save_model(staging / artifact.MODEL_TXT)
+        max_diff, n_rows = write_golden(
+            booster,
+            onnx_bytes,
+            feature_names,
+            sample_rows,
+            sample_queries,
+            staging / artifact.GOLDEN_JSONL,
+        )
+        metadata = {
+            "format_version": artifact.FORMAT_VERSION,
+            "model_name": model_name,
+            "model_version": version,
+            "created_at": created.isoformat().replace("+00:00", "Z"),
+            "objective": str(booster.params.get("objective", "lambdarank")),
+            "feature_names": feature_names,
+            "feature_hash": artifact.feature_hash(feature_names),
+            "num_trees": booster.num_trees(),
+            "onnx": {"input_name": INPUT_NAME, "output_shape": "[batch, 1]"},
+            "training": training_summary,
+            "parity": {
+                "golden_rows": n_rows,
+                "max_abs_diff_lgbm_onnx": max_diff,
+                "lgbm_onnx_abs_tol": artifact.LGBM_ONNX_ABS_TOL,
+                "threshold_rounding": "largest float32 at or below each float64 threshold",
+            },
+            "library_versions": {
+                name: package_version(name)
+                for name in ("lightgbm", "onnxmltools", "onnxruntime", "onnx", "polars", "numpy")
+            }
+            | {"python": platform.python_version()},
+            "files": {
+                name: {"sha256": artifact.file_sha256(staging / name)}
+                for name in (artifact.MODEL_ONNX, artifact.MODEL_TXT, artifact.GOLDEN_JSONL)
+            },
+        }
+        (staging / artifact.METADATA_JSON).write_text(json.dumps(metadata, indent=2) + "\n")
+        if write_extras is not None:
+            write_extras(staging)  # e.g. the evaluation report, part of the same atomic rename
+    return ExportResult(directory=final, golden_rows=n_rows, max_abs_diff_lgbm_onnx=max_diff)

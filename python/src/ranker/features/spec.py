@@ -1,0 +1,64 @@
+"""The feature specification: the one place that lists the model's features
+and the constants that define them. Every implementation (the polars pipeline
+here, the Go server online) reads these names in this order.
+"""
+
+from __future__ import annotations
+
+from ranker.data.schema import DEVICES
+
+# Features of the reader and the moment: sent once per request and applied to
+# every candidate (RankRequest.context_features).
+CONTEXT_FEATURES: tuple[str, ...] = (
+    "hour_of_day",
+    "day_of_week",
+    "device_code",
+    "user_prior_impressions",
+    "user_prior_clicks",
+    "user_prior_ctr",
+    "user_is_cold_start",
+    "user_hours_since_last_visit",
+)
+
+# Features of each candidate article for this reader (Candidate.features).
+CANDIDATE_FEATURES: tuple[str, ...] = (
+    "article_age_hours",
+    "article_word_count",
+    "article_breaking",
+    "article_impressions_1h",
+    "article_clicks_1h",
+    "article_impressions_24h",
+    "article_clicks_24h",
+    "article_ctr_24h",
+    "article_prior_ctr",
+    "user_category_prior_impressions",
+    "user_category_ctr",
+    "user_subcategory_ctr",
+    "title_similarity",
+)
+
+# The model's input order. Changing it changes the feature hash, and the Go
+# server refuses a model whose hash does not match its metadata.
+FEATURE_NAMES: tuple[str, ...] = CONTEXT_FEATURES + CANDIDATE_FEATURES
+
+# `device_code`: the device's index in the log schema's device list.
+DEVICE_CODES: dict[str, int] = {device: i for i, device in enumerate(DEVICES)}
+
+# Beta prior (clicks, impressions) that shrinks click-through rates with
+# little evidence towards a typical value instead of a noisy 0/0.
+CTR_PRIOR: tuple[float, float] = (1.0, 10.0)
+# Title vectors: signed hashing of words into this many dimensions; the
+# reader's profile is the sum of the last RECENT_READS clicked titles.
+TITLE_DIMENSIONS = 64
+RECENT_READS = 10
+
+# The columns of a feature table besides the features: what identifies a row
+# and what it is labelled with.
+LABEL_COLUMNS: tuple[str, ...] = (
+    "impression_id",
+    "user_id",
+    "article_id",
+    "time",
+    "position",
+    "clicked",
+)

@@ -1,0 +1,106 @@
+"""A small client for the Go ranking server, used by the demo and the end-to-end tests."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+import polars as pl
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ranker.features.spec import CANDIDATE_FEATURES, CONTEXT_FEATURES
+from ranker.v1 import ranking_service_pb2 as pb
+from ranker.v1 import ranking_service_pb2_grpc as pb_grpc
+
+SERVICE_NAME = "ranker.v1.RankingService"
+
+
+def request_from_rows(rows: pl.DataFrame, *, request_id: str, top_k: int = 0) -> pb.RankRequest:
+    """A RankRequest for one impression: context from its first row, candidates in order."""
+    if rows.is_empty():
+        raise ValueError("an impression needs at least one candidate row")
+    first = rows.row(0, named=True)
+    context = {name: float(first[name]) for name in CONTEXT_FEATURES if first[name] is not None}
+    values = rows.select(CANDIDATE_FEATURES).to_numpy().astype(np.float32)
+    return pb.RankRequest(
+        request_id=request_id,
+        user_id=str(first["user_id"]),
+        feature_names=list(CANDIDATE_FEATURES),
+        context_features=context,
+        candidates=[
+            pb.Candidate(id=str(article_id), features=row.tolist())
+            for article_id, row in zip(rows["article_id"], values, strict=True)
+        ],
+        top_k=top_k,
+    )
+
+
+def request_from_matrix(
+    feature_names: Sequence[str],
+    rows: np.ndarray,
+    *,
+    request_id: str,
+    ids: Sequence[str] | None = None,
+) -> pb.RankRequest:
+    """A RankRequest that sends every feature per candidate (no context features)."""
+    ids = ids if ids is not None else [f"c{i}" for i in range(len(rows))]
+    return pb.RankRequest(
+        request_id=request_id,
+        user_id="golden",
+        feature_names=list(feature_names),
+        candidates=[
+            pb.Candidate(id=cid, features=[float(v) for v in row])
+            for cid, row in zip(ids, rows.astype(np.float32), strict=True)
+        ],
+    )
+
+
+class RankerClient:
+    """A gRPC connection to the ranking server."""
+
+    def __init__(self, target: str) -> None:
+        self._channel = grpc.insecure_channel(target)
+        self._stub = pb_grpc.RankingServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def __enter__(self) -> RankerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def rank(self, request: pb.RankRequest, timeout: float = 10.0) -> pb.RankResponse:
+        response: pb.RankResponse = self._stub.Rank(request, timeout=timeout)
+        return response
+
+    def model_info(self, timeout: float = 10.0) -> pb.GetModelInfoResponse:
+        info: pb.GetModelInfoResponse = self._stub.GetModelInfo(
+            pb.GetModelInfoRequest(), timeout=timeout
+        )
+        return info
+
+    def health(self, service: str = "", timeout: float = 2.0) -> str:
+        reply = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def format_ranking(response: pb.RankResponse, clicked: set[str] | None = None) -> str:
+    """The ranked list as a table; `clicked` marks the articles the reader clicked."""
+    clicked = clicked or set()
+    lines = [
+        f"request {response.request_id}: model {response.model_name} "
+        f"version {response.model_version}",
+        f"{'rank':>4}  {'article':<10} {'score':>10}",
+    ]
+    for rank, candidate in enumerate(response.candidates, start=1):
+        score = "nan" if math.isnan(candidate.score) else f"{candidate.score:10.6f}"
+        mark = "  <- clicked" if candidate.id in clicked else ""
+        lines.append(f"{rank:>4}  {candidate.id:<10} {score:>10}{mark}")
+    if response.missing_features:
+        lines.append("scored as missing: " + ", ".join(response.missing_features))
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""Start and stop the Go ranking server as a real process on a real socket."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from ranker.serving.client import RankerClient
+
+
+def ort_library_path() -> Path:
+    """The onnxruntime C library shipped inside the installed onnxruntime wheel:
+    the Go server loads this very file, so both languages run the same build."""
+    import onnxruntime
+
+    capi = Path(onnxruntime.__file__).parent / "capi"
+    libraries = sorted(capi.glob("libonnxruntime.so.*"))
+    if not libraries:
+        raise FileNotFoundError(f"no libonnxruntime.so.* in {capi}")
+    return libraries[-1]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerExited(RuntimeError):
+    """The server process ended before it became healthy."""
+
+    def __init__(self, returncode: int, log: str) -> None:
+        super().__init__(f"server exited with code {returncode}:\n{log}")
+        self.returncode = returncode
+        self.log = log
+
+
+class ServerProcess:
+    """The ranker-server binary listening on 127.0.0.1:<free port>.
+
+    Its log goes to a file so a test can read what it said, including why it
+    refused to start.
+    """
+
+    def __init__(
+        self,
+        binary: Path,
+        model: Path | None,
+        *,
+        ort_lib: Path,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.backend = next(
+            (a.split("=", 1)[1] for a in extra_args if a.startswith("--backend=")), "native"
+        )
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
+        # Open for the life of the process, closed in __exit__.
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix="ranker-server-", suffix=".log", delete=False
+        )
+        self._args = [
+            str(binary),
+            f"--listen={self.target}",
+            *([f"--model={model}"] if model is not None else []),
+            f"--ort-lib={ort_lib}",
+            f"--metrics-listen={self.metrics_url.removeprefix('http://').removesuffix('/metrics')}",
+            *extra_args,
+        ]
+        self._env = {**os.environ, **(env or {})}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> str:
+        return Path(self._log.name).read_text()
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        self._proc = subprocess.Popen(
+            self._args, stdout=self._log, stderr=subprocess.STDOUT, env=self._env
+        )
+        deadline = time.monotonic() + timeout
+        with RankerClient(self.target) as client:
+            while time.monotonic() < deadline:
+                code = self._proc.poll()
+                if code is not None:
+                    raise ServerExited(code, self.log)
+                try:
+                    if client.health() == "SERVING":
+                        return self
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"server not healthy after {timeout}s:\n{self.log}")
+
+    def run_to_exit(self, timeout: float = 30.0) -> tuple[int, str]:
+        """Run a server expected to refuse to start; its exit code and log."""
+        try:
+            proc = subprocess.run(
+                self._args,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+                timeout=timeout,
+                check=False,
+            )
+            return proc.returncode, self.log
+        finally:
+            self.close()
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, as Kubernetes does, then wait for the graceful exit."""
+        if self._proc is None:
+            return 0
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        return self._proc.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        self.close()
+
+    def close(self) -> None:
+        """Remove the log file (read `log` first)."""
+        self._log.close()
+        Path(self._log.name).unlink(missing_ok=True)

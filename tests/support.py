@@ -1,0 +1,96 @@
+"""Helpers shared by the cross-language tests: publishing model versions into
+a model root, golden rows as request matrices, the experiment fixture, and
+reading the server's Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import numpy.typing as npt
+
+from ranker.export import artifact
+from ranker.export.golden import golden_matrix, read_golden
+from ranker.export.version import export_model
+from ranker.features.spec import FEATURE_NAMES
+from ranker.serving.process import ServerProcess
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Two variants on two models, and a shadow: what the experiment tests load.
+EXPERIMENT = """
+experiment:
+  name: homepage
+  salt: test-salt
+  variants:
+    - {name: control, model: news, weight: 50}
+    - {name: treatment, model: news-b, weight: 50}
+  shadow: {model: news-b, max_in_flight: 2}
+"""
+
+
+def add_version(src: Path, root: Path, name: str, version: str, *, broken: bool = False) -> None:
+    """Publish a copy of `src` as root/name/version the way the export does
+    (stage, then rename); `broken` truncates its ONNX file."""
+    with artifact.staged_version(root / name / version) as staging:
+        for path in src.iterdir():
+            if path.is_file():
+                (staging / path.name).write_bytes(path.read_bytes())
+        meta = json.loads((staging / artifact.METADATA_JSON).read_text())
+        meta["model_name"], meta["model_version"] = name, version
+        (staging / artifact.METADATA_JSON).write_text(json.dumps(meta))
+        if broken:
+            onnx = staging / artifact.MODEL_ONNX
+            onnx.write_bytes(onnx.read_bytes()[:1000])
+
+
+def golden_rows(model_dir: Path, n: int, case: str | None = None) -> npt.NDArray[np.float32]:
+    """The first `n` golden rows of a version (of one `case`, if given) as a matrix."""
+    rows = [r for r in read_golden(model_dir) if case is None or r.case == case]
+    return golden_matrix(rows[:n])
+
+
+def export_smaller(model_dir: Path, root: Path, name: str, version: str, trees: int) -> None:
+    """A genuinely different model: the first `trees` trees, exported for real."""
+    booster = lgb.Booster(model_file=model_dir / artifact.MODEL_TXT)
+    smaller = lgb.Booster(model_str=booster.model_to_string(num_iteration=trees))
+    rows = golden_rows(model_dir, 40)
+    export_model(
+        smaller,
+        models_root=root,
+        model_name=name,
+        feature_names=list(FEATURE_NAMES),
+        sample_rows=rows,
+        sample_queries=np.zeros(len(rows), np.int64),
+        training_summary={},
+        version=version,
+    )
+
+
+def experiment_server(
+    binary: Path, root: Path, config: Path, ort_lib: Path, *extra_args: str
+) -> ServerProcess:
+    """The server over a model root with an experiment config (not started)."""
+    return ServerProcess(
+        binary,
+        None,
+        ort_lib=ort_lib,
+        extra_args=[f"--model-root={root}", f"--experiment-config={config}", *extra_args],
+    )
+
+
+def scrape_metrics(server: ServerProcess) -> str:
+    """The server's /metrics page."""
+    with urllib.request.urlopen(server.metrics_url, timeout=5) as reply:
+        return str(reply.read().decode())
+
+
+def metric_value(text: str, name: str) -> str:
+    """The value of the first series of metric `name` in a /metrics page."""
+    match = re.search(rf"^{name}\S* (\S+)$", text, re.M)
+    assert match, f"{name} not exported"
+    return match[1]
