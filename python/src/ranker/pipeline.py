@@ -135,7 +135,9 @@ class LibsvmSource:
 @dataclass(frozen=True)
 class TrainedVersion:
     result: TrainResult
-    # NDCG@k on the test split, as LightGBM and as this project count it.
+    # The test-split metrics recorded in metadata.json: the full evaluation's
+    # headline for a click log; for files, NDCG@k as LightGBM and as this
+    # project count it.
     test_metrics: dict[str, float]
     # The full evaluation with baselines; a click log's test split only.
     evaluation: Evaluation | None
@@ -159,11 +161,13 @@ def train_and_export(
     if tune_trials > 0:
         chosen = tune(data.train, data.valid, names, chosen, tune_trials, rounds=rounds)
     result = train(data.train, data.valid, names, chosen, rounds)
-    scores = np.asarray(result.booster.predict(data.test.features), np.float64)
-    test_metrics = ndcg_summary(data.test.labels, scores, data.test.groups, EVAL_AT)
     evaluation = None
     if data.test_split is not None:
         evaluation = evaluate(data.test_split, result.booster, result.naive_booster)
+        test_metrics = evaluation.headline()
+    else:
+        scores = np.asarray(result.booster.predict(data.test.features), np.float64)
+        test_metrics = ndcg_summary(data.test.labels, scores, data.test.groups, EVAL_AT)
 
     # The first queries of the test split, whole, become the golden sample rows.
     sample_groups = data.test.groups[:GOLDEN_SAMPLE_QUERIES]
@@ -175,7 +179,7 @@ def train_and_export(
     }
     if result.position_debiased:
         summary["position_debiasing"] = "LightGBM unbiased lambdarank (Dataset position)"
-    summary["metrics_test"] = evaluation.headline() if evaluation is not None else test_metrics
+    summary["metrics_test"] = test_metrics
 
     def write_extras(staging: Path) -> None:
         if evaluation is not None:
