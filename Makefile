@@ -44,7 +44,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help setup proto proto-check data train build serve demo test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-pipeline deploy-check lint clean
+.PHONY: help setup proto proto-check data train build serve demo replay test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-pipeline deploy-check lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -58,7 +58,7 @@ $(SETUP_STAMP): python/pyproject.toml
 setup: $(SETUP_STAMP) ## Install the Python environment and Go modules
 	cd go && go mod download
 
-proto: $(SETUP_STAMP) ## Regenerate Go and Python code from proto/
+proto: $(SETUP_STAMP) ## Regenerate Go and Python code from proto/, and the feature spec the Go server embeds
 	cd go && go build -o $(GO_BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	cd go && go build -o $(GO_BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	$(PY) -m grpc_tools.protoc -Iproto \
@@ -73,11 +73,14 @@ proto: $(SETUP_STAMP) ## Regenerate Go and Python code from proto/
 		--plugin=protoc-gen-go=$(GO_BIN)/protoc-gen-go \
 		--go_out=go --go_opt=module=ranker '--go_opt=Monnx/onnx-ml.proto=ranker/gen/onnx;onnxpb' \
 		$(ONNX_PROTO_DIR)/onnx/onnx-ml.proto
+	# The feature specification, which the Go feature engine embeds.
+	$(PY) -c 'import sys; from ranker.features.spec import spec_json; sys.stdout.write(spec_json())' \
+		> go/internal/features/spec.json
 
 proto-check: proto ## Fail if the committed generated code differs from the protos
-	@git diff --exit-code --stat -- go/gen python/src/ranker/v1 \
+	@git diff --exit-code --stat -- go/gen python/src/ranker/v1 go/internal/features/spec.json \
 		|| { echo "generated code is out of date: run 'make proto' and commit"; exit 1; }
-	@test -z "$$(git ls-files --others --exclude-standard -- go/gen python/src/ranker/v1)" \
+	@test -z "$$(git ls-files --others --exclude-standard -- go/gen python/src/ranker/v1 go/internal/features/spec.json)" \
 		|| { echo "untracked generated files: run 'make proto' and commit"; exit 1; }
 
 $(DATA)/impressions.parquet: $(SETUP_STAMP)
@@ -98,6 +101,9 @@ $(MODELS)/$(MODEL_NAME):
 # the recipe) finds the installed wheel.
 serve: $(SETUP_STAMP) $(MODELS)/$(MODEL_NAME) build ## Serve the newest demo model on localhost:50051 (PORT=...), metrics on :9464
 	$(SERVER) --listen=127.0.0.1:$(PORT) --model=$(MODELS)/$(MODEL_NAME) --ort-lib=$(ORT_LIB)
+
+replay: setup train build ## Replay the default click log through a fresh server: its online features must equal the training rows (~2 min)
+	$(RANKER) replay --data $(DATA) --server-binary $(SERVER) --model $(MODELS)/$(MODEL_NAME)
 
 demo: setup train build ## Train on the default data, start the server, rank one impression, stop
 	$(RANKER) demo --server $(SERVER) --model $(MODELS)/$(MODEL_NAME) --data $(DATA)

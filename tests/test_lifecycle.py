@@ -113,14 +113,16 @@ def test_demo_command_ranks_a_held_out_impression(
             "--data",
             str(data_dir),
             "--top-k",
-            "5",
+            "12",
         ]
     )
     out = capsys.readouterr().out
     assert code == 0
     assert f"model test version {model_dir.name}" in out
+    assert "by id alone" in out  # the server computed every feature from its state
     ranked = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
-    assert len(ranked) == 5
+    assert len(ranked) == 12
+    assert "<- clicked" in out  # the demo impression is one with a click
     scores = [float(line.split()[2]) for line in ranked]
     assert scores == sorted(scores, reverse=True)
     assert out.rstrip().endswith("server stopped")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -64,14 +65,24 @@ def test_context_features_are_broadcast(server: ServerProcess, model_dir: Path) 
     ]
 
 
-def test_missing_feature_is_reported(server: ServerProcess, model_dir: Path) -> None:
+def test_a_feature_not_sent_is_computed_and_unknown_articles_are_reported(
+    server: ServerProcess, model_dir: Path
+) -> None:
+    """The server computes what a request does not send; for candidates the
+    catalog does not know, article features are missing and the ids listed."""
     rows = golden_rows(model_dir, 8, case="sample")
+    request = request_from_matrix(FEATURE_NAMES[:-1], rows[:, :-1], request_id="m")
+    request.return_features = True
     with RankerClient(server.target) as client:
-        response = client.rank(
-            request_from_matrix(FEATURE_NAMES[:-1], rows[:, :-1], request_id="m")
-        )
-    assert list(response.missing_features) == [FEATURE_NAMES[-1]]
-    assert len(response.candidates) == len(rows)
+        response = client.rank(request)
+    assert list(response.missing_features) == []
+    assert sorted(response.unknown_candidates) == sorted(c.id for c in request.candidates)
+    assert list(response.feature_names) == list(FEATURE_NAMES)
+    by_id = {c.id: c.features for c in response.candidates}
+    for candidate, sent in zip(request.candidates, rows, strict=True):
+        served = np.array(by_id[candidate.id], np.float32)
+        np.testing.assert_array_equal(served[:-1], sent[:-1])  # sent values win
+        assert np.isnan(served[-1])  # title similarity of an unknown article
 
 
 @pytest.mark.parametrize(

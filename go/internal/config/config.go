@@ -26,6 +26,9 @@ type Config struct {
 	ExposureBuffer   int
 	ExposureMaxBytes int64
 	ExposureMaxFiles int
+	StateDir         string
+	EventLateness    time.Duration
+	EventClockSkew   time.Duration
 	OTLPEndpoint     string
 	TraceSampleRatio float64
 	Backend          string
@@ -60,6 +63,9 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.IntVar(&c.ExposureBuffer, "exposure-buffer", 10000, "exposure records waiting to be written before new ones are dropped")
 	fs.Int64Var(&c.ExposureMaxBytes, "exposure-max-bytes", 64<<20, "exposure file size that starts a new file")
 	fs.IntVar(&c.ExposureMaxFiles, "exposure-max-files", 50, "rotated exposure files kept (ship them off before they age out)")
+	fs.StringVar(&c.StateDir, "state-dir", "", "directory of the durable feature state (catalog and events, an append-only log synced before each acknowledgement); empty keeps it in memory only, lost on restart")
+	fs.DurationVar(&c.EventLateness, "event-lateness", 24*time.Hour, "events older than the newest recorded event by more than this are refused")
+	fs.DurationVar(&c.EventClockSkew, "event-clock-skew", 5*time.Minute, "events later than the server clock by more than this are refused")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC trace collector (host:port); empty disables tracing export")
 	fs.Float64Var(&c.TraceSampleRatio, "trace-sample-ratio", 0.01, "share of requests traced when exporting (parent decisions win)")
 	fs.StringVar(&c.Backend, "backend", "native", "scoring backend: native (pure Go, the default) or onnxruntime (the reference)")

@@ -24,6 +24,8 @@ type Metrics struct {
 	ExposureDropped   prometheus.Counter
 	ShadowCorrelation *prometheus.HistogramVec
 	ShadowSkipped     *prometheus.CounterVec
+	Events            *prometheus.CounterVec
+	UnknownCandidates prometheus.Counter
 }
 
 // New registers the metrics, and Go and process collectors, on a fresh registry.
@@ -48,7 +50,7 @@ func New() *Metrics {
 			Buckets: prometheus.LinearBuckets(-4, 0.5, 17),
 		}, []string{"model"}),
 		MissingFeatures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ranker_missing_features_total", Help: "Rank requests that lacked a model feature (scored as missing).",
+			Name: "ranker_missing_features_total", Help: "Rank requests that lacked a model feature: neither sent nor computable, or an article feature of a candidate the catalog does not know (scored as missing).",
 		}, []string{"model", "feature"}),
 		ModelLoads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ranker_model_loads_total", Help: "Model version loads by result (loaded or refused).",
@@ -66,8 +68,14 @@ func New() *Metrics {
 		ShadowSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ranker_shadow_skipped_total", Help: "Shadow scorings skipped because the shadow workers were busy.",
 		}, []string{"experiment"}),
+		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ranker_state_events_total", Help: "Catalog entries and events sent to the feature state, by kind and result (accepted, duplicate, rejected).",
+		}, []string{"kind", "result"}),
+		UnknownCandidates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ranker_unknown_candidates_total", Help: "Rank candidates the catalog did not know (article features scored as missing).",
+		}),
 	}
-	reg.MustRegister(m.Requests, m.Latency, m.Candidates, m.Scores, m.MissingFeatures, m.ModelLoads,
+	reg.MustRegister(m.Events, m.UnknownCandidates, m.Requests, m.Latency, m.Candidates, m.Scores, m.MissingFeatures, m.ModelLoads,
 		m.ExposureWritten, m.ExposureDropped, m.ShadowCorrelation, m.ShadowSkipped)
 	return m
 }

@@ -31,9 +31,10 @@ type columnSource struct {
 // the model's feature order. Backends send the same layout on every call, so
 // mappings are cached by layout.
 type columnMapping struct {
-	sources []columnSource
-	missing []string // model features the request does not send
-	ignored []string // request features the model does not use
+	sources  []columnSource
+	computed []int    // model columns the request does not send and the server computes
+	missing  []string // model features neither sent nor computable
+	ignored  []string // request features the model does not use
 }
 
 type mappingCache struct {
@@ -64,7 +65,9 @@ func layoutKey(modelHash string, featureNames []string, contextKeys []string) st
 	return b.String()
 }
 
-func (c *mappingCache) get(modelHash string, modelFeatures, featureNames, contextKeys []string) *columnMapping {
+// get returns the mapping of a layout; computable (nil without feature
+// state) says which features the server computes itself.
+func (c *mappingCache) get(modelHash string, modelFeatures, featureNames, contextKeys []string, computable func(string) bool) *columnMapping {
 	key := layoutKey(modelHash, featureNames, contextKeys)
 	c.mu.RLock()
 	m, ok := c.entries[key]
@@ -72,7 +75,7 @@ func (c *mappingCache) get(modelHash string, modelFeatures, featureNames, contex
 	if ok {
 		return m
 	}
-	m = buildMapping(modelFeatures, featureNames, contextKeys)
+	m = buildMapping(modelFeatures, featureNames, contextKeys, computable)
 	c.mu.Lock()
 	if len(c.entries) >= c.limit {
 		// A flood of distinct layouts is a misbehaving client; start over
@@ -84,7 +87,7 @@ func (c *mappingCache) get(modelHash string, modelFeatures, featureNames, contex
 	return m
 }
 
-func buildMapping(modelFeatures, featureNames, contextKeys []string) *columnMapping {
+func buildMapping(modelFeatures, featureNames, contextKeys []string, computable func(string) bool) *columnMapping {
 	column := make(map[string]int, len(featureNames))
 	for i, n := range featureNames {
 		column[n] = i
@@ -102,6 +105,9 @@ func buildMapping(modelFeatures, featureNames, contextKeys []string) *columnMapp
 			m.sources[j] = columnSource{candidateColumn: column[name]}
 		case inContext[name]:
 			m.sources[j] = columnSource{candidateColumn: -1, contextKey: name}
+		case computable != nil && computable(name):
+			m.sources[j] = columnSource{candidateColumn: -1}
+			m.computed = append(m.computed, j)
 		default:
 			m.sources[j] = columnSource{candidateColumn: -1}
 			m.missing = append(m.missing, name)
@@ -132,7 +138,7 @@ func invalid(format string, args ...any) error {
 // validate checks a request against the limits and the contract in
 // proto/ranker/v1/ranking_service.proto. It returns the context keys sorted,
 // so the layout key does not depend on map order.
-func validate(req *rankerv1.RankRequest, limits Limits, idSets *sync.Pool) ([]string, error) {
+func validate(req *rankerv1.RankRequest, limits Limits, devices []string, idSets *sync.Pool) ([]string, error) {
 	if len(req.GetCandidates()) == 0 {
 		return nil, invalid("candidates: at least one candidate is required")
 	}
@@ -167,6 +173,14 @@ func validate(req *rankerv1.RankRequest, limits Limits, idSets *sync.Pool) ([]st
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	if d := req.GetDevice(); d != "" && !slices.Contains(devices, d) {
+		return nil, invalid("device: %q is not one of %v", d, devices)
+	}
+	if t := req.GetEventTime(); t != nil {
+		if err := t.CheckValid(); err != nil {
+			return nil, invalid("event_time: %v", err)
+		}
+	}
 	ids, _ := idSets.Get().(map[string]int)
 	if ids == nil {
 		ids = make(map[string]int, len(req.GetCandidates()))

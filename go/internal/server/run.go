@@ -23,6 +23,7 @@ import (
 	"ranker/internal/config"
 	"ranker/internal/experiment"
 	"ranker/internal/exposure"
+	"ranker/internal/features"
 	"ranker/internal/metrics"
 	"ranker/internal/model"
 	"ranker/internal/registry"
@@ -87,8 +88,26 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 			}
 		}()
 	}
+	spec, err := features.LoadSpec()
+	if err != nil {
+		return err
+	}
+	state, err := features.Open(cfg.StateDir, spec, features.Limits{Lateness: cfg.EventLateness, ClockSkew: cfg.EventClockSkew})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := state.Close(); err != nil {
+			logger.Error("state log close failed", "error", err.Error())
+		}
+	}()
+	articles, users, events := state.Counts()
+	if cfg.StateDir == "" {
+		logger.Warn("feature state in memory only: recorded events are lost on restart (set --state-dir)")
+	}
+	logger.Info("feature state", "dir", cfg.StateDir, "articles", articles, "users", users, "events", events)
 	ranking := New(models, Options{Limits: Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures},
-		Metrics: m, Exposure: exposures}, logger)
+		Metrics: m, Exposure: exposures, Features: state}, logger)
 	experiments := &experimentFile{path: cfg.ExperimentConfig}
 	if err := experiments.reload(ranking, models.Names(), logger); err != nil {
 		return err // a bad experiment at startup is an error; later it keeps the last good one

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ import (
 	rankerv1 "ranker/gen/ranker/v1"
 	"ranker/internal/experiment"
 	"ranker/internal/exposure"
+	"ranker/internal/features"
 	"ranker/internal/metrics"
 	"ranker/internal/model"
 	"ranker/internal/registry"
@@ -33,11 +35,13 @@ const mappingCacheSize = 1024
 // VariantHeader is the gRPC metadata key that forces an experiment variant.
 const VariantHeader = "x-ranker-variant"
 
-// Options are the server's collaborators; Exposure may be nil.
+// Options are the server's collaborators; Exposure and Features may be nil
+// (without Features, Rank uses only the features a request sends).
 type Options struct {
 	Limits   Limits
 	Metrics  *metrics.Metrics
 	Exposure *exposure.Log
+	Features *features.Store
 }
 
 // Server is the RankingService.
@@ -49,6 +53,8 @@ type Server struct {
 	logger   *slog.Logger
 	metrics  *metrics.Metrics
 	exposure *exposure.Log
+	features *features.Store
+	devices  []string // the device names Rank accepts
 	mappings *mappingCache
 	rows     sync.Pool // *[]float32 feature buffers, reused across requests
 	idSets   sync.Pool // map[string]int for duplicate-id checks, reused
@@ -74,7 +80,11 @@ func New(models *registry.Registry, opts Options, logger *slog.Logger) *Server {
 		logger:   logger,
 		metrics:  opts.Metrics,
 		exposure: opts.Exposure,
+		features: opts.Features,
 		mappings: newMappingCache(mappingCacheSize),
+	}
+	if spec, err := features.LoadSpec(); err == nil {
+		s.devices = spec.Devices
 	}
 	logger.Info("limits", "limits", describeLimits(opts.Limits))
 	return s
@@ -113,12 +123,16 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 			mapSpan.End() // ended by score on the normal path
 		}
 	}()
-	contextKeys, err := validate(req, s.limits, &s.idSets)
+	contextKeys, err := validate(req, s.limits, s.devices, &s.idSets)
 	if err != nil {
 		if s.logger.Enabled(ctx, slog.LevelDebug) {
 			s.requestLogger(ctx, requestID).Debug("rank rejected", "error", err)
 		}
 		return nil, err
+	}
+	if req.EventTime == nil {
+		// The features describe this moment; the shadow model sees the same.
+		req.EventTime = timestamppb.New(start)
 	}
 	exp := s.experiment.Load()
 	experimentName, pinned := "", ""
@@ -141,7 +155,7 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 
 	n := len(req.GetCandidates())
 	mapping = true
-	scores, release, columns, err := s.score(ctx, mapSpan, m, req, contextKeys)
+	scores, release, columns, unknown, rows, err := s.score(ctx, mapSpan, m, req, contextKeys)
 	if err != nil {
 		s.requestLogger(ctx, requestID).Error("scoring failed", "error", err)
 		return nil, status.Error(codes.Internal, "scoring failed")
@@ -151,6 +165,15 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	scoreHist := s.metrics.Scores.WithLabelValues(modelName)
 	for _, sc := range scores {
 		scoreHist.Observe(float64(sc))
+	}
+	s.metrics.UnknownCandidates.Add(float64(len(unknown)))
+	if len(unknown) > 0 {
+		// An unknown article's features were scored as missing.
+		for _, j := range columns.computed {
+			if name := m.Meta.FeatureNames[j]; s.features.DependsOnArticle(name) {
+				s.metrics.MissingFeatures.WithLabelValues(modelName, name).Inc()
+			}
+		}
 	}
 	for _, f := range columns.missing {
 		s.metrics.MissingFeatures.WithLabelValues(modelName, f).Inc()
@@ -164,10 +187,18 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	// One allocation for all scored candidates rather than one each.
 	scored := make([]rankerv1.ScoredCandidate, k)
 	out := make([]*rankerv1.ScoredCandidate, k)
+	f := len(m.Meta.FeatureNames)
 	for r := range k {
 		i := order[r]
 		scored[r].Id, scored[r].Score = req.GetCandidates()[i].GetId(), scores[i]
+		if req.GetReturnFeatures() {
+			scored[r].Features = slices.Clone(rows[i*f : (i+1)*f])
+		}
 		out[r] = &scored[r]
+	}
+	var featureNames []string
+	if req.GetReturnFeatures() {
+		featureNames = m.Meta.FeatureNames
 	}
 	s.logExposure(requestID, req, out, m, experimentName, variant)
 	// A shadow equal to the (newest) model that answered would only record 1.0.
@@ -179,14 +210,16 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 			"model", modelName, "model_version", m.Meta.ModelVersion, "variant", variant)
 	}
 	return &rankerv1.RankResponse{
-		RequestId:       requestID,
-		Candidates:      out,
-		ModelName:       modelName,
-		ModelVersion:    m.Meta.ModelVersion,
-		MissingFeatures: columns.missing,
-		IgnoredFeatures: columns.ignored,
-		Experiment:      experimentName,
-		Variant:         variant,
+		RequestId:         requestID,
+		Candidates:        out,
+		ModelName:         modelName,
+		ModelVersion:      m.Meta.ModelVersion,
+		MissingFeatures:   columns.missing,
+		IgnoredFeatures:   columns.ignored,
+		Experiment:        experimentName,
+		Variant:           variant,
+		UnknownCandidates: unknown,
+		FeatureNames:      featureNames,
 	}, nil
 }
 
@@ -213,24 +246,38 @@ func (s *Server) assign(ctx context.Context, exp *activeExperiment, req *rankerv
 	return v, nil
 }
 
-// score maps the request into m's feature order (ending mapSpan) and scores
-// it. The scores live in a pooled buffer until release is called.
-func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, req *rankerv1.RankRequest, contextKeys []string) ([]float32, func(), *columnMapping, error) {
-	mapping := s.mappings.get(m.Meta.FeatureHash, m.Meta.FeatureNames, req.GetFeatureNames(), contextKeys)
+// score maps the request into m's feature order, computing from the feature
+// state what the request does not send (ending mapSpan), and scores it. The
+// scores and rows live in a pooled buffer until release is called; unknown
+// lists candidate ids the catalog does not know.
+func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, req *rankerv1.RankRequest, contextKeys []string) (scores []float32, release func(), mapping *columnMapping, unknown []string, rows []float32, err error) {
+	var computable func(string) bool
+	if s.features != nil {
+		computable = s.features.Computable
+	}
+	mapping = s.mappings.get(m.Meta.FeatureHash, m.Meta.FeatureNames, req.GetFeatureNames(), contextKeys, computable)
 	n, f := len(req.GetCandidates()), len(m.Meta.FeatureNames)
 	buf := s.rowBuffer(n*f + n)
-	release := func() { s.rows.Put(buf) }
-	rows, scores := (*buf)[:n*f], (*buf)[n*f:n*f+n]
+	release = func() { s.rows.Put(buf) }
+	rows, scores = (*buf)[:n*f], (*buf)[n*f:n*f+n]
 	fillRows(rows, req, mapping)
+	if len(mapping.computed) > 0 {
+		ids := make([]string, n)
+		for i, c := range req.GetCandidates() {
+			ids[i] = c.GetId()
+		}
+		q := features.Query{UserID: req.GetUserId(), Device: req.GetDevice(), Time: req.GetEventTime().AsTime().UnixMicro()}
+		unknown = s.features.Fill(q, ids, m.Meta.FeatureNames, mapping.computed, rows)
+	}
 	mapSpan.End()
 	_, scoreSpan := tracing.Start(ctx, tracing.SpanScoring)
 	scoreSpan.SetAttributes(attribute.Int("candidates", n), attribute.String("model.version", m.Meta.ModelVersion))
 	defer scoreSpan.End()
 	if err := m.Scorer.Score(rows, n, scores); err != nil {
 		release()
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, nil, err
 	}
-	return scores, release, mapping, nil
+	return scores, release, mapping, unknown, rows, nil
 }
 
 // requestLogger tags log lines with the request id and, when the request is
@@ -292,7 +339,7 @@ func (s *Server) startShadow(exp *activeExperiment, requestID string, req *ranke
 		}
 		defer version.Release()
 		_, span := tracing.Start(context.Background(), "shadow mapping")
-		shadow, release, _, err := s.score(context.Background(), span, version.Model, req, contextKeys)
+		shadow, release, _, _, _, err := s.score(context.Background(), span, version.Model, req, contextKeys)
 		if err != nil {
 			s.logger.Warn("shadow scoring failed", "request_id", requestID, "model", exp.Shadow.Model, "error", err)
 			return

@@ -389,12 +389,12 @@ func TestRankOrderPutsNaNLastAndKeepsTies(t *testing.T) {
 func TestMappingCacheIsBounded(t *testing.T) {
 	c := newMappingCache(2)
 	model := []string{"a", "b"}
-	first := c.get("h", model, []string{"a"}, nil)
-	if c.get("h", model, []string{"a"}, nil) != first {
+	first := c.get("h", model, []string{"a"}, nil, nil)
+	if c.get("h", model, []string{"a"}, nil, nil) != first {
 		t.Error("same layout was not served from the cache")
 	}
-	c.get("h", model, []string{"b"}, nil)
-	c.get("h", model, []string{"a", "b"}, nil)
+	c.get("h", model, []string{"b"}, nil, nil)
+	c.get("h", model, []string{"a", "b"}, nil, nil)
 	if len(c.entries) > 2 {
 		t.Errorf("cache holds %d layouts, limit 2", len(c.entries))
 	}

@@ -47,8 +47,17 @@ type RankRequest struct {
 	// Forces an experiment variant (QA); the `x-ranker-variant` metadata header
 	// does the same. Empty assigns by a hash of user_id.
 	ExperimentVariant string `protobuf:"bytes,8,opt,name=experiment_variant,json=experimentVariant,proto3" json:"experiment_variant,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The reader's device ("mobile", "desktop", "tablet"); empty scores the
+	// device feature as missing.
+	Device string `protobuf:"bytes,9,opt,name=device,proto3" json:"device,omitempty"`
+	// The moment the features describe; unset means the server clock. Only
+	// events strictly before it count.
+	EventTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
+	// Echo the feature rows the model scored (RankResponse.feature_names and
+	// ScoredCandidate.features), for audits and parity checks.
+	ReturnFeatures bool `protobuf:"varint,11,opt,name=return_features,json=returnFeatures,proto3" json:"return_features,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RankRequest) Reset() {
@@ -137,7 +146,31 @@ func (x *RankRequest) GetExperimentVariant() string {
 	return ""
 }
 
-// Candidate is one article that may be shown to the reader.
+func (x *RankRequest) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *RankRequest) GetEventTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EventTime
+	}
+	return nil
+}
+
+func (x *RankRequest) GetReturnFeatures() bool {
+	if x != nil {
+		return x.ReturnFeatures
+	}
+	return false
+}
+
+// Candidate is one article that may be shown to the reader. A candidate may
+// carry only its id: the server computes every model feature it can from its
+// state (the catalog and recorded events). A feature the request sends, in
+// feature_names or context_features, wins over the computed one.
 type Candidate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Article id, unique within the request.
@@ -205,15 +238,21 @@ type RankResponse struct {
 	ModelName string `protobuf:"bytes,3,opt,name=model_name,json=modelName,proto3" json:"model_name,omitempty"`
 	// Version of the model that scored the candidates.
 	ModelVersion string `protobuf:"bytes,4,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
-	// Features the model uses that the request did not send; they were scored
-	// as missing values.
+	// Features the model uses that the request did not send and the server
+	// could not compute; they were scored as missing values.
 	MissingFeatures []string `protobuf:"bytes,5,rep,name=missing_features,json=missingFeatures,proto3" json:"missing_features,omitempty"`
 	// Features the request sent that the model does not use.
 	IgnoredFeatures []string `protobuf:"bytes,6,rep,name=ignored_features,json=ignoredFeatures,proto3" json:"ignored_features,omitempty"`
 	// Experiment that assigned the model, empty when none ran.
 	Experiment string `protobuf:"bytes,7,opt,name=experiment,proto3" json:"experiment,omitempty"`
 	// Variant of that experiment the request was assigned to.
-	Variant       string `protobuf:"bytes,8,opt,name=variant,proto3" json:"variant,omitempty"`
+	Variant string `protobuf:"bytes,8,opt,name=variant,proto3" json:"variant,omitempty"`
+	// Candidate ids the catalog does not know; their article features were
+	// scored as missing.
+	UnknownCandidates []string `protobuf:"bytes,9,rep,name=unknown_candidates,json=unknownCandidates,proto3" json:"unknown_candidates,omitempty"`
+	// With return_features: the model's feature names, the order of
+	// ScoredCandidate.features.
+	FeatureNames  []string `protobuf:"bytes,10,rep,name=feature_names,json=featureNames,proto3" json:"feature_names,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -304,13 +343,30 @@ func (x *RankResponse) GetVariant() string {
 	return ""
 }
 
+func (x *RankResponse) GetUnknownCandidates() []string {
+	if x != nil {
+		return x.UnknownCandidates
+	}
+	return nil
+}
+
+func (x *RankResponse) GetFeatureNames() []string {
+	if x != nil {
+		return x.FeatureNames
+	}
+	return nil
+}
+
 // ScoredCandidate is a candidate with its model score.
 type ScoredCandidate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Article id from the request.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Model score; higher ranks first. Only the order is meaningful.
-	Score         float32 `protobuf:"fixed32,2,opt,name=score,proto3" json:"score,omitempty"`
+	Score float32 `protobuf:"fixed32,2,opt,name=score,proto3" json:"score,omitempty"`
+	// With return_features: the row the model scored, in the order of
+	// RankResponse.feature_names (NaN for missing).
+	Features      []float32 `protobuf:"fixed32,3,rep,packed,name=features,proto3" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -357,6 +413,13 @@ func (x *ScoredCandidate) GetScore() float32 {
 		return x.Score
 	}
 	return 0
+}
+
+func (x *ScoredCandidate) GetFeatures() []float32 {
+	if x != nil {
+		return x.Features
+	}
+	return nil
 }
 
 // GetModelInfoRequest asks which version of a model is serving.
@@ -541,11 +604,579 @@ func (x *GetModelInfoResponse) GetRefusedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// Article is one catalog entry.
+type Article struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Article id, as Rank candidates name it.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Section, for example "politics".
+	Category string `protobuf:"bytes,2,opt,name=category,proto3" json:"category,omitempty"`
+	// Subsection, for example "elections".
+	Subcategory string `protobuf:"bytes,3,opt,name=subcategory,proto3" json:"subcategory,omitempty"`
+	// Headline; words are compared with the headlines the reader clicked.
+	Title string `protobuf:"bytes,4,opt,name=title,proto3" json:"title,omitempty"`
+	// Length of the text in words.
+	WordCount uint32 `protobuf:"varint,5,opt,name=word_count,json=wordCount,proto3" json:"word_count,omitempty"`
+	// When the article was published.
+	PublishTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=publish_time,json=publishTime,proto3" json:"publish_time,omitempty"`
+	// Whether the article is breaking news.
+	Breaking      bool `protobuf:"varint,7,opt,name=breaking,proto3" json:"breaking,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Article) Reset() {
+	*x = Article{}
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Article) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Article) ProtoMessage() {}
+
+func (x *Article) ProtoReflect() protoreflect.Message {
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Article.ProtoReflect.Descriptor instead.
+func (*Article) Descriptor() ([]byte, []int) {
+	return file_ranker_v1_ranking_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Article) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Article) GetCategory() string {
+	if x != nil {
+		return x.Category
+	}
+	return ""
+}
+
+func (x *Article) GetSubcategory() string {
+	if x != nil {
+		return x.Subcategory
+	}
+	return ""
+}
+
+func (x *Article) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *Article) GetWordCount() uint32 {
+	if x != nil {
+		return x.WordCount
+	}
+	return 0
+}
+
+func (x *Article) GetPublishTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PublishTime
+	}
+	return nil
+}
+
+func (x *Article) GetBreaking() bool {
+	if x != nil {
+		return x.Breaking
+	}
+	return false
+}
+
+// UpsertArticlesRequest adds or replaces catalog entries by id.
+type UpsertArticlesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The articles; a later entry with the same id replaces an earlier one.
+	Articles      []*Article `protobuf:"bytes,1,rep,name=articles,proto3" json:"articles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpsertArticlesRequest) Reset() {
+	*x = UpsertArticlesRequest{}
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpsertArticlesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpsertArticlesRequest) ProtoMessage() {}
+
+func (x *UpsertArticlesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpsertArticlesRequest.ProtoReflect.Descriptor instead.
+func (*UpsertArticlesRequest) Descriptor() ([]byte, []int) {
+	return file_ranker_v1_ranking_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *UpsertArticlesRequest) GetArticles() []*Article {
+	if x != nil {
+		return x.Articles
+	}
+	return nil
+}
+
+// UpsertArticlesResponse says which articles were stored.
+type UpsertArticlesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many articles were stored.
+	Accepted uint32 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// Articles that were not stored, and why.
+	Rejected      []*Rejection `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpsertArticlesResponse) Reset() {
+	*x = UpsertArticlesResponse{}
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpsertArticlesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpsertArticlesResponse) ProtoMessage() {}
+
+func (x *UpsertArticlesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpsertArticlesResponse.ProtoReflect.Descriptor instead.
+func (*UpsertArticlesResponse) Descriptor() ([]byte, []int) {
+	return file_ranker_v1_ranking_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UpsertArticlesResponse) GetAccepted() uint32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *UpsertArticlesResponse) GetRejected() []*Rejection {
+	if x != nil {
+		return x.Rejected
+	}
+	return nil
+}
+
+// Impression is one candidate shown to a reader in one page view.
+type Impression struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique id of this event; a retried batch with the same id counts once.
+	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// The Rank request (page view) that showed it.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The reader.
+	UserId string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The article shown.
+	ArticleId string `protobuf:"bytes,4,opt,name=article_id,json=articleId,proto3" json:"article_id,omitempty"`
+	// Its position on the page, 0 first.
+	Position uint32 `protobuf:"varint,5,opt,name=position,proto3" json:"position,omitempty"`
+	// The reader's device.
+	Device string `protobuf:"bytes,6,opt,name=device,proto3" json:"device,omitempty"`
+	// When the page was shown.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Impression) Reset() {
+	*x = Impression{}
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Impression) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Impression) ProtoMessage() {}
+
+func (x *Impression) ProtoReflect() protoreflect.Message {
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Impression.ProtoReflect.Descriptor instead.
+func (*Impression) Descriptor() ([]byte, []int) {
+	return file_ranker_v1_ranking_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Impression) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *Impression) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Impression) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Impression) GetArticleId() string {
+	if x != nil {
+		return x.ArticleId
+	}
+	return ""
+}
+
+func (x *Impression) GetPosition() uint32 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *Impression) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *Impression) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// Click is a reader opening an article shown in a page view.
+type Click struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique id of this event; a retried batch with the same id counts once.
+	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// The Rank request (page view) whose impression was clicked.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The reader.
+	UserId string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The article clicked.
+	ArticleId string `protobuf:"bytes,4,opt,name=article_id,json=articleId,proto3" json:"article_id,omitempty"`
+	// When the click happened.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Click) Reset() {
+	*x = Click{}
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Click) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Click) ProtoMessage() {}
+
+func (x *Click) ProtoReflect() protoreflect.Message {
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Click.ProtoReflect.Descriptor instead.
+func (*Click) Descriptor() ([]byte, []int) {
+	return file_ranker_v1_ranking_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Click) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *Click) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Click) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Click) GetArticleId() string {
+	if x != nil {
+		return x.ArticleId
+	}
+	return ""
+}
+
+func (x *Click) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// RecordEventsRequest is a batch of events, recorded in the order given
+// (impressions first, then clicks).
+type RecordEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Candidates shown.
+	Impressions []*Impression `protobuf:"bytes,1,rep,name=impressions,proto3" json:"impressions,omitempty"`
+	// Candidates clicked; each must follow its impression.
+	Clicks        []*Click `protobuf:"bytes,2,rep,name=clicks,proto3" json:"clicks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordEventsRequest) Reset() {
+	*x = RecordEventsRequest{}
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordEventsRequest) ProtoMessage() {}
+
+func (x *RecordEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordEventsRequest.ProtoReflect.Descriptor instead.
+func (*RecordEventsRequest) Descriptor() ([]byte, []int) {
+	return file_ranker_v1_ranking_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RecordEventsRequest) GetImpressions() []*Impression {
+	if x != nil {
+		return x.Impressions
+	}
+	return nil
+}
+
+func (x *RecordEventsRequest) GetClicks() []*Click {
+	if x != nil {
+		return x.Clicks
+	}
+	return nil
+}
+
+// RecordEventsResponse says what was recorded. Accepted events are durable
+// when the response is sent.
+type RecordEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Events recorded.
+	Accepted uint32 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// Events already recorded under the same event_id (not counted again).
+	Duplicates uint32 `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	// Events refused, and why; the rest of the batch was recorded.
+	Rejected      []*Rejection `protobuf:"bytes,3,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordEventsResponse) Reset() {
+	*x = RecordEventsResponse{}
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordEventsResponse) ProtoMessage() {}
+
+func (x *RecordEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordEventsResponse.ProtoReflect.Descriptor instead.
+func (*RecordEventsResponse) Descriptor() ([]byte, []int) {
+	return file_ranker_v1_ranking_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RecordEventsResponse) GetAccepted() uint32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *RecordEventsResponse) GetDuplicates() uint32 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
+func (x *RecordEventsResponse) GetRejected() []*Rejection {
+	if x != nil {
+		return x.Rejected
+	}
+	return nil
+}
+
+// Rejection names an item of a batch that was refused.
+type Rejection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event_id (or article id) of the refused item.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The field at fault, for example "impressions[3].article_id".
+	Field string `protobuf:"bytes,2,opt,name=field,proto3" json:"field,omitempty"`
+	// Why it was refused.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rejection) Reset() {
+	*x = Rejection{}
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rejection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rejection) ProtoMessage() {}
+
+func (x *Rejection) ProtoReflect() protoreflect.Message {
+	mi := &file_ranker_v1_ranking_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
+func (*Rejection) Descriptor() ([]byte, []int) {
+	return file_ranker_v1_ranking_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Rejection) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Rejection) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *Rejection) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_ranker_v1_ranking_service_proto protoreflect.FileDescriptor
 
 const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1franker/v1/ranking_service.proto\x12\tranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x03\n" +
+	"\x1franker/v1/ranking_service.proto\x12\tranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x04\n" +
 	"\vRankRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -558,13 +1189,18 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\x05top_k\x18\x06 \x01(\rR\x04topK\x12\x1d\n" +
 	"\n" +
 	"model_name\x18\a \x01(\tR\tmodelName\x12-\n" +
-	"\x12experiment_variant\x18\b \x01(\tR\x11experimentVariant\x1aB\n" +
+	"\x12experiment_variant\x18\b \x01(\tR\x11experimentVariant\x12\x16\n" +
+	"\x06device\x18\t \x01(\tR\x06device\x129\n" +
+	"\n" +
+	"event_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\x12'\n" +
+	"\x0freturn_features\x18\v \x01(\bR\x0ereturnFeatures\x1aB\n" +
 	"\x14ContextFeaturesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x02R\x05value:\x028\x01\"7\n" +
 	"\tCandidate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
-	"\bfeatures\x18\x02 \x03(\x02R\bfeatures\"\xbd\x02\n" +
+	"\bfeatures\x18\x02 \x03(\x02R\bfeatures\"\x91\x03\n" +
 	"\fRankResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12:\n" +
@@ -579,10 +1215,14 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\n" +
 	"experiment\x18\a \x01(\tR\n" +
 	"experiment\x12\x18\n" +
-	"\avariant\x18\b \x01(\tR\avariant\"7\n" +
+	"\avariant\x18\b \x01(\tR\avariant\x12-\n" +
+	"\x12unknown_candidates\x18\t \x03(\tR\x11unknownCandidates\x12#\n" +
+	"\rfeature_names\x18\n" +
+	" \x03(\tR\ffeatureNames\"S\n" +
 	"\x0fScoredCandidate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
-	"\x05score\x18\x02 \x01(\x02R\x05score\"4\n" +
+	"\x05score\x18\x02 \x01(\x02R\x05score\x12\x1a\n" +
+	"\bfeatures\x18\x03 \x03(\x02R\bfeatures\"4\n" +
 	"\x13GetModelInfoRequest\x12\x1d\n" +
 	"\n" +
 	"model_name\x18\x01 \x01(\tR\tmodelName\"\xd9\x03\n" +
@@ -601,10 +1241,58 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\x0erefusal_reason\x18\n" +
 	" \x01(\tR\rrefusalReason\x129\n" +
 	"\n" +
-	"refused_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\trefusedAt2\x9a\x01\n" +
+	"refused_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\trefusedAt\"\xe7\x01\n" +
+	"\aArticle\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\bcategory\x18\x02 \x01(\tR\bcategory\x12 \n" +
+	"\vsubcategory\x18\x03 \x01(\tR\vsubcategory\x12\x14\n" +
+	"\x05title\x18\x04 \x01(\tR\x05title\x12\x1d\n" +
+	"\n" +
+	"word_count\x18\x05 \x01(\rR\twordCount\x12=\n" +
+	"\fpublish_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishTime\x12\x1a\n" +
+	"\bbreaking\x18\a \x01(\bR\bbreaking\"G\n" +
+	"\x15UpsertArticlesRequest\x12.\n" +
+	"\barticles\x18\x01 \x03(\v2\x12.ranker.v1.ArticleR\barticles\"f\n" +
+	"\x16UpsertArticlesResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\rR\baccepted\x120\n" +
+	"\brejected\x18\x02 \x03(\v2\x14.ranker.v1.RejectionR\brejected\"\xe2\x01\n" +
+	"\n" +
+	"Impression\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"article_id\x18\x04 \x01(\tR\tarticleId\x12\x1a\n" +
+	"\bposition\x18\x05 \x01(\rR\bposition\x12\x16\n" +
+	"\x06device\x18\x06 \x01(\tR\x06device\x12.\n" +
+	"\x04time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xa9\x01\n" +
+	"\x05Click\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"article_id\x18\x04 \x01(\tR\tarticleId\x12.\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"x\n" +
+	"\x13RecordEventsRequest\x127\n" +
+	"\vimpressions\x18\x01 \x03(\v2\x15.ranker.v1.ImpressionR\vimpressions\x12(\n" +
+	"\x06clicks\x18\x02 \x03(\v2\x10.ranker.v1.ClickR\x06clicks\"\x84\x01\n" +
+	"\x14RecordEventsResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\rR\baccepted\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x02 \x01(\rR\n" +
+	"duplicates\x120\n" +
+	"\brejected\x18\x03 \x03(\v2\x14.ranker.v1.RejectionR\brejected\"I\n" +
+	"\tRejection\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05field\x18\x02 \x01(\tR\x05field\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason2\xc2\x02\n" +
 	"\x0eRankingService\x127\n" +
 	"\x04Rank\x12\x16.ranker.v1.RankRequest\x1a\x17.ranker.v1.RankResponse\x12O\n" +
-	"\fGetModelInfo\x12\x1e.ranker.v1.GetModelInfoRequest\x1a\x1f.ranker.v1.GetModelInfoResponseB\x1fZ\x1dranker/gen/ranker/v1;rankerv1b\x06proto3"
+	"\fGetModelInfo\x12\x1e.ranker.v1.GetModelInfoRequest\x1a\x1f.ranker.v1.GetModelInfoResponse\x12U\n" +
+	"\x0eUpsertArticles\x12 .ranker.v1.UpsertArticlesRequest\x1a!.ranker.v1.UpsertArticlesResponse\x12O\n" +
+	"\fRecordEvents\x12\x1e.ranker.v1.RecordEventsRequest\x1a\x1f.ranker.v1.RecordEventsResponseB\x1fZ\x1dranker/gen/ranker/v1;rankerv1b\x06proto3"
 
 var (
 	file_ranker_v1_ranking_service_proto_rawDescOnce sync.Once
@@ -618,33 +1306,54 @@ func file_ranker_v1_ranking_service_proto_rawDescGZIP() []byte {
 	return file_ranker_v1_ranking_service_proto_rawDescData
 }
 
-var file_ranker_v1_ranking_service_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_ranker_v1_ranking_service_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_ranker_v1_ranking_service_proto_goTypes = []any{
-	(*RankRequest)(nil),           // 0: ranker.v1.RankRequest
-	(*Candidate)(nil),             // 1: ranker.v1.Candidate
-	(*RankResponse)(nil),          // 2: ranker.v1.RankResponse
-	(*ScoredCandidate)(nil),       // 3: ranker.v1.ScoredCandidate
-	(*GetModelInfoRequest)(nil),   // 4: ranker.v1.GetModelInfoRequest
-	(*GetModelInfoResponse)(nil),  // 5: ranker.v1.GetModelInfoResponse
-	nil,                           // 6: ranker.v1.RankRequest.ContextFeaturesEntry
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*RankRequest)(nil),            // 0: ranker.v1.RankRequest
+	(*Candidate)(nil),              // 1: ranker.v1.Candidate
+	(*RankResponse)(nil),           // 2: ranker.v1.RankResponse
+	(*ScoredCandidate)(nil),        // 3: ranker.v1.ScoredCandidate
+	(*GetModelInfoRequest)(nil),    // 4: ranker.v1.GetModelInfoRequest
+	(*GetModelInfoResponse)(nil),   // 5: ranker.v1.GetModelInfoResponse
+	(*Article)(nil),                // 6: ranker.v1.Article
+	(*UpsertArticlesRequest)(nil),  // 7: ranker.v1.UpsertArticlesRequest
+	(*UpsertArticlesResponse)(nil), // 8: ranker.v1.UpsertArticlesResponse
+	(*Impression)(nil),             // 9: ranker.v1.Impression
+	(*Click)(nil),                  // 10: ranker.v1.Click
+	(*RecordEventsRequest)(nil),    // 11: ranker.v1.RecordEventsRequest
+	(*RecordEventsResponse)(nil),   // 12: ranker.v1.RecordEventsResponse
+	(*Rejection)(nil),              // 13: ranker.v1.Rejection
+	nil,                            // 14: ranker.v1.RankRequest.ContextFeaturesEntry
+	(*timestamppb.Timestamp)(nil),  // 15: google.protobuf.Timestamp
 }
 var file_ranker_v1_ranking_service_proto_depIdxs = []int32{
-	6, // 0: ranker.v1.RankRequest.context_features:type_name -> ranker.v1.RankRequest.ContextFeaturesEntry
-	1, // 1: ranker.v1.RankRequest.candidates:type_name -> ranker.v1.Candidate
-	3, // 2: ranker.v1.RankResponse.candidates:type_name -> ranker.v1.ScoredCandidate
-	7, // 3: ranker.v1.GetModelInfoResponse.created_at:type_name -> google.protobuf.Timestamp
-	7, // 4: ranker.v1.GetModelInfoResponse.loaded_at:type_name -> google.protobuf.Timestamp
-	7, // 5: ranker.v1.GetModelInfoResponse.refused_at:type_name -> google.protobuf.Timestamp
-	0, // 6: ranker.v1.RankingService.Rank:input_type -> ranker.v1.RankRequest
-	4, // 7: ranker.v1.RankingService.GetModelInfo:input_type -> ranker.v1.GetModelInfoRequest
-	2, // 8: ranker.v1.RankingService.Rank:output_type -> ranker.v1.RankResponse
-	5, // 9: ranker.v1.RankingService.GetModelInfo:output_type -> ranker.v1.GetModelInfoResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	14, // 0: ranker.v1.RankRequest.context_features:type_name -> ranker.v1.RankRequest.ContextFeaturesEntry
+	1,  // 1: ranker.v1.RankRequest.candidates:type_name -> ranker.v1.Candidate
+	15, // 2: ranker.v1.RankRequest.event_time:type_name -> google.protobuf.Timestamp
+	3,  // 3: ranker.v1.RankResponse.candidates:type_name -> ranker.v1.ScoredCandidate
+	15, // 4: ranker.v1.GetModelInfoResponse.created_at:type_name -> google.protobuf.Timestamp
+	15, // 5: ranker.v1.GetModelInfoResponse.loaded_at:type_name -> google.protobuf.Timestamp
+	15, // 6: ranker.v1.GetModelInfoResponse.refused_at:type_name -> google.protobuf.Timestamp
+	15, // 7: ranker.v1.Article.publish_time:type_name -> google.protobuf.Timestamp
+	6,  // 8: ranker.v1.UpsertArticlesRequest.articles:type_name -> ranker.v1.Article
+	13, // 9: ranker.v1.UpsertArticlesResponse.rejected:type_name -> ranker.v1.Rejection
+	15, // 10: ranker.v1.Impression.time:type_name -> google.protobuf.Timestamp
+	15, // 11: ranker.v1.Click.time:type_name -> google.protobuf.Timestamp
+	9,  // 12: ranker.v1.RecordEventsRequest.impressions:type_name -> ranker.v1.Impression
+	10, // 13: ranker.v1.RecordEventsRequest.clicks:type_name -> ranker.v1.Click
+	13, // 14: ranker.v1.RecordEventsResponse.rejected:type_name -> ranker.v1.Rejection
+	0,  // 15: ranker.v1.RankingService.Rank:input_type -> ranker.v1.RankRequest
+	4,  // 16: ranker.v1.RankingService.GetModelInfo:input_type -> ranker.v1.GetModelInfoRequest
+	7,  // 17: ranker.v1.RankingService.UpsertArticles:input_type -> ranker.v1.UpsertArticlesRequest
+	11, // 18: ranker.v1.RankingService.RecordEvents:input_type -> ranker.v1.RecordEventsRequest
+	2,  // 19: ranker.v1.RankingService.Rank:output_type -> ranker.v1.RankResponse
+	5,  // 20: ranker.v1.RankingService.GetModelInfo:output_type -> ranker.v1.GetModelInfoResponse
+	8,  // 21: ranker.v1.RankingService.UpsertArticles:output_type -> ranker.v1.UpsertArticlesResponse
+	12, // 22: ranker.v1.RankingService.RecordEvents:output_type -> ranker.v1.RecordEventsResponse
+	19, // [19:23] is the sub-list for method output_type
+	15, // [15:19] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_ranker_v1_ranking_service_proto_init() }
@@ -658,7 +1367,7 @@ func file_ranker_v1_ranking_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ranker_v1_ranking_service_proto_rawDesc), len(file_ranker_v1_ranking_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

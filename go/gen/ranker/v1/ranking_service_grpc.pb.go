@@ -19,8 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RankingService_Rank_FullMethodName         = "/ranker.v1.RankingService/Rank"
-	RankingService_GetModelInfo_FullMethodName = "/ranker.v1.RankingService/GetModelInfo"
+	RankingService_Rank_FullMethodName           = "/ranker.v1.RankingService/Rank"
+	RankingService_GetModelInfo_FullMethodName   = "/ranker.v1.RankingService/GetModelInfo"
+	RankingService_UpsertArticles_FullMethodName = "/ranker.v1.RankingService/UpsertArticles"
+	RankingService_RecordEvents_FullMethodName   = "/ranker.v1.RankingService/RecordEvents"
 )
 
 // RankingServiceClient is the client API for RankingService service.
@@ -34,6 +36,11 @@ type RankingServiceClient interface {
 	Rank(ctx context.Context, in *RankRequest, opts ...grpc.CallOption) (*RankResponse, error)
 	// GetModelInfo describes the model version that is serving.
 	GetModelInfo(ctx context.Context, in *GetModelInfoRequest, opts ...grpc.CallOption) (*GetModelInfoResponse, error)
+	// UpsertArticles adds articles to the catalog or updates them.
+	UpsertArticles(ctx context.Context, in *UpsertArticlesRequest, opts ...grpc.CallOption) (*UpsertArticlesResponse, error)
+	// RecordEvents records what readers were shown and what they clicked;
+	// the features of later requests count them.
+	RecordEvents(ctx context.Context, in *RecordEventsRequest, opts ...grpc.CallOption) (*RecordEventsResponse, error)
 }
 
 type rankingServiceClient struct {
@@ -64,6 +71,26 @@ func (c *rankingServiceClient) GetModelInfo(ctx context.Context, in *GetModelInf
 	return out, nil
 }
 
+func (c *rankingServiceClient) UpsertArticles(ctx context.Context, in *UpsertArticlesRequest, opts ...grpc.CallOption) (*UpsertArticlesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpsertArticlesResponse)
+	err := c.cc.Invoke(ctx, RankingService_UpsertArticles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rankingServiceClient) RecordEvents(ctx context.Context, in *RecordEventsRequest, opts ...grpc.CallOption) (*RecordEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordEventsResponse)
+	err := c.cc.Invoke(ctx, RankingService_RecordEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RankingServiceServer is the server API for RankingService service.
 // All implementations must embed UnimplementedRankingServiceServer
 // for forward compatibility.
@@ -75,6 +102,11 @@ type RankingServiceServer interface {
 	Rank(context.Context, *RankRequest) (*RankResponse, error)
 	// GetModelInfo describes the model version that is serving.
 	GetModelInfo(context.Context, *GetModelInfoRequest) (*GetModelInfoResponse, error)
+	// UpsertArticles adds articles to the catalog or updates them.
+	UpsertArticles(context.Context, *UpsertArticlesRequest) (*UpsertArticlesResponse, error)
+	// RecordEvents records what readers were shown and what they clicked;
+	// the features of later requests count them.
+	RecordEvents(context.Context, *RecordEventsRequest) (*RecordEventsResponse, error)
 	mustEmbedUnimplementedRankingServiceServer()
 }
 
@@ -90,6 +122,12 @@ func (UnimplementedRankingServiceServer) Rank(context.Context, *RankRequest) (*R
 }
 func (UnimplementedRankingServiceServer) GetModelInfo(context.Context, *GetModelInfoRequest) (*GetModelInfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetModelInfo not implemented")
+}
+func (UnimplementedRankingServiceServer) UpsertArticles(context.Context, *UpsertArticlesRequest) (*UpsertArticlesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpsertArticles not implemented")
+}
+func (UnimplementedRankingServiceServer) RecordEvents(context.Context, *RecordEventsRequest) (*RecordEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordEvents not implemented")
 }
 func (UnimplementedRankingServiceServer) mustEmbedUnimplementedRankingServiceServer() {}
 func (UnimplementedRankingServiceServer) testEmbeddedByValue()                        {}
@@ -148,6 +186,42 @@ func _RankingService_GetModelInfo_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RankingService_UpsertArticles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpsertArticlesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RankingServiceServer).UpsertArticles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RankingService_UpsertArticles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RankingServiceServer).UpsertArticles(ctx, req.(*UpsertArticlesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RankingService_RecordEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RankingServiceServer).RecordEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RankingService_RecordEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RankingServiceServer).RecordEvents(ctx, req.(*RecordEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RankingService_ServiceDesc is the grpc.ServiceDesc for RankingService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -162,6 +236,14 @@ var RankingService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetModelInfo",
 			Handler:    _RankingService_GetModelInfo_Handler,
+		},
+		{
+			MethodName: "UpsertArticles",
+			Handler:    _RankingService_UpsertArticles_Handler,
+		},
+		{
+			MethodName: "RecordEvents",
+			Handler:    _RankingService_RecordEvents_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

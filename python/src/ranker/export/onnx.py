@@ -124,6 +124,11 @@ def to_onnx(booster: lgb.Booster) -> bytes:
         name="ranker",
         initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
     )
+    # onnxmltools lists the opsets in set order, which changes with Python's
+    # hash seed; sorted, the same booster always gives the same bytes.
+    opsets = sorted(model.opset_import, key=lambda o: (o.domain, o.version))
+    del model.opset_import[:]
+    model.opset_import.extend(opsets)
     payload: bytes = model.SerializeToString()
     return payload
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +19,7 @@ import polars as pl
 
 from ranker.data.schema import ClickLog
 from ranker.features.spec import (
+    ARTICLE_WINDOWS_HOURS,
     CONTEXT_FEATURES,
     CTR_PRIOR,
     DEVICE_CODES,
@@ -107,11 +108,27 @@ def title_vectors(titles: Sequence[str]) -> npt.NDArray[np.float32]:
     return normalised
 
 
+def _dot_rows(a: npt.NDArray[np.float64], b: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """Row-wise dot products summed dimension by dimension, in index order:
+    a fixed order of float64 operations that the Go server repeats exactly
+    (numpy's own reductions pick their order by array layout)."""
+    out = np.zeros(a.shape[0], np.float64)
+    for d in range(a.shape[1]):
+        out += a[:, d] * b[:, d]
+    return out
+
+
 def _title_similarity(
     impressions: pl.DataFrame, rows: pl.DataFrame, articles: pl.DataFrame
 ) -> npt.NDArray[np.float32]:
     """Cosine between each candidate's title and the titles of the reader's last
-    RECENT_READS clicks before the impression; NaN for readers with no clicks."""
+    RECENT_READS clicks before the impression; NaN for readers with no clicks.
+
+    The reader's profile is the float64 sum of those title vectors, newest
+    click first, normalised; the cosine is its dot product with the
+    candidate's vector. Every step has a fixed order of float64 operations, so
+    the Go server computes the same float32 value online.
+    """
     vectors = title_vectors(articles["title"].to_list())
     ids = articles["article_id"].to_numpy()
     index_of = np.full(int(ids.max(initial=0)) + 1, -1, np.int64)
@@ -124,9 +141,7 @@ def _title_similarity(
         .with_row_index("_k")
         .with_columns(pl.int_range(1, pl.len() + 1).over("user_id").alias("_n"))
     )
-    # Cumulative title sums over each reader's clicks, in click order.
-    cum = np.cumsum(vectors[index_of[clicks["article_id"].to_numpy()]].astype(np.float64), axis=0)
-    cum = np.vstack([np.zeros((1, TITLE_DIMENSIONS)), cum])  # cum[k+1] = sum of clicks 0..k
+    click_vectors = vectors[index_of[clicks["article_id"].to_numpy()]].astype(np.float64)
     last = (
         impressions.select("impression_id", "user_id", "time")
         .sort("time")
@@ -142,8 +157,11 @@ def _title_similarity(
     k = last["_k"].fill_null(-1).to_numpy().astype(np.int64)
     n = last["_n"].fill_null(0).to_numpy().astype(np.int64)
     window = np.minimum(n, RECENT_READS)
-    profile = cum[k + 1] - cum[k + 1 - window]
-    norms = np.linalg.norm(profile, axis=1)
+    profile = np.zeros((last.height, TITLE_DIMENSIONS), np.float64)
+    for back in range(RECENT_READS):  # newest click first
+        take = back < window
+        profile[take] += click_vectors[k[take] - back]
+    norms = np.sqrt(_dot_rows(profile, profile))
     profile = np.divide(
         profile, norms[:, None], out=np.zeros_like(profile), where=norms[:, None] > 0
     )
@@ -153,8 +171,7 @@ def _title_similarity(
     out = np.empty(rows.height, np.float32)
     for start in range(0, rows.height, _SIMILARITY_BLOCK):
         stop = min(start + _SIMILARITY_BLOCK, rows.height)
-        p = profile[imp_index[start:stop]]
-        out[start:stop] = np.einsum("ij,ij->i", p, vectors[art_index[start:stop]])
+        out[start:stop] = _dot_rows(profile[imp_index[start:stop]], vectors[art_index[start:stop]])
     out[n[imp_index] == 0] = np.nan
     return out
 
@@ -205,10 +222,11 @@ def build_features(impressions: pl.LazyFrame, articles: pl.LazyFrame) -> pl.Data
     )
 
     # Article popularity, overall and in the last hour and day.
+    short_hours, long_hours = ARTICLE_WINDOWS_HOURS
     keyed = rows.select("impression_id", "article_id", "time").unique()
     article = keyed.with_columns(
-        (pl.col("time") - pl.duration(hours=1)).alias("_t1h"),
-        (pl.col("time") - pl.duration(hours=24)).alias("_t24h"),
+        (pl.col("time") - pl.duration(hours=short_hours)).alias("_t1h"),
+        (pl.col("time") - pl.duration(hours=long_hours)).alias("_t24h"),
     )
     by_article = _cumulative(events, ["article_id"])
     article = _counts_before(article, by_article, ["article_id"], "time", "a_all")

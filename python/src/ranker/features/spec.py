@@ -5,6 +5,9 @@ here, the Go server online) reads these names in this order.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from ranker.data.schema import DEVICES
 
 # Features of the reader and the moment: sent once per request and applied to
@@ -51,6 +54,8 @@ CTR_PRIOR: tuple[float, float] = (1.0, 10.0)
 # reader's profile is the sum of the last RECENT_READS clicked titles.
 TITLE_DIMENSIONS = 64
 RECENT_READS = 10
+# Windows of the article popularity features (article_*_1h, article_*_24h).
+ARTICLE_WINDOWS_HOURS: tuple[int, int] = (1, 24)
 
 # The columns of a feature table besides the features: what identifies a row
 # and what it is labelled with.
@@ -62,3 +67,24 @@ LABEL_COLUMNS: tuple[str, ...] = (
     "position",
     "clicked",
 )
+
+
+def spec_document() -> dict[str, Any]:
+    """The specification as JSON for the other implementations: the Go server
+    embeds it (go/internal/features/spec.json, written by `make proto` and
+    checked for drift by `make proto-check`)."""
+    return {
+        "feature_names": list(FEATURE_NAMES),
+        "context_features": list(CONTEXT_FEATURES),
+        "candidate_features": list(CANDIDATE_FEATURES),
+        "devices": list(DEVICES),
+        "ctr_prior": {"clicks": CTR_PRIOR[0], "impressions": CTR_PRIOR[1]},
+        "title_dimensions": TITLE_DIMENSIONS,
+        "recent_reads": RECENT_READS,
+        "article_windows_hours": list(ARTICLE_WINDOWS_HOURS),
+    }
+
+
+def spec_json() -> str:
+    """spec_document() as the text of go/internal/features/spec.json."""
+    return json.dumps(spec_document(), indent=2) + "\n"

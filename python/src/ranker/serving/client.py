@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import datetime
 
 import grpc
 import numpy as np
@@ -74,8 +75,52 @@ class RankerClient:
     def close(self) -> None:
         self._channel.close()
 
-    def rank(self, request: pb.RankRequest, timeout: float = 10.0) -> pb.RankResponse:
+    def rank(
+        self,
+        request: pb.RankRequest | str,
+        article_ids: Sequence[str] | None = None,
+        *,
+        device: str = "",
+        event_time: datetime | None = None,
+        return_features: bool = False,
+        top_k: int = 0,
+        request_id: str = "",
+        timeout: float = 10.0,
+    ) -> pb.RankResponse:
+        """Rank a prepared request, or a reader's candidates by id alone:
+        `rank(user_id, article_ids, device=..., event_time=...)`; the server
+        computes the features from its state."""
+        if isinstance(request, str):
+            request = pb.RankRequest(
+                request_id=request_id,
+                user_id=request,
+                device=device,
+                candidates=[pb.Candidate(id=a) for a in article_ids or ()],
+                return_features=return_features,
+                top_k=top_k,
+            )
+            if event_time is not None:
+                request.event_time.FromDatetime(event_time)
         response: pb.RankResponse = self._stub.Rank(request, timeout=timeout)
+        return response
+
+    def upsert_articles(
+        self, articles: Sequence[pb.Article], timeout: float = 30.0
+    ) -> pb.UpsertArticlesResponse:
+        response: pb.UpsertArticlesResponse = self._stub.UpsertArticles(
+            pb.UpsertArticlesRequest(articles=articles), timeout=timeout
+        )
+        return response
+
+    def record_events(
+        self,
+        impressions: Sequence[pb.Impression] = (),
+        clicks: Sequence[pb.Click] = (),
+        timeout: float = 30.0,
+    ) -> pb.RecordEventsResponse:
+        response: pb.RecordEventsResponse = self._stub.RecordEvents(
+            pb.RecordEventsRequest(impressions=impressions, clicks=clicks), timeout=timeout
+        )
         return response
 
     def model_info(self, timeout: float = 10.0) -> pb.GetModelInfoResponse:

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RankRequest(_message.Message):
-    __slots__ = ("request_id", "user_id", "feature_names", "context_features", "candidates", "top_k", "model_name", "experiment_variant")
+    __slots__ = ("request_id", "user_id", "feature_names", "context_features", "candidates", "top_k", "model_name", "experiment_variant", "device", "event_time", "return_features")
     class ContextFeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,9 @@ class RankRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    RETURN_FEATURES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     user_id: str
     feature_names: _containers.RepeatedScalarFieldContainer[str]
@@ -34,7 +37,10 @@ class RankRequest(_message.Message):
     top_k: int
     model_name: str
     experiment_variant: str
-    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., context_features: _Optional[_Mapping[str, float]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., top_k: _Optional[int] = ..., model_name: _Optional[str] = ..., experiment_variant: _Optional[str] = ...) -> None: ...
+    device: str
+    event_time: _timestamp_pb2.Timestamp
+    return_features: bool
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., context_features: _Optional[_Mapping[str, float]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., top_k: _Optional[int] = ..., model_name: _Optional[str] = ..., experiment_variant: _Optional[str] = ..., device: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., return_features: _Optional[bool] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("id", "features")
@@ -45,7 +51,7 @@ class Candidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., features: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("request_id", "candidates", "model_name", "model_version", "missing_features", "ignored_features", "experiment", "variant")
+    __slots__ = ("request_id", "candidates", "model_name", "model_version", "missing_features", "ignored_features", "experiment", "variant", "unknown_candidates", "feature_names")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +60,8 @@ class RankResponse(_message.Message):
     IGNORED_FEATURES_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     candidates: _containers.RepeatedCompositeFieldContainer[ScoredCandidate]
     model_name: str
@@ -62,15 +70,19 @@ class RankResponse(_message.Message):
     ignored_features: _containers.RepeatedScalarFieldContainer[str]
     experiment: str
     variant: str
-    def __init__(self, request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., missing_features: _Optional[_Iterable[str]] = ..., ignored_features: _Optional[_Iterable[str]] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ...) -> None: ...
+    unknown_candidates: _containers.RepeatedScalarFieldContainer[str]
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., missing_features: _Optional[_Iterable[str]] = ..., ignored_features: _Optional[_Iterable[str]] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., unknown_candidates: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ScoredCandidate(_message.Message):
-    __slots__ = ("id", "score")
+    __slots__ = ("id", "score", "features")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    features: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., features: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ("model_name",)
@@ -103,3 +115,95 @@ class GetModelInfoResponse(_message.Message):
     refusal_reason: str
     refused_at: _timestamp_pb2.Timestamp
     def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., feature_hash: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., objective: _Optional[str] = ..., backend: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., refused_version: _Optional[str] = ..., refusal_reason: _Optional[str] = ..., refused_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Article(_message.Message):
+    __slots__ = ("id", "category", "subcategory", "title", "word_count", "publish_time", "breaking")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    SUBCATEGORY_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    WORD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_TIME_FIELD_NUMBER: _ClassVar[int]
+    BREAKING_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    category: str
+    subcategory: str
+    title: str
+    word_count: int
+    publish_time: _timestamp_pb2.Timestamp
+    breaking: bool
+    def __init__(self, id: _Optional[str] = ..., category: _Optional[str] = ..., subcategory: _Optional[str] = ..., title: _Optional[str] = ..., word_count: _Optional[int] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., breaking: _Optional[bool] = ...) -> None: ...
+
+class UpsertArticlesRequest(_message.Message):
+    __slots__ = ("articles",)
+    ARTICLES_FIELD_NUMBER: _ClassVar[int]
+    articles: _containers.RepeatedCompositeFieldContainer[Article]
+    def __init__(self, articles: _Optional[_Iterable[_Union[Article, _Mapping]]] = ...) -> None: ...
+
+class UpsertArticlesResponse(_message.Message):
+    __slots__ = ("accepted", "rejected")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    rejected: _containers.RepeatedCompositeFieldContainer[Rejection]
+    def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ...) -> None: ...
+
+class Impression(_message.Message):
+    __slots__ = ("event_id", "request_id", "user_id", "article_id", "position", "device", "time")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ARTICLE_ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    request_id: str
+    user_id: str
+    article_id: str
+    position: int
+    device: str
+    time: _timestamp_pb2.Timestamp
+    def __init__(self, event_id: _Optional[str] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., article_id: _Optional[str] = ..., position: _Optional[int] = ..., device: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Click(_message.Message):
+    __slots__ = ("event_id", "request_id", "user_id", "article_id", "time")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ARTICLE_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    request_id: str
+    user_id: str
+    article_id: str
+    time: _timestamp_pb2.Timestamp
+    def __init__(self, event_id: _Optional[str] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., article_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RecordEventsRequest(_message.Message):
+    __slots__ = ("impressions", "clicks")
+    IMPRESSIONS_FIELD_NUMBER: _ClassVar[int]
+    CLICKS_FIELD_NUMBER: _ClassVar[int]
+    impressions: _containers.RepeatedCompositeFieldContainer[Impression]
+    clicks: _containers.RepeatedCompositeFieldContainer[Click]
+    def __init__(self, impressions: _Optional[_Iterable[_Union[Impression, _Mapping]]] = ..., clicks: _Optional[_Iterable[_Union[Click, _Mapping]]] = ...) -> None: ...
+
+class RecordEventsResponse(_message.Message):
+    __slots__ = ("accepted", "duplicates", "rejected")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    duplicates: int
+    rejected: _containers.RepeatedCompositeFieldContainer[Rejection]
+    def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ...) -> None: ...
+
+class Rejection(_message.Message):
+    __slots__ = ("id", "field", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    field: str
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., field: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -46,6 +46,16 @@ class RankingServiceStub:
                 request_serializer=ranker_dot_v1_dot_ranking__service__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=ranker_dot_v1_dot_ranking__service__pb2.GetModelInfoResponse.FromString,
                 _registered_method=True)
+        self.UpsertArticles = channel.unary_unary(
+                '/ranker.v1.RankingService/UpsertArticles',
+                request_serializer=ranker_dot_v1_dot_ranking__service__pb2.UpsertArticlesRequest.SerializeToString,
+                response_deserializer=ranker_dot_v1_dot_ranking__service__pb2.UpsertArticlesResponse.FromString,
+                _registered_method=True)
+        self.RecordEvents = channel.unary_unary(
+                '/ranker.v1.RankingService/RecordEvents',
+                request_serializer=ranker_dot_v1_dot_ranking__service__pb2.RecordEventsRequest.SerializeToString,
+                response_deserializer=ranker_dot_v1_dot_ranking__service__pb2.RecordEventsResponse.FromString,
+                _registered_method=True)
 
 
 class RankingServiceServicer:
@@ -67,6 +77,21 @@ class RankingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertArticles(self, request, context):
+        """UpsertArticles adds articles to the catalog or updates them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordEvents(self, request, context):
+        """RecordEvents records what readers were shown and what they clicked;
+        the features of later requests count them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RankingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +104,16 @@ def add_RankingServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=ranker_dot_v1_dot_ranking__service__pb2.GetModelInfoRequest.FromString,
                     response_serializer=ranker_dot_v1_dot_ranking__service__pb2.GetModelInfoResponse.SerializeToString,
+            ),
+            'UpsertArticles': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertArticles,
+                    request_deserializer=ranker_dot_v1_dot_ranking__service__pb2.UpsertArticlesRequest.FromString,
+                    response_serializer=ranker_dot_v1_dot_ranking__service__pb2.UpsertArticlesResponse.SerializeToString,
+            ),
+            'RecordEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEvents,
+                    request_deserializer=ranker_dot_v1_dot_ranking__service__pb2.RecordEventsRequest.FromString,
+                    response_serializer=ranker_dot_v1_dot_ranking__service__pb2.RecordEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +172,60 @@ class RankingService:
             '/ranker.v1.RankingService/GetModelInfo',
             ranker_dot_v1_dot_ranking__service__pb2.GetModelInfoRequest.SerializeToString,
             ranker_dot_v1_dot_ranking__service__pb2.GetModelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertArticles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ranker.v1.RankingService/UpsertArticles',
+            ranker_dot_v1_dot_ranking__service__pb2.UpsertArticlesRequest.SerializeToString,
+            ranker_dot_v1_dot_ranking__service__pb2.UpsertArticlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ranker.v1.RankingService/RecordEvents',
+            ranker_dot_v1_dot_ranking__service__pb2.RecordEventsRequest.SerializeToString,
+            ranker_dot_v1_dot_ranking__service__pb2.RecordEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,218 @@
+package features
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+const hour = int64(time.Hour / time.Microsecond)
+
+// t0 is a Monday, 08:00 UTC, in microseconds.
+var t0 = time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC).UnixMicro()
+
+func openStore(t *testing.T, dir string) *Store {
+	t.Helper()
+	spec, err := LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, spec, DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.now = func() time.Time { return time.UnixMicro(t0 + 100*hour) }
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func catalog(t *testing.T, s *Store) {
+	t.Helper()
+	res, err := s.UpsertArticles([]Article{
+		{ID: "1", Category: "sport", Subcategory: "tennis", Title: "final set wins", WordCount: 300, PublishTime: t0 - 2*hour},
+		{ID: "2", Category: "sport", Subcategory: "football", Title: "late goal", WordCount: 500, PublishTime: t0 - hour, Breaking: true},
+	})
+	if err != nil || res.Accepted != 2 {
+		t.Fatalf("catalog: %+v, %v", res, err)
+	}
+}
+
+func impression(id, request, user, article string, at int64) Impression {
+	return Impression{EventID: id, RequestID: request, UserID: user, ArticleID: article, Time: at}
+}
+
+func TestEngineComputesExactlyTheSpecifiedFeatures(t *testing.T) {
+	spec, err := LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(featureIndex) != numFeatures || len(spec.FeatureNames) != numFeatures {
+		t.Fatalf("engine computes %d features, spec lists %d, constants count %d", len(featureIndex), len(spec.FeatureNames), numFeatures)
+	}
+	for _, n := range spec.ContextFeatures {
+		if k, ok := featureIndex[n]; !ok || k >= numContext {
+			t.Errorf("context feature %s: index %d, known %v", n, k, ok)
+		}
+	}
+	for _, n := range spec.CandidateFeatures {
+		if k, ok := featureIndex[n]; !ok || k < numContext {
+			t.Errorf("candidate feature %s: index %d, known %v", n, k, ok)
+		}
+	}
+}
+
+// row computes every feature for one candidate at time at.
+func row(s *Store, user, device, article string, at int64) map[string]float32 {
+	names := slices.Clone(s.spec.FeatureNames)
+	cols := make([]int, len(names))
+	for i := range cols {
+		cols[i] = i
+	}
+	out := make([]float32, len(names))
+	s.Fill(Query{UserID: user, Device: device, Time: at}, []string{article}, names, cols, out)
+	m := map[string]float32{}
+	for i, n := range names {
+		m[n] = out[i]
+	}
+	return m
+}
+
+func TestOnlyEventsStrictlyBeforeCountAndWindowsSlide(t *testing.T) {
+	s := openStore(t, "")
+	catalog(t, s)
+	res, err := s.RecordEvents([]Impression{
+		impression("a", "r1", "u", "1", t0),
+		impression("b", "r1", "u", "2", t0),
+		impression("c", "r2", "v", "1", t0+2*hour),
+	}, []Click{{EventID: "k", RequestID: "r1", UserID: "u", ArticleID: "1", Time: t0 + 60_000_000}})
+	if err != nil || res.Accepted != 4 || len(res.Rejected) != 0 {
+		t.Fatalf("record: %+v, %v", res, err)
+	}
+	at := row(s, "u", "desktop", "1", t0) // the same instant: nothing counts yet
+	if at["user_prior_impressions"] != 0 || at["user_is_cold_start"] != 1 || !math.IsNaN(float64(at["article_prior_ctr"])) {
+		t.Fatalf("at t0: %v", at)
+	}
+	later := row(s, "u", "desktop", "1", t0+30*60_000_000)
+	want := map[string]float32{
+		"hour_of_day": 8, "day_of_week": 0, "device_code": 1,
+		"user_prior_impressions": 2, "user_prior_clicks": 1, "user_is_cold_start": 0,
+		"user_hours_since_last_visit": 0.5, "article_impressions_1h": 1, "article_clicks_1h": 1,
+		"article_prior_ctr": 1, "article_ctr_24h": float32((1.0 + 1) / (1 + 10)),
+		"user_category_prior_impressions": 2, "article_age_hours": 2.5, "article_word_count": 300,
+	}
+	for name, v := range want {
+		if later[name] != v {
+			t.Errorf("%s: got %v, want %v", name, later[name], v)
+		}
+	}
+	if sim := later["title_similarity"]; math.Abs(float64(sim)-1) > 1e-6 {
+		t.Errorf("title_similarity of the clicked article itself: got %v, want 1", sim)
+	}
+	// Two hours on, the 1 h window is empty and v's impression is not yet counted.
+	end := row(s, "w", "", "1", t0+2*hour)
+	if end["article_impressions_1h"] != 0 || end["article_impressions_24h"] != 1 || !math.IsNaN(float64(end["device_code"])) {
+		t.Fatalf("two hours on: %v", end)
+	}
+}
+
+func TestBadEventsAreRefusedNamingTheField(t *testing.T) {
+	s := openStore(t, "")
+	catalog(t, s)
+	if _, err := s.RecordEvents([]Impression{impression("ok", "r1", "u", "1", t0)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		imp   []Impression
+		click []Click
+		field string
+	}{
+		{"unknown article", []Impression{impression("e1", "r2", "u", "9", t0)}, nil, "impressions[0].article_id"},
+		{"no event id", []Impression{impression("", "r2", "u", "1", t0)}, nil, "impressions[0].event_id"},
+		{"no request id", []Impression{impression("e2", "", "u", "1", t0)}, nil, "impressions[0].request_id"},
+		{"no time", []Impression{impression("e3", "r2", "u", "1", 0)}, nil, "impressions[0].time"},
+		{"in the future", []Impression{impression("e4", "r2", "u", "1", t0+200*hour)}, nil, "impressions[0].time"},
+		{"too late", []Impression{impression("e5", "r2", "u", "1", t0-48*hour)}, nil, "impressions[0].time"},
+		{"unknown device", []Impression{{EventID: "e6", RequestID: "r2", UserID: "u", ArticleID: "1", Device: "fridge", Time: t0}}, nil, "impressions[0].device"},
+		{"shown twice", []Impression{impression("e7", "r1", "u", "1", t0)}, nil, "impressions[0].article_id"},
+		{"click without impression", nil, []Click{{EventID: "c1", RequestID: "r9", UserID: "u", ArticleID: "1", Time: t0}}, "clicks[0].request_id"},
+		{"click by someone else", nil, []Click{{EventID: "c2", RequestID: "r1", UserID: "x", ArticleID: "1", Time: t0}}, "clicks[0].user_id"},
+		{"click before impression", nil, []Click{{EventID: "c3", RequestID: "r1", UserID: "u", ArticleID: "1", Time: t0 - 1}}, "clicks[0].time"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res, err := s.RecordEvents(c.imp, c.click)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Accepted != 0 || len(res.Rejected) != 1 || res.Rejected[0].Field != c.field {
+				t.Fatalf("got %+v, want one rejection of %s", res, c.field)
+			}
+		})
+	}
+	res, err := s.UpsertArticles([]Article{{ID: "3", Category: "a", Subcategory: "b", Title: strings.Repeat("x ", MaxTitleBytes), PublishTime: t0}, {ID: "4", Category: "a", Subcategory: "b", PublishTime: t0}})
+	if err != nil || res.Accepted != 0 || len(res.Rejected) != 2 || res.Rejected[0].Field != "articles[0].title" || res.Rejected[1].Field != "articles[1].title" {
+		t.Fatalf("long and empty titles: %+v, %v", res, err)
+	}
+}
+
+func TestRestartKeepsEveryAcknowledgedEventOnce(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	catalog(t, s)
+	batch := []Impression{impression("a", "r1", "u", "1", t0), impression("b", "r1", "u", "2", t0)}
+	clicks := []Click{{EventID: "k", RequestID: "r1", UserID: "u", ArticleID: "2", Time: t0}}
+	if res, err := s.RecordEvents(batch, clicks); err != nil || res.Accepted != 3 {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	before := row(s, "u", "mobile", "2", t0+hour)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A crash in the middle of a write leaves a partial line: never acknowledged.
+	f, err := os.OpenFile(filepath.Join(dir, LogFile), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`{"impressions":[{"event_id":"half`); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+
+	again := openStore(t, dir)
+	if a, u, e := again.Counts(); a != 2 || u != 1 || e != 3 {
+		t.Fatalf("after restart: %d articles, %d users, %d events; want 2, 1, 3", a, u, e)
+	}
+	after := row(again, "u", "mobile", "2", t0+hour)
+	for name, v := range before {
+		if v != after[name] && !(math.IsNaN(float64(v)) && math.IsNaN(float64(after[name]))) {
+			t.Errorf("%s: %v before the restart, %v after", name, v, after[name])
+		}
+	}
+	res, err := again.RecordEvents(batch, clicks) // the caller retries the batch
+	if err != nil || res.Accepted != 0 || res.Duplicates != 3 {
+		t.Fatalf("retried batch: %+v, %v; want 3 duplicates", res, err)
+	}
+}
+
+func TestTitleWordsSplitAsPythonSplits(t *testing.T) {
+	a := TitleVector("late goal", 64)
+	b := TitleVector("late\x1cgoal\u00a0", 64)
+	if !slices.Equal(a, b) {
+		t.Fatalf("%v != %v", a, b)
+	}
+	var sq float64
+	for _, x := range a {
+		sq += float64(x) * float64(x)
+	}
+	if math.Abs(sq-1) > 1e-6 {
+		t.Fatalf("not unit length: %v", sq)
+	}
+	if v := TitleVector("", 64); slices.ContainsFunc(v, func(x float32) bool { return x != 0 }) {
+		t.Fatalf("empty title: %v", v)
+	}
+}

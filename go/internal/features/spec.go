@@ -1,0 +1,45 @@
+// Package features computes the model's features online, from the article
+// catalog and the events the server records, exactly as the Python pipeline
+// (python/src/ranker/features/build.py) computes the training rows: the same
+// windows, priors, strictly-before semantics, missing values and title
+// hashing, in the same order of floating-point operations.
+package features
+
+import (
+	_ "embed"
+	"encoding/json"
+	"fmt"
+)
+
+// specJSON is written from python/src/ranker/features/spec.py by `make proto`;
+// `make proto-check` fails when the two differ.
+//
+//go:embed spec.json
+var specJSON []byte
+
+// Spec is the feature specification shared with the Python pipeline.
+type Spec struct {
+	FeatureNames      []string `json:"feature_names"`
+	ContextFeatures   []string `json:"context_features"`
+	CandidateFeatures []string `json:"candidate_features"`
+	Devices           []string `json:"devices"`
+	CTRPrior          struct {
+		Clicks      float64 `json:"clicks"`
+		Impressions float64 `json:"impressions"`
+	} `json:"ctr_prior"`
+	TitleDimensions     int      `json:"title_dimensions"`
+	RecentReads         int      `json:"recent_reads"`
+	ArticleWindowsHours [2]int64 `json:"article_windows_hours"`
+}
+
+// LoadSpec returns the embedded specification.
+func LoadSpec() (*Spec, error) {
+	var s Spec
+	if err := json.Unmarshal(specJSON, &s); err != nil {
+		return nil, fmt.Errorf("features/spec.json: %w", err)
+	}
+	if s.TitleDimensions <= 0 || s.RecentReads <= 0 || len(s.FeatureNames) == 0 {
+		return nil, fmt.Errorf("features/spec.json: incomplete specification")
+	}
+	return &s, nil
+}

@@ -1,0 +1,312 @@
+package features
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// Bounds on what one batch and one entry may hold.
+const (
+	MaxBatch      = 10_000 // events or articles per call
+	MaxTitleBytes = 2_000
+	maxIDBytes    = 256
+)
+
+// Limits are the time bounds events are held to.
+type Limits struct {
+	// Lateness: an event older than the newest event recorded by more than
+	// this is refused (its page view's features were served long ago).
+	Lateness time.Duration
+	// ClockSkew: an event later than the server clock by more than this is
+	// refused.
+	ClockSkew time.Duration
+}
+
+// DefaultLimits are the documented defaults.
+var DefaultLimits = Limits{Lateness: 24 * time.Hour, ClockSkew: 5 * time.Minute}
+
+// Rejection names a refused item of a batch.
+type Rejection struct {
+	ID, Field, Reason string
+}
+
+// Result says what happened to a batch.
+type Result struct {
+	Accepted, Duplicates int
+	Rejected             []Rejection
+}
+
+// record is one line of the event log: the accepted part of one batch.
+type record struct {
+	Articles    []Article    `json:"articles,omitempty"`
+	Impressions []Impression `json:"impressions,omitempty"`
+	Clicks      []Click      `json:"clicks,omitempty"`
+}
+
+// Store is the State made durable: every accepted batch is appended to an
+// event log and synced to disk before it is applied and acknowledged, and a
+// restart replays the log. With no directory it keeps the state in memory
+// only.
+type Store struct {
+	*State
+	limits Limits
+	now    func() time.Time
+
+	writeMu sync.Mutex // one batch at a time: validate, log, apply
+	log     *os.File
+}
+
+// LogFile is the event log's name in the state directory.
+const LogFile = "events.jsonl"
+
+// Open loads the state kept in dir (created if needed); an empty dir keeps
+// it in memory.
+func Open(dir string, spec *Spec, limits Limits) (*Store, error) {
+	s := &Store{State: NewState(spec), limits: limits, now: time.Now}
+	if dir == "" {
+		return s, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	path := filepath.Join(dir, LogFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("state log: %w", err)
+	}
+	good, err := s.replay(f)
+	if err != nil {
+		_ = f.Close() // the replay error is the one to report
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	// A line cut short by a crash was never acknowledged: drop it.
+	if err := f.Truncate(good); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if _, err := f.Seek(good, io.SeekStart); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	s.log = f
+	return s, nil
+}
+
+// replay applies every whole line of the log; it returns the offset after
+// the last whole line.
+func (s *Store) replay(f *os.File) (int64, error) {
+	r := bufio.NewReaderSize(f, 1<<20)
+	var offset int64
+	for line := 1; ; line++ {
+		b, err := r.ReadBytes('\n')
+		if errors.Is(err, io.EOF) {
+			return offset, nil // b, if any, is a partial line
+		}
+		if err != nil {
+			return 0, err
+		}
+		var rec record
+		if err := json.Unmarshal(b, &rec); err != nil {
+			return 0, fmt.Errorf("line %d: %w", line, err)
+		}
+		s.apply(rec)
+		offset += int64(len(b))
+	}
+}
+
+func (s *Store) apply(rec record) {
+	for _, a := range rec.Articles {
+		s.applyArticle(a)
+	}
+	for _, e := range rec.Impressions {
+		s.applyImpression(e)
+	}
+	for _, e := range rec.Clicks {
+		s.applyClick(e)
+	}
+}
+
+// Close closes the event log.
+func (s *Store) Close() error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.log == nil {
+		return nil
+	}
+	err := s.log.Close()
+	s.log = nil
+	return err
+}
+
+func (s *Store) commit(rec record) error {
+	if s.log != nil {
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		if _, err := s.log.Write(append(b, '\n')); err != nil {
+			return fmt.Errorf("state log: %w", err)
+		}
+		if err := s.log.Sync(); err != nil {
+			return fmt.Errorf("state log: %w", err)
+		}
+	}
+	s.apply(rec)
+	return nil
+}
+
+func checkID(field, v string) string {
+	switch {
+	case v == "":
+		return field + ": required"
+	case len(v) > maxIDBytes:
+		return fmt.Sprintf("%s: longer than %d bytes", field, maxIDBytes)
+	}
+	return ""
+}
+
+// UpsertArticles validates and stores articles; an error means nothing was
+// stored (the log could not be written).
+func (s *Store) UpsertArticles(articles []Article) (Result, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	var res Result
+	var rec record
+	for i, a := range articles {
+		field := fmt.Sprintf("articles[%d]", i)
+		reject := func(f, reason string) {
+			res.Rejected = append(res.Rejected, Rejection{ID: a.ID, Field: field + "." + f, Reason: reason})
+		}
+		switch {
+		case checkID("id", a.ID) != "":
+			reject("id", checkID("id", a.ID))
+		case a.Category == "" || a.Subcategory == "":
+			reject("category", "category and subcategory are required")
+		case len(a.Title) > MaxTitleBytes:
+			reject("title", fmt.Sprintf("%d bytes, more than %d", len(a.Title), MaxTitleBytes))
+		case len(a.Title) == 0 || !utf8.ValidString(a.Title):
+			reject("title", "empty or not UTF-8")
+		case a.PublishTime == 0:
+			reject("publish_time", "required")
+		default:
+			rec.Articles = append(rec.Articles, a)
+		}
+	}
+	if len(rec.Articles) > 0 {
+		if err := s.commit(rec); err != nil {
+			return Result{}, err
+		}
+	}
+	res.Accepted = len(rec.Articles)
+	return res, nil
+}
+
+// RecordEvents validates and records a batch: impressions first, then
+// clicks, each in order. Refused events are listed; the rest are durable
+// when it returns without error.
+func (s *Store) RecordEvents(impressions []Impression, clicks []Click) (Result, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	var res Result
+	var rec record
+	s.mu.RLock()
+	watermark := s.watermark
+	inBatch := make(map[string]bool)
+	pending := make(map[string]string) // impressions of this batch: key -> user
+	tooLate := func(t int64) bool {
+		return watermark > t && watermark-t > s.limits.Lateness.Microseconds()
+	}
+	future := s.now().Add(s.limits.ClockSkew).UnixMicro()
+	for i, e := range impressions {
+		field := fmt.Sprintf("impressions[%d]", i)
+		reject := func(f, reason string) {
+			res.Rejected = append(res.Rejected, Rejection{ID: e.EventID, Field: field + "." + f, Reason: reason})
+		}
+		_, seen := s.events[e.EventID]
+		switch {
+		case checkID("event_id", e.EventID) != "":
+			reject("event_id", checkID("event_id", e.EventID))
+		case seen || inBatch[e.EventID]:
+			res.Duplicates++
+		case checkID("request_id", e.RequestID) != "":
+			reject("request_id", checkID("request_id", e.RequestID))
+		case checkID("user_id", e.UserID) != "":
+			reject("user_id", checkID("user_id", e.UserID))
+		case s.articles[e.ArticleID] == nil:
+			reject("article_id", fmt.Sprintf("article %q is not in the catalog (UpsertArticles first)", e.ArticleID))
+		case e.Device != "" && !s.knownDevice(e.Device):
+			reject("device", fmt.Sprintf("%q is not one of %v", e.Device, s.spec.Devices))
+		case e.Time == 0:
+			reject("time", "required")
+		case e.Time > future:
+			reject("time", fmt.Sprintf("more than %v after the server clock", s.limits.ClockSkew))
+		case tooLate(e.Time):
+			reject("time", fmt.Sprintf("more than %v before the newest event recorded", s.limits.Lateness))
+		case s.impressions[impressionKey(e.RequestID, e.ArticleID)] != nil || pending[impressionKey(e.RequestID, e.ArticleID)] != "":
+			reject("article_id", fmt.Sprintf("request %q already showed article %q", e.RequestID, e.ArticleID))
+		default:
+			inBatch[e.EventID] = true
+			pending[impressionKey(e.RequestID, e.ArticleID)] = e.UserID
+			rec.Impressions = append(rec.Impressions, e)
+		}
+	}
+	clickedInBatch := make(map[string]bool)
+	for i, e := range clicks {
+		field := fmt.Sprintf("clicks[%d]", i)
+		reject := func(f, reason string) {
+			res.Rejected = append(res.Rejected, Rejection{ID: e.EventID, Field: field + "." + f, Reason: reason})
+		}
+		key := impressionKey(e.RequestID, e.ArticleID)
+		imp := s.impressions[key]
+		user, inThisBatch := pending[key]
+		if imp != nil {
+			user = imp.user
+		}
+		_, seen := s.events[e.EventID]
+		switch {
+		case checkID("event_id", e.EventID) != "":
+			reject("event_id", checkID("event_id", e.EventID))
+		case seen || inBatch[e.EventID]:
+			res.Duplicates++
+		case imp == nil && !inThisBatch:
+			reject("request_id", fmt.Sprintf("no impression of article %q in request %q", e.ArticleID, e.RequestID))
+		case e.UserID != user:
+			reject("user_id", fmt.Sprintf("the impression was shown to %q", user))
+		case (imp != nil && imp.clicked) || clickedInBatch[key]:
+			reject("article_id", "this impression is already clicked")
+		case e.Time > future:
+			reject("time", fmt.Sprintf("more than %v after the server clock", s.limits.ClockSkew))
+		case imp != nil && e.Time < imp.time:
+			reject("time", "before its impression")
+		default:
+			inBatch[e.EventID] = true
+			clickedInBatch[key] = true
+			rec.Clicks = append(rec.Clicks, e)
+		}
+	}
+	s.mu.RUnlock()
+	if len(rec.Impressions)+len(rec.Clicks) > 0 {
+		if err := s.commit(rec); err != nil {
+			return Result{}, err
+		}
+	}
+	res.Accepted = len(rec.Impressions) + len(rec.Clicks)
+	return res, nil
+}
+
+func (s *State) knownDevice(d string) bool {
+	for _, x := range s.spec.Devices {
+		if x == d {
+			return true
+		}
+	}
+	return false
+}

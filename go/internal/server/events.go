@@ -1,0 +1,104 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	rankerv1 "ranker/gen/ranker/v1"
+	"ranker/internal/features"
+)
+
+// micros converts a timestamp to microseconds since the epoch; 0 (refused as
+// "required") when it is unset or invalid.
+func micros(t *timestamppb.Timestamp) int64 {
+	if t == nil || t.CheckValid() != nil {
+		return 0
+	}
+	return t.AsTime().UnixMicro()
+}
+
+func rejections(in []features.Rejection) []*rankerv1.Rejection {
+	out := make([]*rankerv1.Rejection, len(in))
+	for i, r := range in {
+		out[i] = &rankerv1.Rejection{Id: r.ID, Field: r.Field, Reason: r.Reason}
+	}
+	return out
+}
+
+func (s *Server) stateOrError() (*features.Store, error) {
+	if s.features == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this server keeps no feature state")
+	}
+	return s.features, nil
+}
+
+// UpsertArticles implements rankerv1.RankingServiceServer.
+func (s *Server) UpsertArticles(_ context.Context, req *rankerv1.UpsertArticlesRequest) (resp *rankerv1.UpsertArticlesResponse, err error) {
+	start := time.Now()
+	defer func() {
+		s.metrics.Requests.WithLabelValues("UpsertArticles", status.Code(err).String(), "", "").Inc()
+		s.metrics.Latency.WithLabelValues("UpsertArticles").Observe(time.Since(start).Seconds())
+	}()
+	store, err := s.stateOrError()
+	if err != nil {
+		return nil, err
+	}
+	if n := len(req.GetArticles()); n > features.MaxBatch {
+		return nil, status.Errorf(codes.ResourceExhausted, "articles: %d exceed the limit of %d per call", n, features.MaxBatch)
+	}
+	articles := make([]features.Article, len(req.GetArticles()))
+	for i, a := range req.GetArticles() {
+		articles[i] = features.Article{ID: a.GetId(), Category: a.GetCategory(), Subcategory: a.GetSubcategory(),
+			Title: a.GetTitle(), WordCount: a.GetWordCount(), PublishTime: micros(a.GetPublishTime()), Breaking: a.GetBreaking()}
+	}
+	res, err := store.UpsertArticles(articles)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "state: %v", err)
+	}
+	s.countEvents("article", res)
+	return &rankerv1.UpsertArticlesResponse{Accepted: uint32(res.Accepted), Rejected: rejections(res.Rejected)}, nil
+}
+
+// RecordEvents implements rankerv1.RankingServiceServer.
+func (s *Server) RecordEvents(_ context.Context, req *rankerv1.RecordEventsRequest) (resp *rankerv1.RecordEventsResponse, err error) {
+	start := time.Now()
+	defer func() {
+		s.metrics.Requests.WithLabelValues("RecordEvents", status.Code(err).String(), "", "").Inc()
+		s.metrics.Latency.WithLabelValues("RecordEvents").Observe(time.Since(start).Seconds())
+	}()
+	store, err := s.stateOrError()
+	if err != nil {
+		return nil, err
+	}
+	if n := len(req.GetImpressions()) + len(req.GetClicks()); n > features.MaxBatch {
+		return nil, status.Errorf(codes.ResourceExhausted, "impressions, clicks: %d events exceed the limit of %d per call", n, features.MaxBatch)
+	}
+	impressions := make([]features.Impression, len(req.GetImpressions()))
+	for i, e := range req.GetImpressions() {
+		impressions[i] = features.Impression{EventID: e.GetEventId(), RequestID: e.GetRequestId(), UserID: e.GetUserId(),
+			ArticleID: e.GetArticleId(), Position: e.GetPosition(), Device: e.GetDevice(), Time: micros(e.GetTime())}
+	}
+	clicks := make([]features.Click, len(req.GetClicks()))
+	for i, e := range req.GetClicks() {
+		clicks[i] = features.Click{EventID: e.GetEventId(), RequestID: e.GetRequestId(), UserID: e.GetUserId(),
+			ArticleID: e.GetArticleId(), Time: micros(e.GetTime())}
+	}
+	res, err := store.RecordEvents(impressions, clicks)
+	if err != nil {
+		// Nothing of the batch was recorded: the caller retries.
+		return nil, status.Errorf(codes.Unavailable, "state: %v", err)
+	}
+	s.countEvents("event", res)
+	return &rankerv1.RecordEventsResponse{Accepted: uint32(res.Accepted), Duplicates: uint32(res.Duplicates),
+		Rejected: rejections(res.Rejected)}, nil
+}
+
+func (s *Server) countEvents(kind string, res features.Result) {
+	s.metrics.Events.WithLabelValues(kind, "accepted").Add(float64(res.Accepted))
+	s.metrics.Events.WithLabelValues(kind, "duplicate").Add(float64(res.Duplicates))
+	s.metrics.Events.WithLabelValues(kind, "rejected").Add(float64(len(res.Rejected)))
+}
