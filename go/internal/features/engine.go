@@ -263,9 +263,17 @@ func (s *State) DependsOnArticle(name string) bool {
 func (s *State) Fill(q Query, ids []string, names []string, cols []int, rows []float32) (unknown []string) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	nan := float32(math.NaN())
+	kinds := make([]int, len(cols)) // the engine's index of each column's feature, or -1
+	for i, j := range cols {
+		k, ok := featureIndex[names[j]]
+		if !ok {
+			k = -1
+		}
+		kinds[i] = k
+	}
 	f := len(names)
-	ctx := s.contextValues(q)
+	var values [numFeatures]float32
+	s.contextValues(q, values[:numContext])
 	u := s.users[q.UserID]
 	profile, hasReads := s.readerProfile(u, q.Time)
 	for i, id := range ids {
@@ -273,18 +281,11 @@ func (s *State) Fill(q Query, ids []string, names []string, cols []int, rows []f
 		if a == nil {
 			unknown = append(unknown, id)
 		}
+		s.candidateValues(q, u, a, profile, hasReads, values[numContext:])
 		row := rows[i*f : (i+1)*f]
-		for _, j := range cols {
-			k, ok := featureIndex[names[j]]
-			switch {
-			case !ok:
-				continue
-			case k < numContext:
-				row[j] = ctx[k]
-			case a == nil:
-				row[j] = nan
-			default:
-				row[j] = s.candidateValue(k, q, u, a, profile, hasReads)
+		for c, j := range cols {
+			if k := kinds[c]; k >= 0 {
+				row[j] = values[k]
 			}
 		}
 	}
@@ -358,8 +359,8 @@ func hours(us int64) float32 {
 	return float32(float64(us/1_000_000) / 3600.0)
 }
 
-func (s *State) contextValues(q Query) [numContext]float32 {
-	var v [numContext]float32
+// contextValues writes the reader's and the moment's features into v.
+func (s *State) contextValues(q Query, v []float32) {
 	t := time.UnixMicro(q.Time).UTC()
 	v[hourOfDay] = float32(t.Hour())
 	v[dayOfWeek] = float32((int(t.Weekday()) + 6) % 7) // Monday is 0
@@ -388,69 +389,52 @@ func (s *State) contextValues(q Query) [numContext]float32 {
 			v[userHoursSinceLastVisit] = hours(q.Time - u.visits[i-1])
 		}
 	}
-	return v
 }
 
-func (s *State) candidateValue(k int, q Query, u *userState, a *articleState, profile []float64, hasReads bool) float32 {
+// candidateValues writes the features of article a (NaN when it is nil,
+// unknown to the catalog) into v, indexed from articleAgeHours.
+func (s *State) candidateValues(q Query, u *userState, a *articleState, profile []float64, hasReads bool, v []float32) {
+	const first = articleAgeHours
+	if a == nil {
+		nan := float32(math.NaN())
+		for i := range v {
+			v[i] = nan
+		}
+		return
+	}
 	short := s.spec.ArticleWindowsHours[0] * int64(time.Hour/time.Microsecond)
 	long := s.spec.ArticleWindowsHours[1] * int64(time.Hour/time.Microsecond)
-	switch k {
-	case articleAgeHours:
-		return hours(q.Time - a.PublishTime)
-	case articleWordCount:
-		return float32(a.WordCount)
-	case articleBreaking:
-		if a.Breaking {
-			return 1
-		}
-		return 0
-	case articleImpressionsShort, articleClicksShort:
-		allS, allC := a.events.before(q.Time)
-		oldS, oldC := a.events.before(q.Time - short)
-		if k == articleImpressionsShort {
-			return float32(allS - oldS)
-		}
-		return float32(allC - oldC)
-	case articleImpressionsLong, articleClicksLong, articleCTRLong:
-		allS, allC := a.events.before(q.Time)
-		oldS, oldC := a.events.before(q.Time - long)
-		switch k {
-		case articleImpressionsLong:
-			return float32(allS - oldS)
-		case articleClicksLong:
-			return float32(allC - oldC)
-		}
-		return s.smoothedCTR(allC-oldC, allS-oldS)
-	case articlePriorCTR:
-		shows, clicks := a.events.before(q.Time)
-		if shows == 0 {
-			return float32(math.NaN()) // never shown: missing, not zero
-		}
-		return float32(float64(clicks) / float64(shows))
-	case userCategoryPriorImpressions, userCategoryCTR:
-		var c *counter
-		if u != nil {
-			c = u.byCategory[a.Category]
-		}
-		shows, clicks := c.before(q.Time)
-		if k == userCategoryPriorImpressions {
-			return float32(shows)
-		}
-		return s.smoothedCTR(clicks, shows)
-	case userSubcategoryCTR:
-		var c *counter
-		if u != nil {
-			c = u.bySubcategory[a.Subcategory]
-		}
-		shows, clicks := c.before(q.Time)
-		return s.smoothedCTR(clicks, shows)
-	case titleSimilarity:
-		if !hasReads {
-			return float32(math.NaN())
-		}
-		return float32(dot(profile, a.vector))
+	v[articleAgeHours-first] = hours(q.Time - a.PublishTime)
+	v[articleWordCount-first] = float32(a.WordCount)
+	v[articleBreaking-first] = 0
+	if a.Breaking {
+		v[articleBreaking-first] = 1
 	}
-	return float32(math.NaN())
+	allS, allC := a.events.before(q.Time)
+	shortS, shortC := a.events.before(q.Time - short)
+	longS, longC := a.events.before(q.Time - long)
+	v[articleImpressionsShort-first] = float32(allS - shortS)
+	v[articleClicksShort-first] = float32(allC - shortC)
+	v[articleImpressionsLong-first] = float32(allS - longS)
+	v[articleClicksLong-first] = float32(allC - longC)
+	v[articleCTRLong-first] = s.smoothedCTR(allC-longC, allS-longS)
+	v[articlePriorCTR-first] = float32(math.NaN()) // never shown: missing, not zero
+	if allS > 0 {
+		v[articlePriorCTR-first] = float32(float64(allC) / float64(allS))
+	}
+	var byCategory, bySubcategory *counter
+	if u != nil {
+		byCategory, bySubcategory = u.byCategory[a.Category], u.bySubcategory[a.Subcategory]
+	}
+	catS, catC := byCategory.before(q.Time)
+	v[userCategoryPriorImpressions-first] = float32(catS)
+	v[userCategoryCTR-first] = s.smoothedCTR(catC, catS)
+	subS, subC := bySubcategory.before(q.Time)
+	v[userSubcategoryCTR-first] = s.smoothedCTR(subC, subS)
+	v[titleSimilarity-first] = float32(math.NaN())
+	if hasReads {
+		v[titleSimilarity-first] = float32(dot(profile, a.vector))
+	}
 }
 
 // readerProfile is the normalised float64 sum of the title vectors of the
