@@ -91,6 +91,50 @@ def kernel_benchmarks(tools: Tools, models: dict[str, Path]) -> list[dict[str, A
     return rows
 
 
+BY_IDS_LINE = re.compile(r"^BenchmarkRankByIDs/candidates=(\d+)/(\S+?)-\d+\s+\d+\s+([\d.]+) ns/op")
+INGEST_LINE = re.compile(
+    r"^BenchmarkRecordEvents/durable=(\w+)-\d+\s+\d+\s+[\d.]+ ns/op\s+([\d.e+]+) events/s"
+)
+
+
+def parse_online(out: str) -> dict[str, Any]:
+    """Rank latency with features sent and by ids, and ingestion, from go test output."""
+    rank: dict[str, dict[str, float]] = {}
+    ingest: dict[str, float] = {}
+    for line in out.splitlines():
+        if m := BY_IDS_LINE.match(line):
+            rank.setdefault(m[1], {})[m[2]] = float(m[3]) / 1000.0  # microseconds
+        elif m := INGEST_LINE.match(line):
+            ingest["durable" if m[1] == "true" else "memory"] = float(m[2])
+    if not rank or not ingest:
+        raise RuntimeError(f"no online-feature benchmark lines in go test output:\n{out}")
+    return {"rank_us": rank, "events_per_second": ingest}
+
+
+def online_benchmarks(tools: Tools) -> dict[str, Any]:
+    """The feature engine in process: Rank by ids against features sent
+    (same requests otherwise), and event ingestion."""
+    out = subprocess.run(
+        [
+            "go",
+            "test",
+            "-run",
+            "^$",
+            "-bench",
+            "BenchmarkRankByIDs|BenchmarkRecordEvents",
+            "-benchtime",
+            "2s",
+            "./internal/server/",
+            "./internal/features/",
+        ],
+        cwd=tools.repo / "go",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return parse_online(out)
+
+
 def _rss_mb(pid: int) -> dict[str, float]:
     out = {}
     with open(f"/proc/{pid}/status") as f:
@@ -265,6 +309,24 @@ def markdown(report: dict[str, Any]) -> str:
             f"{sratio[key]:.2f}x | {h['p50_ms']:.2f} | {h['p99_ms']:.2f} | "
             f"{h['p99_ms'] / max(h['p50_ms'], 1e-9):.2f} | {s['peak_rss_mb']:.0f} |"
         )
+    online = report.get("online")
+    if online:
+        lines += [
+            "",
+            "## Online features (in process: the Rank handler, no network)",
+            "",
+            "| candidates | features sent µs | by ids µs | by ids / sent |",
+            "| --- | --- | --- | --- |",
+        ]
+        for n, r in sorted(online["rank_us"].items(), key=lambda kv: int(kv[0])):
+            sent, ids = r["features-sent"], r["by-ids"]
+            lines.append(f"| {n} | {sent:,.1f} | {ids:,.1f} | {ids / sent:.2f}x |")
+        e = online["events_per_second"]
+        lines += [
+            "",
+            f"Event ingestion, batches of 1,000 impressions and 100 clicks: "
+            f"{e['memory']:,.0f} events/s in memory, {e['durable']:,.0f} events/s durable.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -278,6 +340,7 @@ def run(tools: Tools, models: dict[str, Path], out_dir: Path) -> dict[str, Any]:
         "machine": describe(),
         "kernel": kernel,
         "servers": servers,
+        "online": online_benchmarks(tools),
     }
     report["ratios"] = ratios(kernel, servers)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.serving import BENCH_LINE, markdown, ratios
+from benchmarks.serving import BENCH_LINE, markdown, parse_online, ratios
 
 
 def _server(name: str, candidates: int, rate: float) -> dict[str, object]:
@@ -66,3 +66,19 @@ def test_ratios_and_table_compare_each_figure_with_its_baseline() -> None:
     text = markdown(report)
     assert "| stress | 1 | 1000 | 80 | 40 | 2.00x |" in text
     assert "| demo | go-native | 1000 | 1 | 600 | 6.00x | 2.00 | 5.00 | 2.50 | 31 |" in text
+
+
+def test_online_feature_lines_parse_into_latency_and_ingestion() -> None:
+    out = "\n".join(
+        [
+            "BenchmarkRankByIDs/candidates=1000/features-sent-2  3550  722811 ns/op"
+            "  1383488 candidates/s  109765 B/op  21 allocs/op",
+            "BenchmarkRankByIDs/candidates=1000/by-ids-2  2256  1066234 ns/op"
+            "  937880 candidates/s  125067 B/op  19 allocs/op",
+            "BenchmarkRecordEvents/durable=false-2  787  3628046 ns/op  303193 events/s",
+            "BenchmarkRecordEvents/durable=true-2  573  4726940 ns/op  232709 events/s",
+        ]
+    )
+    online = parse_online(out)
+    assert online["rank_us"]["1000"] == {"features-sent": 722.811, "by-ids": 1066.234}
+    assert online["events_per_second"] == {"memory": 303193.0, "durable": 232709.0}

@@ -1,8 +1,11 @@
 package features
 
 import (
+	"errors"
+	"fmt"
 	"hash/crc32"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -72,6 +75,26 @@ func (c *counter) add(t, shows, clicks int64) {
 	}
 }
 
+// foldBefore drops the entries before the last one earlier than cutoff: the
+// counts before any time after cutoff stay the same.
+func (c *counter) foldBefore(cutoff int64) {
+	i := sort.Search(len(c.times), func(i int) bool { return c.times[i] >= cutoff })
+	if i > 1 {
+		c.times = shrink(slices.Delete(c.times, 0, i-1))
+		c.shows = shrink(slices.Delete(c.shows, 0, i-1))
+		c.clicks = shrink(slices.Delete(c.clicks, 0, i-1))
+	}
+}
+
+// shrink gives a slice that uses little of its capacity a right-sized copy,
+// so pruned history returns its memory.
+func shrink[T any](s []T) []T {
+	if cap(s) > 2*len(s)+16 {
+		return slices.Clone(s)
+	}
+	return s
+}
+
 // before returns the counts of events strictly before t.
 func (c *counter) before(t int64) (shows, clicks int64) {
 	if c == nil {
@@ -119,8 +142,12 @@ type State struct {
 	articles    map[string]*articleState
 	users       map[string]*userState
 	impressions map[string]*shown // request id + "\x00" + article id
-	events      map[string]struct{}
-	watermark   int64 // the latest event time recorded
+	events      map[string]int64  // event id -> event time, within the lateness bound
+	recorded    int               // events recorded since the state began
+	watermark   int64             // the latest event time recorded
+	// Rank at an earlier time than this would need history that pruning
+	// has folded away (see prune); math.MinInt64 until the first prune.
+	exactFrom int64
 }
 
 // NewState returns an empty state.
@@ -130,8 +157,9 @@ func NewState(spec *Spec) *State {
 		articles:    make(map[string]*articleState),
 		users:       make(map[string]*userState),
 		impressions: make(map[string]*shown),
-		events:      make(map[string]struct{}),
+		events:      make(map[string]int64),
 		watermark:   math.MinInt64,
+		exactFrom:   math.MinInt64,
 	}
 }
 
@@ -172,7 +200,8 @@ func (s *State) applyArticle(a Article) {
 func (s *State) applyImpression(e Impression) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.events[e.EventID] = struct{}{}
+	s.events[e.EventID] = e.Time
+	s.recorded++
 	a := s.articles[e.ArticleID]
 	u := s.user(e.UserID)
 	u.all.add(e.Time, 1, 0)
@@ -196,7 +225,8 @@ func (s *State) applyImpression(e Impression) {
 func (s *State) applyClick(e Click) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.events[e.EventID] = struct{}{}
+	s.events[e.EventID] = e.Time
+	s.recorded++
 	imp := s.impressions[impressionKey(e.RequestID, e.ArticleID)]
 	imp.clicked = true
 	u := s.user(imp.user)
@@ -230,11 +260,64 @@ func idLess(a, b string) bool {
 	return a < b
 }
 
-// Counts reports the state's size.
+// prune folds away what no exact answer needs any more, so memory follows
+// the traffic of the lateness bound and the longest window rather than all
+// history. For every time after cutoff, each counter keeps its running
+// total, each reader the last visit and the last RecentReads clicks before
+// it; event ids and impressions older than watermark - lateness are dropped
+// (a retry of such an event is refused as late, not counted twice). Rank
+// stays exact from cutoff plus the longest window on.
+func (s *State) prune(lateness int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	longest := max(s.spec.ArticleWindowsHours[0], s.spec.ArticleWindowsHours[1]) * int64(time.Hour/time.Microsecond)
+	late := s.watermark - lateness
+	cutoff := late - longest
+	for id, t := range s.events {
+		if t < late {
+			delete(s.events, id)
+		}
+	}
+	for k, imp := range s.impressions {
+		if imp.time < late {
+			delete(s.impressions, k)
+		}
+	}
+	for _, a := range s.articles {
+		a.events.foldBefore(cutoff)
+	}
+	for _, u := range s.users {
+		u.all.foldBefore(cutoff)
+		for _, c := range u.byCategory {
+			c.foldBefore(cutoff)
+		}
+		for _, c := range u.bySubcategory {
+			c.foldBefore(cutoff)
+		}
+		i := sort.Search(len(u.visits), func(i int) bool { return u.visits[i] >= cutoff })
+		if i > 1 {
+			u.visits = shrink(slices.Delete(u.visits, 0, i-1))
+		}
+		r := sort.Search(len(u.reads), func(i int) bool { return u.reads[i].time >= cutoff })
+		if drop := r - s.spec.RecentReads; drop > 0 {
+			u.reads = shrink(slices.Delete(u.reads, 0, drop))
+		}
+	}
+	s.exactFrom = cutoff + longest
+}
+
+// ExactFrom is the earliest Rank time the state answers exactly.
+func (s *State) ExactFrom() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.exactFrom
+}
+
+// Counts reports the state's size: articles, readers, and events recorded.
 func (s *State) Counts() (articles, users, events int) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.articles), len(s.users), len(s.events)
+	return len(s.articles), len(s.users), s.recorded
 }
 
 // Query is what a Rank request says about the reader and the moment.
@@ -260,9 +343,12 @@ func (s *State) DependsOnArticle(name string) bool {
 // Fill writes, for each candidate id, the features named at cols of names
 // into rows (row-major, len(names) columns). It returns the candidate ids the
 // catalog does not know; their article features are NaN.
-func (s *State) Fill(q Query, ids []string, names []string, cols []int, rows []float32) (unknown []string) {
+func (s *State) Fill(q Query, ids []string, names []string, cols []int, rows []float32) (unknown []string, err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if q.Time < s.exactFrom {
+		return nil, fmt.Errorf("%w: the state answers exactly from %s on", ErrTooOld, time.UnixMicro(s.exactFrom).UTC().Format(time.RFC3339))
+	}
 	kinds := make([]int, len(cols)) // the engine's index of each column's feature, or -1
 	for i, j := range cols {
 		k, ok := featureIndex[names[j]]
@@ -289,8 +375,11 @@ func (s *State) Fill(q Query, ids []string, names []string, cols []int, rows []f
 			}
 		}
 	}
-	return unknown
+	return unknown, nil
 }
+
+// ErrTooOld is a Rank time earlier than the pruned state answers exactly.
+var ErrTooOld = errors.New("event_time is older than the feature state keeps")
 
 // The features the engine computes, by name; context features first.
 const (

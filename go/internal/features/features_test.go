@@ -1,6 +1,8 @@
 package features
 
 import (
+	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -73,7 +75,9 @@ func row(s *Store, user, device, article string, at int64) map[string]float32 {
 		cols[i] = i
 	}
 	out := make([]float32, len(names))
-	s.Fill(Query{UserID: user, Device: device, Time: at}, []string{article}, names, cols, out)
+	if _, err := s.Fill(Query{UserID: user, Device: device, Time: at}, []string{article}, names, cols, out); err != nil {
+		panic(err)
+	}
 	m := map[string]float32{}
 	for i, n := range names {
 		m[n] = out[i]
@@ -214,5 +218,72 @@ func TestTitleWordsSplitAsPythonSplits(t *testing.T) {
 	}
 	if v := TitleVector("", 64); slices.ContainsFunc(v, func(x float32) bool { return x != 0 }) {
 		t.Fatalf("empty title: %v", v)
+	}
+}
+
+func TestPruningKeepsEveryExactAnswerAndBoundsTheState(t *testing.T) {
+	spec, err := LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pruned, err := Open("", spec, DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := Open("", spec, Limits{Lateness: 10_000 * time.Hour, ClockSkew: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var articles []Article
+	for a := range 40 {
+		articles = append(articles, Article{ID: fmt.Sprint(a), Category: fmt.Sprint("c", a%4), Subcategory: fmt.Sprint("s", a%8),
+			Title: fmt.Sprintf("w%d w%d w%d", a, a%5, a%3), PublishTime: t0 - 100*hour})
+	}
+	for _, s := range []*Store{pruned, full} {
+		s.now = func() time.Time { return time.UnixMicro(t0 + 1000*hour) }
+		if _, err := s.UpsertArticles(articles); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Four days of page views by 30 readers, one every 10 minutes.
+	for page := range 4 * 24 * 6 {
+		at := t0 + int64(page)*hour/6
+		var imps []Impression
+		var clicks []Click
+		for slot := range 5 {
+			a := fmt.Sprint((page*3 + slot*7) % 40)
+			e := Impression{EventID: fmt.Sprint(page, "-", slot), RequestID: fmt.Sprint("r", page), UserID: fmt.Sprint(page % 30), ArticleID: a, Time: at}
+			imps = append(imps, e)
+			if (page+slot)%4 == 0 {
+				clicks = append(clicks, Click{EventID: e.EventID + "c", RequestID: e.RequestID, UserID: e.UserID, ArticleID: a, Time: at})
+			}
+		}
+		for _, s := range []*Store{pruned, full} {
+			if res, err := s.RecordEvents(imps, clicks); err != nil || len(res.Rejected) > 0 {
+				t.Fatalf("page %d: %+v %v", page, res, err)
+			}
+		}
+	}
+	end := t0 + 4*24*hour
+	for user := range 30 {
+		for article := range 40 {
+			got := row(pruned, fmt.Sprint(user), "mobile", fmt.Sprint(article), end)
+			want := row(full, fmt.Sprint(user), "mobile", fmt.Sprint(article), end)
+			for name, v := range want {
+				if g := got[name]; g != v && !(math.IsNaN(float64(g)) && math.IsNaN(float64(v))) {
+					t.Fatalf("user %d article %d %s: pruned %v, full %v", user, article, name, g, v)
+				}
+			}
+		}
+	}
+	if len(pruned.events) >= len(full.events)/2 || len(pruned.impressions) >= len(full.impressions)/2 {
+		t.Fatalf("pruning kept %d of %d event ids, %d of %d impressions", len(pruned.events), len(full.events), len(pruned.impressions), len(full.impressions))
+	}
+	if a, u, e := pruned.Counts(); a != 40 || u != 30 || e != func() int { _, _, n := full.Counts(); return n }() {
+		t.Fatalf("counts after pruning: %d articles, %d readers, %d events", a, u, e)
+	}
+	cols := []int{0}
+	if _, err := pruned.Fill(Query{UserID: "1", Time: t0}, []string{"1"}, spec.FeatureNames, cols, make([]float32, len(spec.FeatureNames))); !errors.Is(err, ErrTooOld) {
+		t.Fatalf("a Rank at the start of the log after pruning: %v, want ErrTooOld", err)
 	}
 }

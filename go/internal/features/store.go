@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -60,8 +61,27 @@ type Store struct {
 	limits Limits
 	now    func() time.Time
 
-	writeMu sync.Mutex // one batch at a time: validate, log, apply
-	log     *os.File
+	writeMu   sync.Mutex // one batch at a time: validate, log, apply
+	log       *os.File
+	lastPrune int64 // watermark at the last prune
+}
+
+// pruneEvery is how far event time advances between prunes.
+const pruneEvery = int64(time.Hour / time.Microsecond)
+
+// maybePrune prunes once event time has moved on by pruneEvery; only the
+// writer calls it, so reading the watermark needs no lock.
+func (s *Store) maybePrune() {
+	if s.watermark == math.MinInt64 {
+		return
+	}
+	if s.lastPrune == 0 {
+		s.lastPrune = s.watermark
+	}
+	if s.watermark-s.lastPrune >= pruneEvery {
+		s.prune(s.limits.Lateness.Microseconds())
+		s.lastPrune = s.watermark
+	}
 }
 
 // LogFile is the event log's name in the state directory.
@@ -118,6 +138,7 @@ func (s *Store) replay(f *os.File) (int64, error) {
 			return 0, fmt.Errorf("line %d: %w", line, err)
 		}
 		s.apply(rec)
+		s.maybePrune()
 		offset += int64(len(b))
 	}
 }
@@ -160,6 +181,7 @@ func (s *Store) commit(rec record) error {
 		}
 	}
 	s.apply(rec)
+	s.maybePrune()
 	return nil
 }
 

@@ -26,6 +26,7 @@ type Metrics struct {
 	ShadowSkipped     *prometheus.CounterVec
 	Events            *prometheus.CounterVec
 	UnknownCandidates prometheus.Counter
+	FeatureLatency    prometheus.Histogram
 }
 
 // New registers the metrics, and Go and process collectors, on a fresh registry.
@@ -71,11 +72,20 @@ func New() *Metrics {
 		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ranker_state_events_total", Help: "Catalog entries and events sent to the feature state, by kind and result (accepted, duplicate, rejected).",
 		}, []string{"kind", "result"}),
+		FeatureLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "ranker_feature_seconds", Help: "Time to compute a Rank request's features from the state.",
+			Buckets: prometheus.ExponentialBuckets(0.00001, 2, 16),
+		}),
 		UnknownCandidates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ranker_unknown_candidates_total", Help: "Rank candidates the catalog did not know (article features scored as missing).",
 		}),
 	}
-	reg.MustRegister(m.Events, m.UnknownCandidates, m.Requests, m.Latency, m.Candidates, m.Scores, m.MissingFeatures, m.ModelLoads,
+	for _, kind := range []string{"article", "event"} {
+		for _, result := range []string{"accepted", "duplicate", "rejected"} {
+			m.Events.WithLabelValues(kind, result) // exported at 0, so rates exist from the start
+		}
+	}
+	reg.MustRegister(m.Events, m.UnknownCandidates, m.FeatureLatency, m.Requests, m.Latency, m.Candidates, m.Scores, m.MissingFeatures, m.ModelLoads,
 		m.ExposureWritten, m.ExposureDropped, m.ShadowCorrelation, m.ShadowSkipped)
 	return m
 }
@@ -111,4 +121,17 @@ func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// StateSize exports the feature state's size: articles, readers and events
+// held, read at each scrape.
+func (m *Metrics) StateSize(counts func() (articles, readers, events int)) {
+	for i, kind := range []string{"articles", "readers", "events"} {
+		m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ranker_state_size", Help: "Entries in the feature state, by kind.", ConstLabels: prometheus.Labels{"kind": kind},
+		}, func() float64 {
+			a, r, e := counts()
+			return float64([]int{a, r, e}[i])
+		}))
+	}
 }

@@ -101,6 +101,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 			logger.Error("state log close failed", "error", err.Error())
 		}
 	}()
+	m.StateSize(state.Counts)
 	articles, users, events := state.Counts()
 	if cfg.StateDir == "" {
 		logger.Warn("feature state in memory only: recorded events are lost on restart (set --state-dir)")

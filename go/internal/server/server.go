@@ -156,7 +156,9 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	n := len(req.GetCandidates())
 	mapping = true
 	scores, release, columns, unknown, rows, err := s.score(ctx, mapSpan, m, req, contextKeys)
-	if err != nil {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
+		return nil, err
+	} else if err != nil {
 		s.requestLogger(ctx, requestID).Error("scoring failed", "error", err)
 		return nil, status.Error(codes.Internal, "scoring failed")
 	}
@@ -267,7 +269,14 @@ func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, 
 			ids[i] = c.GetId()
 		}
 		q := features.Query{UserID: req.GetUserId(), Device: req.GetDevice(), Time: req.GetEventTime().AsTime().UnixMicro()}
-		unknown = s.features.Fill(q, ids, m.Meta.FeatureNames, mapping.computed, rows)
+		started := time.Now()
+		unknown, err = s.features.Fill(q, ids, m.Meta.FeatureNames, mapping.computed, rows)
+		s.metrics.FeatureLatency.Observe(time.Since(started).Seconds())
+		if err != nil {
+			mapSpan.End()
+			release()
+			return nil, nil, nil, nil, nil, status.Errorf(codes.InvalidArgument, "event_time: %v", err)
+		}
 	}
 	mapSpan.End()
 	_, scoreSpan := tracing.Start(ctx, tracing.SpanScoring)
