@@ -174,32 +174,62 @@ func TestRestartKeepsEveryAcknowledgedEventOnce(t *testing.T) {
 		t.Fatalf("%+v, %v", res, err)
 	}
 	before := row(s, "u", "mobile", "2", t0+hour)
-	if err := s.Close(); err != nil {
+	// A crash now (kill -9) leaves the log alone: copy the directory as is.
+	crashed := t.TempDir()
+	copyDir(t, dir, crashed)
+	if err := s.Close(); err != nil { // a clean stop writes a snapshot
 		t.Fatal(err)
 	}
-	// A crash in the middle of a write leaves a partial line: never acknowledged.
-	f, err := os.OpenFile(filepath.Join(dir, LogFile), os.O_APPEND|os.O_WRONLY, 0)
+	for name, d := range map[string]string{"from the log": crashed, "from the snapshot": dir} {
+		t.Run(name, func(t *testing.T) {
+			// A crash in the middle of a write leaves a partial line: never acknowledged.
+			segments, err := listSegments(d)
+			if err != nil || len(segments) == 0 {
+				t.Fatalf("segments: %v %v", segments, err)
+			}
+			f, err := os.OpenFile(segmentPath(d, segments[len(segments)-1]), os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteString(`{"impressions":[{"event_id":"half`); err != nil {
+				t.Fatal(err)
+			}
+			_ = f.Close()
+			again := openStore(t, d)
+			if a, u, e := again.Counts(); a != 2 || u != 1 || e != 3 {
+				t.Fatalf("after restart: %d articles, %d users, %d events; want 2, 1, 3", a, u, e)
+			}
+			after := row(again, "u", "mobile", "2", t0+hour)
+			for name, v := range before {
+				if v != after[name] && !(math.IsNaN(float64(v)) && math.IsNaN(float64(after[name]))) {
+					t.Errorf("%s: %v before the restart, %v after", name, v, after[name])
+				}
+			}
+			res, err := again.RecordEvents(batch, clicks) // the caller retries the batch
+			if err != nil || res.Accepted != 0 || res.Duplicates != 3 {
+				t.Fatalf("retried batch: %+v, %v; want 3 duplicates", res, err)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, SnapshotFile)); err != nil {
+		t.Fatalf("no snapshot after a clean stop: %v", err)
+	}
+}
+
+func copyDir(t testing.TB, from, to string) {
+	t.Helper()
+	entries, err := os.ReadDir(from)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteString(`{"impressions":[{"event_id":"half`); err != nil {
-		t.Fatal(err)
-	}
-	_ = f.Close()
-
-	again := openStore(t, dir)
-	if a, u, e := again.Counts(); a != 2 || u != 1 || e != 3 {
-		t.Fatalf("after restart: %d articles, %d users, %d events; want 2, 1, 3", a, u, e)
-	}
-	after := row(again, "u", "mobile", "2", t0+hour)
-	for name, v := range before {
-		if v != after[name] && !(math.IsNaN(float64(v)) && math.IsNaN(float64(after[name]))) {
-			t.Errorf("%s: %v before the restart, %v after", name, v, after[name])
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	res, err := again.RecordEvents(batch, clicks) // the caller retries the batch
-	if err != nil || res.Accepted != 0 || res.Duplicates != 3 {
-		t.Fatalf("retried batch: %+v, %v; want 3 duplicates", res, err)
+		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

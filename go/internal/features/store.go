@@ -8,7 +8,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -61,9 +60,12 @@ type Store struct {
 	limits Limits
 	now    func() time.Time
 
+	dir       string
 	writeMu   sync.Mutex // one batch at a time: validate, log, apply
-	log       *os.File
-	lastPrune int64 // watermark at the last prune
+	log       *os.File   // the current log segment
+	segment   int        // its number
+	logBytes  int64      // its size
+	lastPrune int64      // watermark at the last prune
 }
 
 // pruneEvery is how far event time advances between prunes.
@@ -84,58 +86,101 @@ func (s *Store) maybePrune() {
 	}
 }
 
-// LogFile is the event log's name in the state directory.
-const LogFile = "events.jsonl"
-
-// Open loads the state kept in dir (created if needed); an empty dir keeps
-// it in memory.
+// Open loads the state kept in dir (created if needed): the newest
+// snapshot, then every log segment after it. An empty dir keeps the state in
+// memory.
 func Open(dir string, spec *Spec, limits Limits) (*Store, error) {
-	s := &Store{State: NewState(spec), limits: limits, now: time.Now}
+	s := &Store{State: NewState(spec), limits: limits, now: time.Now, dir: dir}
 	if dir == "" {
 		return s, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	path := filepath.Join(dir, LogFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	next, err := s.loadSnapshot()
 	if err != nil {
-		return nil, fmt.Errorf("state log: %w", err)
+		return nil, err
 	}
-	good, err := s.replay(f)
+	segments, err := listSegments(dir)
 	if err != nil {
-		_ = f.Close() // the replay error is the one to report
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
-	// A line cut short by a crash was never acknowledged: drop it.
-	if err := f.Truncate(good); err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
+	s.segment = next
+	for i, n := range segments {
+		if n < next {
+			_ = os.Remove(segmentPath(dir, n)) // folded into the snapshot
+			continue
+		}
+		last := i == len(segments)-1
+		if err := s.replaySegment(n, last); err != nil {
+			return nil, err
+		}
+		s.segment = n
 	}
-	if _, err := f.Seek(good, io.SeekStart); err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if s.log == nil {
+		if err := s.openSegment(s.segment); err != nil {
+			return nil, err
+		}
 	}
-	s.log = f
 	return s, nil
 }
 
-// replay applies every whole line of the log; it returns the offset after
-// the last whole line.
-func (s *Store) replay(f *os.File) (int64, error) {
+// replaySegment applies segment n; the last one stays open for appending,
+// without a line a crash cut short (it was never acknowledged).
+func (s *Store) replaySegment(n int, last bool) error {
+	path := segmentPath(s.dir, n)
+	f, err := os.OpenFile(path, os.O_RDWR, 0o644)
+	if err != nil {
+		return fmt.Errorf("state log: %w", err)
+	}
+	good, partial, err := s.replay(f)
+	switch {
+	case err != nil:
+		_ = f.Close() // the replay error is the one to report
+		return fmt.Errorf("%s: %w", path, err)
+	case partial && !last:
+		_ = f.Close()
+		return fmt.Errorf("%s: ends in a partial line, but a later segment exists", path)
+	case !last:
+		return f.Close()
+	}
+	if err := f.Truncate(good); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if _, err := f.Seek(good, io.SeekStart); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	s.log, s.logBytes = f, good
+	return nil
+}
+
+func (s *Store) openSegment(n int) error {
+	f, err := os.OpenFile(segmentPath(s.dir, n), os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("state log: %w", err)
+	}
+	s.log, s.segment, s.logBytes = f, n, 0
+	return syncDir(s.dir)
+}
+
+// replay applies every whole line of f; it returns the offset after the
+// last whole line, and whether a partial line follows it.
+func (s *Store) replay(f *os.File) (int64, bool, error) {
 	r := bufio.NewReaderSize(f, 1<<20)
 	var offset int64
 	for line := 1; ; line++ {
 		b, err := r.ReadBytes('\n')
 		if errors.Is(err, io.EOF) {
-			return offset, nil // b, if any, is a partial line
+			return offset, len(b) > 0, nil
 		}
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		var rec record
 		if err := json.Unmarshal(b, &rec); err != nil {
-			return 0, fmt.Errorf("line %d: %w", line, err)
+			return 0, false, fmt.Errorf("line %d: %w", line, err)
 		}
 		s.apply(rec)
 		s.maybePrune()
@@ -155,14 +200,18 @@ func (s *Store) apply(rec record) {
 	}
 }
 
-// Close closes the event log.
+// Close writes a snapshot, so the next start replays nothing, and closes
+// the event log.
 func (s *Store) Close() error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	if s.log == nil {
 		return nil
 	}
-	err := s.log.Close()
+	err := s.snapshot()
+	if cerr := s.log.Close(); err == nil {
+		err = cerr
+	}
 	s.log = nil
 	return err
 }
@@ -179,9 +228,15 @@ func (s *Store) commit(rec record) error {
 		if err := s.log.Sync(); err != nil {
 			return fmt.Errorf("state log: %w", err)
 		}
+		s.logBytes += int64(len(b)) + 1
 	}
 	s.apply(rec)
 	s.maybePrune()
+	if s.log != nil && s.logBytes >= SnapshotEvery {
+		// The batch is durable in the log already; a failed snapshot only
+		// means a longer replay at the next start.
+		_ = s.snapshot()
+	}
 	return nil
 }
 
