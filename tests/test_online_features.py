@@ -18,7 +18,7 @@ from ranker.data.schema import ClickLog
 from ranker.data.world import WorldConfig, generate
 from ranker.serving.client import RankerClient
 from ranker.serving.process import ServerProcess
-from ranker.serving.replay import replay
+from ranker.serving.replay import catalog_batches, log_events, replay
 from ranker.v1 import ranking_service_pb2 as pb
 
 pytestmark = pytest.mark.e2e  # every test here runs the Go server binary
@@ -57,44 +57,13 @@ def test_replayed_log_is_served_with_exactly_the_training_rows(
 
 
 def _articles(world: Path) -> list[pb.Article]:
-    out = []
-    for a in ClickLog.read(world).articles.iter_rows(named=True):
-        article = pb.Article(
-            id=str(a["article_id"]),
-            category=str(a["category"]),
-            subcategory=str(a["subcategory"]),
-            title=a["title"],
-            word_count=a["word_count"],
-        )
-        article.publish_time.FromDatetime(a["publish_time"])
-        out.append(article)
-    return out
+    return [a for batch in catalog_batches(ClickLog.read(world).articles) for a in batch]
 
 
 def _events(world: Path, impressions: int) -> tuple[list[pb.Impression], list[pb.Click]]:
+    """The events of the log's first `impressions` page views."""
     rows = ClickLog.read(world).impressions.sort("time", "impression_id", "position")
-    shown, clicks = [], []
-    for r in rows.head(impressions * 12).iter_rows(named=True):
-        request = f"p{r['impression_id']}"
-        e = pb.Impression(
-            event_id=f"{request}-{r['article_id']}",
-            request_id=request,
-            user_id=str(r["user_id"]),
-            article_id=str(r["article_id"]),
-            position=r["position"],
-        )
-        e.time.FromDatetime(r["time"])
-        shown.append(e)
-        if r["clicked"]:
-            c = pb.Click(
-                event_id=f"{request}-{r['article_id']}-c",
-                request_id=request,
-                user_id=str(r["user_id"]),
-                article_id=str(r["article_id"]),
-            )
-            c.time.FromDatetime(r["time"])
-            clicks.append(c)
-    return shown, clicks
+    return log_events(rows.head(impressions * 12))
 
 
 def _features(

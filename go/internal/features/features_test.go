@@ -158,9 +158,19 @@ func TestBadEventsAreRefusedNamingTheField(t *testing.T) {
 			}
 		})
 	}
-	res, err := s.UpsertArticles([]Article{{ID: "3", Category: "a", Subcategory: "b", Title: strings.Repeat("x ", MaxTitleBytes), PublishTime: t0}, {ID: "4", Category: "a", Subcategory: "b", PublishTime: t0}})
-	if err != nil || res.Accepted != 0 || len(res.Rejected) != 2 || res.Rejected[0].Field != "articles[0].title" || res.Rejected[1].Field != "articles[1].title" {
-		t.Fatalf("long and empty titles: %+v, %v", res, err)
+	res, err := s.UpsertArticles([]Article{
+		{ID: "3", Category: "a", Subcategory: "b", Title: strings.Repeat("x ", MaxTitleBytes), PublishTime: t0},
+		{ID: "4", Category: "a", Subcategory: "b", PublishTime: t0},
+		{ID: "5", Category: strings.Repeat("c", 1<<20), Subcategory: "b", Title: "t", PublishTime: t0},
+		{ID: "6", Category: "a", Subcategory: "b", Title: "t"},
+	})
+	var fields []string
+	for _, r := range res.Rejected {
+		fields = append(fields, r.Field)
+	}
+	want := []string{"articles[0].title", "articles[1].title", "articles[2].category", "articles[3].publish_time"}
+	if err != nil || res.Accepted != 0 || !slices.Equal(fields, want) {
+		t.Fatalf("bad articles: %+v, %v; want rejections of %v", res, err, want)
 	}
 }
 

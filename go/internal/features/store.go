@@ -44,6 +44,13 @@ type Result struct {
 	Rejected             []Rejection
 }
 
+// rejecter returns a function that refuses item id at prefix.<field>.
+func (r *Result) rejecter(id, prefix string) func(field, reason string) {
+	return func(field, reason string) {
+		r.Rejected = append(r.Rejected, Rejection{ID: id, Field: prefix + "." + field, Reason: reason})
+	}
+}
+
 // record is one line of the event log: the accepted part of one batch.
 type record struct {
 	Articles    []Article    `json:"articles,omitempty"`
@@ -258,15 +265,14 @@ func (s *Store) UpsertArticles(articles []Article) (Result, error) {
 	var res Result
 	var rec record
 	for i, a := range articles {
-		field := fmt.Sprintf("articles[%d]", i)
-		reject := func(f, reason string) {
-			res.Rejected = append(res.Rejected, Rejection{ID: a.ID, Field: field + "." + f, Reason: reason})
-		}
+		reject := res.rejecter(a.ID, fmt.Sprintf("articles[%d]", i))
 		switch {
 		case checkID("id", a.ID) != "":
 			reject("id", checkID("id", a.ID))
-		case a.Category == "" || a.Subcategory == "":
-			reject("category", "category and subcategory are required")
+		case checkID("category", a.Category) != "":
+			reject("category", checkID("category", a.Category))
+		case checkID("subcategory", a.Subcategory) != "":
+			reject("subcategory", checkID("subcategory", a.Subcategory))
 		case len(a.Title) > MaxTitleBytes:
 			reject("title", fmt.Sprintf("%d bytes, more than %d", len(a.Title), MaxTitleBytes))
 		case len(a.Title) == 0 || !utf8.ValidString(a.Title):
@@ -303,10 +309,7 @@ func (s *Store) RecordEvents(impressions []Impression, clicks []Click) (Result, 
 	}
 	future := s.now().Add(s.limits.ClockSkew).UnixMicro()
 	for i, e := range impressions {
-		field := fmt.Sprintf("impressions[%d]", i)
-		reject := func(f, reason string) {
-			res.Rejected = append(res.Rejected, Rejection{ID: e.EventID, Field: field + "." + f, Reason: reason})
-		}
+		reject := res.rejecter(e.EventID, fmt.Sprintf("impressions[%d]", i))
 		_, seen := s.events[e.EventID]
 		switch {
 		case checkID("event_id", e.EventID) != "":
@@ -337,10 +340,7 @@ func (s *Store) RecordEvents(impressions []Impression, clicks []Click) (Result, 
 	}
 	clickedInBatch := make(map[string]bool)
 	for i, e := range clicks {
-		field := fmt.Sprintf("clicks[%d]", i)
-		reject := func(f, reason string) {
-			res.Rejected = append(res.Rejected, Rejection{ID: e.EventID, Field: field + "." + f, Reason: reason})
-		}
+		reject := res.rejecter(e.EventID, fmt.Sprintf("clicks[%d]", i))
 		key := impressionKey(e.RequestID, e.ArticleID)
 		imp := s.impressions[key]
 		user, inThisBatch := pending[key]

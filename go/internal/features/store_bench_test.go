@@ -25,27 +25,12 @@ func BenchmarkRecordEvents(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer func() { _ = s.Close() }()
-			var articles []Article
-			for a := range 1000 {
-				articles = append(articles, Article{ID: fmt.Sprint(a), Category: fmt.Sprint("c", a%8), Subcategory: fmt.Sprint("s", a%24),
-					Title: fmt.Sprintf("word%d word%d word%d", a, a%7, a%13), PublishTime: 1})
-			}
-			if _, err := s.UpsertArticles(articles); err != nil {
+			if _, err := s.UpsertArticles(catalogOf1000()); err != nil {
 				b.Fatal(err)
 			}
 			events, batch := 0, 0
 			for b.Loop() {
-				imps := make([]Impression, 0, 1000)
-				var clicks []Click
-				for i := range 1000 {
-					page := batch*100 + i/10
-					e := Impression{EventID: fmt.Sprint(batch, "-", i), RequestID: fmt.Sprint("r", page), UserID: fmt.Sprint(page % 5000),
-						ArticleID: fmt.Sprint((page*7 + i) % 1000), Time: int64(1_000_000 + page*1_000_000)}
-					imps = append(imps, e)
-					if i%10 == 0 {
-						clicks = append(clicks, Click{EventID: e.EventID + "c", RequestID: e.RequestID, UserID: e.UserID, ArticleID: e.ArticleID, Time: e.Time})
-					}
-				}
+				imps, clicks := batchOf(batch)
 				batch++
 				res, err := s.RecordEvents(imps, clicks)
 				if err != nil || res.Accepted != len(imps)+len(clicks) {
@@ -58,31 +43,42 @@ func BenchmarkRecordEvents(b *testing.B) {
 	}
 }
 
-// history records batches of 1,000 impressions and 100 clicks by 50,000
-// readers over 1,000 articles, one page view of ten candidates a second.
-func history(tb testing.TB, s *Store, batches int) int {
-	tb.Helper()
+// catalogOf1000 is 1,000 articles in 8 categories and 24 subcategories.
+func catalogOf1000() []Article {
 	var articles []Article
 	for a := range 1000 {
-		articles = append(articles, Article{ID: fmt.Sprint(a), Category: fmt.Sprint("c", a%8), Subcategory: fmt.Sprint("s", a%24), Title: fmt.Sprint("w", a), PublishTime: 1})
+		articles = append(articles, Article{ID: fmt.Sprint(a), Category: fmt.Sprint("c", a%8), Subcategory: fmt.Sprint("s", a%24),
+			Title: fmt.Sprintf("word%d word%d word%d", a, a%7, a%13), PublishTime: 1})
 	}
-	if _, err := s.UpsertArticles(articles); err != nil {
+	return articles
+}
+
+// batchOf returns batch number n: 1,000 impressions (100 page views of ten,
+// one a second, by readers among 50,000) and a click on every tenth.
+func batchOf(n int) ([]Impression, []Click) {
+	imps := make([]Impression, 0, 1000)
+	var clicks []Click
+	for i := range 1000 {
+		page := n*100 + i/10
+		e := Impression{EventID: fmt.Sprint(n, "-", i), RequestID: fmt.Sprint("r", page), UserID: fmt.Sprint(page % 50000),
+			ArticleID: fmt.Sprint((page*7 + i) % 1000), Time: int64(1_000_000 + page*1_000_000)}
+		imps = append(imps, e)
+		if i%10 == 0 {
+			clicks = append(clicks, Click{EventID: e.EventID + "c", RequestID: e.RequestID, UserID: e.UserID, ArticleID: e.ArticleID, Time: e.Time})
+		}
+	}
+	return imps, clicks
+}
+
+// history records the catalog and the first `batches` batches.
+func history(tb testing.TB, s *Store, batches int) int {
+	tb.Helper()
+	if _, err := s.UpsertArticles(catalogOf1000()); err != nil {
 		tb.Fatal(err)
 	}
 	events := 0
-	for batch := range batches {
-		imps := make([]Impression, 0, 1000)
-		var clicks []Click
-		for i := range 1000 {
-			page := batch*100 + i/10
-			e := Impression{EventID: fmt.Sprint(batch, "-", i), RequestID: fmt.Sprint("r", page), UserID: fmt.Sprint(page % 50000),
-				ArticleID: fmt.Sprint((page*7 + i) % 1000), Time: int64(1_000_000 + page*1_000_000)}
-			imps = append(imps, e)
-			if i%10 == 0 {
-				clicks = append(clicks, Click{EventID: e.EventID + "c", RequestID: e.RequestID, UserID: e.UserID, ArticleID: e.ArticleID, Time: e.Time})
-			}
-		}
-		res, err := s.RecordEvents(imps, clicks)
+	for n := range batches {
+		res, err := s.RecordEvents(batchOf(n))
 		if err != nil {
 			tb.Fatal(err)
 		}
