@@ -44,7 +44,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help setup proto proto-check data train build serve demo replay test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-pipeline deploy-check lint clean
+.PHONY: help setup proto proto-check data train build serve demo replay redis-server test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-pipeline deploy-check lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -131,7 +131,15 @@ test-go: $(SETUP_STAMP) ## Go tests with -race and onnxruntime from the pinned w
 		| grep -v -E '^=== (RUN|PAUSE|CONT|NAME)' \
 		| awk '{ print } /--- SKIP/ { skipped = 1 } END { if (skipped) { print "test-go: a test was skipped; with RANKER_ORT_LIB set none may be"; exit 1 } }'
 
-test-e2e: build $(GRPCURL) $(TEST_MODEL)/metadata.json ## Cross-language tests: the Go server over real gRPC
+# redis-server for the tests of the shared feature state: Debian's package,
+# installed when missing (CI runs as root), else one line saying how.
+redis-server:
+	@command -v redis-server >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+		else echo "redis-server is needed by the tests: install it (e.g. apt-get install redis-server)"; exit 1; fi; }
+
+test-e2e: build redis-server $(GRPCURL) $(TEST_MODEL)/metadata.json ## Cross-language tests: the Go server over real gRPC
 	cd python && RANKER_SERVER=$(SERVER) RANKER_TEST_MODEL=$(TEST_MODEL) \
 		RANKER_TEST_DATA=$(abspath $(TEST_DATA)) RANKER_GRPCURL=$(GRPCURL) $(PYTEST) -q -m e2e
 

@@ -27,6 +27,7 @@ type Config struct {
 	ExposureMaxBytes int64
 	ExposureMaxFiles int
 	StateDir         string
+	State            string
 	EventLateness    time.Duration
 	EventClockSkew   time.Duration
 	OTLPEndpoint     string
@@ -64,6 +65,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.Int64Var(&c.ExposureMaxBytes, "exposure-max-bytes", 64<<20, "exposure file size that starts a new file")
 	fs.IntVar(&c.ExposureMaxFiles, "exposure-max-files", 50, "rotated exposure files kept (ship them off before they age out)")
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory of the durable feature state (catalog and events, an append-only log synced before each acknowledgement); empty keeps it in memory only, lost on restart")
+	fs.StringVar(&c.State, "state", "", "where the feature state lives: empty for the embedded state (see --state-dir), or redis://host:port/db to share it between replicas")
 	fs.DurationVar(&c.EventLateness, "event-lateness", 24*time.Hour, "events older than the newest recorded event by more than this are refused")
 	fs.DurationVar(&c.EventClockSkew, "event-clock-skew", 5*time.Minute, "events later than the server clock by more than this are refused")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC trace collector (host:port); empty disables tracing export")

@@ -1,6 +1,7 @@
 package features
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -243,21 +244,22 @@ func (s *State) applyClick(e Click) {
 }
 
 // readBefore orders clicks as the training pipeline does: by time, then by
-// article id (numerically when both ids are integers, as the log's are).
+// article id (numerically, as the log's integer ids sort).
 func readBefore(a, b read) bool {
 	if a.time != b.time {
 		return a.time < b.time
 	}
-	return idLess(a.article, b.article)
+	return ReadOrderKey(a.article) < ReadOrderKey(b.article)
 }
 
-func idLess(a, b string) bool {
-	x, errA := strconv.ParseInt(a, 10, 64)
-	y, errB := strconv.ParseInt(b, 10, 64)
-	if errA == nil && errB == nil {
-		return x < y
+// ReadOrderKey sorts article ids as the training pipeline does: ids of
+// digits by their value (zero-padded, so as strings too), before any other
+// id, which sorts as a string; ties between equal values by the id itself.
+func ReadOrderKey(id string) string {
+	if v, err := strconv.ParseUint(id, 10, 64); err == nil {
+		return fmt.Sprintf("0%020d\x00%s", v, id)
 	}
-	return a < b
+	return "1" + id
 }
 
 // prune folds away what no exact answer needs any more, so memory follows
@@ -327,244 +329,62 @@ type Query struct {
 	Time   int64 // microseconds since the epoch
 }
 
-// Computable reports whether the engine computes the named feature.
-func (s *State) Computable(name string) bool {
-	_, ok := featureIndex[name]
-	return ok
-}
-
-// DependsOnArticle reports whether the named feature describes the candidate
-// article, so it is missing for an article the catalog does not know.
-func (s *State) DependsOnArticle(name string) bool {
-	k, ok := featureIndex[name]
-	return ok && k >= numContext
-}
-
 // Fill writes, for each candidate id, the features named at cols of names
 // into rows (row-major, len(names) columns). It returns the candidate ids the
 // catalog does not know; their article features are NaN.
-func (s *State) Fill(q Query, ids []string, names []string, cols []int, rows []float32) (unknown []string, err error) {
+func (s *State) Fill(_ context.Context, q Query, ids []string, names []string, cols []int, rows []float32) (unknown []string, err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if q.Time < s.exactFrom {
 		return nil, fmt.Errorf("%w: the state answers exactly from %s on", ErrTooOld, time.UnixMicro(s.exactFrom).UTC().Format(time.RFC3339))
 	}
-	kinds := make([]int, len(cols)) // the engine's index of each column's feature, or -1
-	for i, j := range cols {
-		k, ok := featureIndex[names[j]]
-		if !ok {
-			k = -1
-		}
-		kinds[i] = k
-	}
-	f := len(names)
-	var values [numFeatures]float32
-	s.contextValues(q, values[:numContext])
+	reader := s.readerFacts(q.Time, q.UserID)
 	u := s.users[q.UserID]
-	profile, hasReads := s.readerProfile(u, q.Time)
+	facts := make([]articleFacts, len(ids))
+	windows := s.spec.windows(q.Time)
 	for i, id := range ids {
 		a := s.articles[id]
 		if a == nil {
-			unknown = append(unknown, id)
+			continue
 		}
-		s.candidateValues(q, u, a, profile, hasReads, values[numContext:])
-		row := rows[i*f : (i+1)*f]
-		for c, j := range cols {
-			if k := kinds[c]; k >= 0 {
-				row[j] = values[k]
-			}
+		f := &facts[i]
+		f.article, f.vector = &a.Article, a.vector
+		for w, t := range windows {
+			f.counts[w][0], f.counts[w][1] = a.events.before(t)
 		}
+		var byCategory, bySubcategory *counter
+		if u != nil {
+			byCategory, bySubcategory = u.byCategory[a.Category], u.bySubcategory[a.Subcategory]
+		}
+		f.category[0], f.category[1] = byCategory.before(q.Time)
+		f.subcategory[0], f.subcategory[1] = bySubcategory.before(q.Time)
 	}
-	return unknown, nil
+	return s.spec.fill(q, reader, ids, facts, names, cols, rows), nil
 }
 
 // ErrTooOld is a Rank time earlier than the pruned state answers exactly.
 var ErrTooOld = errors.New("event_time is older than the feature state keeps")
 
-// The features the engine computes, by name; context features first.
-const (
-	hourOfDay = iota
-	dayOfWeek
-	deviceCode
-	userPriorImpressions
-	userPriorClicks
-	userPriorCTR
-	userIsColdStart
-	userHoursSinceLastVisit
-	numContext
-
-	articleAgeHours = iota - 1
-	articleWordCount
-	articleBreaking
-	articleImpressionsShort
-	articleClicksShort
-	articleImpressionsLong
-	articleClicksLong
-	articleCTRLong
-	articlePriorCTR
-	userCategoryPriorImpressions
-	userCategoryCTR
-	userSubcategoryCTR
-	titleSimilarity
-	numFeatures
-)
-
-// featureIndex maps the specification's names to the constants above; a
-// test holds it to spec.json, in both directions.
-var featureIndex = map[string]int{
-	"hour_of_day":                     hourOfDay,
-	"day_of_week":                     dayOfWeek,
-	"device_code":                     deviceCode,
-	"user_prior_impressions":          userPriorImpressions,
-	"user_prior_clicks":               userPriorClicks,
-	"user_prior_ctr":                  userPriorCTR,
-	"user_is_cold_start":              userIsColdStart,
-	"user_hours_since_last_visit":     userHoursSinceLastVisit,
-	"article_age_hours":               articleAgeHours,
-	"article_word_count":              articleWordCount,
-	"article_breaking":                articleBreaking,
-	"article_impressions_1h":          articleImpressionsShort,
-	"article_clicks_1h":               articleClicksShort,
-	"article_impressions_24h":         articleImpressionsLong,
-	"article_clicks_24h":              articleClicksLong,
-	"article_ctr_24h":                 articleCTRLong,
-	"article_prior_ctr":               articlePriorCTR,
-	"user_category_prior_impressions": userCategoryPriorImpressions,
-	"user_category_ctr":               userCategoryCTR,
-	"user_subcategory_ctr":            userSubcategoryCTR,
-	"title_similarity":                titleSimilarity,
-}
-
-// smoothedCTR is (clicks + prior clicks) / (impressions + prior impressions),
-// in float64 and then float32, as polars computes it.
-func (s *State) smoothedCTR(clicks, shows int64) float32 {
-	p := s.spec.CTRPrior
-	return float32((float64(clicks) + p.Clicks) / (float64(shows) + p.Impressions))
-}
-
-// hours converts a duration in microseconds to hours as polars'
-// dt.total_seconds() / 3600 does: whole seconds, truncated toward zero.
-func hours(us int64) float32 {
-	return float32(float64(us/1_000_000) / 3600.0)
-}
-
-// contextValues writes the reader's and the moment's features into v.
-func (s *State) contextValues(q Query, v []float32) {
-	t := time.UnixMicro(q.Time).UTC()
-	v[hourOfDay] = float32(t.Hour())
-	v[dayOfWeek] = float32((int(t.Weekday()) + 6) % 7) // Monday is 0
-	v[deviceCode] = float32(math.NaN())
-	for i, d := range s.spec.Devices {
-		if d == q.Device {
-			v[deviceCode] = float32(i)
-		}
-	}
-	u := s.users[q.UserID]
-	var shows, clicks int64
-	if u != nil {
-		shows, clicks = u.all.before(q.Time)
-	}
-	v[userPriorImpressions] = float32(shows)
-	v[userPriorClicks] = float32(clicks)
-	v[userPriorCTR] = s.smoothedCTR(clicks, shows)
-	v[userIsColdStart] = 0
-	if shows == 0 {
-		v[userIsColdStart] = 1
-	}
-	v[userHoursSinceLastVisit] = float32(math.NaN())
-	if u != nil {
-		i := sort.Search(len(u.visits), func(i int) bool { return u.visits[i] >= q.Time })
-		if i > 0 {
-			v[userHoursSinceLastVisit] = hours(q.Time - u.visits[i-1])
-		}
-	}
-}
-
-// candidateValues writes the features of article a (NaN when it is nil,
-// unknown to the catalog) into v, indexed from articleAgeHours.
-func (s *State) candidateValues(q Query, u *userState, a *articleState, profile []float64, hasReads bool, v []float32) {
-	const first = articleAgeHours
-	if a == nil {
-		nan := float32(math.NaN())
-		for i := range v {
-			v[i] = nan
-		}
-		return
-	}
-	short := s.spec.ArticleWindowsHours[0] * int64(time.Hour/time.Microsecond)
-	long := s.spec.ArticleWindowsHours[1] * int64(time.Hour/time.Microsecond)
-	v[articleAgeHours-first] = hours(q.Time - a.PublishTime)
-	v[articleWordCount-first] = float32(a.WordCount)
-	v[articleBreaking-first] = 0
-	if a.Breaking {
-		v[articleBreaking-first] = 1
-	}
-	allS, allC := a.events.before(q.Time)
-	shortS, shortC := a.events.before(q.Time - short)
-	longS, longC := a.events.before(q.Time - long)
-	v[articleImpressionsShort-first] = float32(allS - shortS)
-	v[articleClicksShort-first] = float32(allC - shortC)
-	v[articleImpressionsLong-first] = float32(allS - longS)
-	v[articleClicksLong-first] = float32(allC - longC)
-	v[articleCTRLong-first] = s.smoothedCTR(allC-longC, allS-longS)
-	v[articlePriorCTR-first] = float32(math.NaN()) // never shown: missing, not zero
-	if allS > 0 {
-		v[articlePriorCTR-first] = float32(float64(allC) / float64(allS))
-	}
-	var byCategory, bySubcategory *counter
-	if u != nil {
-		byCategory, bySubcategory = u.byCategory[a.Category], u.bySubcategory[a.Subcategory]
-	}
-	catS, catC := byCategory.before(q.Time)
-	v[userCategoryPriorImpressions-first] = float32(catS)
-	v[userCategoryCTR-first] = s.smoothedCTR(catC, catS)
-	subS, subC := bySubcategory.before(q.Time)
-	v[userSubcategoryCTR-first] = s.smoothedCTR(subC, subS)
-	v[titleSimilarity-first] = float32(math.NaN())
-	if hasReads {
-		v[titleSimilarity-first] = float32(dot(profile, a.vector))
-	}
-}
-
-// readerProfile is the normalised float64 sum of the title vectors of the
-// reader's last RecentReads clicks before t, newest first; false when the
-// reader has clicked nothing before t.
-func (s *State) readerProfile(u *userState, t int64) ([]float64, bool) {
+// readerFacts gathers what the features need of the reader before t.
+func (s *State) readerFacts(t int64, user string) readerFacts {
+	var r readerFacts
+	u := s.users[user]
 	if u == nil {
-		return nil, false
+		return r
+	}
+	r.shows, r.clicks = u.all.before(t)
+	if i := sort.Search(len(u.visits), func(i int) bool { return u.visits[i] >= t }); i > 0 {
+		r.lastVisit, r.visited = u.visits[i-1], true
 	}
 	n := sort.Search(len(u.reads), func(i int) bool { return u.reads[i].time >= t })
-	if n == 0 {
-		return nil, false
-	}
-	profile := make([]float64, s.spec.TitleDimensions)
-	for back := 0; back < min(n, s.spec.RecentReads); back++ {
-		v := s.articles[u.reads[n-1-back].article].vector
-		for d := range profile {
-			profile[d] += float64(v[d])
+	if n > 0 {
+		var newestFirst [][]float32
+		for back := 0; back < min(n, s.spec.RecentReads); back++ {
+			newestFirst = append(newestFirst, s.articles[u.reads[n-1-back].article].vector)
 		}
+		r.profile = s.spec.profile(newestFirst)
 	}
-	var sq float64
-	for _, p := range profile {
-		sq += float64(p * p) // the conversion forbids a fused multiply-add
-	}
-	if norm := math.Sqrt(sq); norm > 0 {
-		for d := range profile {
-			profile[d] /= norm
-		}
-	} else {
-		clear(profile)
-	}
-	return profile, true
-}
-
-// dot sums p[d]*v[d] in index order, as the Python pipeline does.
-func dot(p []float64, v []float32) float64 {
-	var s float64
-	for d, x := range p {
-		s += float64(x * float64(v[d]))
-	}
-	return s
+	return r
 }
 
 // isSpace matches Python's str.split(): Unicode white space plus the

@@ -1,6 +1,7 @@
 package features
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -34,7 +35,7 @@ func openStore(t *testing.T, dir string) *Store {
 
 func catalog(t *testing.T, s *Store) {
 	t.Helper()
-	res, err := s.UpsertArticles([]Article{
+	res, err := s.UpsertArticles(context.Background(), []Article{
 		{ID: "1", Category: "sport", Subcategory: "tennis", Title: "final set wins", WordCount: 300, PublishTime: t0 - 2*hour},
 		{ID: "2", Category: "sport", Subcategory: "football", Title: "late goal", WordCount: 500, PublishTime: t0 - hour, Breaking: true},
 	})
@@ -75,7 +76,7 @@ func row(s *Store, user, device, article string, at int64) map[string]float32 {
 		cols[i] = i
 	}
 	out := make([]float32, len(names))
-	if _, err := s.Fill(Query{UserID: user, Device: device, Time: at}, []string{article}, names, cols, out); err != nil {
+	if _, err := s.Fill(context.Background(), Query{UserID: user, Device: device, Time: at}, []string{article}, names, cols, out); err != nil {
 		panic(err)
 	}
 	m := map[string]float32{}
@@ -88,7 +89,7 @@ func row(s *Store, user, device, article string, at int64) map[string]float32 {
 func TestOnlyEventsStrictlyBeforeCountAndWindowsSlide(t *testing.T) {
 	s := openStore(t, "")
 	catalog(t, s)
-	res, err := s.RecordEvents([]Impression{
+	res, err := s.RecordEvents(context.Background(), []Impression{
 		impression("a", "r1", "u", "1", t0),
 		impression("b", "r1", "u", "2", t0),
 		impression("c", "r2", "v", "1", t0+2*hour),
@@ -126,7 +127,7 @@ func TestOnlyEventsStrictlyBeforeCountAndWindowsSlide(t *testing.T) {
 func TestBadEventsAreRefusedNamingTheField(t *testing.T) {
 	s := openStore(t, "")
 	catalog(t, s)
-	if _, err := s.RecordEvents([]Impression{impression("ok", "r1", "u", "1", t0)}, nil); err != nil {
+	if _, err := s.RecordEvents(context.Background(), []Impression{impression("ok", "r1", "u", "1", t0)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
@@ -149,7 +150,7 @@ func TestBadEventsAreRefusedNamingTheField(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			res, err := s.RecordEvents(c.imp, c.click)
+			res, err := s.RecordEvents(context.Background(), c.imp, c.click)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -158,7 +159,7 @@ func TestBadEventsAreRefusedNamingTheField(t *testing.T) {
 			}
 		})
 	}
-	res, err := s.UpsertArticles([]Article{
+	res, err := s.UpsertArticles(context.Background(), []Article{
 		{ID: "3", Category: "a", Subcategory: "b", Title: strings.Repeat("x ", MaxTitleBytes), PublishTime: t0},
 		{ID: "4", Category: "a", Subcategory: "b", PublishTime: t0},
 		{ID: "5", Category: strings.Repeat("c", 1<<20), Subcategory: "b", Title: "t", PublishTime: t0},
@@ -180,7 +181,7 @@ func TestRestartKeepsEveryAcknowledgedEventOnce(t *testing.T) {
 	catalog(t, s)
 	batch := []Impression{impression("a", "r1", "u", "1", t0), impression("b", "r1", "u", "2", t0)}
 	clicks := []Click{{EventID: "k", RequestID: "r1", UserID: "u", ArticleID: "2", Time: t0}}
-	if res, err := s.RecordEvents(batch, clicks); err != nil || res.Accepted != 3 {
+	if res, err := s.RecordEvents(context.Background(), batch, clicks); err != nil || res.Accepted != 3 {
 		t.Fatalf("%+v, %v", res, err)
 	}
 	before := row(s, "u", "mobile", "2", t0+hour)
@@ -215,7 +216,7 @@ func TestRestartKeepsEveryAcknowledgedEventOnce(t *testing.T) {
 					t.Errorf("%s: %v before the restart, %v after", name, v, after[name])
 				}
 			}
-			res, err := again.RecordEvents(batch, clicks) // the caller retries the batch
+			res, err := again.RecordEvents(context.Background(), batch, clicks) // the caller retries the batch
 			if err != nil || res.Accepted != 0 || res.Duplicates != 3 {
 				t.Fatalf("retried batch: %+v, %v; want 3 duplicates", res, err)
 			}
@@ -281,7 +282,7 @@ func TestPruningKeepsEveryExactAnswerAndBoundsTheState(t *testing.T) {
 	}
 	for _, s := range []*Store{pruned, full} {
 		s.now = func() time.Time { return time.UnixMicro(t0 + 1000*hour) }
-		if _, err := s.UpsertArticles(articles); err != nil {
+		if _, err := s.UpsertArticles(context.Background(), articles); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -299,7 +300,7 @@ func TestPruningKeepsEveryExactAnswerAndBoundsTheState(t *testing.T) {
 			}
 		}
 		for _, s := range []*Store{pruned, full} {
-			if res, err := s.RecordEvents(imps, clicks); err != nil || len(res.Rejected) > 0 {
+			if res, err := s.RecordEvents(context.Background(), imps, clicks); err != nil || len(res.Rejected) > 0 {
 				t.Fatalf("page %d: %+v %v", page, res, err)
 			}
 		}
@@ -323,7 +324,7 @@ func TestPruningKeepsEveryExactAnswerAndBoundsTheState(t *testing.T) {
 		t.Fatalf("counts after pruning: %d articles, %d readers, %d events", a, u, e)
 	}
 	cols := []int{0}
-	if _, err := pruned.Fill(Query{UserID: "1", Time: t0}, []string{"1"}, spec.FeatureNames, cols, make([]float32, len(spec.FeatureNames))); !errors.Is(err, ErrTooOld) {
+	if _, err := pruned.Fill(context.Background(), Query{UserID: "1", Time: t0}, []string{"1"}, spec.FeatureNames, cols, make([]float32, len(spec.FeatureNames))); !errors.Is(err, ErrTooOld) {
 		t.Fatalf("a Rank at the start of the log after pruning: %v, want ErrTooOld", err)
 	}
 }

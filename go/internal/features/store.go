@@ -2,12 +2,14 @@ package features
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -259,29 +261,17 @@ func checkID(field, v string) string {
 
 // UpsertArticles validates and stores articles; an error means nothing was
 // stored (the log could not be written).
-func (s *Store) UpsertArticles(articles []Article) (Result, error) {
+func (s *Store) UpsertArticles(_ context.Context, articles []Article) (Result, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	var res Result
 	var rec record
 	for i, a := range articles {
-		reject := res.rejecter(a.ID, fmt.Sprintf("articles[%d]", i))
-		switch {
-		case checkID("id", a.ID) != "":
-			reject("id", checkID("id", a.ID))
-		case checkID("category", a.Category) != "":
-			reject("category", checkID("category", a.Category))
-		case checkID("subcategory", a.Subcategory) != "":
-			reject("subcategory", checkID("subcategory", a.Subcategory))
-		case len(a.Title) > MaxTitleBytes:
-			reject("title", fmt.Sprintf("%d bytes, more than %d", len(a.Title), MaxTitleBytes))
-		case len(a.Title) == 0 || !utf8.ValidString(a.Title):
-			reject("title", "empty or not UTF-8")
-		case a.PublishTime == 0:
-			reject("publish_time", "required")
-		default:
-			rec.Articles = append(rec.Articles, a)
+		if field, reason := checkArticle(a); field != "" {
+			res.rejecter(a.ID, fmt.Sprintf("articles[%d]", i))(field, reason)
+			continue
 		}
+		rec.Articles = append(rec.Articles, a)
 	}
 	if len(rec.Articles) > 0 {
 		if err := s.commit(rec); err != nil {
@@ -295,7 +285,7 @@ func (s *Store) UpsertArticles(articles []Article) (Result, error) {
 // RecordEvents validates and records a batch: impressions first, then
 // clicks, each in order. Refused events are listed; the rest are durable
 // when it returns without error.
-func (s *Store) RecordEvents(impressions []Impression, clicks []Click) (Result, error) {
+func (s *Store) RecordEvents(_ context.Context, impressions []Impression, clicks []Click) (Result, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	var res Result
@@ -310,24 +300,16 @@ func (s *Store) RecordEvents(impressions []Impression, clicks []Click) (Result, 
 	future := s.now().Add(s.limits.ClockSkew).UnixMicro()
 	for i, e := range impressions {
 		reject := res.rejecter(e.EventID, fmt.Sprintf("impressions[%d]", i))
+		if field, reason := checkImpression(e, future, s.spec.Devices); field != "" {
+			reject(field, reason)
+			continue
+		}
 		_, seen := s.events[e.EventID]
 		switch {
-		case checkID("event_id", e.EventID) != "":
-			reject("event_id", checkID("event_id", e.EventID))
 		case seen || inBatch[e.EventID]:
 			res.Duplicates++
-		case checkID("request_id", e.RequestID) != "":
-			reject("request_id", checkID("request_id", e.RequestID))
-		case checkID("user_id", e.UserID) != "":
-			reject("user_id", checkID("user_id", e.UserID))
 		case s.articles[e.ArticleID] == nil:
 			reject("article_id", fmt.Sprintf("article %q is not in the catalog (UpsertArticles first)", e.ArticleID))
-		case e.Device != "" && !s.knownDevice(e.Device):
-			reject("device", fmt.Sprintf("%q is not one of %v", e.Device, s.spec.Devices))
-		case e.Time == 0:
-			reject("time", "required")
-		case e.Time > future:
-			reject("time", fmt.Sprintf("more than %v after the server clock", s.limits.ClockSkew))
 		case tooLate(e.Time):
 			reject("time", fmt.Sprintf("more than %v before the newest event recorded", s.limits.Lateness))
 		case s.impressions[impressionKey(e.RequestID, e.ArticleID)] != nil || pending[impressionKey(e.RequestID, e.ArticleID)] != "":
@@ -347,10 +329,12 @@ func (s *Store) RecordEvents(impressions []Impression, clicks []Click) (Result, 
 		if imp != nil {
 			user = imp.user
 		}
+		if field, reason := checkClick(e, future); field != "" {
+			reject(field, reason)
+			continue
+		}
 		_, seen := s.events[e.EventID]
 		switch {
-		case checkID("event_id", e.EventID) != "":
-			reject("event_id", checkID("event_id", e.EventID))
 		case seen || inBatch[e.EventID]:
 			res.Duplicates++
 		case imp == nil && !inThisBatch:
@@ -359,8 +343,6 @@ func (s *Store) RecordEvents(impressions []Impression, clicks []Click) (Result, 
 			reject("user_id", fmt.Sprintf("the impression was shown to %q", user))
 		case (imp != nil && imp.clicked) || clickedInBatch[key]:
 			reject("article_id", "this impression is already clicked")
-		case e.Time > future:
-			reject("time", fmt.Sprintf("more than %v after the server clock", s.limits.ClockSkew))
 		case imp != nil && e.Time < imp.time:
 			reject("time", "before its impression")
 		default:
@@ -379,11 +361,55 @@ func (s *Store) RecordEvents(impressions []Impression, clicks []Click) (Result, 
 	return res, nil
 }
 
-func (s *State) knownDevice(d string) bool {
-	for _, x := range s.spec.Devices {
-		if x == d {
-			return true
+// checkArticle is the validation of a catalog entry that needs no state.
+func checkArticle(a Article) (field, reason string) {
+	for _, c := range [][2]string{{"id", a.ID}, {"category", a.Category}, {"subcategory", a.Subcategory}} {
+		if why := checkID(c[0], c[1]); why != "" {
+			return c[0], why
 		}
 	}
-	return false
+	switch {
+	case len(a.Title) > MaxTitleBytes:
+		return "title", fmt.Sprintf("%d bytes, more than %d", len(a.Title), MaxTitleBytes)
+	case len(a.Title) == 0 || !utf8.ValidString(a.Title):
+		return "title", "empty or not UTF-8"
+	case a.PublishTime == 0:
+		return "publish_time", "required"
+	}
+	return "", ""
+}
+
+// checkImpression is the validation of an impression that needs no state;
+// future is the latest event time accepted (the clock plus the skew bound).
+func checkImpression(e Impression, future int64, devices []string) (field, reason string) {
+	for _, c := range [][2]string{{"event_id", e.EventID}, {"request_id", e.RequestID}, {"user_id", e.UserID}, {"article_id", e.ArticleID}} {
+		if why := checkID(c[0], c[1]); why != "" {
+			return c[0], why
+		}
+	}
+	switch {
+	case e.Device != "" && !slices.Contains(devices, e.Device):
+		return "device", fmt.Sprintf("%q is not one of %v", e.Device, devices)
+	case e.Time == 0:
+		return "time", "required"
+	case e.Time > future:
+		return "time", "later than the server clock allows (--event-clock-skew)"
+	}
+	return "", ""
+}
+
+// checkClick is the validation of a click that needs no state.
+func checkClick(e Click, future int64) (field, reason string) {
+	for _, c := range [][2]string{{"event_id", e.EventID}, {"request_id", e.RequestID}, {"user_id", e.UserID}, {"article_id", e.ArticleID}} {
+		if why := checkID(c[0], c[1]); why != "" {
+			return c[0], why
+		}
+	}
+	switch {
+	case e.Time == 0:
+		return "time", "required"
+	case e.Time > future:
+		return "time", "later than the server clock allows (--event-clock-skew)"
+	}
+	return "", ""
 }

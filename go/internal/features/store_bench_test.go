@@ -1,6 +1,7 @@
 package features
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"testing"
@@ -25,14 +26,14 @@ func BenchmarkRecordEvents(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer func() { _ = s.Close() }()
-			if _, err := s.UpsertArticles(catalogOf1000()); err != nil {
+			if _, err := s.UpsertArticles(context.Background(), catalogOf1000()); err != nil {
 				b.Fatal(err)
 			}
 			events, batch := 0, 0
 			for b.Loop() {
 				imps, clicks := batchOf(batch)
 				batch++
-				res, err := s.RecordEvents(imps, clicks)
+				res, err := s.RecordEvents(context.Background(), imps, clicks)
 				if err != nil || res.Accepted != len(imps)+len(clicks) {
 					b.Fatalf("%+v %v", res, err)
 				}
@@ -73,12 +74,13 @@ func batchOf(n int) ([]Impression, []Click) {
 // history records the catalog and the first `batches` batches.
 func history(tb testing.TB, s *Store, batches int) int {
 	tb.Helper()
-	if _, err := s.UpsertArticles(catalogOf1000()); err != nil {
+	if _, err := s.UpsertArticles(context.Background(), catalogOf1000()); err != nil {
 		tb.Fatal(err)
 	}
 	events := 0
 	for n := range batches {
-		res, err := s.RecordEvents(batchOf(n))
+		imps, clicks := batchOf(n)
+		res, err := s.RecordEvents(context.Background(), imps, clicks)
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -27,6 +27,7 @@ type Metrics struct {
 	Events            *prometheus.CounterVec
 	UnknownCandidates prometheus.Counter
 	FeatureLatency    prometheus.Histogram
+	StateErrors       prometheus.Counter
 }
 
 // New registers the metrics, and Go and process collectors, on a fresh registry.
@@ -76,6 +77,9 @@ func New() *Metrics {
 			Name: "ranker_feature_seconds", Help: "Time to compute a Rank request's features from the state.",
 			Buckets: prometheus.ExponentialBuckets(0.00001, 2, 16),
 		}),
+		StateErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ranker_state_errors_total", Help: "Rank requests whose features could not be read from the feature state (scored as missing).",
+		}),
 		UnknownCandidates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ranker_unknown_candidates_total", Help: "Rank candidates the catalog did not know (article features scored as missing).",
 		}),
@@ -85,7 +89,7 @@ func New() *Metrics {
 			m.Events.WithLabelValues(kind, result) // exported at 0, so rates exist from the start
 		}
 	}
-	reg.MustRegister(m.Events, m.UnknownCandidates, m.FeatureLatency, m.Requests, m.Latency, m.Candidates, m.Scores, m.MissingFeatures, m.ModelLoads,
+	reg.MustRegister(m.Events, m.UnknownCandidates, m.FeatureLatency, m.StateErrors, m.Requests, m.Latency, m.Candidates, m.Scores, m.MissingFeatures, m.ModelLoads,
 		m.ExposureWritten, m.ExposureDropped, m.ShadowCorrelation, m.ShadowSkipped)
 	return m
 }

@@ -29,7 +29,7 @@ func rejections(in []features.Rejection) []*rankerv1.Rejection {
 	return out
 }
 
-func (s *Server) stateOrError() (*features.Store, error) {
+func (s *Server) stateOrError() (features.Service, error) {
 	if s.features == nil {
 		return nil, status.Error(codes.FailedPrecondition, "this server keeps no feature state")
 	}
@@ -37,7 +37,7 @@ func (s *Server) stateOrError() (*features.Store, error) {
 }
 
 // UpsertArticles implements rankerv1.RankingServiceServer.
-func (s *Server) UpsertArticles(_ context.Context, req *rankerv1.UpsertArticlesRequest) (resp *rankerv1.UpsertArticlesResponse, err error) {
+func (s *Server) UpsertArticles(ctx context.Context, req *rankerv1.UpsertArticlesRequest) (resp *rankerv1.UpsertArticlesResponse, err error) {
 	start := time.Now()
 	defer func() {
 		s.metrics.Requests.WithLabelValues("UpsertArticles", status.Code(err).String(), "", "").Inc()
@@ -55,7 +55,7 @@ func (s *Server) UpsertArticles(_ context.Context, req *rankerv1.UpsertArticlesR
 		articles[i] = features.Article{ID: a.GetId(), Category: a.GetCategory(), Subcategory: a.GetSubcategory(),
 			Title: a.GetTitle(), WordCount: a.GetWordCount(), PublishTime: micros(a.GetPublishTime()), Breaking: a.GetBreaking()}
 	}
-	res, err := store.UpsertArticles(articles)
+	res, err := store.UpsertArticles(ctx, articles)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "state: %v", err)
 	}
@@ -64,7 +64,7 @@ func (s *Server) UpsertArticles(_ context.Context, req *rankerv1.UpsertArticlesR
 }
 
 // RecordEvents implements rankerv1.RankingServiceServer.
-func (s *Server) RecordEvents(_ context.Context, req *rankerv1.RecordEventsRequest) (resp *rankerv1.RecordEventsResponse, err error) {
+func (s *Server) RecordEvents(ctx context.Context, req *rankerv1.RecordEventsRequest) (resp *rankerv1.RecordEventsResponse, err error) {
 	start := time.Now()
 	defer func() {
 		s.metrics.Requests.WithLabelValues("RecordEvents", status.Code(err).String(), "", "").Inc()
@@ -87,7 +87,7 @@ func (s *Server) RecordEvents(_ context.Context, req *rankerv1.RecordEventsReque
 		clicks[i] = features.Click{EventID: e.GetEventId(), RequestID: e.GetRequestId(), UserID: e.GetUserId(),
 			ArticleID: e.GetArticleId(), Time: micros(e.GetTime())}
 	}
-	res, err := store.RecordEvents(impressions, clicks)
+	res, err := store.RecordEvents(ctx, impressions, clicks)
 	if err != nil {
 		// Nothing of the batch was recorded: the caller retries.
 		return nil, status.Errorf(codes.Unavailable, "state: %v", err)

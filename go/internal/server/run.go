@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,7 +93,15 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	state, err := features.Open(cfg.StateDir, spec, features.Limits{Lateness: cfg.EventLateness, ClockSkew: cfg.EventClockSkew})
+	limits := features.Limits{Lateness: cfg.EventLateness, ClockSkew: cfg.EventClockSkew}
+	var state features.Service
+	if strings.HasPrefix(cfg.State, "redis://") || strings.HasPrefix(cfg.State, "rediss://") {
+		state, err = features.OpenRedis(cfg.State, spec, limits)
+	} else if cfg.State != "" {
+		return fmt.Errorf("state: %q is neither empty (embedded) nor a redis:// URL", cfg.State)
+	} else {
+		state, err = features.Open(cfg.StateDir, spec, limits)
+	}
 	if err != nil {
 		return err
 	}
@@ -103,10 +112,10 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}()
 	m.StateSize(state.Counts)
 	articles, users, events := state.Counts()
-	if cfg.StateDir == "" {
+	if cfg.StateDir == "" && cfg.State == "" {
 		logger.Warn("feature state in memory only: recorded events are lost on restart (set --state-dir)")
 	}
-	logger.Info("feature state", "dir", cfg.StateDir, "articles", articles, "users", users, "events", events)
+	logger.Info("feature state", "state", cfg.State, "dir", cfg.StateDir, "articles", articles, "users", users, "events", events)
 	ranking := New(models, Options{Limits: Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures},
 		Metrics: m, Exposure: exposures, Features: state}, logger)
 	experiments := &experimentFile{path: cfg.ExperimentConfig}

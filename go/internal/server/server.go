@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -41,7 +42,7 @@ type Options struct {
 	Limits   Limits
 	Metrics  *metrics.Metrics
 	Exposure *exposure.Log
-	Features *features.Store
+	Features features.Service
 }
 
 // Server is the RankingService.
@@ -53,7 +54,7 @@ type Server struct {
 	logger   *slog.Logger
 	metrics  *metrics.Metrics
 	exposure *exposure.Log
-	features *features.Store
+	features features.Service
 	devices  []string // the device names Rank accepts
 	mappings *mappingCache
 	rows     sync.Pool // *[]float32 feature buffers, reused across requests
@@ -155,7 +156,7 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 
 	n := len(req.GetCandidates())
 	mapping = true
-	scores, release, columns, unknown, rows, err := s.score(ctx, mapSpan, m, req, contextKeys)
+	scores, release, columns, unknown, rows, stateErr, err := s.score(ctx, mapSpan, m, req, contextKeys)
 	if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
 		return nil, err
 	} else if err != nil {
@@ -172,12 +173,22 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	if len(unknown) > 0 {
 		// An unknown article's features were scored as missing.
 		for _, j := range columns.computed {
-			if name := m.Meta.FeatureNames[j]; s.features.DependsOnArticle(name) {
+			if name := m.Meta.FeatureNames[j]; features.DependsOnArticle(name) {
 				s.metrics.MissingFeatures.WithLabelValues(modelName, name).Inc()
 			}
 		}
 	}
-	for _, f := range columns.missing {
+	missing := columns.missing
+	stateError := ""
+	if stateErr != nil {
+		stateError = stateErr.Error()
+		missing = slices.Clone(missing)
+		for _, j := range columns.computed {
+			missing = append(missing, m.Meta.FeatureNames[j])
+		}
+		s.requestLogger(ctx, requestID).Warn("feature state unavailable; its features scored as missing", "error", stateError)
+	}
+	for _, f := range missing {
 		s.metrics.MissingFeatures.WithLabelValues(modelName, f).Inc()
 	}
 
@@ -216,12 +227,13 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 		Candidates:        out,
 		ModelName:         modelName,
 		ModelVersion:      m.Meta.ModelVersion,
-		MissingFeatures:   columns.missing,
+		MissingFeatures:   missing,
 		IgnoredFeatures:   columns.ignored,
 		Experiment:        experimentName,
 		Variant:           variant,
 		UnknownCandidates: unknown,
 		FeatureNames:      featureNames,
+		FeatureStateError: stateError,
 	}, nil
 }
 
@@ -252,10 +264,13 @@ func (s *Server) assign(ctx context.Context, exp *activeExperiment, req *rankerv
 // state what the request does not send (ending mapSpan), and scores it. The
 // scores and rows live in a pooled buffer until release is called; unknown
 // lists candidate ids the catalog does not know.
-func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, req *rankerv1.RankRequest, contextKeys []string) (scores []float32, release func(), mapping *columnMapping, unknown []string, rows []float32, err error) {
+//
+// When the feature state cannot be read, the features it would have given
+// stay missing and stateErr says why; the request is still answered.
+func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, req *rankerv1.RankRequest, contextKeys []string) (scores []float32, release func(), mapping *columnMapping, unknown []string, rows []float32, stateErr, err error) {
 	var computable func(string) bool
 	if s.features != nil {
-		computable = s.features.Computable
+		computable = features.Computable
 	}
 	mapping = s.mappings.get(m.Meta.FeatureHash, m.Meta.FeatureNames, req.GetFeatureNames(), contextKeys, computable)
 	n, f := len(req.GetCandidates()), len(m.Meta.FeatureNames)
@@ -270,12 +285,21 @@ func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, 
 		}
 		q := features.Query{UserID: req.GetUserId(), Device: req.GetDevice(), Time: req.GetEventTime().AsTime().UnixMicro()}
 		started := time.Now()
-		unknown, err = s.features.Fill(q, ids, m.Meta.FeatureNames, mapping.computed, rows)
+		unknown, stateErr = s.features.Fill(ctx, q, ids, m.Meta.FeatureNames, mapping.computed, rows)
 		s.metrics.FeatureLatency.Observe(time.Since(started).Seconds())
-		if err != nil {
+		if errors.Is(stateErr, features.ErrTooOld) {
 			mapSpan.End()
 			release()
-			return nil, nil, nil, nil, nil, status.Errorf(codes.InvalidArgument, "event_time: %v", err)
+			return nil, nil, nil, nil, nil, nil, status.Errorf(codes.InvalidArgument, "event_time: %v", stateErr)
+		}
+		if stateErr != nil {
+			s.metrics.StateErrors.Inc()
+			nan := float32(math.NaN())
+			for i := range n { // whatever a failed read left, the features are missing
+				for _, j := range mapping.computed {
+					rows[i*f+j] = nan
+				}
+			}
 		}
 	}
 	mapSpan.End()
@@ -284,9 +308,9 @@ func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, 
 	defer scoreSpan.End()
 	if err := m.Scorer.Score(rows, n, scores); err != nil {
 		release()
-		return nil, nil, nil, nil, nil, err
+		return nil, nil, nil, nil, nil, nil, err
 	}
-	return scores, release, mapping, unknown, rows, nil
+	return scores, release, mapping, unknown, rows, stateErr, nil
 }
 
 // requestLogger tags log lines with the request id and, when the request is
@@ -348,7 +372,7 @@ func (s *Server) startShadow(exp *activeExperiment, requestID string, req *ranke
 		}
 		defer version.Release()
 		_, span := tracing.Start(context.Background(), "shadow mapping")
-		shadow, release, _, _, _, err := s.score(context.Background(), span, version.Model, req, contextKeys)
+		shadow, release, _, _, _, _, err := s.score(context.Background(), span, version.Model, req, contextKeys)
 		if err != nil {
 			s.logger.Warn("shadow scoring failed", "request_id", requestID, "model", exp.Shadow.Model, "error", err)
 			return

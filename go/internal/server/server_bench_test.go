@@ -54,7 +54,7 @@ func BenchmarkRankByIDs(b *testing.B) {
 		articles = append(articles, features.Article{ID: fmt.Sprint(a), Category: fmt.Sprint("c", a%8), Subcategory: fmt.Sprint("s", a%24),
 			Title: fmt.Sprintf("w%d w%d w%d w%d", a, a%7, a%13, a%29), WordCount: 400, PublishTime: now - 48*hour + int64(a)*hour/50})
 	}
-	if _, err := state.UpsertArticles(articles); err != nil {
+	if _, err := state.UpsertArticles(context.Background(), articles); err != nil {
 		b.Fatal(err)
 	}
 	for batch := range 300 {
@@ -69,7 +69,7 @@ func BenchmarkRankByIDs(b *testing.B) {
 				clicks = append(clicks, features.Click{EventID: e.EventID + "c", RequestID: e.RequestID, UserID: e.UserID, ArticleID: e.ArticleID, Time: e.Time})
 			}
 		}
-		if _, err := state.RecordEvents(imps, clicks); err != nil {
+		if _, err := state.RecordEvents(context.Background(), imps, clicks); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -252,9 +252,13 @@ type RankResponse struct {
 	UnknownCandidates []string `protobuf:"bytes,9,rep,name=unknown_candidates,json=unknownCandidates,proto3" json:"unknown_candidates,omitempty"`
 	// With return_features: the model's feature names, the order of
 	// ScoredCandidate.features.
-	FeatureNames  []string `protobuf:"bytes,10,rep,name=feature_names,json=featureNames,proto3" json:"feature_names,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FeatureNames []string `protobuf:"bytes,10,rep,name=feature_names,json=featureNames,proto3" json:"feature_names,omitempty"`
+	// Set when the feature state could not be read (for example Redis is
+	// unreachable): the features it would have given were scored as missing
+	// and are listed in missing_features.
+	FeatureStateError string `protobuf:"bytes,11,opt,name=feature_state_error,json=featureStateError,proto3" json:"feature_state_error,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *RankResponse) Reset() {
@@ -355,6 +359,13 @@ func (x *RankResponse) GetFeatureNames() []string {
 		return x.FeatureNames
 	}
 	return nil
+}
+
+func (x *RankResponse) GetFeatureStateError() string {
+	if x != nil {
+		return x.FeatureStateError
+	}
+	return ""
 }
 
 // ScoredCandidate is a candidate with its model score.
@@ -1200,7 +1211,7 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x02R\x05value:\x028\x01\"7\n" +
 	"\tCandidate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
-	"\bfeatures\x18\x02 \x03(\x02R\bfeatures\"\x91\x03\n" +
+	"\bfeatures\x18\x02 \x03(\x02R\bfeatures\"\xc1\x03\n" +
 	"\fRankResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12:\n" +
@@ -1218,7 +1229,8 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\avariant\x18\b \x01(\tR\avariant\x12-\n" +
 	"\x12unknown_candidates\x18\t \x03(\tR\x11unknownCandidates\x12#\n" +
 	"\rfeature_names\x18\n" +
-	" \x03(\tR\ffeatureNames\"S\n" +
+	" \x03(\tR\ffeatureNames\x12.\n" +
+	"\x13feature_state_error\x18\v \x01(\tR\x11featureStateError\"S\n" +
 	"\x0fScoredCandidate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x02R\x05score\x12\x1a\n" +

@@ -51,7 +51,7 @@ class Candidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., features: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("request_id", "candidates", "model_name", "model_version", "missing_features", "ignored_features", "experiment", "variant", "unknown_candidates", "feature_names")
+    __slots__ = ("request_id", "candidates", "model_name", "model_version", "missing_features", "ignored_features", "experiment", "variant", "unknown_candidates", "feature_names", "feature_state_error")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class RankResponse(_message.Message):
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_STATE_ERROR_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     candidates: _containers.RepeatedCompositeFieldContainer[ScoredCandidate]
     model_name: str
@@ -72,7 +73,8 @@ class RankResponse(_message.Message):
     variant: str
     unknown_candidates: _containers.RepeatedScalarFieldContainer[str]
     feature_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., missing_features: _Optional[_Iterable[str]] = ..., ignored_features: _Optional[_Iterable[str]] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., unknown_candidates: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    feature_state_error: str
+    def __init__(self, request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., missing_features: _Optional[_Iterable[str]] = ..., ignored_features: _Optional[_Iterable[str]] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., unknown_candidates: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., feature_state_error: _Optional[str] = ...) -> None: ...
 
 class ScoredCandidate(_message.Message):
     __slots__ = ("id", "score", "features")

@@ -1,0 +1,235 @@
+package features
+
+import (
+	"math"
+	"time"
+)
+
+// The computation of the features from facts about the reader and each
+// candidate, shared by every state backend: only how the facts are gathered
+// differs between the embedded state and Redis.
+
+// readerFacts are the reader's history before the Rank time.
+type readerFacts struct {
+	shows, clicks int64
+	lastVisit     int64
+	visited       bool
+	profile       []float64 // nil when the reader has clicked nothing
+}
+
+// articleFacts are a candidate's catalog entry and counts before the Rank
+// time; article is nil for an id the catalog does not know.
+type articleFacts struct {
+	article               *Article
+	vector                []float32
+	counts                [3][2]int64 // shows and clicks before t, t - short window, t - long window
+	category, subcategory [2]int64    // the reader's shows and clicks in the article's sections
+}
+
+// windows returns the three times the article counts are taken before.
+func (sp *Spec) windows(t int64) [3]int64 {
+	h := int64(time.Hour / time.Microsecond)
+	return [3]int64{t, t - sp.ArticleWindowsHours[0]*h, t - sp.ArticleWindowsHours[1]*h}
+}
+
+// fill writes the features at cols of names for each candidate into rows
+// and returns the ids the catalog does not know.
+func (sp *Spec) fill(q Query, r readerFacts, ids []string, facts []articleFacts, names []string, cols []int, rows []float32) (unknown []string) {
+	kinds := make([]int, len(cols)) // the engine's index of each column's feature, or -1
+	for i, j := range cols {
+		k, ok := featureIndex[names[j]]
+		if !ok {
+			k = -1
+		}
+		kinds[i] = k
+	}
+	f := len(names)
+	var values [numFeatures]float32
+	sp.contextValues(q, r, values[:numContext])
+	for i := range ids {
+		if facts[i].article == nil {
+			unknown = append(unknown, ids[i])
+		}
+		sp.candidateValues(q, r, facts[i], values[numContext:])
+		row := rows[i*f : (i+1)*f]
+		for c, j := range cols {
+			if k := kinds[c]; k >= 0 {
+				row[j] = values[k]
+			}
+		}
+	}
+	return unknown
+}
+
+// Computable reports whether the engine computes the named feature.
+func Computable(name string) bool {
+	_, ok := featureIndex[name]
+	return ok
+}
+
+// DependsOnArticle reports whether the named feature describes the candidate
+// article, so it is missing for an article the catalog does not know.
+func DependsOnArticle(name string) bool {
+	k, ok := featureIndex[name]
+	return ok && k >= numContext
+}
+
+// The features the engine computes, by name; context features first.
+const (
+	hourOfDay = iota
+	dayOfWeek
+	deviceCode
+	userPriorImpressions
+	userPriorClicks
+	userPriorCTR
+	userIsColdStart
+	userHoursSinceLastVisit
+	numContext
+
+	articleAgeHours = iota - 1
+	articleWordCount
+	articleBreaking
+	articleImpressionsShort
+	articleClicksShort
+	articleImpressionsLong
+	articleClicksLong
+	articleCTRLong
+	articlePriorCTR
+	userCategoryPriorImpressions
+	userCategoryCTR
+	userSubcategoryCTR
+	titleSimilarity
+	numFeatures
+)
+
+// featureIndex maps the specification's names to the constants above; a
+// test holds it to spec.json, in both directions.
+var featureIndex = map[string]int{
+	"hour_of_day":                     hourOfDay,
+	"day_of_week":                     dayOfWeek,
+	"device_code":                     deviceCode,
+	"user_prior_impressions":          userPriorImpressions,
+	"user_prior_clicks":               userPriorClicks,
+	"user_prior_ctr":                  userPriorCTR,
+	"user_is_cold_start":              userIsColdStart,
+	"user_hours_since_last_visit":     userHoursSinceLastVisit,
+	"article_age_hours":               articleAgeHours,
+	"article_word_count":              articleWordCount,
+	"article_breaking":                articleBreaking,
+	"article_impressions_1h":          articleImpressionsShort,
+	"article_clicks_1h":               articleClicksShort,
+	"article_impressions_24h":         articleImpressionsLong,
+	"article_clicks_24h":              articleClicksLong,
+	"article_ctr_24h":                 articleCTRLong,
+	"article_prior_ctr":               articlePriorCTR,
+	"user_category_prior_impressions": userCategoryPriorImpressions,
+	"user_category_ctr":               userCategoryCTR,
+	"user_subcategory_ctr":            userSubcategoryCTR,
+	"title_similarity":                titleSimilarity,
+}
+
+// smoothedCTR is (clicks + prior clicks) / (impressions + prior impressions),
+// in float64 and then float32, as polars computes it.
+func (sp *Spec) smoothedCTR(clicks, shows int64) float32 {
+	p := sp.CTRPrior
+	return float32((float64(clicks) + p.Clicks) / (float64(shows) + p.Impressions))
+}
+
+// hours converts a duration in microseconds to hours as polars'
+// dt.total_seconds() / 3600 does: whole seconds, truncated toward zero.
+func hours(us int64) float32 {
+	return float32(float64(us/1_000_000) / 3600.0)
+}
+
+// contextValues writes the reader's and the moment's features into v.
+func (sp *Spec) contextValues(q Query, r readerFacts, v []float32) {
+	t := time.UnixMicro(q.Time).UTC()
+	v[hourOfDay] = float32(t.Hour())
+	v[dayOfWeek] = float32((int(t.Weekday()) + 6) % 7) // Monday is 0
+	v[deviceCode] = float32(math.NaN())
+	for i, d := range sp.Devices {
+		if d == q.Device {
+			v[deviceCode] = float32(i)
+		}
+	}
+	v[userPriorImpressions] = float32(r.shows)
+	v[userPriorClicks] = float32(r.clicks)
+	v[userPriorCTR] = sp.smoothedCTR(r.clicks, r.shows)
+	v[userIsColdStart] = 0
+	if r.shows == 0 {
+		v[userIsColdStart] = 1
+	}
+	v[userHoursSinceLastVisit] = float32(math.NaN())
+	if r.visited {
+		v[userHoursSinceLastVisit] = hours(q.Time - r.lastVisit)
+	}
+}
+
+// candidateValues writes one candidate's features into v, indexed from
+// articleAgeHours; NaN for an article the catalog does not know.
+func (sp *Spec) candidateValues(q Query, r readerFacts, f articleFacts, v []float32) {
+	const first = articleAgeHours
+	a := f.article
+	if a == nil {
+		nan := float32(math.NaN())
+		for i := range v {
+			v[i] = nan
+		}
+		return
+	}
+	v[articleAgeHours-first] = hours(q.Time - a.PublishTime)
+	v[articleWordCount-first] = float32(a.WordCount)
+	v[articleBreaking-first] = 0
+	if a.Breaking {
+		v[articleBreaking-first] = 1
+	}
+	all, short, long := f.counts[0], f.counts[1], f.counts[2]
+	v[articleImpressionsShort-first] = float32(all[0] - short[0])
+	v[articleClicksShort-first] = float32(all[1] - short[1])
+	v[articleImpressionsLong-first] = float32(all[0] - long[0])
+	v[articleClicksLong-first] = float32(all[1] - long[1])
+	v[articleCTRLong-first] = sp.smoothedCTR(all[1]-long[1], all[0]-long[0])
+	v[articlePriorCTR-first] = float32(math.NaN()) // never shown: missing, not zero
+	if all[0] > 0 {
+		v[articlePriorCTR-first] = float32(float64(all[1]) / float64(all[0]))
+	}
+	v[userCategoryPriorImpressions-first] = float32(f.category[0])
+	v[userCategoryCTR-first] = sp.smoothedCTR(f.category[1], f.category[0])
+	v[userSubcategoryCTR-first] = sp.smoothedCTR(f.subcategory[1], f.subcategory[0])
+	v[titleSimilarity-first] = float32(math.NaN())
+	if r.profile != nil {
+		v[titleSimilarity-first] = float32(dot(r.profile, f.vector))
+	}
+}
+
+// profile is the normalised float64 sum of title vectors given newest
+// first, summed in that order as the Python pipeline does.
+func (sp *Spec) profile(newestFirst [][]float32) []float64 {
+	profile := make([]float64, sp.TitleDimensions)
+	for _, v := range newestFirst {
+		for d := range profile {
+			profile[d] += float64(v[d])
+		}
+	}
+	var sq float64
+	for _, p := range profile {
+		sq += float64(p * p) // the conversion forbids a fused multiply-add
+	}
+	if norm := math.Sqrt(sq); norm > 0 {
+		for d := range profile {
+			profile[d] /= norm
+		}
+	} else {
+		clear(profile)
+	}
+	return profile
+}
+
+// dot sums p[d]*v[d] in index order, as the Python pipeline does.
+func dot(p []float64, v []float32) float64 {
+	var s float64
+	for d, x := range p {
+		s += float64(x * float64(v[d]))
+	}
+	return s
+}
