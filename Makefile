@@ -159,7 +159,7 @@ $(STRESS_MODEL)/metadata.json: $(SETUP_STAMP)
 
 stress-model: $(STRESS_MODEL)/metadata.json ## Build the 500-tree, 63-leaf, 60-feature benchmark model
 
-bench: build $(STRESS_MODEL)/metadata.json ## Kernel and gRPC server benchmarks, native vs onnxruntime vs a Python server (~5 min)
+bench: build redis-server $(STRESS_MODEL)/metadata.json ## Kernel and gRPC server benchmarks, native vs onnxruntime vs a Python server (~5 min)
 	@test -d $(MODELS)/$(MODEL_NAME) || $(MAKE) train
 	cd go && go build -o $(GO_BIN)/ranker-load ./cmd/ranker-load
 	cd python && $(PY) -m benchmarks.serving \

@@ -93,7 +93,7 @@ def kernel_benchmarks(tools: Tools, models: dict[str, Path]) -> list[dict[str, A
 
 BY_IDS_LINE = re.compile(r"^BenchmarkRankByIDs/candidates=(\d+)/(\S+?)-\d+\s+\d+\s+([\d.]+) ns/op")
 INGEST_LINE = re.compile(
-    r"^BenchmarkRecordEvents/durable=(\w+)-\d+\s+\d+\s+[\d.]+ ns/op\s+([\d.e+]+) events/s"
+    r"^BenchmarkRecordEvents/backend=(\w+)-\d+\s+\d+\s+[\d.]+ ns/op\s+([\d.e+]+) events/s"
 )
 
 
@@ -105,7 +105,7 @@ def parse_online(out: str) -> dict[str, Any]:
         if m := BY_IDS_LINE.match(line):
             rank.setdefault(m[1], {})[m[2]] = float(m[3]) / 1000.0  # microseconds
         elif m := INGEST_LINE.match(line):
-            ingest["durable" if m[1] == "true" else "memory"] = float(m[2])
+            ingest[m[1]] = float(m[2])
     if not rank or not ingest:
         raise RuntimeError(f"no online-feature benchmark lines in go test output:\n{out}")
     return {"rank_us": rank, "events_per_second": ingest}
@@ -113,7 +113,23 @@ def parse_online(out: str) -> dict[str, Any]:
 
 def online_benchmarks(tools: Tools) -> dict[str, Any]:
     """The feature engine in process: Rank by ids against features sent
-    (same requests otherwise), and event ingestion."""
+    (same requests otherwise), and event ingestion; embedded and in Redis
+    (a redis-server started here on loopback)."""
+    redis_port = free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    try:
+        return _online_benchmarks(tools, f"redis://127.0.0.1:{redis_port}/0")
+    finally:
+        redis.terminate()
+        redis.wait()
+
+
+def _online_benchmarks(tools: Tools, redis_url: str) -> dict[str, Any]:
     out = subprocess.run(
         [
             "go",
@@ -128,6 +144,7 @@ def online_benchmarks(tools: Tools) -> dict[str, Any]:
             "./internal/features/",
         ],
         cwd=tools.repo / "go",
+        env={**os.environ, "RANKER_BENCH_REDIS": redis_url},
         capture_output=True,
         text=True,
         check=True,
@@ -315,17 +332,22 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "## Online features (in process: the Rank handler, no network)",
             "",
-            "| candidates | features sent µs | by ids µs | by ids / sent |",
-            "| --- | --- | --- | --- |",
+            "| candidates | features sent µs | by ids µs | by ids / sent | by ids, Redis µs "
+            "| Redis / sent |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for n, r in sorted(online["rank_us"].items(), key=lambda kv: int(kv[0])):
-            sent, ids = r["features-sent"], r["by-ids"]
-            lines.append(f"| {n} | {sent:,.1f} | {ids:,.1f} | {ids / sent:.2f}x |")
+            sent, ids, shared = r["features-sent"], r["by-ids"], r.get("by-ids-redis", float("nan"))
+            lines.append(
+                f"| {n} | {sent:,.1f} | {ids:,.1f} | {ids / sent:.2f}x | {shared:,.1f} "
+                f"| {shared / sent:.1f}x |"
+            )
         e = online["events_per_second"]
         lines += [
             "",
             f"Event ingestion, batches of 1,000 impressions and 100 clicks: "
-            f"{e['memory']:,.0f} events/s in memory, {e['durable']:,.0f} events/s durable.",
+            f"{e['memory']:,.0f} events/s in memory, {e['durable']:,.0f} events/s durable, "
+            f"{e.get('redis', float('nan')):,.0f} events/s in Redis.",
         ]
     return "\n".join(lines) + "\n"
 

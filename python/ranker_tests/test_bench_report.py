@@ -75,10 +75,34 @@ def test_online_feature_lines_parse_into_latency_and_ingestion() -> None:
             "  1383488 candidates/s  109765 B/op  21 allocs/op",
             "BenchmarkRankByIDs/candidates=1000/by-ids-2  2256  1066234 ns/op"
             "  937880 candidates/s  125067 B/op  19 allocs/op",
-            "BenchmarkRecordEvents/durable=false-2  787  3628046 ns/op  303193 events/s",
-            "BenchmarkRecordEvents/durable=true-2  573  4726940 ns/op  232709 events/s",
+            "BenchmarkRankByIDs/candidates=1000/by-ids-redis-2  46  25682543 ns/op"
+            "  38937 candidates/s  4962330 B/op  108210 allocs/op",
+            "BenchmarkRecordEvents/backend=memory-2  787  3628046 ns/op  303193 events/s",
+            "BenchmarkRecordEvents/backend=durable-2  573  4726940 ns/op  232709 events/s",
+            "BenchmarkRecordEvents/backend=redis-2  38  27731384 ns/op  39666 events/s",
         ]
     )
     online = parse_online(out)
-    assert online["rank_us"]["1000"] == {"features-sent": 722.811, "by-ids": 1066.234}
-    assert online["events_per_second"] == {"memory": 303193.0, "durable": 232709.0}
+    assert online["rank_us"]["1000"] == {
+        "features-sent": 722.811,
+        "by-ids": 1066.234,
+        "by-ids-redis": 25682.543,
+    }
+    assert online["events_per_second"] == {
+        "memory": 303193.0,
+        "durable": 232709.0,
+        "redis": 39666.0,
+    }
+    text = markdown(
+        {
+            "commit": "abc",
+            "time": "t",
+            "kernel": [],
+            "servers": [],
+            "ratios": {"kernel_native_over_onnxruntime": {}, "server_over_python": {}},
+            "machine": {"cpu": "cpu", "cores": 2, "memory_gb": 1.0, "platform": "p"},
+            "online": online,
+        }
+    )
+    assert "| 1000 | 722.8 | 1,066.2 | 1.48x | 25,682.5 | 35.5x |" in text
+    assert "39,666 events/s in Redis" in text

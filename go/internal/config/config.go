@@ -28,6 +28,7 @@ type Config struct {
 	ExposureMaxFiles int
 	StateDir         string
 	State            string
+	StateTimeout     time.Duration
 	EventLateness    time.Duration
 	EventClockSkew   time.Duration
 	OTLPEndpoint     string
@@ -66,6 +67,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.IntVar(&c.ExposureMaxFiles, "exposure-max-files", 50, "rotated exposure files kept (ship them off before they age out)")
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory of the durable feature state (catalog and events, an append-only log synced before each acknowledgement); empty keeps it in memory only, lost on restart")
 	fs.StringVar(&c.State, "state", "", "where the feature state lives: empty for the embedded state (see --state-dir), or redis://host:port/db to share it between replicas")
+	fs.DurationVar(&c.StateTimeout, "state-timeout", 250*time.Millisecond, "bound on each call to a Redis state; past it, Rank scores the state's features as missing")
 	fs.DurationVar(&c.EventLateness, "event-lateness", 24*time.Hour, "events older than the newest recorded event by more than this are refused")
 	fs.DurationVar(&c.EventClockSkew, "event-clock-skew", 5*time.Minute, "events later than the server clock by more than this are refused")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC trace collector (host:port); empty disables tracing export")

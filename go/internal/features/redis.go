@@ -29,21 +29,18 @@ type Redis struct {
 
 var _ Service = (*Redis)(nil)
 
-// redisTimeout bounds each call to Redis, so a Rank answers (with the state's
-// features missing) when Redis does not.
-const redisTimeout = 250 * time.Millisecond
-
-// OpenRedis connects to the Redis at url (redis://host:port/db). It does not
-// fail when Redis is down: requests then report the state as unavailable.
-func OpenRedis(url string, spec *Spec, limits Limits) (*Redis, error) {
+// OpenRedis connects to the Redis at url (redis://host:port/db); timeout
+// bounds each call, so a Rank answers (with the state's features missing)
+// when Redis does not. It does not fail when Redis is down: requests then
+// report the state as unavailable.
+func OpenRedis(url string, spec *Spec, limits Limits, timeout time.Duration) (*Redis, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
-	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = redisTimeout, redisTimeout, redisTimeout
-	opts.PoolTimeout = redisTimeout
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = timeout, timeout, timeout, timeout
 	opts.MaxRetries = 1
-	return &Redis{client: redis.NewClient(opts), spec: spec, limits: limits, prefix: "ranker:", now: time.Now, timeout: redisTimeout}, nil
+	return &Redis{client: redis.NewClient(opts), spec: spec, limits: limits, prefix: "ranker:", now: time.Now, timeout: timeout}, nil
 }
 
 // Close closes the connections.

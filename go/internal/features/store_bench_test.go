@@ -3,29 +3,24 @@ package features
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // BenchmarkRecordEvents reports sustained ingestion, events/s, in batches
-// of 1000 impressions (one in ten clicked): in memory, and durable (each
-// batch appended and synced to disk before the next).
+// of 1000 impressions (one in ten clicked): in memory, durable (each batch
+// appended and synced to disk before the next), and, when
+// RANKER_BENCH_REDIS names a Redis to use (and empty), in Redis.
 func BenchmarkRecordEvents(b *testing.B) {
-	for _, durable := range []bool{false, true} {
-		b.Run(fmt.Sprintf("durable=%v", durable), func(b *testing.B) {
-			dir := ""
-			if durable {
-				dir = b.TempDir()
-			}
-			spec, err := LoadSpec()
-			if err != nil {
-				b.Fatal(err)
-			}
-			s, err := Open(dir, spec, DefaultLimits)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer func() { _ = s.Close() }()
+	spec, err := LoadSpec()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, backend := range []string{"memory", "durable", "redis"} {
+		b.Run("backend="+backend, func(b *testing.B) {
+			s := benchService(b, spec, backend)
 			if _, err := s.UpsertArticles(context.Background(), catalogOf1000()); err != nil {
 				b.Fatal(err)
 			}
@@ -42,6 +37,36 @@ func BenchmarkRecordEvents(b *testing.B) {
 			b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
+}
+
+// benchService opens a state of the named backend, skipping Redis unless
+// RANKER_BENCH_REDIS is set (`make bench` starts one).
+func benchService(b *testing.B, spec *Spec, backend string) Service {
+	b.Helper()
+	var s Service
+	var err error
+	switch backend {
+	case "memory":
+		s, err = Open("", spec, DefaultLimits)
+	case "durable":
+		s, err = Open(b.TempDir(), spec, DefaultLimits)
+	case "redis":
+		url := os.Getenv("RANKER_BENCH_REDIS")
+		if url == "" {
+			b.Skip("RANKER_BENCH_REDIS is not set; `make bench` starts a redis-server and sets it")
+		}
+		var r *Redis
+		r, err = OpenRedis(url, spec, DefaultLimits, time.Minute)
+		if err == nil {
+			err = r.client.FlushDB(context.Background()).Err()
+		}
+		s = r
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	return s
 }
 
 // catalogOf1000 is 1,000 articles in 8 categories and 24 subcategories.

@@ -96,7 +96,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	limits := features.Limits{Lateness: cfg.EventLateness, ClockSkew: cfg.EventClockSkew}
 	var state features.Service
 	if strings.HasPrefix(cfg.State, "redis://") || strings.HasPrefix(cfg.State, "rediss://") {
-		state, err = features.OpenRedis(cfg.State, spec, limits)
+		state, err = features.OpenRedis(cfg.State, spec, limits, cfg.StateTimeout)
 	} else if cfg.State != "" {
 		return fmt.Errorf("state: %q is neither empty (embedded) nor a redis:// URL", cfg.State)
 	} else {

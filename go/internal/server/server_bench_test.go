@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -36,19 +37,72 @@ func BenchmarkRank(b *testing.B) {
 
 // BenchmarkRankByIDs compares Rank with every feature sent against Rank by
 // candidate ids alone, the server computing the features from a state of
-// 2,000 articles, 5,000 readers and 300,000 recorded impressions.
+// 2,000 articles, 5,000 readers and 300,000 recorded impressions: embedded,
+// and in Redis when RANKER_BENCH_REDIS names one to use (and empty).
 func BenchmarkRankByIDs(b *testing.B) {
 	reg, m, golden, logger := testModels(b)
 	spec, err := features.LoadSpec()
 	if err != nil {
 		b.Fatal(err)
 	}
-	state, err := features.Open("", spec, features.DefaultLimits)
+	embedded, err := features.Open("", spec, features.DefaultLimits)
 	if err != nil {
 		b.Fatal(err)
 	}
-	const hour = int64(3_600_000_000)
+	states := map[string]features.Service{"by-ids": embedded}
+	if url := os.Getenv("RANKER_BENCH_REDIS"); url != "" {
+		shared, err := features.OpenRedis(url, spec, features.DefaultLimits, time.Minute)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = shared.Close() })
+		states["by-ids-redis"] = shared
+	}
 	now := int64(1_770_000_000_000_000) // 2026-02
+	for _, state := range states {
+		benchHistory(b, state, now)
+	}
+	at := timestamppb.New(time.UnixMicro(now))
+	for _, n := range []int{100, 1000} {
+		sent := &rankerv1.RankRequest{UserId: "42", Device: "mobile", EventTime: at, FeatureNames: m.Meta.FeatureNames}
+		byIDs := &rankerv1.RankRequest{UserId: "42", Device: "mobile", EventTime: at}
+		for i := range n {
+			sent.Candidates = append(sent.Candidates, &rankerv1.Candidate{Id: fmt.Sprint(i), Features: golden[i%len(golden)].Features})
+			byIDs.Candidates = append(byIDs.Candidates, &rankerv1.Candidate{Id: fmt.Sprint(i)})
+		}
+		cases := []struct {
+			name  string
+			req   *rankerv1.RankRequest
+			state features.Service
+		}{{"features-sent", sent, embedded}, {"by-ids", byIDs, embedded}}
+		if shared, ok := states["by-ids-redis"]; ok {
+			cases = append(cases, struct {
+				name  string
+				req   *rankerv1.RankRequest
+				state features.Service
+			}{"by-ids-redis", byIDs, shared})
+		}
+		for _, c := range cases {
+			s := New(reg, Options{Limits: Limits{MaxCandidates: 5000, MaxFeatures: 512}, Features: c.state}, logger)
+			b.Run(fmt.Sprintf("candidates=%d/%s", n, c.name), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					reply, err := s.Rank(context.Background(), c.req)
+					if err != nil || reply.GetFeatureStateError() != "" {
+						b.Fatal(err, reply.GetFeatureStateError())
+					}
+				}
+				b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "candidates/s")
+			})
+		}
+	}
+}
+
+// benchHistory records 2,000 articles and 300,000 impressions over the two
+// days before now.
+func benchHistory(b *testing.B, state features.Service, now int64) {
+	b.Helper()
+	const hour = int64(3_600_000_000)
 	var articles []features.Article
 	for a := range 2000 {
 		articles = append(articles, features.Article{ID: fmt.Sprint(a), Category: fmt.Sprint("c", a%8), Subcategory: fmt.Sprint("s", a%24),
@@ -71,30 +125,6 @@ func BenchmarkRankByIDs(b *testing.B) {
 		}
 		if _, err := state.RecordEvents(context.Background(), imps, clicks); err != nil {
 			b.Fatal(err)
-		}
-	}
-	s := New(reg, Options{Limits: Limits{MaxCandidates: 5000, MaxFeatures: 512}, Features: state}, logger)
-	at := timestamppb.New(time.UnixMicro(now))
-	for _, n := range []int{100, 1000} {
-		sent := &rankerv1.RankRequest{UserId: "42", Device: "mobile", EventTime: at, FeatureNames: m.Meta.FeatureNames}
-		byIDs := &rankerv1.RankRequest{UserId: "42", Device: "mobile", EventTime: at}
-		for i := range n {
-			sent.Candidates = append(sent.Candidates, &rankerv1.Candidate{Id: fmt.Sprint(i), Features: golden[i%len(golden)].Features})
-			byIDs.Candidates = append(byIDs.Candidates, &rankerv1.Candidate{Id: fmt.Sprint(i)})
-		}
-		for _, c := range []struct {
-			name string
-			req  *rankerv1.RankRequest
-		}{{"features-sent", sent}, {"by-ids", byIDs}} {
-			b.Run(fmt.Sprintf("candidates=%d/%s", n, c.name), func(b *testing.B) {
-				b.ReportAllocs()
-				for b.Loop() {
-					if _, err := s.Rank(context.Background(), c.req); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "candidates/s")
-			})
 		}
 	}
 }
