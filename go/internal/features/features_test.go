@@ -139,6 +139,7 @@ func TestBadEventsAreRefusedNamingTheField(t *testing.T) {
 		{"unknown article", []Impression{impression("e1", "r2", "u", "9", t0)}, nil, "impressions[0].article_id"},
 		{"no event id", []Impression{impression("", "r2", "u", "1", t0)}, nil, "impressions[0].event_id"},
 		{"no request id", []Impression{impression("e2", "", "u", "1", t0)}, nil, "impressions[0].request_id"},
+		{"NUL in the user id", []Impression{impression("e2b", "r2", "u\x00v", "1", t0)}, nil, "impressions[0].user_id"},
 		{"no time", []Impression{impression("e3", "r2", "u", "1", 0)}, nil, "impressions[0].time"},
 		{"in the future", []Impression{impression("e4", "r2", "u", "1", t0+200*hour)}, nil, "impressions[0].time"},
 		{"too late", []Impression{impression("e5", "r2", "u", "1", t0-48*hour)}, nil, "impressions[0].time"},

@@ -224,95 +224,104 @@ func (r *Redis) Counts() (articles, readers, events int) {
 	return int(a.Val()), int(u.Val()), events
 }
 
-// Fill computes the features at cols of names for each candidate, in two
-// round trips: the reader and the catalog entries, then the counts.
+// fillScript reads everything one Rank needs in one call: ARGV prefix, user,
+// t, t - short window, t - long window, recent reads, then candidate ids.
+// It answers the reader's shows, clicks, last visit (or "") and recent
+// reads (newest first, as stored members), then per candidate either
+// false (unknown) or its catalog fields and counts.
+var fillScript = redis.NewScript(`
+local p, user = ARGV[1], ARGV[2]
+local b0, b1, b2 = '(' .. ARGV[3], '(' .. ARGV[4], '(' .. ARGV[5]
+local out = {}
+out[1] = redis.call('ZCOUNT', p .. 'us' .. '\0' .. user, '-inf', b0)
+out[2] = redis.call('ZCOUNT', p .. 'uc' .. '\0' .. user, '-inf', b0)
+local v = redis.call('ZREVRANGEBYSCORE', p .. 'uv' .. '\0' .. user, b0, '-inf', 'LIMIT', 0, 1)
+out[3] = v[1] or ''
+local reads = redis.call('ZREVRANGEBYSCORE', p .. 'ur' .. '\0' .. user, b0, '-inf', 'LIMIT', 0, tonumber(ARGV[6]))
+local titles = {}
+for i, m in ipairs(reads) do
+  local parts = {}
+  for part in string.gmatch(m, '([^%z]+)') do parts[#parts + 1] = part end
+  titles[i] = redis.call('HGET', p .. 'a' .. '\0' .. parts[#parts - 1], 'title') or ''
+end
+out[4] = titles
+for i = 7, #ARGV do
+  local art = ARGV[i]
+  local a = redis.call('HMGET', p .. 'a' .. '\0' .. art, 'category', 'subcategory', 'title', 'word_count', 'publish_time', 'breaking')
+  if not a[1] then
+    out[#out + 1] = false
+  else
+    local as, ac = p .. 'as' .. '\0' .. art, p .. 'ac' .. '\0' .. art
+    out[#out + 1] = {a[1], a[2], a[3], a[4], a[5], a[6],
+      redis.call('ZCOUNT', as, '-inf', b0), redis.call('ZCOUNT', ac, '-inf', b0),
+      redis.call('ZCOUNT', as, '-inf', b1), redis.call('ZCOUNT', ac, '-inf', b1),
+      redis.call('ZCOUNT', as, '-inf', b2), redis.call('ZCOUNT', ac, '-inf', b2),
+      redis.call('ZCOUNT', p .. 'ucs' .. '\0' .. user .. '\0' .. a[1], '-inf', b0),
+      redis.call('ZCOUNT', p .. 'ucc' .. '\0' .. user .. '\0' .. a[1], '-inf', b0),
+      redis.call('ZCOUNT', p .. 'uss' .. '\0' .. user .. '\0' .. a[2], '-inf', b0),
+      redis.call('ZCOUNT', p .. 'usc' .. '\0' .. user .. '\0' .. a[2], '-inf', b0)}
+  end
+end
+return out
+`)
+
+// Fill computes the features at cols of names for each candidate from one
+// script call that reads the reader and every candidate inside Redis.
 func (r *Redis) Fill(ctx context.Context, q Query, ids []string, names []string, cols []int, rows []float32) ([]string, error) {
 	ctx, cancel := r.bounded(ctx)
 	defer cancel()
-	before := "(" + micros(q.Time)
-	pipe := r.client.Pipeline()
-	userShows := pipe.ZCount(ctx, r.key("us", q.UserID), "-inf", before)
-	userClicks := pipe.ZCount(ctx, r.key("uc", q.UserID), "-inf", before)
-	visit := pipe.ZRevRangeByScoreWithScores(ctx, r.key("uv", q.UserID), &redis.ZRangeBy{Max: before, Min: "-inf", Count: 1})
-	reads := pipe.ZRevRangeByScore(ctx, r.key("ur", q.UserID), &redis.ZRangeBy{Max: before, Min: "-inf", Count: int64(r.spec.RecentReads)})
-	entries := make([]*redis.SliceCmd, len(ids))
-	for i, id := range ids {
-		entries[i] = pipe.HMGet(ctx, r.key("a", id), "category", "subcategory", "title", "word_count", "publish_time", "breaking")
+	windows := r.spec.windows(q.Time)
+	args := make([]any, 0, 6+len(ids))
+	args = append(args, r.prefix, q.UserID, micros(windows[0]), micros(windows[1]), micros(windows[2]), r.spec.RecentReads)
+	for _, id := range ids {
+		args = append(args, id)
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	raw, err := fillScript.Run(ctx, r.client, nil, args...).Slice()
+	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
+	if len(raw) != 4+len(ids) {
+		return nil, fmt.Errorf("redis: %d answers for %d candidates", len(raw), len(ids))
+	}
 	var reader readerFacts
-	reader.shows, reader.clicks = userShows.Val(), userClicks.Val()
-	if v := visit.Val(); len(v) > 0 {
-		reader.lastVisit, reader.visited = int64(v[0].Score), true
+	reader.shows, _ = raw[0].(int64)
+	reader.clicks, _ = raw[1].(int64)
+	if last, _ := raw[2].(string); last != "" {
+		if reader.lastVisit, err = strconv.ParseInt(last, 10, 64); err != nil {
+			return nil, fmt.Errorf("redis: visit %q: %w", last, err)
+		}
+		reader.visited = true
+	}
+	if titles, _ := raw[3].([]any); len(titles) > 0 {
+		newestFirst := make([][]float32, len(titles))
+		for i, t := range titles {
+			title, _ := t.(string)
+			newestFirst[i] = TitleVector(title, r.spec.TitleDimensions)
+		}
+		reader.profile = r.spec.profile(newestFirst)
 	}
 	facts := make([]articleFacts, len(ids))
 	articles := make([]Article, len(ids))
-	for i, e := range entries {
-		v := e.Val()
-		if v[0] == nil {
-			continue
+	for i, x := range raw[4:] {
+		entry, ok := x.([]any)
+		if !ok || len(entry) != 16 {
+			continue // false: the catalog does not know the id
 		}
-		a, err := articleFrom(ids[i], v)
+		a, err := articleFrom(ids[i], entry[:6])
 		if err != nil {
 			return nil, err
 		}
 		articles[i] = a
-		facts[i].article = &articles[i]
-		facts[i].vector = TitleVector(a.Title, r.spec.TitleDimensions)
-	}
-
-	pipe = r.client.Pipeline()
-	var readTitles []*redis.StringCmd
-	for _, m := range reads.Val() { // newest first
-		parts := strings.SplitN(m, "\x00", 4)
-		if len(parts) < 3 {
-			return nil, fmt.Errorf("redis: malformed read %q", m)
+		f := &facts[i]
+		f.article, f.vector = &articles[i], TitleVector(a.Title, r.spec.TitleDimensions)
+		n := make([]int64, 10)
+		for k := range n {
+			if n[k], ok = entry[6+k].(int64); !ok {
+				return nil, fmt.Errorf("redis: article %q: count %d is %T", ids[i], k, entry[6+k])
+			}
 		}
-		article := parts[len(parts)-2]
-		readTitles = append(readTitles, pipe.HGet(ctx, r.key("a", article), "title"))
-	}
-	windows := r.spec.windows(q.Time)
-	type counts struct{ shows, clicks [3]*redis.IntCmd }
-	articleCounts := make([]counts, len(ids))
-	taste := make([][4]*redis.IntCmd, len(ids))
-	for i := range ids {
-		a := facts[i].article
-		if a == nil {
-			continue
-		}
-		for w, t := range windows {
-			b := "(" + micros(t)
-			articleCounts[i].shows[w] = pipe.ZCount(ctx, r.key("as", a.ID), "-inf", b)
-			articleCounts[i].clicks[w] = pipe.ZCount(ctx, r.key("ac", a.ID), "-inf", b)
-		}
-		taste[i] = [4]*redis.IntCmd{
-			pipe.ZCount(ctx, r.key("ucs", q.UserID, a.Category), "-inf", before),
-			pipe.ZCount(ctx, r.key("ucc", q.UserID, a.Category), "-inf", before),
-			pipe.ZCount(ctx, r.key("uss", q.UserID, a.Subcategory), "-inf", before),
-			pipe.ZCount(ctx, r.key("usc", q.UserID, a.Subcategory), "-inf", before),
-		}
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("redis: %w", err)
-	}
-	if len(readTitles) > 0 {
-		var newestFirst [][]float32
-		for _, t := range readTitles {
-			newestFirst = append(newestFirst, TitleVector(t.Val(), r.spec.TitleDimensions))
-		}
-		reader.profile = r.spec.profile(newestFirst)
-	}
-	for i := range ids {
-		if facts[i].article == nil {
-			continue
-		}
-		for w := range windows {
-			facts[i].counts[w] = [2]int64{articleCounts[i].shows[w].Val(), articleCounts[i].clicks[w].Val()}
-		}
-		facts[i].category = [2]int64{taste[i][0].Val(), taste[i][1].Val()}
-		facts[i].subcategory = [2]int64{taste[i][2].Val(), taste[i][3].Val()}
+		f.counts = [3][2]int64{{n[0], n[1]}, {n[2], n[3]}, {n[4], n[5]}}
+		f.category, f.subcategory = [2]int64{n[6], n[7]}, [2]int64{n[8], n[9]}
 	}
 	return r.spec.fill(q, reader, ids, facts, names, cols, rows), nil
 }

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -255,6 +256,8 @@ func checkID(field, v string) string {
 		return field + ": required"
 	case len(v) > maxIDBytes:
 		return fmt.Sprintf("%s: longer than %d bytes", field, maxIDBytes)
+	case strings.ContainsRune(v, 0):
+		return field + ": contains a NUL byte (the state separates key parts with it)"
 	}
 	return ""
 }
