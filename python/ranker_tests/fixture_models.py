@@ -96,6 +96,7 @@ def news_model(root: Path, work: Path, name: str = "news", version: str = "v1") 
         version=version,
         params={"num_leaves": 7},
         rounds=Rounds(max=20, early_stopping=None),
+        gate=None,  # a fixture, not a release: a tiny world and 20 small trees
     )
     return trained.export
 

@@ -117,7 +117,12 @@ def test_export_writes_a_complete_consistent_version(trained: TrainedVersion) ->
         "evaluation.json",
         "metrics.png",
         "segments.png",
+        "gate.md",
+        "gate.json",
+        "learning_curve.png",
+        "learning_curve.json",
     }
+    assert meta["training"]["release_gate"]["passed"] is True
 
 
 @pytest.mark.slow

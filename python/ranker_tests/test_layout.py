@@ -20,6 +20,7 @@ STAGES = (
     "training",
     "evaluation",
     "export",
+    "gate",
     "pipeline",
     "serving",
     "experiments",

@@ -11,7 +11,7 @@ import pytest
 
 from ranker.export import artifact
 from ranker.pipeline import LibsvmSource, train_and_export
-from ranker.training.lambdarank import DEFAULT_PARAMS, EVAL_AT
+from ranker.training.lambdarank import DEFAULT_PARAMS, EVAL_AT, Rounds
 from ranker.training.libsvm import read_ltr
 
 # Same LightGBM parameters on both sides; NDCG must agree to this.
@@ -68,14 +68,25 @@ def _lightgbm_native(
     params = {**DEFAULT_PARAMS, "eval_at": [max(EVAL_AT)]}
     dtrain = lgb.Dataset(str(native[0]), params={"verbose": -1})
     dvalid = lgb.Dataset(str(native[1]), reference=dtrain)
-    stopped = lgb.train(
+    curve: dict[str, dict[str, list[float]]] = {}
+    rounds = Rounds()
+    lgb.train(
         params,
         dtrain,
-        num_boost_round=1000,
+        num_boost_round=rounds.max,
         valid_sets=[dvalid],
-        callbacks=[lgb.early_stopping(40, verbose=False)],
+        valid_names=["valid"],
+        callbacks=[lgb.record_evaluation(curve)],
     )
-    best = stopped.best_iteration
+    # The documented rule, applied by hand: the best round among rounds
+    # `min` and later, stopping `early_stopping` rounds after it.
+    valid_curve = curve["valid"][f"ndcg@{max(EVAL_AT)}"]
+    best, best_score = 0, -np.inf
+    for round_, score in enumerate(valid_curve, start=1):
+        if round_ >= rounds.min and score > best_score:
+            best, best_score = round_, score
+        if best and round_ - best >= (rounds.early_stopping or rounds.max):
+            break
     record: dict[str, dict[str, list[float]]] = {}
     dtest = lgb.Dataset(str(native[2]), reference=dtrain)
     lgb.train(

@@ -1,7 +1,8 @@
 """ranker: learning-to-rank for news personalization.
 
 Subpackages follow the data flow, and each imports only the ones before it:
-data, features, training, evaluation, export, pipeline (which composes them),
+data, features, training, evaluation, export, gate (the release checks),
+pipeline (which composes them),
 serving (the client), experiments, cli.
 """
 

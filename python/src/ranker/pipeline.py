@@ -7,20 +7,32 @@ evaluation, export).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+from tqdm import tqdm
 
+from ranker.data.schema import ARTICLES_FILE, IMPRESSIONS_FILE, WORLD_FILE, validate_click_log
 from ranker.evaluation.metrics import ndcg_summary
 from ranker.evaluation.report import Evaluation, evaluate, write_report
+from ranker.export.artifact import file_sha256
 from ranker.export.golden import GOLDEN_SAMPLE_QUERIES
 from ranker.export.version import ExportResult, export_model
 from ranker.features.build import feature_table
 from ranker.features.spec import FEATURE_NAMES
+from ranker.gate import DEFAULT_GATE, Gate, GateFailed, run_gate
 from ranker.training.dataset import RankData, TimeSplit, time_split
 from ranker.training.lambdarank import (
     DEFAULT_PARAMS,
@@ -56,6 +68,8 @@ class TrainingData:
 class Source(Protocol):
     def load(self) -> TrainingData: ...
 
+    def files(self) -> list[Path]: ...
+
 
 @dataclass(frozen=True)
 class ClickLogSource:
@@ -63,7 +77,11 @@ class ClickLogSource:
 
     data_dir: Path
 
+    def files(self) -> list[Path]:
+        return [self.data_dir / IMPRESSIONS_FILE, self.data_dir / ARTICLES_FILE]
+
     def load(self) -> TrainingData:
+        validate_click_log(self.data_dir)
         table = feature_table(self.data_dir)
         splits = time_split(table)
         train_split, valid_split, test_split = splits
@@ -105,6 +123,9 @@ class LibsvmSource:
     train: Path
     valid: Path
     test: Path
+
+    def files(self) -> list[Path]:
+        return [self.train, self.valid, self.test]
 
     def load(self) -> TrainingData:
         paths = (self.train, self.valid, self.test)
@@ -153,26 +174,63 @@ def train_and_export(
     tune_trials: int = 0,
     params: dict[str, Any] | None = None,
     rounds: Rounds = DEFAULT_ROUNDS,
+    gate: Gate | None = DEFAULT_GATE,
+    quiet: bool = True,
 ) -> TrainedVersion:
-    """Tune (optionally), train, evaluate on the test split, export a version."""
-    data = source.load()
+    """Tune (optionally), train, evaluate on the test split, pass the release
+    gate (None skips it), export a version. A failed gate raises GateFailed
+    and leaves the report under <models_root>/.rejected/<name>/<version>."""
+    say = _Stages(quiet)
+    with say.stage("features"):
+        data = source.load()
+    say.note(
+        f"{data.train.labels.size:,} training, {data.valid.labels.size:,} validation and "
+        f"{data.test.labels.size:,} test rows"
+    )
     names = data.feature_names
     chosen = {**DEFAULT_PARAMS, **(params or {})}
     if tune_trials > 0:
-        chosen = tune(data.train, data.valid, names, chosen, tune_trials, rounds=rounds)
-    result = train(data.train, data.valid, names, chosen, rounds)
+        with say.stage(f"tuning ({tune_trials} Optuna trials)"):
+            chosen = tune(
+                data.train,
+                data.valid,
+                names,
+                chosen,
+                tune_trials,
+                rounds=rounds,
+                show_progress=not quiet,
+            )
+    with (
+        say.stage("training"),
+        tqdm(
+            total=rounds.max,
+            desc="boosting rounds",
+            unit="round",
+            disable=True if quiet else None,
+            leave=False,
+        ) as bar,
+    ):
+
+        def progress(round_: int, score: float) -> None:
+            bar.update(1)
+            bar.set_postfix_str(f"valid NDCG@10 {score:.4f}", refresh=False)
+
+        result = train(data.train, data.valid, names, chosen, rounds, progress)
+    say.note(f"best round {result.best_iteration} of {len(result.valid_curve)} trained")
     evaluation = None
-    if data.test_split is not None:
-        evaluation = evaluate(data.test_split, result.booster, result.naive_booster)
-        test_metrics = evaluation.headline()
-    else:
-        scores = np.asarray(result.booster.predict(data.test.features), np.float64)
-        test_metrics = ndcg_summary(data.test.labels, scores, data.test.groups, EVAL_AT)
+    with say.stage("evaluation"):
+        if data.test_split is not None:
+            evaluation = evaluate(data.test_split, result.booster, result.naive_booster)
+            test_metrics = evaluation.headline()
+        else:
+            scores = np.asarray(result.booster.predict(data.test.features), np.float64)
+            test_metrics = ndcg_summary(data.test.labels, scores, data.test.groups, EVAL_AT)
 
     # The first queries of the test split, whole, become the golden sample rows.
     sample_groups = data.test.groups[:GOLDEN_SAMPLE_QUERIES]
     n_sample = int(sample_groups.sum())
     summary = data.summary | {
+        "lineage": lineage(source),
         "params": result.params,
         "tuned_trials": tune_trials,
         "best_iteration": result.best_iteration,
@@ -181,19 +239,119 @@ def train_and_export(
         summary["position_debiasing"] = "LightGBM unbiased lambdarank (Dataset position)"
     summary["metrics_test"] = test_metrics
 
+    gate_report = None
+    if gate is not None:
+        popular = evaluation.value("most_popular", "ndcg@10") if evaluation is not None else None
+        gate_report = run_gate(
+            gate, result.booster, data.test, names, popular, models_root, model_name
+        )
+        summary["release_gate"] = asdict(gate_report)
+        if not gate_report.passed:
+            rejected = models_root / ".rejected" / model_name / (version or _timestamp())
+            if evaluation is not None:
+                write_report(evaluation, rejected / REPORT_DIR, f"Evaluation of {model_name}")
+            gate_report.write(rejected / REPORT_DIR)
+            write_learning_curve(result.valid_curve, result.best_iteration, rejected / REPORT_DIR)
+            raise GateFailed(gate_report, rejected / REPORT_DIR)
+
     def write_extras(staging: Path) -> None:
         if evaluation is not None:
             write_report(evaluation, staging / REPORT_DIR, f"Evaluation of {model_name}")
+        if gate_report is not None:
+            gate_report.write(staging / REPORT_DIR)
+        write_learning_curve(result.valid_curve, result.best_iteration, staging / REPORT_DIR)
 
-    exported = export_model(
-        result.booster,
-        models_root=models_root,
-        model_name=model_name,
-        feature_names=names,
-        sample_rows=data.test.features[:n_sample],
-        sample_queries=np.repeat(data.test_query_ids[: sample_groups.size], sample_groups),
-        training_summary=summary,
-        version=version,
-        write_extras=write_extras,
-    )
+    with say.stage("export"):
+        exported = export_model(
+            result.booster,
+            models_root=models_root,
+            model_name=model_name,
+            feature_names=names,
+            sample_rows=data.test.features[:n_sample],
+            sample_queries=np.repeat(data.test_query_ids[: sample_groups.size], sample_groups),
+            training_summary=summary,
+            version=version,
+            write_extras=write_extras,
+        )
+
     return TrainedVersion(result, test_metrics, evaluation, exported)
+
+
+def _timestamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def lineage(source: Source) -> dict[str, Any]:
+    """What made this model: the code's commit, a hash of every input file,
+    the command line, and for a generated log the world's seed and scale."""
+    digest = hashlib.sha256()
+    for path in source.files():
+        digest.update(path.name.encode() + b"\0" + file_sha256(path).encode())
+    out: dict[str, Any] = {
+        "code_commit": _commit(),
+        "data_sha256": digest.hexdigest(),
+        "command_line": sys.argv,
+    }
+    world = source.files()[0].parent / WORLD_FILE
+    if world.is_file():
+        out["world"] = json.loads(world.read_text())
+    return out
+
+
+def _commit() -> str:
+    """The git commit of this code, "-dirty" when it has local changes;
+    "unknown" outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+class _Stages:
+    """Says on stderr what each stage does and how long it took (quiet: nothing)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            print(f"  {text}", file=sys.stderr, flush=True)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Prints the stage when it is done (a failure ends in its own one line)."""
+        started = time.perf_counter()
+        yield
+        if not self.quiet:
+            print(f"{name}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+
+
+def write_learning_curve(curve: list[float], best: int, directory: Path) -> None:
+    """learning_curve.png and .json: validation NDCG@10 per round and the round kept."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "learning_curve.json").write_text(
+        json.dumps({"valid_ndcg@10": curve, "best_round": best}) + "\n"
+    )
+    fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
+    ax.plot(range(1, len(curve) + 1), curve, label="validation NDCG@10 (logged clicks)")
+    ax.axvline(best, color="k", linestyle="--", label=f"kept: {best} rounds")
+    ax.set_xlabel("boosting round")
+    ax.legend(fontsize=8)
+    fig.savefig(directory / "learning_curve.png", dpi=90)
+    plt.close(fig)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import asdict
 from pathlib import Path
 
+from ranker.cli.args import positive_float
+from ranker.data.schema import WORLD_FILE
 from ranker.data.world import WorldConfig, generate
 
 
@@ -12,6 +16,8 @@ def _data(args: argparse.Namespace) -> int:
     config = WorldConfig(seed=args.seed).scaled(args.scale)
     log = generate(config)
     log.write(args.out)
+    world = {"seed": args.seed, "scale": args.scale} | asdict(config)
+    (args.out / WORLD_FILE).write_text(json.dumps(world, indent=1) + "\n")
     print(
         f"wrote {log.impressions.height:,} impression rows ({config.n_impressions:,} page views "
         f"of {config.n_users:,} readers) and {log.articles.height:,} articles to {args.out}"
@@ -25,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=int, default=WorldConfig.seed)
     p.add_argument(
         "--scale",
-        type=float,
+        type=positive_float,
         default=1.0,
         help="size relative to the default 360,000 rows (28 gives about 10 million)",
     )

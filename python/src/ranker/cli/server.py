@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
+from ranker.cli.args import non_negative_int
 from ranker.v1.ranking_service_pb2 import RankRequest
 
 
@@ -117,14 +118,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("rank", help="send one test impression to a running server")
     p.add_argument("--target", default="127.0.0.1:50051")
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--top-k", type=int, default=0, help="0 shows every candidate")
+    p.add_argument("--top-k", type=non_negative_int, default=0, help="0 shows every candidate")
     p.set_defaults(run=_rank)
 
     p = sub.add_parser("demo", help="start the server, rank one impression, stop it")
     p.add_argument("--server", type=Path, required=True, help="ranker-server binary")
     p.add_argument("--model", type=Path, required=True, help="model name or version directory")
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--top-k", type=int, default=0, help="0 shows every candidate")
+    p.add_argument("--top-k", type=non_negative_int, default=0, help="0 shows every candidate")
     p.set_defaults(run=_demo)
 
     p = sub.add_parser(

@@ -3,23 +3,55 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
+
+from ranker.cli.args import UserError, non_negative_int, positive_int
+
+
+def _writable(directory: Path) -> None:
+    """Fail before training, not after, when the models directory cannot be written."""
+    target = directory
+    while not target.exists():
+        target = target.parent
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise UserError(f"{directory}: not writable (checked {target})")
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ranker.data.schema import validate_click_log
     from ranker.evaluation.report import summary_table
+    from ranker.gate import Gate, GateFailed
     from ranker.pipeline import ClickLogSource, LibsvmSource, Source, train_and_export
 
     source: Source
+    if not args.data.exists():
+        raise UserError(f"{args.data}: no such click-log directory or LibSVM file")
     if args.data.is_file():
         if args.valid is None or args.test is None:
-            raise SystemExit("training on a LibSVM file needs --valid and --test files")
+            raise UserError("training on a LibSVM file needs --valid and --test files")
         source = LibsvmSource(args.data, args.valid, args.test)
     else:
+        validate_click_log(args.data)  # before any progress output: one line if bad
         source = ClickLogSource(args.data)
-    trained = train_and_export(
-        source, args.models, args.name, version=args.version, tune_trials=args.tune
-    )
+    _writable(args.models)
+    gate = None
+    if not args.no_gate:
+        gate = Gate(args.min_trees, args.min_gain_over_popular, args.max_loss_vs_serving)
+    try:
+        trained = train_and_export(
+            source,
+            args.models,
+            args.name,
+            version=args.version,
+            tune_trials=args.tune,
+            gate=gate,
+            quiet=args.quiet,
+        )
+    except GateFailed as failed:
+        print(f"ranker train: {failed}", file=sys.stderr)
+        return 1
     if trained.evaluation is not None:
         print(summary_table(trained.evaluation))
     else:
@@ -42,13 +74,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ranker.evaluation.report import evaluate, markdown, write_report
     from ranker.export.artifact import MODEL_TXT
     from ranker.features.build import feature_table
-    from ranker.pipeline import REPORT_DIR
     from ranker.training.dataset import time_split
 
     _, _, test = time_split(feature_table(args.data))
     booster = lgb.Booster(model_file=args.model / MODEL_TXT)
     evaluation = evaluate(test, booster, None)
-    out = args.model / REPORT_DIR
+    # A version directory is immutable: the report goes elsewhere.
+    out = args.out or Path("reports") / f"{args.model.parent.name}-{args.model.name}"
     write_report(evaluation, out, f"Evaluation of {args.model}")
     print(markdown(evaluation, f"Evaluation of {args.model}").split("## NDCG@10 by")[0])
     print(f"report written to {out}")
@@ -70,14 +102,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--version", help="version directory name (default: UTC timestamp)")
     p.add_argument(
         "--tune",
-        type=int,
+        type=non_negative_int,
         default=0,
         metavar="N",
         help="Optuna trials over LightGBM parameters before the final fit",
     )
+    p.add_argument("--min-trees", type=positive_int, default=20, help="release gate: fewest trees")
+    p.add_argument(
+        "--min-gain-over-popular",
+        type=float,
+        default=0.02,
+        help="release gate: NDCG@10 above the most-popular baseline by at least this",
+    )
+    p.add_argument(
+        "--max-loss-vs-serving",
+        type=float,
+        default=0.01,
+        help="release gate: NDCG@10 below the newest version of --name by at most this",
+    )
+    p.add_argument("--no-gate", action="store_true", help="export without the release gate")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("evaluate", help="evaluate a model version on a click log's test split")
     p.add_argument("--model", type=Path, required=True, help="model version directory")
     p.add_argument("--data", type=Path, required=True, help="click-log directory")
+    p.add_argument("--out", type=Path, help="report directory (default: reports/<name>-<version>)")
     p.set_defaults(run=_evaluate)

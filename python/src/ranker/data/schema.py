@@ -30,6 +30,8 @@ DEVICES: tuple[str, ...] = ("mobile", "desktop", "tablet")
 
 IMPRESSIONS_FILE = "impressions.parquet"
 ARTICLES_FILE = "articles.parquet"
+# Written by `ranker data` beside a generated log: the world's seed and scale.
+WORLD_FILE = "world.json"
 
 IMPRESSION_SCHEMA = pl.Schema(
     [
@@ -85,3 +87,96 @@ class ClickLog:
             pl.scan_parquet(directory / IMPRESSIONS_FILE),
             pl.scan_parquet(directory / ARTICLES_FILE),
         )
+
+
+# Columns a log must have, and the kind of values: everything else in
+# IMPRESSION_SCHEMA and ARTICLE_SCHEMA is optional (true_utility exists only
+# in a simulated log, session_id and quality are not features).
+REQUIRED_IMPRESSION_COLUMNS: dict[str, str] = {
+    "impression_id": "integer",
+    "user_id": "integer",
+    "time": "datetime",
+    "device": "string",
+    "article_id": "integer",
+    "position": "integer",
+    "clicked": "integer",
+}
+REQUIRED_ARTICLE_COLUMNS: dict[str, str] = {
+    "article_id": "integer",
+    "category": "string",
+    "subcategory": "string",
+    "title": "string",
+    "publish_time": "datetime",
+    "word_count": "integer",
+    "breaking": "boolean",
+}
+# Fewer page views than this cannot fill a time split and a test set.
+MIN_IMPRESSIONS = 100
+
+
+def _kind(dtype: pl.DataType) -> str:
+    if dtype.is_integer():
+        return "integer"
+    if isinstance(dtype, pl.Datetime):
+        return "datetime"
+    if dtype == pl.Boolean:
+        return "boolean"
+    if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
+        return "string"
+    return str(dtype)
+
+
+def validate_click_log(directory: Path) -> None:
+    """Check a click-log directory against the schema; raise one ValueError
+    that names every problem (missing file or column, wrong type, null ids,
+    no clicks, too few page views)."""
+    problems: list[str] = []
+    frames: dict[str, pl.LazyFrame] = {}
+    for name, required in (
+        (IMPRESSIONS_FILE, REQUIRED_IMPRESSION_COLUMNS),
+        (ARTICLES_FILE, REQUIRED_ARTICLE_COLUMNS),
+    ):
+        path = directory / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+            continue
+        try:
+            schema = pl.read_parquet_schema(path)
+        except (OSError, pl.exceptions.PolarsError) as err:
+            problems.append(f"{name} is not a readable Parquet file ({err})")
+            continue
+        for column, kind in required.items():
+            if column not in schema:
+                problems.append(f"{name}: column {column} ({kind}) is missing")
+            elif _kind(schema[column]) != kind:
+                problems.append(f"{name}: column {column} is {schema[column]}, expected {kind}")
+        frames[name] = pl.scan_parquet(path)
+    if not problems:
+        imps = frames[IMPRESSIONS_FILE]
+        stats = (
+            imps.select(
+                pl.len().alias("rows"),
+                pl.col("impression_id").n_unique().alias("page_views"),
+                pl.col("clicked").sum().alias("clicks"),
+                *(
+                    pl.col(c).null_count().alias(f"null_{c}")
+                    for c in ("impression_id", "user_id", "article_id", "time")
+                ),
+            )
+            .collect()
+            .row(0, named=True)
+        )
+        for c in ("impression_id", "user_id", "article_id", "time"):
+            if stats[f"null_{c}"]:
+                problems.append(f"{IMPRESSIONS_FILE}: {stats[f'null_{c}']:,} rows have no {c}")
+        if stats["rows"] == 0:
+            problems.append(f"{IMPRESSIONS_FILE} has no rows")
+        elif not stats["clicks"]:
+            problems.append(f"{IMPRESSIONS_FILE} has no clicks: there is nothing to learn")
+        if 0 < stats["page_views"] < MIN_IMPRESSIONS:
+            problems.append(
+                f"{IMPRESSIONS_FILE} has {stats['page_views']} page views; at least "
+                f"{MIN_IMPRESSIONS} are needed"
+            )
+    if problems:
+        raise ValueError(f"{directory}: " + "; ".join(problems))

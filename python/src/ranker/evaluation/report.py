@@ -68,7 +68,14 @@ class Evaluation:
     test_rows: int
 
     def value(self, ranker: str, metric: str) -> float:
-        return next(r.mean for r in self.metrics if r.ranker == ranker and r.metric == metric)
+        """The mean; NaN when it was not measured (utility on a real log)."""
+        return next(
+            (r.mean for r in self.metrics if r.ranker == ranker and r.metric == metric),
+            float("nan"),
+        )
+
+    def row(self, ranker: str, metric: str) -> MetricRow | None:
+        return next((r for r in self.metrics if r.ranker == ranker and r.metric == metric), None)
 
     def headline(self) -> dict[str, float]:
         return {f"{r.ranker}_{r.metric}": r.mean for r in self.metrics}
@@ -105,9 +112,14 @@ def evaluate(
         "random": rng.uniform(size=table.height),
         "most_recent": -table["article_age_hours"].to_numpy().astype(np.float64) + jitter,
         "most_popular": table["article_clicks_24h"].to_numpy().astype(np.float64) + jitter,
-        "oracle": table["true_utility"].to_numpy().astype(np.float64),
     }
-    grades = utility_grades(table)
+    # Only a simulated log knows the true utility: a real one has no oracle
+    # and no utility metric.
+    known_utility = "true_utility" in table.columns
+    grades = None
+    if known_utility:
+        scores["oracle"] = table["true_utility"].to_numpy().astype(np.float64)
+        grades = utility_grades(table)
     first_rows = np.concatenate([[0], np.cumsum(data.groups)[:-1]])
     history = table["user_prior_impressions"].to_numpy()[first_rows]
 
@@ -115,8 +127,9 @@ def evaluate(
     segments: list[SegmentRow] = []
     for ranker, s in scores.items():
         per = per_query(data.labels, s, data.groups)
-        per[UTILITY_METRIC] = per_query(grades, s, data.groups, ks=(10,))["ndcg@10"]
-        for metric in (*CLICK_METRICS, UTILITY_METRIC):
+        if grades is not None:
+            per[UTILITY_METRIC] = per_query(grades, s, data.groups, ks=(10,))["ndcg@10"]
+        for metric in per:
             values = per[metric]
             mean, low, high = bootstrap_interval(values, samples=BOOTSTRAP_SAMPLES, seed=seed)
             metrics.append(
@@ -163,8 +176,8 @@ def markdown(evaluation: Evaluation, title: str) -> str:
             continue
         cells = []
         for metric in (*CLICK_METRICS, UTILITY_METRIC):
-            row = next(r for r in evaluation.metrics if r.ranker == ranker and r.metric == metric)
-            cells.append(_fmt(row.mean, row.low, row.high))
+            row = evaluation.row(ranker, metric)
+            cells.append("n/a" if row is None else _fmt(row.mean, row.low, row.high))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -208,7 +221,8 @@ def _plots(evaluation: Evaluation, directory: Path) -> None:
 
     present = {r.ranker for r in evaluation.metrics}
     rankers = [k for k in RANKER_LABELS if k in present]
-    shown = ("ndcg@10", "mrr", "auc", UTILITY_METRIC)
+    measured = {r.metric for r in evaluation.metrics}
+    shown = [m for m in ("ndcg@10", "mrr", "auc", UTILITY_METRIC) if m in measured]
     fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 4.2), constrained_layout=True)
     for ax, metric in zip(axes, shown, strict=True):
         rows = [

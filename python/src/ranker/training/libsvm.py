@@ -27,7 +27,39 @@ def max_feature_index(path: Path) -> int:
     return highest
 
 
+def _first_bad_line(path: Path) -> int | None:
+    """The number of the first line that is not `label [qid:q] index:value ...`."""
+    with path.open() as f:
+        for number, line in enumerate(f, start=1):
+            tokens = line.split("#", 1)[0].split()
+            if not tokens:
+                continue
+            try:
+                float(tokens[0])
+                for token in tokens[1:]:
+                    key, sep, value = token.partition(":")
+                    if not sep or not (key.isdigit() or key == "qid"):
+                        return number
+                    float(value)
+            except ValueError:
+                return number
+    return None
+
+
 def read_ltr(path: Path, n_features: int) -> RankData:
+    """Rows of one file, grouped by qid or by `<path>.query`; a malformed
+    file is refused naming its first bad line."""
+    try:
+        return _read_ltr(path, n_features)
+    except ValueError as err:
+        if str(err).startswith(str(path)):
+            raise
+        line = _first_bad_line(path)
+        where = f"{path}:{line}" if line is not None else str(path)
+        raise ValueError(f"{where}: {err}") from err
+
+
+def _read_ltr(path: Path, n_features: int) -> RankData:
     """Rows of one file, grouped by qid or by `<path>.query`."""
     sidecar = path.with_name(path.name + ".query")
     has_qid = False
