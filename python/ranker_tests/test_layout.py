@@ -21,6 +21,7 @@ STAGES = (
     "evaluation",
     "export",
     "gate",
+    "tracking",
     "pipeline",
     "serving",
     "experiments",

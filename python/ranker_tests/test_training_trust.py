@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import lightgbm as lgb
+import mlflow
 import numpy as np
 import polars as pl
 import pytest
@@ -47,8 +48,14 @@ def test_a_click_log_without_true_utility_trains_evaluates_and_exports(
     small_log: ClickLog, tmp_path: Path
 ) -> None:
     ClickLog(small_log.articles, small_log.impressions.drop("true_utility")).write(tmp_path / "d")
+    tracking = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     trained = train_and_export(
-        ClickLogSource(tmp_path / "d"), tmp_path / "models", "real", version="v1", rounds=QUICK
+        ClickLogSource(tmp_path / "d"),
+        tmp_path / "models",
+        "real",
+        version="v1",
+        rounds=QUICK,
+        tracking_uri=tracking,
     )
     assert trained.evaluation is not None
     assert {r.ranker for r in trained.evaluation.metrics} == {
@@ -66,6 +73,21 @@ def test_a_click_log_without_true_utility_trains_evaluates_and_exports(
     assert len(lineage["data_sha256"]) == 64
     assert lineage["code_commit"]
     assert meta["num_trees"] >= 20
+
+    # The run is in MLflow, readable through its API.
+    client = mlflow.MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("ranker")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.tags["model_version"] == "v1"
+    assert run.data.tags["release_gate"] == "passed"
+    assert run.data.tags["data_sha256"] == lineage["data_sha256"]
+    assert run.data.params["best_round"] == str(trained.result.best_iteration)
+    curve = client.get_metric_history(run.info.run_id, "valid_ndcg_at_10")
+    assert len(curve) == len(trained.result.valid_curve)
+    assert run.data.metrics["model_ndcg_at_10"] == trained.test_metrics["model_ndcg@10"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert "report/gate.md" in artifacts
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ from ranker.export.version import ExportResult, export_model
 from ranker.features.build import feature_table
 from ranker.features.spec import FEATURE_NAMES
 from ranker.gate import DEFAULT_GATE, Gate, GateFailed, run_gate
+from ranker.tracking import RunRecord, record_run
 from ranker.training.dataset import RankData, TimeSplit, time_split
 from ranker.training.lambdarank import (
     DEFAULT_PARAMS,
@@ -176,10 +177,12 @@ def train_and_export(
     rounds: Rounds = DEFAULT_ROUNDS,
     gate: Gate | None = DEFAULT_GATE,
     quiet: bool = True,
+    tracking_uri: str | None = None,
 ) -> TrainedVersion:
     """Tune (optionally), train, evaluate on the test split, pass the release
     gate (None skips it), export a version. A failed gate raises GateFailed
-    and leaves the report under <models_root>/.rejected/<name>/<version>."""
+    and leaves the report under <models_root>/.rejected/<name>/<version>.
+    With tracking_uri, the run is recorded in MLflow, passed or refused."""
     say = _Stages(quiet)
     with say.stage("features"):
         data = source.load()
@@ -239,6 +242,26 @@ def train_and_export(
         summary["position_debiasing"] = "LightGBM unbiased lambdarank (Dataset position)"
     summary["metrics_test"] = test_metrics
 
+    def track(version: str, passed: bool | None, report_dir: Path | None) -> None:
+        if tracking_uri is None:
+            return
+        with say.stage("tracking (MLflow)"):
+            run_id = record_run(
+                tracking_uri,
+                RunRecord(
+                    model_name,
+                    version,
+                    result.params,
+                    result.valid_curve,
+                    result.best_iteration,
+                    test_metrics,
+                    passed,
+                    summary["lineage"],
+                    report_dir,
+                ),
+            )
+        say.note(f"MLflow run {run_id} in {tracking_uri}")
+
     gate_report = None
     if gate is not None:
         popular = evaluation.value("most_popular", "ndcg@10") if evaluation is not None else None
@@ -247,11 +270,13 @@ def train_and_export(
         )
         summary["release_gate"] = asdict(gate_report)
         if not gate_report.passed:
-            rejected = models_root / ".rejected" / model_name / (version or _timestamp())
+            version = version or _timestamp()
+            rejected = models_root / ".rejected" / model_name / version
             if evaluation is not None:
                 write_report(evaluation, rejected / REPORT_DIR, f"Evaluation of {model_name}")
             gate_report.write(rejected / REPORT_DIR)
             write_learning_curve(result.valid_curve, result.best_iteration, rejected / REPORT_DIR)
+            track(version, False, rejected / REPORT_DIR)
             raise GateFailed(gate_report, rejected / REPORT_DIR)
 
     def write_extras(staging: Path) -> None:
@@ -274,6 +299,11 @@ def train_and_export(
             write_extras=write_extras,
         )
 
+    track(
+        exported.directory.name,
+        gate_report.passed if gate_report else None,
+        exported.directory / REPORT_DIR,
+    )
     return TrainedVersion(result, test_metrics, evaluation, exported)
 
 

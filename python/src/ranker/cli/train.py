@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ranker.cli.args import UserError, non_negative_int, positive_int
+from ranker.tracking import DEFAULT_TRACKING_URI
 
 
 def _writable(directory: Path) -> None:
@@ -48,6 +49,7 @@ def _train(args: argparse.Namespace) -> int:
             tune_trials=args.tune,
             gate=gate,
             quiet=args.quiet,
+            tracking_uri=None if args.no_tracking else args.tracking_uri,
         )
     except GateFailed as failed:
         print(f"ranker train: {failed}", file=sys.stderr)
@@ -122,6 +124,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--no-gate", action="store_true", help="export without the release gate")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument(
+        "--tracking-uri",
+        default=DEFAULT_TRACKING_URI,
+        help="MLflow tracking store (default: a SQLite file under ./mlruns)",
+    )
+    p.add_argument("--no-tracking", action="store_true", help="do not record the run in MLflow")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("evaluate", help="evaluate a model version on a click log's test split")
