@@ -5,7 +5,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pytest
 
+from ranker.data.schema import ClickLog
+from ranker.data.world import WorldConfig, generate
 from ranker.experiments.exposure import read_exposures, training_rows, variant_counts
 
 T0 = datetime(2026, 11, 25, 8, tzinfo=UTC)
@@ -84,3 +87,73 @@ def test_a_line_still_being_written_is_left_for_later(tmp_path: Path) -> None:
         f.write('{"time": "2026-11-25T09:00:00Z", "request_id": "r4", "us')
     counts = variant_counts(read_exposures(tmp_path))
     assert int(counts["requests"].sum()) == 3
+
+
+@pytest.mark.slow
+def test_exposures_and_reported_clicks_train_a_model_with_no_hand_made_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the server logged (one exposure record per Rank request) and what
+    the frontend reported (clicks) become a click log that `ranker train`
+    reads as it is."""
+    world = generate(WorldConfig(seed=17).scaled(0.1))
+    rows = world.impressions.sort("impression_id", "position")
+    logs = tmp_path / "exposures"
+    logs.mkdir()
+    with (logs / "exposure.jsonl").open("w") as f:
+        for (impression,), shown in rows.group_by("impression_id", maintain_order=True):
+            first = shown.row(0, named=True)
+            f.write(
+                json.dumps(
+                    {
+                        "time": first["time"].isoformat() + "Z",
+                        "request_id": f"r{impression}",
+                        "user_id": str(first["user_id"]),
+                        "device": str(first["device"]),
+                        "experiment": "",
+                        "variant": "",
+                        "model": "news",
+                        "model_version": "v1",
+                        "items": [
+                            {"id": str(a), "position": p + 1, "score": 0.0}
+                            for a, p in zip(shown["article_id"], shown["position"], strict=True)
+                        ],
+                    }
+                )
+                + "\n"
+            )
+    clicks = rows.filter(pl.col("clicked") == 1).select(
+        pl.concat_str(pl.lit("r"), pl.col("impression_id")).alias("request_id"),
+        pl.col("article_id").cast(pl.String),
+        (pl.col("time") + timedelta(seconds=5)).dt.replace_time_zone("UTC").alias("time"),
+    )
+    clicks.write_parquet(tmp_path / "clicks.parquet")
+    world.articles.write_parquet(tmp_path / "articles.parquet")
+
+    from ranker.cli import main
+
+    argv = ["exposures", "--log", str(logs), "--clicks", str(tmp_path / "clicks.parquet")]
+    argv += ["--articles", str(tmp_path / "articles.parquet"), "--click-log", str(tmp_path / "log")]
+    assert main(argv) == 0
+    assert "ranker train --data" in capsys.readouterr().out
+    rebuilt = ClickLog.read(tmp_path / "log")
+    assert rebuilt.impressions.height == rows.height
+    assert int(rebuilt.impressions["clicked"].sum()) == int(rows["clicked"].sum())
+    models = tmp_path / "models"
+    code = main(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "log"),
+            "--models",
+            str(models),
+            "--name",
+            "news",
+            "--version",
+            "v1",
+            "--quiet",
+            "--no-tracking",
+        ]
+    )
+    assert code == 0
+    assert (models / "news" / "v1" / "model.onnx").is_file()

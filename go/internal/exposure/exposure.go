@@ -26,6 +26,7 @@ type Record struct {
 	Time         time.Time `json:"time"`
 	RequestID    string    `json:"request_id"`
 	UserID       string    `json:"user_id"`
+	Device       string    `json:"device,omitempty"`
 	Experiment   string    `json:"experiment"`
 	Variant      string    `json:"variant"`
 	Model        string    `json:"model"`

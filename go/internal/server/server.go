@@ -346,8 +346,10 @@ func (s *Server) logExposure(requestID string, req *rankerv1.RankRequest, out []
 	for i, c := range out {
 		items[i] = exposure.Item{ID: c.GetId(), Position: i + 1, Score: c.GetScore()}
 	}
+	// The moment the page was served: the request's event time (the
+	// server clock unless the caller said otherwise), as the features saw it.
 	s.exposure.Write(exposure.Record{
-		Time: time.Now().UTC(), RequestID: requestID, UserID: req.GetUserId(),
+		Time: req.GetEventTime().AsTime().UTC(), RequestID: requestID, UserID: req.GetUserId(), Device: req.GetDevice(),
 		Experiment: experimentName, Variant: variant, Model: m.Meta.ModelName,
 		ModelVersion: m.Meta.ModelVersion, Items: items,
 	})

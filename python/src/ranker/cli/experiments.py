@@ -7,27 +7,43 @@ from pathlib import Path
 
 import polars as pl
 
+from ranker.cli.args import UserError
+
 
 def _exposures(args: argparse.Namespace) -> int:
-    from ranker.experiments.exposure import read_exposures, training_rows, variant_counts
+    from ranker.experiments.exposure import (
+        click_log,
+        read_exposures,
+        training_rows,
+        variant_counts,
+    )
 
     exposures = read_exposures(args.log)
     print(variant_counts(exposures))
-    if args.clicks is not None:
-        clicks = (
-            pl.scan_parquet(args.clicks)
-            if args.clicks.suffix == ".parquet"
-            else pl.scan_ndjson(args.clicks).with_columns(
-                pl.col("time").str.to_datetime(time_zone="UTC")
-            )
+    if args.click_log is not None:
+        if args.clicks is None or args.articles is None:
+            raise UserError("--click-log needs --clicks and --articles")
+        log = click_log(exposures, _clicks(args.clicks), pl.read_parquet(args.articles))
+        log.write(args.click_log)
+        print(
+            f"wrote a click log of {log.impressions['impression_id'].n_unique():,} page views "
+            f"({log.impressions.height:,} rows, {int(log.impressions['clicked'].sum()):,} clicked) "
+            f"to {args.click_log}: `ranker train --data {args.click_log}` reads it"
         )
-        rows = training_rows(exposures, clicks)
+    elif args.clicks is not None:
+        rows = training_rows(exposures, _clicks(args.clicks))
         rows.write_parquet(args.out)
         print(
             f"wrote {rows.height:,} training rows ({int(rows['clicked'].sum()):,} clicked) "
             f"to {args.out}"
         )
     return 0
+
+
+def _clicks(path: Path) -> pl.LazyFrame:
+    if path.suffix == ".parquet":
+        return pl.scan_parquet(path)
+    return pl.scan_ndjson(path).with_columns(pl.col("time").str.to_datetime(time_zone="UTC"))
 
 
 def _promote(args: argparse.Namespace) -> int:
@@ -50,6 +66,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="click events (request_id, article_id, time) as Parquet or JSON lines",
     )
     p.add_argument("--out", type=Path, default=Path("training_rows.parquet"))
+    p.add_argument(
+        "--click-log",
+        type=Path,
+        help="write a click-log directory for `ranker train` instead (needs --clicks, --articles)",
+    )
+    p.add_argument("--articles", type=Path, help="the catalog (articles.parquet schema)")
     p.set_defaults(run=_exposures)
 
     p = sub.add_parser("promote", help="publish a version (e.g. a canary) under another model name")

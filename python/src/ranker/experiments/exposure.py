@@ -8,12 +8,15 @@ from pathlib import Path
 
 import polars as pl
 
+from ranker.data.schema import DEVICES, ClickLog
+
 # One row per returned candidate, as the server wrote it (go/internal/exposure).
 EXPOSURE_SCHEMA = pl.Schema(
     [
         ("time", pl.String()),
         ("request_id", pl.String()),
         ("user_id", pl.String()),
+        ("device", pl.String()),
         ("experiment", pl.String()),
         ("variant", pl.String()),
         ("model", pl.String()),
@@ -80,3 +83,49 @@ def training_rows(exposures: pl.LazyFrame, clicks: pl.LazyFrame) -> pl.DataFrame
         .sort("request_id", "position")
         .collect()
     )
+
+
+def click_log(exposures: pl.LazyFrame, clicks: pl.LazyFrame, articles: pl.DataFrame) -> ClickLog:
+    """What the server showed and what readers clicked, as a click log that
+    `ranker train` reads: one impression per Rank request, positions from 0,
+    the catalog as given. Reader and article ids must be whole numbers (the
+    log schema's); a click counts when it came at or after its exposure."""
+    rows = training_rows(exposures, clicks)
+    problems = []
+    for column in ("user_id", "article_id"):
+        bad = rows.filter(pl.col(column).cast(pl.Int64, strict=False).is_null())
+        if bad.height:
+            problems.append(
+                f"{bad.height:,} exposures have a {column} that is not a whole number "
+                f"(e.g. {bad[column][0]!r})"
+            )
+    unknown = rows.filter(pl.col("device").is_null() | ~pl.col("device").is_in(list(DEVICES)))
+    if unknown.height:
+        problems.append(
+            f"{unknown.height:,} exposures have no known device (the server logs the "
+            f"request's device, one of {', '.join(DEVICES)})"
+        )
+    if problems:
+        raise ValueError("exposures: " + "; ".join(problems))
+    impression_id = (
+        rows.select("request_id", "time")
+        .unique("request_id")
+        .sort("time", "request_id")
+        .with_row_index("impression_id")
+        .select("request_id", pl.col("impression_id").cast(pl.Int64))
+    )
+    impressions = (
+        rows.join(impression_id, on="request_id")
+        .select(
+            "impression_id",
+            pl.col("impression_id").alias("session_id"),
+            pl.col("user_id").cast(pl.Int32),
+            pl.col("time").dt.replace_time_zone(None).cast(pl.Datetime("us")),
+            pl.col("device").cast(pl.Enum(DEVICES)),
+            pl.col("article_id").cast(pl.Int32),
+            (pl.col("position") - 1).cast(pl.Int16),  # the server counts from 1
+            pl.col("clicked").cast(pl.Int8),
+        )
+        .sort("impression_id", "position")
+    )
+    return ClickLog(articles=articles, impressions=impressions)
