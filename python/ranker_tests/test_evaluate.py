@@ -48,5 +48,5 @@ def test_report_covers_every_ranker_segment_and_feature(trained: TrainedVersion)
     data = json.loads((report / "evaluation.json").read_text())
     assert set(data["importance"]) == set(trained.result.booster.feature_name())
     assert abs(sum(data["importance"].values()) - 1.0) < 1e-6
-    for name in ("metrics.png", "segments.png"):
+    for name in ("metrics.png", "segments.png", "importance.png"):
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

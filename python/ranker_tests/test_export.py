@@ -121,6 +121,7 @@ def test_export_writes_a_complete_consistent_version(trained: TrainedVersion) ->
         "gate.json",
         "learning_curve.png",
         "learning_curve.json",
+        "importance.png",
     }
     assert meta["training"]["release_gate"]["passed"] is True
 

@@ -83,6 +83,9 @@ def test_a_click_log_without_true_utility_trains_evaluates_and_exports(
     assert run.data.tags["release_gate"] == "passed"
     assert run.data.tags["data_sha256"] == lineage["data_sha256"]
     assert run.data.params["best_round"] == str(trained.result.best_iteration)
+    curves = json.loads((trained.export.directory / "report" / "learning_curve.json").read_text())
+    assert len(curves["train_ndcg@10"]) == len(curves["valid_ndcg@10"])
+    assert curves["best_round"] == trained.result.best_iteration
     curve = client.get_metric_history(run.info.run_id, "valid_ndcg_at_10")
     assert len(curve) == len(trained.result.valid_curve)
     assert run.data.metrics["model_ndcg_at_10"] == trained.test_metrics["model_ndcg@10"]

@@ -39,6 +39,7 @@ from ranker.training.lambdarank import (
     DEFAULT_PARAMS,
     DEFAULT_ROUNDS,
     EVAL_AT,
+    Curves,
     Rounds,
     TrainResult,
     train,
@@ -275,7 +276,7 @@ def train_and_export(
             if evaluation is not None:
                 write_report(evaluation, rejected / REPORT_DIR, f"Evaluation of {model_name}")
             gate_report.write(rejected / REPORT_DIR)
-            write_learning_curve(result.valid_curve, result.best_iteration, rejected / REPORT_DIR)
+            write_learning_curve(result.curves, result.best_iteration, rejected / REPORT_DIR)
             track(version, False, rejected / REPORT_DIR)
             raise GateFailed(gate_report, rejected / REPORT_DIR)
 
@@ -284,7 +285,7 @@ def train_and_export(
             write_report(evaluation, staging / REPORT_DIR, f"Evaluation of {model_name}")
         if gate_report is not None:
             gate_report.write(staging / REPORT_DIR)
-        write_learning_curve(result.valid_curve, result.best_iteration, staging / REPORT_DIR)
+        write_learning_curve(result.curves, result.best_iteration, staging / REPORT_DIR)
 
     with say.stage("export"):
         exported = export_model(
@@ -367,8 +368,9 @@ class _Stages:
             print(f"{name}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
 
 
-def write_learning_curve(curve: list[float], best: int, directory: Path) -> None:
-    """learning_curve.png and .json: validation NDCG@10 per round and the round kept."""
+def write_learning_curve(curves: Curves, best: int, directory: Path) -> None:
+    """learning_curve.png and .json: NDCG@10 per round on the training and
+    validation rows, and the round kept."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -376,10 +378,16 @@ def write_learning_curve(curve: list[float], best: int, directory: Path) -> None
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "learning_curve.json").write_text(
-        json.dumps({"valid_ndcg@10": curve, "best_round": best}) + "\n"
+        json.dumps(
+            {"train_ndcg@10": curves.train, "valid_ndcg@10": curves.valid, "best_round": best}
+        )
+        + "\n"
     )
     fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
-    ax.plot(range(1, len(curve) + 1), curve, label="validation NDCG@10 (logged clicks)")
+    ax.plot(range(1, len(curves.train) + 1), curves.train, label="training NDCG@10")
+    ax.plot(
+        range(1, len(curves.valid) + 1), curves.valid, label="validation NDCG@10 (logged clicks)"
+    )
     ax.axvline(best, color="k", linestyle="--", label=f"kept: {best} rounds")
     ax.set_xlabel("boosting round")
     ax.legend(fontsize=8)

@@ -209,6 +209,7 @@ def markdown(evaluation: Evaluation, title: str) -> str:
         "| --- | --- |",
     ]
     lines += [f"| {name} | {share:.3f} |" for name, share in evaluation.importance.items()]
+    lines += ["", "![importance](importance.png)"]
     lines += ["", "![metrics](metrics.png)", "", "![segments](segments.png)", ""]
     return "\n".join(lines)
 
@@ -266,14 +267,37 @@ def _plots(evaluation: Evaluation, directory: Path) -> None:
     plt.close(fig)
 
 
+def _importance_plot(evaluation: Evaluation, directory: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(evaluation.importance)[::-1]  # largest at the top
+    fig, ax = plt.subplots(figsize=(7, 0.25 * len(names) + 1.2), constrained_layout=True)
+    ax.barh(names, [evaluation.importance[n] for n in names])
+    ax.set_xlabel("share of total gain")
+    ax.tick_params(axis="y", labelsize=7)
+    fig.savefig(directory / "importance.png", dpi=90)
+    plt.close(fig)
+
+
 def write_report(evaluation: Evaluation, directory: Path, title: str) -> list[Path]:
     """evaluation.md, evaluation.json, metrics.png and segments.png in `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "evaluation.md").write_text(markdown(evaluation, title))
     (directory / "evaluation.json").write_text(json.dumps(asdict(evaluation), indent=1) + "\n")
     _plots(evaluation, directory)
+    _importance_plot(evaluation, directory)
     return [
-        directory / n for n in ("evaluation.md", "evaluation.json", "metrics.png", "segments.png")
+        directory / n
+        for n in (
+            "evaluation.md",
+            "evaluation.json",
+            "metrics.png",
+            "segments.png",
+            "importance.png",
+        )
     ]
 
 

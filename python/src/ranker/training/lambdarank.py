@@ -72,6 +72,14 @@ def fit(
     return booster, best, score
 
 
+@dataclass(frozen=True)
+class Curves:
+    """NDCG@10 after every round trained, on the training and validation rows."""
+
+    train: list[float]
+    valid: list[float]
+
+
 def fit_with_curves(
     train: RankData,
     valid: RankData,
@@ -79,9 +87,10 @@ def fit_with_curves(
     params: dict[str, Any],
     rounds: Rounds = DEFAULT_ROUNDS,
     progress: Callable[[int, float], None] | None = None,
-) -> tuple[lgb.Booster, int, float, list[float]]:
-    """`fit`, also returning the validation NDCG of every round trained, and
-    calling `progress(round, validation NDCG)` after each one."""
+) -> tuple[lgb.Booster, int, float, Curves]:
+    """`fit`, also returning the NDCG of every round trained on the training
+    and validation rows, and calling `progress(round, validation NDCG)` after
+    each one."""
     dtrain = train.dataset(feature_names)
     dvalid = valid.dataset(feature_names, reference=dtrain)
     metric = f"ndcg@{max(params['eval_at'])}"
@@ -90,13 +99,13 @@ def fit_with_curves(
         params,
         dtrain,
         num_boost_round=rounds.max,
-        valid_sets=[dvalid],
-        valid_names=["valid"],
+        valid_sets=[dtrain, dvalid],
+        valid_names=["train", "valid"],
         callbacks=[chooser],
     )
     best = chooser.best_round or booster.current_iteration()
     score = chooser.curve[best - 1]
-    return _truncate(booster, best), best, score, chooser.curve
+    return _truncate(booster, best), best, score, Curves(chooser.train_curve, chooser.curve)
 
 
 class _BestRound:
@@ -118,14 +127,18 @@ class _BestRound:
             patience,
             progress,
         )
-        self.curve: list[float] = []
+        self.curve: list[float] = []  # validation
+        self.train_curve: list[float] = []
         self.best_round = 0
         self.best_score = -np.inf
 
     def __call__(self, env: lgb.callback.CallbackEnv) -> None:
         results = env.evaluation_result_list or []
-        score = next(float(r[2]) for r in results if r[1] == self.metric)
+        score = next(float(r[2]) for r in results if r[0] == "valid" and r[1] == self.metric)
         self.curve.append(score)
+        self.train_curve += [
+            float(r[2]) for r in results if r[0] == "train" and r[1] == self.metric
+        ]
         round_ = env.iteration + 1
         if self.progress is not None:
             self.progress(round_, score)
@@ -168,8 +181,12 @@ class TrainResult:
     params: dict[str, Any]
     best_iteration: int
     valid_ndcg: float
-    # Validation NDCG of the naive model after every round trained.
-    valid_curve: list[float]
+    # NDCG of the naive model after every round trained.
+    curves: Curves
+
+    @property
+    def valid_curve(self) -> list[float]:
+        return self.curves.valid
 
     @property
     def position_debiased(self) -> bool:
@@ -188,13 +205,13 @@ def train(
     positions, the position-debiased model with as many rounds is what ships.
     `progress(round, validation NDCG)` is called after each round."""
     params = {**DEFAULT_PARAMS, **(params or {})}
-    naive, best, valid_ndcg, curve = fit_with_curves(
+    naive, best, valid_ndcg, curves = fit_with_curves(
         train_rows, valid_rows, feature_names, params, rounds, progress
     )
     shipped = naive
     if train_rows.positions is not None:
         shipped = fit_position_debiased(train_rows, best, feature_names, params)
-    return TrainResult(shipped, naive, params, best, valid_ndcg, curve)
+    return TrainResult(shipped, naive, params, best, valid_ndcg, curves)
 
 
 def tune(
