@@ -15,6 +15,9 @@ import (
 	rankerv1 "ranker/gen/ranker/v1"
 )
 
+// maxUserIDBytes bounds user_id, as the feature state bounds the ids it stores.
+const maxUserIDBytes = 256
+
 // Limits bound the work one request may ask for.
 type Limits struct {
 	MaxCandidates int
@@ -173,6 +176,9 @@ func validate(req *rankerv1.RankRequest, limits Limits, devices []string, idSets
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	if n := len(req.GetUserId()); n > maxUserIDBytes {
+		return nil, invalid("user_id: %d bytes, more than %d", n, maxUserIDBytes)
+	}
 	if d := req.GetDevice(); d != "" && !slices.Contains(devices, d) {
 		return nil, invalid("device: %q is not one of %v", d, devices)
 	}

@@ -324,6 +324,8 @@ func TestBadRequestsGetStatusNamingTheField(t *testing.T) {
 			}
 		}, codes.ResourceExhausted, "feature_names:"},
 		{"empty id", func(r *rankerv1.RankRequest) { r.Candidates[1].Id = "" }, codes.InvalidArgument, "candidates[1].id: empty"},
+		{"unknown device", func(r *rankerv1.RankRequest) { r.Device = "fridge" }, codes.InvalidArgument, "device: \"fridge\""},
+		{"long user id", func(r *rankerv1.RankRequest) { r.UserId = strings.Repeat("u", 300) }, codes.InvalidArgument, "user_id: 300 bytes"},
 		{"duplicate id", func(r *rankerv1.RankRequest) { r.Candidates[2].Id = r.Candidates[0].Id }, codes.InvalidArgument, "candidates[2].id: \"cAa\" repeats candidates[0].id"},
 		{"short feature vector", func(r *rankerv1.RankRequest) { r.Candidates[1].Features = r.Candidates[1].Features[:2] }, codes.InvalidArgument, "candidates[1].features: 2 values, feature_names declares"},
 		{"infinite feature", func(r *rankerv1.RankRequest) { r.Candidates[2].Features[1] = inf }, codes.InvalidArgument, "candidates[2].features[1] (" + names[1] + "): +Inf"},
