@@ -39,6 +39,9 @@ type Config struct {
 	MaxCandidates    int
 	MaxFeatures      int
 	MaxRecvBytes     int
+	MaxStreams       int
+	ConnMaxAge       time.Duration
+	ConnMaxIdle      time.Duration
 	ShutdownTimeout  time.Duration
 	LogLevel         slog.Level
 }
@@ -78,6 +81,9 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.IntVar(&c.MaxCandidates, "max-candidates", 2000, "most candidates in one Rank request (more: RESOURCE_EXHAUSTED)")
 	fs.IntVar(&c.MaxFeatures, "max-features", 512, "most feature names plus context features in one request (more: RESOURCE_EXHAUSTED)")
 	fs.IntVar(&c.MaxRecvBytes, "max-recv-bytes", 16<<20, "largest request message in bytes")
+	fs.IntVar(&c.MaxStreams, "max-concurrent-streams", 256, "most requests in flight on one connection (HTTP/2 streams); more wait for a free one")
+	fs.DurationVar(&c.ConnMaxAge, "max-connection-age", 5*time.Minute, "close connections this old (after a 30 s grace), so clients reconnect and load spreads to new pods")
+	fs.DurationVar(&c.ConnMaxIdle, "max-connection-idle", 5*time.Minute, "close connections idle this long")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may drain after SIGTERM")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {

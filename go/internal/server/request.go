@@ -18,6 +18,22 @@ import (
 // maxUserIDBytes bounds user_id, as the feature state bounds the ids it stores.
 const maxUserIDBytes = 256
 
+// maxNameBytes bounds a feature name or a context key; maxCandidateIDBytes a
+// candidate id. Error messages quote at most quoteBytes of what a caller sent.
+const (
+	maxNameBytes        = 256
+	maxCandidateIDBytes = 1024
+	quoteBytes          = 64
+)
+
+// quote is %q of s cut to quoteBytes, so an error never echoes a huge string.
+func quote(s string) string {
+	if len(s) <= quoteBytes {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:quoteBytes]) + fmt.Sprintf("... (%d bytes)", len(s))
+}
+
 // Limits bound the work one request may ask for.
 type Limits struct {
 	MaxCandidates int
@@ -41,13 +57,27 @@ type columnMapping struct {
 }
 
 type mappingCache struct {
-	mu      sync.RWMutex
-	entries map[string]*columnMapping
-	limit   int
+	mu       sync.RWMutex
+	entries  map[string]*columnMapping
+	limit    int // layouts
+	maxBytes int // bytes of keys and names held
+	bytes    int
 }
 
-func newMappingCache(limit int) *mappingCache {
-	return &mappingCache{entries: make(map[string]*columnMapping), limit: limit}
+func newMappingCache(limit, maxBytes int) *mappingCache {
+	return &mappingCache{entries: make(map[string]*columnMapping), limit: limit, maxBytes: maxBytes}
+}
+
+// size estimates the bytes a cached layout holds: its key (every name) and
+// the names it lists as missing or ignored.
+func (m *columnMapping) size(key string) int {
+	n := len(key) + 24*len(m.sources) + 8*len(m.computed)
+	for _, list := range [][]string{m.missing, m.ignored} {
+		for _, s := range list {
+			n += len(s) + 16
+		}
+	}
+	return n
 }
 
 // layoutKey identifies a model and a request layout. Every name is length
@@ -79,13 +109,21 @@ func (c *mappingCache) get(modelHash string, modelFeatures, featureNames, contex
 		return m
 	}
 	m = buildMapping(modelFeatures, featureNames, contextKeys, computable)
-	c.mu.Lock()
-	if len(c.entries) >= c.limit {
-		// A flood of distinct layouts is a misbehaving client; start over
-		// rather than grow without bound.
-		clear(c.entries)
+	size := m.size(key)
+	if size > c.maxBytes/8 {
+		return m // too big to keep: used for this request only
 	}
-	c.entries[key] = m
+	c.mu.Lock()
+	if len(c.entries) >= c.limit || c.bytes+size > c.maxBytes {
+		// A flood of distinct layouts is a misbehaving client; start over
+		// rather than grow without bound, in count or in bytes.
+		clear(c.entries)
+		c.bytes = 0
+	}
+	if _, dup := c.entries[key]; !dup {
+		c.entries[key] = m
+		c.bytes += size
+	}
 	c.mu.Unlock()
 	return m
 }
@@ -157,8 +195,11 @@ func validate(req *rankerv1.RankRequest, limits Limits, devices []string, idSets
 		if n == "" {
 			return nil, invalid("feature_names[%d]: empty name", i)
 		}
+		if len(n) > maxNameBytes {
+			return nil, invalid("feature_names[%d]: %d bytes, more than %d", i, len(n), maxNameBytes)
+		}
 		if first, dup := seen[n]; dup {
-			return nil, invalid("feature_names[%d]: %q repeats feature_names[%d]", i, n, first)
+			return nil, invalid("feature_names[%d]: %s repeats feature_names[%d]", i, quote(n), first)
 		}
 		seen[n] = i
 	}
@@ -167,11 +208,14 @@ func validate(req *rankerv1.RankRequest, limits Limits, devices []string, idSets
 		if k == "" {
 			return nil, invalid("context_features: empty key")
 		}
+		if len(k) > maxNameBytes {
+			return nil, invalid("context_features[%s]: key of %d bytes, more than %d", quote(k), len(k), maxNameBytes)
+		}
 		if i, dup := seen[k]; dup {
-			return nil, invalid("context_features[%q]: also declared as feature_names[%d]", k, i)
+			return nil, invalid("context_features[%s]: also declared as feature_names[%d]", quote(k), i)
 		}
 		if math.IsInf(float64(v), 0) {
-			return nil, invalid("context_features[%q]: %v is not allowed; send NaN or leave it out for missing", k, v)
+			return nil, invalid("context_features[%s]: %v is not allowed; send NaN or leave it out for missing", quote(k), v)
 		}
 		keys = append(keys, k)
 	}
@@ -179,8 +223,14 @@ func validate(req *rankerv1.RankRequest, limits Limits, devices []string, idSets
 	if n := len(req.GetUserId()); n > maxUserIDBytes {
 		return nil, invalid("user_id: %d bytes, more than %d", n, maxUserIDBytes)
 	}
+	if n := len(req.GetModelName()); n > maxNameBytes {
+		return nil, invalid("model_name: %d bytes, more than %d", n, maxNameBytes)
+	}
+	if n := len(req.GetExperimentVariant()); n > maxNameBytes {
+		return nil, invalid("experiment_variant: %d bytes, more than %d", n, maxNameBytes)
+	}
 	if d := req.GetDevice(); d != "" && !slices.Contains(devices, d) {
-		return nil, invalid("device: %q is not one of %v", d, devices)
+		return nil, invalid("device: %s is not one of %v", quote(d), devices)
 	}
 	if t := req.GetEventTime(); t != nil {
 		if err := t.CheckValid(); err != nil {
@@ -199,8 +249,11 @@ func validate(req *rankerv1.RankRequest, limits Limits, devices []string, idSets
 		if c.GetId() == "" {
 			return nil, invalid("candidates[%d].id: empty id", i)
 		}
+		if len(c.GetId()) > maxCandidateIDBytes {
+			return nil, invalid("candidates[%d].id: %d bytes, more than %d", i, len(c.GetId()), maxCandidateIDBytes)
+		}
 		if first, dup := ids[c.GetId()]; dup {
-			return nil, invalid("candidates[%d].id: %q repeats candidates[%d].id", i, c.GetId(), first)
+			return nil, invalid("candidates[%d].id: %s repeats candidates[%d].id", i, quote(c.GetId()), first)
 		}
 		ids[c.GetId()] = i
 		if len(c.GetFeatures()) != len(names) {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -138,6 +139,14 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}()
 	grpcServer := grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
+		// Bounds per connection: streams in flight, and connections that
+		// idle or live forever (held half-open streams, and HTTP/2
+		// connections that would never move to pods the autoscaler adds).
+		grpc.MaxConcurrentStreams(uint32(max(cfg.MaxStreams, 1))),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: cfg.ConnMaxIdle, MaxConnectionAge: cfg.ConnMaxAge, MaxConnectionAgeGrace: 30 * time.Second,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.StatsHandler(tracing.NewStatsHandler(tp)),
 		grpc.ChainUnaryInterceptor(tracing.UnaryInterceptor, recoverPanics(logger)),
 		// Stop (after a drain timeout) waits for running handlers, so no

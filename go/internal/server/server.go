@@ -30,8 +30,12 @@ import (
 	"ranker/internal/tracing"
 )
 
-// mappingCacheSize bounds how many request layouts are remembered.
-const mappingCacheSize = 1024
+// mappingCacheSize bounds how many request layouts are remembered, and
+// mappingCacheBytes the bytes they hold (names can be long).
+const (
+	mappingCacheSize  = 1024
+	mappingCacheBytes = 8 << 20
+)
 
 // VariantHeader is the gRPC metadata key that forces an experiment variant.
 const VariantHeader = "x-ranker-variant"
@@ -82,7 +86,7 @@ func New(models *registry.Registry, opts Options, logger *slog.Logger) *Server {
 		metrics:  opts.Metrics,
 		exposure: opts.Exposure,
 		features: opts.Features,
-		mappings: newMappingCache(mappingCacheSize),
+		mappings: newMappingCache(mappingCacheSize, mappingCacheBytes),
 	}
 	if spec, err := features.LoadSpec(); err == nil {
 		s.devices = spec.Devices
@@ -255,7 +259,7 @@ func (s *Server) assign(ctx context.Context, exp *activeExperiment, req *rankerv
 	}
 	v, ok := exp.Variant(forced)
 	if !ok {
-		return nil, status.Errorf(codes.InvalidArgument, "%s: %q is not a variant of experiment %s", field, forced, exp.Name)
+		return nil, status.Errorf(codes.InvalidArgument, "%s: %s is not a variant of experiment %s", field, quote(forced), exp.Name)
 	}
 	return v, nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math"
 	"net"
@@ -326,6 +327,12 @@ func TestBadRequestsGetStatusNamingTheField(t *testing.T) {
 		{"empty id", func(r *rankerv1.RankRequest) { r.Candidates[1].Id = "" }, codes.InvalidArgument, "candidates[1].id: empty"},
 		{"unknown device", func(r *rankerv1.RankRequest) { r.Device = "fridge" }, codes.InvalidArgument, "device: \"fridge\""},
 		{"long user id", func(r *rankerv1.RankRequest) { r.UserId = strings.Repeat("u", 300) }, codes.InvalidArgument, "user_id: 300 bytes"},
+		{"long feature name", func(r *rankerv1.RankRequest) { r.FeatureNames[0] = strings.Repeat("f", 300) }, codes.InvalidArgument, "feature_names[0]: 300 bytes"},
+		{"long model name", func(r *rankerv1.RankRequest) { r.ModelName = strings.Repeat("m", 1<<20) }, codes.InvalidArgument, "model_name: 1048576 bytes"},
+		{"huge repeated id is quoted short", func(r *rankerv1.RankRequest) {
+			long := strings.Repeat("i", 1000)
+			r.Candidates[0].Id, r.Candidates[1].Id = long, long
+		}, codes.InvalidArgument, "... (1000 bytes) repeats candidates[0].id"},
 		{"duplicate id", func(r *rankerv1.RankRequest) { r.Candidates[2].Id = r.Candidates[0].Id }, codes.InvalidArgument, "candidates[2].id: \"cAa\" repeats candidates[0].id"},
 		{"short feature vector", func(r *rankerv1.RankRequest) { r.Candidates[1].Features = r.Candidates[1].Features[:2] }, codes.InvalidArgument, "candidates[1].features: 2 values, feature_names declares"},
 		{"infinite feature", func(r *rankerv1.RankRequest) { r.Candidates[2].Features[1] = inf }, codes.InvalidArgument, "candidates[2].features[1] (" + names[1] + "): +Inf"},
@@ -389,7 +396,7 @@ func TestRankOrderPutsNaNLastAndKeepsTies(t *testing.T) {
 }
 
 func TestMappingCacheIsBounded(t *testing.T) {
-	c := newMappingCache(2)
+	c := newMappingCache(2, 1<<20)
 	model := []string{"a", "b"}
 	first := c.get("h", model, []string{"a"}, nil, nil)
 	if c.get("h", model, []string{"a"}, nil, nil) != first {
@@ -399,6 +406,25 @@ func TestMappingCacheIsBounded(t *testing.T) {
 	c.get("h", model, []string{"a", "b"}, nil, nil)
 	if len(c.entries) > 2 {
 		t.Errorf("cache holds %d layouts, limit 2", len(c.entries))
+	}
+}
+
+func TestMappingCacheIsBoundedInBytes(t *testing.T) {
+	const budget = 64 << 10
+	c := newMappingCache(1024, budget)
+	model := []string{"a", "b"}
+	for i := range 200 { // layouts of about 2 KB each: 400 KB asked for
+		c.get("h", model, []string{fmt.Sprintf("%04d%s", i, strings.Repeat("x", 2000))}, nil, nil)
+		if c.bytes > budget {
+			t.Fatalf("after %d layouts the cache holds %d bytes, budget %d", i+1, c.bytes, budget)
+		}
+	}
+	huge := []string{strings.Repeat("y", budget)}
+	if m := c.get("h", model, huge, nil, nil); m == nil || len(m.ignored) != 1 {
+		t.Fatalf("a layout too big to cache must still be mapped: %+v", m)
+	}
+	if _, cached := c.entries[layoutKey("h", huge, nil)]; cached {
+		t.Fatal("a layout over an eighth of the budget was cached")
 	}
 }
 
