@@ -3,12 +3,16 @@
 package metrics
 
 import (
+	"context"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
 )
 
 // Metrics are every series the server exports.
@@ -139,3 +143,53 @@ func (m *Metrics) StateSize(counts func() (articles, readers, events int)) {
 		}))
 	}
 }
+
+// RPCOutcomes is a gRPC stats handler that counts every RPC by method and
+// status code, including those that never reach a handler (a message that
+// does not decode, one over the size limit), which the handlers' own
+// counters cannot see.
+type RPCOutcomes struct{ counter *prometheus.CounterVec }
+
+type methodKey struct{}
+
+// Outcomes registers ranker_rpc_outcomes_total and returns its handler.
+func (m *Metrics) Outcomes() *RPCOutcomes {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ranker_rpc_outcomes_total", Help: "Every gRPC call by method and status code, decode and size failures included.",
+	}, []string{"method", "code"})
+	m.Registry.MustRegister(c)
+	return &RPCOutcomes{counter: c}
+}
+
+// TagRPC remembers the method, bounded to the last path element.
+func (o *RPCOutcomes) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	name := info.FullMethodName
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		name = name[i+1:]
+	}
+	if len(name) > 64 {
+		name = "other"
+	}
+	return context.WithValue(ctx, methodKey{}, name)
+}
+
+// HandleRPC counts the call when it ends.
+func (o *RPCOutcomes) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	end, ok := s.(*stats.End)
+	if !ok {
+		return
+	}
+	name, _ := ctx.Value(methodKey{}).(string)
+	o.counter.WithLabelValues(name, status.Code(end.Error).String()).Inc()
+}
+
+// Counter is the counter behind the handler (for tests).
+func (o *RPCOutcomes) Counter() *prometheus.CounterVec { return o.counter }
+
+// TagConn implements stats.Handler.
+func (o *RPCOutcomes) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+
+// HandleConn implements stats.Handler.
+func (o *RPCOutcomes) HandleConn(context.Context, stats.ConnStats) {}
+
+var _ stats.Handler = (*RPCOutcomes)(nil)

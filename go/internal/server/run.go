@@ -148,6 +148,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.StatsHandler(tracing.NewStatsHandler(tp)),
+		grpc.StatsHandler(m.Outcomes()), // every status, decode failures included
 		grpc.ChainUnaryInterceptor(tracing.UnaryInterceptor, recoverPanics(logger)),
 		// Stop (after a drain timeout) waits for running handlers, so no
 		// model is closed under a request that is still scoring.

@@ -1,0 +1,63 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	rankerv1 "ranker/gen/ranker/v1"
+	"ranker/internal/metrics"
+)
+
+// rawCodec sends bytes as they are: how a broken or hostile client looks.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) {
+	b, ok := v.([]byte)
+	if !ok {
+		return nil, fmt.Errorf("raw codec: %T", v)
+	}
+	return b, nil
+}
+func (rawCodec) Unmarshal(data []byte, v any) error { *(v.(*[]byte)) = data; return nil }
+func (rawCodec) Name() string                       { return "proto" }
+
+func TestEveryOutcomeIsCountedEvenBeforeTheHandler(t *testing.T) {
+	reg, _, _, logger := testModels(t)
+	m := metrics.New()
+	outcomes := m.Outcomes()
+	g := grpc.NewServer(grpc.StatsHandler(outcomes), grpc.MaxRecvMsgSize(64<<10))
+	rankerv1.RegisterRankingServiceServer(g, New(reg, Options{Limits: testLimits, Metrics: m}, logger))
+	conn := serveInProcess(t, g)
+	ctx := context.Background()
+
+	var reply []byte
+	err := conn.Invoke(ctx, "/ranker.v1.RankingService/Rank", []byte{0xff, 0xff, 0xff, 0x07}, &reply, grpc.ForceCodec(rawCodec{}))
+	if status.Code(err) == codes.OK {
+		t.Fatal("a message that does not decode was accepted")
+	}
+	decodeCode := status.Code(err).String()
+
+	client := rankerv1.NewRankingServiceClient(conn)
+	_, err = client.Rank(ctx, &rankerv1.RankRequest{UserId: strings.Repeat("u", 100<<10)})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("oversize message: got %v, want ResourceExhausted", err)
+	}
+	_, err = client.Rank(ctx, &rankerv1.RankRequest{})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("empty request: got %v", err)
+	}
+	g.Stop() // End events are delivered before Stop returns
+
+	for _, c := range []struct{ code string }{{decodeCode}, {"ResourceExhausted"}, {"InvalidArgument"}} {
+		if got := testutil.ToFloat64(outcomes.Counter().WithLabelValues("Rank", c.code)); got < 1 {
+			t.Errorf("Rank %s: counted %v times, want at least 1", c.code, got)
+		}
+	}
+}
