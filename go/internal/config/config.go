@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -40,6 +41,12 @@ type Config struct {
 	MaxFeatures      int
 	MaxRecvBytes     int
 	MaxStreams       int
+	MaxInflight      int
+	MaxScoring       int
+	MaxQueue         int
+	QueueTimeout     time.Duration
+	MaxRequestMemory int64
+	DrainDelay       time.Duration
 	ConnMaxAge       time.Duration
 	ConnMaxIdle      time.Duration
 	ShutdownTimeout  time.Duration
@@ -82,6 +89,12 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.IntVar(&c.MaxFeatures, "max-features", 512, "most feature names plus context features in one request (more: RESOURCE_EXHAUSTED)")
 	fs.IntVar(&c.MaxRecvBytes, "max-recv-bytes", 16<<20, "largest request message in bytes")
 	fs.IntVar(&c.MaxStreams, "max-concurrent-streams", 256, "most requests in flight on one connection (HTTP/2 streams); more wait for a free one")
+	fs.IntVar(&c.MaxInflight, "max-inflight", 1024, "most calls open at once across all connections; more are refused at once with RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.MaxScoring, "max-scoring", 4*runtime.GOMAXPROCS(0), "most Rank requests computing features and scoring at once (default: 4 per core the process may use)")
+	fs.IntVar(&c.MaxQueue, "max-queue", 128, "most Rank requests waiting for a scoring slot; more are refused at once with RESOURCE_EXHAUSTED")
+	fs.DurationVar(&c.QueueTimeout, "queue-timeout", 200*time.Millisecond, "longest wait for a scoring slot before RESOURCE_EXHAUSTED")
+	fs.Int64Var(&c.MaxRequestMemory, "max-request-memory", 32<<20, "most bytes one Rank request may need to score (candidates x model features); more: RESOURCE_EXHAUSTED")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", time.Second, "after SIGTERM, how long the server keeps accepting connections (health NOT_SERVING, requests answered) before draining; part of --shutdown-timeout, and at most half of it")
 	fs.DurationVar(&c.ConnMaxAge, "max-connection-age", 5*time.Minute, "close connections this old (after a 30 s grace), so clients reconnect and load spreads to new pods")
 	fs.DurationVar(&c.ConnMaxIdle, "max-connection-idle", 5*time.Minute, "close connections idle this long")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may drain after SIGTERM")
@@ -144,6 +157,13 @@ func (c Config) validate() error {
 	}
 	if c.MaxRecvBytes < 1024 {
 		errs = append(errs, fmt.Errorf("max-recv-bytes: %d, must be at least 1024", c.MaxRecvBytes))
+	}
+	if c.MaxInflight < 1 || c.MaxScoring < 1 || c.MaxQueue < 0 || c.QueueTimeout <= 0 || c.MaxRequestMemory < 1<<20 {
+		errs = append(errs, fmt.Errorf("max-inflight %d, max-scoring %d, max-queue %d, queue-timeout %v, max-request-memory %d: must be at least 1, 1, 0, positive and 1 MiB",
+			c.MaxInflight, c.MaxScoring, c.MaxQueue, c.QueueTimeout, c.MaxRequestMemory))
+	}
+	if c.DrainDelay < 0 {
+		errs = append(errs, fmt.Errorf("drain-delay: %v, must not be negative", c.DrainDelay))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown-timeout: %v, must be positive", c.ShutdownTimeout))

@@ -5,12 +5,14 @@ package metrics
 import (
 	"context"
 	"net/http"
-	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
@@ -32,6 +34,7 @@ type Metrics struct {
 	UnknownCandidates prometheus.Counter
 	FeatureLatency    prometheus.Histogram
 	StateErrors       prometheus.Counter
+	Shedding
 }
 
 // New registers the metrics, and Go and process collectors, on a fresh registry.
@@ -88,6 +91,7 @@ func New() *Metrics {
 			Name: "ranker_unknown_candidates_total", Help: "Rank candidates the catalog did not know (article features scored as missing).",
 		}),
 	}
+	m.Shedding = newShedding(reg)
 	for _, kind := range []string{"article", "event"} {
 		for _, result := range []string{"accepted", "duplicate", "rejected"} {
 			m.Events.WithLabelValues(kind, result) // exported at 0, so rates exist from the start
@@ -148,7 +152,10 @@ func (m *Metrics) StateSize(counts func() (articles, readers, events int)) {
 // status code, including those that never reach a handler (a message that
 // does not decode, one over the size limit), which the handlers' own
 // counters cannot see.
-type RPCOutcomes struct{ counter *prometheus.CounterVec }
+type RPCOutcomes struct {
+	counter *prometheus.CounterVec
+	known   atomic.Pointer[map[string]string] // full method name -> its label
+}
 
 type methodKey struct{}
 
@@ -161,16 +168,39 @@ func (m *Metrics) Outcomes() *RPCOutcomes {
 	return &RPCOutcomes{counter: c}
 }
 
-// TagRPC remembers the method, bounded to the last path element.
+// KnowMethods sets the methods the server registered; any other name a
+// caller sends is labelled "unknown", so made-up method names cannot create
+// series without bound.
+func (o *RPCOutcomes) KnowMethods(services map[string]grpc.ServiceInfo) {
+	known := map[string]string{}
+	for service, info := range services {
+		for _, m := range info.Methods {
+			known["/"+service+"/"+m.Name] = m.Name
+		}
+	}
+	o.known.Store(&known)
+}
+
+// methodLabel is the method's name if the server registered it, else
+// "unknown".
+func (o *RPCOutcomes) methodLabel(fullMethod string) string {
+	if known := o.known.Load(); known != nil {
+		if name, ok := (*known)[fullMethod]; ok {
+			return name
+		}
+	}
+	return "unknown"
+}
+
+// Refused counts a call turned away before gRPC created its stream (the
+// stats handler never sees those).
+func (o *RPCOutcomes) Refused(fullMethod string, code codes.Code) {
+	o.counter.WithLabelValues(o.methodLabel(fullMethod), code.String()).Inc()
+}
+
+// TagRPC remembers the method's label.
 func (o *RPCOutcomes) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
-	name := info.FullMethodName
-	if i := strings.LastIndexByte(name, '/'); i >= 0 {
-		name = name[i+1:]
-	}
-	if len(name) > 64 {
-		name = "other"
-	}
-	return context.WithValue(ctx, methodKey{}, name)
+	return context.WithValue(ctx, methodKey{}, o.methodLabel(info.FullMethodName))
 }
 
 // HandleRPC counts the call when it ends.

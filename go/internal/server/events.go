@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -48,7 +49,7 @@ func (s *Server) UpsertArticles(ctx context.Context, req *rankerv1.UpsertArticle
 		return nil, err
 	}
 	if n := len(req.GetArticles()); n > features.MaxBatch {
-		return nil, status.Errorf(codes.ResourceExhausted, "articles: %d exceed the limit of %d per call", n, features.MaxBatch)
+		return nil, withField(codes.ResourceExhausted, fmt.Sprintf("articles: %d exceed the limit of %d per call", n, features.MaxBatch))
 	}
 	articles := make([]features.Article, len(req.GetArticles()))
 	for i, a := range req.GetArticles() {
@@ -75,7 +76,7 @@ func (s *Server) RecordEvents(ctx context.Context, req *rankerv1.RecordEventsReq
 		return nil, err
 	}
 	if n := len(req.GetImpressions()) + len(req.GetClicks()); n > features.MaxBatch {
-		return nil, status.Errorf(codes.ResourceExhausted, "impressions, clicks: %d events exceed the limit of %d per call", n, features.MaxBatch)
+		return nil, withField(codes.ResourceExhausted, fmt.Sprintf("impressions: %d events (impressions and clicks) exceed the limit of %d per call", n, features.MaxBatch))
 	}
 	impressions := make([]features.Impression, len(req.GetImpressions()))
 	for i, e := range req.GetImpressions() {

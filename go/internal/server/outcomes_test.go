@@ -32,12 +32,20 @@ func TestEveryOutcomeIsCountedEvenBeforeTheHandler(t *testing.T) {
 	reg, _, _, logger := testModels(t)
 	m := metrics.New()
 	outcomes := m.Outcomes()
-	g := grpc.NewServer(grpc.StatsHandler(outcomes), grpc.MaxRecvMsgSize(64<<10))
+	g := grpc.NewServer(grpc.StatsHandler(outcomes), grpc.MaxRecvMsgSize(64<<10), grpc.UnknownServiceHandler(UnknownMethod))
 	rankerv1.RegisterRankingServiceServer(g, New(reg, Options{Limits: testLimits, Metrics: m}, logger))
+	outcomes.KnowMethods(g.GetServiceInfo())
 	conn := serveInProcess(t, g)
 	ctx := context.Background()
 
 	var reply []byte
+	for i := range 3 { // made-up methods share one series, however many a caller invents
+		err := conn.Invoke(ctx, fmt.Sprintf("/ranker.v1.Made%d/Rank", i), []byte{}, &reply, grpc.ForceCodec(rawCodec{}))
+		if status.Code(err) != codes.Unimplemented {
+			t.Fatalf("made-up method: got %v, want Unimplemented", err)
+		}
+	}
+
 	err := conn.Invoke(ctx, "/ranker.v1.RankingService/Rank", []byte{0xff, 0xff, 0xff, 0x07}, &reply, grpc.ForceCodec(rawCodec{}))
 	if status.Code(err) == codes.OK {
 		t.Fatal("a message that does not decode was accepted")
@@ -55,9 +63,12 @@ func TestEveryOutcomeIsCountedEvenBeforeTheHandler(t *testing.T) {
 	}
 	g.Stop() // End events are delivered before Stop returns
 
-	for _, c := range []struct{ code string }{{decodeCode}, {"ResourceExhausted"}, {"InvalidArgument"}} {
-		if got := testutil.ToFloat64(outcomes.Counter().WithLabelValues("Rank", c.code)); got < 1 {
-			t.Errorf("Rank %s: counted %v times, want at least 1", c.code, got)
+	for _, c := range []struct{ method, code string }{{"Rank", decodeCode}, {"Rank", "ResourceExhausted"}, {"Rank", "InvalidArgument"}, {"unknown", "Unimplemented"}} {
+		if got := testutil.ToFloat64(outcomes.Counter().WithLabelValues(c.method, c.code)); got < 1 {
+			t.Errorf("%s %s: counted %v times, want at least 1", c.method, c.code, got)
 		}
+	}
+	if got := testutil.CollectAndCount(outcomes.Counter()); got != 4 {
+		t.Errorf("%d series, want 4 (made-up method names must not add series)", got)
 	}
 }

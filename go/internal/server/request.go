@@ -9,9 +9,6 @@ import (
 	"strings"
 	"sync"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	rankerv1 "ranker/gen/ranker/v1"
 )
 
@@ -38,6 +35,9 @@ func quote(s string) string {
 type Limits struct {
 	MaxCandidates int
 	MaxFeatures   int
+	// MaxRequestMemory bounds a request's estimated working memory in bytes
+	// (0: unbounded).
+	MaxRequestMemory int64
 }
 
 // columnSource says where the model's feature j comes from in a request.
@@ -172,10 +172,6 @@ func hasKey(m map[string]int, k string) bool {
 	return ok
 }
 
-func invalid(format string, args ...any) error {
-	return status.Errorf(codes.InvalidArgument, format, args...)
-}
-
 // validate checks a request against the limits and the contract in
 // proto/ranker/v1/ranking_service.proto. It returns the context keys sorted,
 // so the layout key does not depend on map order.
@@ -184,11 +180,11 @@ func validate(req *rankerv1.RankRequest, limits Limits, devices []string, idSets
 		return nil, invalid("candidates: at least one candidate is required")
 	}
 	if n := len(req.GetCandidates()); n > limits.MaxCandidates {
-		return nil, status.Errorf(codes.ResourceExhausted, "candidates: %d candidates exceed the limit of %d", n, limits.MaxCandidates)
+		return nil, overLimit("candidates", int64(n), int64(limits.MaxCandidates), "max-candidates", "%d candidates", n)
 	}
 	names := req.GetFeatureNames()
 	if n := len(names) + len(req.GetContextFeatures()); n > limits.MaxFeatures {
-		return nil, status.Errorf(codes.ResourceExhausted, "feature_names: %d features (with context_features) exceed the limit of %d", n, limits.MaxFeatures)
+		return nil, overLimit("feature_names", int64(n), int64(limits.MaxFeatures), "max-features", "%d features (with context_features)", n)
 	}
 	seen := make(map[string]int, len(names))
 	for i, n := range names {
@@ -316,5 +312,5 @@ func rankOrder(scores []float32) []int {
 }
 
 func describeLimits(l Limits) string {
-	return fmt.Sprintf("max %d candidates, %d features", l.MaxCandidates, l.MaxFeatures)
+	return fmt.Sprintf("max %d candidates, %d features, %d bytes of working memory", l.MaxCandidates, l.MaxFeatures, l.MaxRequestMemory)
 }

@@ -117,8 +117,10 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		logger.Warn("feature state in memory only: recorded events are lost on restart (set --state-dir)")
 	}
 	logger.Info("feature state", "state", cfg.State, "dir", cfg.StateDir, "articles", articles, "users", users, "events", events)
-	ranking := New(models, Options{Limits: Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures},
-		Metrics: m, Exposure: exposures, Features: state}, logger)
+	ranking := New(models, Options{
+		Limits:    Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures, MaxRequestMemory: cfg.MaxRequestMemory},
+		Admission: Admission{MaxScoring: cfg.MaxScoring, MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout},
+		Metrics:   m, Exposure: exposures, Features: state}, logger)
 	experiments := &experimentFile{path: cfg.ExperimentConfig}
 	if err := experiments.reload(ranking, models.Names(), logger); err != nil {
 		return err // a bad experiment at startup is an error; later it keeps the last good one
@@ -133,10 +135,13 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		return err
 	}
 	defer func() {
-		if err := shutdownTracing(context.Background()); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second) // an unreachable collector must not hold up exit
+		defer cancel()
+		if err := shutdownTracing(ctx); err != nil {
 			logger.Warn("tracing shutdown failed", "error", err.Error())
 		}
 	}()
+	outcomes := m.Outcomes()
 	grpcServer := grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
 		// Bounds per connection: streams in flight, and connections that
@@ -148,7 +153,9 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.StatsHandler(tracing.NewStatsHandler(tp)),
-		grpc.StatsHandler(m.Outcomes()), // every status, decode failures included
+		grpc.StatsHandler(outcomes), // every status, decode failures included
+		grpc.InTapHandle(InflightLimit(int64(cfg.MaxInflight), m, outcomes)),
+		grpc.UnknownServiceHandler(UnknownMethod),
 		grpc.ChainUnaryInterceptor(tracing.UnaryInterceptor, recoverPanics(logger)),
 		// Stop (after a drain timeout) waits for running handlers, so no
 		// model is closed under a request that is still scoring.
@@ -158,6 +165,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	healthServer := health.NewServer()
 	healthpb.RegisterHealthServer(grpcServer, healthServer)
 	reflection.Register(grpcServer)
+	outcomes.KnowMethods(grpcServer.GetServiceInfo())
 	for _, service := range []string{"", rankerv1.RankingService_ServiceDesc.ServiceName} {
 		healthServer.SetServingStatus(service, healthpb.HealthCheckResponse_SERVING)
 	}
@@ -206,24 +214,50 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	case <-ctx.Done():
 	}
 	close(stopWatch)
-	logger.Info("shutting down", "drain_timeout", cfg.ShutdownTimeout.String())
-	healthServer.Shutdown() // every service NOT_SERVING: probes and balancers stop sending
+	shutdown(grpcServer, healthServer, cfg.DrainDelay, cfg.ShutdownTimeout, logger)
+	if metricsServer != nil {
+		_ = metricsServer.Close() // shutting down: its listener goes with the process
+	}
+	return nil
+}
+
+// stopGrace is how long Stop may take after the drain timeout: it cancels
+// every call, and scoring stops within one chunk of rows.
+const stopGrace = 250 * time.Millisecond
+
+// shutdown ends serving within timeout. Health turns NOT_SERVING at once;
+// for delay the server still accepts connections (a new one is answered
+// NOT_SERVING, not refused) and answers requests while balancers move away;
+// then GOAWAY and a drain of the calls in flight; at the timeout, Stop
+// cancels what remains.
+func shutdown(g *grpc.Server, h *health.Server, delay, timeout time.Duration, logger *slog.Logger) {
+	deadline := time.Now().Add(timeout)
+	delay = min(delay, timeout/2) // the drain itself keeps at least half
+	logger.Info("shutting down", "drain_delay", delay.String(), "drain_timeout", timeout.String())
+	h.Shutdown() // every service NOT_SERVING: probes and balancers stop sending
+	time.Sleep(delay)
 	drained := make(chan struct{})
 	go func() {
-		grpcServer.GracefulStop()
+		g.GracefulStop()
 		close(drained)
 	}()
 	select {
 	case <-drained:
 		logger.Info("drained")
-	case <-time.After(cfg.ShutdownTimeout):
-		logger.Warn("drain timed out; stopping", "timeout", cfg.ShutdownTimeout.String())
-		grpcServer.Stop()
+		return
+	case <-time.After(time.Until(deadline)):
 	}
-	if metricsServer != nil {
-		_ = metricsServer.Close() // shutting down: its listener goes with the process
+	logger.Warn("drain timed out; stopping", "timeout", timeout.String())
+	stopped := make(chan struct{})
+	go func() {
+		g.Stop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(stopGrace):
+		logger.Error("calls still running after stop; exiting without them")
 	}
-	return nil
 }
 
 type exposureCounters struct{ m *metrics.Metrics }

@@ -43,10 +43,11 @@ const VariantHeader = "x-ranker-variant"
 // Options are the server's collaborators; Exposure and Features may be nil
 // (without Features, Rank uses only the features a request sends).
 type Options struct {
-	Limits   Limits
-	Metrics  *metrics.Metrics
-	Exposure *exposure.Log
-	Features features.Service
+	Limits    Limits
+	Admission Admission
+	Metrics   *metrics.Metrics
+	Exposure  *exposure.Log
+	Features  features.Service
 }
 
 // Server is the RankingService.
@@ -61,6 +62,7 @@ type Server struct {
 	features features.Service
 	devices  []string // the device names Rank accepts
 	mappings *mappingCache
+	admit    *admission
 	rows     sync.Pool // *[]float32 feature buffers, reused across requests
 	idSets   sync.Pool // map[string]int for duplicate-id checks, reused
 
@@ -87,11 +89,13 @@ func New(models *registry.Registry, opts Options, logger *slog.Logger) *Server {
 		exposure: opts.Exposure,
 		features: opts.Features,
 		mappings: newMappingCache(mappingCacheSize, mappingCacheBytes),
+		admit:    newAdmission(opts.Admission),
 	}
 	if spec, err := features.LoadSpec(); err == nil {
 		s.devices = spec.Devices
 	}
-	logger.Info("limits", "limits", describeLimits(opts.Limits))
+	logger.Info("limits", "limits", describeLimits(opts.Limits), "max_scoring", opts.Admission.MaxScoring,
+		"max_queue", opts.Admission.MaxQueue, "queue_timeout", opts.Admission.QueueTimeout.String())
 	return s
 }
 
@@ -140,6 +144,15 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 		req.EventTime = timestamppb.New(start)
 	}
 	exp := s.experiment.Load()
+	if forced := req.GetExperimentVariant(); forced != "" && (exp == nil || modelName != "") {
+		// A forced variant that cannot apply is a caller's mistake, not a
+		// request to silently serve something else.
+		why := "no experiment is running"
+		if exp != nil {
+			why = "model_name is set, which bypasses experiment " + exp.Name
+		}
+		return nil, invalid("experiment_variant: %s is set but %s", quote(forced), why)
+	}
 	experimentName, pinned := "", ""
 	if exp != nil && modelName == "" {
 		v, err := s.assign(ctx, exp, req)
@@ -159,8 +172,23 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	modelName = m.Meta.ModelName
 
 	n := len(req.GetCandidates())
+	if err := s.checkMemory(req, m); err != nil {
+		return nil, err
+	}
+	releaseSlot, reason, err := s.admit.acquire(ctx)
+	if err != nil {
+		s.metrics.Shed.WithLabelValues(reason).Inc()
+		return nil, err
+	}
+	defer releaseSlot()
+	s.metrics.Scoring.Inc()
+	defer s.metrics.Scoring.Dec()
 	mapping = true
 	scores, release, columns, unknown, rows, stateErr, err := s.score(ctx, mapSpan, m, req, contextKeys)
+	if ctx.Err() != nil {
+		s.metrics.Shed.WithLabelValues("caller_gone").Inc()
+		return nil, contextStatus(ctx) // scoring stopped or the answer is not wanted
+	}
 	if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
 		return nil, err
 	} else if err != nil {
@@ -310,7 +338,7 @@ func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, 
 	_, scoreSpan := tracing.Start(ctx, tracing.SpanScoring)
 	scoreSpan.SetAttributes(attribute.Int("candidates", n), attribute.String("model.version", m.Meta.ModelVersion))
 	defer scoreSpan.End()
-	if err := m.Scorer.Score(rows, n, scores); err != nil {
+	if err := scoreInChunks(ctx, m.Scorer, rows, n, f, scores); err != nil {
 		release()
 		return nil, nil, nil, nil, nil, nil, err
 	}
@@ -448,4 +476,46 @@ func (s *Server) rowBuffer(size int) *[]float32 {
 	}
 	b := make([]float32, size)
 	return &b
+}
+
+// scoreChunkRows is how many rows are scored between checks that the caller
+// still waits: small enough that a request whose deadline passes (or a
+// shutdown that cancels it) stops within about a millisecond of work, large
+// enough that the check costs nothing measurable.
+const scoreChunkRows = 256
+
+// scoreInChunks scores n rows of f features, stopping with the context's
+// error once the caller is gone.
+func scoreInChunks(ctx context.Context, scorer model.Scorer, rows []float32, n, f int, scores []float32) error {
+	for lo := 0; lo < n; lo += scoreChunkRows {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hi := min(lo+scoreChunkRows, n)
+		if err := scorer.Score(rows[lo*f:hi*f], hi-lo, scores[lo:hi]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkMemory refuses a request whose working memory (feature rows, scores,
+// and the features echoed back when asked) would pass the limit: the rows
+// scale with the model's feature count, which the caller does not see.
+func (s *Server) checkMemory(req *rankerv1.RankRequest, m *model.Model) error {
+	limit := s.limits.MaxRequestMemory
+	if limit <= 0 {
+		return nil
+	}
+	n, f := int64(len(req.GetCandidates())), int64(len(m.Meta.FeatureNames))
+	perRow := 4*(f+1) + 64 // float32 features and score, plus the response entry
+	if req.GetReturnFeatures() {
+		perRow += 4 * f
+	}
+	if need := n * perRow; need > limit {
+		s.metrics.Shed.WithLabelValues("memory").Inc()
+		return overLimit("candidates", need, limit, "max-request-memory",
+			"%d candidates scored with %d model features need about %d bytes", n, f, need)
+	}
+	return nil
 }

@@ -317,7 +317,7 @@ func TestBadRequestsGetStatusNamingTheField(t *testing.T) {
 			for i := range testLimits.MaxCandidates {
 				r.Candidates = append(r.Candidates, &rankerv1.Candidate{Id: "x" + candidateID(i), Features: r.Candidates[0].Features})
 			}
-		}, codes.ResourceExhausted, "candidates: 53 candidates exceed the limit of 50"},
+		}, codes.ResourceExhausted, "candidates: 53 candidates, over the limit of 50 (--max-candidates)"},
 		{"too many features", func(r *rankerv1.RankRequest) {
 			r.ContextFeatures = map[string]float32{}
 			for i := range testLimits.MaxFeatures {
@@ -332,7 +332,7 @@ func TestBadRequestsGetStatusNamingTheField(t *testing.T) {
 		{"huge repeated id is quoted short", func(r *rankerv1.RankRequest) {
 			long := strings.Repeat("i", 1000)
 			r.Candidates[0].Id, r.Candidates[1].Id = long, long
-		}, codes.InvalidArgument, "... (1000 bytes) repeats candidates[0].id"},
+		}, codes.InvalidArgument, "candidates[1].id: \"" + strings.Repeat("i", quoteBytes) + "\"... (1000 bytes) repeats candidates[0].id"},
 		{"duplicate id", func(r *rankerv1.RankRequest) { r.Candidates[2].Id = r.Candidates[0].Id }, codes.InvalidArgument, "candidates[2].id: \"cAa\" repeats candidates[0].id"},
 		{"short feature vector", func(r *rankerv1.RankRequest) { r.Candidates[1].Features = r.Candidates[1].Features[:2] }, codes.InvalidArgument, "candidates[1].features: 2 values, feature_names declares"},
 		{"infinite feature", func(r *rankerv1.RankRequest) { r.Candidates[2].Features[1] = inf }, codes.InvalidArgument, "candidates[2].features[1] (" + names[1] + "): +Inf"},
@@ -355,6 +355,11 @@ func TestBadRequestsGetStatusNamingTheField(t *testing.T) {
 			st, _ := status.FromError(err)
 			if st.Code() != tt.code || !strings.Contains(st.Message(), tt.want) {
 				t.Errorf("got %v %q, want %v containing %q", st.Code(), st.Message(), tt.code, tt.want)
+			}
+			// The field is also a structured detail a client can act on.
+			wantField, _, _ := strings.Cut(tt.want, ":")
+			if got := violatedFields(st); !slices.Contains(got, wantField) {
+				t.Errorf("BadRequest field violations %q, want %q", got, wantField)
 			}
 		})
 	}

@@ -76,10 +76,19 @@ class ServerProcess:
             *([f"--model={model}"] if model is not None else []),
             f"--ort-lib={ort_lib}",
             f"--metrics-listen={self.metrics_url.removeprefix('http://').removesuffix('/metrics')}",
+            # No balancer sits in front of a local process to move traffic
+            # away after SIGTERM; extra_args may set a delay again.
+            "--drain-delay=0s",
             *extra_args,
         ]
         self._env = {**os.environ, **(env or {})}
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The running server's process id."""
+        assert self._proc is not None, "not started"
+        return self._proc.pid
 
     @property
     def log(self) -> str:
@@ -118,6 +127,16 @@ class ServerProcess:
             return proc.returncode, self.log
         finally:
             self.close()
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting: the shutdown can be watched as it runs."""
+        assert self._proc is not None, "not started"
+        self._proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        """The exit code, once the process ends within `timeout` seconds."""
+        assert self._proc is not None, "not started"
+        return self._proc.wait(timeout=timeout)
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, as Kubernetes does, then wait for the graceful exit."""
