@@ -73,7 +73,8 @@ func serve(t *testing.T, o auth.Options, withReflection bool) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := grpc.NewServer(security.ServerOptions()...)
+	s := grpc.NewServer(security.Credentials(),
+		grpc.ChainUnaryInterceptor(security.Unary), grpc.ChainStreamInterceptor(security.Stream))
 	rankerv1.RegisterRankingServiceServer(s, echoRanking{})
 	healthpb.RegisterHealthServer(s, health.NewServer())
 	if withReflection {

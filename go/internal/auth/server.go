@@ -84,24 +84,25 @@ func New(o Options) (*Server, error) {
 	return s, nil
 }
 
-// ServerOptions are the credentials and interceptors to build the gRPC
-// server with; interceptors run for streams too (reflection is one).
-func (s *Server) ServerOptions() []grpc.ServerOption {
-	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.unary), grpc.ChainStreamInterceptor(s.stream)}
-	if s.tls != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tls)))
+// Credentials is the server option for TLS, or one that changes nothing
+// when the server speaks plaintext.
+func (s *Server) Credentials() grpc.ServerOption {
+	if s.tls == nil {
+		return grpc.EmptyServerOption{}
 	}
-	return opts
+	return grpc.Creds(credentials.NewTLS(s.tls))
 }
 
-func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+// Unary authorizes each unary call.
+func (s *Server) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if err := s.authorize(ctx, info.FullMethod); err != nil {
 		return nil, err
 	}
 	return handler(ctx, req)
 }
 
-func (s *Server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+// Stream authorizes each streaming call (reflection is one).
+func (s *Server) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if err := s.authorize(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
