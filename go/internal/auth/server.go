@@ -155,7 +155,7 @@ func (s *Server) identify(ctx context.Context) (caller *Caller, reason string, e
 			if c, ok := tokens.ByCertificate(ids); ok {
 				return c, "", nil
 			}
-			return nil, "unknown_certificate", fmt.Errorf("client certificate %s is listed for no caller, and no bearer token was sent", truncate(strings.Join(ids, ", ")))
+			return nil, "unknown_certificate", fmt.Errorf("client certificate %s is listed for no caller; send metadata \"authorization: Bearer <token>\"", truncate(strings.Join(ids, ", ")))
 		}
 	}
 	return nil, "no_credentials", fmt.Errorf("no credentials: send metadata \"authorization: Bearer <token>\"")
