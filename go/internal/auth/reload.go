@@ -32,8 +32,9 @@ type reloader[T any] struct {
 	current atomic.Pointer[T]
 	due     atomic.Int64 // unix nanoseconds of the next look at the files
 
-	mu   sync.Mutex // one reload at a time; guards seen
-	seen []os.FileInfo
+	mu      sync.Mutex // one reload at a time; guards seen and statErr
+	seen    []os.FileInfo
+	statErr string // the last stat error logged, so a missing file is logged once
 }
 
 // newReloader loads the files once: an error here (naming the file) is a
@@ -70,9 +71,13 @@ func (r *reloader[T]) Get() T {
 func (r *reloader[T]) check() {
 	seen, err := r.stat()
 	if err != nil {
-		r.logger.Error(r.what+" unreadable; the last good one stays", "error", err.Error())
+		if err.Error() != r.statErr {
+			r.logger.Error(r.what+" unreadable; the last good one stays", "error", err.Error())
+			r.statErr = err.Error()
+		}
 		return
 	}
+	r.statErr = ""
 	if sameFiles(seen, r.seen) {
 		return
 	}

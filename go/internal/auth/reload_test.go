@@ -87,9 +87,14 @@ func TestReloaderFollowsChangesAndKeepsTheLastGood(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	clock = clock.Add(time.Second)
-	if got := r.Get(); got != "five" {
-		t.Errorf("after removal: got %q, want %q", got, "five")
+	for range 3 {
+		clock = clock.Add(time.Second)
+		if got := r.Get(); got != "five" {
+			t.Errorf("after removal: got %q, want %q", got, "five")
+		}
+	}
+	if got := strings.Count(logs.String(), "unreadable; the last good one stays"); got != 1 {
+		t.Errorf("a missing file: got %d log lines over 3 checks, want 1", got)
 	}
 }
 
