@@ -100,7 +100,7 @@ $(MODELS)/$(MODEL_NAME):
 # The model and the environment are prerequisites, so ORT_LIB (expanded with
 # the recipe) finds the installed wheel.
 serve: $(SETUP_STAMP) $(MODELS)/$(MODEL_NAME) build ## Serve the newest demo model on localhost:50051 (PORT=...), metrics on :9464
-	$(SERVER) --listen=127.0.0.1:$(PORT) --model=$(MODELS)/$(MODEL_NAME) --ort-lib=$(ORT_LIB)
+	$(SERVER) --listen=127.0.0.1:$(PORT) --model=$(MODELS)/$(MODEL_NAME) --ort-lib=$(ORT_LIB) --reflection
 
 replay: setup train build ## Replay the default click log through a fresh server: its online features must equal the training rows (~2 min)
 	$(RANKER) replay --data $(DATA) --server-binary $(SERVER) --model $(MODELS)/$(MODEL_NAME)

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,16 @@ def grpcurl() -> str:
     if not found:
         pytest.skip("grpcurl is not installed; `make test-e2e` installs it into go/bin")
     return found
+
+
+@pytest.fixture(scope="module")
+def server(server_binary: Path, model_dir: Path, ort_lib: Path) -> Iterator[ServerProcess]:
+    """The server as `make serve` runs it: with reflection, which grpcurl
+    uses to learn the API (the server's default leaves it off)."""
+    with ServerProcess(
+        server_binary, model_dir, ort_lib=ort_lib, extra_args=["--reflection"]
+    ) as running:
+        yield running
 
 
 def _readme_rank_request() -> str:

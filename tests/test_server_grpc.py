@@ -26,14 +26,29 @@ def test_health_reports_serving(server: ServerProcess) -> None:
         assert client.health("ranker.v1.RankingService") == "SERVING"
 
 
-def test_reflection_lists_the_services(server: ServerProcess) -> None:
+def _list_services(target: str) -> set[str]:
     """What `grpcurl -plaintext HOST:PORT list` asks."""
-    with grpc.insecure_channel(server.target) as channel:
+    with grpc.insecure_channel(target) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         replies = stub.ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
         )
-        names = {s.name for reply in replies for s in reply.list_services_response.service}
+        return {s.name for reply in replies for s in reply.list_services_response.service}
+
+
+def test_reflection_is_off_by_default(server: ServerProcess) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        _list_services(server.target)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_reflection_lists_the_services_when_asked(
+    server_binary: Path, model_dir: Path, ort_lib: Path
+) -> None:
+    with ServerProcess(
+        server_binary, model_dir, ort_lib=ort_lib, extra_args=["--reflection"]
+    ) as running:
+        names = _list_services(running.target)
     assert {"ranker.v1.RankingService", "grpc.health.v1.Health"} <= names
 
 

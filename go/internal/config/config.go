@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"runtime"
 	"strings"
 	"time"
@@ -51,6 +52,11 @@ type Config struct {
 	ConnMaxIdle      time.Duration
 	ShutdownTimeout  time.Duration
 	LogLevel         slog.Level
+	TLSCert          string
+	TLSKey           string
+	TLSClientCA      string
+	AuthTokens       string
+	Reflection       bool
 }
 
 // EnvName is the environment variable that sets a flag.
@@ -99,6 +105,11 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.DurationVar(&c.ConnMaxIdle, "max-connection-idle", 5*time.Minute, "close connections idle this long")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may drain after SIGTERM")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate chain; with --tls-key the server speaks TLS (both reloaded when they change)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA bundle; client certificates are then required and verified (mutual TLS), reloaded when it changes")
+	fs.StringVar(&c.AuthTokens, "auth-tokens", "", "callers and their roles, one per line: name role[,role...] sha256:<hex of token>|cert:<CN or URI SAN>; empty: no authorization")
+	fs.BoolVar(&c.Reflection, "reflection", false, "serve the gRPC reflection service (grpcurl without .proto files); needs the info role when --auth-tokens is set")
 	fs.Usage = func() {
 		_, _ = fmt.Fprintln(usage, "usage: ranker-server [flags]; every flag can also be set as RANKER_<FLAG>, e.g. RANKER_ORT_LIB")
 		fs.PrintDefaults()
@@ -168,5 +179,22 @@ func (c Config) validate() error {
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown-timeout: %v, must be positive", c.ShutdownTimeout))
 	}
+	if c.AuthTokens != "" && c.TLSCert == "" && !loopback(c.Listen) {
+		errs = append(errs, fmt.Errorf("auth-tokens: tokens would travel in clear to %s; set --tls-cert and --tls-key, or listen on loopback", c.Listen))
+	}
 	return errors.Join(errs...)
+}
+
+// loopback reports whether a listen address accepts only local connections
+// (an empty host listens on every interface).
+func loopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

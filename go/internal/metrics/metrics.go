@@ -223,3 +223,14 @@ func (o *RPCOutcomes) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context
 func (o *RPCOutcomes) HandleConn(context.Context, stats.ConnStats) {}
 
 var _ stats.Handler = (*RPCOutcomes)(nil)
+
+// AuthRefusals registers ranker_auth_refused_total, the calls refused for
+// missing or unknown credentials or a missing role, by method (the last
+// path element of a registered method) and reason.
+func (m *Metrics) AuthRefusals() func(method, reason string) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ranker_auth_refused_total", Help: "gRPC calls refused by authentication or authorization, by method and reason.",
+	}, []string{"method", "reason"})
+	m.Registry.MustRegister(c)
+	return func(method, reason string) { c.WithLabelValues(method, reason).Inc() }
+}

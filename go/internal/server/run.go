@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	rankerv1 "ranker/gen/ranker/v1"
+	"ranker/internal/auth"
 	"ranker/internal/config"
 	"ranker/internal/experiment"
 	"ranker/internal/exposure"
@@ -61,6 +62,13 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}
 	}
 	m := metrics.New()
+	// Security files first: a bad certificate fails the start before any
+	// model is loaded.
+	security, err := auth.New(auth.Options{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, ClientCAFile: cfg.TLSClientCA,
+		TokensFile: cfg.AuthTokens, Logger: logger, Refused: m.AuthRefusals()})
+	if err != nil {
+		return err
+	}
 	models, err := registry.Open(registry.Config{Root: cfg.ModelRoot, Model: cfg.Model, Default: cfg.DefaultModel},
 		model.LoadOptions{Backend: cfg.Backend, Threads: cfg.ORTThreads, Logger: logger}, logger, m)
 	if err != nil {
@@ -160,11 +168,15 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		// Stop (after a drain timeout) waits for running handlers, so no
 		// model is closed under a request that is still scoring.
 		grpc.WaitForHandlers(true),
+		security.Credentials(), // TLS when --tls-cert is set
+		grpc.ChainUnaryInterceptor(security.Unary), grpc.ChainStreamInterceptor(security.Stream),
 	)
 	rankerv1.RegisterRankingServiceServer(grpcServer, ranking)
 	healthServer := health.NewServer()
 	healthpb.RegisterHealthServer(grpcServer, healthServer)
-	reflection.Register(grpcServer)
+	if cfg.Reflection {
+		reflection.Register(grpcServer)
+	}
 	outcomes.KnowMethods(grpcServer.GetServiceInfo())
 	for _, service := range []string{"", rankerv1.RankingService_ServiceDesc.ServiceName} {
 		healthServer.SetServingStatus(service, healthpb.HealthCheckResponse_SERVING)
@@ -206,7 +218,8 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- grpcServer.Serve(lis) }()
-	logger.Info("serving", "listen", lis.Addr().String(), "models", models.Names(), "default_model", models.Default())
+	logger.Info("serving", "listen", lis.Addr().String(), "models", models.Names(), "default_model", models.Default(),
+		"tls", cfg.TLSCert != "", "mutual_tls", cfg.TLSClientCA != "", "auth_tokens", cfg.AuthTokens != "", "reflection", cfg.Reflection)
 
 	select {
 	case err := <-serveErr:

@@ -1,11 +1,12 @@
 """Stage 7, serving: the gRPC client for the Go ranking server, and the server as a process."""
 
-from ranker.serving.client import RankerClient, format_ranking, request_from_rows
+from ranker.serving.client import RankerClient, TLSOptions, format_ranking, request_from_rows
 from ranker.serving.process import ServerProcess, ort_library_path
 
 __all__ = [
     "RankerClient",
     "ServerProcess",
+    "TLSOptions",
     "format_ranking",
     "ort_library_path",
     "request_from_rows",

@@ -14,7 +14,7 @@ from types import TracebackType
 
 import grpc
 
-from ranker.serving.client import RankerClient
+from ranker.serving.client import RankerClient, TLSOptions
 
 
 def ort_library_path() -> Path:
@@ -59,7 +59,10 @@ class ServerProcess:
         ort_lib: Path,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        tls: TLSOptions | None = None,
     ) -> None:
+        """`tls` is how to reach a server started with --tls-cert, for the
+        health checks that wait for it."""
         self.backend = next(
             (a.split("=", 1)[1] for a in extra_args if a.startswith("--backend=")), "native"
         )
@@ -83,6 +86,7 @@ class ServerProcess:
         ]
         self._env = {**os.environ, **(env or {})}
         self._proc: subprocess.Popen[bytes] | None = None
+        self.tls = tls
 
     @property
     def pid(self) -> int:
@@ -99,7 +103,7 @@ class ServerProcess:
             self._args, stdout=self._log, stderr=subprocess.STDOUT, env=self._env
         )
         deadline = time.monotonic() + timeout
-        with RankerClient(self.target) as client:
+        with RankerClient(self.target, tls=self.tls) as client:
             while time.monotonic() < deadline:
                 code = self._proc.poll()
                 if code is not None:
