@@ -130,6 +130,7 @@ test-go: $(SETUP_STAMP) ## Go tests with -race and onnxruntime from the pinned w
 	cd go && RANKER_ORT_LIB=$(ORT_LIB) go test -race -count=1 -v ./... 2>&1 \
 		| grep -v -E '^=== (RUN|PAUSE|CONT|NAME)' \
 		| awk '{ print } /--- SKIP/ { skipped = 1 } END { if (skipped) { print "test-go: a test was skipped; with RANKER_ORT_LIB set none may be"; exit 1 } }'
+	cd go && go test -run=^$$ -fuzz=^FuzzLoad$$ -fuzztime=10s ./internal/model/
 
 # redis-server for the tests of the shared feature state: Debian's package,
 # installed when missing (CI runs as root), else one line saying how.
