@@ -52,8 +52,11 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 
 // Run loads the models, serves until ctx is done, then shuts down
 // gracefully: health NOT_SERVING, drain in-flight requests for
-// cfg.ShutdownTimeout, stop. It returns an error, naming the file, when no
-// valid model version can serve.
+// cfg.ShutdownTimeout, stop. It returns an error, naming the file, when a
+// fixed model version (--model naming a version directory) cannot serve;
+// a model root or model directory with no valid version yet starts not
+// ready (health NOT_SERVING, requests UNAVAILABLE) until the reload poll
+// serves one. It returns nil as soon as ctx is done, at any point.
 func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if cfg.Backend == model.BackendONNXRuntime {
 		if err := model.InitRuntime(cfg.ORTLib); err != nil {
@@ -61,12 +64,20 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}
 	}
 	m := metrics.New()
-	models, err := registry.Open(registry.Config{Root: cfg.ModelRoot, Model: cfg.Model, Default: cfg.DefaultModel},
-		model.LoadOptions{Backend: cfg.Backend, Threads: cfg.ORTThreads, Logger: logger}, logger, m)
+	models, err := registry.OpenContext(ctx, registry.Config{Root: cfg.ModelRoot, Model: cfg.Model, Default: cfg.DefaultModel,
+		LoadTimeout: cfg.ModelLoadTimeout},
+		model.LoadOptions{Backend: cfg.Backend, Threads: cfg.ORTThreads, Logger: logger, Limits: cfg.ModelLimits}, logger, m)
+	if ctx.Err() != nil {
+		logger.Info("stopped while loading models")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	defer models.Close()
+	if !models.Ready() && cfg.ReloadInterval <= 0 {
+		return fmt.Errorf("no valid model version to serve, and --reload-interval 0 would never load one (default model %q)", models.Default())
+	}
 	m.ModelAge(func() map[string]time.Time {
 		ages := map[string]time.Time{}
 		for _, name := range models.Names() { // models found later included
@@ -120,8 +131,11 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	ranking := New(models, Options{Limits: Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures},
 		Metrics: m, Exposure: exposures, Features: state}, logger)
 	experiments := &experimentFile{path: cfg.ExperimentConfig}
-	if err := experiments.reload(ranking, models.Names(), logger); err != nil {
-		return err // a bad experiment at startup is an error; later it keeps the last good one
+	ready := models.Ready()
+	if ready {
+		if err := experiments.reload(ranking, models.Names(), logger); err != nil {
+			return err // a bad experiment at startup is an error; later it keeps the last good one
+		}
 	}
 
 	lis, err := net.Listen("tcp", cfg.Listen)
@@ -158,8 +172,18 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	healthServer := health.NewServer()
 	healthpb.RegisterHealthServer(grpcServer, healthServer)
 	reflection.Register(grpcServer)
-	for _, service := range []string{"", rankerv1.RankingService_ServiceDesc.ServiceName} {
-		healthServer.SetServingStatus(service, healthpb.HealthCheckResponse_SERVING)
+	setHealth := func(serving bool) {
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if serving {
+			st = healthpb.HealthCheckResponse_SERVING
+		}
+		for _, service := range []string{"", rankerv1.RankingService_ServiceDesc.ServiceName} {
+			healthServer.SetServingStatus(service, st)
+		}
+	}
+	setHealth(ready)
+	if !ready {
+		logger.Warn("no model version loaded yet: health NOT_SERVING until one loads", "default_model", models.Default())
 	}
 
 	var metricsServer *http.Server
@@ -187,9 +211,18 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 				case <-stopWatch:
 					return
 				case <-ticker.C:
-					models.Poll()
+					models.PollContext(ctx)
+					if !ready && !models.Ready() {
+						continue
+					}
 					if err := experiments.reload(ranking, models.Names(), logger); err != nil {
 						logger.Error("experiment config refused; the previous one stays", "error", err.Error())
+						continue // not ready yet stays not ready: it serves no experiment it was told to
+					}
+					if !ready {
+						ready = true
+						setHealth(true)
+						logger.Info("first model version loaded: serving", "models", models.Names(), "default_model", models.Default())
 					}
 				}
 			}
