@@ -55,8 +55,9 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 // cfg.ShutdownTimeout, stop. It returns an error, naming the file, when a
 // fixed model version (--model naming a version directory) cannot serve;
 // a model root or model directory with no valid version yet starts not
-// ready (health NOT_SERVING, requests UNAVAILABLE) until the reload poll
-// serves one. It returns nil as soon as ctx is done, at any point.
+// ready (ranking service health NOT_SERVING, requests UNAVAILABLE) until the reload poll
+// serves one (the server's own health, "", is SERVING meanwhile: it is
+// alive). It returns nil as soon as ctx is done, at any point.
 func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if cfg.Backend == model.BackendONNXRuntime {
 		if err := model.InitRuntime(cfg.ORTLib); err != nil {
@@ -172,18 +173,20 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	healthServer := health.NewServer()
 	healthpb.RegisterHealthServer(grpcServer, healthServer)
 	reflection.Register(grpcServer)
-	setHealth := func(serving bool) {
-		st := healthpb.HealthCheckResponse_NOT_SERVING
-		if serving {
-			st = healthpb.HealthCheckResponse_SERVING
+	// The whole server ("") is SERVING once it listens: liveness and startup
+	// probes ask that, and a pod waiting for its first model is alive, not
+	// stuck. The ranking service is SERVING once a model is (readiness).
+	healthServer.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	rankingStatus := func(ready bool) healthpb.HealthCheckResponse_ServingStatus {
+		if ready {
+			return healthpb.HealthCheckResponse_SERVING
 		}
-		for _, service := range []string{"", rankerv1.RankingService_ServiceDesc.ServiceName} {
-			healthServer.SetServingStatus(service, st)
-		}
+		return healthpb.HealthCheckResponse_NOT_SERVING
 	}
-	setHealth(ready)
+	healthServer.SetServingStatus(rankerv1.RankingService_ServiceDesc.ServiceName, rankingStatus(ready))
 	if !ready {
-		logger.Warn("no model version loaded yet: health NOT_SERVING until one loads", "default_model", models.Default())
+		logger.Warn("no model version loaded yet: "+rankerv1.RankingService_ServiceDesc.ServiceName+" health NOT_SERVING until one loads",
+			"default_model", models.Default())
 	}
 
 	var metricsServer *http.Server
@@ -221,7 +224,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 					}
 					if !ready {
 						ready = true
-						setHealth(true)
+						healthServer.SetServingStatus(rankerv1.RankingService_ServiceDesc.ServiceName, rankingStatus(true))
 						logger.Info("first model version loaded: serving", "models", models.Names(), "default_model", models.Default())
 					}
 				}

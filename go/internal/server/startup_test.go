@@ -117,7 +117,8 @@ func TestSIGTERMDuringStartupOnAFIFOModelReturnsPromptly(t *testing.T) {
 	if addr == "" {
 		t.Error("the server did not listen within 5 s of starting on a FIFO model.onnx")
 	} else {
-		resp, err := healthpb.NewHealthClient(dial(t, addr)).Check(context.Background(), &healthpb.HealthCheckRequest{})
+		resp, err := healthpb.NewHealthClient(dial(t, addr)).Check(context.Background(),
+			&healthpb.HealthCheckRequest{Service: rankerv1.RankingService_ServiceDesc.ServiceName})
 		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
 			t.Errorf("health: got %v, %v; want NOT_SERVING with its only version refused", resp.GetStatus(), err)
 		}
@@ -136,8 +137,8 @@ func TestSIGTERMDuringStartupOnAFIFOModelReturnsPromptly(t *testing.T) {
 }
 
 // A pod starts before its model-sync sidecar has copied a version: the
-// server listens not ready, answers UNAVAILABLE, and turns SERVING once the
-// first version appears; refusals it then reports name files relative to
+// server listens alive but not ready, answers UNAVAILABLE, and the ranking
+// service turns SERVING once the first version appears; refusals it then reports name files relative to
 // the model root.
 func TestNotReadyUntilAFirstVersionAppears(t *testing.T) {
 	root := t.TempDir()
@@ -154,15 +155,22 @@ func TestNotReadyUntilAFirstVersionAppears(t *testing.T) {
 	}
 	conn := dial(t, addr)
 	health, client := healthpb.NewHealthClient(conn), rankerv1.NewRankingServiceClient(conn)
-	healthOf := func() healthpb.HealthCheckResponse_ServingStatus {
-		resp, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: rankerv1.RankingService_ServiceDesc.ServiceName})
+	healthOf := func(service string) healthpb.HealthCheckResponse_ServingStatus {
+		resp, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: service})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return resp.GetStatus()
 	}
-	if got := healthOf(); got != healthpb.HealthCheckResponse_NOT_SERVING {
-		t.Errorf("health with no model: got %v, want NOT_SERVING", got)
+	ranking := rankerv1.RankingService_ServiceDesc.ServiceName
+	// Readiness (the ranking service) waits for a model; liveness and the
+	// startup probe (the server, "") must not, or the pod restarts in a loop.
+	for service, want := range map[string]healthpb.HealthCheckResponse_ServingStatus{
+		ranking: healthpb.HealthCheckResponse_NOT_SERVING, "": healthpb.HealthCheckResponse_SERVING,
+	} {
+		if got := healthOf(service); got != want {
+			t.Errorf("health of %q with no model: got %v, want %v", service, got, want)
+		}
 	}
 	meta, err := model.ReadMetadata(modeltest.News(t))
 	if err != nil {
@@ -183,7 +191,7 @@ func TestNotReadyUntilAFirstVersionAppears(t *testing.T) {
 
 	publish(t, root, "v1", false)
 	deadline := time.Now().Add(10 * time.Second)
-	for healthOf() != healthpb.HealthCheckResponse_SERVING {
+	for healthOf(ranking) != healthpb.HealthCheckResponse_SERVING {
 		if time.Now().After(deadline) {
 			t.Fatal("not SERVING 10 s after a valid version appeared")
 		}
