@@ -190,12 +190,28 @@ func readVersionFile(dir, name string, maxBytes int64) ([]byte, error) {
 
 func checkRegular(path string, info os.FileInfo, maxBytes int64) error {
 	if !info.Mode().IsRegular() {
-		return fmt.Errorf("%s: not a regular file (mode %s): a version's files must be plain files in its directory", path, info.Mode().Type())
+		return fmt.Errorf("%s: not a regular file but %s: a version's files must be plain files in its directory", path, fileKind(info.Mode()))
 	}
 	if info.Size() > maxBytes {
 		return fmt.Errorf("%s: %d bytes, over the limit of %d (--%s)", path, info.Size(), maxBytes, FlagMaxFileBytes)
 	}
 	return nil
+}
+
+func fileKind(mode os.FileMode) string {
+	switch {
+	case mode&os.ModeSymlink != 0:
+		return "a symlink"
+	case mode&os.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case mode&os.ModeDevice != 0:
+		return "a device"
+	case mode&os.ModeSocket != 0:
+		return "a socket"
+	case mode.IsDir():
+		return "a directory"
+	}
+	return "mode " + mode.Type().String()
 }
 
 // checkModelFeatureNames compares metadata's feature list with the one in

@@ -345,10 +345,10 @@ func TestLoadReadsOnlyTheVersionsOwnRegularFiles(t *testing.T) {
 		{"files lists a device", listFile("/dev/zero"), LoadOptions{}, []string{MetadataJSON, `"/dev/zero"`}},
 		{"files lists a file in a subdirectory", listFile("report/evaluation.json"), LoadOptions{}, []string{`"report/evaluation.json"`}},
 		{"files lists metadata.json", listFile(MetadataJSON), LoadOptions{}, []string{`"metadata.json"`}},
-		{"model.onnx is a FIFO", replace(ModelONNX, fifo), LoadOptions{}, []string{ModelONNX, "not a regular file"}},
+		{"model.onnx is a FIFO", replace(ModelONNX, fifo), LoadOptions{}, []string{ModelONNX, "not a regular file but a named pipe"}},
 		{"metadata.json is a FIFO", replace(MetadataJSON, fifo), LoadOptions{}, []string{MetadataJSON, "not a regular file"}},
 		{"golden.jsonl is a symlink to /dev/zero", replace(GoldenJSONL, func(p string) error { return os.Symlink("/dev/zero", p) }),
-			LoadOptions{}, []string{GoldenJSONL, "not a regular file"}},
+			LoadOptions{}, []string{GoldenJSONL, "not a regular file but a symlink"}},
 		{"model.txt is a symlink to a good copy", replace(ModelTxt, func(p string) error {
 			return os.Symlink(filepath.Join(good, ModelTxt), p)
 		}), LoadOptions{}, []string{ModelTxt, "not a regular file"}},

@@ -300,6 +300,32 @@ func subdirs(parent string) ([]dirEntry, error) {
 	return out, nil
 }
 
+// versionDir is where a version named by an experiment is read from: a
+// plain directory name under the model's directory, a symlink followed only
+// as far as subdirs would follow it.
+func versionDir(modelDir, version string) (string, error) {
+	if version == "" || strings.HasPrefix(version, ".") || strings.ContainsAny(version, `/\`) {
+		return "", errors.New("not a version directory name")
+	}
+	path := filepath.Join(modelDir, version)
+	info, err := os.Lstat(path)
+	if err != nil {
+		return "", err
+	}
+	if info.Mode()&os.ModeSymlink == 0 {
+		return path, nil
+	}
+	realParent, err := filepath.EvalSymlinks(modelDir)
+	if err != nil {
+		return "", err
+	}
+	e := resolveLink(realParent, version, path)
+	if e.name == "" {
+		return "", fmt.Errorf("%s: a symlink to a file, not a version directory", path)
+	}
+	return e.dir, e.err
+}
+
 func resolveLink(realParent, name, path string) dirEntry {
 	target, err := filepath.EvalSymlinks(path)
 	if err != nil {
@@ -439,7 +465,10 @@ func (r *Registry) Pin(keep map[string][]string) error {
 			if have {
 				continue // a pin is loaded even when it is the newest, so the next swap leaves it be
 			}
-			dir := filepath.Join(s.dir, version)
+			dir, err := versionDir(s.dir, version)
+			if err != nil {
+				return fmt.Errorf("model %s version %q: %w", name, version, err)
+			}
 			m, err := r.load(context.Background(), dir)
 			if err == nil && (m.Meta.ModelName != name || m.Meta.ModelVersion != version) {
 				_ = m.Close() // refused: the mismatch is the error to report

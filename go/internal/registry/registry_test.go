@@ -251,8 +251,10 @@ func TestPinnedVersionsServeBesideTheNewest(t *testing.T) {
 	if got := serving(t, r, "news"); got != "v2" {
 		t.Errorf("the newest serves %s, want v2", got)
 	}
-	if err := r.Pin(map[string][]string{"news": {"v7"}}); err == nil {
-		t.Error("pinning a version that does not exist succeeded")
+	for _, bad := range []string{"v7", "../news/v1", ".staging-v1", "/etc"} {
+		if err := r.Pin(map[string][]string{"news": {bad}}); err == nil {
+			t.Errorf("pinning version %q succeeded", bad)
+		}
 	}
 	r.Unpin(nil)
 	if _, err := r.AcquireVersion("news", "v1"); !errors.Is(err, registry.ErrUnknownModel) {
