@@ -8,13 +8,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -250,36 +248,4 @@ func IsVersionDir(path string) bool {
 		}
 	}
 	return false
-}
-
-// ResolveVersionDir turns a model path into a version directory. A path that
-// holds metadata.json or model.onnx is a version; otherwise it names a model
-// and its newest version (by directory name) is chosen. Names starting with a
-// dot are exports still being written and are skipped.
-func ResolveVersionDir(path string) (string, error) {
-	info, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("model path: %w", err)
-	}
-	if !info.IsDir() {
-		return "", fmt.Errorf("model path %s: not a directory", path)
-	}
-	if IsVersionDir(path) {
-		return path, nil
-	}
-	entries, err := os.ReadDir(path)
-	if err != nil {
-		return "", fmt.Errorf("model path: %w", err)
-	}
-	var versions []string
-	for _, e := range entries {
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-			versions = append(versions, e.Name())
-		}
-	}
-	if len(versions) == 0 {
-		return "", errors.New("model path " + path + ": no " + MetadataJSON + " and no version directories")
-	}
-	sort.Strings(versions)
-	return filepath.Join(path, versions[len(versions)-1]), nil
 }

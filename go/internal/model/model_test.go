@@ -282,30 +282,6 @@ func TestLoadRefusesBrokenVersions(t *testing.T) {
 	}
 }
 
-func TestResolveVersionDirPicksNewestAndSkipsStaging(t *testing.T) {
-	root := t.TempDir()
-	for _, d := range []string{"20260101T000000Z", "20260301T000000Z", ".staging-20270101T000000Z-1"} {
-		must(t, os.MkdirAll(filepath.Join(root, d), 0o755))
-	}
-	must(t, os.WriteFile(filepath.Join(root, "20260301T000000Z", MetadataJSON), []byte("{}"), 0o644))
-	got, err := ResolveVersionDir(root)
-	must(t, err)
-	if want := filepath.Join(root, "20260301T000000Z"); got != want {
-		t.Errorf("got %v, want %v", got, want)
-	}
-	version := filepath.Join(root, "20260101T000000Z")
-	must(t, os.WriteFile(filepath.Join(version, ModelONNX), nil, 0o644))
-	if got, _ := ResolveVersionDir(version); got != version {
-		t.Errorf("a version dir with model.onnx resolves to %v, want itself", got)
-	}
-	if _, err := ResolveVersionDir(filepath.Join(root, "absent")); err == nil {
-		t.Error("a missing path resolved")
-	}
-	if _, err := ResolveVersionDir(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no metadata.json") {
-		t.Errorf("empty model dir: got %v", err)
-	}
-}
-
 func TestFeatureHashMatchesPython(t *testing.T) {
 	// python -c "from ranker.export.artifact import feature_hash; print(feature_hash(['a','b']))"
 	const want = "7e18f737311b2dc3b2f269dd78396b0351f14fb66efa879f768cb23181883c78"
@@ -506,6 +482,31 @@ func TestAHugeModelIsRefusedUnderTheDefaultLimits(t *testing.T) {
 				t.Errorf("got %q, want it to name %s and say %q", err, ModelONNX, want)
 			}
 			t.Logf("refused in %v", time.Since(start))
+		})
+	}
+}
+
+func TestIsVersionDir(t *testing.T) {
+	root := t.TempDir()
+	tests := []struct {
+		name   string
+		marker string // file created in the directory, if any
+		want   bool
+	}{
+		{"with metadata.json", MetadataJSON, true},
+		{"with model.onnx only", ModelONNX, true},
+		{"a model directory of versions", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(root, tt.name)
+			must(t, os.MkdirAll(filepath.Join(dir, "v1"), 0o755))
+			if tt.marker != "" {
+				must(t, os.WriteFile(filepath.Join(dir, tt.marker), nil, 0o644))
+			}
+			if got := IsVersionDir(dir); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
 		})
 	}
 }
