@@ -132,6 +132,7 @@ test-go: $(SETUP_STAMP) ## Go tests with -race and onnxruntime from the pinned w
 		| awk '{ print } /--- SKIP/ { skipped = 1 } END { if (skipped) { print "test-go: a test was skipped; with RANKER_ORT_LIB set none may be"; exit 1 } }'
 	# The fuzz targets, briefly: new inputs beyond their seed corpus each run.
 	cd go && go test -run='^$$' -fuzz='^FuzzRank$$' -fuzztime=10s ./internal/server/
+	cd go && go test -run='^$$' -fuzz='^FuzzLoad$$' -fuzztime=10s ./internal/model/
 
 # redis-server for the tests of the shared feature state: Debian's package,
 # installed when missing (CI runs as root), else one line saying how.

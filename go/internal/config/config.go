@@ -13,6 +13,9 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"ranker/internal/model"
+	"ranker/internal/registry"
 )
 
 // Config is everything the server needs to start.
@@ -57,6 +60,8 @@ type Config struct {
 	TLSClientCA      string
 	AuthTokens       string
 	Reflection       bool
+	ModelLoadTimeout time.Duration
+	ModelLimits      model.Limits
 }
 
 // EnvName is the environment variable that sets a flag.
@@ -104,6 +109,12 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.DurationVar(&c.ConnMaxAge, "max-connection-age", 5*time.Minute, "close connections this old (after a 30 s grace), so clients reconnect and load spreads to new pods")
 	fs.DurationVar(&c.ConnMaxIdle, "max-connection-idle", 5*time.Minute, "close connections idle this long")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may drain after SIGTERM")
+	limits := model.DefaultLimits()
+	fs.DurationVar(&c.ModelLoadTimeout, registry.FlagLoadTimeout, registry.DefaultLoadTimeout, "longest one model version may take to load and self-check; past it the version is refused")
+	fs.Int64Var(&c.ModelLimits.MaxFileBytes, model.FlagMaxFileBytes, limits.MaxFileBytes, "largest file of a model version, in bytes; a larger one refuses the version")
+	fs.IntVar(&c.ModelLimits.MaxTrees, model.FlagMaxTrees, limits.MaxTrees, "most trees in a model; more refuses the version")
+	fs.IntVar(&c.ModelLimits.MaxNodes, model.FlagMaxNodes, limits.MaxNodes, "most tree nodes (leaves included) in a model; more refuses the version")
+	fs.IntVar(&c.ModelLimits.MaxDepth, model.FlagMaxDepth, limits.MaxDepth, "most splits on one root-to-leaf path of a tree; deeper refuses the version")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate chain; with --tls-key the server speaks TLS (both reloaded when they change)")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
@@ -175,6 +186,13 @@ func (c Config) validate() error {
 	}
 	if c.DrainDelay < 0 {
 		errs = append(errs, fmt.Errorf("drain-delay: %v, must not be negative", c.DrainDelay))
+	}
+	if c.ModelLoadTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("%s: %v, must be positive", registry.FlagLoadTimeout, c.ModelLoadTimeout))
+	}
+	if l := c.ModelLimits; l.MaxFileBytes < 1 || l.MaxTrees < 1 || l.MaxNodes < 1 || l.MaxDepth < 1 {
+		errs = append(errs, fmt.Errorf("%s %d, %s %d, %s %d, %s %d: each must be at least 1", model.FlagMaxFileBytes, l.MaxFileBytes,
+			model.FlagMaxTrees, l.MaxTrees, model.FlagMaxNodes, l.MaxNodes, model.FlagMaxDepth, l.MaxDepth))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown-timeout: %v, must be positive", c.ShutdownTimeout))

@@ -4,17 +4,17 @@ package model
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -59,13 +59,16 @@ func FeatureHash(names []string) string {
 }
 
 // ReadMetadata reads and checks dir/metadata.json on its own: format, feature
-// list and its hash.
+// list and its hash. It reads with the default limits (DefaultLimits).
 func ReadMetadata(dir string) (*Metadata, error) {
-	path := filepath.Join(dir, MetadataJSON)
-	raw, err := os.ReadFile(path)
+	raw, err := readVersionFile(dir, MetadataJSON, DefaultLimits().MaxFileBytes)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
+	return parseMetadata(filepath.Join(dir, MetadataJSON), raw)
+}
+
+func parseMetadata(path string, raw []byte) (*Metadata, error) {
 	var meta Metadata
 	if err := json.Unmarshal(raw, &meta); err != nil {
 		return nil, fmt.Errorf("%s: not valid metadata JSON: %w", path, err)
@@ -92,47 +95,130 @@ func ReadMetadata(dir string) (*Metadata, error) {
 	if !(meta.Parity.LGBMONNXAbsTol > 0) {
 		return nil, fmt.Errorf("%s: parity.lgbm_onnx_abs_tol is missing or not positive", path)
 	}
+	for name := range meta.Files {
+		if !slices.Contains(ChecksummedFiles, name) {
+			// Only the version's own files are read: a name with a path in it
+			// would make the server read (and report the hash of) any file.
+			return nil, fmt.Errorf("%s: files lists %q, which is not a file of a model version (want only %v)",
+				path, name, ChecksummedFiles)
+		}
+	}
+	for _, name := range ChecksummedFiles {
+		if _, ok := meta.Files[name]; !ok {
+			return nil, fmt.Errorf("%s: files.%s.sha256 is missing", path, name)
+		}
+	}
 	return &meta, nil
 }
 
-// VerifyChecksums checks every file that metadata.json lists against its
-// SHA-256, so a truncated copy or an edited golden file is caught by name.
-func VerifyChecksums(dir string, meta *Metadata) error {
-	for _, name := range []string{ModelONNX, ModelTxt, GoldenJSONL} {
-		if _, ok := meta.Files[name]; !ok {
-			return fmt.Errorf("%s: files.%s.sha256 is missing", filepath.Join(dir, MetadataJSON), name)
-		}
-	}
-	names := make([]string, 0, len(meta.Files))
-	for name := range meta.Files {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		path := filepath.Join(dir, name)
-		got, err := fileSHA256(path)
+// ChecksummedFiles are the files of a version that metadata.json lists with
+// their SHA-256 (python/src/ranker/export/version.py writes the same list);
+// with metadata.json they are the only files the server reads from a version.
+var ChecksummedFiles = []string{ModelONNX, ModelTxt, GoldenJSONL}
+
+// versionFiles holds the checksummed files of one version, read once each, so
+// the bytes checked are the bytes scored.
+type versionFiles struct {
+	dir  string
+	data map[string][]byte
+}
+
+func (v versionFiles) path(name string) string { return filepath.Join(v.dir, name) }
+
+// readChecksummed reads every file metadata.json lists and checks it against
+// its SHA-256, so a truncated copy or an edited golden file is caught by name.
+func readChecksummed(dir string, meta *Metadata, maxBytes int64) (versionFiles, error) {
+	v := versionFiles{dir: dir, data: map[string][]byte{}}
+	for _, name := range ChecksummedFiles {
+		raw, err := readVersionFile(dir, name, maxBytes)
 		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
+			return versionFiles{}, err
 		}
-		if want := meta.Files[name].SHA256; got != want {
-			return fmt.Errorf("%s: sha256 %s does not match %s in %s (file changed or corrupted after export)", path, got, want, MetadataJSON)
+		sum := sha256.Sum256(raw)
+		if got, want := hex.EncodeToString(sum[:]), meta.Files[name].SHA256; got != want {
+			return versionFiles{}, fmt.Errorf("%s: sha256 %s does not match %s in %s (file changed or corrupted after export)",
+				v.path(name), got, want, MetadataJSON)
 		}
+		v.data[name] = raw
+	}
+	return v, nil
+}
+
+// readVersionFile reads dir/name, one of the files a version is made of, and
+// nothing else: a plain name from the fixed list, a regular file (not a
+// symlink, FIFO or device, which could point out of the directory or block
+// forever), at most maxBytes long. The open neither follows a symlink nor
+// blocks, so a file swapped after the Lstat is caught by the fd's own Stat.
+func readVersionFile(dir, name string, maxBytes int64) ([]byte, error) {
+	if name != MetadataJSON && !slices.Contains(ChecksummedFiles, name) {
+		return nil, fmt.Errorf("%s: %q is not a file of a model version", dir, name)
+	}
+	path := filepath.Join(dir, name)
+	info, err := os.Lstat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := checkRegular(path, info, maxBytes); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	defer func() { _ = f.Close() }() // opened read-only: Close cannot lose data
+	opened, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := checkRegular(path, opened, maxBytes); err != nil {
+		return nil, err
+	}
+	if !os.SameFile(info, opened) {
+		return nil, fmt.Errorf("%s: replaced while being opened", path)
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, maxBytes+1)) // the file may grow after the Stat
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if int64(len(raw)) > maxBytes {
+		return nil, fmt.Errorf("%s: grew past %d bytes while being read, the limit (--%s)", path, maxBytes, FlagMaxFileBytes)
+	}
+	return raw, nil
+}
+
+func checkRegular(path string, info os.FileInfo, maxBytes int64) error {
+	if !info.Mode().IsRegular() {
+		return fmt.Errorf("%s: not a regular file but %s: a version's files must be plain files in its directory", path, fileKind(info.Mode()))
+	}
+	if info.Size() > maxBytes {
+		return fmt.Errorf("%s: %d bytes, over the limit of %d (--%s)", path, info.Size(), maxBytes, FlagMaxFileBytes)
 	}
 	return nil
 }
 
-// CheckModelFeatureNames compares metadata's feature list with the one in
+func fileKind(mode os.FileMode) string {
+	switch {
+	case mode&os.ModeSymlink != 0:
+		return "a symlink"
+	case mode&os.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case mode&os.ModeDevice != 0:
+		return "a device"
+	case mode&os.ModeSocket != 0:
+		return "a socket"
+	case mode.IsDir():
+		return "a directory"
+	}
+	return "mode " + mode.Type().String()
+}
+
+// checkModelFeatureNames compares metadata's feature list with the one in
 // LightGBM's own model.txt, so a list reordered after training (which the
 // hash alone cannot notice) is refused before it maps request columns to the
 // wrong inputs.
-func CheckModelFeatureNames(dir string, meta *Metadata) error {
-	path := filepath.Join(dir, ModelTxt)
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	defer func() { _ = f.Close() }() // opened read-only: Close cannot lose data
-	scanner := bufio.NewScanner(f)
+func checkModelFeatureNames(v versionFiles, meta *Metadata) error {
+	path := v.path(ModelTxt)
+	scanner := bufio.NewScanner(bytes.NewReader(v.data[ModelTxt]))
 	scanner.Buffer(make([]byte, 1<<20), 1<<24)
 	for scanner.Scan() {
 		line := scanner.Text()
@@ -153,49 +239,13 @@ func CheckModelFeatureNames(dir string, meta *Metadata) error {
 	return fmt.Errorf("%s: no feature_names line in the header", path)
 }
 
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = f.Close() }() // opened read-only: Close cannot lose data
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// ResolveVersionDir turns a model path into a version directory. A path that
-// holds metadata.json or model.onnx is a version; otherwise it names a model
-// and its newest version (by directory name) is chosen. Names starting with a
-// dot are exports still being written and are skipped.
-func ResolveVersionDir(path string) (string, error) {
-	info, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("model path: %w", err)
-	}
-	if !info.IsDir() {
-		return "", fmt.Errorf("model path %s: not a directory", path)
-	}
+// IsVersionDir reports whether path is a version directory (it holds
+// metadata.json or model.onnx) rather than a model directory of versions.
+func IsVersionDir(path string) bool {
 	for _, marker := range []string{MetadataJSON, ModelONNX} {
-		if _, err := os.Stat(filepath.Join(path, marker)); err == nil {
-			return path, nil
+		if _, err := os.Lstat(filepath.Join(path, marker)); err == nil {
+			return true
 		}
 	}
-	entries, err := os.ReadDir(path)
-	if err != nil {
-		return "", fmt.Errorf("model path: %w", err)
-	}
-	var versions []string
-	for _, e := range entries {
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-			versions = append(versions, e.Name())
-		}
-	}
-	if len(versions) == 0 {
-		return "", errors.New("model path " + path + ": no " + MetadataJSON + " and no version directories")
-	}
-	sort.Strings(versions)
-	return filepath.Join(path, versions[len(versions)-1]), nil
+	return false
 }

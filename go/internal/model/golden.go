@@ -2,10 +2,10 @@ package model
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 )
 
@@ -29,16 +29,19 @@ type GoldenRow struct {
 	ONNXScore float32 `json:"onnx_score"`
 }
 
-// ReadGolden reads dir/golden.jsonl; null feature values are NaN (missing).
+// ReadGolden reads dir/golden.jsonl (within the default limits); null
+// feature values are NaN (missing).
 func ReadGolden(dir string, nFeatures int) ([]GoldenRow, error) {
-	path := filepath.Join(dir, GoldenJSONL)
-	f, err := os.Open(path)
+	raw, err := readVersionFile(dir, GoldenJSONL, DefaultLimits().MaxFileBytes)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
-	defer func() { _ = f.Close() }() // opened read-only: Close cannot lose data
+	return parseGolden(filepath.Join(dir, GoldenJSONL), raw, nFeatures)
+}
+
+func parseGolden(path string, raw []byte, nFeatures int) ([]GoldenRow, error) {
 	var rows []GoldenRow
-	scanner := bufio.NewScanner(f)
+	scanner := bufio.NewScanner(bytes.NewReader(raw))
 	scanner.Buffer(make([]byte, 1<<20), 1<<24)
 	for line := 1; scanner.Scan(); line++ {
 		var rec struct {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+
+	"ranker/internal/treeensemble"
 )
 
 // Model is one loaded, verified model version.
@@ -28,6 +30,74 @@ type LoadOptions struct {
 	// Threads is onnxruntime's intra-op thread count per scoring call.
 	Threads int
 	Logger  *slog.Logger
+	// Limits bound what a version may cost; a zero field takes its default.
+	Limits Limits
+}
+
+// Limits bound the size of a model version, so a model built by mistake (or
+// on purpose) to be huge is refused at load instead of slowing every request
+// or exhausting memory. Each is a server flag, named in the refusal.
+type Limits struct {
+	MaxFileBytes int64 // each file of a version
+	MaxTrees     int
+	MaxNodes     int // every node of every tree, leaves included
+	MaxDepth     int // splits on the longest root-to-leaf path
+}
+
+// The flags that set Limits (package config registers them under these names).
+const (
+	FlagMaxFileBytes = "model-max-file-bytes"
+	FlagMaxTrees     = "model-max-trees"
+	FlagMaxNodes     = "model-max-nodes"
+	FlagMaxDepth     = "model-max-depth"
+)
+
+// DefaultLimits are far above any model the pipeline trains (hundreds of
+// trees of at most a few hundred leaves, depth under 20) and far below one
+// that would take a Rank request of the largest size past a second.
+func DefaultLimits() Limits {
+	return Limits{MaxFileBytes: 512 << 20, MaxTrees: 5000, MaxNodes: 5_000_000, MaxDepth: 64}
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.MaxFileBytes <= 0 {
+		l.MaxFileBytes = d.MaxFileBytes
+	}
+	if l.MaxTrees <= 0 {
+		l.MaxTrees = d.MaxTrees
+	}
+	if l.MaxNodes <= 0 {
+		l.MaxNodes = d.MaxNodes
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = d.MaxDepth
+	}
+	return l
+}
+
+// checkShape refuses a model.onnx whose trees exceed the limits, before
+// either backend builds anything from it.
+func checkShape(v versionFiles, limits Limits) error {
+	path := v.path(ModelONNX)
+	shape, err := treeensemble.Measure(v.data[ModelONNX], limits.MaxDepth)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	for _, c := range []struct {
+		what       string
+		got, limit int
+		flag       string
+	}{
+		{"trees", shape.Trees, limits.MaxTrees, FlagMaxTrees},
+		{"tree nodes", shape.Nodes, limits.MaxNodes, FlagMaxNodes},
+		{"levels of splits in a tree", shape.MaxDepth, limits.MaxDepth, FlagMaxDepth},
+	} {
+		if c.got > c.limit {
+			return fmt.Errorf("%s: %s %d, over the limit of %d (--%s)", path, c.what, c.got, c.limit, c.flag)
+		}
+	}
+	return nil
 }
 
 // Load opens a model version directory and refuses it unless its metadata
@@ -37,26 +107,40 @@ type LoadOptions struct {
 // onnxruntime) and within parity.lgbm_onnx_abs_tol of lgbm_score. Every
 // error names the file. InitRuntime must have succeeded first for the
 // onnxruntime backend.
+//
+// Load reads only metadata.json and the files it lists (ChecksummedFiles),
+// each a regular file of at most opts.Limits.MaxFileBytes, and each once: the
+// bytes checked are the bytes scored. A model.onnx past the tree limits is
+// refused before it is compiled.
 func Load(dir string, opts LoadOptions) (*Model, error) {
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.Default()
 	}
-	meta, err := ReadMetadata(dir)
+	limits := opts.Limits.withDefaults()
+	rawMeta, err := readVersionFile(dir, MetadataJSON, limits.MaxFileBytes)
 	if err != nil {
 		return nil, err
 	}
-	if err := VerifyChecksums(dir, meta); err != nil {
-		return nil, err
-	}
-	if err := CheckModelFeatureNames(dir, meta); err != nil {
-		return nil, err
-	}
-	scorer, tolerance, err := newScorer(dir, meta, opts, logger)
+	meta, err := parseMetadata(filepath.Join(dir, MetadataJSON), rawMeta)
 	if err != nil {
 		return nil, err
 	}
-	report, err := checkGolden(dir, meta, scorer, tolerance)
+	files, err := readChecksummed(dir, meta, limits.MaxFileBytes)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkModelFeatureNames(files, meta); err != nil {
+		return nil, err
+	}
+	if err := checkShape(files, limits); err != nil {
+		return nil, err
+	}
+	scorer, tolerance, err := newScorer(files, meta, opts, logger)
+	if err != nil {
+		return nil, err
+	}
+	report, err := checkGolden(files, meta, scorer, tolerance)
 	if err != nil {
 		_ = scorer.Close() // the model is refused; the check's error is the one to report
 		return nil, err
@@ -66,8 +150,9 @@ func Load(dir string, opts LoadOptions) (*Model, error) {
 
 // checkGolden scores dir's golden rows with scorer and refuses the first row
 // over tolerance to onnx_score, then the first over the LightGBM tolerance.
-func checkGolden(dir string, meta *Metadata, scorer Scorer, tolerance float64) (GoldenReport, error) {
-	golden, err := ReadGolden(dir, len(meta.FeatureNames))
+func checkGolden(v versionFiles, meta *Metadata, scorer Scorer, tolerance float64) (GoldenReport, error) {
+	dir := v.dir
+	golden, err := parseGolden(v.path(GoldenJSONL), v.data[GoldenJSONL], len(meta.FeatureNames))
 	if err != nil {
 		return GoldenReport{}, err
 	}
@@ -88,11 +173,11 @@ func checkGolden(dir string, meta *Metadata, scorer Scorer, tolerance float64) (
 	return report, nil
 }
 
-func newScorer(dir string, meta *Metadata, opts LoadOptions, logger *slog.Logger) (Scorer, float64, error) {
-	path := filepath.Join(dir, ModelONNX)
+func newScorer(v versionFiles, meta *Metadata, opts LoadOptions, logger *slog.Logger) (Scorer, float64, error) {
+	dir, path, raw := v.dir, v.path(ModelONNX), v.data[ModelONNX]
 	switch opts.Backend {
 	case BackendNative, "":
-		s, err := NewNativeScorer(path, len(meta.FeatureNames))
+		s, err := newNativeScorer(path, raw, len(meta.FeatureNames))
 		return s, NativeGoldenTolerance, err
 	case BackendONNXRuntime:
 		if want, got := meta.LibraryVersions["onnxruntime"], RuntimeVersion(); want != "" && want != got {
@@ -100,7 +185,7 @@ func newScorer(dir string, meta *Metadata, opts LoadOptions, logger *slog.Logger
 			logger.Warn("onnxruntime differs from the one the model was exported with",
 				"model_dir", dir, "exported_with", want, "loaded", got)
 		}
-		s, err := NewONNXScorer(path, meta.ONNX.InputName, len(meta.FeatureNames), max(opts.Threads, 1))
+		s, err := newONNXScorer(path, raw, meta.ONNX.InputName, len(meta.FeatureNames), max(opts.Threads, 1))
 		return s, OnnxGoldenTolerance, err
 	default:
 		return nil, 0, fmt.Errorf("backend %q: want %q or %q", opts.Backend, BackendNative, BackendONNXRuntime)

@@ -6,10 +6,17 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	onnxpb "ranker/gen/onnx"
 	"ranker/internal/model/modeltest"
+	"ranker/internal/treeensemble"
 )
 
 // backends lists each backend with the bound Load holds it to against the
@@ -275,34 +282,231 @@ func TestLoadRefusesBrokenVersions(t *testing.T) {
 	}
 }
 
-func TestResolveVersionDirPicksNewestAndSkipsStaging(t *testing.T) {
-	root := t.TempDir()
-	for _, d := range []string{"20260101T000000Z", "20260301T000000Z", ".staging-20270101T000000Z-1"} {
-		must(t, os.MkdirAll(filepath.Join(root, d), 0o755))
-	}
-	must(t, os.WriteFile(filepath.Join(root, "20260301T000000Z", MetadataJSON), []byte("{}"), 0o644))
-	got, err := ResolveVersionDir(root)
-	must(t, err)
-	if want := filepath.Join(root, "20260301T000000Z"); got != want {
-		t.Errorf("got %v, want %v", got, want)
-	}
-	version := filepath.Join(root, "20260101T000000Z")
-	must(t, os.WriteFile(filepath.Join(version, ModelONNX), nil, 0o644))
-	if got, _ := ResolveVersionDir(version); got != version {
-		t.Errorf("a version dir with model.onnx resolves to %v, want itself", got)
-	}
-	if _, err := ResolveVersionDir(filepath.Join(root, "absent")); err == nil {
-		t.Error("a missing path resolved")
-	}
-	if _, err := ResolveVersionDir(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no metadata.json") {
-		t.Errorf("empty model dir: got %v", err)
-	}
-}
-
 func TestFeatureHashMatchesPython(t *testing.T) {
 	// python -c "from ranker.export.artifact import feature_hash; print(feature_hash(['a','b']))"
 	const want = "7e18f737311b2dc3b2f269dd78396b0351f14fb66efa879f768cb23181883c78"
 	if got := FeatureHash([]string{"a", "b"}); got != want {
 		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+// Load reads nothing but the version's own files, and only regular files
+// within the limits: a FIFO or a device must be refused without blocking,
+// a path in metadata.json's files map without being opened.
+func TestLoadReadsOnlyTheVersionsOwnRegularFiles(t *testing.T) {
+	good := modeltest.News(t)
+	listFile := func(name string) func(t *testing.T, dir string) {
+		return func(t *testing.T, dir string) {
+			modeltest.EditMetadata(t, dir, func(m map[string]any) {
+				files, _ := m["files"].(map[string]any)
+				files[name] = map[string]any{"sha256": strings.Repeat("0", 64)}
+			})
+		}
+	}
+	replace := func(name string, with func(path string) error) func(t *testing.T, dir string) {
+		return func(t *testing.T, dir string) {
+			path := filepath.Join(dir, name)
+			must(t, os.Remove(path))
+			must(t, with(path))
+		}
+	}
+	fifo := func(path string) error { return syscall.Mkfifo(path, 0o644) }
+	tests := []struct {
+		name    string
+		breakIt func(t *testing.T, dir string)
+		opts    LoadOptions
+		want    []string
+	}{
+		{"files lists a path out of the directory", listFile("../../../../etc/passwd"), LoadOptions{}, []string{MetadataJSON, `"../../../../etc/passwd"`, "not a file of a model version"}},
+		{"files lists a device", listFile("/dev/zero"), LoadOptions{}, []string{MetadataJSON, `"/dev/zero"`}},
+		{"files lists a file in a subdirectory", listFile("report/evaluation.json"), LoadOptions{}, []string{`"report/evaluation.json"`}},
+		{"files lists metadata.json", listFile(MetadataJSON), LoadOptions{}, []string{`"metadata.json"`}},
+		{"model.onnx is a FIFO", replace(ModelONNX, fifo), LoadOptions{}, []string{ModelONNX, "not a regular file but a named pipe"}},
+		{"metadata.json is a FIFO", replace(MetadataJSON, fifo), LoadOptions{}, []string{MetadataJSON, "not a regular file"}},
+		{"golden.jsonl is a symlink to /dev/zero", replace(GoldenJSONL, func(p string) error { return os.Symlink("/dev/zero", p) }),
+			LoadOptions{}, []string{GoldenJSONL, "not a regular file but a symlink"}},
+		{"model.txt is a symlink to a good copy", replace(ModelTxt, func(p string) error {
+			return os.Symlink(filepath.Join(good, ModelTxt), p)
+		}), LoadOptions{}, []string{ModelTxt, "not a regular file"}},
+		{"a file over the size limit", nil, LoadOptions{Limits: Limits{MaxFileBytes: 4096}}, []string{"over the limit of 4096", "--" + FlagMaxFileBytes}},
+		{"more trees than the limit", nil, LoadOptions{Limits: Limits{MaxTrees: 3}}, []string{ModelONNX, "trees", "limit of 3", "--" + FlagMaxTrees}},
+		{"more nodes than the limit", nil, LoadOptions{Limits: Limits{MaxNodes: 10}}, []string{ModelONNX, "limit of 10", "--" + FlagMaxNodes}},
+		{"deeper trees than the limit", nil, LoadOptions{Limits: Limits{MaxDepth: 1}}, []string{ModelONNX, "limit of 1", "--" + FlagMaxDepth}},
+	}
+	for _, b := range backends {
+		for _, tt := range tests {
+			t.Run(b.name+"/"+tt.name, func(t *testing.T) {
+				if b.name == BackendONNXRuntime {
+					modeltest.ORT(t, InitRuntime)
+				}
+				dir := filepath.Join(t.TempDir(), "m", "v1")
+				modeltest.CopyVersion(t, good, dir)
+				if tt.breakIt != nil {
+					tt.breakIt(t, dir)
+				}
+				opts := tt.opts
+				opts.Backend, opts.Threads = b.name, 1
+				done := make(chan error, 1)
+				go func() {
+					m, err := Load(dir, opts)
+					if err == nil {
+						_ = m.Close()
+					}
+					done <- err
+				}()
+				var err error
+				select {
+				case err = <-done:
+				case <-time.After(10 * time.Second):
+					t.Fatal("Load blocked")
+				}
+				if err == nil {
+					t.Fatal("Load accepted the version")
+				}
+				for _, want := range tt.want {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("error %q does not mention %q", err, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+// The fixtures must load under the default limits, and the limits must be
+// where they bite: each fixture's own size passes, one less refuses.
+func TestLimitsAreInclusive(t *testing.T) {
+	for _, name := range modeltest.Names {
+		t.Run(name, func(t *testing.T) {
+			dir := modeltest.Version(t, name)
+			m, err := Load(dir, LoadOptions{})
+			must(t, err)
+			defer closeModel(t, m)
+			raw, err := os.ReadFile(filepath.Join(dir, ModelONNX))
+			must(t, err)
+			shape, err := treeensemble.Measure(raw, 1<<20)
+			must(t, err)
+			if shape.Trees != m.Scorer.(*NativeScorer).Ensemble().NumTrees() || shape.Nodes <= shape.Trees || shape.MaxDepth == 0 {
+				t.Fatalf("measured %+v, want the compiled %d trees, more nodes than trees, and depth",
+					shape, m.Scorer.(*NativeScorer).Ensemble().NumTrees())
+			}
+			exact := Limits{MaxTrees: shape.Trees, MaxNodes: shape.Nodes, MaxDepth: shape.MaxDepth}
+			exactly, err := Load(dir, LoadOptions{Limits: exact})
+			if err != nil {
+				t.Fatalf("limits %+v equal to the model's shape refused it: %v", exact, err)
+			}
+			closeModel(t, exactly)
+			for _, tight := range []Limits{
+				{MaxTrees: shape.Trees - 1}, {MaxNodes: shape.Nodes - 1}, {MaxDepth: shape.MaxDepth - 1},
+			} {
+				if tight.MaxTrees == 0 && tight.MaxNodes == 0 && tight.MaxDepth == 0 {
+					continue // a one-tree or depth-1 fixture: zero means the default
+				}
+				if m, err := Load(dir, LoadOptions{Limits: tight}); err == nil {
+					closeModel(t, m)
+					t.Errorf("limits %+v, one under the model's shape %+v, accepted it", tight, shape)
+				}
+			}
+		})
+	}
+}
+
+// inflate rewrites dir's model.onnx as copies of its own trees (tree ids
+// shifted, so they are new trees), resealed, as a model crafted to be huge
+// but otherwise well formed.
+func inflate(t *testing.T, dir string, copies int) {
+	t.Helper()
+	path := filepath.Join(dir, ModelONNX)
+	raw, err := os.ReadFile(path)
+	must(t, err)
+	var m onnxpb.ModelProto
+	must(t, proto.Unmarshal(raw, &m))
+	for _, node := range m.GetGraph().GetNode() {
+		if node.GetOpType() != "TreeEnsembleRegressor" {
+			continue
+		}
+		var trees int64
+		for _, a := range node.GetAttribute() {
+			if a.GetName() == "nodes_treeids" {
+				trees = slices.Max(a.GetInts()) + 1
+			}
+		}
+		for _, a := range node.GetAttribute() {
+			if !strings.HasPrefix(a.GetName(), "nodes_") && !strings.HasPrefix(a.GetName(), "target_") {
+				continue
+			}
+			ints, floats, strs := a.GetInts(), a.GetFloats(), a.GetStrings()
+			for k := 1; k < copies; k++ {
+				for _, v := range ints {
+					if strings.HasSuffix(a.GetName(), "_treeids") {
+						v += int64(k) * trees
+					}
+					a.Ints = append(a.Ints, v)
+				}
+				a.Floats = append(a.Floats, floats...)
+				a.Strings = append(a.Strings, strs...)
+			}
+		}
+	}
+	out, err := proto.Marshal(&m)
+	must(t, err)
+	must(t, os.WriteFile(path, out, 0o644))
+	modeltest.Reseal(t, dir, ModelONNX)
+}
+
+// A model crafted past the default limits is refused before it is compiled,
+// by either backend, naming the flag that would let it through.
+func TestAHugeModelIsRefusedUnderTheDefaultLimits(t *testing.T) {
+	good := modeltest.News(t)
+	raw, err := os.ReadFile(filepath.Join(good, ModelONNX))
+	must(t, err)
+	shape, err := treeensemble.Measure(raw, DefaultLimits().MaxDepth)
+	must(t, err)
+	copies := DefaultLimits().MaxTrees/shape.Trees + 1
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			if b.name == BackendONNXRuntime {
+				modeltest.ORT(t, InitRuntime)
+			}
+			dir := filepath.Join(t.TempDir(), "m", "v1")
+			modeltest.CopyVersion(t, good, dir)
+			inflate(t, dir, copies)
+			start := time.Now()
+			m, err := Load(dir, LoadOptions{Backend: b.name, Threads: 1})
+			if err == nil {
+				closeModel(t, m)
+				t.Fatalf("a model of %d trees loaded under the default limit of %d", copies*shape.Trees, DefaultLimits().MaxTrees)
+			}
+			want := fmt.Sprintf("trees %d, over the limit of %d (--%s)", copies*shape.Trees, DefaultLimits().MaxTrees, FlagMaxTrees)
+			if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), ModelONNX) {
+				t.Errorf("got %q, want it to name %s and say %q", err, ModelONNX, want)
+			}
+			t.Logf("refused in %v", time.Since(start))
+		})
+	}
+}
+
+func TestIsVersionDir(t *testing.T) {
+	root := t.TempDir()
+	tests := []struct {
+		name   string
+		marker string // file created in the directory, if any
+		want   bool
+	}{
+		{"with metadata.json", MetadataJSON, true},
+		{"with model.onnx only", ModelONNX, true},
+		{"a model directory of versions", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(root, tt.name)
+			must(t, os.MkdirAll(filepath.Join(dir, "v1"), 0o755))
+			if tt.marker != "" {
+				must(t, os.WriteFile(filepath.Join(dir, tt.marker), nil, 0o644))
+			}
+			if got := IsVersionDir(dir); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

@@ -28,6 +28,15 @@ func NewNativeScorer(path string, nFeatures int) (*NativeScorer, error) {
 	return &NativeScorer{ensemble: e}, nil
 }
 
+// newNativeScorer compiles a model.onnx already read from path.
+func newNativeScorer(path string, raw []byte, nFeatures int) (*NativeScorer, error) {
+	e, err := treeensemble.LoadBytes(path, raw, nFeatures)
+	if err != nil {
+		return nil, err
+	}
+	return &NativeScorer{ensemble: e}, nil
+}
+
 // Score implements Scorer.
 func (s *NativeScorer) Score(rows []float32, n int, out []float32) error {
 	return s.ensemble.Score(rows, n, out)

@@ -60,7 +60,17 @@ var _ Scorer = (*ONNXScorer)(nil)
 // NewONNXScorer opens path as an onnxruntime session with one input of shape
 // [batch, nFeatures] and one output of shape [batch, 1].
 func NewONNXScorer(path, inputName string, nFeatures, threads int) (*ONNXScorer, error) {
-	inputs, outputs, err := ort.GetInputOutputInfo(path)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return newONNXScorer(path, raw, inputName, nFeatures, threads)
+}
+
+// newONNXScorer is NewONNXScorer for a model.onnx already read from path:
+// onnxruntime gets the checked bytes and never opens the file itself.
+func newONNXScorer(path string, raw []byte, inputName string, nFeatures, threads int) (*ONNXScorer, error) {
+	inputs, outputs, err := ort.GetInputOutputInfoWithONNXData(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: onnxruntime cannot read the model: %w", path, err)
 	}
@@ -85,7 +95,7 @@ func NewONNXScorer(path, inputName string, nFeatures, threads int) (*ONNXScorer,
 	if err := opts.SetInterOpNumThreads(1); err != nil {
 		return nil, fmt.Errorf("onnxruntime inter-op threads: %w", err)
 	}
-	session, err := ort.NewDynamicAdvancedSession(path, []string{inputName}, []string{outputs[0].Name}, opts)
+	session, err := ort.NewDynamicAdvancedSessionWithONNXData(raw, []string{inputName}, []string{outputs[0].Name}, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: onnxruntime session: %w", path, err)
 	}

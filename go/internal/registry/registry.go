@@ -3,14 +3,32 @@
 // rows first; a version that fails never serves, and the previous one keeps
 // serving. Requests hold a reference to the version they started on, and a
 // replaced version is closed only once its last request has finished.
+//
+// Versions are ordered by name with VersionLess. Each poll tries every
+// version newer than the serving one, newest first, and serves the first that
+// loads; a refused version is remembered with a fingerprint of its directory
+// (every file's name, type, size and modification time) and tried again only
+// when that changes, so it never blocks a later valid version and is logged
+// once per change, not once per poll. A version directory may be a symlink
+// (model-sync tools and Kubernetes volumes publish that way) if it resolves
+// inside the model's directory; one that resolves elsewhere, or nowhere, is
+// refused like a broken version.
+//
+// With a model root (or a model directory), the registry may open with no
+// model serving yet: Ready reports when the default model serves, and until
+// then Acquire and Status fail with ErrNotReady.
 package registry
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -53,8 +71,12 @@ type Status struct {
 	Serving        *model.Model
 	LoadedAt       time.Time
 	RefusedVersion string
-	RefusalReason  string
-	RefusedAt      time.Time
+	// RefusalReason is the whole error, for the log.
+	RefusalReason string
+	// CallerReason is RefusalReason for callers: files named relative to the
+	// model root (news/v3/model.onnx), no absolute paths, no checksums.
+	CallerReason string
+	RefusedAt    time.Time
 }
 
 // Events receives load outcomes (metrics).
@@ -71,7 +93,7 @@ type slot struct {
 	version string // directory name of the serving version
 
 	mu      sync.Mutex
-	refused map[string]time.Time // version -> metadata.json mtime; retried when it changes
+	refused map[string]string // version -> fingerprint of its directory when refused; retried when it changes
 	status  Status
 	pinned  map[string]*Version // versions an experiment asks for by name
 }
@@ -79,12 +101,17 @@ type slot struct {
 // Registry holds every served model.
 type Registry struct {
 	opts        model.LoadOptions
+	loadTimeout time.Duration
 	logger      *slog.Logger
 	events      Events
 	root        string                           // set when serving a model root
+	bases       []string                         // prefixes cut from the paths callers see
 	slots       atomic.Pointer[map[string]*slot] // replaced whole when a model appears
-	defaultName string
+	defaultName atomic.Pointer[string]           // fixed by Config.Default, else the first model to serve
 	closed      atomic.Bool
+
+	rootMu      sync.Mutex
+	rootRefused map[string]string // model directory -> why it is refused, logged once per reason
 }
 
 // Config says where models come from.
@@ -94,36 +121,67 @@ type Config struct {
 	// version, reloaded). Exactly one is set.
 	Root, Model string
 	// Default is the model used when a request names none (default: the
-	// first name in sorted order).
+	// first name in sorted order among the models serving when the first
+	// one serves).
 	Default string
+	// LoadTimeout bounds the load of one version; past it the version is
+	// refused and its load abandoned. Zero is DefaultLoadTimeout.
+	LoadTimeout time.Duration
 }
 
-// Open loads the newest valid version of every model; a model with no
-// version that passes its checks is an error naming the file.
+// FlagLoadTimeout is the server flag that sets Config.LoadTimeout.
+const FlagLoadTimeout = "model-load-timeout"
+
+// DefaultLoadTimeout is Config.LoadTimeout when unset: minutes for the
+// largest model the limits allow, far less than a stuck read.
+const DefaultLoadTimeout = 2 * time.Minute
+
+// ErrNotReady is returned for a model that has no version serving yet.
+var ErrNotReady = errors.New("no model version loaded yet")
+
+// Open is OpenContext without cancellation.
 func Open(cfg Config, opts model.LoadOptions, logger *slog.Logger, events Events) (*Registry, error) {
-	r := &Registry{opts: opts, logger: logger, events: events}
+	return OpenContext(context.Background(), cfg, opts, logger, events)
+}
+
+// OpenContext loads the newest valid version of every model. A fixed version
+// directory (Config.Model naming one) that fails its checks is an error
+// naming the file; a model root or model directory with no valid version yet
+// is not: the registry opens not Ready, and Poll serves versions as they
+// appear. It returns ctx's error as soon as ctx is done.
+func OpenContext(ctx context.Context, cfg Config, opts model.LoadOptions, logger *slog.Logger, events Events) (*Registry, error) {
+	r := &Registry{opts: opts, loadTimeout: cfg.LoadTimeout, logger: logger, events: events, rootRefused: map[string]string{}}
+	if r.loadTimeout <= 0 {
+		r.loadTimeout = DefaultLoadTimeout
+	}
 	slots := map[string]*slot{}
 	switch {
 	case cfg.Root != "" && cfg.Model != "":
 		return nil, errors.New("set a model root or a model, not both")
 	case cfg.Root != "":
 		r.root = cfg.Root
-		names, err := modelDirs(cfg.Root)
+		r.bases = basePrefixes(cfg.Root)
+		names, err := r.modelDirs()
 		if err != nil {
 			return nil, fmt.Errorf("model root: %w", err)
 		}
-		for _, name := range names {
-			slots[name] = &slot{name: name, dir: filepath.Join(cfg.Root, name)}
+		for _, e := range names {
+			slots[e.name] = &slot{name: e.name, dir: e.dir}
 		}
 		if len(slots) == 0 {
-			return nil, fmt.Errorf("model root %s: no model directories", cfg.Root)
+			logger.Warn("model root has no model directories yet; not ready until a version loads", "root", cfg.Root)
 		}
 	case cfg.Model != "":
-		dir, err := model.ResolveVersionDir(cfg.Model)
+		info, err := os.Stat(cfg.Model)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("model path: %w", err)
 		}
-		s := &slot{dir: cfg.Model, static: dir == filepath.Clean(cfg.Model)}
+		if !info.IsDir() {
+			return nil, fmt.Errorf("model path %s: not a directory", cfg.Model)
+		}
+		dir := filepath.Clean(cfg.Model)
+		r.bases = basePrefixes(filepath.Dir(dir))
+		s := &slot{dir: dir, static: model.IsVersionDir(dir)}
 		if s.static {
 			meta, err := model.ReadMetadata(dir)
 			if err != nil {
@@ -131,43 +189,189 @@ func Open(cfg Config, opts model.LoadOptions, logger *slog.Logger, events Events
 			}
 			s.name = meta.ModelName
 		} else {
-			s.name = filepath.Base(filepath.Clean(cfg.Model))
+			s.name = filepath.Base(dir)
 		}
 		slots[s.name] = s
+		if cfg.Default != "" && cfg.Default != s.name {
+			return nil, fmt.Errorf("default model %q is not served (--model serves %q)", cfg.Default, s.name)
+		}
 	default:
 		return nil, errors.New("no model: set --model or --model-root")
 	}
+	if cfg.Default != "" {
+		r.defaultName.Store(&cfg.Default)
+	}
 	r.slots.Store(&slots)
 	for _, s := range slots {
-		s.refused = map[string]time.Time{}
-		if err := r.refresh(s, true); err != nil {
+		s.refused = map[string]string{}
+		err := r.refresh(ctx, s)
+		if ctx.Err() != nil {
+			r.Close()
+			return nil, ctx.Err()
+		}
+		if err != nil && s.static {
 			r.Close()
 			return nil, fmt.Errorf("model refused: %w", err)
 		}
+		if err != nil {
+			logger.Error("model refresh failed", "model", s.name, "error", err.Error())
+		}
+		if s.current.Load() == nil && !s.static {
+			logger.Warn("model has no valid version yet; waiting for one", "model", s.name, "dir", s.dir)
+		}
 	}
-	r.defaultName = cfg.Default
-	if r.defaultName == "" {
-		r.defaultName = r.Names()[0]
-	}
-	if _, ok := slots[r.defaultName]; !ok {
-		r.Close()
-		return nil, fmt.Errorf("default model %q is not served (have %v)", r.defaultName, r.Names())
-	}
+	r.chooseDefault()
 	return r, nil
 }
 
-func modelDirs(root string) ([]string, error) {
-	entries, err := os.ReadDir(root)
+// basePrefixes are the spellings of dir (as given, absolute, symlinks
+// resolved) that paths under it start with.
+func basePrefixes(dir string) []string {
+	out := []string{filepath.Clean(dir)}
+	if abs, err := filepath.Abs(dir); err == nil {
+		out = append(out, abs)
+	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		out = append(out, real)
+	}
+	// Longest first, so a prefix of another is cut only where that one is not.
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+var sha256Hex = regexp.MustCompile(`\b[0-9a-f]{64}\b`)
+
+// callerReason is a refusal as callers may see it: paths relative to the
+// model root and no checksums; the log keeps the whole error.
+func (r *Registry) callerReason(reason string) string {
+	for _, base := range r.bases {
+		if base != "." && base != string(filepath.Separator) {
+			reason = strings.ReplaceAll(reason, base+string(filepath.Separator), "")
+		}
+	}
+	return sha256Hex.ReplaceAllString(reason, "<sha256>")
+}
+
+// chooseDefault fixes the default model, when Config.Default did not, as the
+// first name among the models serving once any does.
+func (r *Registry) chooseDefault() {
+	if r.defaultName.Load() != nil {
+		return
+	}
+	if names := r.Names(); len(names) > 0 {
+		r.defaultName.CompareAndSwap(nil, &names[0])
+	}
+}
+
+// dirEntry is a directory found under a model root or model directory: a
+// model or a version. dir is where it is read from (a symlink resolved);
+// err says why it cannot be used.
+type dirEntry struct {
+	name, dir string
+	err       error
+}
+
+// subdirs lists parent's directories, names starting with a dot (exports
+// still being written) left out, symlinks followed if they resolve to a
+// directory inside parent, and refused (err set) if they do not.
+func subdirs(parent string) ([]dirEntry, error) {
+	entries, err := os.ReadDir(parent)
 	if err != nil {
 		return nil, err
 	}
-	var names []string
+	realParent, err := filepath.EvalSymlinks(parent)
+	if err != nil {
+		return nil, err
+	}
+	var out []dirEntry
 	for _, e := range entries {
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-			names = append(names, e.Name())
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		path := filepath.Join(parent, name)
+		switch {
+		case e.IsDir():
+			out = append(out, dirEntry{name: name, dir: path})
+		case e.Type()&os.ModeSymlink != 0:
+			out = append(out, resolveLink(realParent, name, path))
 		}
 	}
-	return names, nil
+	return out, nil
+}
+
+// versionDir is where a version named by an experiment is read from: a
+// plain directory name under the model's directory, a symlink followed only
+// as far as subdirs would follow it.
+func versionDir(modelDir, version string) (string, error) {
+	if version == "" || strings.HasPrefix(version, ".") || strings.ContainsAny(version, `/\`) {
+		return "", errors.New("not a version directory name")
+	}
+	path := filepath.Join(modelDir, version)
+	info, err := os.Lstat(path)
+	if err != nil {
+		return "", err
+	}
+	if info.Mode()&os.ModeSymlink == 0 {
+		return path, nil
+	}
+	realParent, err := filepath.EvalSymlinks(modelDir)
+	if err != nil {
+		return "", err
+	}
+	e := resolveLink(realParent, version, path)
+	if e.name == "" {
+		return "", fmt.Errorf("%s: a symlink to a file, not a version directory", path)
+	}
+	return e.dir, e.err
+}
+
+func resolveLink(realParent, name, path string) dirEntry {
+	target, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return dirEntry{name: name, dir: path, err: fmt.Errorf("%s: a symlink that does not resolve: %w", path, err)}
+	}
+	info, err := os.Stat(target)
+	if err != nil {
+		return dirEntry{name: name, dir: path, err: fmt.Errorf("%s: %w", path, err)}
+	}
+	if !info.IsDir() {
+		return dirEntry{} // a link to a file is a file: not a model or version
+	}
+	rel, err := filepath.Rel(realParent, target)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		// The model directory bounds what the server reads; the target is
+		// in the log line of the refusal, not in what callers see.
+		return dirEntry{name: name, dir: path, err: fmt.Errorf("%s: a symlink that resolves outside %s (to %s)", path, realParent, target)}
+	}
+	return dirEntry{name: name, dir: target}
+}
+
+// modelDirs lists the model directories under the root, logging each one
+// refused once per reason.
+func (r *Registry) modelDirs() ([]dirEntry, error) {
+	all, err := subdirs(r.root)
+	if err != nil {
+		return nil, err
+	}
+	var out []dirEntry
+	r.rootMu.Lock()
+	defer r.rootMu.Unlock()
+	for _, e := range all {
+		if e.name == "" {
+			continue
+		}
+		if e.err == nil {
+			delete(r.rootRefused, e.name)
+			out = append(out, e)
+			continue
+		}
+		if reason := e.err.Error(); r.rootRefused[e.name] != reason {
+			r.rootRefused[e.name] = reason
+			r.logger.Error("model directory refused", "model", e.name, "error", reason)
+		}
+	}
+	return out, nil
 }
 
 // Names lists the served model names, sorted.
@@ -189,8 +393,31 @@ func (r *Registry) Has(name string) bool {
 	return ok && s.current.Load() != nil
 }
 
-// Default is the model name used when a request names none.
-func (r *Registry) Default() string { return r.defaultName }
+// Default is the model name used when a request names none: Config.Default,
+// else the first model to serve; empty until then.
+func (r *Registry) Default() string {
+	if p := r.defaultName.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Ready reports whether the default model serves a version.
+func (r *Registry) Ready() bool {
+	s, ok := (*r.slots.Load())[r.Default()]
+	return ok && s.current.Load() != nil
+}
+
+// missing is the error for a name with no serving version: not ready when
+// the name is a model still waiting for its first version (or the default,
+// or nothing serves at all, so any name may yet appear), unknown otherwise.
+func (r *Registry) missing(name string) error {
+	_, known := (*r.slots.Load())[name]
+	if known || name == r.Default() || len(r.Names()) == 0 {
+		return fmt.Errorf("%w (model %q)", ErrNotReady, name)
+	}
+	return fmt.Errorf("%w %q (serving %v)", ErrUnknownModel, name, r.Names())
+}
 
 // ErrUnknownModel is returned for a name the registry does not serve.
 var ErrUnknownModel = errors.New("unknown model")
@@ -201,11 +428,11 @@ var ErrClosed = errors.New("model registry is closed")
 // Acquire returns the serving version of a model; call Release when done.
 func (r *Registry) Acquire(name string) (*Version, error) {
 	if name == "" {
-		name = r.defaultName
+		name = r.Default()
 	}
 	s, ok := (*r.slots.Load())[name]
 	if !ok || s.current.Load() == nil {
-		return nil, fmt.Errorf("%w %q (serving %v)", ErrUnknownModel, name, r.Names())
+		return nil, r.missing(name)
 	}
 	for {
 		if r.closed.Load() {
@@ -238,8 +465,11 @@ func (r *Registry) Pin(keep map[string][]string) error {
 			if have {
 				continue // a pin is loaded even when it is the newest, so the next swap leaves it be
 			}
-			dir := filepath.Join(s.dir, version)
-			m, err := model.Load(dir, r.opts)
+			dir, err := versionDir(s.dir, version)
+			if err != nil {
+				return fmt.Errorf("model %s version %q: %w", name, version, err)
+			}
+			m, err := r.load(context.Background(), dir)
 			if err == nil && (m.Meta.ModelName != name || m.Meta.ModelVersion != version) {
 				_ = m.Close() // refused: the mismatch is the error to report
 				err = fmt.Errorf("%s: model_name %q and model_version %q, but it sits in %s/%s",
@@ -285,11 +515,11 @@ func (r *Registry) AcquireVersion(name, version string) (*Version, error) {
 		return r.Acquire(name)
 	}
 	if name == "" {
-		name = r.defaultName
+		name = r.Default()
 	}
 	s, ok := (*r.slots.Load())[name]
 	if !ok || s.current.Load() == nil {
-		return nil, fmt.Errorf("%w %q (serving %v)", ErrUnknownModel, name, r.Names())
+		return nil, r.missing(name)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -307,11 +537,11 @@ func (r *Registry) AcquireVersion(name, version string) (*Version, error) {
 // Status reports the serving version and the last refusal of a model.
 func (r *Registry) Status(name string) (Status, error) {
 	if name == "" {
-		name = r.defaultName
+		name = r.Default()
 	}
 	s, ok := (*r.slots.Load())[name]
 	if !ok || s.current.Load() == nil {
-		return Status{}, fmt.Errorf("%w %q (serving %v)", ErrUnknownModel, name, r.Names())
+		return Status{}, r.missing(name)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -322,29 +552,38 @@ func (r *Registry) Status(name string) (Status, error) {
 }
 
 // Poll looks once for new models and new versions and swaps them in.
-func (r *Registry) Poll() {
+func (r *Registry) Poll() { r.PollContext(context.Background()) }
+
+// PollContext is Poll that stops early when ctx is done.
+func (r *Registry) PollContext(ctx context.Context) {
 	if r.root != "" {
 		r.discover()
 	}
 	for _, s := range *r.slots.Load() {
-		if err := r.refresh(s, s.current.Load() == nil); err != nil {
-			r.logger.Error("model refresh failed", "model", s.name, "error", err)
+		if ctx.Err() != nil {
+			return
+		}
+		if err := r.refresh(ctx, s); err != nil && ctx.Err() == nil {
+			r.logger.Error("model refresh failed", "model", s.name, "error", err.Error())
 		}
 	}
+	r.chooseDefault()
 }
 
 // discover adds model directories that appeared under the root.
 func (r *Registry) discover() {
-	names, err := modelDirs(r.root)
+	found, err := r.modelDirs()
 	if err != nil {
-		r.logger.Error("model root unreadable", "root", r.root, "error", err)
+		r.logger.Error("model root unreadable", "root", r.root, "error", err.Error())
 		return
 	}
 	old := *r.slots.Load()
 	var added []string
-	for _, n := range names {
-		if _, ok := old[n]; !ok {
-			added = append(added, n)
+	dirs := map[string]string{}
+	for _, e := range found {
+		if _, ok := old[e.name]; !ok {
+			added = append(added, e.name)
+			dirs[e.name] = e.dir
 		}
 	}
 	if len(added) == 0 {
@@ -355,7 +594,7 @@ func (r *Registry) discover() {
 		next[n] = s
 	}
 	for _, n := range added {
-		next[n] = &slot{name: n, dir: filepath.Join(r.root, n), refused: map[string]time.Time{}}
+		next[n] = &slot{name: n, dir: dirs[n], refused: map[string]string{}}
 	}
 	r.slots.Store(&next)
 	r.logger.Info("new model directories", "models", added)
@@ -377,12 +616,12 @@ func (r *Registry) Close() {
 }
 
 // versions lists a model's version directories, newest first.
-func versions(dir string) ([]string, error) {
-	out, err := modelDirs(dir)
+func versions(dir string) ([]dirEntry, error) {
+	out, err := subdirs(dir)
 	if err != nil {
 		return nil, err
 	}
-	sort.Slice(out, func(i, j int) bool { return VersionLess(out[j], out[i]) })
+	sort.Slice(out, func(i, j int) bool { return VersionLess(out[j].name, out[i].name) })
 	return out, nil
 }
 
@@ -418,80 +657,158 @@ func digitRun(s string) int {
 	return i
 }
 
-// refresh loads the newest version that is not serving and not already
-// refused. At startup it falls back to older versions until one loads.
-func (r *Registry) refresh(s *slot, startup bool) error {
+// refresh serves the newest version that loads among those newer than the
+// serving one (all of them when none serves), skipping versions refused
+// before whose directory has not changed since.
+func (r *Registry) refresh(ctx context.Context, s *slot) error {
 	if s.static {
-		if !startup {
+		if s.current.Load() != nil {
 			return nil
 		}
-		return r.tryLoad(s, filepath.Clean(s.dir))
+		e := dirEntry{name: filepath.Base(s.dir), dir: s.dir}
+		return r.tryLoad(ctx, s, e, fingerprint(e))
 	}
-	names, err := versions(s.dir)
+	entries, err := versions(s.dir)
 	if err != nil {
 		return fmt.Errorf("model %s: %w", s.name, err)
 	}
-	var firstErr error
-	for _, version := range names {
-		if s.current.Load() != nil && !VersionLess(s.version, version) {
-			return nil // nothing newer than what serves
+	s.mu.Lock()
+	serving := s.version
+	present := map[string]bool{}
+	for _, e := range entries {
+		present[e.name] = true
+	}
+	for version := range s.refused {
+		if !present[version] {
+			delete(s.refused, version) // removed: forget it, so a version of that name is tried afresh
 		}
+	}
+	s.mu.Unlock()
+	var skipped []string
+	for _, e := range entries {
+		if e.name == "" {
+			continue // a symlink to a file
+		}
+		if s.current.Load() != nil && !VersionLess(serving, e.name) {
+			break // nothing newer than what serves
+		}
+		fp := fingerprint(e)
 		s.mu.Lock()
-		refusedAt, refused := s.refused[version]
+		known := s.refused[e.name] == fp
 		s.mu.Unlock()
-		if refused && metadataTime(filepath.Join(s.dir, version)).Equal(refusedAt) {
-			if startup {
-				continue
+		if known {
+			skipped = append(skipped, e.name) // logged when it was refused; again once it changes
+			continue
+		}
+		err := e.err
+		if err == nil {
+			err = r.tryLoad(ctx, s, e, fp)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err == nil {
+			if len(skipped) > 0 {
+				r.logger.Warn("newer model versions are refused; serving an older one", "model", s.name,
+					"serving", e.name, "refused", skipped)
 			}
 			return nil
 		}
-		err := r.tryLoad(s, filepath.Join(s.dir, version))
-		if err == nil {
-			return nil
+		if e.err != nil {
+			r.refuse(s, e.name, fp, err)
 		}
-		if firstErr == nil {
-			firstErr = err
-		}
-		if !startup {
-			return nil // the previous version keeps serving
-		}
-	}
-	if s.current.Load() == nil {
-		if firstErr == nil {
-			firstErr = fmt.Errorf("model %s: no version directories in %s", s.name, s.dir)
-		}
-		return firstErr
+		skipped = append(skipped, e.name)
 	}
 	return nil
 }
 
-// metadataTime identifies a version's contents for the refusal memory: a
-// refused version is retried when its metadata.json is rewritten.
-func metadataTime(dir string) time.Time {
-	info, err := os.Stat(filepath.Join(dir, model.MetadataJSON))
-	if err != nil {
-		return time.Time{}
+// fingerprint identifies a version directory's contents for the refusal
+// memory: where it resolves to and every entry's name, type, size and
+// modification time, so that any change to any file (a fixed permission, a
+// completed copy, a replaced symlink) earns the version another try.
+func fingerprint(e dirEntry) string {
+	h := sha256.New()
+	_, _ = fmt.Fprintf(h, "%s\x00", e.dir) // hash.Hash writes never fail
+	if e.err != nil {
+		_, _ = fmt.Fprintf(h, "refused\x00%s\x00", e.err)
 	}
-	return info.ModTime()
+	entries, err := os.ReadDir(e.dir)
+	if err != nil {
+		_, _ = fmt.Fprintf(h, "unreadable\x00%s\x00", err)
+	}
+	for _, entry := range entries {
+		info, err := entry.Info()
+		if err != nil {
+			_, _ = fmt.Fprintf(h, "%s\x00gone\x00", entry.Name())
+			continue
+		}
+		_, _ = fmt.Fprintf(h, "%s\x00%v\x00%d\x00%d\x00", entry.Name(), info.Mode(), info.Size(), info.ModTime().UnixNano())
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
-func (r *Registry) tryLoad(s *slot, dir string) error {
-	version := filepath.Base(dir)
-	m, err := model.Load(dir, r.opts)
+// load runs model.Load within the load timeout, and returns as soon as ctx
+// is done. A load abandoned either way goes on in the background, and the
+// model it may yet produce is closed.
+func (r *Registry) load(ctx context.Context, dir string) (*model.Model, error) {
+	type result struct {
+		m   *model.Model
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		m, err := model.Load(dir, r.opts)
+		done <- result{m, err}
+	}()
+	abandon := func() {
+		go func() {
+			if res := <-done; res.m != nil {
+				_ = res.m.Close() // never served: nothing to report
+			}
+		}()
+	}
+	timer := time.NewTimer(r.loadTimeout)
+	defer timer.Stop()
+	select {
+	case res := <-done:
+		return res.m, res.err
+	case <-timer.C:
+		abandon()
+		return nil, fmt.Errorf("%s: loading took longer than %v (--%s); abandoned", dir, r.loadTimeout, FlagLoadTimeout)
+	case <-ctx.Done():
+		abandon()
+		return nil, ctx.Err()
+	}
+}
+
+// refuse records and logs a refused version, once per fingerprint.
+func (r *Registry) refuse(s *slot, version, fp string, err error) {
+	s.mu.Lock()
+	s.refused[version] = fp
+	s.status.RefusedVersion, s.status.RefusedAt = version, time.Now()
+	s.status.RefusalReason, s.status.CallerReason = err.Error(), r.callerReason(err.Error())
+	s.mu.Unlock()
+	r.logger.Error("model version refused", "model", s.name, "version", version, "error", err.Error())
+	if r.events != nil {
+		r.events.Refused(s.name, version)
+	}
+}
+
+// tryLoad serves the version in e if it loads, else refuses it; fp is its
+// fingerprint from before the load, so a change during the load is a change.
+func (r *Registry) tryLoad(ctx context.Context, s *slot, e dirEntry, fp string) error {
+	version, dir := e.name, e.dir
+	m, err := r.load(ctx, dir)
+	if ctx.Err() != nil {
+		return ctx.Err() // shutting down: not the version's fault
+	}
 	if err == nil && !s.static && (m.Meta.ModelName != s.name || m.Meta.ModelVersion != version) {
 		_ = m.Close() // refused: the mismatch is the error to report
 		err = fmt.Errorf("%s: model_name %q and model_version %q, but it sits in %s/%s",
 			filepath.Join(dir, model.MetadataJSON), m.Meta.ModelName, m.Meta.ModelVersion, s.name, version)
 	}
 	if err != nil {
-		s.mu.Lock()
-		s.refused[version] = metadataTime(dir)
-		s.status.RefusedVersion, s.status.RefusalReason, s.status.RefusedAt = version, err.Error(), time.Now()
-		s.mu.Unlock()
-		r.logger.Error("model version refused", "model", s.name, "version", version, "error", err.Error())
-		if r.events != nil {
-			r.events.Refused(s.name, version)
-		}
+		r.refuse(s, version, fp, err)
 		return err
 	}
 	next := &Version{Model: m, LoadedAt: time.Now()}

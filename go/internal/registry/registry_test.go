@@ -1,11 +1,15 @@
 package registry_test
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -155,10 +159,10 @@ func TestStartupSkipsABrokenNewestVersion(t *testing.T) {
 	}
 }
 
-func TestNoValidVersionIsAStartupError(t *testing.T) {
+func TestAFixedVersionThatFailsIsAStartupError(t *testing.T) {
 	root := t.TempDir()
 	addVersion(t, root, "news", "v1", true)
-	_, err := registry.Open(registry.Config{Root: root}, model.LoadOptions{},
+	_, err := registry.Open(registry.Config{Model: filepath.Join(root, "news", "v1")}, model.LoadOptions{},
 		slog.New(slog.DiscardHandler), nil)
 	if err == nil || !strings.Contains(err.Error(), "model.onnx") {
 		t.Fatalf("got %v, want a refusal naming model.onnx", err)
@@ -247,8 +251,10 @@ func TestPinnedVersionsServeBesideTheNewest(t *testing.T) {
 	if got := serving(t, r, "news"); got != "v2" {
 		t.Errorf("the newest serves %s, want v2", got)
 	}
-	if err := r.Pin(map[string][]string{"news": {"v7"}}); err == nil {
-		t.Error("pinning a version that does not exist succeeded")
+	for _, bad := range []string{"v7", "../news/v1", ".staging-v1", "/etc"} {
+		if err := r.Pin(map[string][]string{"news": {bad}}); err == nil {
+			t.Errorf("pinning version %q succeeded", bad)
+		}
 	}
 	r.Unpin(nil)
 	if _, err := r.AcquireVersion("news", "v1"); !errors.Is(err, registry.ErrUnknownModel) {
@@ -275,5 +281,276 @@ func TestAPinOnTheServingVersionSurvivesTheNextSwap(t *testing.T) {
 	}
 	if got := serving(t, r, "news"); got != "v2" {
 		t.Errorf("newest serves %s, want v2", got)
+	}
+}
+
+// refusalLog counts the "model version refused" log records per version.
+type refusalLog struct {
+	mu      sync.Mutex
+	refused map[string]int
+}
+
+func (l *refusalLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *refusalLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *refusalLog) WithGroup(string) slog.Handler            { return l }
+func (l *refusalLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "model version refused" {
+		return nil
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "version" {
+			l.mu.Lock()
+			l.refused[a.Value.String()]++
+			l.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+func (l *refusalLog) count(version string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.refused[version]
+}
+
+func openLogged(t *testing.T, cfg registry.Config, ev *events) (*registry.Registry, *refusalLog) {
+	t.Helper()
+	log := &refusalLog{refused: map[string]int{}}
+	r, err := registry.Open(cfg, model.LoadOptions{}, slog.New(log), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r, log
+}
+
+// A version that sorts newest but never loads (a future-dated export, a
+// stray directory) must not hold back a valid version published after it.
+func TestARefusedNewestVersionNeverBlocksALaterValidOne(t *testing.T) {
+	tests := []struct {
+		name                   string
+		serving, broken, later string
+		brokenIsEmptyDir       bool
+	}{
+		{name: "future-dated export", serving: "20261124T230000Z", broken: "20991231T000000Z", later: "20261125T010000Z"},
+		{name: "stray directory", serving: "20261124T230000Z", broken: "backup", later: "20261125T010000Z", brokenIsEmptyDir: true},
+		{name: "numbered versions", serving: "v1", broken: "v9", later: "v2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !registry.VersionLess(tt.later, tt.broken) {
+				t.Fatalf("the test needs %s to sort after %s", tt.broken, tt.later)
+			}
+			root := t.TempDir()
+			addVersion(t, root, "news", tt.serving, false)
+			ev := &events{}
+			r, log := openLogged(t, registry.Config{Root: root}, ev)
+			if tt.brokenIsEmptyDir {
+				must(t, os.Mkdir(filepath.Join(root, "news", tt.broken), 0o755))
+			} else {
+				addVersion(t, root, "news", tt.broken, true)
+			}
+			r.Poll()
+			addVersion(t, root, "news", tt.later, false)
+			r.Poll()
+			r.Poll()
+			if got := serving(t, r, "news"); got != tt.later {
+				t.Errorf("serving %s, want %s (published after the refused %s)", got, tt.later, tt.broken)
+			}
+			if got := log.count(tt.broken); got != 1 {
+				t.Errorf("%s refusal logged %d times over three polls, want once", tt.broken, got)
+			}
+			if got, want := strings.Join(ev.refused, ","), "news/"+tt.broken; got != want {
+				t.Errorf("refusal events %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// Refusals are remembered by the contents of the whole directory, not only
+// metadata.json: repairing any one file earns the version another try.
+func TestARefusedVersionIsRetriedWhenAnyFileChanges(t *testing.T) {
+	root := t.TempDir()
+	addVersion(t, root, "news", "v1", false)
+	addVersion(t, root, "news", "v2", false)
+	txt := filepath.Join(root, "news", "v2", model.ModelTxt)
+	good, err := os.ReadFile(txt)
+	must(t, err)
+	must(t, os.Remove(txt))
+	must(t, syscall.Mkfifo(txt, 0o644)) // a copy that never finishes
+	ev := &events{}
+	r, log := openLogged(t, registry.Config{Root: root}, ev)
+	if got := serving(t, r, "news"); got != "v1" {
+		t.Fatalf("serving %s with v2's model.txt a FIFO, want v1", got)
+	}
+	st, err := r.Status("news")
+	must(t, err)
+	if !strings.Contains(st.RefusalReason, "not a regular file") {
+		t.Errorf("refusal %q, want one saying model.txt is not a regular file", st.RefusalReason)
+	}
+	r.Poll()
+	if got := log.count("v2"); got != 1 {
+		t.Errorf("v2 refused %d times before the fix, want 1", got)
+	}
+	must(t, os.Remove(txt))
+	must(t, os.WriteFile(txt, good, 0o644)) // metadata.json untouched
+	r.Poll()
+	if got := serving(t, r, "news"); got != "v2" {
+		t.Errorf("after model.txt was repaired, serving %s, want v2", got)
+	}
+}
+
+func TestSymlinkedVersions(t *testing.T) {
+	tests := []struct {
+		name        string
+		target      func(t *testing.T, modelDir string) string // what news/v2 links to
+		wantServing string
+		wantReason  string
+	}{
+		{"inside the model directory", func(t *testing.T, modelDir string) string {
+			addVersion(t, filepath.Join(modelDir, ".store"), "news", "v2", false) // a dot: not a version itself
+			return filepath.Join(modelDir, ".store", "news", "v2")
+		}, "v2", ""},
+		{"relative, inside the model directory", func(t *testing.T, modelDir string) string {
+			addVersion(t, filepath.Join(modelDir, ".store"), "news", "v2", false)
+			return filepath.Join(".store", "news", "v2")
+		}, "v2", ""},
+		{"outside the model directory", func(t *testing.T, _ string) string {
+			elsewhere := t.TempDir()
+			addVersion(t, elsewhere, "news", "v2", false)
+			return filepath.Join(elsewhere, "news", "v2")
+		}, "v1", "resolves outside"},
+		{"dangling", func(t *testing.T, modelDir string) string {
+			return filepath.Join(modelDir, ".absent")
+		}, "v1", "does not resolve"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			addVersion(t, root, "news", "v1", false)
+			modelDir := filepath.Join(root, "news")
+			ev := &events{}
+			r, log := openLogged(t, registry.Config{Root: root}, ev)
+			must(t, os.Symlink(tt.target(t, modelDir), filepath.Join(modelDir, "v2")))
+			r.Poll()
+			if got := serving(t, r, "news"); got != tt.wantServing {
+				t.Fatalf("serving %s, want %s", got, tt.wantServing)
+			}
+			st, err := r.Status("news")
+			must(t, err)
+			if tt.wantReason == "" {
+				if st.RefusedVersion != "" {
+					t.Errorf("refused %s: %s", st.RefusedVersion, st.RefusalReason)
+				}
+				return
+			}
+			if st.RefusedVersion != "v2" || !strings.Contains(st.RefusalReason, tt.wantReason) || log.count("v2") != 1 {
+				t.Errorf("refused %q because %q, logged %d times; want v2 refused once, %q", st.RefusedVersion,
+					st.RefusalReason, log.count("v2"), tt.wantReason)
+			}
+			if strings.Contains(st.CallerReason, root) {
+				t.Errorf("caller reason %q shows the model root %s", st.CallerReason, root)
+			}
+		})
+	}
+}
+
+// Callers see which file failed, relative to the model root, and nothing of
+// the host's paths or the files' checksums; the log keeps all of it.
+func TestCallerReasonNamesFilesRelativeToTheRoot(t *testing.T) {
+	root := t.TempDir()
+	addVersion(t, root, "news", "v1", false)
+	addVersion(t, root, "news", "v2", true)
+	r, _ := openLogged(t, registry.Config{Root: root}, &events{})
+	st, err := r.Status("news")
+	must(t, err)
+	if !strings.Contains(st.RefusalReason, filepath.Join(root, "news", "v2", model.ModelONNX)) {
+		t.Errorf("logged reason %q lacks the full path", st.RefusalReason)
+	}
+	if !strings.HasPrefix(st.CallerReason, "news/v2/model.onnx: ") {
+		t.Errorf("caller reason %q, want it to start with news/v2/model.onnx", st.CallerReason)
+	}
+	if strings.Contains(st.CallerReason, root) || regexp.MustCompile(`[0-9a-f]{64}`).MatchString(st.CallerReason) {
+		t.Errorf("caller reason %q shows a host path or a checksum", st.CallerReason)
+	}
+}
+
+func TestALoadPastTheTimeoutIsRefused(t *testing.T) {
+	root := t.TempDir()
+	addVersion(t, root, "news", "v1", false)
+	ev := &events{}
+	r, _ := openLogged(t, registry.Config{Root: root, LoadTimeout: time.Nanosecond}, ev)
+	if r.Ready() {
+		t.Fatal("ready with every load timed out")
+	}
+	if _, err := r.Status("news"); !errors.Is(err, registry.ErrNotReady) {
+		t.Fatalf("status: got %v, want ErrNotReady", err)
+	}
+	if got := strings.Join(ev.refused, ","); got != "news/v1" {
+		t.Errorf("refusal events %q, want news/v1", got)
+	}
+}
+
+func TestAnEmptyRootOpensNotReadyAndServesTheFirstVersion(t *testing.T) {
+	tests := []struct {
+		name, defaultModel string
+		models             []string // added after Open, one Poll each
+		readyAfter         int      // models added before Ready
+	}{
+		{"first model to appear", "", []string{"news"}, 1},
+		{"named default appears second", "sport", []string{"news", "sport"}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			r, _ := openLogged(t, registry.Config{Root: root, Default: tt.defaultModel}, &events{})
+			for i, name := range tt.models {
+				if r.Ready() {
+					t.Fatalf("ready with %d of the models", i)
+				}
+				for _, ask := range []string{"", name} {
+					if _, err := r.Acquire(ask); !errors.Is(err, registry.ErrNotReady) {
+						t.Errorf("Acquire(%q) before %s: got %v, want ErrNotReady", ask, name, err)
+					}
+				}
+				addVersion(t, root, name, "v1", false)
+				r.Poll()
+			}
+			if !r.Ready() {
+				t.Fatalf("not ready after %v appeared", tt.models)
+			}
+			want := tt.defaultModel
+			if want == "" {
+				want = tt.models[0]
+			}
+			if got := r.Default(); got != want {
+				t.Errorf("default %q, want %q", got, want)
+			}
+			if got := serving(t, r, ""); got != "v1" {
+				t.Errorf("default serves %s, want v1", got)
+			}
+			if _, err := r.Acquire("weather"); !errors.Is(err, registry.ErrUnknownModel) {
+				t.Errorf("an absent model once ready: got %v, want ErrUnknownModel", err)
+			}
+		})
+	}
+}
+
+func TestOpenReturnsWhenItsContextIsDone(t *testing.T) {
+	root := t.TempDir()
+	addVersion(t, root, "news", "v1", false)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := registry.OpenContext(ctx, registry.Config{Root: root}, model.LoadOptions{}, slog.New(slog.DiscardHandler), nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("got %v, want context.Canceled", err)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

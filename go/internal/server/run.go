@@ -53,8 +53,12 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 
 // Run loads the models, serves until ctx is done, then shuts down
 // gracefully: health NOT_SERVING, drain in-flight requests for
-// cfg.ShutdownTimeout, stop. It returns an error, naming the file, when no
-// valid model version can serve.
+// cfg.ShutdownTimeout, stop. It returns an error, naming the file, when a
+// fixed model version (--model naming a version directory) cannot serve;
+// a model root or model directory with no valid version yet starts not
+// ready (ranking service health NOT_SERVING, requests UNAVAILABLE) until the reload poll
+// serves one (the server's own health, "", is SERVING meanwhile: it is
+// alive). It returns nil as soon as ctx is done, at any point.
 func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if cfg.Backend == model.BackendONNXRuntime {
 		if err := model.InitRuntime(cfg.ORTLib); err != nil {
@@ -69,12 +73,20 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	models, err := registry.Open(registry.Config{Root: cfg.ModelRoot, Model: cfg.Model, Default: cfg.DefaultModel},
-		model.LoadOptions{Backend: cfg.Backend, Threads: cfg.ORTThreads, Logger: logger}, logger, m)
+	models, err := registry.OpenContext(ctx, registry.Config{Root: cfg.ModelRoot, Model: cfg.Model, Default: cfg.DefaultModel,
+		LoadTimeout: cfg.ModelLoadTimeout},
+		model.LoadOptions{Backend: cfg.Backend, Threads: cfg.ORTThreads, Logger: logger, Limits: cfg.ModelLimits}, logger, m)
+	if ctx.Err() != nil {
+		logger.Info("stopped while loading models")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	defer models.Close()
+	if !models.Ready() && cfg.ReloadInterval <= 0 {
+		return fmt.Errorf("no valid model version to serve, and --reload-interval 0 would never load one (default model %q)", models.Default())
+	}
 	m.ModelAge(func() map[string]time.Time {
 		ages := map[string]time.Time{}
 		for _, name := range models.Names() { // models found later included
@@ -130,8 +142,11 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		Admission: Admission{MaxScoring: cfg.MaxScoring, MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout},
 		Metrics:   m, Exposure: exposures, Features: state}, logger)
 	experiments := &experimentFile{path: cfg.ExperimentConfig}
-	if err := experiments.reload(ranking, models.Names(), logger); err != nil {
-		return err // a bad experiment at startup is an error; later it keeps the last good one
+	ready := models.Ready()
+	if ready {
+		if err := experiments.reload(ranking, models.Names(), logger); err != nil {
+			return err // a bad experiment at startup is an error; later it keeps the last good one
+		}
 	}
 
 	lis, err := net.Listen("tcp", cfg.Listen)
@@ -178,8 +193,20 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		reflection.Register(grpcServer)
 	}
 	outcomes.KnowMethods(grpcServer.GetServiceInfo())
-	for _, service := range []string{"", rankerv1.RankingService_ServiceDesc.ServiceName} {
-		healthServer.SetServingStatus(service, healthpb.HealthCheckResponse_SERVING)
+	// The whole server ("") is SERVING once it listens: liveness and startup
+	// probes ask that, and a pod waiting for its first model is alive, not
+	// stuck. The ranking service is SERVING once a model is (readiness).
+	healthServer.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	rankingStatus := func(ready bool) healthpb.HealthCheckResponse_ServingStatus {
+		if ready {
+			return healthpb.HealthCheckResponse_SERVING
+		}
+		return healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	healthServer.SetServingStatus(rankerv1.RankingService_ServiceDesc.ServiceName, rankingStatus(ready))
+	if !ready {
+		logger.Warn("no model version loaded yet: "+rankerv1.RankingService_ServiceDesc.ServiceName+" health NOT_SERVING until one loads",
+			"default_model", models.Default())
 	}
 
 	var metricsServer *http.Server
@@ -207,9 +234,18 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 				case <-stopWatch:
 					return
 				case <-ticker.C:
-					models.Poll()
+					models.PollContext(ctx)
+					if !ready && !models.Ready() {
+						continue
+					}
 					if err := experiments.reload(ranking, models.Names(), logger); err != nil {
 						logger.Error("experiment config refused; the previous one stays", "error", err.Error())
+						continue // not ready yet stays not ready: it serves no experiment it was told to
+					}
+					if !ready {
+						ready = true
+						healthServer.SetServingStatus(rankerv1.RankingService_ServiceDesc.ServiceName, rankingStatus(true))
+						logger.Info("first model version loaded: serving", "models", models.Names(), "default_model", models.Default())
 					}
 				}
 			}

@@ -447,7 +447,9 @@ func (s *Server) GetModelInfo(_ context.Context, req *rankerv1.GetModelInfoReque
 		s.metrics.Latency.WithLabelValues("GetModelInfo").Observe(time.Since(start).Seconds())
 	}()
 	st, err := s.models.Status(req.GetModelName())
-	if err != nil {
+	if errors.Is(err, registry.ErrNotReady) {
+		return nil, status.Errorf(codes.Unavailable, "model: %v", err)
+	} else if err != nil {
 		return nil, status.Errorf(codes.NotFound, "model_name: %v", err)
 	}
 	m := st.Serving
@@ -461,7 +463,7 @@ func (s *Server) GetModelInfo(_ context.Context, req *rankerv1.GetModelInfoReque
 		Backend:        m.Scorer.Backend(),
 		LoadedAt:       timestamppb.New(st.LoadedAt),
 		RefusedVersion: st.RefusedVersion,
-		RefusalReason:  st.RefusalReason,
+		RefusalReason:  st.CallerReason, // the whole reason, with paths, is in the log
 	}
 	if !st.RefusedAt.IsZero() {
 		resp.RefusedAt = timestamppb.New(st.RefusedAt)

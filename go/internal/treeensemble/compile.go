@@ -68,6 +68,11 @@ func Load(path string, nFeatures int) (*Ensemble, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	return LoadBytes(path, raw, nFeatures)
+}
+
+// LoadBytes is Load for a model already read (from path, which errors name).
+func LoadBytes(path string, raw []byte, nFeatures int) (*Ensemble, error) {
 	var model onnxpb.ModelProto
 	if err := proto.Unmarshal(raw, &model); err != nil {
 		return nil, fmt.Errorf("%s: not an ONNX model: %w", path, err)
@@ -111,6 +116,131 @@ func Load(path string, nFeatures int) (*Ensemble, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return e, nil
+}
+
+// Shape is the size of the tree ensembles in an ONNX model.
+type Shape struct {
+	Trees, Nodes int // nodes count leaves too
+	// MaxDepth is the most splits on one path from a root to a leaf; once
+	// it passes the bound given to Measure it is that bound plus one.
+	MaxDepth int
+}
+
+// Measure sums the shape of every tree ensemble node in an ONNX model
+// without compiling it, so a model too large to serve is refused before it
+// costs the time and memory of a compile, whichever backend would score it.
+// Depth is walked only to maxDepth+1, so a degenerate tree costs no more
+// than the bound. Malformed trees are left to the compile to refuse.
+func Measure(raw []byte, maxDepth int) (Shape, error) {
+	var model onnxpb.ModelProto
+	if err := proto.Unmarshal(raw, &model); err != nil {
+		return Shape{}, fmt.Errorf("not an ONNX model: %w", err)
+	}
+	var total Shape
+	for _, node := range model.GetGraph().GetNode() {
+		if node.GetDomain() != "ai.onnx.ml" {
+			continue
+		}
+		a := attrs{}
+		for _, at := range node.GetAttribute() {
+			a[at.GetName()] = at
+		}
+		var s Shape
+		switch node.GetOpType() {
+		case "TreeEnsembleRegressor":
+			s = measureRegressor(a, maxDepth)
+		case "TreeEnsemble":
+			s = measureOpset5(a, maxDepth)
+		default:
+			continue
+		}
+		total.Trees += s.Trees
+		total.Nodes += s.Nodes
+		total.MaxDepth = max(total.MaxDepth, s.MaxDepth)
+	}
+	return total, nil
+}
+
+func measureRegressor(a attrs, maxDepth int) Shape {
+	treeIDs, nodeIDs, modes := a.ints("nodes_treeids"), a.ints("nodes_nodeids"), a["nodes_modes"].GetStrings()
+	trueIDs, falseIDs := a.ints("nodes_truenodeids"), a.ints("nodes_falsenodeids")
+	n := min(len(treeIDs), len(nodeIDs), len(modes), len(trueIDs), len(falseIDs))
+	children := make(map[nodeKey][2]nodeKey, n)
+	trees := map[int64]bool{}
+	for i := range n {
+		trees[treeIDs[i]] = true
+		if string(modes[i]) != "LEAF" {
+			children[nodeKey{treeIDs[i], nodeIDs[i]}] = [2]nodeKey{{treeIDs[i], trueIDs[i]}, {treeIDs[i], falseIDs[i]}}
+		}
+	}
+	roots := make([]nodeKey, 0, len(trees))
+	for t := range trees {
+		roots = append(roots, nodeKey{t, 0})
+	}
+	depth := walkDepth(roots, maxDepth, func(k nodeKey) ([2]nodeKey, bool) {
+		c, ok := children[k]
+		return c, ok
+	})
+	return Shape{Trees: len(trees), Nodes: len(nodeIDs), MaxDepth: depth}
+}
+
+func measureOpset5(a attrs, maxDepth int) Shape {
+	features, roots := a.ints("nodes_featureids"), a.ints("tree_roots")
+	trueIDs, trueLeaf := a.ints("nodes_truenodeids"), a.ints("nodes_trueleafs")
+	falseIDs, falseLeaf := a.ints("nodes_falsenodeids"), a.ints("nodes_falseleafs")
+	n := min(len(features), len(trueIDs), len(trueLeaf), len(falseIDs), len(falseLeaf))
+	leaves := len(tensorFloats(a["leaf_weights"].GetT()))
+	// A leaf is a key no node has; internal nodes are keyed by index in tree 0.
+	starts := make([]nodeKey, len(roots))
+	for i, r := range roots {
+		starts[i] = nodeKey{0, r}
+	}
+	depth := walkDepth(starts, maxDepth, func(k nodeKey) ([2]nodeKey, bool) {
+		i := k.node
+		if i < 0 || i >= int64(n) {
+			return [2]nodeKey{}, false
+		}
+		child := func(id, leaf int64) nodeKey {
+			if leaf != 0 {
+				return nodeKey{-1, id}
+			}
+			return nodeKey{0, id}
+		}
+		return [2]nodeKey{child(trueIDs[i], trueLeaf[i]), child(falseIDs[i], falseLeaf[i])}, k.tree == 0
+	})
+	return Shape{Trees: len(roots), Nodes: len(features) + leaves, MaxDepth: depth}
+}
+
+// walkDepth is the most internal nodes on a path from any root, walked
+// without recursion and visiting each node once (a node reached twice is
+// for the compile to refuse), stopping past maxDepth.
+func walkDepth(roots []nodeKey, maxDepth int, children func(nodeKey) ([2]nodeKey, bool)) int {
+	type item struct {
+		key   nodeKey
+		depth int
+	}
+	seen := map[nodeKey]bool{}
+	deepest := 0
+	stack := make([]item, 0, len(roots))
+	for _, r := range roots {
+		stack = append(stack, item{r, 0})
+	}
+	for len(stack) > 0 {
+		it := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		c, internal := children(it.key)
+		if !internal || seen[it.key] {
+			continue
+		}
+		seen[it.key] = true
+		d := it.depth + 1
+		if d > maxDepth {
+			return maxDepth + 1
+		}
+		deepest = max(deepest, d)
+		stack = append(stack, item{c[0], d}, item{c[1], d})
+	}
+	return deepest
 }
 
 type attrs map[string]*onnxpb.AttributeProto
