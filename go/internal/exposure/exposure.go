@@ -111,12 +111,20 @@ const (
 
 // Open starts the writer; the directory must be writable now.
 func Open(dir string, opts Options, counters Counters) (*Log, error) {
+	return open(dir, opts, counters, nil)
+}
+
+// open is Open with a hook that sets the test seams before the writer starts.
+func open(dir string, opts Options, counters Counters, seams func(*Log)) (*Log, error) {
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	l := &Log{dir: dir, path: filepath.Join(dir, CurrentName), opts: opts, logger: logger,
 		records: make(chan Record, opts.Buffer), counters: counters, nameTime: time.Now}
+	if seams != nil {
+		seams(l)
+	}
 	if err := l.openFile(); err != nil {
 		return nil, err
 	}

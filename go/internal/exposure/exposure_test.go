@@ -215,7 +215,7 @@ func TestEveryRecordIsCountedOnce(t *testing.T) {
 	tests := []struct {
 		name  string
 		opts  Options
-		setup func(e env) // before any record
+		seams func(e env) // sets the log's test seams before it starts
 		run   func(e env) // offers records 0 to offered-1
 		// what the counts and the files must then show
 		offered                int64
@@ -288,7 +288,7 @@ func TestEveryRecordIsCountedOnce(t *testing.T) {
 		},
 		{
 			name: "file deleted between a write and its check",
-			setup: func(e env) {
+			seams: func(e env) {
 				var once sync.Once
 				e.l.afterWrite = func() { once.Do(func() { mustRemove(e.t, e.path) }) }
 			},
@@ -331,7 +331,7 @@ func TestEveryRecordIsCountedOnce(t *testing.T) {
 		{
 			name: "rotation refused, then allowed",
 			opts: Options{MaxBytes: 4096},
-			setup: func(e env) {
+			seams: func(e env) {
 				// A directory at the rotated file's name fails the rename
 				// as a read-only directory would, and leaves the current
 				// file writable: it must not grow past its limit.
@@ -407,11 +407,13 @@ func TestEveryRecordIsCountedOnce(t *testing.T) {
 				opts.MaxBytes = tt.opts.MaxBytes
 			}
 			var err error
-			if e.l, err = Open(dir, opts, e.c); err != nil {
+			if _, err = open(dir, opts, e.c, func(l *Log) {
+				e.l = l
+				if tt.seams != nil {
+					tt.seams(e)
+				}
+			}); err != nil {
 				t.Fatal(err)
-			}
-			if tt.setup != nil {
-				tt.setup(e) // before the first record, which orders it before the writer's reads
 			}
 			tt.run(e)
 			closeErr := e.l.Close()
@@ -470,11 +472,12 @@ func mustRemove(t *testing.T, path string) {
 func TestCloseReportsRecordsItCouldNotSave(t *testing.T) {
 	dir := t.TempDir()
 	c := &counts{}
-	l, err := Open(dir, Options{Buffer: 100, MaxBytes: 1 << 20, MaxFiles: 1}, c)
+	l, err := open(dir, Options{Buffer: 100, MaxBytes: 1 << 20, MaxFiles: 1}, c, func(l *Log) {
+		l.afterWrite = func() { _ = os.Remove(filepath.Join(dir, CurrentName)) }
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.afterWrite = func() { _ = os.Remove(filepath.Join(dir, CurrentName)) }
 	writeRange(l, 0, 10)
 	err = l.Close()
 	if err == nil || !strings.Contains(err.Error(), "records lost") {
@@ -509,5 +512,61 @@ func TestWarningsAreRateLimitedPerKind(t *testing.T) {
 			t.Errorf("%s at +%v: got (%v, %d suppressed, %d records), want (%v, %d, %d)",
 				s.kind, s.after, ok, suppressed, total, s.ok, s.suppressed, s.recordsInTotal)
 		}
+	}
+}
+
+// A shipper moving the file away over and over while records flow: every
+// record written or lost is in exactly one of the files, nothing twice, and
+// the counts add up to the records offered.
+func TestCountsHoldWhileTheFileIsMovedAwayUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	c := &counts{}
+	l, err := Open(dir, Options{Buffer: 100_000, MaxBytes: 1 << 20, MaxFiles: 100}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	moved := make(chan int)
+	go func() {
+		n := 0
+		defer func() { moved <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+				if os.Rename(filepath.Join(dir, CurrentName), filepath.Join(dir, fmt.Sprintf("shipped-%05d.jsonl", n))) == nil {
+					n++
+				}
+			}
+		}
+	}()
+	const offered = 10_000
+	for i := range offered {
+		l.Write(Record{RequestID: fmt.Sprint(i), Items: make([]Item, 10)})
+		if i%200 == 0 {
+			time.Sleep(time.Millisecond) // let the shipper in between writes
+		}
+	}
+	close(stop)
+	movedTimes := <-moved
+	if err := l.Close(); err != nil {
+		t.Logf("Close: %v", err) // the last write may have been lost
+	}
+	t.Logf("moved away %d times; %v", movedTimes, c)
+	if got := c.settled(); got != offered {
+		t.Errorf("got %v = %d, want %d offered", c, got, offered)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	ids := readRecords(t, files...)
+	if got, want := int64(len(ids)), c.written.Load()+c.lost.Load(); got != want {
+		t.Errorf("got %d records in the files, want %d written and lost (%v)", got, want, c)
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			t.Fatalf("record %s is in the files twice", id)
+		}
+		seen[id] = true
 	}
 }
