@@ -2,42 +2,114 @@ package exposure
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
 
-type counts struct{ written, dropped atomic.Int64 }
+type counts struct{ written, dropped, lost atomic.Int64 }
 
-func (c *counts) Written() { c.written.Add(1) }
-func (c *counts) Dropped() { c.dropped.Add(1) }
+func (c *counts) Written(n int) { c.written.Add(int64(n)) }
+func (c *counts) Dropped(n int) { c.dropped.Add(int64(n)) }
+func (c *counts) Lost(n int)    { c.lost.Add(int64(n)) }
 
-func readAll(t *testing.T, dir string) []Record {
+func (c *counts) settled() int64 { return c.written.Load() + c.dropped.Load() + c.lost.Load() }
+
+func (c *counts) String() string {
+	return fmt.Sprintf("written %d, dropped %d, lost %d", c.written.Load(), c.dropped.Load(), c.lost.Load())
+}
+
+// logBuffer collects the log's lines; the writer goroutine logs while the
+// test reads.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the logged lines whose message contains msg.
+func (b *logBuffer) lines(msg string) []map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+		var entry map[string]any
+		if json.Unmarshal([]byte(line), &entry) == nil && strings.Contains(fmt.Sprint(entry["msg"]), msg) {
+			out = append(out, entry)
+		}
+	}
+	return out
+}
+
+// readRecords reads the request ids in the named files, failing on any line
+// that is not a whole record.
+func readRecords(t *testing.T, files ...string) []string {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(dir, "*.jsonl"))
-	var out []Record
+	var ids []string
 	for _, name := range files {
 		f, err := os.Open(name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		s := bufio.NewScanner(f)
+		s.Buffer(nil, 1<<20)
 		for s.Scan() {
 			var r Record
 			if err := json.Unmarshal(s.Bytes(), &r); err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
-			out = append(out, r)
+			ids = append(ids, r.RequestID)
 		}
 		if err := f.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return out
+	return ids
+}
+
+// readAll reads the files the training side reads (ranker.experiments.exposure
+// globs exposure*.jsonl).
+func readAll(t *testing.T, dir string) []string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "exposure*.jsonl"))
+	return readRecords(t, files...)
+}
+
+func record(id int) Record {
+	return Record{Time: time.Unix(1_700_000_000, 0).UTC(), RequestID: fmt.Sprint(id), UserID: "u", Variant: "control",
+		Model: "demo", ModelVersion: "v1", Items: []Item{{ID: "a", Position: 1, Score: 0.5}}}
+}
+
+func writeRange(l *Log, from, to int) {
+	for i := from; i < to; i++ {
+		l.Write(record(i))
+	}
+}
+
+// waitFor polls cond, as the writer works on its own goroutine and timer.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func TestRecordsAreWrittenAndRotated(t *testing.T) {
@@ -47,52 +119,26 @@ func TestRecordsAreWrittenAndRotated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 100 {
-		l.Write(Record{Time: time.Now(), RequestID: "r", UserID: "u", Variant: "control", Model: "demo",
-			ModelVersion: "v1", Items: []Item{{ID: "a", Position: 1, Score: float32(i)}}})
-	}
+	writeRange(l, 0, 100)
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	got := readAll(t, dir)
-	if len(got)+int(c.dropped.Load()) != 100 || int(c.written.Load()) != len(got) {
-		t.Fatalf("got %d records, %d written, %d dropped; want 100 in all", len(got), c.written.Load(), c.dropped.Load())
+	if got := len(readAll(t, dir)); got != 100 || c.written.Load() != 100 {
+		t.Fatalf("got %d records on disk, %v; want 100 written", got, c)
 	}
 	files, _ := filepath.Glob(filepath.Join(dir, "exposure-*.jsonl"))
 	if len(files) == 0 {
 		t.Error("no rotated file after 100 records with a 2000-byte limit")
 	}
-}
-
-func TestFullBufferDropsInsteadOfBlocking(t *testing.T) {
-	dir := t.TempDir()
-	c := &counts{}
-	l, err := Open(dir, Options{Buffer: 1, MaxBytes: 1 << 20, MaxFiles: 10}, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	for range 10_000 {
-		l.Write(Record{RequestID: "r", Items: make([]Item, 50)})
-	}
-	elapsed := time.Since(start)
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if c.dropped.Load() == 0 {
-		t.Error("10,000 writes into a one-record buffer dropped nothing")
-	}
-	if c.written.Load()+c.dropped.Load() != 10_000 {
-		t.Errorf("written %d + dropped %d != 10000", c.written.Load(), c.dropped.Load())
-	}
-	if elapsed > 2*time.Second {
-		t.Errorf("writes took %v: Write must never wait for the disk", elapsed)
+	for _, f := range append(files, filepath.Join(dir, CurrentName)) {
+		if info, _ := os.Stat(f); info.Size() > 2000 {
+			t.Errorf("%s has %d bytes, limit 2000", f, info.Size())
+		}
 	}
 }
 
 // Large records through a buffer much larger than one write: every file
-// stays within the limit (plus one record), old files are pruned, and
-// every line is whole.
+// stays within the limit, old files are pruned, and every line is whole.
 func TestRotationHoldsUnderHeavyTrafficAndKeepsMaxFiles(t *testing.T) {
 	dir := t.TempDir()
 	c := &counts{}
@@ -117,13 +163,13 @@ func TestRotationHoldsUnderHeavyTrafficAndKeepsMaxFiles(t *testing.T) {
 	}
 	for _, f := range files {
 		info, _ := os.Stat(f)
-		if info.Size() > maxBytes+int64(20<<10) {
+		if info.Size() > maxBytes {
 			t.Errorf("%s has %d bytes, limit %d", f, info.Size(), maxBytes)
 		}
 	}
 	readAll(t, dir) // fails on a partial line
-	if c.written.Load()+c.dropped.Load() != 3000 {
-		t.Errorf("written %d + dropped %d != 3000", c.written.Load(), c.dropped.Load())
+	if c.settled() != 3000 {
+		t.Errorf("%v; want 3000 in all", c)
 	}
 }
 
@@ -145,26 +191,382 @@ func TestWriteAfterCloseIsDroppedNotAPanic(t *testing.T) {
 	}
 }
 
-func TestRotationRecoversWhenTheFileIsMovedAway(t *testing.T) {
+// A record is counted once, as written only when it is in a file at the
+// log's path; whatever happens to the file or the directory, written,
+// dropped and lost add up to the records offered.
+func TestEveryRecordIsCountedOnce(t *testing.T) {
+	type env struct {
+		t    *testing.T
+		dir  string
+		path string
+		l    *Log
+		c    *counts
+		logs *logBuffer
+	}
+	// flushed waits until the writer has settled n records: written
+	// records reach the file within a second, by the timer.
+	flushed := func(e env, n int64) {
+		waitFor(e.t, fmt.Sprintf("%d records are settled (%v)", n, e.c), func() bool { return e.c.settled() == n })
+	}
+	// reappears waits until the timer check has opened a new file at the path.
+	reappears := func(e env) {
+		waitFor(e.t, "a new file is at the path", func() bool { _, err := os.Stat(e.path); return err == nil })
+	}
+	tests := []struct {
+		name  string
+		opts  Options
+		seams func(e env) // sets the log's test seams before it starts
+		run   func(e env) // offers records 0 to offered-1
+		// what the counts and the files must then show
+		offered                int64
+		written, dropped, lost int64 // -1: any, as long as the sum holds
+		onDisk                 func(e env) []string
+		deleted                int64  // records counted written, then deleted with their file by the test
+		warning                string // a WARN line the log must hold, once
+		info                   string // an INFO line the log must hold, once
+	}{
+		{
+			name: "file deleted and noticed by the timer",
+			run: func(e env) {
+				writeRange(e.l, 0, 100)
+				flushed(e, 100)
+				mustRemove(e.t, e.path)
+				reappears(e)
+				writeRange(e.l, 100, 200)
+			},
+			offered: 200, written: 200, deleted: 100,
+			onDisk: func(e env) []string { return readAll(e.t, e.dir) },
+			info:   "writing to a new one",
+		},
+		{
+			name: "directory deleted",
+			run: func(e env) {
+				writeRange(e.l, 0, 100)
+				flushed(e, 100)
+				if err := os.RemoveAll(e.dir); err != nil {
+					e.t.Fatal(err)
+				}
+				reappears(e) // made again, as at the start
+				writeRange(e.l, 100, 200)
+			},
+			offered: 200, written: 200, deleted: 100,
+			onDisk: func(e env) []string { return readAll(e.t, e.dir) },
+		},
+		{
+			name: "file deleted and records follow at once",
+			run: func(e env) {
+				writeRange(e.l, 0, 100)
+				flushed(e, 100)
+				mustRemove(e.t, e.path)
+				writeRange(e.l, 100, 200) // checked before the write: they go to a new file
+			},
+			offered: 200, written: 200, deleted: 100,
+			onDisk: func(e env) []string { return readAll(e.t, e.dir) },
+		},
+		{
+			name: "file moved away and replaced by another",
+			run: func(e env) {
+				writeRange(e.l, 0, 100)
+				flushed(e, 100)
+				if err := os.Rename(e.path, filepath.Join(e.dir, "shipped.jsonl")); err != nil {
+					e.t.Fatal(err)
+				}
+				foreign, _ := json.Marshal(Record{RequestID: "foreign"})
+				if err := os.WriteFile(e.path, append(foreign, '\n'), 0o644); err != nil {
+					e.t.Fatal(err)
+				}
+				writeRange(e.l, 100, 200)
+			},
+			offered: 200, written: 200,
+			onDisk: func(e env) []string {
+				ids := readRecords(e.t, filepath.Join(e.dir, "shipped.jsonl"), e.path)
+				if ids[100] != "foreign" {
+					e.t.Errorf("got %q after the moved file's records, want the replacement's own line first", ids[100])
+				}
+				return append(ids[:100], ids[101:]...)
+			},
+		},
+		{
+			name: "file deleted between a write and its check",
+			seams: func(e env) {
+				var once sync.Once
+				e.l.afterWrite = func() { once.Do(func() { mustRemove(e.t, e.path) }) }
+			},
+			run:     func(e env) { writeRange(e.l, 0, 100) },
+			offered: 100, written: -1, lost: -1,
+			onDisk:  func(e env) []string { return readAll(e.t, e.dir) },
+			warning: "records lost",
+		},
+		{
+			name: "directory made unwritable, then restored",
+			run: func(e env) {
+				writeRange(e.l, 0, 100)
+				flushed(e, 100)
+				// Replaced by a file: neither reopening nor rotating can
+				// work, whoever runs the test (chmod does not stop root).
+				if err := os.Rename(e.dir, e.dir+".away"); err != nil {
+					e.t.Fatal(err)
+				}
+				if err := os.WriteFile(e.dir, nil, 0o644); err != nil {
+					e.t.Fatal(err)
+				}
+				writeRange(e.l, 100, 200)
+				flushed(e, 200)
+				mustRemove(e.t, e.dir)
+				if err := os.Rename(e.dir+".away", e.dir); err != nil {
+					e.t.Fatal(err)
+				}
+				reappears(e)
+				waitFor(e.t, "the writer reopens the file", func() bool {
+					n := e.c.settled() + 1
+					e.l.Write(record(200))
+					flushed(e, n)
+					return e.c.written.Load() > 100
+				})
+			},
+			offered: -1, written: 101, dropped: -1,
+			onDisk:  func(e env) []string { return readAll(e.t, e.dir) },
+			warning: "cannot be opened, rotated or written",
+		},
+		{
+			name: "rotation refused, then allowed",
+			opts: Options{MaxBytes: 4096},
+			seams: func(e env) {
+				// A directory at the rotated file's name fails the rename
+				// as a read-only directory would, and leaves the current
+				// file writable: it must not grow past its limit.
+				at := time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)
+				e.l.nameTime = func() time.Time { return at }
+				blocker := filepath.Join(e.dir, "exposure-20300102T030405.000000006Z.jsonl", "x")
+				if err := os.MkdirAll(blocker, 0o755); err != nil {
+					e.t.Fatal(err)
+				}
+			},
+			run: func(e env) {
+				writeRange(e.l, 0, 200) // about 25 KB
+				flushed(e, 200)
+				if e.c.dropped.Load() == 0 {
+					e.t.Errorf("nothing dropped with rotation refused (%v)", e.c)
+				}
+				if info, err := os.Stat(e.path); err != nil || info.Size() > 4096 {
+					e.t.Errorf("the current file grew to %v bytes (%v), limit 4096", info.Size(), err)
+				}
+				if err := os.RemoveAll(filepath.Join(e.dir, "exposure-20300102T030405.000000006Z.jsonl")); err != nil {
+					e.t.Fatal(err)
+				}
+				before := e.c.written.Load()
+				waitFor(e.t, "rotation succeeds", func() bool {
+					n := e.c.settled() + 1
+					e.l.Write(record(200))
+					flushed(e, n)
+					return e.c.written.Load() > before
+				})
+			},
+			offered: -1, written: -1, dropped: -1,
+			onDisk:  func(e env) []string { return readAll(e.t, e.dir) },
+			warning: "cannot be opened, rotated or written",
+		},
+		{
+			name: "a FIFO put at the path",
+			run: func(e env) {
+				writeRange(e.l, 0, 100)
+				flushed(e, 100)
+				mustRemove(e.t, e.path)
+				if err := syscall.Mkfifo(e.path, 0o644); err != nil {
+					e.t.Fatal(err)
+				}
+				writeRange(e.l, 100, 200) // the writer must not hang opening it
+				flushed(e, 200)
+			},
+			offered: 200, written: 100, dropped: 100, deleted: 100,
+			onDisk:  func(e env) []string { return readRecords(e.t) },
+			warning: "cannot be opened, rotated or written",
+		},
+		{
+			name: "a full buffer",
+			opts: Options{Buffer: 1},
+			run: func(e env) {
+				for i := range 10_000 {
+					e.l.Write(Record{RequestID: fmt.Sprint(i), Items: make([]Item, 50)})
+				}
+			},
+			offered: 10_000, written: -1, dropped: -1,
+			onDisk: func(e env) []string { return readAll(e.t, e.dir) },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := filepath.Join(t.TempDir(), "exposures")
+			e := env{t: t, dir: dir, path: filepath.Join(dir, CurrentName), c: &counts{}, logs: &logBuffer{}}
+			opts := Options{Buffer: 1000, MaxBytes: 1 << 20, MaxFiles: 10, Logger: slog.New(slog.NewJSONHandler(e.logs, nil))}
+			if tt.opts.Buffer != 0 {
+				opts.Buffer = tt.opts.Buffer
+			}
+			if tt.opts.MaxBytes != 0 {
+				opts.MaxBytes = tt.opts.MaxBytes
+			}
+			var err error
+			if _, err = open(dir, opts, e.c, func(l *Log) {
+				e.l = l
+				if tt.seams != nil {
+					tt.seams(e)
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+			tt.run(e)
+			closeErr := e.l.Close()
+			offered := tt.offered
+			if offered < 0 { // cases that retry until the writer recovers
+				offered = e.c.settled()
+			}
+			if got := e.c.settled(); got != offered {
+				t.Errorf("got %v = %d, want %d offered", e.c, got, offered)
+			}
+			for _, n := range []struct {
+				what      string
+				got, want int64
+			}{{"written", e.c.written.Load(), tt.written}, {"dropped", e.c.dropped.Load(), tt.dropped}, {"lost", e.c.lost.Load(), tt.lost}} {
+				if n.want >= 0 && n.got != n.want {
+					t.Errorf("got %s %d, want %d (%v)", n.what, n.got, n.want, e.c)
+				}
+			}
+			if tt.lost < 0 && e.c.lost.Load() == 0 {
+				t.Errorf("nothing counted lost (%v)", e.c)
+			}
+			if tt.dropped < 0 && e.c.dropped.Load() == 0 {
+				t.Errorf("nothing counted dropped (%v)", e.c)
+			}
+			// Every record counted written is on disk, but those in a
+			// file the test deleted after they were confirmed.
+			wantOnDisk := e.c.written.Load() - tt.deleted
+			if got := int64(len(tt.onDisk(e))); got != wantOnDisk {
+				t.Errorf("got %d records on disk, want %d (%v)", got, wantOnDisk, e.c)
+			}
+			if tt.warning != "" {
+				if got := e.logs.lines(tt.warning); len(got) != 1 || got[0]["level"] != "WARN" {
+					t.Errorf("got log lines %v, want one WARN line %q", got, tt.warning)
+				}
+			}
+			if tt.info != "" {
+				if got := e.logs.lines(tt.info); len(got) != 1 || got[0]["level"] != "INFO" {
+					t.Errorf("got log lines %v, want one INFO line %q", got, tt.info)
+				}
+			}
+			if tt.warning == "" && closeErr != nil {
+				t.Errorf("Close: %v", closeErr)
+			}
+		})
+	}
+}
+
+func mustRemove(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Close reports records its last write could not save.
+func TestCloseReportsRecordsItCouldNotSave(t *testing.T) {
 	dir := t.TempDir()
 	c := &counts{}
-	l, err := Open(dir, Options{Buffer: 1000, MaxBytes: 4096, MaxFiles: 100}, c)
+	l, err := open(dir, Options{Buffer: 100, MaxBytes: 1 << 20, MaxFiles: 1}, c, func(l *Log) {
+		l.afterWrite = func() { _ = os.Remove(filepath.Join(dir, CurrentName)) }
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.Write(Record{RequestID: "first"})
-	time.Sleep(1500 * time.Millisecond) // flushed by the ticker
-	// A log shipper took it.
-	if err := os.Remove(filepath.Join(dir, CurrentName)); err != nil {
+	writeRange(l, 0, 10)
+	err = l.Close()
+	if err == nil || !strings.Contains(err.Error(), "records lost") {
+		t.Errorf("Close returned %v, want an error saying records were lost", err)
+	}
+	if c.lost.Load() != 10 {
+		t.Errorf("got %v, want 10 lost", c)
+	}
+}
+
+func TestWarningsAreRateLimitedPerKind(t *testing.T) {
+	start := time.Unix(1_700_000_000, 0)
+	steps := []struct {
+		kind           string
+		after          time.Duration
+		records        int
+		ok             bool
+		suppressed     int
+		recordsInTotal int
+	}{
+		{"write", 0, 3, true, 0, 3},
+		{"write", time.Second, 4, false, 0, 0},
+		{"lost", 2 * time.Second, 5, true, 0, 5}, // another kind has its own limit
+		{"write", 9 * time.Second, 1, false, 0, 0},
+		{"write", warnEvery, 2, true, 2, 7},
+		{"write", warnEvery + time.Second, 1, false, 0, 0},
+	}
+	var w warnings
+	for _, s := range steps {
+		ok, suppressed, total := w.allow(s.kind, start.Add(s.after), s.records)
+		if ok != s.ok || suppressed != s.suppressed || total != s.recordsInTotal {
+			t.Errorf("%s at +%v: got (%v, %d suppressed, %d records), want (%v, %d, %d)",
+				s.kind, s.after, ok, suppressed, total, s.ok, s.suppressed, s.recordsInTotal)
+		}
+	}
+}
+
+// A shipper moving the file away over and over while records flow: every
+// record written or lost is in exactly one of the files, nothing twice, and
+// the counts add up to the records offered.
+func TestCountsHoldWhileTheFileIsMovedAwayUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	c := &counts{}
+	l, err := Open(dir, Options{Buffer: 100_000, MaxBytes: 1 << 20, MaxFiles: 100}, c)
+	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 200 {
-		l.Write(Record{RequestID: fmt.Sprint(i), Items: make([]Item, 5)})
+	stop := make(chan struct{})
+	moved := make(chan int)
+	go func() {
+		n := 0
+		defer func() { moved <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+				if os.Rename(filepath.Join(dir, CurrentName), filepath.Join(dir, fmt.Sprintf("shipped-%05d.jsonl", n))) == nil {
+					n++
+				}
+			}
+		}
+	}()
+	const offered = 10_000
+	for i := range offered {
+		l.Write(Record{RequestID: fmt.Sprint(i), Items: make([]Item, 10)})
+		if i%200 == 0 {
+			time.Sleep(time.Millisecond) // let the shipper in between writes
+		}
 	}
+	close(stop)
+	movedTimes := <-moved
 	if err := l.Close(); err != nil {
-		t.Fatal(err)
+		t.Logf("Close: %v", err) // the last write may have been lost
 	}
-	if got := len(readAll(t, dir)); got < 150 {
-		t.Errorf("only %d of 200 records survived the file being moved away (dropped %d)", got, c.dropped.Load())
+	t.Logf("moved away %d times; %v", movedTimes, c)
+	if got := c.settled(); got != offered {
+		t.Errorf("got %v = %d, want %d offered", c, got, offered)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	ids := readRecords(t, files...)
+	if got, want := int64(len(ids)), c.written.Load()+c.lost.Load(); got != want {
+		t.Errorf("got %d records in the files, want %d written and lost (%v)", got, want, c)
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			t.Fatalf("record %s is in the files twice", id)
+		}
+		seen[id] = true
 	}
 }

@@ -28,6 +28,7 @@ type Metrics struct {
 	ModelLoads        *prometheus.CounterVec
 	ExposureWritten   prometheus.Counter
 	ExposureDropped   prometheus.Counter
+	ExposureLost      prometheus.Counter
 	ShadowCorrelation *prometheus.HistogramVec
 	ShadowSkipped     *prometheus.CounterVec
 	Events            *prometheus.CounterVec
@@ -65,10 +66,13 @@ func New() *Metrics {
 			Name: "ranker_model_loads_total", Help: "Model version loads by result (loaded or refused).",
 		}, []string{"model", "result"}),
 		ExposureWritten: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ranker_exposure_records_total", Help: "Exposure log records written.",
+			Name: "ranker_exposure_records_total", Help: "Exposure records written to the file in the exposure directory, confirmed there after the write.",
 		}),
 		ExposureDropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ranker_exposure_dropped_total", Help: "Exposure records dropped because the buffer was full.",
+			Name: "ranker_exposure_dropped_total", Help: "Exposure records that never reached a file: the buffer was full, or no file could be opened, rotated or written (see the server's warnings).",
+		}),
+		ExposureLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ranker_exposure_lost_total", Help: "Exposure records written into a file that had been deleted or moved away from the exposure directory, where no reader looks.",
 		}),
 		ShadowCorrelation: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ranker_shadow_rank_correlation", Help: "Spearman correlation between primary and shadow rankings.",
@@ -98,7 +102,7 @@ func New() *Metrics {
 		}
 	}
 	reg.MustRegister(m.Events, m.UnknownCandidates, m.FeatureLatency, m.StateErrors, m.Requests, m.Latency, m.Candidates, m.Scores, m.MissingFeatures, m.ModelLoads,
-		m.ExposureWritten, m.ExposureDropped, m.ShadowCorrelation, m.ShadowSkipped)
+		m.ExposureWritten, m.ExposureDropped, m.ExposureLost, m.ShadowCorrelation, m.ShadowSkipped)
 	return m
 }
 

@@ -100,7 +100,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	var exposures *exposure.Log
 	if cfg.ExposureDir != "" {
 		exposures, err = exposure.Open(cfg.ExposureDir, exposure.Options{Buffer: cfg.ExposureBuffer,
-			MaxBytes: cfg.ExposureMaxBytes, MaxFiles: cfg.ExposureMaxFiles}, exposureCounters{m})
+			MaxBytes: cfg.ExposureMaxBytes, MaxFiles: cfg.ExposureMaxFiles, Logger: logger}, exposureCounters{m})
 		if err != nil {
 			return err
 		}
@@ -311,8 +311,9 @@ func shutdown(g *grpc.Server, h *health.Server, delay, timeout time.Duration, lo
 
 type exposureCounters struct{ m *metrics.Metrics }
 
-func (c exposureCounters) Written() { c.m.ExposureWritten.Inc() }
-func (c exposureCounters) Dropped() { c.m.ExposureDropped.Inc() }
+func (c exposureCounters) Written(n int) { c.m.ExposureWritten.Add(float64(n)) }
+func (c exposureCounters) Dropped(n int) { c.m.ExposureDropped.Add(float64(n)) }
+func (c exposureCounters) Lost(n int)    { c.m.ExposureLost.Add(float64(n)) }
 
 // experimentFile reloads the experiment config when the file changes.
 type experimentFile struct {
