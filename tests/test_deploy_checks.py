@@ -9,6 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support import REPO
 
@@ -113,3 +114,15 @@ def test_crd_schemas_refuse_unknown_fields(doc: dict[str, Any], want_errors: int
     }
     got = manifests.errors(full, "1.33.0", crds)
     assert len(got) == want_errors, got
+
+
+def test_grace_period_covers_the_prestop_sleep_and_the_drain() -> None:
+    deployment = yaml.safe_load((REPO / "deploy/k8s/base/deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    sleep = server["lifecycle"]["preStop"]["sleep"]["seconds"]
+    (timeout,) = [a.split("=", 1)[1] for a in server["args"] if a.startswith("--shutdown-timeout=")]
+    assert timeout.endswith("s"), timeout
+    drain = int(timeout.removesuffix("s"))
+    grace = pod["terminationGracePeriodSeconds"]
+    assert grace > sleep + drain, f"grace {grace}s, preStop {sleep}s + drain {drain}s"
