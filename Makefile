@@ -37,6 +37,12 @@ GRPCURL := $(GO_BIN)/grpcurl
 PROMETHEUS_VERSION := 0.316.0
 PROMTOOL := $(GO_BIN)/promtool
 KUBERNETES_VERSION := 1.33.0
+# kustomize builds the overlays for `make deploy-check`; the
+# prometheus-operator module (Go proxy) carries the CRDs its objects are
+# validated against.
+KUSTOMIZE_VERSION := 5.8.2
+KUSTOMIZE := $(GO_BIN)/kustomize
+PROMETHEUS_OPERATOR_VERSION := 0.85.0
 
 ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx.__file__).parent.parent)')
 
@@ -44,7 +50,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help setup proto proto-check data train build serve demo replay redis-server test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-pipeline deploy-check lint clean
+.PHONY: help setup proto proto-check data train build serve demo replay redis-server test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-pipeline deploy-rules deploy-check lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -175,12 +181,28 @@ bench-pipeline: $(SETUP_STAMP) ## Rows/s and peak memory of data, features, trai
 $(PROMTOOL):
 	GOBIN=$(GO_BIN) go install github.com/prometheus/prometheus/cmd/promtool@v$(PROMETHEUS_VERSION)
 
-deploy-check: $(SETUP_STAMP) $(PROMTOOL) ## Validate Dockerfiles, Kubernetes manifests, alert rules (with unit tests) and the dashboard
+$(KUSTOMIZE):
+	GOBIN=$(GO_BIN) go install sigs.k8s.io/kustomize/kustomize/v$(word 1,$(subst ., ,$(KUSTOMIZE_VERSION)))@v$(KUSTOMIZE_VERSION)
+
+DEPLOY_BUILD := data/deploy
+
+deploy-rules: $(SETUP_STAMP) ## Regenerate the prod overlay's PrometheusRule from deploy/prometheus/ranker-rules.yaml
+	$(PY) deploy/check/prometheusrule.py --write
+
+deploy-check: $(SETUP_STAMP) $(PROMTOOL) $(KUSTOMIZE) ## Validate Dockerfiles, every kustomize overlay (Kubernetes and Prometheus Operator schemas, strict), alert rules (with unit tests), the dashboard, the deploy scripts
 	$(VENV)/bin/hadolint deploy/docker/*.Dockerfile
-	$(VENV)/bin/kubernetes-validate --strict --quiet -k $(KUBERNETES_VERSION) deploy/k8s/*.yaml
+	rm -rf $(DEPLOY_BUILD) && mkdir -p $(DEPLOY_BUILD)
+	for overlay in deploy/k8s/overlays/*/; do \
+		$(KUSTOMIZE) build "$$overlay" > $(DEPLOY_BUILD)/$$(basename "$$overlay").yaml; done
+	crds="$$(cd deploy && go mod download -json github.com/prometheus-operator/prometheus-operator@v$(PROMETHEUS_OPERATOR_VERSION) \
+		| $(PY) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')/example/prometheus-operator-crd"; \
+	$(PY) deploy/check/manifests.py --kubernetes-version $(KUBERNETES_VERSION) --crds "$$crds" $(DEPLOY_BUILD)/*.yaml
+	$(PY) deploy/check/prometheusrule.py --check
 	$(PROMTOOL) check rules deploy/prometheus/ranker-rules.yaml
 	cd deploy/prometheus && $(PROMTOOL) test rules ranker-rules.test.yaml
-	$(PY) -c 'import json, sys; [json.load(open(p)) for p in sys.argv[1:]]' deploy/grafana/*.json
+	$(PY) deploy/check/dashboard.py deploy/grafana/*.json
+	cd python && ../.venv/bin/ruff check --config pyproject.toml ../deploy && ../.venv/bin/ruff format --check --config pyproject.toml ../deploy
+	cd python && ../.venv/bin/mypy --config-file pyproject.toml ../deploy/check ../deploy/model-sync
 
 $(BUF):
 	GOBIN=$(GO_BIN) go install github.com/bufbuild/buf/cmd/buf@v$(BUF_VERSION)

@@ -62,7 +62,7 @@ def test_alerts_and_dashboard_use_metrics_the_server_exports(
 def test_deployed_experiment_config_is_accepted_by_the_server(
     server_binary: Path, model_dir: Path, ort_lib: Path, tmp_path: Path
 ) -> None:
-    configmap = yaml.safe_load((DEPLOY / "k8s/configmap-experiment.yaml").read_text())
+    configmap = yaml.safe_load((DEPLOY / "k8s/base/configmap-experiment.yaml").read_text())
     config = tmp_path / "experiment.yaml"
     config.write_text(configmap["data"]["experiment.yaml"])
     experiment = yaml.safe_load(config.read_text())["experiment"]
@@ -74,11 +74,27 @@ def test_deployed_experiment_config_is_accepted_by_the_server(
         assert experiment["name"] in running.log
 
 
-def test_deployment_args_are_server_flags(server_binary: Path) -> None:
+def _overlay_args(overlay: str) -> list[str]:
+    """The server arguments an overlay's JSON patches add."""
+    kustomization = yaml.safe_load(
+        (DEPLOY / f"k8s/overlays/{overlay}/kustomization.yaml").read_text()
+    )
+    args = []
+    for patch in kustomization.get("patches", []):
+        for op in yaml.safe_load(patch.get("patch", "[]")) or []:
+            if op["path"] == "/spec/template/spec/containers/0/args/-":
+                args.append(op["value"])
+    return args
+
+
+@pytest.mark.parametrize("overlay", ["dev"])
+def test_deployment_args_are_server_flags(server_binary: Path, overlay: str) -> None:
     usage = subprocess.run([str(server_binary), "--help"], capture_output=True, text=True).stderr
-    deployment = yaml.safe_load((DEPLOY / "k8s/deployment.yaml").read_text())
+    deployment = yaml.safe_load((DEPLOY / "k8s/base/deployment.yaml").read_text())
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    for arg in container["args"]:
+    overlay_args = _overlay_args(overlay)
+    assert overlay_args, f"{overlay} adds no server arguments"
+    for arg in container["args"] + overlay_args:
         flag = arg.split("=", 1)[0]
         assert f"  {flag}" in usage.replace("  -", "  --"), flag
     for env in container["env"]:

@@ -15,13 +15,18 @@ RUN go mod download
 COPY go/ ./
 # cgo stays on for the onnxruntime backend; the native backend needs none.
 RUN go build -trimpath -ldflags="-s -w" -o /out/ranker-server ./cmd/ranker-server
+# The readiness check over mTLS (the kubelet's gRPC probe speaks plaintext
+# only); static, as the final image has no shell.
+RUN CGO_ENABLED=0 GOBIN=/out go install github.com/grpc-ecosystem/grpc-health-probe@v0.4.62 \
+ && mv /out/grpc-health-probe /out/grpc_health_probe
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/ranker-server /usr/local/bin/ranker-server
+COPY --from=build /out/grpc_health_probe /usr/local/bin/grpc_health_probe
 COPY --from=onnxruntime /libonnxruntime.so /usr/local/lib/libonnxruntime.so
-ENV RANKER_ORT_LIB=/usr/local/lib/libonnxruntime.so \
-    RANKER_LISTEN=0.0.0.0:50051 \
-    RANKER_METRICS_LISTEN=0.0.0.0:9464
+# gRPC and metrics keep the server's loopback defaults: a container run
+# without flags exposes nothing; the Kubernetes manifests choose 0.0.0.0.
+ENV RANKER_ORT_LIB=/usr/local/lib/libonnxruntime.so
 USER 65532:65532
 EXPOSE 50051 9464
 ENTRYPOINT ["/usr/local/bin/ranker-server"]

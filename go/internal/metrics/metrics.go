@@ -5,6 +5,8 @@ package metrics
 import (
 	"context"
 	"net/http"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +38,9 @@ type Metrics struct {
 	FeatureLatency    prometheus.Histogram
 	StateErrors       prometheus.Counter
 	Shedding
+	// VersionScores is Scores by model version too, for drift alerts that
+	// compare a version with itself (versions' score offsets differ).
+	VersionScores *versionScores
 }
 
 // New registers the metrics, and Go and process collectors, on a fresh registry.
@@ -96,6 +101,11 @@ func New() *Metrics {
 		}),
 	}
 	m.Shedding = newShedding(reg)
+	m.VersionScores = &versionScores{vec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "ranker_version_scores", Help: "Distribution of candidate scores by model version (the newest versions seen per model), for drift alerts.",
+		Buckets: prometheus.LinearBuckets(-4, 0.5, 17),
+	}, []string{"model", "version"}), seen: map[string][]string{}}
+	reg.MustRegister(m.VersionScores.vec)
 	for _, kind := range []string{"article", "event"} {
 		for _, result := range []string{"accepted", "duplicate", "rejected"} {
 			m.Events.WithLabelValues(kind, result) // exported at 0, so rates exist from the start
@@ -237,4 +247,52 @@ func (m *Metrics) AuthRefusals() func(method, reason string) {
 	}, []string{"method", "reason"})
 	m.Registry.MustRegister(c)
 	return func(method, reason string) { c.WithLabelValues(method, reason).Inc() }
+}
+
+// VersionsPerModel bounds ranker_version_scores: a model's series are kept
+// for this many versions (the serving one, pins, the ones just replaced), the
+// least recently scored dropped first, so nightly versions do not pile up
+// series while a pinned old version keeps its own.
+const VersionsPerModel = 4
+
+type versionScores struct {
+	vec  *prometheus.HistogramVec
+	mu   sync.Mutex
+	seen map[string][]string // model -> versions, least recently scored first
+}
+
+// Observer returns the score histogram of one model version, dropping the
+// series of the model's least recently scored version beyond VersionsPerModel.
+func (v *versionScores) Observer(model, version string) prometheus.Observer {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	versions := slices.DeleteFunc(v.seen[model], func(seen string) bool { return seen == version })
+	versions = append(versions, version)
+	for len(versions) > VersionsPerModel {
+		v.vec.DeleteLabelValues(model, versions[0])
+		versions = versions[1:]
+	}
+	v.seen[model] = versions
+	return v.vec.WithLabelValues(model, version)
+}
+
+// ServingVersions exports, at each scrape, ranker_model_serving_info{model,
+// version} = 1 for the version serving under each name: the model sync reads
+// it so that it never deletes what serves. serving reports them by name.
+func (m *Metrics) ServingVersions(serving func() map[string]string) {
+	m.Registry.MustRegister(&servingInfo{serving: serving, desc: prometheus.NewDesc(
+		"ranker_model_serving_info", "The serving version of each model (always 1).", []string{"model", "version"}, nil)})
+}
+
+type servingInfo struct {
+	serving func() map[string]string
+	desc    *prometheus.Desc
+}
+
+func (s *servingInfo) Describe(ch chan<- *prometheus.Desc) { ch <- s.desc }
+
+func (s *servingInfo) Collect(ch chan<- prometheus.Metric) {
+	for name, version := range s.serving() {
+		ch <- prometheus.MustNewConstMetric(s.desc, prometheus.GaugeValue, 1, name, version)
+	}
 }

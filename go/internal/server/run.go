@@ -96,6 +96,15 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}
 		return ages
 	})
+	m.ServingVersions(func() map[string]string {
+		serving := map[string]string{}
+		for _, name := range models.Names() {
+			if st, err := models.Status(name); err == nil {
+				serving[name] = st.Serving.Meta.ModelVersion
+			}
+		}
+		return serving
+	})
 
 	var exposures *exposure.Log
 	if cfg.ExposureDir != "" {

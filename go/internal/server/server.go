@@ -198,8 +198,10 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	defer release()
 	s.metrics.Candidates.Observe(float64(n))
 	scoreHist := s.metrics.Scores.WithLabelValues(modelName)
+	versionHist := s.metrics.VersionScores.Observer(modelName, m.Meta.ModelVersion)
 	for _, sc := range scores {
 		scoreHist.Observe(float64(sc))
+		versionHist.Observe(float64(sc))
 	}
 	s.metrics.UnknownCandidates.Add(float64(len(unknown)))
 	if len(unknown) > 0 {
