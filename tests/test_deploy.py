@@ -87,7 +87,7 @@ def _overlay_args(overlay: str) -> list[str]:
     return args
 
 
-@pytest.mark.parametrize("overlay", ["dev"])
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
 def test_deployment_args_are_server_flags(server_binary: Path, overlay: str) -> None:
     usage = subprocess.run([str(server_binary), "--help"], capture_output=True, text=True).stderr
     deployment = yaml.safe_load((DEPLOY / "k8s/base/deployment.yaml").read_text())

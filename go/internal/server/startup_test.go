@@ -113,7 +113,7 @@ func TestSIGTERMDuringStartupOnAFIFOModelReturnsPromptly(t *testing.T) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM) // as main does
 	defer stop()
-	addr, done := startRun(t, ctx, "--model-root", root)
+	addr, done := startRun(t, ctx, "--model-root", root, "--drain-delay", "0s") // the drain delay is tested on its own
 	if addr == "" {
 		t.Error("the server did not listen within 5 s of starting on a FIFO model.onnx")
 	} else {

@@ -14,7 +14,7 @@ from types import TracebackType
 
 import grpc
 
-from ranker.serving.client import RankerClient, TLSOptions
+from ranker.serving.client import SERVICE_NAME, RankerClient, TLSOptions
 
 
 def ort_library_path() -> Path:
@@ -109,7 +109,9 @@ class ServerProcess:
                 if code is not None:
                     raise ServerExited(code, self.log)
                 try:
-                    if client.health() == "SERVING":
+                    # The ranking service, not the whole server: the server
+                    # is alive (SERVING) while it still waits for a model.
+                    if client.health(SERVICE_NAME) == "SERVING":
                         return self
                 except grpc.RpcError:
                     pass
