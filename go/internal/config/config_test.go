@@ -22,6 +22,9 @@ func TestFlagsEnvironmentAndDefaults(t *testing.T) {
 			if c.Listen != "127.0.0.1:50051" || c.MaxCandidates != 2000 || c.ORTThreads != 1 || c.ShutdownTimeout != 10*time.Second {
 				t.Errorf("got %+v", c)
 			}
+			if c.MaxScoring < 4 || c.MaxInflight != 1024 || c.MaxRequestMemory != 32<<20 || c.DrainDelay != time.Second || c.Reflection {
+				t.Errorf("bounds: got %+v", c)
+			}
 		}},
 		{"environment sets a flag", nil, map[string]string{"RANKER_MODEL": "from-env", "RANKER_MAX_CANDIDATES": "7", "RANKER_SHUTDOWN_TIMEOUT": "3s"}, func(t *testing.T, c Config) {
 			if c.Model != "from-env" || c.MaxCandidates != 7 || c.ShutdownTimeout != 3*time.Second {
@@ -64,6 +67,13 @@ func TestBadSettingsAreNamed(t *testing.T) {
 		{[]string{"--model=m", "--log-level=loud"}, nil, "log-level"},
 		{[]string{"--model=m", "stray"}, nil, "unexpected arguments"},
 		{[]string{"--model=m", "--shutdown-timeout=0s"}, nil, "shutdown-timeout"},
+		{[]string{"--model=m", "--max-inflight=0"}, nil, "max-inflight 0"},
+		{[]string{"--model=m", "--max-scoring=0"}, nil, "max-scoring 0"},
+		{[]string{"--model=m", "--queue-timeout=0s"}, nil, "queue-timeout 0s"},
+		{[]string{"--model=m", "--max-request-memory=1000"}, nil, "max-request-memory 1000"},
+		{[]string{"--model=m", "--drain-delay=-1s"}, nil, "drain-delay: -1s"},
+		{[]string{"--model=m", "--model-max-trees=0"}, nil, "model-max-trees 0"},
+		{[]string{"--model=m", "--model-load-timeout=0s"}, nil, "model-load-timeout"},
 	}
 	for _, tt := range tests {
 		_, err := Load(tt.args, env(tt.vars), io.Discard)
