@@ -20,48 +20,51 @@ import (
 
 // Config is everything the server needs to start.
 type Config struct {
-	Listen           string
-	Model            string
-	ModelRoot        string
-	DefaultModel     string
-	ReloadInterval   time.Duration
-	MetricsListen    string
-	ExperimentConfig string
-	ExposureDir      string
-	ExposureBuffer   int
-	ExposureMaxBytes int64
-	ExposureMaxFiles int
-	StateDir         string
-	State            string
-	StateTimeout     time.Duration
-	EventLateness    time.Duration
-	EventClockSkew   time.Duration
-	OTLPEndpoint     string
-	TraceSampleRatio float64
-	Backend          string
-	ORTLib           string
-	ORTThreads       int
-	MaxCandidates    int
-	MaxFeatures      int
-	MaxRecvBytes     int
-	MaxStreams       int
-	MaxInflight      int
-	MaxScoring       int
-	MaxQueue         int
-	QueueTimeout     time.Duration
-	MaxRequestMemory int64
-	DrainDelay       time.Duration
-	ConnMaxAge       time.Duration
-	ConnMaxIdle      time.Duration
-	ShutdownTimeout  time.Duration
-	LogLevel         slog.Level
-	TLSCert          string
-	TLSKey           string
-	TLSClientCA      string
-	AuthTokens       string
-	Reflection       bool
-	ModelLoadTimeout time.Duration
-	ModelLimits      model.Limits
+	Listen             string
+	Model              string
+	ModelRoot          string
+	DefaultModel       string
+	ReloadInterval     time.Duration
+	MetricsListen      string
+	ExperimentConfig   string
+	ExposureDir        string
+	ExposureBuffer     int
+	ExposureMaxBytes   int64
+	ExposureMaxFiles   int
+	StateDir           string
+	State              string
+	StateTimeout       time.Duration
+	EventLateness      time.Duration
+	EventClockSkew     time.Duration
+	OTLPEndpoint       string
+	TraceSampleRatio   float64
+	Backend            string
+	ORTLib             string
+	ORTThreads         int
+	MaxCandidates      int
+	MaxFeatures        int
+	MaxRecvBytes       int
+	MaxStreams         int
+	MaxInflight        int
+	MaxConnections     int
+	RequestReadTimeout time.Duration
+	ShedHeapBytes      int64
+	MaxScoring         int
+	MaxQueue           int
+	QueueTimeout       time.Duration
+	MaxRequestMemory   int64
+	DrainDelay         time.Duration
+	ConnMaxAge         time.Duration
+	ConnMaxIdle        time.Duration
+	ShutdownTimeout    time.Duration
+	LogLevel           slog.Level
+	TLSCert            string
+	TLSKey             string
+	TLSClientCA        string
+	AuthTokens         string
+	Reflection         bool
+	ModelLoadTimeout   time.Duration
+	ModelLimits        model.Limits
 }
 
 // EnvName is the environment variable that sets a flag.
@@ -101,6 +104,9 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.IntVar(&c.MaxRecvBytes, "max-recv-bytes", 16<<20, "largest request message in bytes")
 	fs.IntVar(&c.MaxStreams, "max-concurrent-streams", 256, "most requests in flight on one connection (HTTP/2 streams); more wait for a free one")
 	fs.IntVar(&c.MaxInflight, "max-inflight", 1024, "most calls open at once across all connections; more are refused at once with RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.MaxConnections, "max-connections", 4096, "most client connections open at once; more wait in the listen backlog")
+	fs.DurationVar(&c.RequestReadTimeout, "request-read-timeout", 10*time.Second, "a call whose request message has not arrived this long after its headers is ended (a held half-open stream)")
+	fs.Int64Var(&c.ShedHeapBytes, "shed-heap-bytes", 0, "refuse new calls (RESOURCE_EXHAUSTED) while the live heap is at least this many bytes; 0: 85% of GOMEMLIMIT when set, else never")
 	fs.IntVar(&c.MaxScoring, "max-scoring", 4*runtime.GOMAXPROCS(0), "most Rank requests computing features and scoring at once (default: 4 per core the process may use)")
 	fs.IntVar(&c.MaxQueue, "max-queue", 128, "most Rank requests waiting for a scoring slot; more are refused at once with RESOURCE_EXHAUSTED")
 	fs.DurationVar(&c.QueueTimeout, "queue-timeout", 200*time.Millisecond, "longest wait for a scoring slot before RESOURCE_EXHAUSTED")
@@ -179,6 +185,10 @@ func (c Config) validate() error {
 	}
 	if c.MaxRecvBytes < 1024 {
 		errs = append(errs, fmt.Errorf("max-recv-bytes: %d, must be at least 1024", c.MaxRecvBytes))
+	}
+	if c.MaxConnections < 1 || c.RequestReadTimeout < 0 || c.ShedHeapBytes < 0 {
+		errs = append(errs, fmt.Errorf("max-connections %d, request-read-timeout %v, shed-heap-bytes %d: must be at least 1, 0 and 0",
+			c.MaxConnections, c.RequestReadTimeout, c.ShedHeapBytes))
 	}
 	if c.MaxInflight < 1 || c.MaxScoring < 1 || c.MaxQueue < 0 || c.QueueTimeout <= 0 || c.MaxRequestMemory < 1<<20 {
 		errs = append(errs, fmt.Errorf("max-inflight %d, max-scoring %d, max-queue %d, queue-timeout %v, max-request-memory %d: must be at least 1, 1, 0, positive and 1 MiB",

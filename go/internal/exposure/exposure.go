@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -58,6 +59,22 @@ type Options struct {
 	MaxBytes int64        // file size that starts a new file; never exceeded but by a lone record larger than it
 	MaxFiles int          // rotated files kept; older ones are deleted
 	Logger   *slog.Logger // write, rotate and reopen failures, rate limited; nil logs nothing
+	// QueuedBytes bounds the estimated bytes of the records waiting (0: 64
+	// MiB): a record can hold thousands of ids, so a count alone does not
+	// bound memory.
+	QueuedBytes int64
+}
+
+// defaultQueuedBytes is Options.QueuedBytes when unset.
+const defaultQueuedBytes = 64 << 20
+
+// size estimates a record's bytes in memory and in JSON.
+func (r *Record) size() int64 {
+	n := 256 + len(r.RequestID) + len(r.UserID) + len(r.Device) + len(r.Experiment) + len(r.Variant) + len(r.Model) + len(r.ModelVersion)
+	for _, it := range r.Items {
+		n += 64 + len(it.ID)
+	}
+	return int64(n)
 }
 
 // Log is the asynchronous, rotating exposure writer.
@@ -67,6 +84,7 @@ type Log struct {
 	opts     Options
 	logger   *slog.Logger
 	records  chan Record
+	queued   atomic.Int64 // estimated bytes of the records in the channel
 	counters Counters
 	done     sync.WaitGroup
 	mu       sync.RWMutex // guards closed against Write racing Close
@@ -120,6 +138,9 @@ func open(dir string, opts Options, counters Counters, seams func(*Log)) (*Log, 
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.QueuedBytes <= 0 {
+		opts.QueuedBytes = defaultQueuedBytes
+	}
 	l := &Log{dir: dir, path: filepath.Join(dir, CurrentName), opts: opts, logger: logger,
 		records: make(chan Record, opts.Buffer), counters: counters, nameTime: time.Now}
 	if seams != nil {
@@ -142,9 +163,16 @@ func (l *Log) Write(r Record) {
 		l.counters.Dropped(1)
 		return
 	}
+	size := r.size()
+	if l.queued.Add(size) > l.opts.QueuedBytes {
+		l.queued.Add(-size)
+		l.counters.Dropped(1)
+		return
+	}
 	select {
 	case l.records <- r:
 	default:
+		l.queued.Add(-size)
 		l.counters.Dropped(1)
 	}
 }
@@ -178,6 +206,7 @@ func (l *Log) run() {
 				l.closeErr = l.flush()
 				return
 			}
+			l.queued.Add(-r.size())
 			l.add(r)
 		case <-tick.C:
 			_ = l.flush() // readers see records within a second; failures are counted and logged

@@ -570,3 +570,40 @@ func TestCountsHoldWhileTheFileIsMovedAwayUnderLoad(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// Records with many long ids fill the byte budget long before the record
+// count: past it they are dropped and counted, not queued without bound.
+func TestQueuedRecordsAreBoundedInBytes(t *testing.T) {
+	c := &counts{}
+	release := make(chan struct{})
+	var once sync.Once
+	l, err := open(t.TempDir(), Options{Buffer: 100_000, MaxBytes: 1 << 30, MaxFiles: 1, QueuedBytes: 1 << 20}, c, func(l *Log) {
+		l.afterWrite = func() { once.Do(func() { <-release }) } // the writer stalls after its first write
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := Record{RequestID: "r", Items: make([]Item, 1000)}
+	for i := range big.Items {
+		big.Items[i].ID = strings.Repeat("i", 100)
+	}
+	perRecord := big.size()
+	l.Write(big)
+	for l.queued.Load() != 0 { // the writer took the first one and is stalled
+		time.Sleep(time.Millisecond)
+	}
+	for range 99 {
+		l.Write(big)
+	}
+	close(release)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wantKept := 1 + (1<<20)/perRecord
+	if got := c.written.Load(); got != wantKept {
+		t.Errorf("written %d records of %d bytes, want %d: one taken, the rest within a 1 MiB budget", got, perRecord, wantKept)
+	}
+	if c.settled() != 100 {
+		t.Errorf("%v; want 100 in all", c)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -167,19 +168,27 @@ func (m *Metrics) StateSize(counts func() (articles, readers, events int)) {
 // does not decode, one over the size limit), which the handlers' own
 // counters cannot see.
 type RPCOutcomes struct {
-	counter *prometheus.CounterVec
-	known   atomic.Pointer[map[string]string] // full method name -> its label
+	counter     *prometheus.CounterVec
+	undecodable *prometheus.CounterVec
+	known       atomic.Pointer[map[string]string] // full method name -> its label
 }
 
 type methodKey struct{}
+
+// undecodablePrefix starts gRPC's message for a request that does not
+// decode (google.golang.org/grpc rpc_util.go); a test pins it.
+const undecodablePrefix = "grpc: failed to unmarshal"
 
 // Outcomes registers ranker_rpc_outcomes_total and returns its handler.
 func (m *Metrics) Outcomes() *RPCOutcomes {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ranker_rpc_outcomes_total", Help: "Every gRPC call by method and status code, decode and size failures included.",
 	}, []string{"method", "code"})
-	m.Registry.MustRegister(c)
-	return &RPCOutcomes{counter: c}
+	u := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ranker_rpc_undecodable_total", Help: "gRPC calls whose request did not decode (answered INTERNAL by gRPC, though the caller is at fault), by method.",
+	}, []string{"method"})
+	m.Registry.MustRegister(c, u)
+	return &RPCOutcomes{counter: c, undecodable: u}
 }
 
 // KnowMethods sets the methods the server registered; any other name a
@@ -190,6 +199,7 @@ func (o *RPCOutcomes) KnowMethods(services map[string]grpc.ServiceInfo) {
 	for service, info := range services {
 		for _, m := range info.Methods {
 			known["/"+service+"/"+m.Name] = m.Name
+			o.undecodable.WithLabelValues(m.Name) // exported at 0, so the error-rate alert can subtract it
 		}
 	}
 	o.known.Store(&known)
@@ -224,8 +234,15 @@ func (o *RPCOutcomes) HandleRPC(ctx context.Context, s stats.RPCStats) {
 		return
 	}
 	name, _ := ctx.Value(methodKey{}).(string)
-	o.counter.WithLabelValues(name, status.Code(end.Error).String()).Inc()
+	st := status.Convert(end.Error)
+	o.counter.WithLabelValues(name, st.Code().String()).Inc()
+	if st.Code() == codes.Internal && strings.HasPrefix(st.Message(), undecodablePrefix) {
+		o.undecodable.WithLabelValues(name).Inc()
+	}
 }
+
+// Undecodable counts the requests that did not decode (for tests).
+func (o *RPCOutcomes) Undecodable() *prometheus.CounterVec { return o.undecodable }
 
 // Counter is the counter behind the handler (for tests).
 func (o *RPCOutcomes) Counter() *prometheus.CounterVec { return o.counter }

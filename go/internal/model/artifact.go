@@ -61,7 +61,7 @@ func FeatureHash(names []string) string {
 // ReadMetadata reads and checks dir/metadata.json on its own: format, feature
 // list and its hash. It reads with the default limits (DefaultLimits).
 func ReadMetadata(dir string) (*Metadata, error) {
-	raw, err := readVersionFile(dir, MetadataJSON, DefaultLimits().MaxFileBytes)
+	raw, err := readVersionFile(dir, MetadataJSON, MaxMetadataBytes)
 	if err != nil {
 		return nil, err
 	}

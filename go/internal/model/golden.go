@@ -32,7 +32,7 @@ type GoldenRow struct {
 // ReadGolden reads dir/golden.jsonl (within the default limits); null
 // feature values are NaN (missing).
 func ReadGolden(dir string, nFeatures int) ([]GoldenRow, error) {
-	raw, err := readVersionFile(dir, GoldenJSONL, DefaultLimits().MaxFileBytes)
+	raw, err := readVersionFile(dir, GoldenJSONL, MaxGoldenBytes)
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,14 @@ const (
 	BackendONNXRuntime = "onnxruntime"
 )
 
+// The self-check files are small by construction (the export writes a few
+// thousand golden rows): bounding them well below the model file limit keeps
+// a padded golden.jsonl from holding the reloader and its memory for minutes.
+const (
+	MaxMetadataBytes = 4 << 20
+	MaxGoldenBytes   = 64 << 20
+)
+
 // LoadOptions configure Load.
 type LoadOptions struct {
 	// Backend is BackendNative (default) or BackendONNXRuntime, the reference.

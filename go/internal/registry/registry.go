@@ -241,6 +241,10 @@ func basePrefixes(dir string) []string {
 
 var sha256Hex = regexp.MustCompile(`\b[0-9a-f]{64}\b`)
 
+// absolutePath is a path left absolute after the model root is stripped:
+// one outside the root, such as a symlink's target.
+var absolutePath = regexp.MustCompile(`(^|[\s(=])/[^\s)"',]+`)
+
 // callerReason is a refusal as callers may see it: paths relative to the
 // model root and no checksums; the log keeps the whole error.
 func (r *Registry) callerReason(reason string) string {
@@ -249,6 +253,7 @@ func (r *Registry) callerReason(reason string) string {
 			reason = strings.ReplaceAll(reason, base+string(filepath.Separator), "")
 		}
 	}
+	reason = absolutePath.ReplaceAllString(reason, "${1}<path outside the model root>")
 	return sha256Hex.ReplaceAllString(reason, "<sha256>")
 }
 
@@ -814,6 +819,9 @@ func (r *Registry) tryLoad(ctx context.Context, s *slot, e dirEntry, fp string) 
 	next := &Version{Model: m, LoadedAt: time.Now()}
 	s.mu.Lock()
 	s.version = version
+	if s.status.RefusedVersion == version {
+		s.status = Status{} // fixed since: its old refusal no longer describes it
+	}
 	s.mu.Unlock()
 	if old := s.current.Swap(next); old != nil {
 		old.retire()

@@ -72,7 +72,9 @@ func (a *admission) release() { <-a.slots }
 // contextStatus is the status for a request whose caller has gone: its
 // deadline passed (DEADLINE_EXCEEDED) or it cancelled (CANCELLED).
 func contextStatus(ctx context.Context) error {
-	if ctx.Err() == context.DeadlineExceeded {
+	// gRPC may end a call at its deadline by cancelling it: judge by the
+	// deadline itself, not by which of the two the context reports.
+	if deadline, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) || ctx.Err() == context.DeadlineExceeded {
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded before the request was answered; its work was stopped")
 	}
 	return status.Error(codes.Canceled, "the caller cancelled; its work was stopped")

@@ -25,7 +25,11 @@ func micros(t *timestamppb.Timestamp) int64 {
 func rejections(in []features.Rejection) []*rankerv1.Rejection {
 	out := make([]*rankerv1.Rejection, len(in))
 	for i, r := range in {
-		out[i] = &rankerv1.Rejection{Id: r.ID, Field: r.Field, Reason: r.Reason}
+		id := r.ID
+		if len(id) > maxCandidateIDBytes { // an overlong id is refused for its length: echo only its start
+			id = id[:maxCandidateIDBytes]
+		}
+		out[i] = &rankerv1.Rejection{Id: id, Field: r.Field, Reason: r.Reason}
 	}
 	return out
 }

@@ -16,8 +16,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	rankerv1 "ranker/gen/ranker/v1"
 	"ranker/internal/metrics"
 )
 
@@ -176,6 +178,30 @@ func TestForcedVariantWithoutAnExperimentIsRefused(t *testing.T) {
 	if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "experiment_variant: \"treatment\" is set but no experiment is running") {
 		t.Errorf("got %v, want InvalidArgument naming experiment_variant", err)
 	}
+	req.ExperimentVariant = ""
+	ctx := metadata.AppendToOutgoingContext(context.Background(), VariantHeader, "treatment")
+	_, err = f.client.Rank(ctx, req)
+	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), VariantHeader+" header") {
+		t.Errorf("header: got %v, want InvalidArgument naming the %s header", err, VariantHeader)
+	}
+}
+
+func TestGetModelInfoQuotesAnUnknownNameShort(t *testing.T) {
+	f := newFixture(t)
+	for _, tt := range []struct {
+		name string
+		code codes.Code
+		want string
+	}{
+		{strings.Repeat("B", 20000), codes.InvalidArgument, "model_name: 20000 bytes"},
+		{strings.Repeat("B", 200), codes.NotFound, "(200 bytes) is not served"},
+	} {
+		_, err := f.client.GetModelInfo(context.Background(), &rankerv1.GetModelInfoRequest{ModelName: tt.name})
+		st, _ := status.FromError(err)
+		if st.Code() != tt.code || !strings.Contains(st.Message(), tt.want) || len(st.Message()) > 300 {
+			t.Errorf("%d-byte name: got %v %q, want %v containing %q, short", len(tt.name), st.Code(), st.Message(), tt.code, tt.want)
+		}
+	}
 }
 
 // TestInflightLimitRefusesCallsOverTheServerWideBound holds streams open on
@@ -183,7 +209,9 @@ func TestForcedVariantWithoutAnExperimentIsRefused(t *testing.T) {
 func TestInflightLimitRefusesCallsOverTheServerWideBound(t *testing.T) {
 	m := metrics.New()
 	outcomes := m.Outcomes()
-	g := grpc.NewServer(grpc.StatsHandler(outcomes), grpc.InTapHandle(InflightLimit(2, m, outcomes)))
+	guard := NewGuard(GuardOptions{MaxInflight: 2}, m, outcomes)
+	defer guard.Close()
+	g := grpc.NewServer(grpc.StatsHandler(outcomes), grpc.InTapHandle(guard.Tap), grpc.StatsHandler(guard))
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(g, h)
 	outcomes.KnowMethods(g.GetServiceInfo())
@@ -215,24 +243,103 @@ func TestInflightLimitRefusesCallsOverTheServerWideBound(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, err = clients[1].Check(ctx, &healthpb.HealthCheckRequest{})
-	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--max-inflight") {
+	third := func() error { // a third open call: Watch's first reply proves it was admitted
+		watchCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		w, err := clients[1].Watch(watchCtx, &healthpb.HealthCheckRequest{})
+		if err == nil {
+			_, err = w.Recv()
+		}
+		return err
+	}
+	if err := third(); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--max-inflight") {
 		t.Fatalf("third call: got %v, want ResourceExhausted naming --max-inflight", err)
 	}
-	if got := testutil.ToFloat64(outcomes.Counter().WithLabelValues("Check", "ResourceExhausted")); got != 1 {
+	if got := testutil.ToFloat64(outcomes.Counter().WithLabelValues("Watch", "ResourceExhausted")); got != 1 {
 		t.Errorf("refused call counted %v times, want 1", got)
+	}
+	// Probes are answered however busy the server is.
+	if _, err := clients[1].Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Errorf("health check while full: %v", err)
 	}
 	cancels[0]()
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, err = clients[1].Check(ctx, &healthpb.HealthCheckRequest{})
-		if err == nil {
-			break
-		}
+	for third() != nil {
 		if time.Now().After(deadline) {
-			t.Fatalf("a closed stream never gave its place back: %v", err)
+			t.Fatal("a closed stream never gave its place back")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	cancels[1]()
+}
+
+// serveGuarded serves health on a real socket behind a guard.
+func serveGuarded(t *testing.T, opts GuardOptions) (*Guard, *metrics.Metrics, *grpc.ClientConn) {
+	t.Helper()
+	m := metrics.New()
+	outcomes := m.Outcomes()
+	guard := NewGuard(opts, m, outcomes)
+	t.Cleanup(guard.Close)
+	g := grpc.NewServer(grpc.StatsHandler(outcomes), grpc.InTapHandle(guard.Tap), grpc.StatsHandler(guard))
+	healthpb.RegisterHealthServer(g, health.NewServer())
+	outcomes.KnowMethods(g.GetServiceInfo())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return guard, m, conn
+}
+
+// A stream that sends its headers and never its message (held half-open)
+// is ended after the read timeout, and gives its place back.
+func TestHalfOpenStreamsAreEndedAfterTheReadTimeout(t *testing.T) {
+	guard, m, conn := serveGuarded(t, GuardOptions{MaxInflight: 10, ReadTimeout: 200 * time.Millisecond})
+	stream, err := conn.NewStream(context.Background(), &grpc.StreamDesc{ServerStreams: true, ClientStreams: true},
+		"/grpc.health.v1.Health/Watch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = stream.RecvMsg(&healthpb.HealthCheckResponse{}) // no message sent: the server waits, then ends it
+	if err == nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("got %v after %v, want the call ended after about 200ms", err, time.Since(start))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for guard.open.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls still open", guard.open.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(m.Shed.WithLabelValues("slow_request")); got != 1 {
+		t.Errorf("shed slow_request %v, want 1", got)
+	}
+}
+
+// Under memory pressure new calls are refused, naming the flag, while
+// health checks are still answered.
+func TestMemoryPressureRefusesNewCallsButNotProbes(t *testing.T) {
+	_, m, conn := serveGuarded(t, GuardOptions{MaxInflight: 10, ShedHeapBytes: 1}) // any heap is over 1 byte
+	client := healthpb.NewHealthClient(conn)
+	ctx := context.Background()
+	w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = w.Recv()
+	}
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--shed-heap-bytes") {
+		t.Errorf("under pressure: got %v, want ResourceExhausted naming --shed-heap-bytes", err)
+	}
+	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Errorf("health check under pressure: %v", err)
+	}
+	if got := testutil.ToFloat64(m.Shed.WithLabelValues("memory_pressure")); got != 1 {
+		t.Errorf("shed memory_pressure %v, want 1", got)
+	}
 }

@@ -3,36 +3,153 @@ package server
 import (
 	"context"
 	"fmt"
+	"runtime/metrics"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
-	"ranker/internal/metrics"
+	rankmetrics "ranker/internal/metrics"
 )
 
-// InflightLimit bounds the calls open at once across every connection.
-// MaxConcurrentStreams bounds one connection; without this, a client opening
-// many connections, each holding its streams half-open, holds a goroutine and
-// buffers per stream without bound. A call over the limit is refused before
-// gRPC allocates anything for it.
-func InflightLimit(limit int64, m *metrics.Metrics, outcomes *metrics.RPCOutcomes) tap.ServerInHandle {
-	var open atomic.Int64
-	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
-		if open.Add(1) > limit {
-			open.Add(-1)
-			m.Shed.WithLabelValues("inflight").Inc()
-			outcomes.Refused(info.FullMethodName, codes.ResourceExhausted)
-			return nil, status.Error(codes.ResourceExhausted, fmt.Sprintf("server busy: %d calls open (--max-inflight); retry shortly or on another replica", limit))
-		}
-		// gRPC cancels the stream's context when the call ends, however it
-		// ends (even when it aborts the call right after this tap).
-		context.AfterFunc(ctx, func() { open.Add(-1) })
-		return ctx, nil
+// healthCheck is exempt from the guard: probes must be answered while the
+// server sheds everything else, or Kubernetes restarts a pod that is only
+// busy.
+const healthCheck = "/grpc.health.v1.Health/Check"
+
+// GuardOptions bound the calls the server admits, across all connections.
+type GuardOptions struct {
+	// MaxInflight bounds the calls open at once. MaxConcurrentStreams bounds
+	// one connection; without this, a client opening many connections,
+	// each holding its streams half-open, holds a goroutine and buffers per
+	// stream without bound.
+	MaxInflight int64
+	// ReadTimeout ends a call whose request message has not fully arrived
+	// this long after its headers: a stream held half-open would otherwise
+	// keep its place until the connection ages out.
+	ReadTimeout time.Duration
+	// ShedHeapBytes refuses new calls while the live heap is at least this
+	// large (0: never), so that bursts of large messages or ingestion slow
+	// down instead of running the process out of memory.
+	ShedHeapBytes uint64
+}
+
+// Guard admits or refuses calls before gRPC allocates anything for them (a
+// tap), and watches that admitted calls send their message in time (a stats
+// handler). Refusals are RESOURCE_EXHAUSTED, counted as shed and as outcomes.
+type Guard struct {
+	opts     GuardOptions
+	metrics  *rankmetrics.Metrics
+	outcomes *rankmetrics.RPCOutcomes
+	open     atomic.Int64
+	heap     atomic.Uint64
+	stop     chan struct{}
+}
+
+// NewGuard starts the guard's heap sampler (when ShedHeapBytes is set);
+// Close stops it.
+func NewGuard(opts GuardOptions, m *rankmetrics.Metrics, outcomes *rankmetrics.RPCOutcomes) *Guard {
+	g := &Guard{opts: opts, metrics: m, outcomes: outcomes, stop: make(chan struct{})}
+	if opts.ShedHeapBytes > 0 {
+		g.sampleHeap()
+		go func() {
+			tick := time.NewTicker(20 * time.Millisecond) // cheap: no stop-the-world
+			defer tick.Stop()
+			for {
+				select {
+				case <-g.stop:
+					return
+				case <-tick.C:
+					g.sampleHeap()
+				}
+			}
+		}()
+	}
+	return g
+}
+
+// Close stops the heap sampler.
+func (g *Guard) Close() { close(g.stop) }
+
+func (g *Guard) sampleHeap() {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() == metrics.KindUint64 {
+		g.heap.Store(sample[0].Value.Uint64())
 	}
 }
+
+type pendingKey struct{}
+
+// pendingRead is an admitted call whose message has not arrived yet.
+type pendingRead struct {
+	received atomic.Bool
+	timer    *time.Timer
+}
+
+func (g *Guard) refuse(method, reason, msg string) error {
+	g.metrics.Shed.WithLabelValues(reason).Inc()
+	g.outcomes.Refused(method, codes.ResourceExhausted)
+	return status.Error(codes.ResourceExhausted, msg)
+}
+
+// Tap implements tap.ServerInHandle.
+func (g *Guard) Tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if info.FullMethodName == healthCheck {
+		return ctx, nil
+	}
+	if limit := g.opts.ShedHeapBytes; limit > 0 && g.heap.Load() >= limit {
+		return nil, g.refuse(info.FullMethodName, "memory_pressure", fmt.Sprintf(
+			"server busy: heap at %d MiB, over %d MiB (--shed-heap-bytes); retry shortly or on another replica", g.heap.Load()>>20, limit>>20))
+	}
+	if g.open.Add(1) > g.opts.MaxInflight {
+		g.open.Add(-1)
+		return nil, g.refuse(info.FullMethodName, "inflight", fmt.Sprintf(
+			"server busy: %d calls open (--max-inflight); retry shortly or on another replica", g.opts.MaxInflight))
+	}
+	// gRPC cancels the stream's context when the call ends, however it ends
+	// (even when it aborts the call right after this tap).
+	context.AfterFunc(ctx, func() { g.open.Add(-1) })
+	if g.opts.ReadTimeout <= 0 {
+		return ctx, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	pending := &pendingRead{}
+	pending.timer = time.AfterFunc(g.opts.ReadTimeout, func() {
+		if !pending.received.Load() {
+			g.metrics.Shed.WithLabelValues("slow_request").Inc()
+			cancel() // ends the receive: the call, and its place, go
+		}
+	})
+	context.AfterFunc(ctx, func() { pending.timer.Stop() })
+	return context.WithValue(ctx, pendingKey{}, pending), nil
+}
+
+// TagRPC implements stats.Handler.
+func (g *Guard) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+
+// HandleRPC marks a call's message as arrived.
+func (g *Guard) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if _, ok := s.(*stats.InPayload); !ok {
+		return
+	}
+	if pending, ok := ctx.Value(pendingKey{}).(*pendingRead); ok {
+		pending.received.Store(true)
+		pending.timer.Stop()
+	}
+}
+
+// TagConn implements stats.Handler.
+func (g *Guard) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+
+// HandleConn implements stats.Handler.
+func (g *Guard) HandleConn(context.Context, stats.ConnStats) {}
+
+var _ stats.Handler = (*Guard)(nil)
 
 // UnknownMethod answers a method the server does not have. gRPC's own answer
 // skips the stats handlers, so such calls would go uncounted; this one goes

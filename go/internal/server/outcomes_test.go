@@ -68,6 +68,9 @@ func TestEveryOutcomeIsCountedEvenBeforeTheHandler(t *testing.T) {
 			t.Errorf("%s %s: counted %v times, want at least 1", c.method, c.code, got)
 		}
 	}
+	if got := testutil.ToFloat64(outcomes.Undecodable().WithLabelValues("Rank")); got != 1 {
+		t.Errorf("undecodable Rank requests counted %v times, want 1 (has gRPC's message changed?)", got)
+	}
 	if got := testutil.CollectAndCount(outcomes.Counter()); got != 4 {
 		t.Errorf("%d series, want 4 (made-up method names must not add series)", got)
 	}

@@ -222,6 +222,9 @@ func validate(req *rankerv1.RankRequest, limits Limits, devices []string, idSets
 	if n := len(req.GetModelName()); n > maxNameBytes {
 		return nil, invalid("model_name: %d bytes, more than %d", n, maxNameBytes)
 	}
+	if n := len(req.GetRequestId()); n > maxNameBytes { // echoed in the reply, logs and exposures
+		return nil, invalid("request_id: %d bytes, more than %d", n, maxNameBytes)
+	}
 	if n := len(req.GetExperimentVariant()); n > maxNameBytes {
 		return nil, invalid("experiment_variant: %d bytes, more than %d", n, maxNameBytes)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -162,6 +164,9 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
+	// Past the cap, new connections wait in the kernel's backlog: each open
+	// one costs memory (about 19 KB) for as long as --max-connection-idle.
+	lis = netutil.LimitListener(lis, cfg.MaxConnections)
 	tp, shutdownTracing, err := tracing.NewProvider(ctx, cfg.OTLPEndpoint, cfg.TraceSampleRatio)
 	if err != nil {
 		return err
@@ -174,6 +179,9 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}
 	}()
 	outcomes := m.Outcomes()
+	guard := NewGuard(GuardOptions{MaxInflight: int64(cfg.MaxInflight), ReadTimeout: cfg.RequestReadTimeout,
+		ShedHeapBytes: shedHeapBytes(cfg.ShedHeapBytes)}, m, outcomes)
+	defer guard.Close()
 	grpcServer := grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
 		// Bounds per connection: streams in flight, and connections that
@@ -186,7 +194,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.StatsHandler(tracing.NewStatsHandler(tp)),
 		grpc.StatsHandler(outcomes), // every status, decode failures included
-		grpc.InTapHandle(InflightLimit(int64(cfg.MaxInflight), m, outcomes)),
+		grpc.InTapHandle(guard.Tap), grpc.StatsHandler(guard),
 		grpc.UnknownServiceHandler(UnknownMethod),
 		grpc.ChainUnaryInterceptor(tracing.UnaryInterceptor, recoverPanics(logger)),
 		// Stop (after a drain timeout) waits for running handlers, so no
@@ -279,6 +287,18 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	return nil
 }
 
+// shedHeapBytes is --shed-heap-bytes, where 0 means 85 % of the Go memory
+// limit (GOMEMLIMIT) when one is set, and no shedding otherwise.
+func shedHeapBytes(flag int64) uint64 {
+	if flag > 0 {
+		return uint64(flag)
+	}
+	if limit := debug.SetMemoryLimit(-1); limit > 0 && limit < math.MaxInt64 {
+		return uint64(limit) / 100 * 85
+	}
+	return 0
+}
+
 // stopGrace is how long Stop may take after the drain timeout: it cancels
 // every call, and scoring stops within one chunk of rows.
 const stopGrace = 250 * time.Millisecond
@@ -289,7 +309,8 @@ const stopGrace = 250 * time.Millisecond
 // then GOAWAY and a drain of the calls in flight; at the timeout, Stop
 // cancels what remains.
 func shutdown(g *grpc.Server, h *health.Server, delay, timeout time.Duration, logger *slog.Logger) {
-	deadline := time.Now().Add(timeout)
+	// Stop (and what follows it) must fit in the timeout too.
+	deadline := time.Now().Add(timeout - stopGrace)
 	delay = min(delay, timeout/2) // the drain itself keeps at least half
 	logger.Info("shutting down", "drain_delay", delay.String(), "drain_timeout", timeout.String())
 	h.Shutdown() // every service NOT_SERVING: probes and balancers stop sending

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"slices"
@@ -144,14 +145,20 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 		req.EventTime = timestamppb.New(start)
 	}
 	exp := s.experiment.Load()
-	if forced := req.GetExperimentVariant(); forced != "" && (exp == nil || modelName != "") {
+	forced, forcedField := req.GetExperimentVariant(), "experiment_variant"
+	if forced == "" {
+		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(VariantHeader)) > 0 {
+			forced, forcedField = md.Get(VariantHeader)[0], VariantHeader+" header"
+		}
+	}
+	if forced != "" && (exp == nil || modelName != "") {
 		// A forced variant that cannot apply is a caller's mistake, not a
 		// request to silently serve something else.
 		why := "no experiment is running"
 		if exp != nil {
 			why = "model_name is set, which bypasses experiment " + exp.Name
 		}
-		return nil, invalid("experiment_variant: %s is set but %s", quote(forced), why)
+		return nil, invalid("%s: %s is set but %s", forcedField, quote(forced), why)
 	}
 	experimentName, pinned := "", ""
 	if exp != nil && modelName == "" {
@@ -163,7 +170,7 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	}
 	version, err := s.models.AcquireVersion(modelName, pinned)
 	if errors.Is(err, registry.ErrUnknownModel) {
-		return nil, status.Errorf(codes.NotFound, "model_name: %v", err)
+		return nil, s.unknownModel(modelName)
 	} else if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "model: %v", err)
 	}
@@ -246,6 +253,10 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	var featureNames []string
 	if req.GetReturnFeatures() {
 		featureNames = m.Meta.FeatureNames
+	}
+	if ctx.Err() != nil { // gone while the answer was built: it was never shown
+		s.metrics.Shed.WithLabelValues("caller_gone").Inc()
+		return nil, contextStatus(ctx)
 	}
 	s.logExposure(requestID, req, out, m, experimentName, variant)
 	// A shadow equal to the (newest) model that answered would only record 1.0.
@@ -441,6 +452,12 @@ func ranks(scores []float32) []float64 {
 	return out
 }
 
+// unknownModel is NOT_FOUND for a model name the server does not serve,
+// quoting the name short.
+func (s *Server) unknownModel(name string) error {
+	return withField(codes.NotFound, fmt.Sprintf("model_name: %s is not served (serving %v)", quote(name), s.models.Names()))
+}
+
 // GetModelInfo implements rankerv1.RankingServiceServer.
 func (s *Server) GetModelInfo(_ context.Context, req *rankerv1.GetModelInfoRequest) (resp *rankerv1.GetModelInfoResponse, err error) {
 	start := time.Now()
@@ -448,11 +465,14 @@ func (s *Server) GetModelInfo(_ context.Context, req *rankerv1.GetModelInfoReque
 		s.metrics.Requests.WithLabelValues("GetModelInfo", status.Code(err).String(), s.modelLabel(req.GetModelName()), "").Inc()
 		s.metrics.Latency.WithLabelValues("GetModelInfo").Observe(time.Since(start).Seconds())
 	}()
+	if n := len(req.GetModelName()); n > maxNameBytes {
+		return nil, invalid("model_name: %d bytes, more than %d", n, maxNameBytes)
+	}
 	st, err := s.models.Status(req.GetModelName())
 	if errors.Is(err, registry.ErrNotReady) {
 		return nil, status.Errorf(codes.Unavailable, "model: %v", err)
 	} else if err != nil {
-		return nil, status.Errorf(codes.NotFound, "model_name: %v", err)
+		return nil, s.unknownModel(req.GetModelName())
 	}
 	m := st.Serving
 	resp = &rankerv1.GetModelInfoResponse{

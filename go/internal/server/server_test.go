@@ -329,6 +329,7 @@ func TestBadRequestsGetStatusNamingTheField(t *testing.T) {
 		{"long user id", func(r *rankerv1.RankRequest) { r.UserId = strings.Repeat("u", 300) }, codes.InvalidArgument, "user_id: 300 bytes"},
 		{"long feature name", func(r *rankerv1.RankRequest) { r.FeatureNames[0] = strings.Repeat("f", 300) }, codes.InvalidArgument, "feature_names[0]: 300 bytes"},
 		{"long model name", func(r *rankerv1.RankRequest) { r.ModelName = strings.Repeat("m", 1<<20) }, codes.InvalidArgument, "model_name: 1048576 bytes"},
+		{"long request id", func(r *rankerv1.RankRequest) { r.RequestId = strings.Repeat("r", 300) }, codes.InvalidArgument, "request_id: 300 bytes"},
 		{"huge repeated id is quoted short", func(r *rankerv1.RankRequest) {
 			long := strings.Repeat("i", 1000)
 			r.Candidates[0].Id, r.Candidates[1].Id = long, long
