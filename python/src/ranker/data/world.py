@@ -88,7 +88,8 @@ class WorldConfig:
         )
 
 
-def _timestamps(hours: npt.NDArray[np.float64], start: datetime = START) -> pl.Series:
+def timestamps(hours: npt.NDArray[np.float64], start: datetime = START) -> pl.Series:
+    """Hours since `start` as microsecond datetimes (naive, read as UTC)."""
     offsets = np.asarray(np.round(hours * 3600e6), dtype="timedelta64[us]")
     return pl.Series(np.datetime64(start, "us") + offsets)
 
@@ -221,7 +222,7 @@ class Catalog:
                 "category": [CATEGORY_NAMES[c] for c in self.category],
                 "subcategory": [SUBCATEGORY_NAMES[s] for s in self.subcategory],
                 "title": self.titles,
-                "publish_time": _timestamps(self.publish_hours, start),
+                "publish_time": timestamps(self.publish_hours, start),
                 "word_count": self.word_count.astype(np.int32),
                 "breaking": self.breaking,
                 "quality": self.quality.astype(np.float32),
@@ -397,7 +398,7 @@ class NewsWorld:
                 "impression_id": np.repeat(np.arange(n_imp, dtype=np.int64), k),
                 "session_id": np.repeat(views.session.astype(np.int64), k),
                 "user_id": np.repeat(views.user.astype(np.int32), k),
-                "time": _timestamps(np.repeat(views.hours, k), start),
+                "time": timestamps(np.repeat(views.hours, k), start),
                 "device": pl.Series(np.repeat(views.device, k)).replace_strict(
                     dict(enumerate(DEVICES)), return_dtype=pl.Enum(DEVICES)
                 ),
