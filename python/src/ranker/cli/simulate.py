@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ranker.cli.args import UserError, positive_float, positive_int
 from ranker.data.world import START
+from ranker.simulation.readers import DEFAULT_WORKERS
 
 # How long to wait for the server to answer its health check before giving up.
 CONNECT_SECONDS = 5.0
@@ -83,7 +84,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--workers",
         type=positive_int,
-        default=2,
+        default=DEFAULT_WORKERS,
         help="page views served at once, one channel each",
     )
     p.set_defaults(run=_simulate)

@@ -33,7 +33,7 @@ from ranker.data.schema import DEVICES
 from ranker.data.world import START, NewsWorld, timestamps
 from ranker.serving.client import RankerClient
 from ranker.serving.replay import catalog_batches
-from ranker.simulation.readers import STEP_HOURS, steps
+from ranker.simulation.readers import DEFAULT_WORKERS, STEP_HOURS, steps
 from ranker.simulation.truth import CUTOFF, true_ndcg
 from ranker.v1 import ranking_service_pb2 as pb
 
@@ -181,12 +181,12 @@ def simulate(
     world: NewsWorld,
     *,
     start: datetime = START,
-    workers: int = 2,
+    workers: int = DEFAULT_WORKERS,
     step_hours: float = STEP_HOURS,
     progress: bool = True,
 ) -> SimulationResult:
-    """Let the world's readers use the server at `target`, each on a page
-    view of its own, `workers` at a time on as many channels."""
+    """Let the world's readers use the server at `target`: `workers` page
+    views at a time, each worker on a channel of its own."""
     views = world.page_views
     articles = world.catalog.frame(start)
     times: list[datetime] = timestamps(views.hours, start).to_list()
