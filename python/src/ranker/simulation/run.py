@@ -143,6 +143,7 @@ def _serve(
         position[i] = [served[a] for a in ids]
         clicked[i] = world.clicks(rows[i : i + 1], position[i : i + 1])[0]
         answers.append((reply.experiment, reply.variant, reply.model_name, reply.model_version))
+        # A Timestamp, made through the generated (typed) messages.
         stamp = pb.Impression().time
         stamp.FromDatetime(shown_at)
         impressions = [
