@@ -25,6 +25,7 @@ STAGES = (
     "pipeline",
     "serving",
     "experiments",
+    "simulation",
     "cli",
 )
 # Shared by every stage: the generated protobuf code.
