@@ -296,21 +296,20 @@ def test_bad_input_ends_in_one_line(
     assert message.format(tmp=tmp_path) in err
 
 
-def test_a_bad_alpha_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--alpha", "1.5", "1.5 must be between 0 and 1"),
+        ("--tau", "0", "0 must be a positive number"),
+        ("--weights", "control", "'control' is not VARIANT=WEIGHT with a weight > 0"),
+        ("--weights", "control=1,canary=-2", "'canary=-2' is not VARIANT=WEIGHT"),
+    ],
+)
+def test_a_bad_option_is_refused_by_the_parser(
+    capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
+) -> None:
+    argv = ["experiment", "report", "--exposures", "e", "--clicks", "c", "--out", "o"]
     with pytest.raises(SystemExit) as exit_info:
-        main(
-            [
-                "experiment",
-                "report",
-                "--exposures",
-                "e",
-                "--clicks",
-                "c",
-                "--out",
-                "o",
-                "--alpha",
-                "1.5",
-            ]
-        )
+        main([*argv, flag, value])
     assert exit_info.value.code == 2
-    assert "1.5 must be between 0 and 1" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
