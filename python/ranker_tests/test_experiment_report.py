@@ -5,6 +5,7 @@ its Markdown and charts; and the command's handling of bad input."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from ranker.cli import main
 from ranker.experiments.analysis import Decision
 from ranker.experiments.exposure import read_exposures
-from ranker.experiments.report import DEFAULT_TAU, analyze, page_views
+from ranker.experiments.report import DEFAULT_TAU, analyze, page_views, write
 
 T0 = datetime(2026, 11, 20, 6, tzinfo=UTC)
 SHOWN = 5
@@ -91,7 +92,10 @@ def _experiment(
     return exposures, clicks_path, truth_path
 
 
-def test_clicks_count_once_per_shown_article_after_the_exposure(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stored", ["utc", "naive", "iso string", "other zone"])
+def test_clicks_count_once_per_shown_article_after_the_exposure(
+    tmp_path: Path, stored: str
+) -> None:
     exposures = tmp_path / "exposures"
     exposures.mkdir()
     records = [("r1", "u1", "control", ["a", "b"]), ("r2", "u2", "treatment", ["a", "c"])]
@@ -114,12 +118,19 @@ def test_clicks_count_once_per_shown_article_after_the_exposure(tmp_path: Path) 
         )
     )
     later, earlier = T0 + timedelta(seconds=5), T0 - timedelta(seconds=5)
+    times = pl.Series([later, later, later, earlier, earlier])
+    times = {
+        "utc": times,
+        "naive": times.dt.replace_time_zone(None),
+        "iso string": times.dt.strftime("%Y-%m-%dT%H:%M:%S%.fZ"),
+        "other zone": times.dt.convert_time_zone("Europe/Paris"),
+    }[stored]
     clicks = pl.LazyFrame(
         {
             "request_id": ["r1", "r1", "r1", "r2", "r2"],
             # a twice, then an article never shown; r2's only click came before its exposure
             "article_id": ["a", "a", "zzz", "c", "a"],
-            "time": [later, later, later, earlier, earlier],
+            "time": times,
         }
     )
     experiment, views = page_views(read_exposures(exposures), clicks)
@@ -228,6 +239,34 @@ def test_a_sample_ratio_mismatch_blocks_the_decision(tmp_path: Path) -> None:
     # With the weights that were configured, 100 : 160 is no mismatch.
     (decision,) = analyze("homepage", views, weights={"control": 5, "treatment": 8}).decisions
     assert decision.decision is Decision.SHIP
+
+
+def test_each_of_several_variants_is_tested_at_a_share_of_alpha(tmp_path: Path) -> None:
+    exposures, clicks, _ = _experiment(
+        tmp_path,
+        {"control": 120, "better": 120, "same": 120},
+        {"control": 0.05, "better": 0.1, "same": 0.05},
+        days=2,
+    )
+    _, views = page_views(read_exposures(exposures), _scan(clicks))
+    # "same" starts a day late: its first look has no data.
+    views = views.filter((pl.col("variant") != "same") | (pl.col("day") > "2026-11-20"))
+    report = analyze("homepage", views, alpha=0.05)
+    write(report, tmp_path / "out")
+    text = (tmp_path / "out" / "report.json").read_text()
+    assert "NaN" not in text  # strict JSON: a look without data is null
+    (first,) = [
+        m
+        for m in json.loads(text)["metrics"]
+        if (m["day"], m["variant"], m["metric"]) == ("2026-11-20", "same", "ctr")
+    ]
+    assert first["value"] is None
+    by_variant = {d.variant: d for d in report.decisions}
+    assert sorted(by_variant) == ["better", "same"]
+    assert {d.alpha for d in report.decisions} == {0.025}
+    assert by_variant["better"].sequential.threshold == pytest.approx(math.log(40))
+    assert by_variant["better"].decision is Decision.SHIP
+    assert by_variant["same"].decision is Decision.KEEP_RUNNING
 
 
 def test_readers_in_two_variants_are_left_out(tmp_path: Path) -> None:

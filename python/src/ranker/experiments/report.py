@@ -108,7 +108,7 @@ def page_views(
         pl.col("time").min(), pl.col("user_id").first(), pl.col("variant").first()
     )
     clicked = (
-        clicks.select("request_id", "article_id", pl.col("time").alias("click_time"))
+        clicks.select("request_id", "article_id", _utc(clicks, "time").alias("click_time"))
         .join(shown.select("request_id", "article_id", "time"), on=["request_id", "article_id"])
         .filter(pl.col("click_time") >= pl.col("time"))
         .unique(["request_id", "article_id"])
@@ -125,6 +125,20 @@ def page_views(
             how="left",
         )
     return experiment, rows.sort("time", "request_id").collect()
+
+
+def _utc(frame: pl.LazyFrame, column: str) -> pl.Expr:
+    """A time column as UTC datetimes, whichever way a clicks file stored it:
+    ISO strings, naive datetimes (taken as UTC) or datetimes in any zone."""
+    dtype = frame.collect_schema()[column]
+    col = pl.col(column)
+    if dtype == pl.String:
+        return col.str.to_datetime(time_zone="UTC")
+    if not isinstance(dtype, pl.Datetime):
+        raise ValueError(f"clicks: column {column!r} is {dtype}, not a time")
+    if dtype.time_zone is None:
+        return col.dt.replace_time_zone("UTC")
+    return col.dt.convert_time_zone("UTC")
 
 
 def _readers(views: pl.DataFrame, has_truth: bool) -> pl.DataFrame:
@@ -469,6 +483,17 @@ def _charts(report: ExperimentReport, out: Path) -> None:
     plt.close(fig)
 
 
+def _finite(value: object) -> object:
+    """NaN and infinities (a metric with no data yet) as null: strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write(report: ExperimentReport, out: Path) -> Path:
     """report.md, metrics.png, sequential.png and report.json (the numbers) in `out`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -498,5 +523,5 @@ def write(report: ExperimentReport, out: Path) -> Path:
         "metrics": report.metrics.to_dicts(),
         "differences": report.differences.to_dicts(),
     }
-    (out / "report.json").write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
+    (out / "report.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
     return out / "report.md"
