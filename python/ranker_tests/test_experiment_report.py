@@ -312,6 +312,7 @@ def test_help_names_the_method_and_the_default_tau(capsys: pytest.CaptureFixture
         ({"--truth": "exposures"}, "--truth {tmp}/exposures: no such file"),
         ({"--control": "baseline"}, "--control 'baseline' is not a variant"),
         ({"--guardrails": "clicks.jsonl"}, "no ranker_requests_total samples"),
+        ({"--guardrails": "metrics.txt"}, "--guardrails {tmp}/metrics.txt: no such file"),
         ({"--weights": "control=1"}, "--weights: no weight for variant(s) treatment"),
     ],
 )

@@ -110,7 +110,11 @@ def _report(args: argparse.Namespace) -> int:
     from ranker.experiments.exposure import read_exposures
     from ranker.experiments.report import DEFAULT_TAU, analyze, page_views, write
 
-    for flag, path in (("--clicks", args.clicks), ("--truth", args.truth)):
+    for flag, path in (
+        ("--clicks", args.clicks),
+        ("--truth", args.truth),
+        ("--guardrails", args.guardrails),
+    ):
         if path is not None and not path.is_file():
             raise UserError(f"{flag} {path}: no such file")
     if not args.exposures.is_dir():
