@@ -178,6 +178,10 @@ bench: build redis-server $(STRESS_MODEL)/metadata.json ## Kernel and gRPC serve
 bench-pipeline: $(SETUP_STAMP) ## Rows/s and peak memory of data, features, training at 1M and 10M rows (~3 min)
 	cd python && $(PY) -m benchmarks.pipeline_throughput --scale 2.78 --scale 27.8 --work $(abspath data/bench)
 
+.PHONY: bench-decision
+bench-decision: $(SETUP_STAMP) ## A/A decision rate, power and interval coverage of the experiment decision rule, 1,000 synthetic experiments per row (~5 min)
+	cd python && $(PY) -m benchmarks.experiment_error_rates --seeds 1000 --readers 2000 8000 16000 --lift 0.1
+
 $(PROMTOOL):
 	GOBIN=$(GO_BIN) go install github.com/prometheus/prometheus/cmd/promtool@v$(PROMETHEUS_VERSION)
 

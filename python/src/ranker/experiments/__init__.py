@@ -1,5 +1,6 @@
 """Stage 8, experiments: what the server logged per variant, joined with clicks
-into the next training rows, and promotion of a version that won."""
+into the next training rows; the analysis that decides whether a variant won
+(`analysis`, `report`); and promotion of a version that won."""
 
 from ranker.experiments.exposure import read_exposures, training_rows, variant_counts
 from ranker.experiments.promote import promote
