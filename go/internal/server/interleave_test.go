@@ -142,6 +142,7 @@ func TestTeamDraftPropertiesOnRandomRankings(t *testing.T) {
 // with an exposure log in dir, over an in-process gRPC connection.
 type twoModelServer struct {
 	server     *Server
+	models     *registry.Registry
 	client     rankerv1.RankingServiceClient
 	exposures  *exposure.Log
 	news, edge *model.Model
@@ -154,11 +155,18 @@ func (noCounts) Written(int) {}
 func (noCounts) Dropped(int) {}
 func (noCounts) Lost(int)    {}
 
-func newTwoModelServer(t *testing.T, dir string) *twoModelServer {
+// newTwoModelServer starts the server; versions are more versions of the
+// news fixture to publish beside v1.
+func newTwoModelServer(t *testing.T, dir string, versions ...string) *twoModelServer {
 	t.Helper()
 	root := t.TempDir()
 	for _, name := range modeltest.Names {
 		modeltest.CopyVersion(t, modeltest.Version(t, name), filepath.Join(root, name, "v1"))
+	}
+	for _, version := range versions {
+		published := filepath.Join(root, modeltest.NewsName, version)
+		modeltest.CopyVersion(t, modeltest.News(t), published)
+		modeltest.EditMetadata(t, published, func(m map[string]any) { m["model_version"] = version })
 	}
 	reg, err := registry.Open(registry.Config{Root: root}, model.LoadOptions{}, discard(), nil)
 	if err != nil {
@@ -173,7 +181,7 @@ func newTwoModelServer(t *testing.T, dir string) *twoModelServer {
 	s := New(reg, Options{Limits: Limits{MaxCandidates: 50, MaxFeatures: 40}, Metrics: metrics.New(), Exposure: log}, discard())
 	g := grpc.NewServer()
 	rankerv1.RegisterRankingServiceServer(g, s)
-	f := &twoModelServer{server: s, client: rankerv1.NewRankingServiceClient(serveInProcess(t, g)), exposures: log}
+	f := &twoModelServer{server: s, models: reg, client: rankerv1.NewRankingServiceClient(serveInProcess(t, g)), exposures: log}
 	var golden [2][]model.GoldenRow
 	for i, name := range modeltest.Names {
 		v, err := reg.Acquire(name)
@@ -377,6 +385,13 @@ func TestInterleavingAModelWithItselfServesItsRanking(t *testing.T) {
 	if got, want := resp.GetFeatureNames(), f.news.Meta.FeatureNames; !slices.Equal(got, want) {
 		t.Errorf("got feature names %v, want %v", got, want)
 	}
+	for _, c := range resp.GetCandidates() {
+		// The request sends the news features first.
+		sent := f.req.GetCandidates()[candidateIndex(t, c.GetId())].GetFeatures()[:len(f.news.Meta.FeatureNames)]
+		if !slices.EqualFunc(c.GetFeatures(), sent, func(x, y float32) bool { return x == y || (x != x && y != y) }) {
+			t.Errorf("%s: got features %v, want the row sent %v", c.GetId(), c.GetFeatures(), sent)
+		}
+	}
 	ignored := f.edge.Meta.FeatureNames
 	if got := resp.GetIgnoredFeatures(); !slices.Equal(got, ignored) {
 		t.Errorf("got ignored features %v, want the edge model's %v", got, ignored)
@@ -387,6 +402,33 @@ func TestInterleavingAModelWithItselfServesItsRanking(t *testing.T) {
 	}
 	if teams[exposure.TeamA]+teams[exposure.TeamB] != len(news) || teams[exposure.TeamA]-teams[exposure.TeamB] > 1 || teams[exposure.TeamB]-teams[exposure.TeamA] > 1 {
 		t.Errorf("got teams %v over %d items, want them split evenly", teams, len(news))
+	}
+}
+
+func TestInterleavedVersionsFollowTheirPins(t *testing.T) {
+	dir := t.TempDir()
+	f := newTwoModelServer(t, dir, "v2")
+	config := strings.Replace(interleaveConfig, "{a: news, b: edge}", "{a: news, a_version: v1, b: news}", 1)
+	exp, err := experiment.Parse([]byte(config), modeltest.Names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.models.Pin(exp.Pins()); err != nil { // as the config reload does
+		t.Fatal(err)
+	}
+	f.server.SetExperiment(exp)
+	req := cloneRequest(f.req)
+	req.RequestId = "pinned"
+	resp, err := f.client.Rank(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := resp.GetModelName()+" "+resp.GetModelVersion(), "news+news v1+v2"; got != want {
+		t.Errorf("got model %q, want %q: a pinned to v1, b the newest", got, want)
+	}
+	want := exposure.Interleaved{A: exposure.ModelVersion{Model: "news", Version: "v1"}, B: exposure.ModelVersion{Model: "news", Version: "v2"}}
+	if got := readExposures(t, f.exposures, dir)["pinned"][0].Interleaved; got == nil || *got != want {
+		t.Errorf("got exposure pair %+v, want %+v", got, want)
 	}
 }
 
