@@ -222,7 +222,7 @@ func (f *twoModelServer) run(t *testing.T, config string) {
 // ranking is the order of candidate indices that model name alone gives.
 func (f *twoModelServer) ranking(t *testing.T, name string) []int {
 	t.Helper()
-	req := cloneRequest(f.req)
+	req := newPage(f.req)
 	req.ModelName = name
 	resp, err := f.client.Rank(context.Background(), req)
 	if err != nil {
@@ -231,7 +231,8 @@ func (f *twoModelServer) ranking(t *testing.T, name string) []int {
 	return indices(t, resp)
 }
 
-func cloneRequest(req *rankerv1.RankRequest) *rankerv1.RankRequest {
+// newPage is a request of the reader and candidates of req, and nothing else.
+func newPage(req *rankerv1.RankRequest) *rankerv1.RankRequest {
 	out := &rankerv1.RankRequest{UserId: req.GetUserId(), FeatureNames: req.GetFeatureNames()}
 	out.Candidates = req.GetCandidates()
 	return out
@@ -303,7 +304,7 @@ func TestInterleavedVariantServesATeamDraftAndLogsTheTeams(t *testing.T) {
 	responses := map[string][]int{}
 	firstTeams := map[string]int{}
 	for r := range 20 {
-		req := cloneRequest(f.req)
+		req := newPage(f.req)
 		req.RequestId = fmt.Sprintf("page-%d", r)
 		resp, err := f.client.Rank(context.Background(), req)
 		if err != nil {
@@ -372,7 +373,7 @@ func TestInterleavingAModelWithItselfServesItsRanking(t *testing.T) {
 	f := newTwoModelServer(t, dir)
 	news := f.ranking(t, modeltest.NewsName)
 	f.run(t, strings.Replace(interleaveConfig, "b: edge", "b: news", 1))
-	req := cloneRequest(f.req)
+	req := newPage(f.req)
 	req.RequestId, req.ReturnFeatures = "same", true
 	resp, err := f.client.Rank(context.Background(), req)
 	if err != nil {
@@ -417,7 +418,7 @@ func TestInterleavedVersionsFollowTheirPins(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.server.SetExperiment(exp)
-	req := cloneRequest(f.req)
+	req := newPage(f.req)
 	req.RequestId = "pinned"
 	resp, err := f.client.Rank(context.Background(), req)
 	if err != nil {
@@ -435,7 +436,7 @@ func TestInterleavedVersionsFollowTheirPins(t *testing.T) {
 func TestInterleavedRequestsThatCannotBeAnswered(t *testing.T) {
 	f := newTwoModelServer(t, t.TempDir())
 	f.run(t, interleaveConfig)
-	req := cloneRequest(f.req)
+	req := newPage(f.req)
 	req.ReturnFeatures = true
 	_, err := f.client.Rank(context.Background(), req)
 	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "return_features: variant \"interleaved\" interleaves models with different features") {
