@@ -18,19 +18,35 @@ import (
 // with up to two decimals, i.e. a whole number of these buckets.
 const Buckets = 10000
 
-// Variant is one arm: a share of users ranked by a model.
+// Variant is one arm: a share of users ranked by a model, or by two models
+// interleaved.
 type Variant struct {
 	Name  string `yaml:"name"`
 	Model string `yaml:"model"`
 	// Version pins a model version (a canary of a new one, or a control held
 	// on an old one); empty follows the newest version as it is swapped in.
-	Version string  `yaml:"version"`
-	Weight  float64 `yaml:"weight"` // percent of users
-	start   int     // first bucket
-	end     int     // one past the last bucket
+	Version string `yaml:"version"`
+	// Interleave, instead of Model, ranks by merging two models' rankings
+	// (team-draft interleaving), recording which model placed each article.
+	Interleave *Interleave `yaml:"interleave"`
+	Weight     float64     `yaml:"weight"` // percent of users
+	start      int         // first bucket
+	end        int         // one past the last bucket
 }
 
-// Shadow scores the same candidates with another model on the side.
+// Interleave names the two models an interleaved variant merges; a version,
+// as in Variant, pins one. A and B may be the same model (an A/A check of
+// the interleaving analysis) or two versions of one model.
+type Interleave struct {
+	A        string `yaml:"a"`
+	B        string `yaml:"b"`
+	AVersion string `yaml:"a_version"`
+	BVersion string `yaml:"b_version"`
+}
+
+// Shadow scores the same candidates with another model on the side. It runs
+// beside single-model variants only: an interleaved request already scores
+// two models, and its ranking is neither's.
 type Shadow struct {
 	Model string `yaml:"model"`
 	// MaxInFlight bounds concurrent shadow scorings; more are skipped.
@@ -82,6 +98,14 @@ func Parse(raw []byte, models []string) (*Experiment, error) {
 		switch {
 		case v.Name == "" || seen[v.Name]:
 			return nil, fmt.Errorf("experiment.variants[%d].name: %q is empty or repeated", i, v.Name)
+		case v.Interleave != nil:
+			if err := v.Interleave.validate(served, models); err != nil {
+				return nil, fmt.Errorf("experiment.variants[%d].%w", i, err)
+			}
+			if v.Model != "" || v.Version != "" {
+				// One arm ranks one way; a model beside interleave would be ignored.
+				return nil, fmt.Errorf("experiment.variants[%d]: model/version and interleave exclude each other (interleave names its models as a and b)", i)
+			}
 		case !served[v.Model]:
 			return nil, fmt.Errorf("experiment.variants[%d].model: %q is not served (serving %v)", i, v.Model, models)
 		case v.Weight < 0 || math.Abs(buckets-math.Round(buckets)) > 1e-9:
@@ -103,6 +127,16 @@ func Parse(raw []byte, models []string) (*Experiment, error) {
 		}
 	}
 	return e, nil
+}
+
+func (il *Interleave) validate(served map[string]bool, models []string) error {
+	switch {
+	case !served[il.A]:
+		return fmt.Errorf("interleave.a: %q is not served (serving %v)", il.A, models)
+	case !served[il.B]:
+		return fmt.Errorf("interleave.b: %q is not served (serving %v)", il.B, models)
+	}
+	return nil
 }
 
 // Load reads and validates the experiment file at path.
@@ -143,9 +177,16 @@ func (e *Experiment) Assign(userID string) *Variant {
 // Pins lists the model versions the variants name, by model.
 func (e *Experiment) Pins() map[string][]string {
 	pins := map[string][]string{}
+	pin := func(model, version string) {
+		if version != "" {
+			pins[model] = append(pins[model], version)
+		}
+	}
 	for _, v := range e.Variants {
-		if v.Version != "" {
-			pins[v.Model] = append(pins[v.Model], v.Version)
+		pin(v.Model, v.Version)
+		if il := v.Interleave; il != nil {
+			pin(il.A, il.AVersion)
+			pin(il.B, il.BVersion)
 		}
 	}
 	return pins

@@ -100,3 +100,49 @@ func TestInvalidConfigsNameTheField(t *testing.T) {
 		}
 	}
 }
+
+const interleaved = `
+experiment:
+  name: homepage
+  salt: nov-2026
+  variants:
+    - {name: control, model: demo, weight: 90}
+    - {name: interleaved, interleave: {a: demo, b: candidate, b_version: v7}, weight: 10}
+`
+
+func TestInterleavedVariantParsesAndPinsItsVersions(t *testing.T) {
+	e, err := Parse([]byte(interleaved), served)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, ok := e.Variant("interleaved")
+	if !ok || v.Interleave == nil {
+		t.Fatalf("got variant %+v, want one with interleave", v)
+	}
+	if got, want := *v.Interleave, (Interleave{A: "demo", B: "candidate", BVersion: "v7"}); got != want {
+		t.Errorf("got interleave %+v, want %+v", got, want)
+	}
+	if got := e.Pins(); len(got) != 1 || len(got["candidate"]) != 1 || got["candidate"][0] != "v7" {
+		t.Errorf("got pins %v, want candidate: [v7]", got)
+	}
+}
+
+func TestInvalidInterleaveConfigsNameTheField(t *testing.T) {
+	tests := []struct{ from, to, want string }{
+		{"a: demo,", "a: nope,", `variants[1].interleave.a: "nope" is not served`},
+		{"b: candidate,", "b: nope,", `variants[1].interleave.b: "nope" is not served`},
+		{"{name: interleaved,", "{name: interleaved, model: demo,", "variants[1]: model/version and interleave exclude each other"},
+		{"{name: interleaved,", "{name: interleaved, version: v1,", "variants[1]: model/version and interleave exclude each other"},
+		{"b_version", "c_version", "field c_version not found"},
+	}
+	for _, tt := range tests {
+		edited := strings.Replace(interleaved, tt.from, tt.to, 1)
+		if edited == interleaved {
+			t.Fatalf("edit %q changed nothing", tt.from)
+		}
+		_, err := Parse([]byte(edited), served)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("edit %q: got %v, want an error containing %q", tt.to, err, tt.want)
+		}
+	}
+}

@@ -30,6 +30,27 @@ type Item struct {
 	ID       string  `json:"id"`
 	Position int     `json:"position"`
 	Score    float32 `json:"score"`
+	// Team is the model of an interleaved ranking that placed the item, TeamA
+	// or TeamB; absent otherwise.
+	Team string `json:"team,omitempty"`
+}
+
+// Teams of an interleaved ranking.
+const (
+	TeamA = "a"
+	TeamB = "b"
+)
+
+// Interleaved names the two models an interleaved ranking merged.
+type Interleaved struct {
+	A ModelVersion `json:"a"`
+	B ModelVersion `json:"b"`
+}
+
+// ModelVersion is one model version.
+type ModelVersion struct {
+	Model   string `json:"model"`
+	Version string `json:"version"`
 }
 
 // Record is what the next training run needs to know about one response.
@@ -43,6 +64,9 @@ type Record struct {
 	Model        string    `json:"model"`
 	ModelVersion string    `json:"model_version"`
 	Items        []Item    `json:"items"`
+	// Interleaved is set when two models' rankings were interleaved; Model
+	// and ModelVersion then join theirs with a "+".
+	Interleaved *Interleaved `json:"interleaved,omitempty"`
 }
 
 // Counters receive how many records were written, dropped and lost

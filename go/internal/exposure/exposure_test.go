@@ -607,3 +607,33 @@ func TestQueuedRecordsAreBoundedInBytes(t *testing.T) {
 		t.Errorf("%v; want 100 in all", c)
 	}
 }
+
+// Readers of files written before interleaving existed, and of records of
+// single-model rankings, see the same keys as before: the fields are additive.
+func TestInterleavingFieldsAreAdditive(t *testing.T) {
+	plain := record(1)
+	interleaved := record(2)
+	interleaved.Model, interleaved.ModelVersion = "demo+next", "v1+v2"
+	interleaved.Items = []Item{{ID: "a", Position: 1, Score: 2, Team: TeamB}, {ID: "b", Position: 2, Score: 1, Team: TeamA}}
+	interleaved.Interleaved = &Interleaved{A: ModelVersion{Model: "demo", Version: "v1"}, B: ModelVersion{Model: "next", Version: "v2"}}
+	tests := []struct {
+		name string
+		r    Record
+		want string
+	}{
+		{"plain", plain, `{"time":"2023-11-14T22:13:20Z","request_id":"1","user_id":"u","experiment":"","variant":"control",` +
+			`"model":"demo","model_version":"v1","items":[{"id":"a","position":1,"score":0.5}]}`},
+		{"interleaved", interleaved, `{"time":"2023-11-14T22:13:20Z","request_id":"2","user_id":"u","experiment":"","variant":"control",` +
+			`"model":"demo+next","model_version":"v1+v2","items":[{"id":"a","position":1,"score":2,"team":"b"},` +
+			`{"id":"b","position":2,"score":1,"team":"a"}],"interleaved":{"a":{"model":"demo","version":"v1"},"b":{"model":"next","version":"v2"}}}`},
+	}
+	for _, tt := range tests {
+		got, err := json.Marshal(tt.r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != tt.want {
+			t.Errorf("%s: got %s, want %s", tt.name, got, tt.want)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -167,6 +168,11 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 			return nil, err
 		}
 		modelName, variant, experimentName, pinned = v.Model, v.Name, exp.Name, v.Version
+		if il := v.Interleave; il != nil {
+			modelName = interleavedName(il.A, il.B)
+			mapping = true // rankInterleaved ends the span
+			return s.rankInterleaved(ctx, mapSpan, req, contextKeys, requestID, exp.Name, v)
+		}
 	}
 	version, err := s.models.AcquireVersion(modelName, pinned)
 	if errors.Is(err, registry.ErrUnknownModel) {
@@ -191,47 +197,15 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	s.metrics.Scoring.Inc()
 	defer s.metrics.Scoring.Dec()
 	mapping = true
-	scores, release, columns, unknown, rows, stateErr, err := s.score(ctx, mapSpan, m, req, contextKeys)
-	if ctx.Err() != nil {
-		s.metrics.Shed.WithLabelValues("caller_gone").Inc()
-		return nil, contextStatus(ctx) // scoring stopped or the answer is not wanted
-	}
-	if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
+	sc, err := s.scoreChecked(ctx, mapSpan, m, req, contextKeys, requestID)
+	if err != nil {
 		return nil, err
-	} else if err != nil {
-		s.requestLogger(ctx, requestID).Error("scoring failed", "error", err)
-		return nil, status.Error(codes.Internal, "scoring failed")
 	}
-	defer release()
+	defer sc.release()
 	s.metrics.Candidates.Observe(float64(n))
-	scoreHist := s.metrics.Scores.WithLabelValues(modelName)
-	versionHist := s.metrics.VersionScores.Observer(modelName, m.Meta.ModelVersion)
-	for _, sc := range scores {
-		scoreHist.Observe(float64(sc))
-		versionHist.Observe(float64(sc))
-	}
-	s.metrics.UnknownCandidates.Add(float64(len(unknown)))
-	if len(unknown) > 0 {
-		// An unknown article's features were scored as missing.
-		for _, j := range columns.computed {
-			if name := m.Meta.FeatureNames[j]; features.DependsOnArticle(name) {
-				s.metrics.MissingFeatures.WithLabelValues(modelName, name).Inc()
-			}
-		}
-	}
-	missing := columns.missing
-	stateError := ""
-	if stateErr != nil {
-		stateError = stateErr.Error()
-		missing = slices.Clone(missing)
-		for _, j := range columns.computed {
-			missing = append(missing, m.Meta.FeatureNames[j])
-		}
-		s.requestLogger(ctx, requestID).Warn("feature state unavailable; its features scored as missing", "error", stateError)
-	}
-	for _, f := range missing {
-		s.metrics.MissingFeatures.WithLabelValues(modelName, f).Inc()
-	}
+	s.metrics.UnknownCandidates.Add(float64(len(sc.unknown)))
+	missing, stateError := s.observeScoring(ctx, requestID, m, sc)
+	scores, rows, columns, unknown := sc.scores, sc.rows, sc.columns, sc.unknown
 
 	order := rankOrder(scores)
 	k := n
@@ -258,7 +232,7 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 		s.metrics.Shed.WithLabelValues("caller_gone").Inc()
 		return nil, contextStatus(ctx)
 	}
-	s.logExposure(requestID, req, out, m, experimentName, variant)
+	s.logExposure(requestID, req, out, m.Meta.ModelName, m.Meta.ModelVersion, experimentName, variant, nil, nil)
 	// A shadow equal to the (newest) model that answered would only record 1.0.
 	if exp != nil && exp.Shadow != nil && experimentName != "" && (exp.Shadow.Model != modelName || pinned != "") {
 		s.startShadow(exp, requestID, req, contextKeys, scores)
@@ -303,6 +277,75 @@ func (s *Server) assign(ctx context.Context, exp *activeExperiment, req *rankerv
 		return nil, status.Errorf(codes.InvalidArgument, "%s: %s is not a variant of experiment %s", field, quote(forced), exp.Name)
 	}
 	return v, nil
+}
+
+// scoring is one model's scores of a request's candidates (see score).
+type scoring struct {
+	scores, rows []float32
+	release      func()
+	columns      *columnMapping
+	unknown      []string
+	stateErr     error
+}
+
+// scoreChecked is score with its failures as the statuses Rank returns (see
+// scoringStatus).
+func (s *Server) scoreChecked(ctx context.Context, mapSpan trace.Span, m *model.Model, req *rankerv1.RankRequest, contextKeys []string, requestID string) (*scoring, error) {
+	scores, release, columns, unknown, rows, stateErr, err := s.score(ctx, mapSpan, m, req, contextKeys)
+	if err := s.scoringStatus(ctx, err, requestID); err != nil {
+		return nil, err
+	}
+	return &scoring{scores: scores, rows: rows, release: release, columns: columns, unknown: unknown, stateErr: stateErr}, nil
+}
+
+// scoringStatus is the status Rank returns for a scoring that ended with
+// err: the caller gone, a bad request, or an internal error (logged).
+func (s *Server) scoringStatus(ctx context.Context, err error, requestID string) error {
+	if ctx.Err() != nil {
+		s.metrics.Shed.WithLabelValues("caller_gone").Inc()
+		return contextStatus(ctx) // scoring stopped or the answer is not wanted
+	}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
+		return err
+	} else if err != nil {
+		s.requestLogger(ctx, requestID).Error("scoring failed", "error", err)
+		return status.Error(codes.Internal, "scoring failed")
+	}
+	return nil
+}
+
+// observeScoring records m's scores and missing features in the metrics and
+// returns the features scored as missing, with why the feature state could
+// not be read (empty when it could).
+func (s *Server) observeScoring(ctx context.Context, requestID string, m *model.Model, sc *scoring) (missing []string, stateError string) {
+	modelName := m.Meta.ModelName
+	scoreHist := s.metrics.Scores.WithLabelValues(modelName)
+	versionHist := s.metrics.VersionScores.Observer(modelName, m.Meta.ModelVersion)
+	for _, score := range sc.scores {
+		scoreHist.Observe(float64(score))
+		versionHist.Observe(float64(score))
+	}
+	if len(sc.unknown) > 0 {
+		// An unknown article's features were scored as missing.
+		for _, j := range sc.columns.computed {
+			if name := m.Meta.FeatureNames[j]; features.DependsOnArticle(name) {
+				s.metrics.MissingFeatures.WithLabelValues(modelName, name).Inc()
+			}
+		}
+	}
+	missing = sc.columns.missing
+	if sc.stateErr != nil {
+		stateError = sc.stateErr.Error()
+		missing = slices.Clone(missing)
+		for _, j := range sc.columns.computed {
+			missing = append(missing, m.Meta.FeatureNames[j])
+		}
+		s.requestLogger(ctx, requestID).Warn("feature state unavailable; its features scored as missing", "error", stateError)
+	}
+	for _, f := range missing {
+		s.metrics.MissingFeatures.WithLabelValues(modelName, f).Inc()
+	}
+	return missing, stateError
 }
 
 // score maps the request into m's feature order, computing from the feature
@@ -374,6 +417,9 @@ func (s *Server) modelLabel(name string) string {
 	if name == "" || s.models.Has(name) {
 		return name
 	}
+	if a, b, ok := strings.Cut(name, interleaveSeparator); ok && s.models.Has(a) && s.models.Has(b) {
+		return name // an interleaved variant's pair: bounded by the experiment
+	}
 	return "unknown"
 }
 
@@ -383,20 +429,25 @@ func newRequestID() string {
 	return "gen-" + hex.EncodeToString(b[:])
 }
 
-func (s *Server) logExposure(requestID string, req *rankerv1.RankRequest, out []*rankerv1.ScoredCandidate, m *model.Model, experimentName, variant string) {
+// logExposure records a response; an interleaved one passes the team of
+// each returned candidate and the two models.
+func (s *Server) logExposure(requestID string, req *rankerv1.RankRequest, out []*rankerv1.ScoredCandidate, modelName, modelVersion, experimentName, variant string, teams []string, interleaved *exposure.Interleaved) {
 	if s.exposure == nil {
 		return
 	}
 	items := make([]exposure.Item, len(out))
 	for i, c := range out {
 		items[i] = exposure.Item{ID: c.GetId(), Position: i + 1, Score: c.GetScore()}
+		if teams != nil {
+			items[i].Team = teams[i]
+		}
 	}
 	// The moment the page was served: the request's event time (the
 	// server clock unless the caller said otherwise), as the features saw it.
 	s.exposure.Write(exposure.Record{
 		Time: req.GetEventTime().AsTime().UTC(), RequestID: requestID, UserID: req.GetUserId(), Device: req.GetDevice(),
-		Experiment: experimentName, Variant: variant, Model: m.Meta.ModelName,
-		ModelVersion: m.Meta.ModelVersion, Items: items,
+		Experiment: experimentName, Variant: variant, Model: modelName,
+		ModelVersion: modelVersion, Items: items, Interleaved: interleaved,
 	})
 }
 
@@ -525,16 +576,22 @@ func scoreInChunks(ctx context.Context, scorer model.Scorer, rows []float32, n, 
 
 // checkMemory refuses a request whose working memory (feature rows, scores,
 // and the features echoed back when asked) would pass the limit: the rows
-// scale with the model's feature count, which the caller does not see.
-func (s *Server) checkMemory(req *rankerv1.RankRequest, m *model.Model) error {
+// scale with the model's feature count, which the caller does not see. An
+// interleaved request holds the work of both its models at once.
+func (s *Server) checkMemory(req *rankerv1.RankRequest, models ...*model.Model) error {
 	limit := s.limits.MaxRequestMemory
 	if limit <= 0 {
 		return nil
 	}
-	n, f := int64(len(req.GetCandidates())), int64(len(m.Meta.FeatureNames))
-	perRow := 4*(f+1) + 64 // float32 features and score, plus the response entry
-	if req.GetReturnFeatures() {
-		perRow += 4 * f
+	n := int64(len(req.GetCandidates()))
+	var f, perRow int64
+	for _, m := range models {
+		mf := int64(len(m.Meta.FeatureNames))
+		f += mf
+		perRow += 4*(mf+1) + 64 // float32 features and score, plus the response entry
+		if req.GetReturnFeatures() {
+			perRow += 4 * mf
+		}
 	}
 	if need := n * perRow; need > limit {
 		s.metrics.Shed.WithLabelValues("memory").Inc()

@@ -10,7 +10,11 @@ import polars as pl
 
 from ranker.data.schema import DEVICES, ClickLog
 
+_MODEL_VERSION = pl.Struct({"model": pl.String(), "version": pl.String()})
+
 # One row per returned candidate, as the server wrote it (go/internal/exposure).
+# Interleaved rankings add an item's team ("a" or "b") and the two models;
+# records without them (single-model rankings, older files) read them as null.
 EXPOSURE_SCHEMA = pl.Schema(
     [
         ("time", pl.String()),
@@ -23,15 +27,26 @@ EXPOSURE_SCHEMA = pl.Schema(
         ("model_version", pl.String()),
         (
             "items",
-            pl.List(pl.Struct({"id": pl.String(), "position": pl.Int32(), "score": pl.Float32()})),
+            pl.List(
+                pl.Struct(
+                    {
+                        "id": pl.String(),
+                        "position": pl.Int32(),
+                        "score": pl.Float32(),
+                        "team": pl.String(),
+                    }
+                )
+            ),
         ),
+        ("interleaved", pl.Struct({"a": _MODEL_VERSION, "b": _MODEL_VERSION})),
     ]
 )
 
 
 def read_exposures(directory: Path) -> pl.LazyFrame:
     """Every exposure file in `directory` (rotated and current), one row per
-    shown candidate: request, user, experiment, variant, model, article, position, score."""
+    shown candidate: request, user, experiment, variant, model, article, position, score,
+    and for interleaved rankings the item's team and the two models (`interleaved`)."""
     files = sorted(directory.glob("exposure*.jsonl"))
     if not files:
         raise FileNotFoundError(f"no exposure*.jsonl files in {directory}")
