@@ -50,7 +50,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help setup proto proto-check data train build serve demo replay redis-server test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-pipeline deploy-rules deploy-check lint clean
+.PHONY: help setup proto proto-check data train build serve demo live replay redis-server test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-pipeline deploy-rules deploy-check lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -113,6 +113,11 @@ replay: setup train build ## Replay the default click log through a fresh server
 
 demo: setup train build ## Train on the default data, start the server, rank one impression, stop
 	$(RANKER) demo --server $(SERVER) --model $(MODELS)/$(MODEL_NAME) --data $(DATA)
+
+LIVE_OUT ?= live
+live: setup $(MODELS)/$(MODEL_NAME) build ## Simulated readers on the real server; nightly retrain from its logs, canary, decision (LIVE_OUT=live, ~3 min)
+	rm -rf $(LIVE_OUT)
+	$(RANKER) live --server-binary $(SERVER) --base-model $(MODELS)/$(MODEL_NAME) --out $(LIVE_OUT)
 
 $(TEST_MODEL)/metadata.json: $(SETUP_STAMP) $(PY_SOURCES)
 	rm -rf $(TEST_MODEL)

@@ -4,7 +4,6 @@ reading the server's Prometheus metrics."""
 
 from __future__ import annotations
 
-import json
 import re
 import urllib.request
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy.typing as npt
 
 from ranker.export import artifact
 from ranker.export.golden import golden_matrix, read_golden
-from ranker.export.version import export_model
+from ranker.export.version import export_model, republish
 from ranker.features.spec import FEATURE_NAMES
 from ranker.serving.process import ServerProcess
 
@@ -36,16 +35,12 @@ experiment:
 def add_version(src: Path, root: Path, name: str, version: str, *, broken: bool = False) -> None:
     """Publish a copy of `src` as root/name/version the way the export does
     (stage, then rename); `broken` truncates its ONNX file."""
-    with artifact.staged_version(root / name / version) as staging:
-        for path in src.iterdir():
-            if path.is_file():
-                (staging / path.name).write_bytes(path.read_bytes())
-        meta = json.loads((staging / artifact.METADATA_JSON).read_text())
-        meta["model_name"], meta["model_version"] = name, version
-        (staging / artifact.METADATA_JSON).write_text(json.dumps(meta))
-        if broken:
-            onnx = staging / artifact.MODEL_ONNX
-            onnx.write_bytes(onnx.read_bytes()[:1000])
+
+    def truncate_onnx(staging: Path) -> None:
+        onnx = staging / artifact.MODEL_ONNX
+        onnx.write_bytes(onnx.read_bytes()[:1000])
+
+    republish(src, root, name, version, truncate_onnx if broken else None)
 
 
 def golden_rows(model_dir: Path, n: int, case: str | None = None) -> npt.NDArray[np.float32]:

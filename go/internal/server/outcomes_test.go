@@ -32,7 +32,8 @@ func TestEveryOutcomeIsCountedEvenBeforeTheHandler(t *testing.T) {
 	reg, _, _, logger := testModels(t)
 	m := metrics.New()
 	outcomes := m.Outcomes()
-	g := grpc.NewServer(grpc.StatsHandler(outcomes), grpc.MaxRecvMsgSize(64<<10), grpc.UnknownServiceHandler(UnknownMethod))
+	// WaitForHandlers: Stop returns only once every handler, and its End event, is done.
+	g := grpc.NewServer(grpc.StatsHandler(outcomes), grpc.MaxRecvMsgSize(64<<10), grpc.UnknownServiceHandler(UnknownMethod), grpc.WaitForHandlers(true))
 	rankerv1.RegisterRankingServiceServer(g, New(reg, Options{Limits: testLimits, Metrics: m}, logger))
 	outcomes.KnowMethods(g.GetServiceInfo())
 	conn := serveInProcess(t, g)

@@ -88,3 +88,71 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="page views served at once, one channel each",
     )
     p.set_defaults(run=_simulate)
+    register_live(sub)
+
+
+def _live(args: argparse.Namespace) -> int:
+    from ranker.simulation.live import LivePlan, run_live
+
+    if args.out.exists():
+        raise UserError(f"--out {args.out}: already exists; each run writes a new directory")
+    if not args.server_binary.is_file():
+        raise UserError(f"--server-binary {args.server_binary}: no such file (make build)")
+    base = _newest_version(args.base_model)
+    plan = LivePlan(
+        readers=args.readers,
+        days=args.days,
+        warmup_days=args.warmup_days,
+        seed=args.seed,
+        workers=args.workers,
+        canary_percent=args.canary_percent,
+    )
+    result = run_live(args.server_binary, base, args.out, plan)
+    print(f"decision on the canary: {result.decision} ({result.reason})")
+    print(f"serving now: {result.serving}")
+    print(f"report: {result.report}")
+    print(f"chart of what served, day by day: {result.chart}")
+    return 0
+
+
+def _newest_version(path: Path) -> Path:
+    """A version directory, or the newest version of a model directory."""
+    if (path / "metadata.json").is_file():
+        return path
+    versions = sorted(p for p in path.glob("*/metadata.json") if not p.parent.name.startswith("."))
+    if not versions:
+        raise UserError(f"--base-model {path}: no model version (make train)")
+    return versions[-1].parent
+
+
+def register_live(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "live",
+        help="a living newsroom: serve, retrain nightly from the server's logs, canary, decide",
+    )
+    p.add_argument("--server-binary", type=Path, required=True, help="the ranker-server binary")
+    p.add_argument(
+        "--base-model",
+        type=Path,
+        required=True,
+        help="the model serving on day 1 (a version dir or a model dir)",
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="a new directory for every file of the run"
+    )
+    p.add_argument("--readers", type=positive_int, default=2500, help="readers in the world")
+    p.add_argument("--days", type=positive_int, default=5, help="simulated days in all")
+    p.add_argument(
+        "--warmup-days",
+        type=positive_int,
+        default=2,
+        help="days the base model serves alone; the canary trains on their logs",
+    )
+    p.add_argument("--seed", type=int, default=1, help="the world's seed")
+    p.add_argument(
+        "--canary-percent", type=positive_int, default=50, help="the canary's share of readers"
+    )
+    p.add_argument(
+        "--workers", type=positive_int, default=DEFAULT_WORKERS, help="page views served at once"
+    )
+    p.set_defaults(run=_live)

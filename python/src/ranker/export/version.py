@@ -98,3 +98,27 @@ def export_model(
         if write_extras is not None:
             write_extras(staging)  # e.g. the evaluation report, part of the same atomic rename
     return ExportResult(directory=final, golden_rows=n_rows, max_abs_diff_lgbm_onnx=max_diff)
+
+
+def republish(
+    src: Path,
+    root: Path,
+    name: str,
+    version: str,
+    edit: Callable[[Path], None] | None = None,
+) -> Path:
+    """Publish a copy of the version directory `src` as root/name/version,
+    the way the export does (stage, then rename), with its metadata renamed
+    to match (the server refuses a version whose metadata names another).
+    `edit` may change the staged copy before it appears."""
+    target = root / name / version
+    with artifact.staged_version(target) as staging:
+        for path in src.iterdir():
+            if path.is_file():
+                (staging / path.name).write_bytes(path.read_bytes())
+        meta = json.loads((staging / artifact.METADATA_JSON).read_text())
+        meta["model_name"], meta["model_version"] = name, version
+        (staging / artifact.METADATA_JSON).write_text(json.dumps(meta, indent=2))
+        if edit is not None:
+            edit(staging)
+    return target

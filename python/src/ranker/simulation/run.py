@@ -185,10 +185,16 @@ def simulate(
     workers: int = DEFAULT_WORKERS,
     step_hours: float = STEP_HOURS,
     progress: bool = True,
+    hours: tuple[float, float] | None = None,
 ) -> SimulationResult:
     """Let the world's readers use the server at `target`: `workers` page
-    views at a time, each worker on a channel of its own."""
+    views at a time, each worker on a channel of its own. `hours` serves only
+    the page views in [from, to) hours of the world's time (articles are
+    published up to `to` all the same), so one world can be run in phases
+    with something changed in between, as a live system is."""
     views = world.page_views
+    lo, hi = hours if hours is not None else (-np.inf, np.inf)
+    in_window = (views.hours >= lo) & (views.hours < hi)
     articles = world.catalog.frame(start)
     times: list[datetime] = timestamps(views.hours, start).to_list()
     served: list[_Served] = []
@@ -198,7 +204,7 @@ def simulate(
         with (
             ThreadPoolExecutor(workers, thread_name_prefix="reader") as pool,
             tqdm(
-                total=len(views),
+                total=int(in_window.sum()),
                 desc="page views",
                 unit="view",
                 disable=None if progress else True,
@@ -206,6 +212,8 @@ def simulate(
             ) as bar,
         ):
             for step in steps(world, workers, step_hours):
+                if step.until_hours - step_hours >= hi:
+                    break
                 if step.publish.size:
                     first, count = int(step.publish[0]), int(step.publish.size)
                     for batch in catalog_batches(articles.slice(first, count)):
@@ -218,7 +226,9 @@ def simulate(
                             )
                 futures = [
                     pool.submit(_serve, client, world, rows, times, world.config.seed)
-                    for client, rows in zip(clients, step.page_views, strict=True)
+                    for client, rows in (
+                        (c, r[in_window[r]]) for c, r in zip(clients, step.page_views, strict=True)
+                    )
                     if rows.size
                 ]
                 for future in futures:
