@@ -287,14 +287,14 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	return nil
 }
 
-// shedHeapBytes is --shed-heap-bytes, where 0 means 85 % of the Go memory
+// shedHeapBytes is --shed-heap-bytes, where 0 means 75 % of the Go memory
 // limit (GOMEMLIMIT) when one is set, and no shedding otherwise.
 func shedHeapBytes(flag int64) uint64 {
 	if flag > 0 {
 		return uint64(flag)
 	}
 	if limit := debug.SetMemoryLimit(-1); limit > 0 && limit < math.MaxInt64 {
-		return uint64(limit) / 100 * 85
+		return uint64(limit) / 100 * 75 // room for what admitted calls still receive
 	}
 	return 0
 }
