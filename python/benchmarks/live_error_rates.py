@@ -1,32 +1,37 @@
 """Error rates of the experiment decision rule and the reach of interleaving,
 measured with simulated readers against the real ranking server.
 
-Three models are served from one model root: `good` (a trained version),
-`good-twin` (the same files under another name) and `small` (the first few
-trees of `good`, exported for real: a clearly worse ranker). For every world
-seed the same readers and page views (`NewsWorld.draw`) meet four servers,
-each started with one experiment config:
+One model root serves `good` (a trained version), `good-twin` (the same files
+under another name) and the worse models `firstNtrees` (the first N trees of
+`good`, exported for real; N = 0 scores every candidate the same, so a page
+keeps the candidates' random order). For every world seed the same readers
+and page views (`NewsWorld.draw`) meet one server per experiment config:
 
 - `aa`: control `good` against treatment `good-twin`, 50/50. Any ship or stop
   is a false decision; the report's 95 % interval of the true-NDCG@10
-  difference should hold 0.
-- `ab`: control `small` against treatment `good`, 50/50. Ship is the correct
-  decision (power); the report's 95 % interval of the true-NDCG@10 difference
-  should hold the true difference.
-- `small`: every page view ranked by `small`. With `aa` (where every page
-  view was ranked by `good`) it gives the true difference on the very same
-  page views: mean true NDCG@10 under `good` minus under `small`.
-- `il`: every page view a team-draft interleaving of `good` (a) and `small` (b).
+  difference should hold 0. Every page view is ranked by `good`.
+- per worse model, `ab`: control the worse model against treatment `good`,
+  50/50. Ship is the correct decision (power); the report's 95 % interval of
+  the true-NDCG@10 difference should hold the true difference.
+- per worse model, `alone`: every page view ranked by the worse model. With
+  `aa` it gives the true difference on the very same page views: mean true
+  NDCG@10 under `good` minus under the worse model.
+- per worse model, `il`: every page view a team-draft interleaving of `good`
+  (a) and the worse model (b).
 
 The decisions are those of `ranker experiment report` (the same functions)
 with its daily looks. For the page views each design needs, both are looked
 at after every `--looks`-th share of the run's page views (in time order): A/B
 needs the page views (both arms) up to the first look where the mSPRT
-crosses; interleaving the interleaved page views up to the first look where
-the reader-level bootstrap interval of the preference excludes 0.
+crosses, or (the rule interleaving gets) where the fixed-horizon 95 % interval
+of the CTR difference excludes 0; interleaving the interleaved page views up
+to the first look where the reader-level bootstrap interval of the preference
+excludes 0. Fixed-horizon intervals read at every look find differences
+sooner than they should (and false ones more often); the mSPRT does not.
 
-`python -m benchmarks.live_error_rates [--seeds 20 --readers 800 --days 2 ...]`
-prints a Markdown table and writes it to `--out` (`make bench-live`).
+`python -m benchmarks.live_error_rates --server BIN --model DIR --ort-lib LIB
+[--seeds 20 --readers 600 --days 2 ...]` prints a Markdown table and writes it
+to `--out` (`make bench-live`).
 """
 
 from __future__ import annotations
@@ -104,8 +109,11 @@ class PairOutcome:
     ab_covered: bool  # the report's 95 % interval of it holds true_difference
     ab_lift: float  # the report's relative CTR lift of good over worse at the last look
     ab_needed: int | None  # page views to the first mSPRT crossing; None: not within the run
+    # page views to the first look where the fixed-horizon 95 % interval of the
+    # CTR difference excludes 0: the same rule as interleaving's
+    ab_interval_needed: int | None
     il_needed: int | None  # page views to the first preference interval without 0
-    il_delta: float  # the preference for good at the end of the run
+    il_delta: float  # the preference for good when found, else at the end of the run
     page_views: int  # of each run
 
 
@@ -217,13 +225,22 @@ def _decide(name: str, views: pl.DataFrame) -> tuple[str, float, float, float, f
     return decision.decision.value, diff["value"], diff["low"], diff["high"], decision.lift
 
 
-def _ab_needed(views: pl.DataFrame, looks: int) -> int | None:
+def _ab_needed(views: pl.DataFrame, looks: int) -> tuple[int | None, int | None]:
+    """Page views (both arms) to the first mSPRT crossing, and to the first
+    look whose 95 % interval of the CTR difference excludes 0."""
     sizes = prefix_sizes(views.height, looks)
     labelled = views.sort("time", "request_id").with_columns(
         day=pl.Series(look_labels(views.height, sizes))
     )
-    crossed = analyze("ab", labelled, control="control").decisions[0].sequential.crossed_on
-    return None if crossed is None else sizes[int(crossed)]
+    report = analyze("ab", labelled, control="control")
+    crossed = report.decisions[0].sequential.crossed_on
+    excluded = report.differences.filter(
+        (pl.col("metric") == "ctr") & ((pl.col("low") > 0) | (pl.col("high") < 0))
+    )["day"].sort()
+    return (
+        None if crossed is None else sizes[int(crossed)],
+        None if excluded.is_empty() else sizes[int(excluded[0])],
+    )
 
 
 def _il_needed(
@@ -271,13 +288,15 @@ def run_seed(
         ab_views = _views(*served["ab"])
         decision, value, low, high, lift = _decide("ab", ab_views)
         il_needed, il_delta = _il_needed(*served["il"], looks)
+        ab_needed, ab_interval_needed = _ab_needed(ab_views, looks)
         pairs[trees] = PairOutcome(
             ab_decision=decision,
             true_difference=truth,
             ab_estimate=value,
             ab_covered=low <= truth <= high,
             ab_lift=lift,
-            ab_needed=_ab_needed(ab_views, looks),
+            ab_needed=ab_needed,
+            ab_interval_needed=ab_interval_needed,
             il_needed=il_needed,
             il_delta=il_delta,
             page_views=len(world.page_views),
@@ -345,10 +364,17 @@ def table(outcomes: Sequence[SeedOutcome], readers: int, days: float, looks: int
         lambda ps: _count(median_needed([p.ab_needed for p in ps]), [p.ab_needed for p in ps]),
     )
     row(
+        "A/B page views to a 95 % interval of the CTR difference without 0 (median)",
+        lambda ps: _count(
+            median_needed([p.ab_interval_needed for p in ps]), [p.ab_interval_needed for p in ps]
+        ),
+    )
+    row(
         "interleaved page views to a preference interval without 0 (median)",
         lambda ps: _count(median_needed([p.il_needed for p in ps]), [p.il_needed for p in ps]),
     )
-    row("A/B / interleaving page views", lambda ps: _ratio(ps))
+    row("A/B (mSPRT) / interleaving page views", lambda ps: _ratio(ps, "ab_needed"))
+    row("A/B (interval) / interleaving page views", lambda ps: _ratio(ps, "ab_interval_needed"))
     return "\n".join(lines) + "\n"
 
 
@@ -356,8 +382,8 @@ def _worse_label(trees: int) -> str:
     return "constant scores (random order)" if trees == 0 else f"its first {trees} tree(s)"
 
 
-def _ratio(pairs: Sequence[PairOutcome]) -> str:
-    ab = median_needed([p.ab_needed for p in pairs])
+def _ratio(pairs: Sequence[PairOutcome], needed: str) -> str:
+    ab = median_needed([getattr(p, needed) for p in pairs])
     il = median_needed([p.il_needed for p in pairs])
     if il is None:
         return "n/a"
@@ -412,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pairs = "; ".join(
                 f"vs {worse_name(t)}: A/B {p.ab_decision} (true {p.true_difference:+.4f}, "
                 f"estimate {p.ab_estimate:+.4f}, CTR lift {p.ab_lift:+.1%}), needed A/B "
-                f"{p.ab_needed}, interleaving {p.il_needed}"
+                f"{p.ab_needed} (interval {p.ab_interval_needed}), interleaving {p.il_needed}"
                 for t, p in o.pairs.items()
             )
             print(f"seed {seed}: A/A {o.aa_decision}; {pairs}", flush=True)

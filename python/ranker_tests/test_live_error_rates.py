@@ -78,6 +78,7 @@ def _pair(decision: str, ab_needed: int | None, il_needed: int | None) -> PairOu
         ab_covered=decision == "ship",
         ab_lift=0.3,
         ab_needed=ab_needed,
+        ab_interval_needed=None if ab_needed is None else ab_needed // 2,
         il_needed=il_needed,
         il_delta=0.5,
         page_views=1000,
@@ -115,4 +116,5 @@ def test_table_reports_rates_and_the_ratio_of_page_views() -> None:
     ]
     assert rows["| A/B page views to the mSPRT crossing (median)"][0] == "500 (found in 2/2)"
     # A/B never decided against the first tree: the run's page views bound the ratio.
-    assert rows["| A/B / interleaving page views"] == ["5.0x", "more than 5x |"]
+    assert rows["| A/B (mSPRT) / interleaving page views"] == ["5.0x", "more than 5x |"]
+    assert rows["| A/B (interval) / interleaving page views"] == ["2.5x", "more than 5x |"]
