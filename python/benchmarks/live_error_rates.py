@@ -389,7 +389,7 @@ def _ratio(pairs: Sequence[PairOutcome], needed: str) -> str:
         return "n/a"
     if ab is None:
         # A/B did not decide within the run: the run's page views bound it below.
-        return f"more than {statistics.median(p.page_views for p in pairs) / il:.0f}x"
+        return f"more than {statistics.median(p.page_views for p in pairs) / il:.1f}x"
     return f"{ab / il:.1f}x"
 
 

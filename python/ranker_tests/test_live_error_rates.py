@@ -116,5 +116,5 @@ def test_table_reports_rates_and_the_ratio_of_page_views() -> None:
     ]
     assert rows["| A/B page views to the mSPRT crossing (median)"][0] == "500 (found in 2/2)"
     # A/B never decided against the first tree: the run's page views bound the ratio.
-    assert rows["| A/B (mSPRT) / interleaving page views"] == ["5.0x", "more than 5x |"]
-    assert rows["| A/B (interval) / interleaving page views"] == ["2.5x", "more than 5x |"]
+    assert rows["| A/B (mSPRT) / interleaving page views"] == ["5.0x", "more than 5.0x |"]
+    assert rows["| A/B (interval) / interleaving page views"] == ["2.5x", "more than 5.0x |"]
