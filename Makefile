@@ -187,6 +187,11 @@ bench-pipeline: $(SETUP_STAMP) ## Rows/s and peak memory of data, features, trai
 bench-decision: $(SETUP_STAMP) ## A/A decision rate, power and interval coverage of the experiment decision rule, 1,000 synthetic experiments per row (~5 min)
 	cd python && $(PY) -m benchmarks.experiment_error_rates --seeds 1000 --readers 2000 8000 16000 --lift 0.1
 
+.PHONY: bench-live
+bench-live: build $(TEST_MODEL)/metadata.json ## A/A false decisions, power, NDCG interval coverage and page views to detect (A/B vs interleaving) with simulated readers on the real server, 20 seeds (~15 min)
+	cd python && $(PY) -m benchmarks.live_error_rates --server $(SERVER) --model $(TEST_MODEL) \
+		--ort-lib $(ORT_LIB) --seeds 20 --readers 600 --days 2 --out $(abspath data/bench/live_error_rates.md)
+
 $(PROMTOOL):
 	GOBIN=$(GO_BIN) go install github.com/prometheus/prometheus/cmd/promtool@v$(PROMETHEUS_VERSION)
 
