@@ -32,7 +32,12 @@ def test_a_small_live_run_ends_in_a_decision(
     assert result.chart.stat().st_size > 0
     # The canary was trained from what the server logged, not from a file
     # made by hand: its version exists and the log it learned from is there.
-    assert (out / "models" / "news" / CANARY / "metadata.json").is_file()
+    # Shipped, it stays the newest version; rolled back, it is set aside.
+    kept = out / "models" / "news" / CANARY
+    aside = out / "models" / ".rolled-back" / "news" / CANARY
+    assert (kept if result.serving == CANARY else aside).joinpath("metadata.json").is_file()
+    assert not (aside if result.serving == CANARY else kept).exists()
+    assert (out / "experiment" / "metrics.txt").stat().st_size > 0  # the guardrails' source
     assert (out / "served-log" / "impressions.parquet").is_file()
     # After the warm-up, both arms served readers, as the experiment said.
     exposures = read_exposures(out / "exposures").collect()

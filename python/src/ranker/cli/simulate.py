@@ -150,7 +150,7 @@ def register_live(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     p.add_argument("--seed", type=int, default=1, help="the world's seed")
     p.add_argument(
-        "--canary-percent", type=positive_int, default=50, help="the canary's share of readers"
+        "--canary-percent", type=positive_int, default=20, help="the canary's share of readers"
     )
     p.add_argument(
         "--workers", type=positive_int, default=DEFAULT_WORKERS, help="page views served at once"

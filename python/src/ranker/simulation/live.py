@@ -15,6 +15,9 @@ their history from one phase to the next, in the server's state too.
 from __future__ import annotations
 
 import json
+import math
+import shutil
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ import matplotlib.pyplot as plt
 import polars as pl
 
 from ranker.data.world import NewsWorld, WorldConfig
+from ranker.experiments.analysis import guardrails_from_metrics
 from ranker.experiments.exposure import click_log, read_exposures
 from ranker.experiments.report import DEFAULT_TAU, analyze, page_views, write
 from ranker.export.version import republish
@@ -51,7 +55,7 @@ class LivePlan:
     warmup_days: int = 2
     seed: int = 1
     workers: int = DEFAULT_WORKERS
-    canary_percent: int = 50
+    canary_percent: int = 20
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,8 @@ def run_live(
         f"    - {{name: control, model: {MODEL}, version: {BASE}, weight: {control}}}\n"
         f"    - {{name: canary, model: {MODEL}, version: {CANARY}, weight: {canary}}}\n"
     )
-    rest = (warmup, plan.days * HOURS_PER_DAY)
+    # Open-ended: the world puts its last page views at exactly its end.
+    rest = (warmup, math.inf)
     say(f"days {plan.warmup_days + 1}-{plan.days}: {CANARY} as a {canary} % canary beside {BASE}")
     with ServerProcess(
         server_binary,
@@ -137,7 +142,9 @@ def run_live(
         extra_args=[*server_args, f"--experiment-config={config}"],
     ) as s:
         later = simulate(s.target, world, workers=plan.workers, hours=rest)
+        scrape = urllib.request.urlopen(s.metrics_url, timeout=10).read().decode()
     later.write(out / "experiment")
+    (out / "experiment" / "metrics.txt").write_text(scrape)
     say(f"  {later.summary()}")
 
     experiment, views = page_views(
@@ -152,10 +159,19 @@ def run_live(
         control="control",
         weights={"control": 100 - plan.canary_percent, "canary": plan.canary_percent},
         tau=DEFAULT_TAU,
+        # The server's own error and latency figures can veto a ship.
+        guardrails=guardrails_from_metrics(scrape),
     )
     report_path = write(report, out / "report")
     decision = next(d for d in report.decisions if d.variant == "canary")
+    # Ship: the canary is the newest version, so it serves every reader once
+    # the experiment ends. Otherwise roll back: the canary leaves the served
+    # model directory (kept aside for inspection), and the base serves.
     serving = CANARY if decision.decision.value == "ship" else BASE
+    if serving == BASE:
+        aside = models / ".rolled-back" / MODEL
+        aside.mkdir(parents=True, exist_ok=True)
+        shutil.move(models / MODEL / CANARY, aside / CANARY)
     chart = _serving_chart([out / "warmup", out / "experiment"], out / "serving.png")
     (out / "decision.json").write_text(
         json.dumps(

@@ -239,7 +239,9 @@ def simulate(
         for client in clients:
             client.close()
     wall = time.perf_counter() - began
-    return _result(world, start, served, times, wall)
+    horizon = world.config.days * 24.0
+    simulated_hours = min(hi, horizon) - max(lo, 0.0)  # the window this run served
+    return _result(world, start, served, times, wall, simulated_hours)
 
 
 def _result(
@@ -248,6 +250,7 @@ def _result(
     served: list[_Served],
     times: list[datetime],
     wall_seconds: float,
+    simulated_hours: float,
 ) -> SimulationResult:
     views, seed = world.page_views, world.config.seed
     k = views.candidates.shape[1]
@@ -290,7 +293,6 @@ def _result(
         },
         schema=CLICK_SCHEMA,
     )
-    simulated_hours = world.config.days * 24.0
     return SimulationResult(
         clicks, world.catalog.frame(start), truth, wall_seconds, simulated_hours
     )
