@@ -8,14 +8,12 @@ import re
 import urllib.request
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
 from ranker.export import artifact
 from ranker.export.golden import golden_matrix, read_golden
-from ranker.export.version import export_model, republish
-from ranker.features.spec import FEATURE_NAMES
+from ranker.export.version import export_first_trees, republish
 from ranker.serving.process import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,19 +49,7 @@ def golden_rows(model_dir: Path, n: int, case: str | None = None) -> npt.NDArray
 
 def export_smaller(model_dir: Path, root: Path, name: str, version: str, trees: int) -> None:
     """A genuinely different model: the first `trees` trees, exported for real."""
-    booster = lgb.Booster(model_file=model_dir / artifact.MODEL_TXT)
-    smaller = lgb.Booster(model_str=booster.model_to_string(num_iteration=trees))
-    rows = golden_rows(model_dir, 40)
-    export_model(
-        smaller,
-        models_root=root,
-        model_name=name,
-        feature_names=list(FEATURE_NAMES),
-        sample_rows=rows,
-        sample_queries=np.zeros(len(rows), np.int64),
-        training_summary={},
-        version=version,
-    )
+    export_first_trees(model_dir, root, name, version, trees)
 
 
 def experiment_server(

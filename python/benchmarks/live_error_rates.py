@@ -37,7 +37,6 @@ to `--out` (`make bench-live`).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import tempfile
@@ -45,7 +44,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
 
@@ -54,10 +52,7 @@ from ranker.experiments.analysis import Decision
 from ranker.experiments.exposure import read_exposures
 from ranker.experiments.interleaving import bootstrap_interval, page_view_outcomes, reader_outcomes
 from ranker.experiments.report import analyze, page_views
-from ranker.export import artifact
-from ranker.export.golden import golden_matrix, read_golden
-from ranker.export.version import export_model
-from ranker.features.spec import FEATURE_NAMES
+from ranker.export.version import export_first_trees, republish
 from ranker.serving.process import ServerProcess
 from ranker.simulation.run import SimulationResult, simulate
 from ranker.simulation.truth import CUTOFF
@@ -155,45 +150,12 @@ def median_needed(needed: Sequence[int | None]) -> float | None:
     return statistics.mean([*(b for b in below if b is not None), above])
 
 
-def _publish(src: Path, root: Path, name: str) -> None:
-    """`src` as root/name/VERSION, under its new name in the metadata."""
-    with artifact.staged_version(root / name / VERSION) as staging:
-        for path in src.iterdir():
-            if path.is_file():
-                (staging / path.name).write_bytes(path.read_bytes())
-        meta = json.loads((staging / artifact.METADATA_JSON).read_text())
-        meta["model_name"], meta["model_version"] = name, VERSION
-        (staging / artifact.METADATA_JSON).write_text(json.dumps(meta))
-
-
-def _export_first_trees(src: Path, root: Path, name: str, trees: int) -> None:
-    """The first `trees` trees of `src`, exported for real; 0 trees is a model
-    whose every leaf scores 0, so that every candidate ties and the page keeps
-    the order the candidates came in (random in the world): no ranking at all."""
-    booster = lgb.Booster(model_file=src / artifact.MODEL_TXT)
-    smaller = lgb.Booster(model_str=booster.model_to_string(num_iteration=max(trees, 1)))
-    if trees == 0:
-        for leaf in range(smaller.dump_model()["tree_info"][0]["num_leaves"]):
-            smaller.set_leaf_output(0, leaf, 0.0)
-    rows = golden_matrix(read_golden(src)[:40])
-    export_model(
-        smaller,
-        models_root=root,
-        model_name=name,
-        feature_names=list(FEATURE_NAMES),
-        sample_rows=rows,
-        sample_queries=np.zeros(len(rows), np.int64),
-        training_summary={},
-        version=VERSION,
-    )
-
-
 def publish_models(model: Path, root: Path, worse_trees: Sequence[int]) -> None:
     """`good`, `good-twin` and the worse models, from the version `model`."""
-    _publish(model, root, GOOD)
-    _publish(model, root, TWIN)
+    republish(model, root, GOOD, VERSION)
+    republish(model, root, TWIN, VERSION)
     for trees in worse_trees:
-        _export_first_trees(model, root, worse_name(trees), trees)
+        export_first_trees(model, root, worse_name(trees), VERSION, trees)
 
 
 def _serve(

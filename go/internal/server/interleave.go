@@ -103,17 +103,11 @@ func (s *Server) rankInterleaved(ctx context.Context, mapSpan trace.Span, req *r
 		return nil, invalid("return_features: variant %s interleaves models with different features (%s and %s); no one row was scored",
 			quote(v.Name), ma.Meta.ModelName, mb.Meta.ModelName)
 	}
-	if err := s.checkMemory(req, ma, mb); err != nil {
-		return nil, err
-	}
-	releaseSlot, reason, err := s.admit.acquire(ctx)
+	releaseSlot, err := s.admitScoring(ctx, req, ma, mb)
 	if err != nil {
-		s.metrics.Shed.WithLabelValues(reason).Inc()
 		return nil, err
 	}
 	defer releaseSlot()
-	s.metrics.Scoring.Inc()
-	defer s.metrics.Scoring.Dec()
 
 	mapped = true
 	a, err := s.scoreChecked(ctx, mapSpan, ma, req, contextKeys, requestID)
@@ -162,9 +156,8 @@ func (s *Server) rankInterleaved(ctx context.Context, mapSpan trace.Span, req *r
 	}
 	modelName := interleavedName(ma.Meta.ModelName, mb.Meta.ModelName)
 	modelVersion := interleavedName(ma.Meta.ModelVersion, mb.Meta.ModelVersion)
-	if ctx.Err() != nil { // gone while the answer was built: it was never shown
-		s.metrics.Shed.WithLabelValues("caller_gone").Inc()
-		return nil, contextStatus(ctx)
+	if err := s.callerGone(ctx); err != nil { // gone while the answer was built: it was never shown
+		return nil, err
 	}
 	s.logExposure(requestID, req, out, modelName, modelVersion, experimentName, v.Name, teams, &exposure.Interleaved{
 		A: exposure.ModelVersion{Model: ma.Meta.ModelName, Version: ma.Meta.ModelVersion},

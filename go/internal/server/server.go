@@ -146,12 +146,7 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 		req.EventTime = timestamppb.New(start)
 	}
 	exp := s.experiment.Load()
-	forced, forcedField := req.GetExperimentVariant(), "experiment_variant"
-	if forced == "" {
-		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(VariantHeader)) > 0 {
-			forced, forcedField = md.Get(VariantHeader)[0], VariantHeader+" header"
-		}
-	}
+	forced, forcedField := forcedVariant(ctx, req)
 	if forced != "" && (exp == nil || modelName != "") {
 		// A forced variant that cannot apply is a caller's mistake, not a
 		// request to silently serve something else.
@@ -163,7 +158,7 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	}
 	experimentName, pinned := "", ""
 	if exp != nil && modelName == "" {
-		v, err := s.assign(ctx, exp, req)
+		v, err := s.assign(exp, req, forced, forcedField)
 		if err != nil {
 			return nil, err
 		}
@@ -185,17 +180,11 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	modelName = m.Meta.ModelName
 
 	n := len(req.GetCandidates())
-	if err := s.checkMemory(req, m); err != nil {
-		return nil, err
-	}
-	releaseSlot, reason, err := s.admit.acquire(ctx)
+	releaseSlot, err := s.admitScoring(ctx, req, m)
 	if err != nil {
-		s.metrics.Shed.WithLabelValues(reason).Inc()
 		return nil, err
 	}
 	defer releaseSlot()
-	s.metrics.Scoring.Inc()
-	defer s.metrics.Scoring.Dec()
 	mapping = true
 	sc, err := s.scoreChecked(ctx, mapSpan, m, req, contextKeys, requestID)
 	if err != nil {
@@ -228,9 +217,8 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	if req.GetReturnFeatures() {
 		featureNames = m.Meta.FeatureNames
 	}
-	if ctx.Err() != nil { // gone while the answer was built: it was never shown
-		s.metrics.Shed.WithLabelValues("caller_gone").Inc()
-		return nil, contextStatus(ctx)
+	if err := s.callerGone(ctx); err != nil { // gone while the answer was built: it was never shown
+		return nil, err
 	}
 	s.logExposure(requestID, req, out, m.Meta.ModelName, m.Meta.ModelVersion, experimentName, variant, nil, nil)
 	// A shadow equal to the (newest) model that answered would only record 1.0.
@@ -256,25 +244,31 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	}, nil
 }
 
-// assign picks the request's variant: forced by the request field or the
-// metadata header, else by the hash of the user id.
-func (s *Server) assign(ctx context.Context, exp *activeExperiment, req *rankerv1.RankRequest) (*experiment.Variant, error) {
-	forced, field := req.GetExperimentVariant(), "experiment_variant"
-	if forced == "" {
-		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(VariantHeader)) > 0 {
-			forced, field = md.Get(VariantHeader)[0], VariantHeader+" header"
-		}
+// forcedVariant is the variant a request forces, by its field or else the
+// metadata header, and where it came from (for error messages).
+func forcedVariant(ctx context.Context, req *rankerv1.RankRequest) (variant, field string) {
+	if v := req.GetExperimentVariant(); v != "" {
+		return v, "experiment_variant"
 	}
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(VariantHeader)) > 0 {
+		return md.Get(VariantHeader)[0], VariantHeader + " header"
+	}
+	return "", ""
+}
+
+// assign picks the request's variant: the forced one (from forcedVariant),
+// else by the hash of the user id.
+func (s *Server) assign(exp *activeExperiment, req *rankerv1.RankRequest, forced, field string) (*experiment.Variant, error) {
 	if forced == "" {
 		if req.GetUserId() == "" {
 			// Hashing "" would send every anonymous request to one variant.
-			return nil, status.Errorf(codes.InvalidArgument, "user_id: required while experiment %s runs (or force a variant, or name a model)", exp.Name)
+			return nil, invalid("user_id: required while experiment %s runs (or force a variant, or name a model)", exp.Name)
 		}
 		return exp.Assign(req.GetUserId()), nil
 	}
 	v, ok := exp.Variant(forced)
 	if !ok {
-		return nil, status.Errorf(codes.InvalidArgument, "%s: %s is not a variant of experiment %s", field, quote(forced), exp.Name)
+		return nil, invalid("%s: %s is not a variant of experiment %s", field, quote(forced), exp.Name)
 	}
 	return v, nil
 }
@@ -301,9 +295,8 @@ func (s *Server) scoreChecked(ctx context.Context, mapSpan trace.Span, m *model.
 // scoringStatus is the status Rank returns for a scoring that ended with
 // err: the caller gone, a bad request, or an internal error (logged).
 func (s *Server) scoringStatus(ctx context.Context, err error, requestID string) error {
-	if ctx.Err() != nil {
-		s.metrics.Shed.WithLabelValues("caller_gone").Inc()
-		return contextStatus(ctx) // scoring stopped or the answer is not wanted
+	if err := s.callerGone(ctx); err != nil {
+		return err // scoring stopped or the answer is not wanted
 	}
 	if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
 		return err
@@ -572,6 +565,34 @@ func scoreInChunks(ctx context.Context, scorer model.Scorer, rows []float32, n, 
 		}
 	}
 	return nil
+}
+
+// admitScoring takes a scoring slot for a request whose working memory with
+// models fits the limit; the returned func gives the slot back.
+func (s *Server) admitScoring(ctx context.Context, req *rankerv1.RankRequest, models ...*model.Model) (release func(), err error) {
+	if err := s.checkMemory(req, models...); err != nil {
+		return nil, err
+	}
+	releaseSlot, reason, err := s.admit.acquire(ctx)
+	if err != nil {
+		s.metrics.Shed.WithLabelValues(reason).Inc()
+		return nil, err
+	}
+	s.metrics.Scoring.Inc()
+	return func() {
+		s.metrics.Scoring.Dec()
+		releaseSlot()
+	}, nil
+}
+
+// callerGone is the status for a request whose caller has gone (counted as
+// shed), or nil while the caller still waits.
+func (s *Server) callerGone(ctx context.Context) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	s.metrics.Shed.WithLabelValues("caller_gone").Inc()
+	return contextStatus(ctx)
 }
 
 // checkMemory refuses a request whose working memory (feature rows, scores,

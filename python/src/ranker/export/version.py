@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ranker.export import artifact
-from ranker.export.golden import write_golden
+from ranker.export.golden import golden_matrix, read_golden, write_golden
 from ranker.export.onnx import INPUT_NAME, ExportError, to_onnx
 
 
@@ -122,3 +122,27 @@ def republish(
         if edit is not None:
             edit(staging)
     return target
+
+
+def export_first_trees(src: Path, root: Path, name: str, version: str, trees: int) -> Path:
+    """A genuinely different version: the first `trees` trees of the version
+    `src`, exported for real (ONNX, golden rows, checksums) as
+    root/name/version. 0 trees is a model whose every leaf scores 0: every
+    candidate ties, so a page keeps the order the candidates came in."""
+    booster = lgb.Booster(model_file=src / artifact.MODEL_TXT)
+    smaller = lgb.Booster(model_str=booster.model_to_string(num_iteration=max(trees, 1)))
+    if trees == 0:
+        for leaf in range(smaller.dump_model()["tree_info"][0]["num_leaves"]):
+            smaller.set_leaf_output(0, leaf, 0.0)
+    names = json.loads((src / artifact.METADATA_JSON).read_text())["feature_names"]
+    rows = golden_matrix(read_golden(src)[:40])
+    return export_model(
+        smaller,
+        models_root=root,
+        model_name=name,
+        feature_names=list(names),
+        sample_rows=rows,
+        sample_queries=np.zeros(len(rows), np.int64),
+        training_summary={},
+        version=version,
+    ).directory
