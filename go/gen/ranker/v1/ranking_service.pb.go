@@ -631,7 +631,12 @@ type Article struct {
 	// When the article was published.
 	PublishTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=publish_time,json=publishTime,proto3" json:"publish_time,omitempty"`
 	// Whether the article is breaking news.
-	Breaking      bool `protobuf:"varint,7,opt,name=breaking,proto3" json:"breaking,omitempty"`
+	Breaking bool `protobuf:"varint,7,opt,name=breaking,proto3" json:"breaking,omitempty"`
+	// The title's vector from the text-embedding model the semantic features
+	// were trained with (`ranker embed`), unit length, as many components as
+	// the server's --embedding-dimensions. Empty: the article has no
+	// embedding, and its semantic features are missing.
+	Embedding     []float32 `protobuf:"fixed32,8,rep,packed,name=embedding,proto3" json:"embedding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -713,6 +718,13 @@ func (x *Article) GetBreaking() bool {
 		return x.Breaking
 	}
 	return false
+}
+
+func (x *Article) GetEmbedding() []float32 {
+	if x != nil {
+		return x.Embedding
+	}
+	return nil
 }
 
 // UpsertArticlesRequest adds or replaces catalog entries by id.
@@ -1253,7 +1265,7 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\x0erefusal_reason\x18\n" +
 	" \x01(\tR\rrefusalReason\x129\n" +
 	"\n" +
-	"refused_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\trefusedAt\"\xe7\x01\n" +
+	"refused_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\trefusedAt\"\x85\x02\n" +
 	"\aArticle\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bcategory\x18\x02 \x01(\tR\bcategory\x12 \n" +
@@ -1262,7 +1274,8 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\n" +
 	"word_count\x18\x05 \x01(\rR\twordCount\x12=\n" +
 	"\fpublish_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishTime\x12\x1a\n" +
-	"\bbreaking\x18\a \x01(\bR\bbreaking\"G\n" +
+	"\bbreaking\x18\a \x01(\bR\bbreaking\x12\x1c\n" +
+	"\tembedding\x18\b \x03(\x02R\tembedding\"G\n" +
 	"\x15UpsertArticlesRequest\x12.\n" +
 	"\barticles\x18\x01 \x03(\v2\x12.ranker.v1.ArticleR\barticles\"f\n" +
 	"\x16UpsertArticlesResponse\x12\x1a\n" +

@@ -57,6 +57,32 @@ RECENT_READS = 10
 # Windows of the article popularity features (article_*_1h, article_*_24h).
 ARTICLE_WINDOWS_HOURS: tuple[int, int] = (1, 24)
 
+# Semantic features, from a pretrained text-embedding model's vectors of the
+# article titles (ranker.embeddings). A model trained with `--semantic` takes
+# FEATURE_NAMES + SEMANTIC_FEATURES; the server computes them when a model
+# names them. All three describe the candidate (they are NaN for an article
+# without an embedding).
+SEMANTIC_FEATURES: tuple[str, ...] = (
+    # Cosine between the candidate and the reader's last RECENT_READS clicks.
+    "semantic_similarity_recent",
+    # Cosine between the candidate and the reader's last LONG_TERM_READS clicks.
+    "semantic_similarity_longterm",
+    # Smoothed CTR (CTR_PRIOR) of the SEMANTIC_NEIGHBOURS articles most like
+    # the candidate among those published in the NEIGHBOUR_WINDOW_HOURS before
+    # it, pooled over their impressions before the page view: a content-based
+    # prior for stories nobody has seen yet.
+    "article_semantic_prior_ctr",
+)
+# Embeddings are stored quantised, round-half-even(x * EMBEDDING_SCALE) as
+# int16 (a unit vector's components fit with room to spare): profiles are sums
+# of integers and dot products integer, exact in any order, so the Go server's
+# online values equal the training rows bit for bit. A cosine is then
+# float64(dot) / sqrt(float64(|p|^2) * float64(|v|^2)), rounded to float32.
+EMBEDDING_SCALE = 16384
+LONG_TERM_READS = 100
+SEMANTIC_NEIGHBOURS = 10
+NEIGHBOUR_WINDOW_HOURS = 168
+
 # The columns of a feature table besides the features: what identifies a row
 # and what it is labelled with.
 LABEL_COLUMNS: tuple[str, ...] = (
@@ -82,6 +108,11 @@ def spec_document() -> dict[str, Any]:
         "title_dimensions": TITLE_DIMENSIONS,
         "recent_reads": RECENT_READS,
         "article_windows_hours": list(ARTICLE_WINDOWS_HOURS),
+        "semantic_features": list(SEMANTIC_FEATURES),
+        "embedding_scale": EMBEDDING_SCALE,
+        "long_term_reads": LONG_TERM_READS,
+        "semantic_neighbours": SEMANTIC_NEIGHBOURS,
+        "neighbour_window_hours": NEIGHBOUR_WINDOW_HOURS,
     }
 
 

@@ -119,7 +119,7 @@ class GetModelInfoResponse(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., feature_hash: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., objective: _Optional[str] = ..., backend: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., refused_version: _Optional[str] = ..., refusal_reason: _Optional[str] = ..., refused_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Article(_message.Message):
-    __slots__ = ("id", "category", "subcategory", "title", "word_count", "publish_time", "breaking")
+    __slots__ = ("id", "category", "subcategory", "title", "word_count", "publish_time", "breaking", "embedding")
     ID_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     SUBCATEGORY_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,7 @@ class Article(_message.Message):
     WORD_COUNT_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_TIME_FIELD_NUMBER: _ClassVar[int]
     BREAKING_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     id: str
     category: str
     subcategory: str
@@ -134,7 +135,8 @@ class Article(_message.Message):
     word_count: int
     publish_time: _timestamp_pb2.Timestamp
     breaking: bool
-    def __init__(self, id: _Optional[str] = ..., category: _Optional[str] = ..., subcategory: _Optional[str] = ..., title: _Optional[str] = ..., word_count: _Optional[int] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., breaking: _Optional[bool] = ...) -> None: ...
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, id: _Optional[str] = ..., category: _Optional[str] = ..., subcategory: _Optional[str] = ..., title: _Optional[str] = ..., word_count: _Optional[int] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., breaking: _Optional[bool] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class UpsertArticlesRequest(_message.Message):
     __slots__ = ("articles",)
