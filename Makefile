@@ -58,7 +58,7 @@ help: ## List the targets
 $(SETUP_STAMP): python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip==26.3
-	$(VENV)/bin/pip install --quiet -e 'python[dev]'
+	$(VENV)/bin/pip install --quiet -e 'python[dev,embeddings]'
 	touch $@
 
 setup: $(SETUP_STAMP) ## Install the Python environment and Go modules

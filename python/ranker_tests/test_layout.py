@@ -16,6 +16,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 # The data flow: a module may import its own stage and the ones before it.
 STAGES = (
     "data",
+    "embeddings",
     "features",
     "training",
     "evaluation",

@@ -26,12 +26,12 @@ from tqdm import tqdm
 
 from ranker.data.schema import ARTICLES_FILE, IMPRESSIONS_FILE, WORLD_FILE, validate_click_log
 from ranker.evaluation.metrics import ndcg_summary
-from ranker.evaluation.report import Evaluation, evaluate, write_report
+from ranker.evaluation.report import Ablation, Evaluation, evaluate, write_report
 from ranker.export.artifact import file_sha256
 from ranker.export.golden import GOLDEN_SAMPLE_QUERIES
 from ranker.export.version import ExportResult, export_model
 from ranker.features.build import feature_table
-from ranker.features.spec import FEATURE_NAMES
+from ranker.features.spec import model_features
 from ranker.gate import DEFAULT_GATE, Gate, GateFailed, run_gate
 from ranker.tracking import RunRecord, record_run
 from ranker.training.dataset import RankData, TimeSplit, time_split
@@ -75,17 +75,21 @@ class Source(Protocol):
 
 @dataclass(frozen=True)
 class ClickLogSource:
-    """A click-log directory (articles.parquet, impressions.parquet)."""
+    """A click-log directory (articles.parquet, impressions.parquet); with
+    `embeddings` (article_id, embedding) the semantic features too."""
 
     data_dir: Path
+    embeddings: pl.DataFrame | None = None
+    embedding_model: str | None = None
 
     def files(self) -> list[Path]:
         return [self.data_dir / IMPRESSIONS_FILE, self.data_dir / ARTICLES_FILE]
 
     def load(self) -> TrainingData:
         validate_click_log(self.data_dir)
-        table = feature_table(self.data_dir)
-        splits = time_split(table)
+        table = feature_table(self.data_dir, self.embeddings)
+        names = model_features(semantic=self.embeddings is not None)
+        splits = time_split(table, names)
         train_split, valid_split, test_split = splits
         test_ids = (
             test_split.table["impression_id"]
@@ -94,7 +98,7 @@ class ClickLogSource:
             .astype(np.int64)
         )
         return TrainingData(
-            feature_names=list(FEATURE_NAMES),
+            feature_names=list(names),
             train=train_split.data,
             valid=valid_split.data,
             test=test_split.data,
@@ -107,6 +111,7 @@ class ClickLogSource:
                 "queries": int(table["impression_id"].n_unique()),
                 "click_rate": float(table.select(pl.col("clicked").mean()).item()),
                 "time_range": [str(table["time"].min()), str(table["time"].max())],
+                **self._embedding_summary(),
                 "splits": {
                     s.name: {
                         "rows": s.table.height,
@@ -116,6 +121,18 @@ class ClickLogSource:
                 },
             },
         )
+
+    def _embedding_summary(self) -> dict[str, Any]:
+        if self.embeddings is None:
+            return {}
+        dtype = self.embeddings.schema["embedding"]
+        return {
+            "embeddings": {
+                "model": self.embedding_model,
+                "dimensions": dtype.size if isinstance(dtype, pl.Array) else None,
+                "articles": self.embeddings.height,
+            }
+        }
 
 
 @dataclass(frozen=True)
@@ -179,11 +196,14 @@ def train_and_export(
     gate: Gate | None = DEFAULT_GATE,
     quiet: bool = True,
     tracking_uri: str | None = None,
+    ablate: tuple[str, ...] = (),
 ) -> TrainedVersion:
     """Tune (optionally), train, evaluate on the test split, pass the release
     gate (None skips it), export a version. A failed gate raises GateFailed
     and leaves the report under <models_root>/.rejected/<name>/<version>.
-    With tracking_uri, the run is recorded in MLflow, passed or refused."""
+    With tracking_uri, the run is recorded in MLflow, passed or refused.
+    With `ablate`, a second model is trained the same way without those
+    features, and the evaluation says what they add."""
     say = _Stages(quiet)
     with say.stage("features"):
         data = source.load()
@@ -221,10 +241,27 @@ def train_and_export(
 
         result = train(data.train, data.valid, names, chosen, rounds, progress)
     say.note(f"best round {result.best_iteration} of {len(result.valid_curve)} trained")
+    without = None
+    if ablate and data.test_split is not None:
+        with say.stage(f"training without {', '.join(ablate)}"):
+            kept = [n for n in names if n not in ablate]
+            without = Ablation(
+                ablate,
+                train(
+                    data.train.without(names, ablate),
+                    data.valid.without(names, ablate),
+                    kept,
+                    chosen,
+                    rounds,
+                ).booster,
+                data.test.without(names, ablate).features,
+            )
     evaluation = None
     with say.stage("evaluation"):
         if data.test_split is not None:
-            evaluation = evaluate(data.test_split, result.booster, result.naive_booster)
+            evaluation = evaluate(
+                data.test_split, result.booster, result.naive_booster, ablation=without
+            )
             test_metrics = evaluation.headline()
         else:
             scores = np.asarray(result.booster.predict(data.test.features), np.float64)

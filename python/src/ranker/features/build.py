@@ -18,15 +18,16 @@ import numpy.typing as npt
 import polars as pl
 
 from ranker.data.schema import ClickLog
+from ranker.features.semantic import semantic_columns
 from ranker.features.spec import (
     ARTICLE_WINDOWS_HOURS,
     CONTEXT_FEATURES,
     CTR_PRIOR,
     DEVICE_CODES,
-    FEATURE_NAMES,
     LABEL_COLUMNS,
     RECENT_READS,
     TITLE_DIMENSIONS,
+    model_features,
 )
 
 # Rows per block when scoring title similarity, to bound memory at scale.
@@ -176,8 +177,13 @@ def _title_similarity(
     return out
 
 
-def build_features(impressions: pl.LazyFrame, articles: pl.LazyFrame) -> pl.DataFrame:
-    """One row per shown candidate: LABEL_COLUMNS, true_utility and FEATURE_NAMES (Float32).
+def build_features(
+    impressions: pl.LazyFrame,
+    articles: pl.LazyFrame,
+    embeddings: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """One row per shown candidate: LABEL_COLUMNS, true_utility and FEATURE_NAMES (Float32),
+    then SEMANTIC_FEATURES when `embeddings` (article_id, embedding) are given.
 
     `impressions` has the columns of `IMPRESSION_SCHEMA` (clicked may be null
     for the impression being served; true_utility may be absent); `articles`
@@ -287,13 +293,26 @@ def build_features(impressions: pl.LazyFrame, articles: pl.LazyFrame) -> pl.Data
     )
     table = table.with_columns(pl.Series("title_similarity", similarity, pl.Float32))
     extra = [c for c in ("true_utility",) if c in table.columns]
-    return table.select(*LABEL_COLUMNS, *extra, *FEATURE_NAMES)
+    names = model_features(semantic=embeddings is not None)
+    if embeddings is not None:
+        semantic = semantic_columns(
+            table.select("impression_id", "user_id", "time").unique("impression_id"),
+            table.select("impression_id", "user_id", "time", "article_id", "clicked"),
+            articles.select("article_id", "publish_time").collect(),
+            embeddings,
+            by_article,
+        )
+        table = table.with_columns(
+            pl.Series(name, values, pl.Float32) for name, values in semantic.items()
+        )
+    return table.select(*LABEL_COLUMNS, *extra, *names)
 
 
-def feature_table(data_dir: Path) -> pl.DataFrame:
-    """The feature table of a click-log directory."""
+def feature_table(data_dir: Path, embeddings: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The feature table of a click-log directory (with the semantic features
+    when `embeddings` are given)."""
     impressions, articles = ClickLog.scan(data_dir)
-    return build_features(impressions, articles)
+    return build_features(impressions, articles, embeddings)
 
 
 def features_for_impression(
@@ -304,6 +323,7 @@ def features_for_impression(
     time: object,
     device: str,
     candidate_ids: Sequence[int],
+    embeddings: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The feature rows serving would send for one new impression.
 
@@ -328,5 +348,5 @@ def features_for_impression(
         schema={name: schema[name] for name in schema.names()},
     )
     combined = pl.concat([history, request.lazy()], how="vertical")
-    table = build_features(combined, articles)
+    table = build_features(combined, articles, embeddings)
     return table.filter(pl.col("impression_id") == new_id).drop("impression_id")

@@ -83,6 +83,13 @@ LONG_TERM_READS = 100
 SEMANTIC_NEIGHBOURS = 10
 NEIGHBOUR_WINDOW_HOURS = 168
 
+
+def model_features(*, semantic: bool = False) -> tuple[str, ...]:
+    """The model's input order: FEATURE_NAMES, then SEMANTIC_FEATURES when
+    the model is trained with them."""
+    return FEATURE_NAMES + SEMANTIC_FEATURES if semantic else FEATURE_NAMES
+
+
 # The columns of a feature table besides the features: what identifies a row
 # and what it is labelled with.
 LABEL_COLUMNS: tuple[str, ...] = (

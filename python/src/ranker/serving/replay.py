@@ -22,8 +22,9 @@ import numpy.typing as npt
 import polars as pl
 
 from ranker.data.schema import ClickLog
+from ranker.embeddings import EMBEDDINGS_FILE, read_embeddings
 from ranker.features.build import build_features
-from ranker.features.spec import FEATURE_NAMES
+from ranker.features.spec import SEMANTIC_FEATURES, model_features
 from ranker.serving.client import RankerClient
 from ranker.v1 import ranking_service_pb2 as pb
 
@@ -38,8 +39,9 @@ class ReplayReport:
     mismatched_rows: int = 0
     mismatched_orders: int = 0
     rejected_events: int = 0
-    # Largest |served - training| per feature; NaN on one side only counts as inf.
-    largest: dict[str, float] = field(default_factory=lambda: dict.fromkeys(FEATURE_NAMES, 0.0))
+    # Largest |served - training| per feature compared; NaN on one side only
+    # counts as inf.
+    largest: dict[str, float] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
 
     @property
@@ -61,7 +63,13 @@ class ReplayReport:
         return "\n".join(lines)
 
 
-def catalog_batches(articles: pl.DataFrame) -> Iterator[list[pb.Article]]:
+def catalog_batches(
+    articles: pl.DataFrame, embeddings: pl.DataFrame | None = None
+) -> Iterator[list[pb.Article]]:
+    """UpsertArticles batches of the catalog, each article with its embedding
+    when `embeddings` (article_id, embedding) has one."""
+    if embeddings is not None:
+        articles = articles.join(embeddings, on="article_id", how="left")
     batch: list[pb.Article] = []
     for a in articles.iter_rows(named=True):
         article = pb.Article(
@@ -73,6 +81,8 @@ def catalog_batches(articles: pl.DataFrame) -> Iterator[list[pb.Article]]:
             breaking=bool(a["breaking"]),
         )
         article.publish_time.FromDatetime(a["publish_time"])
+        if a.get("embedding") is not None:
+            article.embedding.extend(a["embedding"])  # float32 values, sent exactly
         batch.append(article)
         if len(batch) == BATCH:
             yield batch
@@ -122,17 +132,24 @@ def log_events(rows: pl.DataFrame) -> tuple[list[pb.Impression], list[pb.Click]]
     return impressions, clicks
 
 
-def upsert_catalog(client: RankerClient, articles: pl.DataFrame) -> None:
-    for batch in catalog_batches(articles):
+def upsert_catalog(
+    client: RankerClient, articles: pl.DataFrame, embeddings: pl.DataFrame | None = None
+) -> None:
+    for batch in catalog_batches(articles, embeddings):
         reply = client.upsert_articles(batch)
         if reply.rejected:
             raise ValueError(f"the server refused articles: {reply.rejected[:3]}")
 
 
-def load_history(client: RankerClient, log: ClickLog, before: datetime) -> int:
-    """Upsert the catalog and record every event of the log before `before`,
-    in batches; returns the events accepted."""
-    upsert_catalog(client, log.articles)
+def load_history(
+    client: RankerClient,
+    log: ClickLog,
+    before: datetime,
+    embeddings: pl.DataFrame | None = None,
+) -> int:
+    """Upsert the catalog (with `embeddings`) and record every event of the
+    log before `before`, in batches; returns the events accepted."""
+    upsert_catalog(client, log.articles, embeddings)
     rows = log.impressions.filter(pl.col("time") < before).sort("time", "impression_id", "position")
     accepted = 0
     for start in range(0, rows.height, BATCH // 2):  # clicks ride along: at most one per row
@@ -144,12 +161,29 @@ def load_history(client: RankerClient, log: ClickLog, before: datetime) -> int:
     return accepted
 
 
+def click_log_embeddings(data_dir: Path) -> pl.DataFrame | None:
+    """The click log's article embeddings, when `ranker embed` wrote them."""
+    path = data_dir / EMBEDDINGS_FILE
+    return read_embeddings(path)[0] if path.is_file() else None
+
+
 def replay(data_dir: Path, target: str, *, max_examples: int = 5) -> ReplayReport:
+    """Replay the click log (with its article embeddings, if any) and compare
+    every feature the model scores with its training row."""
     log = ClickLog.read(data_dir)
-    table = build_features(log.impressions.lazy(), log.articles.lazy())
+    embeddings = click_log_embeddings(data_dir)
+    table = build_features(log.impressions.lazy(), log.articles.lazy(), embeddings)
+    compared = model_features(semantic=embeddings is not None)
     report = ReplayReport()
     with RankerClient(target) as client:
-        upsert_catalog(client, log.articles)
+        needs = set(client.model_info().feature_names)
+        if needs & set(SEMANTIC_FEATURES) and embeddings is None:
+            raise ValueError(
+                f"the served model uses semantic features and {data_dir / EMBEDDINGS_FILE} "
+                "is missing: `ranker embed --data` writes it"
+            )
+        report.largest = dict.fromkeys((n for n in compared if n in needs), 0.0)
+        upsert_catalog(client, log.articles, embeddings)
         devices = log.impressions.select("impression_id", "device").unique("impression_id")
         ordered = table.join(devices, on="impression_id", how="left").sort(
             "time", "impression_id", "position"
@@ -178,7 +212,7 @@ def _replay_impression(
         request_id=request_id,
     )
     names = list(served.feature_names)
-    columns = [n for n in FEATURE_NAMES if n in names]
+    columns = [n for n in report.largest if n in names]
     by_id = {c.id: np.array(c.features, np.float32) for c in served.candidates}
     trained = rows.select(columns).to_numpy().astype(np.float32)
     index = [names.index(n) for n in columns]

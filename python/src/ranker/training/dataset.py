@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import lightgbm as lgb
@@ -26,6 +26,12 @@ class RankData:
     labels: npt.NDArray[np.float64]
     groups: npt.NDArray[np.int64]
     positions: npt.NDArray[np.int32] | None = None
+
+    def without(self, names: list[str], dropped: tuple[str, ...]) -> RankData:
+        """The same rows without the columns named in `dropped` (`names` are
+        the columns' names), for a model trained without those features."""
+        keep = [i for i, n in enumerate(names) if n not in dropped]
+        return replace(self, features=np.ascontiguousarray(self.features[:, keep]))
 
     def dataset(
         self,
@@ -51,19 +57,22 @@ class TimeSplit:
 
     name: str
     table: pl.DataFrame
+    feature_names: tuple[str, ...] = FEATURE_NAMES
 
     @cached_property
     def data(self) -> RankData:
         groups = self.table.group_by("impression_id", maintain_order=True).len()["len"]
         return RankData(
-            features=self.table.select(FEATURE_NAMES).to_numpy().astype(np.float32),
+            features=self.table.select(self.feature_names).to_numpy().astype(np.float32),
             labels=self.table["clicked"].to_numpy().astype(np.float64),
             groups=groups.to_numpy().astype(np.int64),
             positions=self.table["position"].to_numpy().astype(np.int32),
         )
 
 
-def time_split(table: pl.DataFrame) -> tuple[TimeSplit, TimeSplit, TimeSplit]:
+def time_split(
+    table: pl.DataFrame, feature_names: tuple[str, ...] = FEATURE_NAMES
+) -> tuple[TimeSplit, TimeSplit, TimeSplit]:
     """Train, validation and test splits by impression time, oldest first."""
     start, end = table["time"].min(), table["time"].max()
     if start is None or end is None:
@@ -73,11 +82,13 @@ def time_split(table: pl.DataFrame) -> tuple[TimeSplit, TimeSplit, TimeSplit]:
     valid_end = start + span * (TRAIN_FRACTION + VALID_FRACTION)  # type: ignore[operator]
     ordered = table.sort("impression_id", "position")
     splits = (
-        TimeSplit("train", ordered.filter(pl.col("time") < train_end)),
+        TimeSplit("train", ordered.filter(pl.col("time") < train_end), feature_names),
         TimeSplit(
-            "valid", ordered.filter((pl.col("time") >= train_end) & (pl.col("time") < valid_end))
+            "valid",
+            ordered.filter((pl.col("time") >= train_end) & (pl.col("time") < valid_end)),
+            feature_names,
         ),
-        TimeSplit("test", ordered.filter(pl.col("time") >= valid_end)),
+        TimeSplit("test", ordered.filter(pl.col("time") >= valid_end), feature_names),
     )
     for split in splits:
         if split.table.is_empty():

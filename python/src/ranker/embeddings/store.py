@@ -1,0 +1,195 @@
+"""Article embeddings as data: computed in batches for the titles not yet in
+the cache (keyed by the SHA-256 of model name and title, so an edited title is
+embedded again and an unchanged one never twice), written as Parquet beside
+the click log, read back for the features and sent to the server with the
+catalog."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+from tqdm import tqdm
+
+from ranker.embeddings.encoder import Encoder
+
+# Beside articles.parquet in a click-log directory.
+EMBEDDINGS_FILE = "article_embeddings.parquet"
+# The Parquet key-value metadata entry naming the model of the vectors.
+MODEL_KEY = "ranker.embedding_model"
+# Titles per call to the model: large enough for the matrix products to
+# dominate, small enough that progress moves.
+BATCH_SIZE = 64
+# A unit vector's length may drift this far from 1 in float32 before the
+# vector is refused as not what the features assume.
+UNIT_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class EmbeddingRun:
+    """What `embed_articles` did: articles in the output, how many titles the
+    model embedded (the rest came from the cache), and how long that took."""
+
+    frame: pl.DataFrame
+    model: str
+    articles: int
+    embedded: int
+    seconds: float
+
+    @property
+    def articles_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else float("nan")
+
+
+def text_keys(model: str, titles: list[str]) -> list[str]:
+    return [hashlib.sha256(f"{model}\0{t}".encode()).hexdigest() for t in titles]
+
+
+def _cache_file(cache_dir: Path, model: str) -> Path:
+    safe = hashlib.sha256(model.encode()).hexdigest()[:16]
+    return cache_dir / f"embeddings-{safe}.parquet"
+
+
+def _read_cache(path: Path, dimensions: int) -> dict[str, npt.NDArray[np.float32]]:
+    if not path.is_file():
+        return {}
+    try:
+        frame = pl.read_parquet(path)
+        keys = frame["key"].to_list()
+        vectors = np.asarray(frame["embedding"].to_numpy(), np.float32).reshape(
+            len(keys), dimensions
+        )
+    except Exception as err:  # a torn or foreign file: recompute, never trust it
+        print(f"{path}: unreadable embedding cache ({err}); recomputing", file=sys.stderr)
+        return {}
+    return dict(zip(keys, vectors, strict=True))
+
+
+def _atomic_parquet(frame: pl.DataFrame, path: Path, metadata: dict[str, str] | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        frame.write_parquet(tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _check_vectors(vectors: npt.NDArray[np.float32], dimensions: int, model: str) -> None:
+    if vectors.ndim != 2 or vectors.shape[1] != dimensions:
+        raise ValueError(f"{model} gave vectors of shape {vectors.shape}, not (n, {dimensions})")
+    if not np.isfinite(vectors).all():
+        raise ValueError(f"{model} gave a vector with NaN or infinite components")
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    if vectors.shape[0] and np.abs(norms - 1.0).max() > UNIT_TOLERANCE:
+        raise ValueError(f"{model} gave vectors that are not unit length (norm {norms.min():.3g})")
+
+
+def embed_articles(
+    articles: pl.DataFrame,
+    encoder: Encoder,
+    *,
+    cache_dir: Path | None = None,
+    batch_size: int = BATCH_SIZE,
+    quiet: bool = False,
+) -> EmbeddingRun:
+    """article_id and embedding (Array[Float32, dimensions]) of every article
+    with a non-empty title; the titles not in the cache are embedded in
+    batches with a progress bar (on a terminal) and added to it."""
+    titled = articles.select("article_id", "title").filter(
+        pl.col("title").is_not_null() & (pl.col("title").str.strip_chars() != "")
+    )
+    titles = titled["title"].to_list()
+    keys = text_keys(encoder.name, titles)
+    cache_path = _cache_file(cache_dir, encoder.name) if cache_dir else None
+    cached = _read_cache(cache_path, encoder.dimensions) if cache_path else {}
+
+    missing = sorted({k: t for k, t in zip(keys, titles, strict=True) if k not in cached}.items())
+    started = time.perf_counter()
+    fresh: dict[str, npt.NDArray[np.float32]] = {}
+    with tqdm(
+        total=len(missing),
+        unit="title",
+        desc="embedding titles",
+        disable=quiet or not sys.stderr.isatty(),
+    ) as bar:
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            vectors = encoder.encode([t for _, t in chunk])
+            _check_vectors(vectors, encoder.dimensions, encoder.name)
+            fresh.update((k, v) for (k, _), v in zip(chunk, vectors, strict=True))
+            bar.update(len(chunk))
+    seconds = time.perf_counter() - started
+
+    everything = {**cached, **fresh}
+    if cache_path is not None and fresh:
+        _atomic_parquet(
+            _vector_frame("key", list(everything), everything, encoder), cache_path, None
+        )
+    frame = _vector_frame("article_id", titled["article_id"].to_list(), everything, encoder, keys)
+    return EmbeddingRun(frame, encoder.name, frame.height, len(fresh), seconds)
+
+
+def _vector_frame(
+    column: str,
+    ids: list[object],
+    vectors: dict[str, npt.NDArray[np.float32]],
+    encoder: Encoder,
+    keys: list[str] | None = None,
+) -> pl.DataFrame:
+    lookup = keys if keys is not None else [str(i) for i in ids]
+    matrix = (
+        np.stack([vectors[k] for k in lookup])
+        if lookup
+        else np.zeros((0, encoder.dimensions), np.float32)
+    )
+    dtype = pl.Int32 if column == "article_id" else pl.String
+    return pl.DataFrame(
+        {
+            column: pl.Series(ids, dtype=dtype),
+            "embedding": pl.Series(matrix, dtype=pl.Array(pl.Float32, encoder.dimensions)),
+        }
+    )
+
+
+def write_embeddings(run: EmbeddingRun, data_dir: Path) -> Path:
+    """The run's vectors as data_dir/article_embeddings.parquet, the model's
+    name in the file's metadata."""
+    path = data_dir / EMBEDDINGS_FILE
+    _atomic_parquet(run.frame, path, {MODEL_KEY: run.model})
+    return path
+
+
+def read_embeddings(path: Path) -> tuple[pl.DataFrame, str]:
+    """The vectors of an article_embeddings.parquet and the model's name;
+    ValueError naming the file for anything the features cannot use."""
+    try:
+        meta = pl.read_parquet_metadata(path)
+        frame = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as err:
+        raise ValueError(f"{path}: not a readable embeddings file ({err})") from None
+    model = meta.get(MODEL_KEY)
+    if not model:
+        raise ValueError(f"{path}: no {MODEL_KEY} entry naming the embedding model")
+    dtype = frame.schema.get("embedding")
+    if "article_id" not in frame.columns or not isinstance(dtype, pl.Array):
+        raise ValueError(f"{path}: needs the columns article_id and embedding (a fixed-size array)")
+    if frame["article_id"].null_count() or frame["article_id"].n_unique() != frame.height:
+        raise ValueError(f"{path}: article_id must be present and unique")
+    vectors = np.asarray(frame["embedding"].to_numpy(), np.float32).reshape(frame.height, -1)
+    if frame["embedding"].null_count() or not np.isfinite(vectors).all():
+        raise ValueError(f"{path}: an embedding is null, NaN or infinite")
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    if frame.height and np.abs(norms - 1.0).max() > UNIT_TOLERANCE:
+        raise ValueError(f"{path}: embeddings must be unit vectors")
+    return frame.with_columns(pl.col("article_id").cast(pl.Int32)), model
