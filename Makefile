@@ -50,7 +50,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help setup proto proto-check data train build serve demo live replay redis-server test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-pipeline deploy-rules deploy-check lint clean
+.PHONY: help setup proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-pipeline deploy-rules deploy-check lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -97,6 +97,9 @@ data: $(DATA)/impressions.parquet ## Generate the embedded default click log
 train: $(DATA)/impressions.parquet ## Build features, train, evaluate and export a new model version
 	$(RANKER) train --data $(DATA) --models $(MODELS) --name $(MODEL_NAME)
 
+train-semantic: $(SETUP_STAMP) $(DATA)/impressions.parquet ## Train with the semantic features (title embeddings, cached) and report what they add against a twin without them
+	$(RANKER) train --data $(DATA) --models $(MODELS) --name $(MODEL_NAME)-semantic --semantic
+
 build: ## Build the Go server
 	cd go && go build -o $(SERVER) ./cmd/ranker-server
 
@@ -110,6 +113,9 @@ serve: $(SETUP_STAMP) $(MODELS)/$(MODEL_NAME) build ## Serve the newest demo mod
 
 replay: setup train build ## Replay the default click log through a fresh server: its online features must equal the training rows (~2 min)
 	$(RANKER) replay --data $(DATA) --server-binary $(SERVER) --model $(MODELS)/$(MODEL_NAME)
+
+replay-semantic: setup train-semantic build ## The same replay with the semantic model: its embedding features too must equal the training rows (~3 min)
+	$(RANKER) replay --data $(DATA) --server-binary $(SERVER) --model $(MODELS)/$(MODEL_NAME)-semantic
 
 demo: setup train build ## Train on the default data, start the server, rank one impression, stop
 	$(RANKER) demo --server $(SERVER) --model $(MODELS)/$(MODEL_NAME) --data $(DATA)

@@ -4,7 +4,12 @@ reading the server's Prometheus metrics."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import socket
+import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -14,7 +19,7 @@ import numpy.typing as npt
 from ranker.export import artifact
 from ranker.export.golden import golden_matrix, read_golden
 from ranker.export.version import export_first_trees, republish
-from ranker.serving.process import ServerProcess
+from ranker.serving.process import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,6 +77,51 @@ def scrape_metrics(server: ServerProcess) -> str:
 
 def metric_value(text: str, name: str) -> str:
     """The value of the first series of metric `name` in a /metrics page."""
-    match = re.search(rf"^{name}\S* (\S+)$", text, re.M)
+    match = re.search(rf"^{name}\S* (\S+)$", text, re.MULTILINE)
     assert match, f"{name} not exported"
     return match[1]
+
+
+class RedisServer:
+    """redis-server on a free loopback port, with no persistence."""
+
+    def __init__(self) -> None:
+        binary = os.environ.get("RANKER_REDIS_SERVER") or shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(
+                "redis-server is not installed: `make test-e2e` installs it "
+                "(apt-get install redis-server), or set RANKER_REDIS_SERVER"
+            )
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("redis-server did not answer PING")
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)

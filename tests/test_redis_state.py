@@ -4,10 +4,6 @@ degrades Rank (features missing, said so) and refuses events for retry."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,59 +16,14 @@ from ranker.cli import main
 from ranker.data.schema import ClickLog
 from ranker.data.world import WorldConfig, generate
 from ranker.serving.client import RankerClient
-from ranker.serving.process import ServerProcess, free_port
+from ranker.serving.process import ServerProcess
 from ranker.serving.replay import catalog_batches, log_events
 from ranker.v1 import ranking_service_pb2 as pb
-from tests.support import metric_value, scrape_metrics
+from tests.support import RedisServer, metric_value, scrape_metrics
 
 pytestmark = pytest.mark.e2e  # every test here runs the Go server binary and redis-server
 
 WORLD = WorldConfig(seed=21).scaled(0.05)
-
-
-class RedisServer:
-    """redis-server on a free loopback port, with no persistence."""
-
-    def __init__(self) -> None:
-        binary = os.environ.get("RANKER_REDIS_SERVER") or shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError(
-                "redis-server is not installed: `make test-e2e` installs it "
-                "(apt-get install redis-server), or set RANKER_REDIS_SERVER"
-            )
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("redis-server did not answer PING")
-
-    def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ def _demo(args: argparse.Namespace) -> int:
     from ranker.data.schema import ClickLog
     from ranker.serving.client import RankerClient, format_ranking
     from ranker.serving.process import ServerProcess, ort_library_path
-    from ranker.serving.replay import load_history
+    from ranker.serving.replay import click_log_embeddings, load_history
 
     request, clicked, impression = _demo_request(args.data, args.top_k)
     log = ClickLog.read(args.data)
@@ -59,7 +59,8 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"server healthy on {server.target}")
             info = client.model_info()
             print(f"serving {info.model_name} {info.model_version} on {info.backend}")
-            events = load_history(client, log, before=first["time"])
+            embeddings = click_log_embeddings(args.data)  # when `ranker embed` wrote them
+            events = load_history(client, log, before=first["time"], embeddings=embeddings)
             print(f"recorded {events:,} events of the log before {first['time']}")
             print(
                 f"ranking {len(ids)} candidates, by id alone, for reader {first['user_id']} "

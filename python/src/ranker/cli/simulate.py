@@ -37,6 +37,9 @@ def _simulate(args: argparse.Namespace) -> int:
     import grpc
 
     from ranker.data.world import NewsWorld, WorldConfig
+    from ranker.embeddings import EmbeddingsUnavailable, embed_articles, load_encoder
+    from ranker.embeddings.store import default_cache
+    from ranker.features.spec import SEMANTIC_FEATURES
     from ranker.serving.client import SERVICE_NAME, RankerClient
     from ranker.simulation import simulate
 
@@ -52,9 +55,21 @@ def _simulate(args: argparse.Namespace) -> int:
         raise UserError(
             f"--server {args.server}: ranking service {status}, not SERVING (no model loaded?)"
         )
+        needs: set[str] = set(client.model_info().feature_names)
     world = NewsWorld.draw(WorldConfig.population(args.readers, args.days, args.seed))
+    embeddings = None
+    if needs & set(SEMANTIC_FEATURES):
+        # The model ranks by title embeddings: publish the articles with theirs.
+        try:
+            encoder = load_encoder()
+        except EmbeddingsUnavailable as err:
+            raise UserError(f"--server {args.server}: {err}") from None
+        articles = world.catalog.frame(args.start)
+        embeddings = embed_articles(articles, encoder, cache_dir=default_cache()).frame
     try:
-        result = simulate(args.server, world, start=args.start, workers=args.workers)
+        result = simulate(
+            args.server, world, start=args.start, workers=args.workers, embeddings=embeddings
+        )
     except grpc.RpcError as err:
         raise UserError(
             f"--server {args.server}: a call failed ({err.code().name}: {err.details()})"

@@ -22,11 +22,6 @@ def _writable(directory: Path) -> None:
         raise UserError(f"{directory}: not writable (checked {target})")
 
 
-def _default_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ranker" / "embeddings"
-
-
 def _embed_click_log(args: argparse.Namespace) -> tuple[pl.DataFrame, str]:
     """Embed the click log's titles (cached) into <data>/article_embeddings.parquet."""
     from ranker.data.schema import ARTICLES_FILE
@@ -153,6 +148,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _embedding_options(p: argparse.ArgumentParser) -> None:
     from ranker.embeddings.encoder import DEFAULT_ENCODER, ENCODERS
+    from ranker.embeddings.store import default_cache
 
     p.add_argument(
         "--embedding-model",
@@ -163,7 +159,7 @@ def _embedding_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--embedding-cache",
         type=Path,
-        default=_default_cache(),
+        default=default_cache(),
         help="directory of cached title vectors, by content hash (default: %(default)s)",
     )
     p.add_argument(

@@ -33,6 +33,12 @@ BATCH_SIZE = 64
 UNIT_TOLERANCE = 1e-3
 
 
+def default_cache() -> Path:
+    """$XDG_CACHE_HOME/ranker/embeddings, or ~/.cache/ranker/embeddings."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ranker" / "embeddings"
+
+
 @dataclass(frozen=True)
 class EmbeddingRun:
     """What `embed_articles` did: articles in the output, how many titles the

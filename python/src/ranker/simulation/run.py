@@ -186,12 +186,16 @@ def simulate(
     step_hours: float = STEP_HOURS,
     progress: bool = True,
     hours: tuple[float, float] | None = None,
+    embeddings: pl.DataFrame | None = None,
 ) -> SimulationResult:
     """Let the world's readers use the server at `target`: `workers` page
     views at a time, each worker on a channel of its own. `hours` serves only
     the page views in [from, to) hours of the world's time (articles are
     published up to `to` all the same), so one world can be run in phases
-    with something changed in between, as a live system is."""
+    with something changed in between, as a live system is. Articles are
+    published with their `embeddings` (article_id, embedding), which a model
+    with semantic features needs (`ranker simulate` computes them when the
+    served model names those features)."""
     views = world.page_views
     lo, hi = hours if hours is not None else (-np.inf, np.inf)
     in_window = (views.hours >= lo) & (views.hours < hi)
@@ -216,7 +220,7 @@ def simulate(
                     break
                 if step.publish.size:
                     first, count = int(step.publish[0]), int(step.publish.size)
-                    for batch in catalog_batches(articles.slice(first, count)):
+                    for batch in catalog_batches(articles.slice(first, count), embeddings):
                         reply = clients[0].upsert_articles(batch)
                         if reply.rejected:
                             bad = reply.rejected[0]
