@@ -170,7 +170,7 @@ func BenchmarkStateBytes(b *testing.B) {
 		runtime.GC()
 		runtime.ReadMemStats(&after)
 		heap := float64(after.HeapAlloc) - float64(before.HeapAlloc)
-		_, readers, _ := s.Counts()
+		_, readers, _, _ := s.Counts()
 		b.ReportMetric(heap/1e6, "MB")
 		b.ReportMetric(heap/float64(readers), "B/reader")
 		b.ReportMetric(heap/float64(len(s.events)), "B/event-kept")
