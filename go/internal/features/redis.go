@@ -444,6 +444,7 @@ for i, m in ipairs(reads) do
 end
 out[4] = titles
 out[5] = embs
+local counted = {} -- neighbour id -> its shows and clicks: candidates share neighbours
 for i = 10, #ARGV do
   local art = ARGV[i]
   local a = redis.call('HMGET', p .. 'a' .. '\0' .. art, 'category', 'subcategory', 'title', 'word_count', 'publish_time', 'breaking', 'emb', 'nb')
@@ -455,9 +456,12 @@ for i = 10, #ARGV do
     if wantEmb then emb = a[7] or '' end
     if wantPrior and a[8] then
       for nb in string.gmatch(a[8], '([^%z]+)') do
-        n = n + 1
-        shows = shows + redis.call('ZCOUNT', p .. 'as' .. '\0' .. nb, '-inf', b0)
-        clicks = clicks + redis.call('ZCOUNT', p .. 'ac' .. '\0' .. nb, '-inf', b0)
+        local c = counted[nb]
+        if not c then
+          c = {redis.call('ZCOUNT', p .. 'as' .. '\0' .. nb, '-inf', b0), redis.call('ZCOUNT', p .. 'ac' .. '\0' .. nb, '-inf', b0)}
+          counted[nb] = c
+        end
+        n, shows, clicks = n + 1, shows + c[1], clicks + c[2]
       end
     end
     out[#out + 1] = {a[1], a[2], a[3], a[4], a[5], a[6],

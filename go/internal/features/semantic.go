@@ -86,10 +86,11 @@ func dotInt16(a, b []int16) int64 {
 	b = b[:len(a)]
 	d := 0
 	for ; d+4 <= len(a); d += 4 {
-		s0 += int64(a[d]) * int64(b[d])
-		s1 += int64(a[d+1]) * int64(b[d+1])
-		s2 += int64(a[d+2]) * int64(b[d+2])
-		s3 += int64(a[d+3]) * int64(b[d+3])
+		ad, bd := a[d:d+4:d+4], b[d:d+4:d+4] // one bounds check for four
+		s0 += int64(ad[0]) * int64(bd[0])
+		s1 += int64(ad[1]) * int64(bd[1])
+		s2 += int64(ad[2]) * int64(bd[2])
+		s3 += int64(ad[3]) * int64(bd[3])
 	}
 	for ; d < len(a); d++ {
 		s0 += int64(a[d]) * int64(b[d])
@@ -99,12 +100,20 @@ func dotInt16(a, b []int16) int64 {
 
 // dotProfile is the exact dot product of a profile and a quantised vector.
 func dotProfile(p []int64, q []int16) int64 {
-	var s int64
+	var s0, s1, s2, s3 int64
 	q = q[:len(p)]
-	for d, x := range p {
-		s += x * int64(q[d])
+	d := 0
+	for ; d+4 <= len(p); d += 4 {
+		pd, qd := p[d:d+4:d+4], q[d:d+4:d+4] // one bounds check for four
+		s0 += pd[0] * int64(qd[0])
+		s1 += pd[1] * int64(qd[1])
+		s2 += pd[2] * int64(qd[2])
+		s3 += pd[3] * int64(qd[3])
 	}
-	return s
+	for ; d < len(p); d++ {
+		s0 += p[d] * int64(q[d])
+	}
+	return s0 + s1 + s2 + s3
 }
 
 // cosine is float64(dot) / sqrt(float64(pp) * float64(vv)) rounded to
