@@ -66,10 +66,11 @@ func (r *Redis) bounded(ctx context.Context) (context.Context, context.CancelFun
 // State.applyArticles). It reads the catalog, computes, and writes in one
 // transaction that fails, and is tried again, if another replica changed
 // the catalog meanwhile: every upsert bumps the key "catalog".
+//
+// Each Redis call is bounded by the client's timeouts, not the whole upsert:
+// the neighbour search between the calls may take longer than one call may.
 func (r *Redis) UpsertArticles(ctx context.Context, articles []Article) (Result, error) {
 	var res Result
-	ctx, cancel := r.bounded(ctx)
-	defer cancel()
 	var batch []Article
 	for i, a := range articles {
 		if field, reason := checkArticle(a, r.limits.EmbeddingDimensions); field != "" {
@@ -152,7 +153,7 @@ func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error
 		targets[id] = true
 	}
 	for _, span := range spans(moved, window) {
-		ids, err := tx.ZRangeByScore(ctx, pub, &redis.ZRangeBy{Min: "(" + micros(span[0]), Max: micros(span[1])}).Result()
+		ids, err := tx.ZRangeArgs(ctx, redis.ZRangeArgs{Key: pub, ByScore: true, Start: "(" + micros(span[0]), Stop: micros(span[1])}).Result()
 		if err != nil {
 			return err
 		}
@@ -237,7 +238,7 @@ func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error
 func (r *Redis) window(ctx context.Context, tx *redis.Tx, spans [][2]int64, final map[string]*embedded) ([]*embedded, error) {
 	var out []*embedded
 	for _, span := range spans {
-		members, err := tx.ZRangeByScoreWithScores(ctx, r.key("pub"), &redis.ZRangeBy{Min: micros(span[0]), Max: micros(span[1])}).Result()
+		members, err := tx.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: r.key("pub"), ByScore: true, Start: micros(span[0]), Stop: micros(span[1])}).Result()
 		if err != nil {
 			return nil, err
 		}
