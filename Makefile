@@ -136,14 +136,14 @@ PYTEST := $(PY) -m pytest --fail-on-skip
 
 test: setup proto-check test-python test-go test-e2e ## Run every test: Python, Go (with -race), cross-language; nothing may skip
 
-test-fast: $(SETUP_STAMP) ## The inner loop (under a minute): Python tests but the slow and e2e ones, Go tests without -race
+test-fast: $(SETUP_STAMP) redis-server ## The inner loop (under a minute): Python tests but the slow and e2e ones, Go tests without -race
 	cd python && $(PYTEST) -q -m "not slow and not e2e"
 	cd go && RANKER_ORT_LIB=$(ORT_LIB) go test ./...
 
 test-python: $(SETUP_STAMP) ## Python unit and parity tests, slow ones included
 	cd python && $(PYTEST) -q -m "not e2e"
 
-test-go: $(SETUP_STAMP) ## Go tests with -race and onnxruntime from the pinned wheel; fails if any test skips
+test-go: $(SETUP_STAMP) redis-server ## Go tests with -race, onnxruntime from the pinned wheel and a real redis-server; fails if any test skips
 	cd go && RANKER_ORT_LIB=$(ORT_LIB) go test -race -count=1 -v ./... 2>&1 \
 		| grep -v -E '^=== (RUN|PAUSE|CONT|NAME)' \
 		| awk '{ print } /--- SKIP/ { skipped = 1 } END { if (skipped) { print "test-go: a test was skipped; with RANKER_ORT_LIB set none may be"; exit 1 } }'

@@ -14,57 +14,59 @@ import (
 	"strings"
 	"time"
 
+	"ranker/internal/features"
 	"ranker/internal/model"
 	"ranker/internal/registry"
 )
 
 // Config is everything the server needs to start.
 type Config struct {
-	Listen             string
-	Model              string
-	ModelRoot          string
-	DefaultModel       string
-	ReloadInterval     time.Duration
-	MetricsListen      string
-	ExperimentConfig   string
-	ExposureDir        string
-	ExposureBuffer     int
-	ExposureMaxBytes   int64
-	ExposureMaxFiles   int
-	StateDir           string
-	State              string
-	StateTimeout       time.Duration
-	EventLateness      time.Duration
-	EventClockSkew     time.Duration
-	OTLPEndpoint       string
-	TraceSampleRatio   float64
-	Backend            string
-	ORTLib             string
-	ORTThreads         int
-	MaxCandidates      int
-	MaxFeatures        int
-	MaxRecvBytes       int
-	MaxStreams         int
-	MaxInflight        int
-	MaxConnections     int
-	RequestReadTimeout time.Duration
-	ShedHeapBytes      int64
-	MaxScoring         int
-	MaxQueue           int
-	QueueTimeout       time.Duration
-	MaxRequestMemory   int64
-	DrainDelay         time.Duration
-	ConnMaxAge         time.Duration
-	ConnMaxIdle        time.Duration
-	ShutdownTimeout    time.Duration
-	LogLevel           slog.Level
-	TLSCert            string
-	TLSKey             string
-	TLSClientCA        string
-	AuthTokens         string
-	Reflection         bool
-	ModelLoadTimeout   time.Duration
-	ModelLimits        model.Limits
+	Listen              string
+	Model               string
+	ModelRoot           string
+	DefaultModel        string
+	ReloadInterval      time.Duration
+	MetricsListen       string
+	ExperimentConfig    string
+	ExposureDir         string
+	ExposureBuffer      int
+	ExposureMaxBytes    int64
+	ExposureMaxFiles    int
+	StateDir            string
+	State               string
+	StateTimeout        time.Duration
+	EventLateness       time.Duration
+	EventClockSkew      time.Duration
+	EmbeddingDimensions int
+	OTLPEndpoint        string
+	TraceSampleRatio    float64
+	Backend             string
+	ORTLib              string
+	ORTThreads          int
+	MaxCandidates       int
+	MaxFeatures         int
+	MaxRecvBytes        int
+	MaxStreams          int
+	MaxInflight         int
+	MaxConnections      int
+	RequestReadTimeout  time.Duration
+	ShedHeapBytes       int64
+	MaxScoring          int
+	MaxQueue            int
+	QueueTimeout        time.Duration
+	MaxRequestMemory    int64
+	DrainDelay          time.Duration
+	ConnMaxAge          time.Duration
+	ConnMaxIdle         time.Duration
+	ShutdownTimeout     time.Duration
+	LogLevel            slog.Level
+	TLSCert             string
+	TLSKey              string
+	TLSClientCA         string
+	AuthTokens          string
+	Reflection          bool
+	ModelLoadTimeout    time.Duration
+	ModelLimits         model.Limits
 }
 
 // EnvName is the environment variable that sets a flag.
@@ -94,6 +96,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.DurationVar(&c.StateTimeout, "state-timeout", 250*time.Millisecond, "bound on each call to a Redis state; past it, Rank scores the state's features as missing")
 	fs.DurationVar(&c.EventLateness, "event-lateness", 24*time.Hour, "events older than the newest recorded event by more than this are refused")
 	fs.DurationVar(&c.EventClockSkew, "event-clock-skew", 5*time.Minute, "events later than the server clock by more than this are refused")
+	fs.IntVar(&c.EmbeddingDimensions, "embedding-dimensions", features.DefaultEmbeddingDimensions, fmt.Sprintf("components of an article's title embedding (UpsertArticles articles.embedding), those of the embedding model the semantic features were trained with; an article sends exactly this many or none (at most %d)", features.MaxEmbeddingDimensions))
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC trace collector (host:port); empty disables tracing export")
 	fs.Float64Var(&c.TraceSampleRatio, "trace-sample-ratio", 0.01, "share of requests traced when exporting (parent decisions win)")
 	fs.StringVar(&c.Backend, "backend", "native", "scoring backend: native (pure Go, the default) or onnxruntime (the reference)")
@@ -173,6 +176,9 @@ func (c Config) validate() error {
 	}
 	if c.Backend == "onnxruntime" && c.ORTLib == "" {
 		errs = append(errs, errors.New("ort-lib: required by the onnxruntime backend (--ort-lib or RANKER_ORT_LIB)"))
+	}
+	if c.EmbeddingDimensions < 1 || c.EmbeddingDimensions > features.MaxEmbeddingDimensions {
+		errs = append(errs, fmt.Errorf("embedding-dimensions: %d, want 1 to %d", c.EmbeddingDimensions, features.MaxEmbeddingDimensions))
 	}
 	if c.ORTThreads < 1 {
 		errs = append(errs, fmt.Errorf("ort-threads: %d, must be at least 1", c.ORTThreads))

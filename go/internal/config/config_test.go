@@ -22,6 +22,9 @@ func TestFlagsEnvironmentAndDefaults(t *testing.T) {
 			if c.Listen != "127.0.0.1:50051" || c.MaxCandidates != 2000 || c.ORTThreads != 1 || c.ShutdownTimeout != 10*time.Second {
 				t.Errorf("got %+v", c)
 			}
+			if c.EmbeddingDimensions != 512 {
+				t.Errorf("embedding dimensions: got %d, want 512", c.EmbeddingDimensions)
+			}
 			if c.MaxScoring < 4 || c.MaxInflight != 1024 || c.MaxRequestMemory != 32<<20 || c.DrainDelay != time.Second || c.Reflection {
 				t.Errorf("bounds: got %+v", c)
 			}
@@ -74,6 +77,8 @@ func TestBadSettingsAreNamed(t *testing.T) {
 		{[]string{"--model=m", "--drain-delay=-1s"}, nil, "drain-delay: -1s"},
 		{[]string{"--model=m", "--model-max-trees=0"}, nil, "model-max-trees 0"},
 		{[]string{"--model=m", "--model-load-timeout=0s"}, nil, "model-load-timeout"},
+		{[]string{"--model=m", "--embedding-dimensions=0"}, nil, "embedding-dimensions: 0, want 1 to 4096"},
+		{[]string{"--model=m", "--embedding-dimensions=4097"}, nil, "embedding-dimensions: 4097"},
 	}
 	for _, tt := range tests {
 		_, err := Load(tt.args, env(tt.vars), io.Discard)

@@ -15,6 +15,9 @@ type readerFacts struct {
 	lastVisit     int64
 	visited       bool
 	profile       []float64 // nil when the reader has clicked nothing
+	// The semantic profiles of the last RecentReads and LongTermReads
+	// clicks; nil when the reader has clicked nothing or no column asks.
+	recent, longTerm *profile
 }
 
 // articleFacts are a candidate's catalog entry and counts before the Rank
@@ -24,6 +27,9 @@ type articleFacts struct {
 	vector                []float32
 	counts                [3][2]int64 // shows and clicks before t, t - short window, t - long window
 	category, subcategory [2]int64    // the reader's shows and clicks in the article's sections
+	sem                   *embedded   // nil without an embedding
+	neighbours            int         // how many semantic neighbours the article has
+	neighbourCounts       [2]int64    // their shows and clicks before t
 }
 
 // windows returns the three times the article counts are taken before.
@@ -99,6 +105,9 @@ const (
 	userCategoryCTR
 	userSubcategoryCTR
 	titleSimilarity
+	semanticSimilarityRecent
+	semanticSimilarityLongTerm
+	articleSemanticPriorCTR
 	numFeatures
 )
 
@@ -126,6 +135,9 @@ var featureIndex = map[string]int{
 	"user_category_ctr":               userCategoryCTR,
 	"user_subcategory_ctr":            userSubcategoryCTR,
 	"title_similarity":                titleSimilarity,
+	"semantic_similarity_recent":      semanticSimilarityRecent,
+	"semantic_similarity_longterm":    semanticSimilarityLongTerm,
+	"article_semantic_prior_ctr":      articleSemanticPriorCTR,
 }
 
 // smoothedCTR is (clicks + prior clicks) / (impressions + prior impressions),
@@ -199,6 +211,14 @@ func (sp *Spec) candidateValues(q Query, r readerFacts, f articleFacts, v []floa
 	v[titleSimilarity-first] = float32(math.NaN())
 	if r.profile != nil {
 		v[titleSimilarity-first] = float32(dot(r.profile, f.vector))
+	}
+	// Cheap when no column asks: the profiles are nil, and so are the
+	// neighbours gathered.
+	v[semanticSimilarityRecent-first] = r.recent.similarity(f.sem)
+	v[semanticSimilarityLongTerm-first] = r.longTerm.similarity(f.sem)
+	v[articleSemanticPriorCTR-first] = float32(math.NaN())
+	if f.neighbours > 0 {
+		v[articleSemanticPriorCTR-first] = sp.smoothedCTR(f.neighbourCounts[1], f.neighbourCounts[0])
 	}
 }
 

@@ -1,16 +1,19 @@
 package features
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"math"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 )
@@ -25,6 +28,11 @@ type Article struct {
 	WordCount   uint32 `json:"word_count"`
 	PublishTime int64  `json:"publish_time"`
 	Breaking    bool   `json:"breaking"`
+	// Embedding is the title's text embedding as sent; the state keeps only
+	// Quantised, which UpsertArticles derives from it (Spec.Quantise), and
+	// which the log and the snapshot hold, as integers.
+	Embedding []float32 `json:"-"`
+	Quantised []int16   `json:"embedding,omitempty"`
 }
 
 // Impression is one candidate shown in one page view.
@@ -124,7 +132,14 @@ type userState struct {
 type articleState struct {
 	Article
 	vector []float32
-	events counter
+	order  string    // ReadOrderKey(ID)
+	sem    *embedded // nil without a (non-zero) embedding; shares Article.Quantised
+	// The SemanticNeighbours articles most like this one among those
+	// published in the window before it; they depend on the catalog alone,
+	// so each upsert keeps them current (see applyArticles).
+	neighbours []*articleState
+	indexing   bool // in the batch applyArticles is indexing
+	events     counter
 }
 
 type shown struct {
@@ -138,9 +153,11 @@ type shown struct {
 // number of readers.
 type State struct {
 	spec *Spec
+	dims int // embedding components (--embedding-dimensions)
 
 	mu          sync.RWMutex
 	articles    map[string]*articleState
+	byPublish   []*articleState // the articles with an embedding, by publish time
 	users       map[string]*userState
 	impressions map[string]*shown // request id + "\x00" + article id
 	events      map[string]int64  // event id -> event time, within the lateness bound
@@ -151,10 +168,12 @@ type State struct {
 	exactFrom int64
 }
 
-// NewState returns an empty state.
-func NewState(spec *Spec) *State {
+// NewState returns an empty state whose embeddings have dims components;
+// an embedding of another width (logged before the flag changed) is ignored.
+func NewState(spec *Spec, dims int) *State {
 	return &State{
 		spec:        spec,
+		dims:        dims,
 		articles:    make(map[string]*articleState),
 		users:       make(map[string]*userState),
 		impressions: make(map[string]*shown),
@@ -184,17 +203,150 @@ func keyed(m map[string]*counter, k string) *counter {
 	return c
 }
 
-// applyArticle stores an article (already validated).
-func (s *State) applyArticle(a Article) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.articles[a.ID]
-	if st == nil {
-		st = &articleState{}
-		s.articles[a.ID] = st
+// applyArticles stores a batch of articles (already validated and
+// quantised), then brings the semantic neighbours up to date: of the batch's
+// articles, and of every article whose window holds one of their publish
+// times, old or new (usually none: new articles are the newest). Only the
+// writer calls it.
+func (s *State) applyArticles(batch []Article) {
+	if len(batch) == 0 {
+		return
 	}
-	st.Article = a
-	st.vector = TitleVector(a.Title, s.spec.TitleDimensions)
+	window := s.spec.neighbourWindow()
+	var moved []int64 // publish times, old and new, of the batch's embeddings
+	var changed []*articleState
+	wasIndexed := false // whether byPublish holds an article of the batch
+	s.mu.Lock()
+	for _, a := range batch {
+		st := s.articles[a.ID]
+		if st == nil {
+			st = &articleState{order: ReadOrderKey(a.ID)}
+			s.articles[a.ID] = st
+		}
+		if st.sem != nil {
+			moved = append(moved, st.PublishTime)
+			wasIndexed = true
+		}
+		st.Article = a
+		st.vector = TitleVector(a.Title, s.spec.TitleDimensions)
+		st.sem = newEmbedded(&st.Article, st.order, s.dims)
+		if st.sem != nil {
+			moved = append(moved, a.PublishTime)
+		}
+		if !st.indexing {
+			st.indexing = true
+			changed = append(changed, st)
+		}
+	}
+	s.reindex(changed, wasIndexed)
+	s.mu.Unlock()
+
+	// The writer alone changes the state, so it reads it here without the
+	// lock while Rank goes on; only the new lists are stored under it.
+	targets := changed
+	for _, st := range changed {
+		st.indexing = true
+	}
+	for _, span := range spans(moved, window) {
+		lo := sort.Search(len(s.byPublish), func(i int) bool { return s.byPublish[i].PublishTime > span[0] })
+		for i := lo; i < len(s.byPublish) && s.byPublish[i].PublishTime <= span[1]; i++ {
+			if st := s.byPublish[i]; !st.indexing {
+				st.indexing = true
+				targets = append(targets, st)
+			}
+		}
+	}
+	lists := make([][]*articleState, len(targets))
+	parallel(len(targets), func(i int) { lists[i] = s.neighboursOf(targets[i]) })
+	s.mu.Lock()
+	for i, st := range targets {
+		st.neighbours, st.indexing = lists[i], false
+	}
+	s.mu.Unlock()
+}
+
+// spans merges the intervals (p, p + window] of the times given into
+// disjoint ones, ascending.
+func spans(times []int64, window int64) [][2]int64 {
+	slices.Sort(times)
+	var out [][2]int64
+	for _, p := range times {
+		if n := len(out); n > 0 && p <= out[n-1][1] {
+			out[n-1][1] = p + window
+			continue
+		}
+		out = append(out, [2]int64{p, p + window})
+	}
+	return out
+}
+
+// reindex moves the changed articles (marked indexing) to their place in
+// byPublish, or out of it when they have no embedding, and clears the mark.
+func (s *State) reindex(changed []*articleState, wasIndexed bool) {
+	var add []*articleState
+	for _, st := range changed {
+		if st.sem != nil {
+			add = append(add, st)
+		}
+	}
+	slices.SortStableFunc(add, func(a, b *articleState) int { return cmp.Compare(a.PublishTime, b.PublishTime) })
+	n := len(s.byPublish)
+	if !wasIndexed && (n == 0 || len(add) == 0 || add[0].PublishTime >= s.byPublish[n-1].PublishTime) {
+		s.byPublish = append(s.byPublish, add...) // the usual case: the newest articles
+	} else {
+		merged := make([]*articleState, 0, n+len(add))
+		for _, st := range s.byPublish {
+			if st.indexing {
+				continue
+			}
+			for len(add) > 0 && add[0].PublishTime < st.PublishTime {
+				merged, add = append(merged, add[0]), add[1:]
+			}
+			merged = append(merged, st)
+		}
+		s.byPublish = append(merged, add...)
+	}
+	for _, st := range changed {
+		st.indexing = false
+	}
+}
+
+// neighboursOf finds c's semantic neighbours in byPublish.
+func (s *State) neighboursOf(c *articleState) []*articleState {
+	if c.sem == nil {
+		return nil
+	}
+	from := c.PublishTime - s.spec.neighbourWindow()
+	lo := sort.Search(len(s.byPublish), func(i int) bool { return s.byPublish[i].PublishTime >= from })
+	hi := sort.Search(len(s.byPublish), func(i int) bool { return s.byPublish[i].PublishTime >= c.PublishTime })
+	window := s.byPublish[lo:hi]
+	best := s.spec.nearest(c.sem, len(window), func(i int) *embedded { return window[i].sem })
+	out := make([]*articleState, len(best))
+	for j, i := range best {
+		out[j] = window[i]
+	}
+	return out
+}
+
+// parallel calls f(0) ... f(n-1) on every core the process may use.
+func parallel(n int, f func(i int)) {
+	workers := min(n, runtime.GOMAXPROCS(0))
+	if workers <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // applyImpression counts a shown candidate at its page view's time.
@@ -266,7 +418,7 @@ func ReadOrderKey(id string) string {
 // the traffic of the lateness bound and the longest window rather than all
 // history. For every time after cutoff, each counter keeps its running
 // total, each reader the last visit and the last RecentReads clicks before
-// it; event ids and impressions older than watermark - lateness are dropped
+// it (the longer of RecentReads and LongTermReads); event ids and impressions older than watermark - lateness are dropped
 // (a retry of such an event is refused as late, not counted twice). Rank
 // stays exact from cutoff plus the longest window on.
 func (s *State) prune(lateness int64) {
@@ -301,7 +453,7 @@ func (s *State) prune(lateness int64) {
 			u.visits = shrink(slices.Delete(u.visits, 0, i-1))
 		}
 		r := sort.Search(len(u.reads), func(i int) bool { return u.reads[i].time >= cutoff })
-		if drop := r - s.spec.RecentReads; drop > 0 {
+		if drop := r - max(s.spec.RecentReads, s.spec.LongTermReads); drop > 0 {
 			u.reads = shrink(slices.Delete(u.reads, 0, drop))
 		}
 	}
@@ -315,11 +467,12 @@ func (s *State) ExactFrom() int64 {
 	return s.exactFrom
 }
 
-// Counts reports the state's size: articles, readers, and events recorded.
-func (s *State) Counts() (articles, users, events int) {
+// Counts reports the state's size: articles, readers, events recorded, and
+// articles with an embedding.
+func (s *State) Counts() (articles, users, events, embeddings int) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.articles), len(s.users), s.recorded
+	return len(s.articles), len(s.users), s.recorded, len(s.byPublish)
 }
 
 // Query is what a Rank request says about the reader and the moment.
@@ -338,7 +491,8 @@ func (s *State) Fill(_ context.Context, q Query, ids []string, names []string, c
 	if q.Time < s.exactFrom {
 		return nil, fmt.Errorf("%w: the state answers exactly from %s on", ErrTooOld, time.UnixMicro(s.exactFrom).UTC().Format(time.RFC3339))
 	}
-	reader := s.readerFacts(q.Time, q.UserID)
+	needs := semanticNeedsOf(names, cols)
+	reader := s.readerFacts(q.Time, q.UserID, needs)
 	u := s.users[q.UserID]
 	facts := make([]articleFacts, len(ids))
 	windows := s.spec.windows(q.Time)
@@ -358,6 +512,17 @@ func (s *State) Fill(_ context.Context, q Query, ids []string, names []string, c
 		}
 		f.category[0], f.category[1] = byCategory.before(q.Time)
 		f.subcategory[0], f.subcategory[1] = bySubcategory.before(q.Time)
+		if needs.recent || needs.longTerm || needs.prior {
+			f.sem = a.sem
+		}
+		if needs.prior {
+			f.neighbours = len(a.neighbours)
+			for _, nb := range a.neighbours {
+				shows, clicks := nb.events.before(q.Time)
+				f.neighbourCounts[0] += shows
+				f.neighbourCounts[1] += clicks
+			}
+		}
 	}
 	return s.spec.fill(q, reader, ids, facts, names, cols, rows), nil
 }
@@ -366,7 +531,7 @@ func (s *State) Fill(_ context.Context, q Query, ids []string, names []string, c
 var ErrTooOld = errors.New("event_time is older than the feature state keeps")
 
 // readerFacts gathers what the features need of the reader before t.
-func (s *State) readerFacts(t int64, user string) readerFacts {
+func (s *State) readerFacts(t int64, user string, needs semanticNeeds) readerFacts {
 	var r readerFacts
 	u := s.users[user]
 	if u == nil {
@@ -383,6 +548,15 @@ func (s *State) readerFacts(t int64, user string) readerFacts {
 			newestFirst = append(newestFirst, s.articles[u.reads[n-1-back].article].vector)
 		}
 		r.profile = s.spec.profile(newestFirst)
+	}
+	if want := needs.reads(s.spec); want > 0 && n > 0 {
+		newestFirst := make([][]int16, min(n, want))
+		for back := range newestFirst {
+			if e := s.articles[u.reads[n-1-back].article].sem; e != nil {
+				newestFirst[back] = e.q
+			}
+		}
+		r.recent, r.longTerm = s.spec.profiles(needs, s.dims, newestFirst)
 	}
 	return r
 }

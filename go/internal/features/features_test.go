@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,8 +37,10 @@ func openStore(t *testing.T, dir string) *Store {
 func catalog(t *testing.T, s *Store) {
 	t.Helper()
 	res, err := s.UpsertArticles(context.Background(), []Article{
-		{ID: "1", Category: "sport", Subcategory: "tennis", Title: "final set wins", WordCount: 300, PublishTime: t0 - 2*hour},
-		{ID: "2", Category: "sport", Subcategory: "football", Title: "late goal", WordCount: 500, PublishTime: t0 - hour, Breaking: true},
+		{ID: "1", Category: "sport", Subcategory: "tennis", Title: "final set wins", WordCount: 300, PublishTime: t0 - 2*hour,
+			Embedding: randomEmbedding(rand.New(rand.NewPCG(1, 0)), DefaultEmbeddingDimensions)},
+		{ID: "2", Category: "sport", Subcategory: "football", Title: "late goal", WordCount: 500, PublishTime: t0 - hour, Breaking: true,
+			Embedding: randomEmbedding(rand.New(rand.NewPCG(2, 0)), DefaultEmbeddingDimensions)},
 	})
 	if err != nil || res.Accepted != 2 {
 		t.Fatalf("catalog: %+v, %v", res, err)
@@ -53,24 +56,35 @@ func TestEngineComputesExactlyTheSpecifiedFeatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(featureIndex) != numFeatures || len(spec.FeatureNames) != numFeatures {
-		t.Fatalf("engine computes %d features, spec lists %d, constants count %d", len(featureIndex), len(spec.FeatureNames), numFeatures)
+	all := append(slices.Clone(spec.FeatureNames), spec.SemanticFeatures...)
+	if len(featureIndex) != numFeatures || len(all) != numFeatures {
+		t.Fatalf("engine computes %d features, spec lists %d, constants count %d", len(featureIndex), len(all), numFeatures)
+	}
+	for _, n := range all {
+		if !Computable(n) {
+			t.Errorf("%s: not computable", n)
+		}
 	}
 	for _, n := range spec.ContextFeatures {
 		if k, ok := featureIndex[n]; !ok || k >= numContext {
 			t.Errorf("context feature %s: index %d, known %v", n, k, ok)
 		}
 	}
-	for _, n := range spec.CandidateFeatures {
+	for _, n := range append(slices.Clone(spec.CandidateFeatures), spec.SemanticFeatures...) {
 		if k, ok := featureIndex[n]; !ok || k < numContext {
 			t.Errorf("candidate feature %s: index %d, known %v", n, k, ok)
 		}
 	}
 }
 
-// row computes every feature for one candidate at time at.
-func row(s *Store, user, device, article string, at int64) map[string]float32 {
-	names := slices.Clone(s.spec.FeatureNames)
+// row computes every feature, the semantic ones too, for one candidate at
+// time at.
+func row(s Service, user, device, article string, at int64) map[string]float32 {
+	spec, err := LoadSpec()
+	if err != nil {
+		panic(err)
+	}
+	names := append(slices.Clone(spec.FeatureNames), spec.SemanticFeatures...)
 	cols := make([]int, len(names))
 	for i := range cols {
 		cols[i] = i
@@ -208,7 +222,7 @@ func TestRestartKeepsEveryAcknowledgedEventOnce(t *testing.T) {
 			}
 			_ = f.Close()
 			again := openStore(t, d)
-			if a, u, e := again.Counts(); a != 2 || u != 1 || e != 3 {
+			if a, u, e, _ := again.Counts(); a != 2 || u != 1 || e != 3 {
 				t.Fatalf("after restart: %d articles, %d users, %d events; want 2, 1, 3", a, u, e)
 			}
 			after := row(again, "u", "mobile", "2", t0+hour)
@@ -272,14 +286,14 @@ func TestPruningKeepsEveryExactAnswerAndBoundsTheState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	full, err := Open("", spec, Limits{Lateness: 10_000 * time.Hour, ClockSkew: time.Hour})
+	full, err := Open("", spec, Limits{Lateness: 10_000 * time.Hour, ClockSkew: time.Hour, EmbeddingDimensions: DefaultEmbeddingDimensions})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var articles []Article
 	for a := range 40 {
 		articles = append(articles, Article{ID: fmt.Sprint(a), Category: fmt.Sprint("c", a%4), Subcategory: fmt.Sprint("s", a%8),
-			Title: fmt.Sprintf("w%d w%d w%d", a, a%5, a%3), PublishTime: t0 - 100*hour})
+			Title: fmt.Sprintf("w%d w%d w%d", a, a%5, a%3), PublishTime: t0 - 100*hour + int64(a)*hour, Embedding: randomEmbedding(rand.New(rand.NewPCG(uint64(a), 0)), DefaultEmbeddingDimensions)})
 	}
 	for _, s := range []*Store{pruned, full} {
 		s.now = func() time.Time { return time.UnixMicro(t0 + 1000*hour) }
@@ -321,7 +335,7 @@ func TestPruningKeepsEveryExactAnswerAndBoundsTheState(t *testing.T) {
 	if len(pruned.events) >= len(full.events)/2 || len(pruned.impressions) >= len(full.impressions)/2 {
 		t.Fatalf("pruning kept %d of %d event ids, %d of %d impressions", len(pruned.events), len(full.events), len(pruned.impressions), len(full.impressions))
 	}
-	if a, u, e := pruned.Counts(); a != 40 || u != 30 || e != func() int { _, _, n := full.Counts(); return n }() {
+	if a, u, e, _ := pruned.Counts(); a != 40 || u != 30 || e != func() int { _, _, n, _ := full.Counts(); return n }() {
 		t.Fatalf("counts after pruning: %d articles, %d readers, %d events", a, u, e)
 	}
 	cols := []int{0}

@@ -1,9 +1,13 @@
 package features
 
 import (
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +44,9 @@ func OpenRedis(url string, spec *Spec, limits Limits, timeout time.Duration) (*R
 	}
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = timeout, timeout, timeout, timeout
 	opts.MaxRetries = 1
+	if limits.EmbeddingDimensions < 1 || limits.EmbeddingDimensions > MaxEmbeddingDimensions {
+		return nil, fmt.Errorf("embedding dimensions: %d, want 1 to %d", limits.EmbeddingDimensions, MaxEmbeddingDimensions)
+	}
 	return &Redis{client: redis.NewClient(opts), spec: spec, limits: limits, prefix: "ranker:", now: time.Now, timeout: timeout}, nil
 }
 
@@ -54,32 +61,215 @@ func (r *Redis) bounded(ctx context.Context) (context.Context, context.CancelFun
 	return context.WithTimeout(ctx, r.timeout)
 }
 
-// UpsertArticles validates and stores catalog entries.
+// UpsertArticles validates and stores catalog entries, and brings the
+// semantic neighbours up to date as the embedded state does (see
+// State.applyArticles). It reads the catalog, computes, and writes in one
+// transaction that fails, and is tried again, if another replica changed
+// the catalog meanwhile: every upsert bumps the key "catalog".
+//
+// Each Redis call is bounded by the client's timeouts, not the whole upsert:
+// the neighbour search between the calls may take longer than one call may.
 func (r *Redis) UpsertArticles(ctx context.Context, articles []Article) (Result, error) {
 	var res Result
-	ctx, cancel := r.bounded(ctx)
-	defer cancel()
-	pipe := r.client.TxPipeline()
+	var batch []Article
 	for i, a := range articles {
-		if field, reason := checkArticle(a); field != "" {
+		if field, reason := checkArticle(a, r.limits.EmbeddingDimensions); field != "" {
 			res.rejecter(a.ID, fmt.Sprintf("articles[%d]", i))(field, reason)
 			continue
 		}
-		breaking := "0"
-		if a.Breaking {
-			breaking = "1"
-		}
-		pipe.HSet(ctx, r.key("a", a.ID), "category", a.Category, "subcategory", a.Subcategory, "title", a.Title,
-			"word_count", a.WordCount, "publish_time", micros(a.PublishTime), "breaking", breaking)
-		pipe.SAdd(ctx, r.key("articles"), a.ID)
-		res.Accepted++
+		batch = append(batch, r.spec.stored(a))
 	}
-	if res.Accepted > 0 {
-		if _, err := pipe.Exec(ctx); err != nil {
+	res.Accepted = len(batch)
+	if len(batch) == 0 {
+		return res, nil
+	}
+	const attempts = 20
+	for range attempts {
+		err := r.client.Watch(ctx, func(tx *redis.Tx) error { return r.upsert(ctx, tx, batch) }, r.key("catalog"))
+		if errors.Is(err, redis.TxFailedErr) {
+			continue
+		}
+		if err != nil {
 			return Result{}, fmt.Errorf("redis: %w", err)
 		}
+		return res, nil
 	}
-	return res, nil
+	return Result{}, fmt.Errorf("redis: the catalog changed under %d attempts in a row", attempts)
+}
+
+// packEmbedding is the Redis form of a quantised embedding: little-endian
+// int16s.
+func packEmbedding(q []int16) []byte {
+	b := make([]byte, 2*len(q))
+	for d, x := range q {
+		binary.LittleEndian.PutUint16(b[2*d:], uint16(x))
+	}
+	return b
+}
+
+// unpackEmbedding reverses packEmbedding; nil unless it has dims components.
+func unpackEmbedding(b string, dims int) []int16 {
+	if len(b) != 2*dims {
+		return nil
+	}
+	q := make([]int16, dims)
+	for d := range q {
+		q[d] = int16(binary.LittleEndian.Uint16([]byte(b[2*d : 2*d+2])))
+	}
+	return q
+}
+
+// upsert writes the batch and the neighbour lists it changes, within tx.
+func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error {
+	dims, window := r.limits.EmbeddingDimensions, r.spec.neighbourWindow()
+	pub := r.key("pub") // the articles with an embedding, scored by publish time
+	// The batch as it will be stored: the last entry of each id.
+	final := make(map[string]*embedded, len(batch))
+	for i := range batch {
+		a := &batch[i]
+		final[a.ID] = newEmbedded(a, ReadOrderKey(a.ID), dims)
+	}
+	pipe := tx.Pipeline()
+	old := make(map[string]*redis.FloatCmd, len(final))
+	for id := range final {
+		old[id] = pipe.ZScore(ctx, pub, id)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return err
+	}
+	var moved []int64
+	for id, e := range final {
+		if p, err := old[id].Result(); err == nil {
+			moved = append(moved, int64(p))
+		}
+		if e != nil {
+			moved = append(moved, e.publish)
+		}
+	}
+	// Whose neighbours change: the batch's, and those published up to a
+	// window after a time the batch moved.
+	targets := map[string]bool{}
+	for id := range final {
+		targets[id] = true
+	}
+	for _, span := range spans(moved, window) {
+		ids, err := tx.ZRangeArgs(ctx, redis.ZRangeArgs{Key: pub, ByScore: true, Start: "(" + micros(span[0]), Stop: micros(span[1])}).Result()
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			targets[id] = true
+		}
+	}
+	// The catalog they need: each target and the window before it, read
+	// from Redis, with the batch in place of what it replaces.
+	var need []int64
+	for id := range targets {
+		if e, inBatch := final[id]; inBatch {
+			if e != nil {
+				need = append(need, e.publish-window)
+			}
+		} else if p, err := tx.ZScore(ctx, pub, id).Result(); err == nil {
+			need = append(need, int64(p)-window)
+		} else if !errors.Is(err, redis.Nil) {
+			return err
+		}
+	}
+	catalog, err := r.window(ctx, tx, spans(need, window), final)
+	if err != nil {
+		return err
+	}
+	index := make(map[string]int, len(catalog))
+	for i, e := range catalog {
+		index[e.id] = i
+	}
+	lists := map[string][]string{}
+	for id := range targets {
+		i, ok := index[id]
+		if !ok {
+			continue // no embedding: no neighbours
+		}
+		c := catalog[i]
+		lo := sort.Search(len(catalog), func(i int) bool { return catalog[i].publish >= c.publish-window })
+		hi := sort.Search(len(catalog), func(i int) bool { return catalog[i].publish >= c.publish })
+		for _, j := range r.spec.nearest(c, hi-lo, func(k int) *embedded { return catalog[lo+k] }) {
+			lists[id] = append(lists[id], catalog[lo+j].id)
+		}
+	}
+	_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for _, a := range batch {
+			k := r.key("a", a.ID)
+			breaking := "0"
+			if a.Breaking {
+				breaking = "1"
+			}
+			p.HSet(ctx, k, "category", a.Category, "subcategory", a.Subcategory, "title", a.Title,
+				"word_count", a.WordCount, "publish_time", micros(a.PublishTime), "breaking", breaking)
+			if len(a.Quantised) > 0 {
+				p.HSet(ctx, k, "emb", packEmbedding(a.Quantised))
+			} else {
+				p.HDel(ctx, k, "emb")
+			}
+			p.SAdd(ctx, r.key("articles"), a.ID)
+		}
+		for id, e := range final {
+			if e != nil {
+				p.ZAdd(ctx, pub, redis.Z{Score: float64(e.publish), Member: id})
+			} else {
+				p.ZRem(ctx, pub, id)
+			}
+		}
+		for id := range targets {
+			if l := lists[id]; len(l) > 0 {
+				p.HSet(ctx, r.key("a", id), "nb", strings.Join(l, "\x00"))
+			} else {
+				p.HDel(ctx, r.key("a", id), "nb")
+			}
+		}
+		p.Incr(ctx, r.key("catalog"))
+		return nil
+	})
+	return err
+}
+
+// window reads the embeddings published in the closed spans [from, to] of
+// the index, replaces those of the batch (final) by their new state, and
+// returns them by publish time.
+func (r *Redis) window(ctx context.Context, tx *redis.Tx, spans [][2]int64, final map[string]*embedded) ([]*embedded, error) {
+	var out []*embedded
+	for _, span := range spans {
+		members, err := tx.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: r.key("pub"), ByScore: true, Start: micros(span[0]), Stop: micros(span[1])}).Result()
+		if err != nil {
+			return nil, err
+		}
+		pipe := tx.Pipeline()
+		vectors := make([]*redis.StringCmd, len(members))
+		for i, m := range members {
+			if _, inBatch := final[m.Member.(string)]; !inBatch {
+				vectors[i] = pipe.HGet(ctx, r.key("a", m.Member.(string)), "emb")
+			}
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		for i, m := range members {
+			if vectors[i] == nil {
+				continue
+			}
+			id := m.Member.(string)
+			a := Article{ID: id, PublishTime: int64(m.Score), Quantised: unpackEmbedding(vectors[i].Val(), r.limits.EmbeddingDimensions)}
+			if e := newEmbedded(&a, ReadOrderKey(id), r.limits.EmbeddingDimensions); e != nil {
+				out = append(out, e)
+			}
+		}
+	}
+	for _, e := range final {
+		if e != nil {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b *embedded) int { return cmp.Compare(a.publish, b.publish) })
+	return out, nil
 }
 
 // impressionScript applies one impression: ARGV prefix, event id, request,
@@ -210,48 +400,71 @@ func (r *Redis) RecordEvents(ctx context.Context, impressions []Impression, clic
 	return res, nil
 }
 
-// Counts reports articles, readers and events recorded (0 when Redis does
-// not answer).
-func (r *Redis) Counts() (articles, readers, events int) {
+// Counts reports articles, readers, events recorded and articles with an
+// embedding (0 when Redis does not answer).
+func (r *Redis) Counts() (articles, readers, events, embeddings int) {
 	ctx, cancel := r.bounded(context.Background())
 	defer cancel()
 	pipe := r.client.Pipeline()
 	a := pipe.SCard(ctx, r.key("articles"))
 	u := pipe.SCard(ctx, r.key("users"))
 	n := pipe.Get(ctx, r.key("n"))
+	e := pipe.ZCard(ctx, r.key("pub"))
 	_, _ = pipe.Exec(ctx) // each result below carries its own error
 	events, _ = n.Int()
-	return int(a.Val()), int(u.Val()), events
+	return int(a.Val()), int(u.Val()), events, int(e.Val())
 }
 
 // fillScript reads everything one Rank needs in one call: ARGV prefix, user,
-// t, t - short window, t - long window, recent reads, then candidate ids.
-// It answers the reader's shows, clicks, last visit (or "") and recent
-// reads (newest first, as stored members), then per candidate either
-// false (unknown) or its catalog fields and counts.
+// t, t - short window, t - long window, recent reads (titles), semantic
+// reads (embeddings), whether to read candidates' embeddings (1 or 0) and
+// their neighbours' counts (1 or 0), then candidate ids. It answers the
+// reader's shows, clicks, last visit (or ""), the titles of the recent reads
+// and the embeddings of the semantic reads (newest first; "" for none), then
+// per candidate either false (unknown) or its catalog fields, counts,
+// embedding ("" for none or not asked), and its neighbours' number, shows
+// and clicks before t.
 var fillScript = redis.NewScript(`
 local p, user = ARGV[1], ARGV[2]
 local b0, b1, b2 = '(' .. ARGV[3], '(' .. ARGV[4], '(' .. ARGV[5]
+local nTitles, nEmbs = tonumber(ARGV[6]), tonumber(ARGV[7])
+local wantEmb, wantPrior = ARGV[8] == '1', ARGV[9] == '1'
 local out = {}
 out[1] = redis.call('ZCOUNT', p .. 'us' .. '\0' .. user, '-inf', b0)
 out[2] = redis.call('ZCOUNT', p .. 'uc' .. '\0' .. user, '-inf', b0)
 local v = redis.call('ZREVRANGEBYSCORE', p .. 'uv' .. '\0' .. user, b0, '-inf', 'LIMIT', 0, 1)
 out[3] = v[1] or ''
-local reads = redis.call('ZREVRANGEBYSCORE', p .. 'ur' .. '\0' .. user, b0, '-inf', 'LIMIT', 0, tonumber(ARGV[6]))
-local titles = {}
+local reads = redis.call('ZREVRANGEBYSCORE', p .. 'ur' .. '\0' .. user, b0, '-inf', 'LIMIT', 0, math.max(nTitles, nEmbs))
+local titles, embs = {}, {}
 for i, m in ipairs(reads) do
   local parts = {}
   for part in string.gmatch(m, '([^%z]+)') do parts[#parts + 1] = part end
-  titles[i] = redis.call('HGET', p .. 'a' .. '\0' .. parts[#parts - 1], 'title') or ''
+  local ak = p .. 'a' .. '\0' .. parts[#parts - 1]
+  if i <= nTitles then titles[i] = redis.call('HGET', ak, 'title') or '' end
+  if i <= nEmbs then embs[i] = redis.call('HGET', ak, 'emb') or '' end
 end
 out[4] = titles
-for i = 7, #ARGV do
+out[5] = embs
+local counted = {} -- neighbour id -> its shows and clicks: candidates share neighbours
+for i = 10, #ARGV do
   local art = ARGV[i]
-  local a = redis.call('HMGET', p .. 'a' .. '\0' .. art, 'category', 'subcategory', 'title', 'word_count', 'publish_time', 'breaking')
+  local a = redis.call('HMGET', p .. 'a' .. '\0' .. art, 'category', 'subcategory', 'title', 'word_count', 'publish_time', 'breaking', 'emb', 'nb')
   if not a[1] then
     out[#out + 1] = false
   else
     local as, ac = p .. 'as' .. '\0' .. art, p .. 'ac' .. '\0' .. art
+    local emb, n, shows, clicks = '', 0, 0, 0
+    if wantEmb then emb = a[7] or '' end
+    if wantPrior and a[8] then
+      for nb in string.gmatch(a[8], '([^%z]+)') do
+        local c = counted[nb]
+        if not c then
+          c = {redis.call('ZCOUNT', p .. 'as' .. '\0' .. nb, '-inf', b0), redis.call('ZCOUNT', p .. 'ac' .. '\0' .. nb, '-inf', b0)}
+          counted[nb] = c
+        end
+        n, shows, clicks = n + 1, shows + c[1], clicks + c[2]
+      end
+    end
     out[#out + 1] = {a[1], a[2], a[3], a[4], a[5], a[6],
       redis.call('ZCOUNT', as, '-inf', b0), redis.call('ZCOUNT', ac, '-inf', b0),
       redis.call('ZCOUNT', as, '-inf', b1), redis.call('ZCOUNT', ac, '-inf', b1),
@@ -259,20 +472,33 @@ for i = 7, #ARGV do
       redis.call('ZCOUNT', p .. 'ucs' .. '\0' .. user .. '\0' .. a[1], '-inf', b0),
       redis.call('ZCOUNT', p .. 'ucc' .. '\0' .. user .. '\0' .. a[1], '-inf', b0),
       redis.call('ZCOUNT', p .. 'uss' .. '\0' .. user .. '\0' .. a[2], '-inf', b0),
-      redis.call('ZCOUNT', p .. 'usc' .. '\0' .. user .. '\0' .. a[2], '-inf', b0)}
+      redis.call('ZCOUNT', p .. 'usc' .. '\0' .. user .. '\0' .. a[2], '-inf', b0),
+      emb, n, shows, clicks}
   end
 end
 return out
 `)
+
+// fillEntry is the length of a known candidate's answer from fillScript.
+const fillEntry = 20
 
 // Fill computes the features at cols of names for each candidate from one
 // script call that reads the reader and every candidate inside Redis.
 func (r *Redis) Fill(ctx context.Context, q Query, ids []string, names []string, cols []int, rows []float32) ([]string, error) {
 	ctx, cancel := r.bounded(ctx)
 	defer cancel()
+	needs := semanticNeedsOf(names, cols)
+	dims := r.limits.EmbeddingDimensions
 	windows := r.spec.windows(q.Time)
-	args := make([]any, 0, 6+len(ids))
-	args = append(args, r.prefix, q.UserID, micros(windows[0]), micros(windows[1]), micros(windows[2]), r.spec.RecentReads)
+	flag := func(b bool) string {
+		if b {
+			return "1"
+		}
+		return "0"
+	}
+	args := make([]any, 0, 9+len(ids))
+	args = append(args, r.prefix, q.UserID, micros(windows[0]), micros(windows[1]), micros(windows[2]), r.spec.RecentReads,
+		needs.reads(r.spec), flag(needs.recent || needs.longTerm), flag(needs.prior))
 	for _, id := range ids {
 		args = append(args, id)
 	}
@@ -280,7 +506,7 @@ func (r *Redis) Fill(ctx context.Context, q Query, ids []string, names []string,
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	if len(raw) != 4+len(ids) {
+	if len(raw) != 5+len(ids) {
 		return nil, fmt.Errorf("redis: %d answers for %d candidates", len(raw), len(ids))
 	}
 	var reader readerFacts
@@ -300,11 +526,19 @@ func (r *Redis) Fill(ctx context.Context, q Query, ids []string, names []string,
 		}
 		reader.profile = r.spec.profile(newestFirst)
 	}
+	if embs, _ := raw[4].([]any); len(embs) > 0 {
+		newestFirst := make([][]int16, len(embs))
+		for i, e := range embs {
+			b, _ := e.(string)
+			newestFirst[i] = unpackEmbedding(b, dims)
+		}
+		reader.recent, reader.longTerm = r.spec.profiles(needs, dims, newestFirst)
+	}
 	facts := make([]articleFacts, len(ids))
 	articles := make([]Article, len(ids))
-	for i, x := range raw[4:] {
+	for i, x := range raw[5:] {
 		entry, ok := x.([]any)
-		if !ok || len(entry) != 16 {
+		if !ok || len(entry) != fillEntry {
 			continue // false: the catalog does not know the id
 		}
 		a, err := articleFrom(ids[i], entry[:6])
@@ -322,6 +556,17 @@ func (r *Redis) Fill(ctx context.Context, q Query, ids []string, names []string,
 		}
 		f.counts = [3][2]int64{{n[0], n[1]}, {n[2], n[3]}, {n[4], n[5]}}
 		f.category, f.subcategory = [2]int64{n[6], n[7]}, [2]int64{n[8], n[9]}
+		if b, _ := entry[16].(string); b != "" {
+			articles[i].Quantised = unpackEmbedding(b, dims)
+			f.sem = newEmbedded(&articles[i], "", dims)
+		}
+		neighbours, ok1 := entry[17].(int64)
+		shows, ok2 := entry[18].(int64)
+		clicks, ok3 := entry[19].(int64)
+		if !ok1 || !ok2 || !ok3 {
+			return nil, fmt.Errorf("redis: article %q: neighbour counts are %T %T %T", ids[i], entry[17], entry[18], entry[19])
+		}
+		f.neighbours, f.neighbourCounts = int(neighbours), [2]int64{shows, clicks}
 	}
 	return r.spec.fill(q, reader, ids, facts, names, cols, rows), nil
 }

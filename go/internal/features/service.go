@@ -13,8 +13,9 @@ type Service interface {
 	// RecordEvents validates and records a batch; an error means none of it
 	// was recorded and the caller should retry.
 	RecordEvents(ctx context.Context, impressions []Impression, clicks []Click) (Result, error)
-	// Counts reports articles, readers and events recorded.
-	Counts() (articles, readers, events int)
+	// Counts reports articles, readers, events recorded, and articles with
+	// an embedding.
+	Counts() (articles, readers, events, embeddings int)
 	// Close releases the state.
 	Close() error
 }

@@ -1,11 +1,13 @@
 package features
 
 import (
+	"cmp"
 	"encoding/gob"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -84,13 +86,18 @@ type snapshotState struct {
 	NextSegment int // the first log segment the snapshot does not contain
 	Articles    map[string]Article
 	ArticleLog  map[string]snapshotCounter
-	Users       map[string]snapshotUser
-	Impressions snapshotShown
-	EventIDs    []string
-	EventTimes  []int64
-	Recorded    int
-	Watermark   int64
-	ExactFrom   int64
+	// Each article's semantic neighbours, by id, found among embeddings of
+	// EmbeddingDimensions components: finding them again would take a
+	// pass over the catalog per article.
+	Neighbours          map[string][]string
+	EmbeddingDimensions int
+	Users               map[string]snapshotUser
+	Impressions         snapshotShown
+	EventIDs            []string
+	EventTimes          []int64
+	Recorded            int
+	Watermark           int64
+	ExactFrom           int64
 }
 
 func toSnapshot(c *counter) snapshotCounter {
@@ -120,10 +127,20 @@ func (s *Store) snapshot() error {
 		Recorded:    s.recorded,
 		Watermark:   s.watermark,
 		ExactFrom:   s.exactFrom,
+
+		Neighbours:          make(map[string][]string),
+		EmbeddingDimensions: s.dims,
 	}
 	for id, a := range s.articles {
 		snap.Articles[id] = a.Article
 		snap.ArticleLog[id] = toSnapshot(&a.events)
+		if len(a.neighbours) > 0 {
+			ids := make([]string, len(a.neighbours))
+			for i, nb := range a.neighbours {
+				ids[i] = nb.ID
+			}
+			snap.Neighbours[id] = ids
+		}
 	}
 	for id, u := range s.users {
 		su := snapshotUser{All: toSnapshot(&u.all), Visits: u.visits,
@@ -209,7 +226,32 @@ func (s *Store) loadSnapshot() (int, error) {
 	}
 	st := s.State
 	for id, a := range snap.Articles {
-		st.articles[id] = &articleState{Article: a, vector: TitleVector(a.Title, st.spec.TitleDimensions), events: fromSnapshot(snap.ArticleLog[id])}
+		as := &articleState{Article: a, vector: TitleVector(a.Title, st.spec.TitleDimensions), order: ReadOrderKey(id), events: fromSnapshot(snap.ArticleLog[id])}
+		as.sem = newEmbedded(&as.Article, as.order, st.dims)
+		st.articles[id] = as
+		if as.sem != nil {
+			st.byPublish = append(st.byPublish, as)
+		}
+	}
+	slices.SortFunc(st.byPublish, func(a, b *articleState) int { return cmp.Compare(a.PublishTime, b.PublishTime) })
+	if snap.EmbeddingDimensions == st.dims {
+		for id, ids := range snap.Neighbours {
+			a := st.articles[id]
+			if a == nil {
+				return 0, fmt.Errorf("%s: neighbours of unknown article %q", path, id)
+			}
+			for _, nb := range ids {
+				n := st.articles[nb]
+				if n == nil {
+					return 0, fmt.Errorf("%s: article %q has unknown neighbour %q", path, id, nb)
+				}
+				a.neighbours = append(a.neighbours, n)
+			}
+		}
+	} else {
+		// Other embeddings count now (--embedding-dimensions changed): find
+		// every article's neighbours again.
+		parallel(len(st.byPublish), func(i int) { st.byPublish[i].neighbours = st.neighboursOf(st.byPublish[i]) })
 	}
 	for id, su := range snap.Users {
 		u := &userState{all: fromSnapshot(su.All), visits: su.Visits,

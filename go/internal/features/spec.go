@@ -30,6 +30,13 @@ type Spec struct {
 	TitleDimensions     int      `json:"title_dimensions"`
 	RecentReads         int      `json:"recent_reads"`
 	ArticleWindowsHours [2]int64 `json:"article_windows_hours"`
+	// The semantic features, computed from quantised title embeddings
+	// (see Quantise) when a model names them.
+	SemanticFeatures     []string `json:"semantic_features"`
+	EmbeddingScale       float64  `json:"embedding_scale"`
+	LongTermReads        int      `json:"long_term_reads"`
+	SemanticNeighbours   int      `json:"semantic_neighbours"`
+	NeighbourWindowHours int64    `json:"neighbour_window_hours"`
 }
 
 // LoadSpec returns the embedded specification.
@@ -38,7 +45,8 @@ func LoadSpec() (*Spec, error) {
 	if err := json.Unmarshal(specJSON, &s); err != nil {
 		return nil, fmt.Errorf("features/spec.json: %w", err)
 	}
-	if s.TitleDimensions <= 0 || s.RecentReads <= 0 || len(s.FeatureNames) == 0 {
+	if s.TitleDimensions <= 0 || s.RecentReads <= 0 || len(s.FeatureNames) == 0 ||
+		len(s.SemanticFeatures) == 0 || s.EmbeddingScale <= 0 || s.LongTermReads <= 0 || s.SemanticNeighbours <= 0 || s.NeighbourWindowHours <= 0 {
 		return nil, fmt.Errorf("features/spec.json: incomplete specification")
 	}
 	return &s, nil

@@ -23,7 +23,7 @@ const (
 	maxIDBytes    = 256
 )
 
-// Limits are the time bounds events are held to.
+// Limits are the bounds events and catalog entries are held to.
 type Limits struct {
 	// Lateness: an event older than the newest event recorded by more than
 	// this is refused (its page view's features were served long ago).
@@ -31,10 +31,13 @@ type Limits struct {
 	// ClockSkew: an event later than the server clock by more than this is
 	// refused.
 	ClockSkew time.Duration
+	// EmbeddingDimensions: an article's embedding has exactly this many
+	// components, or none (1 to MaxEmbeddingDimensions).
+	EmbeddingDimensions int
 }
 
 // DefaultLimits are the documented defaults.
-var DefaultLimits = Limits{Lateness: 24 * time.Hour, ClockSkew: 5 * time.Minute}
+var DefaultLimits = Limits{Lateness: 24 * time.Hour, ClockSkew: 5 * time.Minute, EmbeddingDimensions: DefaultEmbeddingDimensions}
 
 // Rejection names a refused item of a batch.
 type Rejection struct {
@@ -100,7 +103,10 @@ func (s *Store) maybePrune() {
 // snapshot, then every log segment after it. An empty dir keeps the state in
 // memory.
 func Open(dir string, spec *Spec, limits Limits) (*Store, error) {
-	s := &Store{State: NewState(spec), limits: limits, now: time.Now, dir: dir}
+	if limits.EmbeddingDimensions < 1 || limits.EmbeddingDimensions > MaxEmbeddingDimensions {
+		return nil, fmt.Errorf("embedding dimensions: %d, want 1 to %d", limits.EmbeddingDimensions, MaxEmbeddingDimensions)
+	}
+	s := &Store{State: NewState(spec, limits.EmbeddingDimensions), limits: limits, now: time.Now, dir: dir}
 	if dir == "" {
 		return s, nil
 	}
@@ -199,9 +205,7 @@ func (s *Store) replay(f *os.File) (int64, bool, error) {
 }
 
 func (s *Store) apply(rec record) {
-	for _, a := range rec.Articles {
-		s.applyArticle(a)
-	}
+	s.applyArticles(rec.Articles)
 	for _, e := range rec.Impressions {
 		s.applyImpression(e)
 	}
@@ -270,11 +274,11 @@ func (s *Store) UpsertArticles(_ context.Context, articles []Article) (Result, e
 	var res Result
 	var rec record
 	for i, a := range articles {
-		if field, reason := checkArticle(a); field != "" {
+		if field, reason := checkArticle(a, s.limits.EmbeddingDimensions); field != "" {
 			res.rejecter(a.ID, fmt.Sprintf("articles[%d]", i))(field, reason)
 			continue
 		}
-		rec.Articles = append(rec.Articles, a)
+		rec.Articles = append(rec.Articles, s.spec.stored(a))
 	}
 	if len(rec.Articles) > 0 {
 		if err := s.commit(rec); err != nil {
@@ -364,8 +368,16 @@ func (s *Store) RecordEvents(_ context.Context, impressions []Impression, clicks
 	return res, nil
 }
 
-// checkArticle is the validation of a catalog entry that needs no state.
-func checkArticle(a Article) (field, reason string) {
+// stored is a validated article as the state keeps it: its embedding
+// quantised, the floats dropped.
+func (sp *Spec) stored(a Article) Article {
+	a.Quantised, a.Embedding = sp.Quantise(a.Embedding), nil
+	return a
+}
+
+// checkArticle is the validation of a catalog entry that needs no state;
+// dims is the embedding width.
+func checkArticle(a Article, dims int) (field, reason string) {
 	for _, c := range [][2]string{{"id", a.ID}, {"category", a.Category}, {"subcategory", a.Subcategory}} {
 		if why := checkID(c[0], c[1]); why != "" {
 			return c[0], why
@@ -378,6 +390,9 @@ func checkArticle(a Article) (field, reason string) {
 		return "title", "empty or not UTF-8"
 	case a.PublishTime == 0:
 		return "publish_time", "required"
+	}
+	if why := checkEmbedding(a.Embedding, dims); why != "" {
+		return "embedding", why
 	}
 	return "", ""
 }

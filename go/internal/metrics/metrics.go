@@ -151,14 +151,14 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 // StateSize exports the feature state's size: articles, readers and events
-// held, read at each scrape.
-func (m *Metrics) StateSize(counts func() (articles, readers, events int)) {
-	for i, kind := range []string{"articles", "readers", "events"} {
+// held, and articles with an embedding, read at each scrape.
+func (m *Metrics) StateSize(counts func() (articles, readers, events, embeddings int)) {
+	for i, kind := range []string{"articles", "readers", "events", "embeddings"} {
 		m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "ranker_state_size", Help: "Entries in the feature state, by kind.", ConstLabels: prometheus.Labels{"kind": kind},
 		}, func() float64 {
-			a, r, e := counts()
-			return float64([]int{a, r, e}[i])
+			a, r, e, v := counts()
+			return float64([]int{a, r, e, v}[i])
 		}))
 	}
 }

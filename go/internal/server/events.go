@@ -58,7 +58,8 @@ func (s *Server) UpsertArticles(ctx context.Context, req *rankerv1.UpsertArticle
 	articles := make([]features.Article, len(req.GetArticles()))
 	for i, a := range req.GetArticles() {
 		articles[i] = features.Article{ID: a.GetId(), Category: a.GetCategory(), Subcategory: a.GetSubcategory(),
-			Title: a.GetTitle(), WordCount: a.GetWordCount(), PublishTime: micros(a.GetPublishTime()), Breaking: a.GetBreaking()}
+			Title: a.GetTitle(), WordCount: a.GetWordCount(), PublishTime: micros(a.GetPublishTime()), Breaking: a.GetBreaking(),
+			Embedding: a.GetEmbedding()}
 	}
 	res, err := store.UpsertArticles(ctx, articles)
 	if err != nil {

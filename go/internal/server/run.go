@@ -125,7 +125,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	limits := features.Limits{Lateness: cfg.EventLateness, ClockSkew: cfg.EventClockSkew}
+	limits := features.Limits{Lateness: cfg.EventLateness, ClockSkew: cfg.EventClockSkew, EmbeddingDimensions: cfg.EmbeddingDimensions}
 	var state features.Service
 	if strings.HasPrefix(cfg.State, "redis://") || strings.HasPrefix(cfg.State, "rediss://") {
 		state, err = features.OpenRedis(cfg.State, spec, limits, cfg.StateTimeout)
@@ -143,11 +143,12 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}
 	}()
 	m.StateSize(state.Counts)
-	articles, users, events := state.Counts()
+	articles, users, events, embeddings := state.Counts()
 	if cfg.StateDir == "" && cfg.State == "" {
 		logger.Warn("feature state in memory only: recorded events are lost on restart (set --state-dir)")
 	}
-	logger.Info("feature state", "state", cfg.State, "dir", cfg.StateDir, "articles", articles, "users", users, "events", events)
+	logger.Info("feature state", "state", cfg.State, "dir", cfg.StateDir, "articles", articles, "users", users, "events", events,
+		"embeddings", embeddings, "embedding_dimensions", cfg.EmbeddingDimensions)
 	ranking := New(models, Options{
 		Limits:    Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures, MaxRequestMemory: cfg.MaxRequestMemory},
 		Admission: Admission{MaxScoring: cfg.MaxScoring, MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout},

@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,10 +39,14 @@ func BenchmarkRank(b *testing.B) {
 
 // BenchmarkRankByIDs compares Rank with every feature sent against Rank by
 // candidate ids alone, the server computing the features from a state of
-// 2,000 articles, 5,000 readers and 300,000 recorded impressions: embedded,
-// and in Redis when RANKER_BENCH_REDIS names one to use (and empty).
+// 2,000 articles (with 512-component embeddings), 5,000 readers and 300,000
+// recorded impressions: embedded, and in Redis when RANKER_BENCH_REDIS names
+// one to use (and empty). The -semantic cases rank with a model that names
+// the three semantic features (in place of three context features), which
+// the others do not compute.
 func BenchmarkRankByIDs(b *testing.B) {
 	reg, m, golden, logger := testModels(b)
+	semanticReg, _ := semanticModel(b)
 	spec, err := features.LoadSpec()
 	if err != nil {
 		b.Fatal(err)
@@ -74,16 +80,24 @@ func BenchmarkRankByIDs(b *testing.B) {
 			name  string
 			req   *rankerv1.RankRequest
 			state features.Service
-		}{{"features-sent", sent, embedded}, {"by-ids", byIDs, embedded}}
+		}{{"features-sent", sent, embedded}, {"by-ids", byIDs, embedded}, {"by-ids-semantic", byIDs, embedded}}
 		if shared, ok := states["by-ids-redis"]; ok {
 			cases = append(cases, struct {
 				name  string
 				req   *rankerv1.RankRequest
 				state features.Service
-			}{"by-ids-redis", byIDs, shared})
+			}{"by-ids-redis", byIDs, shared}, struct {
+				name  string
+				req   *rankerv1.RankRequest
+				state features.Service
+			}{"by-ids-semantic-redis", byIDs, shared})
 		}
 		for _, c := range cases {
-			s := New(reg, Options{Limits: Limits{MaxCandidates: 5000, MaxFeatures: 512}, Features: c.state}, logger)
+			models := reg
+			if strings.Contains(c.name, "semantic") {
+				models = semanticReg
+			}
+			s := New(models, Options{Limits: Limits{MaxCandidates: 5000, MaxFeatures: 512}, Features: c.state}, logger)
 			b.Run(fmt.Sprintf("candidates=%d/%s", n, c.name), func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
@@ -99,14 +113,15 @@ func BenchmarkRankByIDs(b *testing.B) {
 }
 
 // benchHistory records 2,000 articles and 300,000 impressions over the two
-// days before now.
+// days before now, and a click on every eighth.
 func benchHistory(b *testing.B, state features.Service, now int64) {
 	b.Helper()
 	const hour = int64(3_600_000_000)
 	var articles []features.Article
 	for a := range 2000 {
 		articles = append(articles, features.Article{ID: fmt.Sprint(a), Category: fmt.Sprint("c", a%8), Subcategory: fmt.Sprint("s", a%24),
-			Title: fmt.Sprintf("w%d w%d w%d w%d", a, a%7, a%13, a%29), WordCount: 400, PublishTime: now - 48*hour + int64(a)*hour/50})
+			Title: fmt.Sprintf("w%d w%d w%d w%d", a, a%7, a%13, a%29), WordCount: 400, PublishTime: now - 48*hour + int64(a)*hour/50,
+			Embedding: benchEmbedding(a, features.DefaultEmbeddingDimensions)})
 	}
 	if _, err := state.UpsertArticles(context.Background(), articles); err != nil {
 		b.Fatal(err)
@@ -127,4 +142,18 @@ func benchHistory(b *testing.B, state features.Service, now int64) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchEmbedding is a deterministic unit vector, the same in every run.
+func benchEmbedding(seed, dims int) []float32 {
+	v := make([]float32, dims)
+	var sq float64
+	for d := range v {
+		x := math.Sin(float64(seed*dims+d) * 0.7)
+		v[d], sq = float32(x), sq+x*x
+	}
+	for d := range v {
+		v[d] /= float32(math.Sqrt(sq))
+	}
+	return v
 }

@@ -1,0 +1,158 @@
+package features
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startRedis runs a redis-server without persistence on a free loopback
+// port for the test and returns its URL. RANKER_REDIS_SERVER names the
+// binary, else the one on PATH (`make redis-server` installs it).
+func startRedis(t *testing.T) string {
+	t.Helper()
+	binary := os.Getenv("RANKER_REDIS_SERVER")
+	if binary == "" {
+		var err error
+		if binary, err = exec.LookPath("redis-server"); err != nil {
+			t.Fatal("redis-server is not installed: `make redis-server` installs it, or set RANKER_REDIS_SERVER")
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	cmd := exec.Command(binary, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond); err == nil {
+			_, _ = c.Write([]byte("PING\r\n"))
+			buf := make([]byte, 16)
+			_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			n, _ := c.Read(buf)
+			_ = c.Close()
+			if strings.HasPrefix(string(buf[:n]), "+PONG") {
+				return url
+			}
+		}
+	}
+	t.Fatal("redis-server did not answer PING")
+	return ""
+}
+
+func openRedis(t *testing.T, url string, dims int) *Redis {
+	t.Helper()
+	spec, err := LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := DefaultLimits
+	limits.EmbeddingDimensions = dims
+	r, err := OpenRedis(url, spec, limits, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.now = func() time.Time { return time.UnixMicro(t0 + 100*hour) }
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+func TestRedisGivesTheEmbeddedStatesFeatures(t *testing.T) {
+	spec, err := LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := startRedis(t)
+	sc := newScenario(3, 60)
+	embedded := openWithDims(t, "", sc.dims)
+	shared := openRedis(t, url, sc.dims)
+	sc.load(t, embedded)
+	sc.load(t, shared)
+
+	ctx := context.Background()
+	checkNeighbours(t, spec, sc, embedded, shared)
+	a1, r1, e1, v1 := embedded.Counts()
+	a2, r2, e2, v2 := shared.Counts()
+	if a1 != a2 || r1 != r2 || e1 != e2 || v1 != v2 || v1 == 0 {
+		t.Fatalf("counts: embedded %d %d %d %d, Redis %d %d %d %d", a1, r1, e1, v1, a2, r2, e2, v2)
+	}
+	names := append(slices.Clone(spec.FeatureNames), spec.SemanticFeatures...)
+	ids := sc.sortedIDs()
+	for _, at := range sc.queryTimes() {
+		for _, user := range []string{"0", "1", "2", "3", "nobody"} {
+			want := fillAll(t, embedded, user, at, ids)
+			got := fillAll(t, shared, user, at, ids)
+			for i, id := range ids {
+				for k, name := range names {
+					if !sameFloat(got[i][k], want[i][k]) {
+						t.Fatalf("%s, reader %s, article %s, at %+d µs: Redis %v, embedded %v", name, user, id, at-t0, got[i][k], want[i][k])
+					}
+				}
+			}
+		}
+	}
+	checkAgainstReference(t, spec, sc, shared)
+
+	// An upsert without an embedding removes it from the article and from
+	// the neighbours of the articles after it.
+	var removed Article
+	for _, id := range ids[1:] {
+		if nb := sc.bruteNeighbours(spec, id); len(nb) > 0 {
+			removed = sc.final[nb[0]]
+			break
+		}
+	}
+	removed.Embedding = nil
+	sc.final[removed.ID] = removed
+	for _, s := range []Service{embedded, shared} {
+		if res, err := s.UpsertArticles(ctx, []Article{removed}); err != nil || res.Accepted != 1 {
+			t.Fatalf("%+v %v", res, err)
+		}
+		row := fillAll(t, s, "0", sc.end, []string{removed.ID})[0]
+		for k := range spec.SemanticFeatures {
+			if v := row[len(spec.FeatureNames)+k]; !math.IsNaN(float64(v)) {
+				t.Errorf("%T: %s of an article whose embedding was removed: %v, want NaN", s, spec.SemanticFeatures[k], v)
+			}
+		}
+	}
+	checkNeighbours(t, spec, sc, embedded, shared)
+}
+
+// checkNeighbours holds both states' neighbour lists to the brute force.
+func checkNeighbours(t *testing.T, spec *Spec, sc *scenario, embedded *Store, shared *Redis) {
+	t.Helper()
+	for id := range sc.final {
+		want := sc.bruteNeighbours(spec, id)
+		nb, err := shared.client.HGet(context.Background(), shared.key("a", id), "nb").Result()
+		var got []string
+		if err == nil {
+			got = strings.Split(nb, "\x00")
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("neighbours of %s in Redis: got %v, want %v", id, got, want)
+		}
+		got = nil
+		for _, a := range embedded.articles[id].neighbours {
+			got = append(got, a.ID)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("neighbours of %s embedded: got %v, want %v", id, got, want)
+		}
+	}
+}
