@@ -118,7 +118,7 @@ def _reference(world: ClickLog, embeddings: pl.DataFrame, rows: pl.DataFrame) ->
             if a != c and any(v) and p - window <= publish[a] < p:
                 dot = sum(x * y for x, y in zip(v, vector[c], strict=True))
                 norm = float(sum(x * x for x in v)) * float(sum(x * x for x in vector[c]))
-                scored.append((-(float(dot) / math.sqrt(norm)), a))
+                scored.append((-float(np.float32(float(dot) / math.sqrt(norm))), a))
         return [a for _, a in sorted(scored)[:SEMANTIC_NEIGHBOURS]]
 
     nearest: dict[int, list[int]] = {}

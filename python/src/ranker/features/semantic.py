@@ -171,9 +171,9 @@ def neighbours(
             continue
         window = slice(lo[i], hi[i])
         dot = vectors[window] @ vectors[i]  # integer products and sums below 2**53: exact
-        # Ranked by the float64 cosine, before rounding to float32 merges
-        # distinct values into ties.
-        cos = dot / np.sqrt(norms[ids[window]].astype(np.float64) * float(norms[ids[i]]))
+        # Ranked by the float32 cosine, as the features carry it; equal
+        # cosines by id.
+        cos = cosine(dot, norms[ids[window]], np.full(dot.size, norms[ids[i]]))
         order = np.lexsort((ids[window], -cos))[:SEMANTIC_NEIGHBOURS]
         out[ids[i], : order.size] = ids[window][order]
     return out
