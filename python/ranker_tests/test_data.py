@@ -22,6 +22,7 @@ from ranker.data.world import (
     WorldConfig,
     generate,
 )
+from ranker.features.build import title_vectors
 
 TINY = WorldConfig(seed=3).scaled(0.05)
 
@@ -148,6 +149,38 @@ def test_titles_of_one_topic_share_few_words() -> None:
     assert np.mean(shared) < 0.8
     assert np.mean(jaccard) < 0.08
     assert np.mean(np.array(shared) == 0) > 0.7
+
+
+def test_hashed_title_words_see_a_topic_only_where_a_phrase_repeats() -> None:
+    """The ranker's hashed bag of words (title_vectors, behind the feature
+    title_similarity) tells two headlines of one topic from unrelated ones
+    only when they reuse the same key phrase; paraphrases look as unrelated
+    as other subcategories. Measured in the default world, mean cosines:
+    same topic 0.087 (same phrase 0.575, other phrase 0.034), other
+    subcategory 0.028 (the templates' shared words)."""
+    catalog = NewsWorld.draw(WorldConfig()).catalog
+    phrase = np.array(
+        [
+            next(
+                i
+                for i, p in enumerate(TOPIC_PHRASES[topic])
+                if title in {t.format(p) for t in TEMPLATES}
+            )
+            for title, topic in zip(catalog.titles, catalog.topic, strict=True)
+        ]
+    )
+    vectors = title_vectors(catalog.titles).astype(np.float64)
+    upper = np.triu_indices(len(catalog.titles), 1)
+    cosine = (vectors @ vectors.T)[upper]
+    same_topic = (catalog.topic[:, None] == catalog.topic[None, :])[upper]
+    same_phrase = same_topic & (phrase[:, None] == phrase[None, :])[upper]
+    other_subcategory = (catalog.subcategory[:, None] != catalog.subcategory[None, :])[upper]
+    unrelated = cosine[other_subcategory].mean()
+    # Bounds with room around the measurements: paraphrases within 0.02 of
+    # unrelated headlines, a repeated phrase far above them.
+    assert cosine[same_topic & ~same_phrase].mean() < unrelated + 0.02
+    assert cosine[same_phrase].mean() > unrelated + 0.3
+    assert cosine[same_topic].mean() < 0.15
 
 
 def test_scale_knob_reaches_ten_million_rows() -> None:
