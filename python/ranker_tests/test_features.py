@@ -27,7 +27,17 @@ def _log(rows: list[tuple[int, int, float, int, int, int]]) -> tuple[pl.LazyFram
     )
     articles = pl.DataFrame(
         [
-            (1, "sport", "football", "goal keeper wins", T0 - timedelta(hours=2), 500, False, 0.5),
+            (
+                1,
+                "sport",
+                "football",
+                "goal keeper wins",
+                T0 - timedelta(hours=2),
+                500,
+                False,
+                0.5,
+                "football/Champions League",
+            ),
             (
                 2,
                 "politics",
@@ -37,6 +47,7 @@ def _log(rows: list[tuple[int, int, float, int, int, int]]) -> tuple[pl.LazyFram
                 800,
                 True,
                 0.5,
+                "elections/Umfragen",
             ),
         ],
         schema=ARTICLE_SCHEMA,

@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import numpy.typing as npt
 import pytest
+from polars.testing import assert_frame_equal
 
 from ranker.data.schema import ClickLog
 from ranker.data.world import (
@@ -17,6 +19,7 @@ from ranker.data.world import (
     examine_probability,
     generate,
 )
+from ranker.features.build import build_features
 
 # SHA-256 of the generated logs (articles, then impressions, as CSV) for the
 # configurations the project ships and tests with. A change to the world that
@@ -26,19 +29,19 @@ from ranker.data.world import (
 LOG_DIGESTS = {
     "default": (
         WorldConfig(),
-        "9dda146d7ecec9712eaa6fda749fde2a11378ccc04c3a72374cd881567fd92b7",
+        "d2749dd1ab407542cdc5c9c3b16a986e61fe97f9074a3f6417ff766786aaf50a",
     ),
     "e2e test data": (
         WorldConfig().scaled(0.3),
-        "8098d227922fc81944706bf8c88dd5a686f7faa66457c03b69d4623c91f5a29d",
+        "369a8f97b8de721d071f4373c9c695bc0ea91aaee51c6121a31edf8e499ad31f",
     ),
     "python suite": (
         WorldConfig(seed=11).scaled(0.2),
-        "0e662e28532a6f4e523a70eefd7f089d78678d217c33c5e5ba356177929e70b3",
+        "640d76d78d0b6f58e717a77ea3c4b969dc4da304f6d8a6cf3025cfb7a45cb755",
     ),
     "tiny": (
         WorldConfig(seed=3).scaled(0.05),
-        "5b465c7e0fa4d0b728c5f24722d9d346c707a6e7bffe30ece78484f396d608e5",
+        "fe4bba8f5cbf360b92b6a084f9b6453a67fd7e5ad7e3203b39fc073efccbe677",
     ),
 }
 
@@ -102,3 +105,42 @@ def test_population_config_keeps_the_default_worlds_rates() -> None:
         default.n_impressions / (default.n_users * default.days), rel=1e-3
     )
     assert (config.seed, config.n_users, config.days) == (1, 1000, 7)
+
+
+def test_readers_click_their_topics_and_hot_ones_without_drowning_the_subcategory() -> None:
+    """Within the reader's taste for subcategories, topics matter: the page
+    views as the editor orders them (who knows neither) draw more clicks on
+    the topics a reader follows and on hot topics, yet the subcategory taste
+    still matters most. Measured at this size: click-rate ratios of the top
+    to the bottom quartile 1.58 for topic taste, 1.59 for appeal, 3.8 for
+    subcategory taste; each quartile holds 27,000 candidates at a click rate
+    near 0.1, so a ratio's standard error is about 0.04 and the bounds below
+    sit more than five of them from the measurements."""
+    world = NewsWorld.draw(WorldConfig(seed=5).scaled(0.3))
+    views, catalog, readers = world.page_views, world.catalog, world.readers
+    position = np.argsort(np.argsort(-views.editorial, axis=1, kind="stable"), axis=1)
+    clicked = world.clicks(np.arange(len(views)), position)
+    reader = views.user[:, None]
+
+    def top_to_bottom(x: npt.NDArray[np.float64]) -> float:
+        low, high = np.quantile(x, [0.25, 0.75])
+        return float(clicked[x >= high].mean() / clicked[x <= low].mean())
+
+    topic = catalog.topic[views.candidates]
+    topic_taste = top_to_bottom(readers.topic_taste_start[reader, topic])
+    appeal = top_to_bottom(catalog.topic_appeal[topic])
+    subcategory_taste = top_to_bottom(
+        readers.taste_start[reader, catalog.subcategory[views.candidates]]
+    )
+    assert topic_taste > 1.35, topic_taste
+    assert appeal > 1.35, appeal
+    assert subcategory_taste > 1.5 * max(topic_taste, appeal), subcategory_taste
+
+
+def test_features_ignore_the_hidden_article_columns() -> None:
+    """quality and topic travel with the catalog for analysis only: the
+    feature table is the same without them."""
+    log = generate(LOG_DIGESTS["tiny"][0])
+    with_hidden = build_features(log.impressions.lazy(), log.articles.lazy())
+    without = build_features(log.impressions.lazy(), log.articles.drop("quality", "topic").lazy())
+    assert_frame_equal(with_hidden, without)

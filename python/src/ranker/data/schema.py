@@ -56,7 +56,13 @@ ARTICLE_SCHEMA = pl.Schema(
         ("publish_time", pl.Datetime("us")),
         ("word_count", pl.Int32()),
         ("breaking", pl.Boolean()),
+        # Known only in a simulated world, hidden from the ranker like
+        # true_utility: the story's quality and its topic ("subcategory/topic",
+        # ranker.data.headlines), which readers care about and the title words
+        # express. Kept beside the log for analysis (does a text feature see
+        # the topic?); never features.
         ("quality", pl.Float32()),
+        ("topic", pl.String()),
     ]
 )
 
@@ -91,7 +97,7 @@ class ClickLog:
 
 # Columns a log must have, and the kind of values: everything else in
 # IMPRESSION_SCHEMA and ARTICLE_SCHEMA is optional (true_utility exists only
-# in a simulated log, session_id and quality are not features).
+# in a simulated log, session_id, quality and topic are not features).
 REQUIRED_IMPRESSION_COLUMNS: dict[str, str] = {
     "impression_id": "integer",
     "user_id": "integer",

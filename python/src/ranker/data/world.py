@@ -1,13 +1,16 @@
 """A deterministic synthetic news world: the embedded default data set.
 
-Articles have a category and subcategory, a title drawn from a per-topic
-vocabulary, a publish time, a hidden quality and an interest curve that decays
-with age (breaking stories spike and fade fast). Readers have topic tastes that
-drift, a daily rhythm, a device, sessions, and very different activity levels;
-some join during the period and start with no history. Each impression shows a
-list of fresh articles in the order an editor's noisy view prefers. Clicks are
-drawn from a known utility times a position bias, so every candidate's true
-utility is known and an oracle ranking can be scored.
+Articles have a category and subcategory, a hidden topic within the
+subcategory (4 each, `ranker.data.headlines`), a German headline that says the
+topic in one of many ways, a publish time, a hidden quality and an interest
+curve that decays with age (breaking stories spike and fade fast). Some topics
+are hotter than others. Readers have tastes over subcategories and over the
+topics within each that drift, a daily rhythm, a device, sessions, and very
+different activity levels; some join during the period and start with no
+history. Each impression shows a list of fresh articles in the order an
+editor's noisy view prefers. Clicks are drawn from a known utility times a
+position bias, so every candidate's true utility is known and an oracle
+ranking can be scored.
 
 `NewsWorld` holds all of it, drawn once from the seed: `generate` writes the
 page views as the editor orders them, and `ranker.simulation` lets a ranking
@@ -24,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from ranker.data.headlines import TEMPLATES, TOPIC_NAMES, TOPIC_PHRASES, TOPICS_PER_SUBCATEGORY
 from ranker.data.schema import (
     ARTICLE_SCHEMA,
     CATEGORIES,
@@ -40,6 +44,9 @@ SUBCATEGORY_CATEGORY = np.array(
 # Hours for interest in a story to fall by a factor of e (an e-folding time),
 # per category: news fades fast, features and long reads slowly.
 INTEREST_DECAY_HOURS = np.array([12.0, 16.0, 10.0, 30.0, 60.0, 48.0, 40.0, 12.0])
+
+# Topic t belongs to subcategory t // TOPICS_PER_SUBCATEGORY (headlines.TOPIC_NAMES).
+TOPIC_SUBCATEGORY = np.arange(len(TOPIC_NAMES), dtype=np.int64) // TOPICS_PER_SUBCATEGORY
 
 START = datetime(2026, 1, 5)  # a Monday
 CANDIDATE_WINDOW_HOURS = 48.0
@@ -94,58 +101,19 @@ def timestamps(hours: npt.NDArray[np.float64], start: datetime = START) -> pl.Se
     return pl.Series(np.datetime64(start, "us") + offsets)
 
 
-def _vocabulary(rng: np.random.Generator, size: int) -> list[str]:
-    syllables = [
-        "ka",
-        "lo",
-        "mi",
-        "ren",
-        "to",
-        "sa",
-        "vi",
-        "dor",
-        "pe",
-        "lu",
-        "ma",
-        "quin",
-        "ber",
-        "al",
-        "es",
-        "ti",
-        "no",
-        "gra",
-        "fel",
-        "un",
-        "zo",
-        "har",
-        "bi",
-        "ost",
+def _titles(rng: np.random.Generator, topic: npt.NDArray[np.int64]) -> list[str]:
+    """A German headline per article: one of its topic's key phrases in one
+    of the topic-neutral templates. Phrases of one topic say the same thing
+    in different words, so titles on a topic read alike to a language model
+    but share few exact words."""
+    n = topic.size
+    sizes = np.array([len(p) for p in TOPIC_PHRASES])
+    phrase = (rng.uniform(size=n) * sizes[topic]).astype(np.int64)
+    template = rng.integers(0, len(TEMPLATES), n)
+    return [
+        TEMPLATES[m].format(TOPIC_PHRASES[t][i])
+        for t, i, m in zip(topic.tolist(), phrase.tolist(), template.tolist(), strict=True)
     ]
-    words: set[str] = set()
-    while len(words) < size:
-        words.add("".join(rng.choice(syllables, size=rng.integers(2, 4))))
-    return sorted(words)
-
-
-def _titles(rng: np.random.Generator, subcategory: npt.NDArray[np.int64]) -> list[str]:
-    """Titles mostly from the subcategory's words, some from the category's,
-    a few common ones, so that text similarity carries topical signal."""
-    n_sub, n_cat = len(SUBCATEGORY_NAMES), len(CATEGORY_NAMES)
-    vocab = np.array(_vocabulary(rng, 40 * n_sub + 60 * n_cat + 150))
-    sub_words = vocab[: 40 * n_sub].reshape(n_sub, 40)
-    cat_words = vocab[40 * n_sub : 40 * n_sub + 60 * n_cat].reshape(n_cat, 60)
-    common = vocab[40 * n_sub + 60 * n_cat :]
-    n = subcategory.size
-    picks = np.concatenate(
-        [
-            sub_words[subcategory[:, None], rng.integers(0, 40, (n, 4))],
-            cat_words[SUBCATEGORY_CATEGORY[subcategory][:, None], rng.integers(0, 60, (n, 2))],
-            common[rng.integers(0, common.size, (n, 2))],
-        ],
-        axis=1,
-    )
-    order = np.argsort(rng.uniform(size=picks.shape), axis=1)
-    return [" ".join(row) for row in np.take_along_axis(picks, order, axis=1)]
 
 
 def _sample_candidates(
@@ -164,6 +132,16 @@ def _sample_candidates(
             np.int64
         )
 
+
+# The seed's second stream (`NewsWorld.draw`): topics, tastes for them, titles.
+TOPIC_STREAM = 1
+# Readers' taste over the topics of a subcategory: Dirichlet with this
+# concentration (below 1: most readers follow one or two of the four).
+TOPIC_TASTE_CONCENTRATION = 0.5
+# Weight of log(4 * topic taste + 0.1) in the utility.
+TOPIC_TASTE_WEIGHT = 0.5
+# Standard deviation of a topic's appeal to all readers, added to the utility.
+TOPIC_APPEAL_SD = 0.35
 
 # Position bias: the chance a reader examines the slot at `position` (0 first)
 # falls as 1 / (1 + position) ** POSITION_BIAS_POWER.
@@ -189,13 +167,19 @@ def click_probability(
 @dataclass(frozen=True)
 class Catalog:
     """The newsroom's articles, indexed by article id (0, 1, ...) in publish
-    order; `quality`, the story's decay and peak are hidden from the ranker."""
+    order; `quality`, `topic` (an index into headlines.TOPIC_NAMES, within
+    the article's subcategory), the topics' appeal, the story's decay and
+    peak are hidden from the ranker, which sees a topic only through the
+    title's words."""
 
     publish_hours: npt.NDArray[np.float64]  # since the world's start
     subcategory: npt.NDArray[np.int64]
     quality: npt.NDArray[np.float64]
     breaking: npt.NDArray[np.bool_]
     word_count: npt.NDArray[np.float64]
+    topic: npt.NDArray[np.int64]
+    # Per topic (not per article): how much every reader cares about it now.
+    topic_appeal: npt.NDArray[np.float64]
     titles: list[str]
 
     @property
@@ -215,7 +199,9 @@ class Catalog:
         return np.asarray(peak_interest * np.exp(-age / decay_hours), dtype=np.float64)
 
     def frame(self, start: datetime = START) -> pl.DataFrame:
-        """The catalog in the click log's schema (what the ranker may see)."""
+        """The catalog in the click log's schema: what the ranker may see, and
+        the world's hidden `quality` and `topic` (see ARTICLE_SCHEMA), which
+        are no features."""
         return pl.DataFrame(
             {
                 "article_id": np.arange(self.publish_hours.size, dtype=np.int32),
@@ -226,6 +212,7 @@ class Catalog:
                 "word_count": self.word_count.astype(np.int32),
                 "breaking": self.breaking,
                 "quality": self.quality.astype(np.float32),
+                "topic": [TOPIC_NAMES[t] for t in self.topic],
             },
             schema=ARTICLE_SCHEMA,
         )
@@ -234,11 +221,16 @@ class Catalog:
 @dataclass(frozen=True)
 class Readers:
     """Hidden tastes over subcategories that drift from `taste_start` to
-    `taste_end` over the period, an hour of day they like to read, a main
-    device, an activity level, and the hour they join (0 for most)."""
+    `taste_end` over the period (one row per reader, summing to 1), and
+    likewise over the topics of each subcategory (`topic_taste_*`, one column
+    per topic; the TOPICS_PER_SUBCATEGORY columns of each subcategory sum to
+    1), an hour of day they like to read, a main device, an activity level,
+    and the hour they join (0 for most)."""
 
     taste_start: npt.NDArray[np.float64]
     taste_end: npt.NDArray[np.float64]
+    topic_taste_start: npt.NDArray[np.float64]
+    topic_taste_end: npt.NDArray[np.float64]
     activity: npt.NDArray[np.float64]
     joins: npt.NDArray[np.float64]
     peak_hour: npt.NDArray[np.float64]
@@ -281,9 +273,13 @@ class NewsWorld:
 
     @staticmethod
     def draw(config: WorldConfig) -> NewsWorld:
-        """Everything random in the world, from one generator seeded by
-        `config.seed`: the same config always gives the same world."""
+        """Everything random in the world, from `config.seed`: the same config
+        always gives the same world. Topics, the tastes for them and the
+        titles come from their own stream of the seed, so that the topics can
+        change without changing anything else (articles, readers, page views,
+        the editor's order, noise, click draws)."""
         rng = np.random.default_rng(config.seed)
+        topic_rng = np.random.default_rng([config.seed, TOPIC_STREAM])
         n_cat, n_sub = len(CATEGORY_NAMES), len(SUBCATEGORY_NAMES)
         horizon = config.days * 24.0
         k = config.candidates_per_impression
@@ -309,19 +305,43 @@ class NewsWorld:
             return np.asarray(cat[:, SUBCATEGORY_CATEGORY] * sub)
 
         taste_start = tastes()
+        taste_end = 0.6 * taste_start + 0.4 * tastes()
+        activity = rng.lognormal(0.0, 1.2, config.n_users)
+        joins = np.where(
+            rng.uniform(size=config.n_users) < config.new_user_share,
+            rng.uniform(0.0, horizon * 0.9, config.n_users),
+            0.0,
+        )
+        peak_hour = rng.choice([7.5, 12.5, 20.0], config.n_users, p=[0.4, 0.2, 0.4])
+        main_device = rng.choice(len(DEVICES), config.n_users, p=[0.6, 0.3, 0.1])
+
+        # Topics: each article's, uniform within its subcategory; each
+        # topic's appeal to everyone (a few are hot, a few nobody wants);
+        # each reader's taste over the topics of every subcategory, peaked on
+        # one or two and drifting like the subcategory taste.
+        n_topics = len(TOPIC_NAMES)
+        topic = subcategory * TOPICS_PER_SUBCATEGORY + topic_rng.integers(
+            0, TOPICS_PER_SUBCATEGORY, n_art
+        )
+        topic_appeal = topic_rng.normal(0.0, TOPIC_APPEAL_SD, n_topics)
+
+        def topic_tastes() -> npt.NDArray[np.float64]:
+            within = topic_rng.dirichlet(
+                np.full(TOPICS_PER_SUBCATEGORY, TOPIC_TASTE_CONCENTRATION), (config.n_users, n_sub)
+            )
+            return np.asarray(within.reshape(config.n_users, n_topics))
+
+        topic_taste_start = topic_tastes()
         readers = Readers(
             taste_start=taste_start,
-            taste_end=0.6 * taste_start + 0.4 * tastes(),
-            activity=rng.lognormal(0.0, 1.2, config.n_users),
-            joins=np.where(
-                rng.uniform(size=config.n_users) < config.new_user_share,
-                rng.uniform(0.0, horizon * 0.9, config.n_users),
-                0.0,
-            ),
-            peak_hour=rng.choice([7.5, 12.5, 20.0], config.n_users, p=[0.4, 0.2, 0.4]),
-            main_device=rng.choice(len(DEVICES), config.n_users, p=[0.6, 0.3, 0.1]),
+            taste_end=taste_end,
+            topic_taste_start=topic_taste_start,
+            topic_taste_end=0.6 * topic_taste_start + 0.4 * topic_tastes(),
+            activity=activity,
+            joins=joins,
+            peak_hour=peak_hour,
+            main_device=main_device,
         )
-        activity, joins = readers.activity, readers.joins
 
         # Sessions of one to a few impressions, a few minutes apart.
         n_imp = config.n_impressions
@@ -363,13 +383,15 @@ class NewsWorld:
         window_end = np.maximum(window_end, window_start + k)
         candidates = _sample_candidates(rng, window_start, window_end, k)
         # The catalog without its titles, which are drawn last.
-        untitled = Catalog(publish, subcategory, quality, breaking, word_count, [])
+        untitled = Catalog(
+            publish, subcategory, quality, breaking, word_count, topic, topic_appeal, []
+        )
         interest = untitled.interest(candidates, times)
         editorial = quality[candidates] + 0.8 * interest + rng.normal(0.0, 0.4, interest.shape)
         utility = _utility(untitled, readers, horizon, user_of, device_of, times, candidates)
         utility = utility + rng.normal(0.0, 0.3, interest.shape)
         click_draw = rng.uniform(size=interest.shape)
-        catalog = replace(untitled, titles=_titles(rng, subcategory))
+        catalog = replace(untitled, titles=_titles(topic_rng, topic))
         page_views = PageViews(
             times, session_of, user_of, device_of, candidates, editorial, utility, click_draw
         )
@@ -423,15 +445,30 @@ def _utility(
 ) -> npt.NDArray[np.float64]:
     """The true utility of each candidate for the page view's reader, on its
     device, at its moment, before the moment's noise: the reader's drifting
-    taste for the subcategory, the story's quality and current interest, the
-    rhythm of the day (news in the morning, sport in the evening), and long
-    reads being a chore on a phone."""
+    taste for the subcategory, the reader's drifting taste for the story's
+    topic within that subcategory (TOPIC_TASTE_WEIGHT * log(4 * taste + 0.1):
+    0 for a reader indifferent among the four, +0.7 for the one topic a
+    reader follows, -1.2 for one they never read), the topic's appeal to
+    everyone (hot topics; standard deviation TOPIC_APPEAL_SD), the story's
+    quality and current interest, the rhythm of the day (news in the
+    morning, sport in the evening), and long reads being a chore on a phone.
+
+    The topic matters about as much as quality and less than the
+    subcategory: in the default world the standard deviation within a page
+    is 0.42 for the topic taste term and 0.33 for the appeal, against 1.45
+    for the subcategory taste, 0.34 for quality and 0.98 for interest.
+    Neither topic term is a feature: a ranker sees the topic only through
+    the title's words (and the clicks on similar titles)."""
     n_sub = len(SUBCATEGORY_NAMES)
     drift = (hours / horizon)[:, None]
     sub_c = catalog.subcategory[candidates]
     taste = (1 - drift) * readers.taste_start[user[:, None], sub_c] + drift * readers.taste_end[
         user[:, None], sub_c
     ]
+    topic_c = catalog.topic[candidates]
+    topic_taste = (1 - drift) * readers.topic_taste_start[
+        user[:, None], topic_c
+    ] + drift * readers.topic_taste_end[user[:, None], topic_c]
     hour_of_day = np.mod(hours, 24.0)[:, None]
     cat_c = catalog.category[candidates]
     morning_news = (hour_of_day >= 6) & (hour_of_day < 10) & np.isin(cat_c, [0, 1, 7])
@@ -439,6 +476,8 @@ def _utility(
     long_on_mobile = (device[:, None] == 0) & (catalog.word_count[candidates] > 1100)
     return np.asarray(
         1.1 * np.log(taste * n_sub + 0.05)
+        + TOPIC_TASTE_WEIGHT * np.log(topic_taste * TOPICS_PER_SUBCATEGORY + 0.1)
+        + catalog.topic_appeal[topic_c]
         + 1.6 * catalog.quality[candidates]
         + 1.0 * np.log(catalog.interest(candidates, hours) + 0.02)
         + 0.4 * morning_news
