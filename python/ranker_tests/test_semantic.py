@@ -260,7 +260,7 @@ def test_each_title_is_embedded_once_and_edits_again(tmp_path: Path) -> None:
     edited = ["Bundestag stimmt ab", "Neuer Weltrekord im Marathon", "Bundestag stimmt ab", ""]
     second = embed_articles(_articles(edited), encoder, cache_dir=tmp_path)
     assert encoder.seen == ["Neuer Weltrekord im Marathon"]
-    assert second.embedded == 1
+    assert (second.embedded, second.cached) == (1, 1)
     unchanged = first.frame.filter(pl.col("article_id") == 0)
     assert_frame_equal(unchanged, second.frame.filter(pl.col("article_id") == 0))
 

@@ -38,8 +38,8 @@ def _embed_click_log(args: argparse.Namespace) -> tuple[pl.DataFrame, str]:
     path = write_embeddings(run, args.data)
     rate = f" ({run.articles_per_second:,.0f} titles/s)" if run.embedded else ""
     print(
-        f"{run.articles:,} article embeddings from {run.model}: {run.embedded:,} titles embedded "
-        f"in {run.seconds:.1f} s{rate}, {run.articles - run.embedded:,} from the cache; "
+        f"{run.articles:,} article embeddings from {run.model}: {run.embedded:,} distinct "
+        f"titles embedded in {run.seconds:.1f} s{rate}, {run.cached:,} found in the cache; "
         f"written to {path}",
         file=sys.stderr if args.quiet else sys.stdout,
     )

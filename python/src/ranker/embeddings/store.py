@@ -41,14 +41,16 @@ def default_cache() -> Path:
 
 @dataclass(frozen=True)
 class EmbeddingRun:
-    """What `embed_articles` did: articles in the output, how many titles the
-    model embedded (the rest came from the cache), and how long that took."""
+    """What `embed_articles` did: articles in the output, the distinct titles
+    the model embedded and those found in the cache, and how long the model
+    took."""
 
     frame: pl.DataFrame
     model: str
     articles: int
     embedded: int
     seconds: float
+    cached: int = 0
 
     @property
     def articles_per_second(self) -> float:
@@ -143,7 +145,8 @@ def embed_articles(
             _vector_frame("key", list(everything), everything, encoder), cache_path, None
         )
     frame = _vector_frame("article_id", titled["article_id"].to_list(), everything, encoder, keys)
-    return EmbeddingRun(frame, encoder.name, frame.height, len(fresh), seconds)
+    hits = len(set(keys) & cached.keys())
+    return EmbeddingRun(frame, encoder.name, frame.height, len(fresh), seconds, hits)
 
 
 def _vector_frame(
