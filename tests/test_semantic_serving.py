@@ -148,3 +148,22 @@ def test_embeddings_of_the_wrong_length_are_refused_naming_the_field(
     (rejection,) = reply.rejected
     assert "embedding" in rejection.field
     assert "512" in rejection.reason
+
+
+def test_simulated_readers_are_served_with_the_semantic_features(
+    served: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ranker simulate` sees that the model names semantic features and
+    publishes the world's articles with their embeddings."""
+    out = tmp_path / "sim"
+    args = ["simulate", "--server", served.target, "--readers", "60", "--days", "1"]
+    assert main([*args, "--seed", "8", "--out", str(out)]) == 0
+    assert "page views of" in capsys.readouterr().out
+    with RankerClient(served.target) as client:
+        info = client.model_info()
+        reply = client.rank("0", ["0", "1", "2"], return_features=True)
+    names = list(info.feature_names)
+    prior = [c.features[names.index("article_semantic_prior_ctr")] for c in reply.candidates]
+    # The world's first articles were upserted with vectors; a later one has
+    # earlier neighbours, so at least one prior is a number, not missing.
+    assert any(not math.isnan(p) for p in prior), prior

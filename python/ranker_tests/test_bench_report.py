@@ -77,6 +77,10 @@ def test_online_feature_lines_parse_into_latency_and_ingestion() -> None:
             "  937880 candidates/s  125067 B/op  19 allocs/op",
             "BenchmarkRankByIDs/candidates=1000/by-ids-redis-2  46  25682543 ns/op"
             "  38937 candidates/s  4962330 B/op  108210 allocs/op",
+            "BenchmarkRankByIDs/candidates=1000/by-ids-semantic-2  1500  1599000 ns/op"
+            "  625390 candidates/s  125067 B/op  19 allocs/op",
+            "BenchmarkRankByIDs/candidates=1000/by-ids-semantic-redis-2  40  30820000 ns/op"
+            "  32446 candidates/s  4962330 B/op  108210 allocs/op",
             "BenchmarkRecordEvents/backend=memory-2  787  3628046 ns/op  303193 events/s",
             "BenchmarkRecordEvents/backend=durable-2  573  4726940 ns/op  232709 events/s",
             "BenchmarkRecordEvents/backend=redis-2  38  27731384 ns/op  39666 events/s",
@@ -87,6 +91,8 @@ def test_online_feature_lines_parse_into_latency_and_ingestion() -> None:
         "features-sent": 722.811,
         "by-ids": 1066.234,
         "by-ids-redis": 25682.543,
+        "by-ids-semantic": 1599.0,
+        "by-ids-semantic-redis": 30820.0,
     }
     assert online["events_per_second"] == {
         "memory": 303193.0,
@@ -106,3 +112,5 @@ def test_online_feature_lines_parse_into_latency_and_ingestion() -> None:
     )
     assert "| 1000 | 722.8 | 1,066.2 | 1.48x | 25,682.5 | 35.5x |" in text
     assert "39,666 events/s in Redis" in text
+    # With and without the semantic features, side by side.
+    assert "| 1000 | 1,066.2 | 1,599.0 | 1.50x | 25,682.5 | 30,820.0 | 1.20x |" in text

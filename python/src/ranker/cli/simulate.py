@@ -51,11 +51,11 @@ def _simulate(args: argparse.Namespace) -> int:
                 f"--server {args.server}: no ranking server answers "
                 f"({err.code().name}: {err.details()})"
             ) from None
-    if status != "SERVING":
-        raise UserError(
-            f"--server {args.server}: ranking service {status}, not SERVING (no model loaded?)"
-        )
-        needs: set[str] = set(client.model_info().feature_names)
+        if status != "SERVING":
+            raise UserError(
+                f"--server {args.server}: ranking service {status}, not SERVING (no model loaded?)"
+            )
+        needs = set(client.model_info().feature_names)
     world = NewsWorld.draw(WorldConfig.population(args.readers, args.days, args.seed))
     embeddings = None
     if needs & set(SEMANTIC_FEATURES):
