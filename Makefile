@@ -114,7 +114,7 @@ serve: $(SETUP_STAMP) $(MODELS)/$(MODEL_NAME) build ## Serve the newest demo mod
 replay: setup train build ## Replay the default click log through a fresh server: its online features must equal the training rows (~2 min)
 	$(RANKER) replay --data $(DATA) --server-binary $(SERVER) --model $(MODELS)/$(MODEL_NAME)
 
-replay-semantic: setup train-semantic build ## The same replay with the semantic model: its embedding features too must equal the training rows (~3 min)
+replay-semantic: setup train-semantic build ## Train the semantic model, then replay the default log through it: its embedding features too must equal the training rows (~5 min)
 	$(RANKER) replay --data $(DATA) --server-binary $(SERVER) --model $(MODELS)/$(MODEL_NAME)-semantic
 
 demo: setup train build ## Train on the default data, start the server, rank one impression, stop

@@ -15,10 +15,11 @@ import pytest
 from ranker.cli import main
 from ranker.data.schema import ClickLog
 from ranker.data.world import WorldConfig, generate
+from ranker.embeddings.store import embeddings_for
 from ranker.features.spec import SEMANTIC_FEATURES, model_features
 from ranker.serving.client import RankerClient
 from ranker.serving.process import ServerProcess
-from ranker.serving.replay import catalog_batches, click_log_embeddings, replay
+from ranker.serving.replay import catalog_batches, replay
 from ranker.v1 import ranking_service_pb2 as pb
 from tests.support import RedisServer
 
@@ -112,8 +113,7 @@ def test_an_article_without_an_embedding_has_missing_semantic_features(
 ) -> None:
     data, _ = trained
     log = ClickLog.read(data)
-    embeddings = click_log_embeddings(data)
-    assert embeddings is not None
+    embeddings = embeddings_for(data, log.articles)
     with RankerClient(served.target) as client:
         for batch in catalog_batches(log.articles, embeddings):
             assert not client.upsert_articles(batch).rejected

@@ -6,6 +6,7 @@ refused by name."""
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from collections.abc import Sequence
 from datetime import timedelta
@@ -22,6 +23,7 @@ from ranker.data.world import WorldConfig, generate
 from ranker.embeddings.store import (
     EmbeddingRun,
     embed_articles,
+    embeddings_for,
     read_embeddings,
     write_embeddings,
 )
@@ -294,3 +296,49 @@ def test_embeddings_file_round_trips_and_bad_files_are_named(tmp_path: Path) -> 
     bad.write_bytes(b"not parquet")
     with pytest.raises(ValueError, match=r"bad\.parquet: not a readable"):
         read_embeddings(bad)
+
+
+def test_embeddings_must_be_the_models_and_of_the_current_titles(tmp_path: Path) -> None:
+    articles = _articles(["Eins", "Zwei", "Drei"])
+    write_embeddings(embed_articles(articles, CountingEncoder()), tmp_path)
+    frame = embeddings_for(tmp_path, articles, model=CountingEncoder.name, dimensions=8)
+    assert frame.height == 3
+    with pytest.raises(ValueError, match=r"vectors of 'counting-encoder-v1', not 'other'"):
+        embeddings_for(tmp_path, articles, model="other")
+    with pytest.raises(ValueError, match="8 components, the model expects 512"):
+        embeddings_for(tmp_path, articles, dimensions=512)
+    edited = _articles(["Eins", "Zwei (aktualisiert)", "Drei"])
+    with pytest.raises(ValueError, match="1 articles' titles differ"):
+        embeddings_for(tmp_path, edited)
+    with pytest.raises(ValueError, match="missing"):
+        embeddings_for(tmp_path / "elsewhere", articles)
+
+
+def test_cached_vectors_that_are_not_unit_vectors_are_embedded_again(tmp_path: Path) -> None:
+    encoder = CountingEncoder()
+    embed_articles(_articles(["Eins", "Zwei"]), encoder, cache_dir=tmp_path)
+    (cache,) = tmp_path.iterdir()
+    poisoned = pl.read_parquet(cache).with_columns(pl.col("embedding") * 1000)
+    poisoned.write_parquet(cache)
+    encoder.seen.clear()
+    run = embed_articles(_articles(["Eins", "Zwei"]), encoder, cache_dir=tmp_path)
+    assert sorted(encoder.seen) == ["Eins", "Zwei"]
+    assert run.cached == 0
+
+
+def test_an_unwritable_cache_is_skipped_and_no_titles_is_an_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    run = embed_articles(_articles(["Eins"]), CountingEncoder(), cache_dir=blocker / "cache")
+    assert run.frame.height == 1
+    with pytest.raises(ValueError, match="no article has a title"):
+        embed_articles(_articles(["", "  "]), CountingEncoder())
+
+
+def test_the_embeddings_file_is_as_readable_as_other_data(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        path = write_embeddings(embed_articles(_articles(["Eins"]), CountingEncoder()), tmp_path)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -180,6 +180,7 @@ func (c Config) validate() error {
 	if c.EmbeddingDimensions < 1 || c.EmbeddingDimensions > features.MaxEmbeddingDimensions {
 		errs = append(errs, fmt.Errorf("embedding-dimensions: %d, want 1 to %d", c.EmbeddingDimensions, features.MaxEmbeddingDimensions))
 	}
+	c.ModelLimits.EmbeddingDimensions = c.EmbeddingDimensions // a model trained on another width is refused
 	if c.ORTThreads < 1 {
 		errs = append(errs, fmt.Errorf("ort-threads: %d, must be at least 1", c.ORTThreads))
 	}

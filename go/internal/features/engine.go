@@ -223,6 +223,14 @@ func (s *State) applyArticles(batch []Article) {
 			st = &articleState{order: ReadOrderKey(a.ID)}
 			s.articles[a.ID] = st
 		}
+		if st.sem != nil && st.PublishTime == a.PublishTime && slices.Equal(st.Quantised, a.Quantised) {
+			// The same vector at the same time (a catalog sent again, a
+			// title or section edited): no article's neighbours change.
+			st.Article = a
+			st.vector = TitleVector(a.Title, s.spec.TitleDimensions)
+			st.sem = newEmbedded(&st.Article, st.order, s.dims)
+			continue
+		}
 		if st.sem != nil {
 			moved = append(moved, st.PublishTime)
 			wasIndexed = true
@@ -243,21 +251,44 @@ func (s *State) applyArticles(batch []Article) {
 
 	// The writer alone changes the state, so it reads it here without the
 	// lock while Rank goes on; only the new lists are stored under it.
+	//
+	// The batch's articles are searched in full. An article in the window
+	// after one of them is searched in full only when its list holds a
+	// changed article (which may have left or moved); otherwise the rest of
+	// its window is as before, so its new list is the best of its old list
+	// and the changed articles now in its window: one comparison each
+	// instead of a scan of the week, which keeps an edit to a large
+	// catalog in milliseconds.
 	targets := changed
 	for _, st := range changed {
 		st.indexing = true
 	}
+	var incremental []*articleState
+	isChanged := make(map[*articleState]bool, len(changed))
+	for _, st := range changed {
+		isChanged[st] = true
+	}
 	for _, span := range spans(moved, window) {
 		lo := sort.Search(len(s.byPublish), func(i int) bool { return s.byPublish[i].PublishTime > span[0] })
 		for i := lo; i < len(s.byPublish) && s.byPublish[i].PublishTime <= span[1]; i++ {
-			if st := s.byPublish[i]; !st.indexing {
-				st.indexing = true
+			st := s.byPublish[i]
+			if st.indexing {
+				continue
+			}
+			st.indexing = true
+			if slices.ContainsFunc(st.neighbours, func(n *articleState) bool { return isChanged[n] }) {
 				targets = append(targets, st)
+			} else {
+				incremental = append(incremental, st)
 			}
 		}
 	}
-	lists := make([][]*articleState, len(targets))
+	lists := make([][]*articleState, len(targets)+len(incremental))
 	parallel(len(targets), func(i int) { lists[i] = s.neighboursOf(targets[i]) })
+	parallel(len(incremental), func(i int) {
+		lists[len(targets)+i] = s.mergeNeighbours(incremental[i], changed)
+	})
+	targets = append(targets, incremental...)
 	s.mu.Lock()
 	for i, st := range targets {
 		st.neighbours, st.indexing = lists[i], false
@@ -309,6 +340,28 @@ func (s *State) reindex(changed []*articleState, wasIndexed bool) {
 	for _, st := range changed {
 		st.indexing = false
 	}
+}
+
+// mergeNeighbours is c's neighbours when only the changed articles may have
+// entered its window and none of them was on its list: the best of its old
+// list and those of them now in the window.
+func (s *State) mergeNeighbours(c *articleState, changed []*articleState) []*articleState {
+	from := c.PublishTime - s.spec.neighbourWindow()
+	pool := slices.Clone(c.neighbours)
+	for _, x := range changed {
+		if x.sem != nil && x != c && x.PublishTime >= from && x.PublishTime < c.PublishTime {
+			pool = append(pool, x)
+		}
+	}
+	if len(pool) == len(c.neighbours) {
+		return c.neighbours
+	}
+	best := s.spec.nearest(c.sem, len(pool), func(i int) *embedded { return pool[i].sem })
+	out := make([]*articleState, len(best))
+	for j, i := range best {
+		out[j] = pool[i]
+	}
+	return out
 }
 
 // neighboursOf finds c's semantic neighbours in byPublish.
@@ -473,6 +526,21 @@ func (s *State) Counts() (articles, users, events, embeddings int) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return len(s.articles), len(s.users), s.recorded, len(s.byPublish)
+}
+
+// OtherWidthEmbeddings counts the articles whose stored embedding has
+// another width than the state's (logged before --embedding-dimensions
+// changed): they are ignored, so their semantic features are missing.
+func (s *State) OtherWidthEmbeddings() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, a := range s.articles {
+		if len(a.Quantised) > 0 && len(a.Quantised) != s.dims {
+			n++
+		}
+	}
+	return n
 }
 
 // Query is what a Rank request says about the reader and the moment.

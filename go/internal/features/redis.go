@@ -131,15 +131,23 @@ func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error
 	}
 	pipe := tx.Pipeline()
 	old := make(map[string]*redis.FloatCmd, len(final))
+	oldVector := make(map[string]*redis.StringCmd, len(final))
 	for id := range final {
 		old[id] = pipe.ZScore(ctx, pub, id)
+		oldVector[id] = pipe.HGet(ctx, r.key("a", id), "emb")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
 	var moved []int64
 	for id, e := range final {
-		if p, err := old[id].Result(); err == nil {
+		p, err := old[id].Result()
+		if err == nil && e != nil && int64(p) == e.publish && oldVector[id].Val() == string(packEmbedding(e.q)) {
+			// The same vector at the same time: no article's neighbours change.
+			delete(final, id)
+			continue
+		}
+		if err == nil {
 			moved = append(moved, int64(p))
 		}
 		if e != nil {
@@ -183,6 +191,20 @@ func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error
 	for i, e := range catalog {
 		index[e.id] = i
 	}
+	// A target outside the batch whose list holds no article of the batch
+	// keeps the rest of its window as it was: its new list is the best of
+	// its old list and the batch's articles now in its window (one
+	// comparison each, not a scan of the week).
+	pipe = tx.Pipeline()
+	oldLists := map[string]*redis.StringCmd{}
+	for id := range targets {
+		if _, inBatch := final[id]; !inBatch {
+			oldLists[id] = pipe.HGet(ctx, r.key("a", id), "nb")
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return err
+	}
 	lists := map[string][]string{}
 	for id := range targets {
 		i, ok := index[id]
@@ -192,8 +214,28 @@ func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error
 		c := catalog[i]
 		lo := sort.Search(len(catalog), func(i int) bool { return catalog[i].publish >= c.publish-window })
 		hi := sort.Search(len(catalog), func(i int) bool { return catalog[i].publish >= c.publish })
-		for _, j := range r.spec.nearest(c, hi-lo, func(k int) *embedded { return catalog[lo+k] }) {
-			lists[id] = append(lists[id], catalog[lo+j].id)
+		pool := catalog[lo:hi]
+		if cmd, kept := oldLists[id]; kept {
+			var before []string
+			if v := cmd.Val(); v != "" {
+				before = strings.Split(v, "\x00")
+			}
+			if !slices.ContainsFunc(before, func(n string) bool { _, inBatch := final[n]; return inBatch }) {
+				pool = pool[:0:0]
+				for _, n := range before {
+					if k, ok := index[n]; ok {
+						pool = append(pool, catalog[k])
+					}
+				}
+				for n, e := range final {
+					if k, ok := index[n]; ok && e != nil && n != id && e.publish >= c.publish-window && e.publish < c.publish {
+						pool = append(pool, catalog[k])
+					}
+				}
+			}
+		}
+		for _, j := range r.spec.nearest(c, len(pool), func(k int) *embedded { return pool[k] }) {
+			lists[id] = append(lists[id], pool[j].id)
 		}
 	}
 	_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {

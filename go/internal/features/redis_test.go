@@ -79,6 +79,16 @@ func TestRedisGivesTheEmbeddedStatesFeatures(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := startRedis(t)
+	// Neighbour upkeep over several upsert orders (each in a database of
+	// its own), then the features of one in detail.
+	for seed := uint64(1); seed < 4; seed++ {
+		sc := newScenario(seed+10, 60)
+		embedded := openWithDims(t, "", sc.dims)
+		shared := openRedis(t, strings.TrimSuffix(url, "/0")+fmt.Sprint("/", seed), sc.dims)
+		sc.load(t, embedded)
+		sc.load(t, shared)
+		checkNeighbours(t, spec, sc, embedded, shared)
+	}
 	sc := newScenario(3, 60)
 	embedded := openWithDims(t, "", sc.dims)
 	shared := openRedis(t, url, sc.dims)

@@ -276,6 +276,15 @@ func newScenario(seed uint64, articles int) *scenario {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	// The catalog sent again as it stands (a re-sync): nothing may change.
+	again := make([]Article, 0, len(ids))
+	for _, id := range ids {
+		again = append(again, sc.final[id])
+	}
+	r.Shuffle(len(again), func(i, j int) { again[i], again[j] = again[j], again[i] })
+	for start := 0; start < len(again); start += 7 {
+		sc.batches = append(sc.batches, again[start:min(start+7, len(again))])
+	}
 	// 600 page views a minute apart of five candidates by four readers;
 	// reader 0 clicks often, to have more than LongTermReads clicks.
 	for page := range 600 {
@@ -578,5 +587,27 @@ func TestSemanticWorkIsSkippedUnlessAColumnNamesIt(t *testing.T) {
 		if got := semanticNeedsOf(c.names, cols); got != c.want || got.reads(spec) != c.reads {
 			t.Errorf("%v: got %+v reading %d, want %+v reading %d", c.names, got, got.reads(spec), c.want, c.reads)
 		}
+	}
+}
+
+func TestEmbeddingsOfAnotherWidthAreCountedAfterARestart(t *testing.T) {
+	dir := t.TempDir()
+	s := openWithDims(t, dir, 4)
+	a := Article{ID: "1", Category: "c", Subcategory: "s", Title: "t", PublishTime: t0, Embedding: axis(0, 1)}
+	if res, err := s.UpsertArticles(context.Background(), []Article{a}); err != nil || res.Accepted != 1 {
+		t.Fatalf("upsert: %+v %v", res, err)
+	}
+	if got := s.OtherWidthEmbeddings(); got != 0 {
+		t.Fatalf("same width: got %d other-width embeddings, want 0", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wider := openWithDims(t, dir, 16)
+	if got := wider.OtherWidthEmbeddings(); got != 1 {
+		t.Fatalf("after a restart with another width: got %d, want 1", got)
+	}
+	if _, _, _, embeddings := wider.Counts(); embeddings != 0 {
+		t.Fatalf("got %d usable embeddings, want 0", embeddings)
 	}
 }

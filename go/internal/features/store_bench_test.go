@@ -207,12 +207,26 @@ func BenchmarkUpsertArticle(b *testing.B) {
 				}
 			}
 			n := len(catalog)
-			for b.Loop() {
-				if res, err := s.UpsertArticles(context.Background(), []Article{newArticle(n)}); err != nil || res.Accepted != 1 {
-					b.Fatal(res, err)
+			b.Run("new", func(b *testing.B) {
+				for b.Loop() {
+					if res, err := s.UpsertArticles(context.Background(), []Article{newArticle(n)}); err != nil || res.Accepted != 1 {
+						b.Fatal(res, err)
+					}
+					n++
 				}
-				n++
-			}
+			})
+			// An edit to the oldest article's vector: every article of the
+			// week after it may gain it as a neighbour.
+			b.Run("edit-oldest", func(b *testing.B) {
+				r := rand.New(rand.NewPCG(7, 7))
+				for b.Loop() {
+					edit := catalog[0]
+					edit.Embedding = randomEmbedding(r, DefaultEmbeddingDimensions)
+					if res, err := s.UpsertArticles(context.Background(), []Article{edit}); err != nil || res.Accepted != 1 {
+						b.Fatal(res, err)
+					}
+				}
+			})
 		})
 	}
 }

@@ -46,6 +46,15 @@ type Metadata struct {
 		// LGBMONNXAbsTol bounds |score - LightGBM score| on golden rows.
 		LGBMONNXAbsTol float64 `json:"lgbm_onnx_abs_tol"`
 	} `json:"parity"`
+	// Training describes the data; only what the server checks is read.
+	Training struct {
+		// Embeddings: the text-embedding model of the semantic features,
+		// absent for a model without them.
+		Embeddings *struct {
+			Model      string `json:"model"`
+			Dimensions int    `json:"dimensions"`
+		} `json:"embeddings"`
+	} `json:"training"`
 	LibraryVersions map[string]string `json:"library_versions"`
 	Files           map[string]struct {
 		SHA256 string `json:"sha256"`

@@ -50,6 +50,10 @@ type Limits struct {
 	MaxTrees     int
 	MaxNodes     int // every node of every tree, leaves included
 	MaxDepth     int // splits on the longest root-to-leaf path
+	// EmbeddingDimensions is the width of the title embeddings the feature
+	// state holds (--embedding-dimensions): a model trained on embeddings
+	// of another width is refused. 0 does not check.
+	EmbeddingDimensions int
 }
 
 // The flags that set Limits (package config registers them under these names).
@@ -133,6 +137,10 @@ func Load(dir string, opts LoadOptions) (*Model, error) {
 	meta, err := parseMetadata(filepath.Join(dir, MetadataJSON), rawMeta)
 	if err != nil {
 		return nil, err
+	}
+	if e := meta.Training.Embeddings; e != nil && limits.EmbeddingDimensions > 0 && e.Dimensions != limits.EmbeddingDimensions {
+		return nil, fmt.Errorf("%s: trained on %d-component embeddings (%s); the server holds %d (--embedding-dimensions)",
+			filepath.Join(dir, MetadataJSON), e.Dimensions, e.Model, limits.EmbeddingDimensions)
 	}
 	files, err := readChecksummed(dir, meta, limits.MaxFileBytes)
 	if err != nil {

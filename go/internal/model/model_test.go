@@ -510,3 +510,40 @@ func TestIsVersionDir(t *testing.T) {
 		})
 	}
 }
+
+func TestAModelTrainedOnEmbeddingsOfAnotherWidthIsRefused(t *testing.T) {
+	for _, tt := range []struct {
+		serverDims int
+		refused    bool
+	}{{512, true}, {384, false}, {0, false}} {
+		t.Run(fmt.Sprint("server=", tt.serverDims), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "m", "v1")
+			modeltest.CopyVersion(t, modeltest.News(t), dir)
+			modeltest.EditMetadata(t, dir, func(m map[string]any) {
+				training, _ := m["training"].(map[string]any)
+				if training == nil {
+					training = map[string]any{}
+				}
+				training["embeddings"] = map[string]any{"model": "some-encoder", "dimensions": 384}
+				m["training"] = training
+			})
+			m, err := Load(dir, LoadOptions{Backend: BackendNative, Threads: 1, Limits: Limits{EmbeddingDimensions: tt.serverDims}})
+			if !tt.refused {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				closeModel(t, m)
+				return
+			}
+			if err == nil {
+				closeModel(t, m)
+				t.Fatal("Load accepted a model trained on 384-component embeddings with --embedding-dimensions=512")
+			}
+			for _, want := range []string{MetadataJSON, "384-component", "some-encoder", "--embedding-dimensions"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not mention %q", err, want)
+				}
+			}
+		})
+	}
+}

@@ -149,6 +149,12 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}
 	logger.Info("feature state", "state", cfg.State, "dir", cfg.StateDir, "articles", articles, "users", users, "events", events,
 		"embeddings", embeddings, "embedding_dimensions", cfg.EmbeddingDimensions)
+	if w, ok := state.(interface{ OtherWidthEmbeddings() int }); ok {
+		if n := w.OtherWidthEmbeddings(); n > 0 {
+			logger.Warn("stored embeddings of another width are ignored: their articles' semantic features are missing until the catalog is upserted again with vectors of --embedding-dimensions",
+				"articles", n, "embedding_dimensions", cfg.EmbeddingDimensions)
+		}
+	}
 	ranking := New(models, Options{
 		Limits:    Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures, MaxRequestMemory: cfg.MaxRequestMemory},
 		Admission: Admission{MaxScoring: cfg.MaxScoring, MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout},

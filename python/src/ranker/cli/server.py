@@ -44,7 +44,7 @@ def _demo(args: argparse.Namespace) -> int:
     from ranker.data.schema import ClickLog
     from ranker.serving.client import RankerClient, format_ranking
     from ranker.serving.process import ServerProcess, ort_library_path
-    from ranker.serving.replay import click_log_embeddings, load_history
+    from ranker.serving.replay import embeddings_for_model, load_history
 
     request, clicked, impression = _demo_request(args.data, args.top_k)
     log = ClickLog.read(args.data)
@@ -59,7 +59,9 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"server healthy on {server.target}")
             info = client.model_info()
             print(f"serving {info.model_name} {info.model_version} on {info.backend}")
-            embeddings = click_log_embeddings(args.data)  # when `ranker embed` wrote them
+            embeddings = embeddings_for_model(
+                args.data, log.articles, info.feature_names, args.model
+            )
             events = load_history(client, log, before=first["time"], embeddings=embeddings)
             print(f"recorded {events:,} events of the log before {first['time']}")
             print(
@@ -97,7 +99,7 @@ def _replay(args: argparse.Namespace) -> int:
                 extra_args=[f"--state-dir={state}"],
             ) as server,
         ):
-            report = replay(args.data, server.target)
+            report = replay(args.data, server.target, model_dir=args.model)
     else:
         raise SystemExit("replay needs --server ADDR, or --server-binary and --model to start one")
     print(report.text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -75,6 +76,7 @@ def _train(args: argparse.Namespace) -> int:
         if not isinstance(source, ClickLogSource):
             raise UserError("--semantic needs a click-log directory (the article titles)")
         _writable(args.models)
+        _writable(args.data)  # article_embeddings.parquet goes beside the log
         embeddings, model = _embed_click_log(args)
         source = ClickLogSource(args.data, embeddings, model)
     _writable(args.models)
@@ -115,9 +117,10 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import lightgbm as lgb
 
-    from ranker.embeddings import EMBEDDINGS_FILE, read_embeddings
+    from ranker.data.schema import ARTICLES_FILE
+    from ranker.embeddings.store import embeddings_for, expected_embeddings
     from ranker.evaluation.report import evaluate, markdown, write_report
-    from ranker.export.artifact import MODEL_TXT
+    from ranker.export.artifact import METADATA_JSON, MODEL_TXT
     from ranker.features.build import feature_table
     from ranker.features.spec import SEMANTIC_FEATURES, model_features
     from ranker.training.dataset import time_split
@@ -126,13 +129,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     semantic = any(n in SEMANTIC_FEATURES for n in booster.feature_name())
     embeddings = None
     if semantic:
-        path = args.data / EMBEDDINGS_FILE
-        if not path.is_file():
-            raise UserError(
-                f"{args.model} uses semantic features: {path} is missing "
-                "(`ranker embed --data` writes it)"
-            )
-        embeddings, _ = read_embeddings(path)
+        metadata = json.loads((args.model / METADATA_JSON).read_text())
+        model, dimensions = expected_embeddings(metadata) or (None, None)
+        articles = pl.read_parquet(args.data / ARTICLES_FILE)
+        embeddings = embeddings_for(args.data, articles, model=model, dimensions=dimensions)
     names = model_features(semantic=semantic)
     if list(names) != booster.feature_name():
         raise UserError(f"{args.model}: its features are not this pipeline's {len(names)} features")

@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -75,10 +76,18 @@ def _read_cache(path: Path, dimensions: int) -> dict[str, npt.NDArray[np.float32
         vectors = np.asarray(frame["embedding"].to_numpy(), np.float32).reshape(
             len(keys), dimensions
         )
-    except Exception as err:  # a torn or foreign file: recompute, never trust it
+    except (Exception, pl.exceptions.PanicException) as err:  # torn or foreign: never trust it
         print(f"{path}: unreadable embedding cache ({err}); recomputing", file=sys.stderr)
         return {}
-    return dict(zip(keys, vectors, strict=True))
+    # A vector that is not a finite unit vector is dropped and embedded again.
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    good = np.isfinite(norms) & (np.abs(norms - 1.0) <= UNIT_TOLERANCE)
+    if not good.all():
+        print(
+            f"{path}: {int((~good).sum())} cached vectors are not unit vectors; recomputing them",
+            file=sys.stderr,
+        )
+    return {k: v for k, v, ok in zip(keys, vectors, good, strict=True) if ok}
 
 
 def _atomic_parquet(frame: pl.DataFrame, path: Path, metadata: dict[str, str] | None) -> None:
@@ -86,6 +95,11 @@ def _atomic_parquet(frame: pl.DataFrame, path: Path, metadata: dict[str, str] | 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
+        # mkstemp makes the file private; data files are as readable as the
+        # umask lets any other file be.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         frame.write_parquet(tmp, metadata=metadata)
         os.replace(tmp, path)
     finally:
@@ -117,6 +131,8 @@ def embed_articles(
     titled = articles.select("article_id", "title").filter(
         pl.col("title").is_not_null() & (pl.col("title").str.strip_chars() != "")
     )
+    if titled.is_empty():
+        raise ValueError("no article has a title to embed")
     titles = titled["title"].to_list()
     keys = text_keys(encoder.name, titles)
     cache_path = _cache_file(cache_dir, encoder.name) if cache_dir else None
@@ -141,10 +157,20 @@ def embed_articles(
 
     everything = {**cached, **fresh}
     if cache_path is not None and fresh:
-        _atomic_parquet(
-            _vector_frame("key", list(everything), everything, encoder), cache_path, None
-        )
-    frame = _vector_frame("article_id", titled["article_id"].to_list(), everything, encoder, keys)
+        try:
+            _atomic_parquet(
+                _vector_frame("key", list(everything), everything, encoder), cache_path, None
+            )
+        except OSError as err:  # the cache is an optimisation: say so and go on
+            print(f"{cache_path}: not cached ({err.strerror})", file=sys.stderr)
+    frame = _vector_frame(
+        "article_id", titled["article_id"].to_list(), everything, encoder, keys
+    ).with_columns(pl.Series("title_key", keys, pl.String))
+    _check_vectors(
+        np.asarray(frame["embedding"].to_numpy(), np.float32).reshape(frame.height, -1),
+        encoder.dimensions,
+        encoder.name,
+    )
     hits = len(set(keys) & cached.keys())
     return EmbeddingRun(frame, encoder.name, frame.height, len(fresh), seconds, hits)
 
@@ -175,7 +201,10 @@ def write_embeddings(run: EmbeddingRun, data_dir: Path) -> Path:
     """The run's vectors as data_dir/article_embeddings.parquet, the model's
     name in the file's metadata."""
     path = data_dir / EMBEDDINGS_FILE
-    _atomic_parquet(run.frame, path, {MODEL_KEY: run.model})
+    try:
+        _atomic_parquet(run.frame, path, {MODEL_KEY: run.model})
+    except OSError as err:
+        raise ValueError(f"{path}: cannot write ({err.strerror})") from None
     return path
 
 
@@ -185,14 +214,19 @@ def read_embeddings(path: Path) -> tuple[pl.DataFrame, str]:
     try:
         meta = pl.read_parquet_metadata(path)
         frame = pl.read_parquet(path)
-    except (OSError, pl.exceptions.PolarsError) as err:
-        raise ValueError(f"{path}: not a readable embeddings file ({err})") from None
+    except (OSError, pl.exceptions.PolarsError, pl.exceptions.PanicException) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path}: not a readable embeddings file ({first})") from None
     model = meta.get(MODEL_KEY)
     if not model:
         raise ValueError(f"{path}: no {MODEL_KEY} entry naming the embedding model")
     dtype = frame.schema.get("embedding")
     if "article_id" not in frame.columns or not isinstance(dtype, pl.Array):
         raise ValueError(f"{path}: needs the columns article_id and embedding (a fixed-size array)")
+    if not frame.schema["article_id"].is_integer():
+        raise ValueError(f"{path}: article_id must be an integer column")
+    if frame.is_empty():
+        raise ValueError(f"{path}: no embeddings in the file")
     if frame["article_id"].null_count() or frame["article_id"].n_unique() != frame.height:
         raise ValueError(f"{path}: article_id must be present and unique")
     vectors = np.asarray(frame["embedding"].to_numpy(), np.float32).reshape(frame.height, -1)
@@ -202,3 +236,57 @@ def read_embeddings(path: Path) -> tuple[pl.DataFrame, str]:
     if frame.height and np.abs(norms - 1.0).max() > UNIT_TOLERANCE:
         raise ValueError(f"{path}: embeddings must be unit vectors")
     return frame.with_columns(pl.col("article_id").cast(pl.Int32)), model
+
+
+def embeddings_for(
+    data_dir: Path,
+    articles: pl.DataFrame,
+    *,
+    model: str | None = None,
+    dimensions: int | None = None,
+) -> pl.DataFrame:
+    """The click log's article embeddings, checked against what they will be
+    used with: written by `model` with `dimensions` components when those are
+    given (a model version's metadata records them), and embedding the
+    catalog's current titles (an edited or replaced title makes the file
+    stale). ValueError naming the file otherwise."""
+    path = data_dir / EMBEDDINGS_FILE
+    if not path.is_file():
+        raise ValueError(f"{path}: missing (`ranker embed --data {data_dir}` writes it)")
+    frame, written_by = read_embeddings(path)
+    rerun = f"`ranker embed --data {data_dir}` writes them anew"
+    if model is not None and written_by != model:
+        raise ValueError(f"{path}: vectors of {written_by!r}, not {model!r}: {rerun}")
+    dtype = frame.schema["embedding"]
+    width = dtype.size if isinstance(dtype, pl.Array) else None
+    if dimensions is not None and width != dimensions:
+        raise ValueError(f"{path}: {width} components, the model expects {dimensions}: {rerun}")
+    if "title_key" not in frame.columns:
+        raise ValueError(f"{path}: no title_key column to check the titles against: {rerun}")
+    current = articles.select("article_id", "title").filter(
+        pl.col("title").is_not_null() & (pl.col("title").str.strip_chars() != "")
+    )
+    expected = dict(
+        zip(
+            current["article_id"].to_list(),
+            text_keys(written_by, current["title"].to_list()),
+            strict=True,
+        )
+    )
+    stored = dict(zip(frame["article_id"].to_list(), frame["title_key"].to_list(), strict=True))
+    stale = sum(1 for i, k in expected.items() if stored.get(i) != k)
+    stale += sum(1 for i in stored if i not in expected)
+    if stale:
+        raise ValueError(
+            f"{path}: {stale:,} articles' titles differ from what was embedded: {rerun}"
+        )
+    return frame
+
+
+def expected_embeddings(metadata: dict[str, Any]) -> tuple[str, int] | None:
+    """The embedding model and width a model version was trained with (its
+    metadata.json), or None for a model without semantic features."""
+    recorded = metadata.get("training", {}).get("embeddings")
+    if not recorded:
+        return None
+    return str(recorded["model"]), int(recorded["dimensions"])

@@ -12,7 +12,8 @@ operations in the same order, and NaN equals NaN.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +23,8 @@ import numpy.typing as npt
 import polars as pl
 
 from ranker.data.schema import ClickLog
-from ranker.embeddings import EMBEDDINGS_FILE, read_embeddings
+from ranker.embeddings.store import embeddings_for, expected_embeddings
+from ranker.export.artifact import METADATA_JSON
 from ranker.features.build import build_features
 from ranker.features.spec import SEMANTIC_FEATURES, model_features
 from ranker.serving.client import RankerClient
@@ -161,27 +163,43 @@ def load_history(
     return accepted
 
 
-def click_log_embeddings(data_dir: Path) -> pl.DataFrame | None:
-    """The click log's article embeddings, when `ranker embed` wrote them."""
-    path = data_dir / EMBEDDINGS_FILE
-    return read_embeddings(path)[0] if path.is_file() else None
+def embeddings_for_model(
+    data_dir: Path,
+    articles: pl.DataFrame,
+    feature_names: Sequence[str],
+    model_dir: Path | None = None,
+) -> pl.DataFrame | None:
+    """The click log's article embeddings when the model (its feature names)
+    uses semantic features, else None. They must exist and embed the
+    catalog's current titles; with the model's version directory (or its
+    name directory holding the version), they must also come from the
+    embedding model and width it was trained with."""
+    if not set(feature_names) & set(SEMANTIC_FEATURES):
+        return None
+    expected = None
+    if model_dir is not None:
+        for candidate in (model_dir / METADATA_JSON, *sorted(model_dir.glob(f"*/{METADATA_JSON}"))):
+            if candidate.is_file():
+                metadata = json.loads(candidate.read_text())
+                if list(metadata.get("feature_names", [])) == list(feature_names):
+                    expected = expected_embeddings(metadata)
+    model, dimensions = expected if expected else (None, None)
+    return embeddings_for(data_dir, articles, model=model, dimensions=dimensions)
 
 
-def replay(data_dir: Path, target: str, *, max_examples: int = 5) -> ReplayReport:
-    """Replay the click log (with its article embeddings, if any) and compare
+def replay(
+    data_dir: Path, target: str, *, model_dir: Path | None = None, max_examples: int = 5
+) -> ReplayReport:
+    """Replay the click log (with its article embeddings for a model with
+    semantic features; `model_dir` checks they are the model's) and compare
     every feature the model scores with its training row."""
     log = ClickLog.read(data_dir)
-    embeddings = click_log_embeddings(data_dir)
-    table = build_features(log.impressions.lazy(), log.articles.lazy(), embeddings)
-    compared = model_features(semantic=embeddings is not None)
     report = ReplayReport()
     with RankerClient(target) as client:
-        needs = set(client.model_info().feature_names)
-        if needs & set(SEMANTIC_FEATURES) and embeddings is None:
-            raise ValueError(
-                f"the served model uses semantic features and {data_dir / EMBEDDINGS_FILE} "
-                "is missing: `ranker embed --data` writes it"
-            )
+        needs = list(client.model_info().feature_names)
+        embeddings = embeddings_for_model(data_dir, log.articles, needs, model_dir)
+        table = build_features(log.impressions.lazy(), log.articles.lazy(), embeddings)
+        compared = model_features(semantic=embeddings is not None)
         report.largest = dict.fromkeys((n for n in compared if n in needs), 0.0)
         upsert_catalog(client, log.articles, embeddings)
         devices = log.impressions.select("impression_id", "device").unique("impression_id")
