@@ -10,6 +10,7 @@ import (
 
 	"ranker/internal/model"
 	"ranker/internal/model/modeltest"
+	"ranker/internal/treeensemble"
 )
 
 // benchModels reads RANKER_BENCH_MODELS ("name=dir,name=dir"); `make bench`
@@ -31,8 +32,11 @@ func benchModels(b *testing.B) [][2]string {
 }
 
 // BenchmarkScore scores batches of golden rows with each backend, on one
-// thread and on all cores, and reports rows/s. It needs RANKER_BENCH_MODELS
-// and RANKER_ORT_LIB (see modeltest.ORT).
+// thread and on all cores, and reports rows/s. backend=native is the native
+// evaluator as loaded (the fastest vector level this CPU runs);
+// backend=native-<level> forces each level the CPU runs (avx512, avx2,
+// scalar). It needs RANKER_BENCH_MODELS and RANKER_ORT_LIB (see
+// modeltest.ORT).
 func BenchmarkScore(b *testing.B) {
 	models := benchModels(b)
 	modeltest.ORT(b, model.InitRuntime)
@@ -65,7 +69,20 @@ func BenchmarkScore(b *testing.B) {
 			if threads == 1 {
 				scorers["native"] = native.Ensemble().ScoreSerial
 			}
-			for _, backend := range []string{"native", "onnxruntime"} {
+			backends := []string{"native", "onnxruntime"}
+			for _, level := range treeensemble.SIMDLevels() {
+				e, err := native.Ensemble().WithSIMD(level)
+				if err != nil {
+					b.Fatal(err)
+				}
+				backend := "native-" + level
+				backends = append(backends, backend)
+				scorers[backend] = e.Score
+				if threads == 1 {
+					scorers[backend] = e.ScoreSerial
+				}
+			}
+			for _, backend := range backends {
 				score := scorers[backend]
 				for _, batch := range []int{1, 100, 1000} {
 					// Successive calls score different rows, so a small batch
