@@ -64,7 +64,7 @@ func (e *Ensemble) scoreRange(rows []float32, start, end int, out []float32) {
 		block := rows[b*f : (b+m)*f]
 		switch {
 		case e.qs != nil && e.lanes > 0:
-			e.sumQuickScorerSIMD(block, m, sums)
+			e.sumQuickScorerSIMD(block, m, sums, words)
 		case e.qs != nil:
 			e.sumQuickScorer(block, m, sums, words)
 		case e.lock != nil:

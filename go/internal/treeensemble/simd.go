@@ -107,16 +107,37 @@ func getScratch(words, xs int) *simdScratch {
 // each call stays short even on the largest model the limits admit.
 const maskChunk = 8
 
-// sumQuickScorerSIMD is sumQuickScorer with e.lanes rows per pass.
-func (e *Ensemble) sumQuickScorerSIMD(block []float32, m int, sums []float32) {
-	lanes := e.lanes
+// scalarMaxRows is the most rows scored one at a time rather than in a
+// vector pass: a pass costs about as much for one row as for a full
+// register, and the scalar search visits only the row's own false splits.
+// Measured on a 500-tree, 63-leaf forest: one or two rows are faster scalar,
+// three about even, more faster in a pass; and 3 to 8 rows faster in the
+// 8-lane pass than in the 16-lane one.
+const scalarMaxRows = 2
+
+// sumQuickScorerSIMD is sumQuickScorer with up to e.lanes rows per pass;
+// words is the scalar path's scratch, for the rows left over.
+func (e *Ensemble) sumQuickScorerSIMD(block []float32, m int, sums []float32, words []uint64) {
 	q := e.qs
-	s := getScratch(q.numTrees*16, e.nFeatures*16)
-	defer scratchPool.Put(s)
 	f := e.nFeatures
-	for at := 0; at < m; at += lanes {
-		k := min(lanes, m-at)
+	if m <= scalarMaxRows {
+		e.sumQuickScorer(block, m, sums, words)
+		return
+	}
+	s := getScratch(q.numTrees*16, f*16)
+	defer scratchPool.Put(s)
+	for at := 0; at < m; {
+		lanes, k := e.lanes, m-at
+		switch {
+		case k <= scalarMaxRows:
+			e.sumQuickScorer(block[at*f:], k, sums[at:], words)
+			return
+		case k <= 8:
+			lanes = 8
+		}
+		k = min(k, lanes)
 		q.scoreLanes(block[at*f:(at+k)*f], k, f, lanes, s, sums[at:at+k])
+		at += k
 	}
 }
 
