@@ -36,7 +36,7 @@ func newNativeScorer(path string, raw []byte, nFeatures int, scoringPath string)
 		return nil, err
 	}
 	if e, err = e.WithSIMD(scoringPath); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: scoring path %w", path, err)
 	}
 	return &NativeScorer{ensemble: e}, nil
 }
