@@ -389,15 +389,38 @@ func TestEveryNodeModeMatchesOnnxruntime(t *testing.T) {
 // every vector level: trees sharing thresholds (one compare, many masks),
 // both missing tracks at every depth, a one-leaf tree, and more trees than
 // one vector register of lanes has rows, scored by onnxruntime from the same
-// bytes on values on, next to and away from the thresholds.
+// bytes on values on, next to and away from the thresholds. A NaN threshold
+// (false for every value) has no place in QuickScorer's sorted splits: such
+// trees take the lockstep walk, held to onnxruntime the same way.
 func TestLEQTreesOnEveryVectorLevelMatchOnnxruntime(t *testing.T) {
 	modeltest.ORT(t, model.InitRuntime)
+	nan := float32(math.NaN())
+	for _, tt := range []struct {
+		name       string
+		thresholds []float32
+		path       string
+	}{
+		{"shared thresholds", []float32{0.5, 0, 2, 0.5}, treeensemble.PathQuickScorer},
+		{"a NaN threshold", []float32{0.5, 0, nan, 0.5}, treeensemble.PathLockstep},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			const trees = 20
+			native := gridParity(t, leqForest(trees, tt.thresholds), 3)
+			if native.Path() != tt.path || native.NumTrees() != trees {
+				t.Fatalf("%s with %d trees, want %s with %d", native.Path(), native.NumTrees(), tt.path, trees)
+			}
+		})
+	}
+}
+
+// leqForest is trees all-BRANCH_LEQ trees of depth two over three features,
+// thresholds taken in turn from thresholds, the last tree a single leaf.
+func leqForest(trees int64, thresholds []float32) *onnxpb.NodeProto {
 	var treeIDs, nodeIDs, featureIDs, trueIDs, falseIDs, tracks, tTree, tNode []int64
 	var values, weights []float32
 	var nodeModes [][]byte
-	thresholds := []float32{0.5, 0, 2, 0.5}
-	const trees = 20
-	for id := range int64(trees) {
+	k := int64(len(thresholds))
+	for id := range trees {
 		if id == trees-1 { // a tree that is one leaf
 			treeIDs, nodeIDs, featureIDs = append(treeIDs, id), append(nodeIDs, 0), append(featureIDs, 0)
 			nodeModes, values = append(nodeModes, []byte("LEAF")), append(values, 0)
@@ -410,7 +433,7 @@ func TestLEQTreesOnEveryVectorLevelMatchOnnxruntime(t *testing.T) {
 		nodeIDs = append(nodeIDs, 0, 1, 2, 3, 4)
 		featureIDs = append(featureIDs, id%3, (id+1)%3, 0, 0, 0)
 		nodeModes = append(nodeModes, []byte("BRANCH_LEQ"), []byte("BRANCH_LEQ"), []byte("LEAF"), []byte("LEAF"), []byte("LEAF"))
-		values = append(values, thresholds[id%4], thresholds[(id+1)%4], 0, 0, 0)
+		values = append(values, thresholds[id%k], thresholds[(id+1)%k], 0, 0, 0)
 		trueIDs = append(trueIDs, 1, 3, 0, 0, 0)
 		falseIDs = append(falseIDs, 2, 4, 0, 0, 0)
 		tracks = append(tracks, id%2, (id/2)%2, 0, 0, 0)
@@ -424,7 +447,7 @@ func TestLEQTreesOnEveryVectorLevelMatchOnnxruntime(t *testing.T) {
 	floats := func(name string, v []float32) *onnxpb.AttributeProto {
 		return &onnxpb.AttributeProto{Name: proto.String(name), Type: onnxpb.AttributeProto_FLOATS.Enum(), Floats: v}
 	}
-	node := &onnxpb.NodeProto{
+	return &onnxpb.NodeProto{
 		OpType: proto.String("TreeEnsembleRegressor"), Domain: proto.String("ai.onnx.ml"),
 		Input: []string{"input"}, Output: []string{"variable"},
 		Attribute: []*onnxpb.AttributeProto{
@@ -436,10 +459,6 @@ func TestLEQTreesOnEveryVectorLevelMatchOnnxruntime(t *testing.T) {
 			floats("base_values", []float32{-0.25}),
 			{Name: proto.String("n_targets"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(1)},
 		},
-	}
-	native := gridParity(t, node, 3)
-	if native.Path() != treeensemble.PathQuickScorer || native.NumTrees() != trees {
-		t.Fatalf("%s with %d trees, want %s with %d", native.Path(), native.NumTrees(), treeensemble.PathQuickScorer, trees)
 	}
 }
 
