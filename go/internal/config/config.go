@@ -17,6 +17,7 @@ import (
 	"ranker/internal/features"
 	"ranker/internal/model"
 	"ranker/internal/registry"
+	"ranker/internal/treeensemble"
 )
 
 // Config is everything the server needs to start.
@@ -43,6 +44,7 @@ type Config struct {
 	Backend             string
 	ORTLib              string
 	ORTThreads          int
+	ScoringPath         string
 	MaxCandidates       int
 	MaxFeatures         int
 	MaxRecvBytes        int
@@ -101,6 +103,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.Float64Var(&c.TraceSampleRatio, "trace-sample-ratio", 0.01, "share of requests traced when exporting (parent decisions win)")
 	fs.StringVar(&c.Backend, "backend", "native", "scoring backend: native (pure Go, the default) or onnxruntime (the reference)")
 	fs.StringVar(&c.ORTLib, "ort-lib", "", "path to libonnxruntime.so, for the onnxruntime backend; `ranker ort-lib` prints the one in the pinned wheel")
+	fs.StringVar(&c.ScoringPath, "scoring-path", treeensemble.SIMDAuto, "vector level of the native backend: auto (the fastest this CPU runs), avx512 (16 rows per pass), avx2 (8) or scalar; every level scores to the same bit")
 	fs.IntVar(&c.ORTThreads, "ort-threads", 1, "onnxruntime intra-op threads per scoring call; requests already run in parallel, and more than 1 changes the summation order, so scores may move by an ulp from the golden ones")
 	fs.IntVar(&c.MaxCandidates, "max-candidates", 2000, "most candidates in one Rank request (more: RESOURCE_EXHAUSTED)")
 	fs.IntVar(&c.MaxFeatures, "max-features", 512, "most feature names plus context features in one request (more: RESOURCE_EXHAUSTED)")
@@ -173,6 +176,9 @@ func (c Config) validate() error {
 	}
 	if c.Backend != "native" && c.Backend != "onnxruntime" {
 		errs = append(errs, fmt.Errorf("backend: %q, want native or onnxruntime", c.Backend))
+	}
+	if _, err := treeensemble.ResolveSIMD(c.ScoringPath); err != nil {
+		errs = append(errs, fmt.Errorf("scoring-path: %w", err))
 	}
 	if c.Backend == "onnxruntime" && c.ORTLib == "" {
 		errs = append(errs, errors.New("ort-lib: required by the onnxruntime backend (--ort-lib or RANKER_ORT_LIB)"))

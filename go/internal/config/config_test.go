@@ -22,6 +22,9 @@ func TestFlagsEnvironmentAndDefaults(t *testing.T) {
 			if c.Listen != "127.0.0.1:50051" || c.MaxCandidates != 2000 || c.ORTThreads != 1 || c.ShutdownTimeout != 10*time.Second {
 				t.Errorf("got %+v", c)
 			}
+			if c.ScoringPath != "auto" {
+				t.Errorf("scoring path: got %q, want auto", c.ScoringPath)
+			}
 			if c.EmbeddingDimensions != 512 {
 				t.Errorf("embedding dimensions: got %d, want 512", c.EmbeddingDimensions)
 			}
@@ -37,6 +40,11 @@ func TestFlagsEnvironmentAndDefaults(t *testing.T) {
 		{"flag wins over environment", []string{"--model=from-flag", "--ort-lib=/lib.so"}, map[string]string{"RANKER_MODEL": "from-env", "RANKER_ORT_LIB": "/env.so"}, func(t *testing.T, c Config) {
 			if c.Model != "from-flag" || c.ORTLib != "/lib.so" {
 				t.Errorf("got model %q lib %q, want the flags", c.Model, c.ORTLib)
+			}
+		}},
+		{"scoring path", []string{"--model=m"}, map[string]string{"RANKER_SCORING_PATH": "scalar"}, func(t *testing.T, c Config) {
+			if c.ScoringPath != "scalar" {
+				t.Errorf("got scoring path %q, want scalar", c.ScoringPath)
 			}
 		}},
 		{"log level", []string{"--model=m", "--log-level=debug"}, nil, func(t *testing.T, c Config) {
@@ -66,6 +74,7 @@ func TestBadSettingsAreNamed(t *testing.T) {
 		{[]string{"--model=m", "--model-root=r"}, nil, "model: set exactly one"},
 		{[]string{"--model=m", "--max-candidates=0"}, nil, "max-candidates: 0"},
 		{[]string{"--model=m", "--ort-threads=0"}, nil, "ort-threads: 0"},
+		{[]string{"--model=m", "--scoring-path=sse4"}, nil, `scoring-path: "sse4": want auto, avx512, avx2 or scalar`},
 		{[]string{"--model=m"}, map[string]string{"RANKER_MAX_FEATURES": "many"}, "RANKER_MAX_FEATURES=\"many\""},
 		{[]string{"--model=m", "--log-level=loud"}, nil, "log-level"},
 		{[]string{"--model=m", "stray"}, nil, "unexpected arguments"},

@@ -120,6 +120,18 @@ func New() *Metrics {
 // Loaded implements registry.Events.
 func (m *Metrics) Loaded(name, _ string) { m.ModelLoads.WithLabelValues(name, "loaded").Inc() }
 
+// ScoringPath exports the native backend's vector level (avx512, avx2 or
+// scalar), chosen once at start from the CPU and --scoring-path, as
+// ranker_scoring_path_info{path}: a fleet of mixed CPUs shows which
+// replicas score with which kernel.
+func (m *Metrics) ScoringPath(path string) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ranker_scoring_path_info", Help: "The native backend's vector level (1 for the one in use); each model's own path is in GetModelInfo's backend.",
+	}, []string{"path"})
+	g.WithLabelValues(path).Set(1)
+	m.Registry.MustRegister(g)
+}
+
 // Refused implements registry.Events.
 func (m *Metrics) Refused(name, _ string) { m.ModelLoads.WithLabelValues(name, "refused").Inc() }
 

@@ -86,3 +86,16 @@ ranker_model_serving_info{model="news",version="v8"} 1
 		t.Error(err)
 	}
 }
+
+func TestScoringPathIsExportedOnce(t *testing.T) {
+	m := New()
+	m.ScoringPath("avx2")
+	want := `
+# HELP ranker_scoring_path_info The native backend's vector level (1 for the one in use); each model's own path is in GetModelInfo's backend.
+# TYPE ranker_scoring_path_info gauge
+ranker_scoring_path_info{path="avx2"} 1
+`
+	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want), "ranker_scoring_path_info"); err != nil {
+		t.Error(err)
+	}
+}

@@ -37,7 +37,10 @@ type LoadOptions struct {
 	Backend string
 	// Threads is onnxruntime's intra-op thread count per scoring call.
 	Threads int
-	Logger  *slog.Logger
+	// ScoringPath is the native backend's vector level: auto (the fastest
+	// the CPU runs, the default), avx512, avx2 or scalar.
+	ScoringPath string
+	Logger      *slog.Logger
 	// Limits bound what a version may cost; a zero field takes its default.
 	Limits Limits
 }
@@ -193,7 +196,7 @@ func newScorer(v versionFiles, meta *Metadata, opts LoadOptions, logger *slog.Lo
 	dir, path, raw := v.dir, v.path(ModelONNX), v.data[ModelONNX]
 	switch opts.Backend {
 	case BackendNative, "":
-		s, err := newNativeScorer(path, raw, len(meta.FeatureNames))
+		s, err := newNativeScorer(path, raw, len(meta.FeatureNames), opts.ScoringPath)
 		return s, NativeGoldenTolerance, err
 	case BackendONNXRuntime:
 		if want, got := meta.LibraryVersions["onnxruntime"], RuntimeVersion(); want != "" && want != got {

@@ -547,3 +547,37 @@ func TestAModelTrainedOnEmbeddingsOfAnotherWidthIsRefused(t *testing.T) {
 		})
 	}
 }
+
+// Every vector level this CPU runs loads a fixture, scores its golden rows
+// to the same bits as the default, and says so in Backend; a level that is
+// not one is refused by name.
+func TestLoadScoresWithTheScoringPathAsked(t *testing.T) {
+	for _, name := range modeltest.Names {
+		dir := modeltest.Version(t, name)
+		def, err := Load(dir, LoadOptions{})
+		must(t, err)
+		closeModel(t, def)
+		for _, level := range treeensemble.SIMDLevels() {
+			m, err := Load(dir, LoadOptions{ScoringPath: level})
+			must(t, err)
+			e := m.Scorer.(*NativeScorer).Ensemble()
+			want := fmt.Sprintf("native Go tree ensemble (%d trees, %s %s)", e.NumTrees(), e.Path(), e.SIMD())
+			if got := m.Scorer.Backend(); got != want {
+				t.Errorf("%s %s: backend %q, want %q", name, level, got, want)
+			}
+			if e.Path() == treeensemble.PathQuickScorer && e.SIMD() != level {
+				t.Errorf("%s: asked for %s, scores with %s", name, level, e.SIMD())
+			}
+			for i, s := range m.Golden.Scores {
+				if s != def.Golden.Scores[i] {
+					t.Fatalf("%s %s golden row %d: %v, %v with the default level", name, level, i, s, def.Golden.Scores[i])
+				}
+			}
+			closeModel(t, m)
+		}
+	}
+	dir := modeltest.Version(t, modeltest.NewsName)
+	if _, err := Load(dir, LoadOptions{ScoringPath: "sse4"}); err == nil || !strings.Contains(err.Error(), `"sse4"`) {
+		t.Errorf("scoring path sse4: got %v, want an error naming it", err)
+	}
+}

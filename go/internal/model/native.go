@@ -28,11 +28,15 @@ func NewNativeScorer(path string, nFeatures int) (*NativeScorer, error) {
 	return &NativeScorer{ensemble: e}, nil
 }
 
-// newNativeScorer compiles a model.onnx already read from path.
-func newNativeScorer(path string, raw []byte, nFeatures int) (*NativeScorer, error) {
+// newNativeScorer compiles a model.onnx already read from path, to score
+// with the vector level scoringPath names (treeensemble.ResolveSIMD).
+func newNativeScorer(path string, raw []byte, nFeatures int, scoringPath string) (*NativeScorer, error) {
 	e, err := treeensemble.LoadBytes(path, raw, nFeatures)
 	if err != nil {
 		return nil, err
+	}
+	if e, err = e.WithSIMD(scoringPath); err != nil {
+		return nil, fmt.Errorf("%s: scoring path %w", path, err)
 	}
 	return &NativeScorer{ensemble: e}, nil
 }
@@ -42,9 +46,11 @@ func (s *NativeScorer) Score(rows []float32, n int, out []float32) error {
 	return s.ensemble.Score(rows, n, out)
 }
 
-// Backend implements Scorer.
+// Backend implements Scorer: the scoring path and vector level chosen at
+// load are part of it, for example "native Go tree ensemble (500 trees,
+// quickscorer avx512)".
 func (s *NativeScorer) Backend() string {
-	return fmt.Sprintf("native Go tree ensemble (%d trees)", s.ensemble.NumTrees())
+	return fmt.Sprintf("native Go tree ensemble (%d trees, %s %s)", s.ensemble.NumTrees(), s.ensemble.Path(), s.ensemble.SIMD())
 }
 
 // Close implements Scorer.

@@ -33,6 +33,7 @@ import (
 	"ranker/internal/model"
 	"ranker/internal/registry"
 	"ranker/internal/tracing"
+	"ranker/internal/treeensemble"
 )
 
 // recoverPanics turns a panic in a handler into an Internal status for that
@@ -68,6 +69,14 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}
 	}
 	m := metrics.New()
+	if cfg.Backend == model.BackendNative {
+		level, err := treeensemble.ResolveSIMD(cfg.ScoringPath)
+		if err != nil {
+			return fmt.Errorf("scoring-path: %w", err)
+		}
+		m.ScoringPath(level)
+		logger.Info("native scoring path", "path", level, "cpu_runs", treeensemble.SIMDLevels())
+	}
 	// Security files first: a bad certificate fails the start before any
 	// model is loaded.
 	security, err := auth.New(auth.Options{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, ClientCAFile: cfg.TLSClientCA,
@@ -77,7 +86,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}
 	models, err := registry.OpenContext(ctx, registry.Config{Root: cfg.ModelRoot, Model: cfg.Model, Default: cfg.DefaultModel,
 		LoadTimeout: cfg.ModelLoadTimeout},
-		model.LoadOptions{Backend: cfg.Backend, Threads: cfg.ORTThreads, Logger: logger, Limits: cfg.ModelLimits}, logger, m)
+		model.LoadOptions{Backend: cfg.Backend, Threads: cfg.ORTThreads, ScoringPath: cfg.ScoringPath, Logger: logger, Limits: cfg.ModelLimits}, logger, m)
 	if ctx.Err() != nil {
 		logger.Info("stopped while loading models")
 		return nil

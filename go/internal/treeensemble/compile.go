@@ -52,6 +52,7 @@ type Ensemble struct {
 	sets      map[int32][]float32 // BRANCH_MEMBER nodes' sets (TreeEnsemble opset 5)
 	lock      []lockTree          // lockstep layout, when every split is BRANCH_LEQ
 	qs        *quickScorer        // when every split is BRANCH_LEQ and trees have <= 64 leaves
+	lanes     int                 // rows per QuickScorer pass: 16 (AVX-512), 8 (AVX2) or 0 (scalar)
 }
 
 // NumTrees is the number of trees.
@@ -437,6 +438,7 @@ func (e *Ensemble) choosePath() {
 	if e.qs = e.buildQuickScorer(); e.qs == nil {
 		e.lock = e.buildLockstep()
 	}
+	e.lanes = simdLanes[SIMDLevels()[0]]
 }
 
 // ForcePath returns a copy that scores with the named path (PathQuickScorer,

@@ -79,6 +79,11 @@ func (e *Ensemble) buildQuickScorer() *quickScorer {
 			} else {
 				left = ((uint64(1) << (mid - lo)) - 1) << lo
 			}
+			if e.threshold[i] != e.threshold[i] {
+				// A NaN threshold has no place in the sorted order the
+				// prefix search relies on: the lockstep walk compares it.
+				return 0, 0, false
+			}
 			splits = append(splits, qsSplit{
 				feature: e.feature[i], threshold: e.threshold[i], tree: int32(t),
 				mask: ^left, nanFalse: e.flags[i]&missingTrue == 0,
@@ -86,7 +91,7 @@ func (e *Ensemble) buildQuickScorer() *quickScorer {
 			return lo, hi, true
 		}
 		if _, _, ok := walk(root); !ok {
-			return nil // a tree with more than 64 leaves
+			return nil // a tree with more than 64 leaves, or a NaN threshold
 		}
 	}
 	// Tree order within equal thresholds keeps the pass sequential in memory.

@@ -63,6 +63,8 @@ func (e *Ensemble) scoreRange(rows []float32, start, end int, out []float32) {
 		clear(sums)
 		block := rows[b*f : (b+m)*f]
 		switch {
+		case e.qs != nil && e.lanes > 0:
+			e.sumQuickScorerSIMD(block, m, sums, words)
 		case e.qs != nil:
 			e.sumQuickScorer(block, m, sums, words)
 		case e.lock != nil:

@@ -23,6 +23,51 @@ const tolerance = model.NativeGoldenTolerance
 
 var paths = []string{treeensemble.PathQuickScorer, treeensemble.PathLockstep, treeensemble.PathWalk}
 
+// variant is one way the native evaluator can score an ensemble: a path
+// and, on the QuickScorer path, a vector level.
+type variant struct {
+	name string
+	e    *treeensemble.Ensemble
+}
+
+// variants lists every way this CPU can score e's trees: the QuickScorer
+// path at every vector level the CPU runs (scalar included), then the
+// lockstep and plain walks, each only where the trees fit it.
+func variants(t testing.TB, e *treeensemble.Ensemble) []variant {
+	t.Helper()
+	var out []variant
+	for _, path := range paths {
+		forced := e.ForcePath(path)
+		if forced.Path() != path {
+			continue // the trees do not fit this path
+		}
+		levels := []string{treeensemble.SIMDScalar}
+		if path == treeensemble.PathQuickScorer {
+			levels = treeensemble.SIMDLevels()
+		}
+		for _, level := range levels {
+			v, err := forced.WithSIMD(level)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Path() != path || v.SIMD() != level {
+				t.Fatalf("forced %s/%s, got %s/%s", path, level, v.Path(), v.SIMD())
+			}
+			out = append(out, variant{path + "/" + level, v})
+		}
+	}
+	return out
+}
+
+// allVariants names every variant this CPU runs, for coverage checks.
+func allVariants() []string {
+	var out []string
+	for _, level := range treeensemble.SIMDLevels() {
+		out = append(out, treeensemble.PathQuickScorer+"/"+level)
+	}
+	return append(out, treeensemble.PathLockstep+"/"+treeensemble.SIMDScalar, treeensemble.PathWalk+"/"+treeensemble.SIMDScalar)
+}
+
 // fixture is one committed fixture model (see modeltest), compiled natively.
 type fixture struct {
 	name   string
@@ -144,11 +189,8 @@ func TestGoldenRowsMatchRecordedScores(t *testing.T) {
 				onnxScores[i] = r.ONNXScore
 			}
 			var first []float32
-			for _, path := range paths {
-				e := fx.native.ForcePath(path)
-				if e.Path() != path {
-					continue // the trees do not fit this path
-				}
+			for _, v := range variants(t, fx.native) {
+				path, e := v.name, v.e
 				covered[path] = true
 				got := score(t, e.Score, rows, n)
 				checkScores(t, onnxScores, got, tolerance, fx.name+" "+path+" vs onnx_score")
@@ -166,13 +208,13 @@ func TestGoldenRowsMatchRecordedScores(t *testing.T) {
 				}
 				for i := range got {
 					if serial[i] != got[i] || got[i] != first[i] {
-						t.Fatalf("%s row %d: %v in parallel, %v serially, %v on %s", path, i, got[i], serial[i], first[i], paths[0])
+						t.Fatalf("%s row %d: %v in parallel, %v serially, %v on the first variant", path, i, got[i], serial[i], first[i])
 					}
 				}
 			}
 		})
 	}
-	for _, path := range paths {
+	for _, path := range allVariants() {
 		if !covered[path] {
 			t.Errorf("no fixture model scores with %s", path)
 		}
@@ -223,9 +265,13 @@ func TestRandomRowsMatchOnnxruntime(t *testing.T) {
 		t.Run(fx.name, func(t *testing.T) {
 			ort := fx.onnxruntime(t)
 			rng := rand.New(rand.NewPCG(1, 2))
-			for _, n := range []int{1, 7, 64, 65, 1000, 3000} { // serial, block edges, parallel
+			// Serial; vector block and scoring block edges; parallel.
+			for _, n := range []int{1, 7, 8, 9, 16, 17, 64, 65, 1000, 3000} {
 				rows := randomRows(rng, fx.native, n)
-				checkScores(t, score(t, ort.Score, rows, n), score(t, fx.native.Score, rows, n), tolerance, "random")
+				want := score(t, ort.Score, rows, n)
+				for _, v := range variants(t, fx.native) {
+					checkScores(t, want, score(t, v.e.Score, rows, n), tolerance, v.name+" random")
+				}
 			}
 		})
 	}
@@ -234,8 +280,10 @@ func TestRandomRowsMatchOnnxruntime(t *testing.T) {
 func FuzzNativeMatchesOnnxruntime(f *testing.F) {
 	fxs := fixtures(f)
 	orts := make([]*model.ONNXScorer, len(fxs))
+	vs := make([][]variant, len(fxs))
 	for i, fx := range fxs {
 		orts[i] = fx.onnxruntime(f)
+		vs[i] = variants(f, fx.native)
 	}
 	f.Add([]byte{0, 1, 2, 3}, uint64(7))
 	f.Fuzz(func(t *testing.T, raw []byte, seed uint64) {
@@ -254,14 +302,23 @@ func FuzzNativeMatchesOnnxruntime(f *testing.F) {
 					rows[idx] = math.Float32frombits(uint32(b) << 23)
 				}
 			}
-			checkScores(t, score(t, orts[k].Score, rows, n), score(t, fx.native.Score, rows, n), tolerance, fx.name+" fuzz")
+			want := score(t, orts[k].Score, rows, n)
+			for _, v := range vs[k] { // every path and vector level, to the bit
+				got := score(t, v.e.Score, rows, n)
+				for i := range want {
+					if got[i] != want[i] {
+						t.Fatalf("%s %s row %d: %v, onnxruntime %v", fx.name, v.name, i, got[i], want[i])
+					}
+				}
+			}
 		}
 	})
 }
 
 // Trees over 64 leaves (num_leaves up to 127 under --tune) take the lockstep
 // path and other node modes the plain walk: every path the fixtures' trees
-// fit is held to onnxruntime, to the bit, on the same rows.
+// fit, the QuickScorer path at every vector level the CPU runs, is held to
+// onnxruntime, to the bit, on the same rows.
 func TestEveryScoringPathMatchesOnnxruntime(t *testing.T) {
 	for _, fx := range fixtures(t) {
 		t.Run(fx.name, func(t *testing.T) {
@@ -270,15 +327,11 @@ func TestEveryScoringPathMatchesOnnxruntime(t *testing.T) {
 			const n = 500
 			rows := randomRows(rng, fx.native, n)
 			want := score(t, ort.Score, rows, n)
-			for _, path := range paths {
-				e := fx.native.ForcePath(path)
-				if e.Path() != path {
-					continue // the trees do not fit this path
-				}
-				got := score(t, e.Score, rows, n)
+			for _, v := range variants(t, fx.native) {
+				got := score(t, v.e.Score, rows, n)
 				for i := range want {
 					if want[i] != got[i] {
-						t.Fatalf("%s row %d: %v, onnxruntime %v", path, i, got[i], want[i])
+						t.Fatalf("%s row %d: %v, onnxruntime %v", v.name, i, got[i], want[i])
 					}
 				}
 			}
@@ -330,6 +383,83 @@ func TestEveryNodeModeMatchesOnnxruntime(t *testing.T) {
 		},
 	}
 	gridParity(t, node, 3)
+}
+
+// A hand-built all-BRANCH_LEQ ensemble, so the QuickScorer path takes it at
+// every vector level: trees sharing thresholds (one compare, many masks),
+// both missing tracks at every depth, a one-leaf tree, and more trees than
+// one vector register of lanes has rows, scored by onnxruntime from the same
+// bytes on values on, next to and away from the thresholds. A NaN threshold
+// (false for every value) has no place in QuickScorer's sorted splits: such
+// trees take the lockstep walk, held to onnxruntime the same way.
+func TestLEQTreesOnEveryVectorLevelMatchOnnxruntime(t *testing.T) {
+	modeltest.ORT(t, model.InitRuntime)
+	nan := float32(math.NaN())
+	for _, tt := range []struct {
+		name       string
+		thresholds []float32
+		path       string
+	}{
+		{"shared thresholds", []float32{0.5, 0, 2, 0.5}, treeensemble.PathQuickScorer},
+		{"a NaN threshold", []float32{0.5, 0, nan, 0.5}, treeensemble.PathLockstep},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			const trees = 20
+			native := gridParity(t, leqForest(trees, tt.thresholds), 3)
+			if native.Path() != tt.path || native.NumTrees() != trees {
+				t.Fatalf("%s with %d trees, want %s with %d", native.Path(), native.NumTrees(), tt.path, trees)
+			}
+		})
+	}
+}
+
+// leqForest is trees all-BRANCH_LEQ trees of depth two over three features,
+// thresholds taken in turn from thresholds, the last tree a single leaf.
+func leqForest(trees int64, thresholds []float32) *onnxpb.NodeProto {
+	var treeIDs, nodeIDs, featureIDs, trueIDs, falseIDs, tracks, tTree, tNode []int64
+	var values, weights []float32
+	var nodeModes [][]byte
+	k := int64(len(thresholds))
+	for id := range trees {
+		if id == trees-1 { // a tree that is one leaf
+			treeIDs, nodeIDs, featureIDs = append(treeIDs, id), append(nodeIDs, 0), append(featureIDs, 0)
+			nodeModes, values = append(nodeModes, []byte("LEAF")), append(values, 0)
+			trueIDs, falseIDs, tracks = append(trueIDs, 0), append(falseIDs, 0), append(tracks, 0)
+			tTree, tNode, weights = append(tTree, id), append(tNode, 0), append(weights, 0.125)
+			continue
+		}
+		// Node 0 splits to node 1 (true) and leaf 2; node 1 to leaves 3 and 4.
+		treeIDs = append(treeIDs, id, id, id, id, id)
+		nodeIDs = append(nodeIDs, 0, 1, 2, 3, 4)
+		featureIDs = append(featureIDs, id%3, (id+1)%3, 0, 0, 0)
+		nodeModes = append(nodeModes, []byte("BRANCH_LEQ"), []byte("BRANCH_LEQ"), []byte("LEAF"), []byte("LEAF"), []byte("LEAF"))
+		values = append(values, thresholds[id%k], thresholds[(id+1)%k], 0, 0, 0)
+		trueIDs = append(trueIDs, 1, 3, 0, 0, 0)
+		falseIDs = append(falseIDs, 2, 4, 0, 0, 0)
+		tracks = append(tracks, id%2, (id/2)%2, 0, 0, 0)
+		tTree = append(tTree, id, id, id)
+		tNode = append(tNode, 2, 3, 4)
+		weights = append(weights, float32(1+id)/7, -float32(id)/3, float32(id*id)/11)
+	}
+	ints := func(name string, v []int64) *onnxpb.AttributeProto {
+		return &onnxpb.AttributeProto{Name: proto.String(name), Type: onnxpb.AttributeProto_INTS.Enum(), Ints: v}
+	}
+	floats := func(name string, v []float32) *onnxpb.AttributeProto {
+		return &onnxpb.AttributeProto{Name: proto.String(name), Type: onnxpb.AttributeProto_FLOATS.Enum(), Floats: v}
+	}
+	return &onnxpb.NodeProto{
+		OpType: proto.String("TreeEnsembleRegressor"), Domain: proto.String("ai.onnx.ml"),
+		Input: []string{"input"}, Output: []string{"variable"},
+		Attribute: []*onnxpb.AttributeProto{
+			ints("nodes_treeids", treeIDs), ints("nodes_nodeids", nodeIDs), ints("nodes_featureids", featureIDs),
+			{Name: proto.String("nodes_modes"), Type: onnxpb.AttributeProto_STRINGS.Enum(), Strings: nodeModes},
+			floats("nodes_values", values), ints("nodes_truenodeids", trueIDs), ints("nodes_falsenodeids", falseIDs),
+			ints("nodes_missing_value_tracks_true", tracks), ints("target_treeids", tTree), ints("target_nodeids", tNode),
+			ints("target_ids", make([]int64, len(tTree))), floats("target_weights", weights),
+			floats("base_values", []float32{-0.25}),
+			{Name: proto.String("n_targets"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(1)},
+		},
+	}
 }
 
 func TestMalformedEnsemblesAreRefused(t *testing.T) {
@@ -426,8 +556,9 @@ func TestTreeEnsembleOpset5MatchesOnnxruntime(t *testing.T) {
 // gridParity scores every combination of values that sit on, next to and
 // away from the 0.5 thresholds (and in and out of the set {0, 2}) in three
 // features, with onnxruntime and natively, from the same model bytes:
-// bit-equal or fail. onnxruntime must be loaded (modeltest.ORT).
-func gridParity(t *testing.T, node *onnxpb.NodeProto, mlOpset int64) {
+// bit-equal on every path and vector level the trees fit, or fail; it
+// returns the native ensemble. onnxruntime must be loaded (modeltest.ORT).
+func gridParity(t *testing.T, node *onnxpb.NodeProto, mlOpset int64) *treeensemble.Ensemble {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "model.onnx")
 	writeModel(t, path, node, mlOpset)
@@ -453,12 +584,16 @@ func gridParity(t *testing.T, node *onnxpb.NodeProto, mlOpset int64) {
 			}
 		}
 	}
-	want, got := score(t, ref.Score, rows, len(rows)/3), score(t, native.Score, rows, len(rows)/3)
-	for i := range want {
-		if want[i] != got[i] {
-			t.Fatalf("row %v: native %v, onnxruntime %v", rows[3*i:3*i+3], got[i], want[i])
+	want := score(t, ref.Score, rows, len(rows)/3)
+	for _, v := range variants(t, native) {
+		got := score(t, v.e.Score, rows, len(rows)/3)
+		for i := range want {
+			if want[i] != got[i] {
+				t.Fatalf("%s row %v: native %v, onnxruntime %v", v.name, rows[3*i:3*i+3], got[i], want[i])
+			}
 		}
 	}
+	return native
 }
 
 // writeModel saves a one-node model over a [N, 3] float input.
