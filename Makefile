@@ -67,11 +67,16 @@ setup: $(SETUP_STAMP) ## Install the Python environment and Go modules
 proto: $(SETUP_STAMP) ## Regenerate Go and Python code from proto/, and the feature spec the Go server embeds
 	cd go && go build -o $(GO_BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	cd go && go build -o $(GO_BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	cd go && go build -o $(GO_BIN)/protoc-gen-go-vtproto github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto
+	# vtproto: reflection-free marshal and unmarshal for the server's codec
+	# (go/internal/codec); the plugin's version is pinned in go/go.mod.
 	$(PY) -m grpc_tools.protoc -Iproto \
 		--plugin=protoc-gen-go=$(GO_BIN)/protoc-gen-go \
 		--plugin=protoc-gen-go-grpc=$(GO_BIN)/protoc-gen-go-grpc \
+		--plugin=protoc-gen-go-vtproto=$(GO_BIN)/protoc-gen-go-vtproto \
 		--go_out=go --go_opt=module=ranker \
 		--go-grpc_out=go --go-grpc_opt=module=ranker \
+		--go-vtproto_out=go --go-vtproto_opt=module=ranker,features=marshal+unmarshal+size \
 		--python_out=python/src --pyi_out=python/src --grpc_python_out=python/src \
 		proto/ranker/v1/*.proto
 	# The ONNX model schema, from the pinned onnx wheel, for the native Go evaluator.

@@ -25,6 +25,7 @@ import (
 
 	rankerv1 "ranker/gen/ranker/v1"
 	"ranker/internal/auth"
+	"ranker/internal/codec"
 	"ranker/internal/config"
 	"ranker/internal/experiment"
 	"ranker/internal/exposure"
@@ -152,7 +153,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	ranking := New(models, Options{
 		Limits:    Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures, MaxRequestMemory: cfg.MaxRequestMemory},
 		Admission: Admission{MaxScoring: cfg.MaxScoring, MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout},
-		Metrics:   m, Exposure: exposures, Features: state}, logger)
+		Metrics:   m, Exposure: exposures, Features: state, SplitMinRows: cfg.SplitMinRows}, logger)
 	experiments := &experimentFile{path: cfg.ExperimentConfig}
 	ready := models.Ready()
 	if ready {
@@ -185,6 +186,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	defer guard.Close()
 	grpcServer := grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
+		grpc.ForceServerCodecV2(codec.Codec{}), // generated marshal code, no reflection
 		// Bounds per connection: streams in flight, and connections that
 		// idle or live forever (held half-open streams, and HTTP/2
 		// connections that would never move to pods the autoscaler adds).
