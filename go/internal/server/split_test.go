@@ -16,9 +16,9 @@ import (
 
 func TestSplitPartsUsesOnlyIdleCores(t *testing.T) {
 	tests := []struct {
-		name                       string
+		name                      string
 		n, minRows, cores, active int
-		want                       int
+		want                      int
 	}{
 		{"disabled", 1000, 0, 8, 1, 1},
 		{"alone on two cores", 1000, 64, 2, 1, 2},
