@@ -150,10 +150,14 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}
 	logger.Info("feature state", "state", cfg.State, "dir", cfg.StateDir, "articles", articles, "users", users, "events", events,
 		"embeddings", embeddings, "embedding_dimensions", cfg.EmbeddingDimensions)
+	outcomes := m.Outcomes()
+	guard := NewGuard(GuardOptions{MaxInflight: int64(cfg.MaxInflight), ReadTimeout: cfg.RequestReadTimeout,
+		ShedHeapBytes: shedHeapBytes(cfg.ShedHeapBytes)}, m, outcomes)
+	defer guard.Close()
 	ranking := New(models, Options{
 		Limits:    Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures, MaxRequestMemory: cfg.MaxRequestMemory},
 		Admission: Admission{MaxScoring: cfg.MaxScoring, MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout},
-		Metrics:   m, Exposure: exposures, Features: state, SplitMinRows: cfg.SplitMinRows}, logger)
+		Metrics:   m, Exposure: exposures, Features: state, SplitMinRows: cfg.SplitMinRows, Open: guard.Open}, logger)
 	experiments := &experimentFile{path: cfg.ExperimentConfig}
 	ready := models.Ready()
 	if ready {
@@ -180,10 +184,6 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 			logger.Warn("tracing shutdown failed", "error", err.Error())
 		}
 	}()
-	outcomes := m.Outcomes()
-	guard := NewGuard(GuardOptions{MaxInflight: int64(cfg.MaxInflight), ReadTimeout: cfg.RequestReadTimeout,
-		ShedHeapBytes: shedHeapBytes(cfg.ShedHeapBytes)}, m, outcomes)
-	defer guard.Close()
 	grpcServer := grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
 		grpc.ForceServerCodecV2(codec.Codec{}), // generated marshal code, no reflection

@@ -54,6 +54,10 @@ type Options struct {
 	// SplitMinRows: a request's rows are split across idle cores in parts
 	// of at least this many rows (0: never split); see splitParts.
 	SplitMinRows int
+	// Open, when set, is the number of calls open on the server (the
+	// Guard's count, which includes calls whose message is still arriving):
+	// a split waits until they are fewer than the cores too.
+	Open func() int64
 }
 
 // Server is the RankingService.
@@ -75,6 +79,7 @@ type Server struct {
 	splitMinRows int
 	cores        int
 	active       atomic.Int64 // requests holding a scoring slot (see admitScoring)
+	open         func() int64
 
 	experiment atomic.Pointer[activeExperiment]
 }
@@ -103,6 +108,7 @@ func New(models *registry.Registry, opts Options, logger *slog.Logger) *Server {
 
 		splitMinRows: opts.SplitMinRows,
 		cores:        runtime.GOMAXPROCS(0),
+		open:         opts.Open,
 	}
 	if spec, err := features.LoadSpec(); err == nil {
 		s.devices = spec.Devices
@@ -401,7 +407,7 @@ func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, 
 	defer scoreSpan.End()
 	parts := 1
 	if split {
-		parts = splitParts(n, s.splitMinRows, s.cores, int(s.active.Load()))
+		parts = splitParts(n, s.splitMinRows, s.cores, s.busy())
 	}
 	scoreSpan.SetAttributes(attribute.Int("parts", parts))
 	if err := scoreInParts(ctx, m.Scorer, rows, n, f, scores, parts); err != nil {
@@ -595,6 +601,16 @@ func scoreInChunks(ctx context.Context, scorer model.Scorer, rows []float32, n, 
 		}
 	}
 	return nil
+}
+
+// busy is how many requests the cores have: those scoring, or, when larger,
+// the calls open (receiving, decoding, encoding use the cores too).
+func (s *Server) busy() int {
+	busy := s.active.Load()
+	if s.open != nil {
+		busy = max(busy, s.open())
+	}
+	return int(busy)
 }
 
 // splitAlign keeps parts whole blocks of rows for a scorer that works on

@@ -152,3 +152,18 @@ func TestHugeRowBuffersAreNotKept(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenCallsCountAsBusy: calls still arriving or being answered hold
+// cores too, so they count against splitting as scoring requests do.
+func TestOpenCallsCountAsBusy(t *testing.T) {
+	reg, _, _, logger := testModels(t)
+	open := int64(0)
+	s := New(reg, Options{Limits: testLimits, SplitMinRows: 1, Open: func() int64 { return open }}, logger)
+	s.active.Store(1)
+	for _, tt := range []struct{ open, want int64 }{{0, 1}, {1, 1}, {3, 3}} {
+		open = tt.open
+		if got := s.busy(); int64(got) != tt.want {
+			t.Errorf("open %d, 1 scoring: got busy %d, want %d", tt.open, got, tt.want)
+		}
+	}
+}
