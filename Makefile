@@ -50,7 +50,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help setup proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-pipeline deploy-rules deploy-check lint clean
+.PHONY: help setup proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline deploy-rules deploy-check lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -184,12 +184,31 @@ $(STRESS_MODEL)/metadata.json: $(SETUP_STAMP)
 
 stress-model: $(STRESS_MODEL)/metadata.json ## Build the 500-tree, 63-leaf, 60-feature benchmark model
 
-bench: build redis-server $(STRESS_MODEL)/metadata.json ## Kernel and gRPC server benchmarks, native vs onnxruntime vs a Python server (~5 min)
+# MLServer, a benchmark peer, in an environment of its own (its pins clash
+# with the project's), with the project's LightGBM so it reads the same
+# model.txt. uvloop: later releases refuse the asyncio.get_event_loop() call
+# MLServer's worker processes make at start.
+MLSERVER_VERSION := 1.7.1
+MLSERVER_UVLOOP_VERSION := 0.21.0
+MLSERVER_VENV := .venv-mlserver
+MLSERVER := $(abspath $(MLSERVER_VENV))/bin/mlserver
+
+$(MLSERVER): $(SETUP_STAMP)
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install --quiet mlserver==$(MLSERVER_VERSION) mlserver-lightgbm==$(MLSERVER_VERSION) \
+		uvloop==$(MLSERVER_UVLOOP_VERSION) $$($(VENV)/bin/pip freeze | grep -i '^lightgbm==')
+
+BENCH_MODELS = --model demo=$$(ls -d $(abspath $(MODELS))/$(MODEL_NAME)/*/ | tail -1) --model stress=$(STRESS_MODEL)
+
+bench: build redis-server $(STRESS_MODEL)/metadata.json $(MLSERVER) ## Kernel and gRPC server benchmarks: native vs onnxruntime, the Go server vs Python (per-candidate and packed rows) and MLServer (~15 min)
 	@test -d $(MODELS)/$(MODEL_NAME) || $(MAKE) train
 	cd go && go build -o $(GO_BIN)/ranker-load ./cmd/ranker-load
-	cd python && $(PY) -m benchmarks.serving \
-		--model demo=$$(ls -d $(abspath $(MODELS))/$(MODEL_NAME)/*/ | tail -1) \
-		--model stress=$(STRESS_MODEL) --out $(abspath data/bench)
+	cd python && $(PY) -m benchmarks.serving $(BENCH_MODELS) --mlserver $(MLSERVER) --out $(abspath data/bench)
+
+bench-servers: build $(STRESS_MODEL)/metadata.json $(MLSERVER) ## Only the server part of make bench: the Go server and its three peers over gRPC (~10 min)
+	@test -d $(MODELS)/$(MODEL_NAME) || $(MAKE) train
+	cd go && go build -o $(GO_BIN)/ranker-load ./cmd/ranker-load
+	cd python && $(PY) -m benchmarks.serving $(BENCH_MODELS) --mlserver $(MLSERVER) --servers-only --out $(abspath data/bench)
 
 bench-pipeline: $(SETUP_STAMP) ## Rows/s and peak memory of data, features, training at 1M and 10M rows (~3 min)
 	cd python && $(PY) -m benchmarks.pipeline_throughput --scale 2.78 --scale 27.8 --work $(abspath data/bench)
@@ -250,4 +269,4 @@ lint: $(SETUP_STAMP) $(BUF) $(GOLANGCI_LINT) ## ruff, mypy, golangci-lint, gofmt
 	cd proto && $(BUF) breaking --against '../.git#branch=main,subdir=proto'
 
 clean: ## Remove the environment, data, models and binaries
-	rm -rf $(VENV) data $(MODELS) go/bin
+	rm -rf $(VENV) $(MLSERVER_VENV) data $(MODELS) go/bin
