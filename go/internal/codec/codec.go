@@ -1,16 +1,19 @@
 // Package codec is the gRPC protobuf codec the server and the load
 // generator use: the marshal and unmarshal code vtprotobuf generates beside
 // each message (go/gen, `make proto`), where the standard codec walks every
-// message by reflection. The bytes on the wire are the same protobuf; a
-// message without generated code (health, reflection) goes through the
-// standard library.
+// message by reflection. The bytes on the wire are the same protobuf. It
+// marshals every message with generated code, and unmarshals RankRequest
+// (the others, small or rare, go through the standard codec).
 package codec
 
 import (
 	"fmt"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
+
+	rankerv1 "ranker/gen/ranker/v1"
 )
 
 // Name is the codec's content subtype: "proto", as the standard codec's, so
@@ -57,19 +60,59 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 }
 
-// Unmarshal implements encoding.CodecV2. The message copies what it keeps
-// (strings, float slices), so the received bytes go back to gRPC's pool.
+// Unmarshal implements encoding.CodecV2. RankRequest, the large message on
+// the hot path, is decoded by the generated code, then its strings checked
+// for valid UTF-8 as the standard codec does (the generated code does not);
+// every other message goes through the standard codec. The message copies
+// what it keeps, so the received bytes go back to gRPC's pool.
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
-	m, ok := v.(vtMessage)
+	req, ok := v.(*rankerv1.RankRequest)
 	if !ok {
 		return standard().Unmarshal(data, v)
 	}
+	var err error
 	if len(data) == 1 { // the common case: one contiguous read
-		return m.UnmarshalVT(data[0].ReadOnlyData())
+		err = req.UnmarshalVT(data[0].ReadOnlyData())
+	} else {
+		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		err = req.UnmarshalVT(buf.ReadOnlyData())
+		buf.Free()
 	}
-	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
-	defer buf.Free()
-	return m.UnmarshalVT(buf.ReadOnlyData())
+	if err != nil {
+		return err
+	}
+	return validUTF8(req)
+}
+
+// validUTF8 refuses a request with a string that is not UTF-8, naming it,
+// as the standard codec refuses one (proto3 strings must be UTF-8).
+func validUTF8(req *rankerv1.RankRequest) error {
+	for _, f := range [...]struct{ name, value string }{{"request_id", req.GetRequestId()}, {"user_id", req.GetUserId()},
+		{"model_name", req.GetModelName()}, {"experiment_variant", req.GetExperimentVariant()}, {"device", req.GetDevice()}} {
+		if !utf8.ValidString(f.value) {
+			return invalidUTF8(f.name)
+		}
+	}
+	for i, s := range req.GetFeatureNames() {
+		if !utf8.ValidString(s) {
+			return invalidUTF8(fmt.Sprintf("feature_names[%d]", i))
+		}
+	}
+	for k := range req.GetContextFeatures() {
+		if !utf8.ValidString(k) {
+			return invalidUTF8("context_features key")
+		}
+	}
+	for i, c := range req.GetCandidates() {
+		if !utf8.ValidString(c.GetId()) {
+			return invalidUTF8(fmt.Sprintf("candidates[%d].id", i))
+		}
+	}
+	return nil
+}
+
+func invalidUTF8(field string) error {
+	return fmt.Errorf("%s: string field contains invalid UTF-8", field)
 }
 
 // standard is gRPC's own protobuf codec, registered by grpc-go under the

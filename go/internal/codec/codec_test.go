@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	rankerv1 "ranker/gen/ranker/v1"
@@ -117,6 +118,44 @@ func TestRefusesMalformedBytes(t *testing.T) {
 	for _, bad := range [][]byte{wire[:len(wire)-3], {0x2a, 0xff, 0xff, 0xff, 0xff, 0x0f}, {0xff}} {
 		if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(bad)}, &rankerv1.RankRequest{}); err == nil {
 			t.Errorf("% x: got no error, want one", bad[:min(len(bad), 8)])
+		}
+	}
+}
+
+// TestRefusesInvalidUTF8LikeTheStandardCodec: every string field of
+// RankRequest (found by reflection, so a new one is not forgotten), set to
+// invalid UTF-8, is refused by both codecs.
+func TestRefusesInvalidUTF8LikeTheStandardCodec(t *testing.T) {
+	bad := "\xff\xfe"
+	cases := map[string]func(*rankerv1.RankRequest){
+		"candidates.id":        func(r *rankerv1.RankRequest) { r.Candidates[1].Id = bad },
+		"context_features key": func(r *rankerv1.RankRequest) { r.ContextFeatures[bad] = 1 },
+		"feature_names":        func(r *rankerv1.RankRequest) { r.FeatureNames[1] = bad },
+	}
+	fields := (&rankerv1.RankRequest{}).ProtoReflect().Descriptor().Fields()
+	for i := range fields.Len() {
+		if fd := fields.Get(i); fd.Kind() == protoreflect.StringKind && !fd.IsList() {
+			cases[string(fd.Name())] = func(r *rankerv1.RankRequest) { r.ProtoReflect().Set(fd, protoreflect.ValueOfString(bad)) }
+		}
+	}
+	if len(cases) != 8 {
+		t.Errorf("got %d string fields, want 8: update validUTF8 and this test for the new ones", len(cases))
+	}
+	for name, spoil := range cases {
+		req := request(3)
+		spoil(req)
+		if _, err := proto.Marshal(req); err == nil {
+			t.Fatalf("%s: the standard marshal accepted invalid UTF-8", name)
+		}
+		wire, err := Codec{}.Marshal(req) // no check on the way out: builds the bad bytes
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := standard().Unmarshal(wire, &rankerv1.RankRequest{}); err == nil {
+			t.Errorf("%s: the standard codec accepted invalid UTF-8", name)
+		}
+		if err := (Codec{}).Unmarshal(wire, &rankerv1.RankRequest{}); err == nil {
+			t.Errorf("%s: got no error, want one as the standard codec gives", name)
 		}
 	}
 }
