@@ -155,6 +155,7 @@ test-go: $(SETUP_STAMP) redis-server ## Go tests with -race, onnxruntime from th
 	# The fuzz targets, briefly: new inputs beyond their seed corpus each run.
 	cd go && go test -run='^$$' -fuzz='^FuzzRank$$' -fuzztime=10s ./internal/server/
 	cd go && go test -run='^$$' -fuzz='^FuzzLoad$$' -fuzztime=10s ./internal/model/
+	cd go && go test -run='^$$' -fuzz='^FuzzUnmarshalMatchesStandard$$' -fuzztime=10s ./internal/codec/
 
 # redis-server for the tests of the shared feature state: Debian's package,
 # installed when missing (CI runs as root), else one line saying how.

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 
 	rankerv1 "ranker/gen/ranker/v1"
 )
@@ -70,16 +71,22 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return standard().Unmarshal(data, v)
 	}
-	var err error
 	if len(data) == 1 { // the common case: one contiguous read
-		err = req.UnmarshalVT(data[0].ReadOnlyData())
-	} else {
-		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
-		err = req.UnmarshalVT(buf.ReadOnlyData())
-		buf.Free()
+		return unmarshalRequest(data[0].ReadOnlyData(), req)
 	}
-	if err != nil {
-		return err
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	return unmarshalRequest(buf.ReadOnlyData(), req)
+}
+
+// unmarshalRequest decodes b into req. The generated code refuses a known
+// field sent with the wrong wire type, which the standard codec keeps as
+// an unknown field: on any error the standard codec decides, so every
+// input is accepted or refused exactly as before.
+func unmarshalRequest(b []byte, req *rankerv1.RankRequest) error {
+	if err := req.UnmarshalVT(b); err != nil {
+		req.Reset()
+		return proto.Unmarshal(b, req)
 	}
 	return validUTF8(req)
 }
