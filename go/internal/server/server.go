@@ -54,10 +54,11 @@ type Options struct {
 	// SplitMinRows: a request's rows are split across idle cores in parts
 	// of at least this many rows (0: never split); see splitParts.
 	SplitMinRows int
-	// Open, when set, is the number of calls open on the server (the
-	// Guard's count, which includes calls whose message is still arriving):
-	// a split waits until they are fewer than the cores too.
-	Open func() int64
+	// Busy, when set, counts the demands on the cores: the calls open on
+	// the server (which include calls still arriving or being encoded) and
+	// the other processes running (see Run); a split waits until they are
+	// fewer than the cores too.
+	Busy func() int64
 }
 
 // Server is the RankingService.
@@ -108,7 +109,7 @@ func New(models *registry.Registry, opts Options, logger *slog.Logger) *Server {
 
 		splitMinRows: opts.SplitMinRows,
 		cores:        runtime.GOMAXPROCS(0),
-		open:         opts.Open,
+		open:         opts.Busy,
 	}
 	if spec, err := features.LoadSpec(); err == nil {
 		s.devices = spec.Devices
@@ -604,7 +605,7 @@ func scoreInChunks(ctx context.Context, scorer model.Scorer, rows []float32, n, 
 }
 
 // busy is how many requests the cores have: those scoring, or, when larger,
-// the calls open (receiving, decoding, encoding use the cores too).
+// the other demands Options.Busy counts.
 func (s *Server) busy() int {
 	busy := s.active.Load()
 	if s.open != nil {

@@ -158,7 +158,7 @@ func TestHugeRowBuffersAreNotKept(t *testing.T) {
 func TestOpenCallsCountAsBusy(t *testing.T) {
 	reg, _, _, logger := testModels(t)
 	open := int64(0)
-	s := New(reg, Options{Limits: testLimits, SplitMinRows: 1, Open: func() int64 { return open }}, logger)
+	s := New(reg, Options{Limits: testLimits, SplitMinRows: 1, Busy: func() int64 { return open }}, logger)
 	s.active.Store(1)
 	for _, tt := range []struct{ open, want int64 }{{0, 1}, {1, 1}, {3, 3}} {
 		open = tt.open
