@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"math"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -165,5 +167,32 @@ func TestOpenCallsCountAsBusy(t *testing.T) {
 		if got := s.busy(); int64(got) != tt.want {
 			t.Errorf("open %d, 1 scoring: got busy %d, want %d", tt.open, got, tt.want)
 		}
+	}
+}
+
+// TestOtherLoadIsSampledUntilCancelled: the sampler reads the machine's
+// load (never negative: this process's own use is taken off, not more) and
+// stops with its context.
+func TestOtherLoadIsSampledUntilCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var others atomic.Int64
+	others.Store(-1)
+	done := make(chan struct{})
+	go func() {
+		sampleOtherLoad(ctx, &others, slog.New(slog.DiscardHandler))
+		close(done)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for others.Load() < 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := others.Load(); got < 0 {
+		t.Errorf("got %d after 5 s, want a load of at least 0", got)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Error("the sampler did not stop with its context")
 	}
 }
