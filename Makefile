@@ -50,7 +50,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help setup proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-pipeline deploy-rules deploy-check lint clean
+.PHONY: help setup proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline deploy-rules deploy-check lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -67,11 +67,16 @@ setup: $(SETUP_STAMP) ## Install the Python environment and Go modules
 proto: $(SETUP_STAMP) ## Regenerate Go and Python code from proto/, and the feature spec the Go server embeds
 	cd go && go build -o $(GO_BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	cd go && go build -o $(GO_BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	cd go && go build -o $(GO_BIN)/protoc-gen-go-vtproto github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto
+	# vtproto: reflection-free marshal and unmarshal for the server's codec
+	# (go/internal/codec); the plugin's version is pinned in go/go.mod.
 	$(PY) -m grpc_tools.protoc -Iproto \
 		--plugin=protoc-gen-go=$(GO_BIN)/protoc-gen-go \
 		--plugin=protoc-gen-go-grpc=$(GO_BIN)/protoc-gen-go-grpc \
+		--plugin=protoc-gen-go-vtproto=$(GO_BIN)/protoc-gen-go-vtproto \
 		--go_out=go --go_opt=module=ranker \
 		--go-grpc_out=go --go-grpc_opt=module=ranker \
+		--go-vtproto_out=go --go-vtproto_opt=module=ranker,features=marshal+unmarshal+size \
 		--python_out=python/src --pyi_out=python/src --grpc_python_out=python/src \
 		proto/ranker/v1/*.proto
 	# The ONNX model schema, from the pinned onnx wheel, for the native Go evaluator.
@@ -150,6 +155,7 @@ test-go: $(SETUP_STAMP) redis-server ## Go tests with -race, onnxruntime from th
 	# The fuzz targets, briefly: new inputs beyond their seed corpus each run.
 	cd go && go test -run='^$$' -fuzz='^FuzzRank$$' -fuzztime=10s ./internal/server/
 	cd go && go test -run='^$$' -fuzz='^FuzzLoad$$' -fuzztime=10s ./internal/model/
+	cd go && go test -run='^$$' -fuzz='^FuzzUnmarshalMatchesStandard$$' -fuzztime=10s ./internal/codec/
 
 # redis-server for the tests of the shared feature state: Debian's package,
 # installed when missing (CI runs as root), else one line saying how.
@@ -179,12 +185,31 @@ $(STRESS_MODEL)/metadata.json: $(SETUP_STAMP)
 
 stress-model: $(STRESS_MODEL)/metadata.json ## Build the 500-tree, 63-leaf, 60-feature benchmark model
 
-bench: build redis-server $(STRESS_MODEL)/metadata.json ## Kernel and gRPC server benchmarks, native vs onnxruntime vs a Python server (~5 min)
+# MLServer, a benchmark peer, in an environment of its own (its pins clash
+# with the project's), with the project's LightGBM so it reads the same
+# model.txt. uvloop: later releases refuse the asyncio.get_event_loop() call
+# MLServer's worker processes make at start.
+MLSERVER_VERSION := 1.7.1
+MLSERVER_UVLOOP_VERSION := 0.21.0
+MLSERVER_VENV := .venv-mlserver
+MLSERVER := $(abspath $(MLSERVER_VENV))/bin/mlserver
+
+$(MLSERVER): $(SETUP_STAMP)
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install --quiet mlserver==$(MLSERVER_VERSION) mlserver-lightgbm==$(MLSERVER_VERSION) \
+		uvloop==$(MLSERVER_UVLOOP_VERSION) $$($(VENV)/bin/pip freeze | grep -i '^lightgbm==')
+
+BENCH_MODELS = --model demo=$$(ls -d $(abspath $(MODELS))/$(MODEL_NAME)/*/ | tail -1) --model stress=$(STRESS_MODEL)
+
+bench: build redis-server $(STRESS_MODEL)/metadata.json $(MLSERVER) ## Kernel and gRPC server benchmarks: native vs onnxruntime, the Go server vs Python (per-candidate and packed rows) and MLServer (~15 min)
 	@test -d $(MODELS)/$(MODEL_NAME) || $(MAKE) train
 	cd go && go build -o $(GO_BIN)/ranker-load ./cmd/ranker-load
-	cd python && $(PY) -m benchmarks.serving \
-		--model demo=$$(ls -d $(abspath $(MODELS))/$(MODEL_NAME)/*/ | tail -1) \
-		--model stress=$(STRESS_MODEL) --out $(abspath data/bench)
+	cd python && $(PY) -m benchmarks.serving $(BENCH_MODELS) --mlserver $(MLSERVER) --out $(abspath data/bench)
+
+bench-servers: build $(STRESS_MODEL)/metadata.json $(MLSERVER) ## Only the server part of make bench: the Go server and its three peers over gRPC (~10 min)
+	@test -d $(MODELS)/$(MODEL_NAME) || $(MAKE) train
+	cd go && go build -o $(GO_BIN)/ranker-load ./cmd/ranker-load
+	cd python && $(PY) -m benchmarks.serving $(BENCH_MODELS) --mlserver $(MLSERVER) --servers-only --out $(abspath data/bench)
 
 bench-pipeline: $(SETUP_STAMP) ## Rows/s and peak memory of data, features, training at 1M and 10M rows (~3 min)
 	cd python && $(PY) -m benchmarks.pipeline_throughput --scale 2.78 --scale 27.8 --work $(abspath data/bench)
@@ -245,4 +270,4 @@ lint: $(SETUP_STAMP) $(BUF) $(GOLANGCI_LINT) ## ruff, mypy, golangci-lint, gofmt
 	cd proto && $(BUF) breaking --against '../.git#branch=main,subdir=proto'
 
 clean: ## Remove the environment, data, models and binaries
-	rm -rf $(VENV) data $(MODELS) go/bin
+	rm -rf $(VENV) $(MLSERVER_VENV) data $(MODELS) go/bin

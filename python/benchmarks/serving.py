@@ -2,22 +2,30 @@
 
 Kernel: Go testing.B over each scoring backend (native Go, onnxruntime through
 cgo), one thread and all cores, batches of 1, 100 and 1000 rows. Server: the
-Go server on each backend and the Python baseline server (grpcio +
-onnxruntime) on loopback, driven by the Go load generator: a closed loop for
-the maximum throughput, then an open loop at half of it for latency. Absolute
+Go server on each backend (native also with intra-request splitting off), and
+three peers on loopback: the Python baseline server (grpcio + onnxruntime,
+the ranking proto, a message per candidate), the packed-rows Python server
+(grpcio + onnxruntime, KServe V2 ModelInfer with the rows packed) and
+MLServer's LightGBM runtime (the same V2 protocol), all driven by the one Go
+load generator with the same rows: a closed loop of 8 in flight for the
+maximum throughput, a closed loop of 1 for the latency of a request alone,
+then an open loop at half the maximum for latency under load. Absolute
 numbers drift on a shared machine, so every figure is also given as a ratio
-to its baseline measured minutes apart in the same run.
+to its peers measured minutes apart in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +36,10 @@ from ranker.serving.process import ServerProcess, free_port, ort_library_path
 
 CANDIDATES = (100, 1000)
 CLOSED_LOOP_CONCURRENCY = 8
+# The Go servers, and the peers every figure is compared with.
+GO_SERVERS = ("go-native", "go-native-unsplit", "go-onnxruntime")
+PEERS = ("python-baseline", "python-packed", "mlserver")
+PEER_PROTOCOL = {"python-baseline": "ranker", "python-packed": "v2", "mlserver": "v2"}
 OPEN_LOOP_WORKERS = 32
 PHASE_SECONDS = 6
 BENCH_LINE = re.compile(
@@ -42,6 +54,7 @@ class Tools:
     server: Path
     load: Path
     ort_lib: Path
+    mlserver: Path  # the mlserver command, in its own environment
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -162,8 +175,18 @@ def _rss_mb(pid: int) -> dict[str, float]:
     return {"rss_mb": out.get("VmRSS", 0.0), "peak_rss_mb": out.get("VmHWM", 0.0)}
 
 
-def _load(tools: Tools, target: str, model: Path, candidates: int, rate: float) -> dict[str, Any]:
-    workers = OPEN_LOOP_WORKERS if rate else CLOSED_LOOP_CONCURRENCY
+def _load(
+    tools: Tools,
+    target: str,
+    model: Path,
+    candidates: int,
+    rate: float,
+    *,
+    protocol: str = "ranker",
+    model_name: str = "",
+    concurrency: int = CLOSED_LOOP_CONCURRENCY,
+) -> dict[str, Any]:
+    workers = OPEN_LOOP_WORKERS if rate else concurrency
     out = subprocess.run(
         [
             str(tools.load),
@@ -173,66 +196,181 @@ def _load(tools: Tools, target: str, model: Path, candidates: int, rate: float) 
             f"--concurrency={workers}",
             f"--duration={PHASE_SECONDS}s",
             f"--rate={rate}",
+            f"--protocol={protocol}",
+            f"--model-name={model_name}",
         ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     result: dict[str, Any] = json.loads(out)
+    if result["errors"]:
+        first = result.get("first_error")
+        raise RuntimeError(f"{target}: {result['errors']} errors, the first: {first}")
     return result
 
 
-def _python_baseline(tools: Tools, model: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a process and of its descendants alive
+    now (MLServer scores in worker processes)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        child = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(child)  # ppid
+        times[child] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += times.get(p, 0.0)
+        todo += children.get(p, [])
+    return total
+
+
+def _wait_for_port(target: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    host, port = target.rsplit(":", 1)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before serving")
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{what} did not listen on {target} within 120 s")
+
+
+def _python_peer(module: str, model: Path) -> tuple[subprocess.Popen[bytes], str]:
     target = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.baseline_server",
-            f"--model={model}",
-            f"--listen={target}",
-        ],
+        [sys.executable, "-m", module, f"--model={model}", f"--listen={target}"],
         cwd=PYTHON_DIR,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(3.0)  # imports and session creation
+    _wait_for_port(target, proc, module)
     return proc, target
 
 
-def server_benchmarks(tools: Tools, models: dict[str, Path]) -> list[dict[str, Any]]:
+def _mlserver(
+    tools: Tools, model: Path, name: str, work: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """MLServer's LightGBM runtime over the model's LightGBM text file, with
+    a worker process per core (its setting for throughput)."""
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    root = work / f"mlserver-{name}"
+    (root / name).mkdir(parents=True, exist_ok=True)
+    (root / "settings.json").write_text(
+        json.dumps(
+            {
+                "grpc_port": grpc_port,
+                "http_port": http_port,
+                "metrics_port": metrics_port,
+                "parallel_workers": describe()["cores"],
+                "logging_level": "WARNING",
+            }
+        )
+    )
+    (root / name / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": name,
+                "implementation": "mlserver_lightgbm.LightGBMModel",
+                "parameters": {"uri": str(model / "model.txt")},
+            }
+        )
+    )
+    proc = subprocess.Popen(
+        [str(tools.mlserver), "start", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # Listening is not ready: the model loads in the workers after.
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlserver exited with {proc.returncode} before serving")
+        try:
+            url = f"http://127.0.0.1:{http_port}/v2/models/{name}/ready"
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return proc, f"127.0.0.1:{grpc_port}"
+        except OSError:
+            pass
+        time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError(f"mlserver did not make {name} ready within 180 s")
+
+
+def server_benchmarks(tools: Tools, models: dict[str, Path], work: Path) -> list[dict[str, Any]]:
     results = []
     for model_name, model in models.items():
-        for server in ("go-native", "go-onnxruntime", "python-baseline"):
+        for server in GO_SERVERS + PEERS:
+            go = None
+            protocol = PEER_PROTOCOL.get(server, "ranker")
             if server == "python-baseline":
-                proc, target = _python_baseline(tools, model)
-                pid = proc.pid
-                go = None
+                proc, target = _python_peer("benchmarks.baseline_server", model)
+            elif server == "python-packed":
+                proc, target = _python_peer("benchmarks.packed_server", model)
+            elif server == "mlserver":
+                proc, target = _mlserver(tools, model, model_name, work)
             else:
+                extra = ["--log-level=warn"]
+                if server == "go-native-unsplit":
+                    extra += ["--backend=native", "--split-min-rows=0"]
+                else:
+                    extra += [f"--backend={server.removeprefix('go-')}"]
                 go = ServerProcess(
-                    tools.server,
-                    model,
-                    ort_lib=tools.ort_lib,
-                    extra_args=[f"--backend={server.removeprefix('go-')}", "--log-level=warn"],
+                    tools.server, model, ort_lib=tools.ort_lib, extra_args=extra
                 ).start()
-                target, pid = go.target, go._proc.pid  # type: ignore[union-attr]
+                target = go.target
+            pid = go._proc.pid if go is not None else proc.pid  # type: ignore[union-attr]
             try:
                 for candidates in CANDIDATES:
-                    peak = _load(tools, target, model, candidates, 0)
-                    half = _load(tools, target, model, candidates, peak["requests_per_second"] / 2)
+                    load = functools.partial(
+                        _load,
+                        tools,
+                        target,
+                        model,
+                        candidates,
+                        protocol=protocol,
+                        model_name=model_name,
+                    )
+                    cpu_before = _cpu_seconds(pid)
+                    peak = load(0)
+                    # CPU per candidate at full load: on a shared machine the
+                    # throughput moves with what else runs; this moves less.
+                    peak["server_cpu_us_per_candidate"] = (
+                        (_cpu_seconds(pid) - cpu_before)
+                        * 1e6
+                        / max(1, (peak["requests"] + 16) * candidates)  # +16: the warm-up
+                    )
+                    alone = load(0, concurrency=1)
+                    half = load(peak["requests_per_second"] / 2)
                     results.append(
                         {
                             "model": model_name,
                             "server": server,
+                            "protocol": protocol,
                             "candidates": candidates,
                             "max": peak,
+                            "alone": alone,
                             "half_load": half,
                             **_rss_mb(pid),
                         }
                     )
                     print(
                         f"{model_name} {server} {candidates}: "
-                        f"{peak['candidates_per_second']:,.0f} candidates/s; at half load "
+                        f"{peak['candidates_per_second']:,.0f} candidates/s; alone p50 "
+                        f"{alone['p50_ms']} ms; at half load "
                         f"p50 {half['p50_ms']} ms p99 {half['p99_ms']} ms",
                         file=sys.stderr,
                     )
@@ -258,6 +396,8 @@ def ratios(kernel: list[dict[str, Any]], servers: list[dict[str, Any]]) -> dict[
         )
 
     out: dict[str, Any] = {"kernel_native_over_onnxruntime": {}, "server_over_python": {}}
+    for peer in PEERS:
+        out[f"server_over_{peer}"] = {}
     for r in kernel:
         if r["backend"] == "native":
             key = f"{r['model']}/threads={r['threads']}/batch={r['batch']}"
@@ -276,6 +416,19 @@ def ratios(kernel: list[dict[str, Any]], servers: list[dict[str, Any]]) -> dict[
         out["server_over_python"][key] = (
             s["max"]["candidates_per_second"] / base["max"]["candidates_per_second"]
         )
+        for peer in PEERS:
+            other = next(
+                b
+                for b in servers
+                if (b["model"], b["candidates"], b["server"]) == (s["model"], s["candidates"], peer)
+            )
+            out[f"server_over_{peer}"][key] = (
+                s["max"]["candidates_per_second"] / other["max"]["candidates_per_second"]
+            )
+            out.setdefault(f"cpu_{peer}_over_server", {})[key] = (
+                other["max"]["server_cpu_us_per_candidate"]
+                / s["max"]["server_cpu_us_per_candidate"]
+            )
     return out
 
 
@@ -286,6 +439,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Commit `{report['commit']}`, {report['time']}. Machine: {m['cpu']}, {m['cores']} cores, "
         f"{m['memory_gb']} GB, {m['platform']}.",
+        "",
+        f"CPU flags (vector): {' '.join(m['vector_flags']) or 'none'}.",
         "",
         "## Scoring kernel (Go testing.B, rows/s)",
         "",
@@ -312,18 +467,25 @@ def markdown(report: dict[str, Any]) -> str:
         f"## Server over gRPC on loopback (closed loop, {CLOSED_LOOP_CONCURRENCY} in flight, "
         f"{PHASE_SECONDS} s; latency in an open loop at half that rate)",
         "",
-        "| model | server | candidates | requests/s | candidates/s | vs Python | p50 ms | p99 ms | "
-        "p99/p50 | RSS MB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | server | candidates | requests/s | candidates/s | vs Python baseline "
+        "| vs Python packed | vs MLServer | server CPU µs / candidate | CPU: Python packed / this "
+        "| CPU: MLServer / this | p50 ms alone | p50 ms | p99 ms | p99/p50 | RSS MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+        "| --- | --- |",
     ]
-    sratio = report["ratios"]["server_over_python"]
+    r = report["ratios"]
     for s in report["servers"]:
         key = f"{s['model']}/{s['server']}/candidates={s['candidates']}"
         h, peak = s["half_load"], s["max"]
         lines.append(
             f"| {s['model']} | {s['server']} | {s['candidates']} | "
             f"{peak['requests_per_second']:,.0f} | {peak['candidates_per_second']:,.0f} | "
-            f"{sratio[key]:.2f}x | {h['p50_ms']:.2f} | {h['p99_ms']:.2f} | "
+            f"{r['server_over_python-baseline'][key]:.2f}x | "
+            f"{r['server_over_python-packed'][key]:.2f}x | {r['server_over_mlserver'][key]:.2f}x | "
+            f"{peak['server_cpu_us_per_candidate']:.2f} | "
+            f"{r['cpu_python-packed_over_server'][key]:.2f}x | "
+            f"{r['cpu_mlserver_over_server'][key]:.2f}x | "
+            f"{s['alone']['p50_ms']:.2f} | {h['p50_ms']:.2f} | {h['p99_ms']:.2f} | "
             f"{h['p99_ms'] / max(h['p50_ms'], 1e-9):.2f} | {s['peak_rss_mb']:.0f} |"
         )
     online = report.get("online")
@@ -370,9 +532,11 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(tools: Tools, models: dict[str, Path], out_dir: Path) -> dict[str, Any]:
-    kernel = kernel_benchmarks(tools, models)
-    servers = server_benchmarks(tools, models)
+def run(
+    tools: Tools, models: dict[str, Path], out_dir: Path, *, servers_only: bool = False
+) -> dict[str, Any]:
+    kernel = kernel_benchmarks(tools, models) if not servers_only else []
+    servers = server_benchmarks(tools, models, out_dir)
     report = {
         "commit": _git(tools.repo, "rev-parse", "--short", "HEAD")
         + ("-dirty" if _git(tools.repo, "status", "--porcelain", "--untracked-files=no") else ""),
@@ -380,7 +544,7 @@ def run(tools: Tools, models: dict[str, Path], out_dir: Path) -> dict[str, Any]:
         "machine": describe(),
         "kernel": kernel,
         "servers": servers,
-        "online": online_benchmarks(tools),
+        "online": online_benchmarks(tools) if not servers_only else {},
     }
     report["ratios"] = ratios(kernel, servers)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -396,6 +560,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--repo", type=Path, default=PYTHON_DIR.parent, help="the repository")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--mlserver", type=Path, required=True, help="the mlserver command (its own environment)"
+    )
+    parser.add_argument(
+        "--servers-only", action="store_true", help="skip the kernel and online benchmarks"
+    )
     args = parser.parse_args(argv)
     repo = args.repo.resolve()
     tools = Tools(
@@ -403,9 +573,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         server=repo / "go/bin/ranker-server",
         load=repo / "go/bin/ranker-load",
         ort_lib=ort_library_path(),
+        mlserver=args.mlserver.resolve(),
     )
     models = dict(item.split("=", 1) for item in args.model)
-    report = run(tools, {k: Path(v).resolve() for k, v in models.items()}, args.out)
+    report = run(
+        tools,
+        {k: Path(v).resolve() for k, v in models.items()},
+        args.out,
+        servers_only=args.servers_only,
+    )
     print(markdown(report))
     print(f"written to {args.out}/bench.md and bench.json")
     return 0

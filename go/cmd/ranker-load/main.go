@@ -21,6 +21,8 @@ func main() {
 	flag.IntVar(&cfg.Concurrency, "concurrency", 8, "requests in flight (closed loop) or workers (open loop)")
 	flag.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send")
 	flag.Float64Var(&cfg.Rate, "rate", 0, "requests per second (open loop); 0 sends as fast as answers come back")
+	flag.StringVar(&cfg.Protocol, "protocol", loadgen.ProtocolRanker, "ranker (RankingService/Rank) or v2 (KServe V2 ModelInfer, rows packed: MLServer and the packed-rows Python server)")
+	flag.StringVar(&cfg.ModelName, "model-name", "", "the model's name on a v2 server")
 	flag.Parse()
 	if cfg.ModelDir == "" {
 		fmt.Fprintln(os.Stderr, "ranker-load: --model is required")

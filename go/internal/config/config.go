@@ -54,6 +54,7 @@ type Config struct {
 	RequestReadTimeout  time.Duration
 	ShedHeapBytes       int64
 	MaxScoring          int
+	SplitMinRows        int
 	MaxQueue            int
 	QueueTimeout        time.Duration
 	MaxRequestMemory    int64
@@ -70,6 +71,11 @@ type Config struct {
 	ModelLoadTimeout    time.Duration
 	ModelLimits         model.Limits
 }
+
+// defaultSplitMinRows is the smallest part of a request scored on a core of
+// its own: below it, the handoff between goroutines (a few microseconds)
+// costs about what a second core saves on the smallest models.
+const defaultSplitMinRows = 64
 
 // EnvName is the environment variable that sets a flag.
 func EnvName(flagName string) string {
@@ -114,6 +120,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.DurationVar(&c.RequestReadTimeout, "request-read-timeout", 10*time.Second, "a call whose request message has not arrived this long after its headers is ended (a held half-open stream)")
 	fs.Int64Var(&c.ShedHeapBytes, "shed-heap-bytes", 0, "refuse new calls (RESOURCE_EXHAUSTED) while the live heap is at least this many bytes; 0: 75% of GOMEMLIMIT when set, else never")
 	fs.IntVar(&c.MaxScoring, "max-scoring", 4*runtime.GOMAXPROCS(0), "most Rank requests computing features and scoring at once (default: 4 per core the process may use)")
+	fs.IntVar(&c.SplitMinRows, "split-min-rows", defaultSplitMinRows, "score a request's candidates on the cores no other request is using, in parts of at least this many rows; under load every core has a request and nothing is split (0: never split)")
 	fs.IntVar(&c.MaxQueue, "max-queue", 128, "most Rank requests waiting for a scoring slot; more are refused at once with RESOURCE_EXHAUSTED")
 	fs.DurationVar(&c.QueueTimeout, "queue-timeout", 200*time.Millisecond, "longest wait for a scoring slot before RESOURCE_EXHAUSTED")
 	fs.Int64Var(&c.MaxRequestMemory, "max-request-memory", 32<<20, "most bytes one Rank request may need to score (candidates x model features); more: RESOURCE_EXHAUSTED")
@@ -206,6 +213,9 @@ func (c Config) validate() error {
 	if c.MaxInflight < 1 || c.MaxScoring < 1 || c.MaxQueue < 0 || c.QueueTimeout <= 0 || c.MaxRequestMemory < 1<<20 {
 		errs = append(errs, fmt.Errorf("max-inflight %d, max-scoring %d, max-queue %d, queue-timeout %v, max-request-memory %d: must be at least 1, 1, 0, positive and 1 MiB",
 			c.MaxInflight, c.MaxScoring, c.MaxQueue, c.QueueTimeout, c.MaxRequestMemory))
+	}
+	if c.SplitMinRows < 0 {
+		errs = append(errs, fmt.Errorf("split-min-rows: %d, must not be negative (0 never splits)", c.SplitMinRows))
 	}
 	if c.DrainDelay < 0 {
 		errs = append(errs, fmt.Errorf("drain-delay: %v, must not be negative", c.DrainDelay))

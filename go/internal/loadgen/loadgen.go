@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	rankerv1 "ranker/gen/ranker/v1"
 	"ranker/internal/model"
@@ -28,7 +30,18 @@ type Config struct {
 	Duration    time.Duration
 	// Rate is requests per second for an open loop; 0 runs a closed loop.
 	Rate float64
+	// Protocol is ProtocolRanker (RankingService/Rank, a Candidate per row)
+	// or ProtocolV2 (the KServe V2 ModelInfer with the rows packed, as model
+	// servers take them); ModelName names the model for V2.
+	Protocol  string
+	ModelName string
 }
+
+// The protocols the generator speaks.
+const (
+	ProtocolRanker = "ranker"
+	ProtocolV2     = "v2"
+)
 
 // Result summarises one run.
 type Result struct {
@@ -37,6 +50,7 @@ type Result struct {
 	Rate              float64 `json:"target_rate"`
 	Requests          int     `json:"requests"`
 	Errors            int     `json:"errors"`
+	FirstError        string  `json:"first_error,omitempty"`
 	Seconds           float64 `json:"seconds"`
 	RequestsPerSecond float64 `json:"requests_per_second"`
 	CandidatesPerSec  float64 `json:"candidates_per_second"`
@@ -70,26 +84,86 @@ func Requests(modelDir string, candidates, n int) ([]*rankerv1.RankRequest, erro
 	return out, nil
 }
 
-// Run sends load until cfg.Duration has passed.
-func Run(ctx context.Context, cfg Config) (Result, error) {
+// call is one prepared request: its method and its encoded bytes.
+type call struct {
+	method string
+	body   []byte
+}
+
+// prepare encodes 16 distinct requests once, so the timed loop spends no
+// time marshalling (the generator shares the machine with the server), and
+// checks that the server answers one with a score per candidate.
+func prepare(ctx context.Context, conn *grpc.ClientConn, cfg Config) ([]call, error) {
 	requests, err := Requests(cfg.ModelDir, cfg.Candidates, 16)
 	if err != nil {
-		return Result{}, err
+		return nil, err
 	}
+	calls := make([]call, len(requests))
+	for i, req := range requests {
+		switch cfg.Protocol {
+		case ProtocolRanker, "":
+			body, err := proto.Marshal(req)
+			if err != nil {
+				return nil, err
+			}
+			calls[i] = call{method: rankMethod, body: body}
+		case ProtocolV2:
+			calls[i] = call{method: v2InferMethod, body: v2InferRequest(cfg.ModelName, req)}
+		default:
+			return nil, fmt.Errorf("protocol: %q is neither %s nor %s", cfg.Protocol, ProtocolRanker, ProtocolV2)
+		}
+	}
+	var reply raw
+	if err := conn.Invoke(ctx, calls[0].method, &raw{body: calls[0].body}, &reply, grpc.ForceCodecV2(rawCodec{})); err != nil {
+		return nil, fmt.Errorf("first request: %w", err)
+	}
+	got, err := answered(cfg.Protocol, reply.body)
+	if err != nil {
+		return nil, err
+	}
+	if got != cfg.Candidates {
+		return nil, fmt.Errorf("first request: %d scores in the answer, want %d", got, cfg.Candidates)
+	}
+	return calls, nil
+}
+
+// answered counts the scores in an answer.
+func answered(protocol string, body []byte) (int, error) {
+	if protocol == ProtocolV2 {
+		return v2Scores(body)
+	}
+	resp := &rankerv1.RankResponse{}
+	if err := proto.Unmarshal(body, resp); err != nil {
+		return 0, err
+	}
+	return len(resp.GetCandidates()), nil
+}
+
+// Run sends load until cfg.Duration has passed.
+func Run(ctx context.Context, cfg Config) (Result, error) {
 	conn, err := grpc.NewClient(cfg.Target, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
 		return Result{}, err
 	}
 	defer func() { _ = conn.Close() }() // the results are in; a close error changes nothing
-	client := rankerv1.NewRankingServiceClient(conn)
+	calls, err := prepare(ctx, conn, cfg)
+	if err != nil {
+		return Result{}, err
+	}
+	send := func(c call) error {
+		// Replies are counted, not decoded: decoding is the client's
+		// business, and here it would take cores from the server measured.
+		return conn.Invoke(ctx, c.method, &raw{body: c.body}, &raw{}, grpc.ForceCodecV2(rawCodec{}))
+	}
 	// Warm up the connection and the server's caches.
-	for _, r := range requests {
-		if _, err := client.Rank(ctx, r); err != nil {
+	for _, c := range calls {
+		if err := send(c); err != nil {
 			return Result{}, fmt.Errorf("warm-up request: %w", err)
 		}
 	}
 
+	var firstError atomic.Pointer[error]
 	var (
 		mu        sync.Mutex
 		latencies []time.Duration
@@ -113,8 +187,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				errs := 0
 				for i := w; time.Now().Before(deadline); i++ {
 					t0 := time.Now()
-					if _, err := client.Rank(ctx, requests[i%len(requests)]); err != nil {
+					if err := send(calls[i%len(calls)]); err != nil {
 						errs++
+						firstError.CompareAndSwap(nil, &err)
 					}
 					local = append(local, time.Since(t0))
 				}
@@ -132,8 +207,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				errs := 0
 				i := 0
 				for at := range scheduled {
-					if _, err := client.Rank(ctx, requests[i%len(requests)]); err != nil {
+					if err := send(calls[i%len(calls)]); err != nil {
 						errs++
+						firstError.CompareAndSwap(nil, &err)
 					}
 					local = append(local, time.Since(at))
 					i++
@@ -157,7 +233,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		i := min(len(latencies)-1, int(p*float64(len(latencies))))
 		return float64(latencies[i].Microseconds()) / 1000
 	}
+	firstErr := ""
+	if e := firstError.Load(); e != nil {
+		firstErr = (*e).Error()
+	}
 	return Result{
+		FirstError: firstErr,
 		Candidates: cfg.Candidates, Concurrency: cfg.Concurrency, Rate: cfg.Rate,
 		Requests: len(latencies), Errors: errors, Seconds: elapsed,
 		RequestsPerSecond: float64(len(latencies)) / elapsed,

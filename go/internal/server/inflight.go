@@ -72,6 +72,9 @@ func NewGuard(opts GuardOptions, m *rankmetrics.Metrics, outcomes *rankmetrics.R
 	return g
 }
 
+// Open is the number of calls admitted and not yet finished.
+func (g *Guard) Open() int64 { return g.open.Load() }
+
 // Close stops the heap sampler.
 func (g *Guard) Close() { close(g.stop) }
 

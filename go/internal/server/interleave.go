@@ -191,7 +191,7 @@ func (s *Server) rescore(ctx context.Context, m *model.Model, a *scoring, reques
 	if err := s.scoringStatus(ctx, err, requestID); err != nil {
 		return nil, err
 	}
-	return &scoring{scores: (*buf)[:n], rows: a.rows, release: func() { s.rows.Put(buf) },
+	return &scoring{scores: (*buf)[:n], rows: a.rows, release: func() { s.putRowBuffer(buf) },
 		columns: a.columns, unknown: a.unknown, stateErr: a.stateErr}, nil
 }
 

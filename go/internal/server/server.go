@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -50,6 +51,14 @@ type Options struct {
 	Metrics   *metrics.Metrics
 	Exposure  *exposure.Log
 	Features  features.Service
+	// SplitMinRows: a request's rows are split across idle cores in parts
+	// of at least this many rows (0: never split); see splitParts.
+	SplitMinRows int
+	// Busy, when set, counts the demands on the cores: the calls open on
+	// the server (which include calls still arriving or being encoded) and
+	// the other processes running (see Run); a split waits until they are
+	// fewer than the cores too.
+	Busy func() int64
 }
 
 // Server is the RankingService.
@@ -67,6 +76,11 @@ type Server struct {
 	admit    *admission
 	rows     sync.Pool // *[]float32 feature buffers, reused across requests
 	idSets   sync.Pool // map[string]int for duplicate-id checks, reused
+
+	splitMinRows int
+	cores        int
+	active       atomic.Int64 // requests holding a scoring slot (see admitScoring)
+	open         func() int64
 
 	experiment atomic.Pointer[activeExperiment]
 }
@@ -92,6 +106,10 @@ func New(models *registry.Registry, opts Options, logger *slog.Logger) *Server {
 		features: opts.Features,
 		mappings: newMappingCache(mappingCacheSize, mappingCacheBytes),
 		admit:    newAdmission(opts.Admission),
+
+		splitMinRows: opts.SplitMinRows,
+		cores:        runtime.GOMAXPROCS(0),
+		open:         opts.Busy,
 	}
 	if spec, err := features.LoadSpec(); err == nil {
 		s.devices = spec.Devices
@@ -196,11 +214,11 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	missing, stateError := s.observeScoring(ctx, requestID, m, sc)
 	scores, rows, columns, unknown := sc.scores, sc.rows, sc.columns, sc.unknown
 
-	order := rankOrder(scores)
 	k := n
 	if topK := int(req.GetTopK()); topK > 0 && topK < n {
 		k = topK
 	}
+	order := topOrder(scores, k)
 	// One allocation for all scored candidates rather than one each.
 	scored := make([]rankerv1.ScoredCandidate, k)
 	out := make([]*rankerv1.ScoredCandidate, k)
@@ -285,7 +303,7 @@ type scoring struct {
 // scoreChecked is score with its failures as the statuses Rank returns (see
 // scoringStatus).
 func (s *Server) scoreChecked(ctx context.Context, mapSpan trace.Span, m *model.Model, req *rankerv1.RankRequest, contextKeys []string, requestID string) (*scoring, error) {
-	scores, release, columns, unknown, rows, stateErr, err := s.score(ctx, mapSpan, m, req, contextKeys)
+	scores, release, columns, unknown, rows, stateErr, err := s.score(ctx, mapSpan, m, req, contextKeys, true)
 	if err := s.scoringStatus(ctx, err, requestID); err != nil {
 		return nil, err
 	}
@@ -347,8 +365,9 @@ func (s *Server) observeScoring(ctx context.Context, requestID string, m *model.
 // lists candidate ids the catalog does not know.
 //
 // When the feature state cannot be read, the features it would have given
-// stay missing and stateErr says why; the request is still answered.
-func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, req *rankerv1.RankRequest, contextKeys []string) (scores []float32, release func(), mapping *columnMapping, unknown []string, rows []float32, stateErr, err error) {
+// stay missing and stateErr says why; the request is still answered. With
+// split, the rows may be scored on several cores (see splitParts).
+func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, req *rankerv1.RankRequest, contextKeys []string, split bool) (scores []float32, release func(), mapping *columnMapping, unknown []string, rows []float32, stateErr, err error) {
 	var computable func(string) bool
 	if s.features != nil {
 		computable = features.Computable
@@ -356,7 +375,7 @@ func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, 
 	mapping = s.mappings.get(m.Meta.FeatureHash, m.Meta.FeatureNames, req.GetFeatureNames(), contextKeys, computable)
 	n, f := len(req.GetCandidates()), len(m.Meta.FeatureNames)
 	buf := s.rowBuffer(n*f + n)
-	release = func() { s.rows.Put(buf) }
+	release = func() { s.putRowBuffer(buf) }
 	rows, scores = (*buf)[:n*f], (*buf)[n*f:n*f+n]
 	fillRows(rows, req, mapping)
 	if len(mapping.computed) > 0 {
@@ -387,7 +406,12 @@ func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, 
 	_, scoreSpan := tracing.Start(ctx, tracing.SpanScoring)
 	scoreSpan.SetAttributes(attribute.Int("candidates", n), attribute.String("model.version", m.Meta.ModelVersion))
 	defer scoreSpan.End()
-	if err := scoreInChunks(ctx, m.Scorer, rows, n, f, scores); err != nil {
+	parts := 1
+	if split {
+		parts = splitParts(n, s.splitMinRows, s.cores, s.busy())
+	}
+	scoreSpan.SetAttributes(attribute.Int("parts", parts))
+	if err := scoreInParts(ctx, m.Scorer, rows, n, f, scores, parts); err != nil {
 		release()
 		return nil, nil, nil, nil, nil, nil, err
 	}
@@ -463,7 +487,8 @@ func (s *Server) startShadow(exp *activeExperiment, requestID string, req *ranke
 		}
 		defer version.Release()
 		_, span := tracing.Start(context.Background(), "shadow mapping")
-		shadow, release, _, _, _, _, err := s.score(context.Background(), span, version.Model, req, contextKeys)
+		// Side work: never on more than one core.
+		shadow, release, _, _, _, _, err := s.score(context.Background(), span, version.Model, req, contextKeys, false)
 		if err != nil {
 			s.logger.Warn("shadow scoring failed", "request_id", requestID, "model", exp.Shadow.Model, "error", err)
 			return
@@ -537,6 +562,18 @@ func (s *Server) GetModelInfo(_ context.Context, req *rankerv1.GetModelInfoReque
 	return resp, nil
 }
 
+// maxPooledFloats bounds the row buffers kept for reuse (1 MiB each): a
+// large request's rows (2,000 candidates of 120 features) fit, and a buffer
+// a rare, larger one needed goes to the garbage collector instead of staying
+// in the pool for as long as the pool keeps it.
+const maxPooledFloats = 1 << 18
+
+func (s *Server) putRowBuffer(p *[]float32) {
+	if cap(*p) <= maxPooledFloats {
+		s.rows.Put(p)
+	}
+}
+
 func (s *Server) rowBuffer(size int) *[]float32 {
 	if p, ok := s.rows.Get().(*[]float32); ok && cap(*p) >= size {
 		*p = (*p)[:size]
@@ -567,6 +604,76 @@ func scoreInChunks(ctx context.Context, scorer model.Scorer, rows []float32, n, 
 	return nil
 }
 
+// busy is how many requests the cores have: those scoring, or, when larger,
+// the other demands Options.Busy counts.
+func (s *Server) busy() int {
+	busy := s.active.Load()
+	if s.open != nil {
+		busy = max(busy, s.open())
+	}
+	return int(busy)
+}
+
+// splitAlign keeps parts whole blocks of rows for a scorer that works on
+// several rows at a time.
+const splitAlign = 16
+
+// splitParts is how many parts a request of n rows is scored in: one per
+// core that no other request is using (active requests hold a scoring slot,
+// this one included), each of at least minRows rows. A request alone on the
+// server so finishes in about 1/cores of the time; under load every core
+// already has a request, splitting would only add handoffs, and none
+// happens.
+func splitParts(n, minRows, cores, active int) int {
+	if minRows <= 0 {
+		return 1
+	}
+	idle := cores - max(active, 1)
+	return max(1, min(1+idle, n/minRows))
+}
+
+// scoreInParts is scoreInChunks over parts contiguous ranges of rows at
+// once, this goroutine scoring the first; every part checks the context
+// between chunks, and the first error is returned once all have stopped.
+func scoreInParts(ctx context.Context, scorer model.Scorer, rows []float32, n, f int, scores []float32, parts int) error {
+	if parts <= 1 {
+		return scoreInChunks(ctx, scorer, rows, n, f, scores)
+	}
+	per := (n + parts - 1) / parts
+	per = (per + splitAlign - 1) / splitAlign * splitAlign
+	ctx, cancel := context.WithCancel(ctx) // a failed part stops the others
+	defer cancel()
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for p := 1; p < parts; p++ {
+		lo, hi := min(p*per, n), min((p+1)*per, n)
+		if lo == hi {
+			continue
+		}
+		wg.Go(func() {
+			if errs[p] = scoreInChunks(ctx, scorer, rows[lo*f:hi*f], hi-lo, f, scores[lo:hi]); errs[p] != nil {
+				cancel()
+			}
+		})
+	}
+	hi := min(per, n)
+	if errs[0] = scoreInChunks(ctx, scorer, rows[:hi*f], hi, f, scores[:hi]); errs[0] != nil {
+		cancel()
+	}
+	wg.Wait()
+	var ctxErr error
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case errors.Is(err, context.Canceled) && ctxErr == nil:
+			ctxErr = err // maybe only the cancel of a sibling's failure
+		case !errors.Is(err, context.Canceled):
+			return err
+		}
+	}
+	return ctxErr
+}
+
 // admitScoring takes a scoring slot for a request whose working memory with
 // models fits the limit; the returned func gives the slot back.
 func (s *Server) admitScoring(ctx context.Context, req *rankerv1.RankRequest, models ...*model.Model) (release func(), err error) {
@@ -579,7 +686,9 @@ func (s *Server) admitScoring(ctx context.Context, req *rankerv1.RankRequest, mo
 		return nil, err
 	}
 	s.metrics.Scoring.Inc()
+	s.active.Add(1)
 	return func() {
+		s.active.Add(-1)
 		s.metrics.Scoring.Dec()
 		releaseSlot()
 	}, nil

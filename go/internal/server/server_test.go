@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
@@ -397,6 +398,51 @@ func TestRankOrderPutsNaNLastAndKeepsTies(t *testing.T) {
 	for _, tt := range tests {
 		if got := rankOrder(tt.scores); !slices.Equal(got, tt.want) {
 			t.Errorf("rankOrder(%v): got %v, want %v", tt.scores, got, tt.want)
+		}
+	}
+}
+
+// TestTopOrderMatchesStableSort holds the integer-key ranking and its top-k
+// heap to the definition: a stable sort by score, best first, NaN last, for
+// every k, over scores with many ties, signed zeros, infinities and NaNs.
+func TestTopOrderMatchesStableSort(t *testing.T) {
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	pool := []float32{nan, -inf, inf, 0, float32(math.Copysign(0, -1)), 1, -1, 1e-38, -1e-45, 1e-45, 3.5, math.MaxFloat32, -math.MaxFloat32}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{1, 2, 7, 64, 1000} {
+		scores := make([]float32, n)
+		for i := range scores {
+			if rng.IntN(2) == 0 {
+				scores[i] = pool[rng.IntN(len(pool))]
+			} else {
+				scores[i] = float32(rng.NormFloat64())
+			}
+		}
+		want := make([]int, n)
+		for i := range want {
+			want[i] = i
+		}
+		slices.SortStableFunc(want, func(a, b int) int {
+			sa, sb := scores[a], scores[b]
+			switch {
+			case sa != sa && sb != sb:
+				return 0
+			case sa != sa:
+				return 1
+			case sb != sb:
+				return -1
+			case sa > sb:
+				return -1
+			case sa < sb:
+				return 1
+			}
+			return 0
+		})
+		for _, k := range []int{0, 1, 2, n / 5, n / 4, n - 1, n} {
+			k = min(max(k, 0), n)
+			if got := topOrder(scores, k); !slices.Equal(got, want[:k]) {
+				t.Errorf("n=%d k=%d: got %v, want %v", n, k, got, want[:k])
+			}
 		}
 	}
 }
