@@ -45,4 +45,7 @@ require (
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc v1.6.2 // indirect
+	ranker.internal/client v0.0.0-00010101000000-000000000000
 )
+
+replace ranker.internal/client => ./client

@@ -1402,7 +1402,8 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\x04Rank\x12\x16.ranker.v1.RankRequest\x1a\x17.ranker.v1.RankResponse\x12O\n" +
 	"\fGetModelInfo\x12\x1e.ranker.v1.GetModelInfoRequest\x1a\x1f.ranker.v1.GetModelInfoResponse\x12U\n" +
 	"\x0eUpsertArticles\x12 .ranker.v1.UpsertArticlesRequest\x1a!.ranker.v1.UpsertArticlesResponse\x12O\n" +
-	"\fRecordEvents\x12\x1e.ranker.v1.RecordEventsRequest\x1a\x1f.ranker.v1.RecordEventsResponseB\x1fZ\x1dranker/gen/ranker/v1;rankerv1b\x06proto3"
+	"\fRecordEvents\x12\x1e.ranker.v1.RecordEventsRequest\x1a\x1f.ranker.v1.RecordEventsResponseBZ\n" +
+	"\x12internal.ranker.v1B\x13RankingServiceProtoP\x01Z-ranker.internal/client/gen/ranker/v1;rankerv1b\x06proto3"
 
 var (
 	file_ranker_v1_ranking_service_proto_rawDescOnce sync.Once
