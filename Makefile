@@ -22,6 +22,11 @@ MODEL_NAME := demo
 TEST_DATA := data/test
 TEST_MODEL := $(abspath $(MODELS))/test/v1
 GO_TESTDATA := $(abspath go/internal/model/modeltest/testdata)
+# The Go client module (its own go.mod, so a service depends on it without the
+# server): the generated code and the client. The server module uses it
+# through a replace to this directory.
+GO_CLIENT := go/client
+GO_CLIENT_MODULE := ranker.internal/client
 PY_SOURCES := $(shell find python/src -name '*.py')
 PORT ?= 50051
 
@@ -50,7 +55,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help setup proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline deploy-rules deploy-check lint clean
+.PHONY: help setup proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-java maven test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline deploy-rules deploy-check lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -63,6 +68,7 @@ $(SETUP_STAMP): python/pyproject.toml
 
 setup: $(SETUP_STAMP) ## Install the Python environment and Go modules
 	cd go && go mod download
+	cd $(GO_CLIENT) && go mod download
 
 proto: $(SETUP_STAMP) ## Regenerate Go and Python code from proto/, and the feature spec the Go server embeds
 	cd go && go build -o $(GO_BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
@@ -74,9 +80,9 @@ proto: $(SETUP_STAMP) ## Regenerate Go and Python code from proto/, and the feat
 		--plugin=protoc-gen-go=$(GO_BIN)/protoc-gen-go \
 		--plugin=protoc-gen-go-grpc=$(GO_BIN)/protoc-gen-go-grpc \
 		--plugin=protoc-gen-go-vtproto=$(GO_BIN)/protoc-gen-go-vtproto \
-		--go_out=go --go_opt=module=ranker \
-		--go-grpc_out=go --go-grpc_opt=module=ranker \
-		--go-vtproto_out=go --go-vtproto_opt=module=ranker,features=marshal+unmarshal+size \
+		--go_out=$(GO_CLIENT) --go_opt=module=$(GO_CLIENT_MODULE) \
+		--go-grpc_out=$(GO_CLIENT) --go-grpc_opt=module=$(GO_CLIENT_MODULE) \
+		--go-vtproto_out=$(GO_CLIENT) --go-vtproto_opt=module=$(GO_CLIENT_MODULE),features=marshal+unmarshal+size \
 		--python_out=python/src --pyi_out=python/src --grpc_python_out=python/src \
 		proto/ranker/v1/*.proto
 	# The ONNX model schema, from the pinned onnx wheel, for the native Go evaluator.
@@ -89,9 +95,9 @@ proto: $(SETUP_STAMP) ## Regenerate Go and Python code from proto/, and the feat
 		> go/internal/features/spec.json
 
 proto-check: proto ## Fail if the committed generated code differs from the protos
-	@git diff --exit-code --stat -- go/gen python/src/ranker/v1 go/internal/features/spec.json \
+	@git diff --exit-code --stat -- go/gen $(GO_CLIENT)/gen python/src/ranker/v1 go/internal/features/spec.json \
 		|| { echo "generated code is out of date: run 'make proto' and commit"; exit 1; }
-	@test -z "$$(git ls-files --others --exclude-standard -- go/gen python/src/ranker/v1 go/internal/features/spec.json)" \
+	@test -z "$$(git ls-files --others --exclude-standard -- go/gen $(GO_CLIENT)/gen python/src/ranker/v1 go/internal/features/spec.json)" \
 		|| { echo "untracked generated files: run 'make proto' and commit"; exit 1; }
 
 $(DATA)/impressions.parquet: $(SETUP_STAMP)
@@ -139,23 +145,46 @@ $(TEST_MODEL)/metadata.json: $(SETUP_STAMP) $(PY_SOURCES)
 # over both suites; --fail-on-skip makes a skipped test fail the run.
 PYTEST := $(PY) -m pytest --fail-on-skip
 
-test: setup proto-check test-python test-go test-e2e ## Run every test: Python, Go (with -race), cross-language; nothing may skip
+test: setup proto-check test-python test-go test-java test-e2e ## Run every test: Python, Go (with -race), Java, cross-language; nothing may skip
 
 test-fast: $(SETUP_STAMP) redis-server ## The inner loop (under a minute): Python tests but the slow and e2e ones, Go tests without -race
 	cd python && $(PYTEST) -q -m "not slow and not e2e"
 	cd go && RANKER_ORT_LIB=$(ORT_LIB) go test ./...
+	cd $(GO_CLIENT) && go test ./...
 
 test-python: $(SETUP_STAMP) ## Python unit and parity tests, slow ones included
 	cd python && $(PYTEST) -q -m "not e2e"
 
-test-go: $(SETUP_STAMP) redis-server ## Go tests with -race, onnxruntime from the pinned wheel and a real redis-server; fails if any test skips
-	cd go && RANKER_ORT_LIB=$(ORT_LIB) go test -race -count=1 -v ./... 2>&1 \
-		| grep -v -E '^=== (RUN|PAUSE|CONT|NAME)' \
-		| awk '{ print } /--- SKIP/ { skipped = 1 } END { if (skipped) { print "test-go: a test was skipped; with RANKER_ORT_LIB set none may be"; exit 1 } }'
+# A skipped test fails the run: with RANKER_ORT_LIB set none may skip.
+GO_NO_SKIP := grep -v -E '^=== (RUN|PAUSE|CONT|NAME)' \
+	| awk '{ print } /--- SKIP/ { skipped = 1 } END { if (skipped) { print "test-go: a test was skipped"; exit 1 } }'
+
+test-go: $(SETUP_STAMP) redis-server build ## Go tests with -race (server and client modules), onnxruntime from the pinned wheel and a real redis-server; fails if any test skips
+	cd go && RANKER_ORT_LIB=$(ORT_LIB) go test -race -count=1 -v ./... 2>&1 | $(GO_NO_SKIP)
+	# The client module, against the server binary just built.
+	cd $(GO_CLIENT) && RANKER_SERVER=$(SERVER) go test -race -count=1 -v ./... 2>&1 | $(GO_NO_SKIP)
 	# The fuzz targets, briefly: new inputs beyond their seed corpus each run.
 	cd go && go test -run='^$$' -fuzz='^FuzzRank$$' -fuzztime=10s ./internal/server/
 	cd go && go test -run='^$$' -fuzz='^FuzzLoad$$' -fuzztime=10s ./internal/model/
 	cd go && go test -run='^$$' -fuzz='^FuzzUnmarshalMatchesStandard$$' -fuzztime=10s ./internal/codec/
+
+# The Java client (proto/java): Maven generates the stubs from proto/ at each
+# build (so they cannot drift), compiles the client and runs its JUnit tests
+# against the server binary with a committed model version. Maven's
+# downloads are cached in ~/.m2.
+JAVA_CLIENT := proto/java
+MVN := mvn -B --no-transfer-progress
+
+test-java: build maven ## Java client: generate the stubs with Maven, compile, and rank against the real server binary on loopback (~1 min)
+	cd $(JAVA_CLIENT) && RANKER_SERVER=$(SERVER) RANKER_TEST_MODEL=$(GO_TESTDATA)/news/v1 $(MVN) test
+
+# Maven (and a JDK with it), Debian's package, installed when missing (CI runs
+# as root), else one line saying how.
+maven:
+	@command -v mvn >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null; \
+		else echo "Maven is needed by the Java client: install it (e.g. apt-get install maven)"; exit 1; fi; }
 
 # redis-server for the tests of the shared feature state: Debian's package,
 # installed when missing (CI runs as root), else one line saying how.
@@ -257,17 +286,19 @@ $(GOLANGCI_LINT):
 
 PY_LINTED := src ranker_tests benchmarks ../tests
 
-lint: $(SETUP_STAMP) $(BUF) $(GOLANGCI_LINT) ## ruff, mypy, golangci-lint, gofmt, go mod tidy, buf lint and breaking (Go and Python only)
+lint: $(SETUP_STAMP) $(BUF) $(GOLANGCI_LINT) ## ruff, mypy, golangci-lint, gofmt, go mod tidy (server and client modules), buf lint and breaking
 	cd python && ../.venv/bin/ruff check --config pyproject.toml $(PY_LINTED)
 	cd python && ../.venv/bin/ruff format --check --config pyproject.toml $(PY_LINTED)
 	cd python && ../.venv/bin/mypy src ranker_tests benchmarks
 	cd python && ../.venv/bin/mypy --config-file pyproject.toml ../tests
 	cd go && $(GOLANGCI_LINT) run ./...
-	@test -z "$$(gofmt -l go/cmd go/internal)" || { gofmt -l go/cmd go/internal; exit 1; }
+	cd $(GO_CLIENT) && $(GOLANGCI_LINT) run ./...
+	@test -z "$$(gofmt -l go/cmd go/internal $(GO_CLIENT))" || { gofmt -l go/cmd go/internal $(GO_CLIENT); exit 1; }
 	cd go && go mod tidy -diff
+	cd $(GO_CLIENT) && go mod tidy -diff
 	cd proto && $(BUF) lint
 	# Wire and source compatibility with the contract on the main branch.
 	cd proto && $(BUF) breaking --against '../.git#branch=main,subdir=proto'
 
 clean: ## Remove the environment, data, models and binaries
-	rm -rf $(VENV) $(MLSERVER_VENV) data $(MODELS) go/bin
+	rm -rf $(VENV) $(MLSERVER_VENV) data $(MODELS) go/bin $(JAVA_CLIENT)/target

@@ -9,7 +9,6 @@ tool (
 )
 
 require (
-	github.com/planetscale/vtprotobuf v0.6.1-0.20240319094008-0393e58bdf10
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/yalue/onnxruntime_go v1.27.0
@@ -24,6 +23,8 @@ require (
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 )
+
+require github.com/planetscale/vtprotobuf v0.6.1-0.20240319094008-0393e58bdf10 // indirect
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
@@ -47,4 +48,7 @@ require (
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc v1.6.2 // indirect
+	ranker.internal/client v0.0.0-00010101000000-000000000000
 )
+
+replace ranker.internal/client => ./client

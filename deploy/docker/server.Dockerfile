@@ -11,6 +11,8 @@ RUN pip install --no-cache-dir "$(grep -o 'onnxruntime==[0-9.]*' /src/pyproject.
 FROM golang:1.26-bookworm AS build
 WORKDIR /src/go
 COPY go/go.mod go/go.sum ./
+# The client module holds the generated code; go.mod replaces it by this directory.
+COPY go/client/go.mod go/client/go.sum ./client/
 RUN go mod download
 COPY go/ ./
 # cgo stays on for the onnxruntime backend; the native backend needs none.

@@ -5,12 +5,13 @@ from __future__ import annotations
 from benchmarks.serving import BENCH_LINE, markdown, parse_online, ratios
 
 
-def _server(name: str, candidates: int, rate: float) -> dict[str, object]:
+def _server(name: str, candidates: int, rate: float, cpu_us: float) -> dict[str, object]:
     run = {
         "requests_per_second": rate / candidates,
         "candidates_per_second": rate,
         "p50_ms": 2.0,
         "p99_ms": 5.0,
+        "server_cpu_us_per_candidate": cpu_us,
     }
     return {
         "model": "demo",
@@ -18,9 +19,19 @@ def _server(name: str, candidates: int, rate: float) -> dict[str, object]:
         "candidates": candidates,
         "max": run,
         "half_load": run,
+        "alone": {"p50_ms": 1.5},
         "rss_mb": 30.0,
         "peak_rss_mb": 31.0,
     }
+
+
+MACHINE = {
+    "cpu": "cpu",
+    "cores": 2,
+    "memory_gb": 1.0,
+    "platform": "p",
+    "vector_flags": ["avx2", "avx512f"],
+}
 
 
 def test_go_benchmark_lines_parse() -> None:
@@ -51,21 +62,33 @@ def test_ratios_and_table_compare_each_figure_with_its_baseline() -> None:
             "rows_per_second": 40.0,
         },
     ]
-    servers = [_server("go-native", 1000, 600.0), _server("python-baseline", 1000, 100.0)]
+    servers = [
+        _server("go-native", 1000, 600.0, 1.0),
+        _server("python-baseline", 1000, 100.0, 8.0),
+        _server("python-packed", 1000, 200.0, 4.0),
+        _server("mlserver", 1000, 50.0, 16.0),
+    ]
     r = ratios(kernel, servers)
     assert r["kernel_native_over_onnxruntime"] == {"stress/threads=1/batch=1000": 2.0}
     assert r["server_over_python"]["demo/go-native/candidates=1000"] == 6.0
+    assert r["server_over_python-packed"]["demo/go-native/candidates=1000"] == 3.0
+    assert r["server_over_mlserver"]["demo/go-native/candidates=1000"] == 12.0
+    assert r["cpu_mlserver_over_server"]["demo/go-native/candidates=1000"] == 16.0
     report = {
         "commit": "abc",
         "time": "t",
         "kernel": kernel,
         "servers": servers,
         "ratios": r,
-        "machine": {"cpu": "cpu", "cores": 2, "memory_gb": 1.0, "platform": "p"},
+        "machine": MACHINE,
     }
     text = markdown(report)
     assert "| stress | 1 | 1000 | 80 | 40 | 2.00x |" in text
-    assert "| demo | go-native | 1000 | 1 | 600 | 6.00x | 2.00 | 5.00 | 2.50 | 31 |" in text
+    assert (
+        "| demo | go-native | 1000 | 1 | 600 | 6.00x | 3.00x | 12.00x | 1.00 | 4.00x | 16.00x "
+        "| 1.50 | 2.00 | 5.00 | 2.50 | 31 |" in text
+    )
+    assert "CPU flags (vector): avx2 avx512f." in text
 
 
 def test_online_feature_lines_parse_into_latency_and_ingestion() -> None:
@@ -106,7 +129,7 @@ def test_online_feature_lines_parse_into_latency_and_ingestion() -> None:
             "kernel": [],
             "servers": [],
             "ratios": {"kernel_native_over_onnxruntime": {}, "server_over_python": {}},
-            "machine": {"cpu": "cpu", "cores": 2, "memory_gb": 1.0, "platform": "p"},
+            "machine": MACHINE,
             "online": online,
         }
     )

@@ -7,7 +7,7 @@ import (
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 
-	rankerv1 "ranker/gen/ranker/v1"
+	rankerv1 "ranker.internal/client/gen/ranker/v1"
 )
 
 // methodRoles is the one place that says which role each method needs. A

@@ -6,7 +6,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
-	_ "ranker/gen/ranker/v1" // registers the ranker.v1 descriptors walked below
+	_ "ranker.internal/client/gen/ranker/v1" // registers the ranker.v1 descriptors walked below
 )
 
 // Every method of every service in proto/ranker/v1 needs a role: a new RPC

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
-	rankerv1 "ranker/gen/ranker/v1"
+	rankerv1 "ranker.internal/client/gen/ranker/v1"
 )
 
 // Name is the codec's content subtype: "proto", as the standard codec's, so
@@ -95,7 +95,8 @@ func unmarshalRequest(b []byte, req *rankerv1.RankRequest) error {
 // as the standard codec refuses one (proto3 strings must be UTF-8).
 func validUTF8(req *rankerv1.RankRequest) error {
 	for _, f := range [...]struct{ name, value string }{{"request_id", req.GetRequestId()}, {"user_id", req.GetUserId()},
-		{"model_name", req.GetModelName()}, {"experiment_variant", req.GetExperimentVariant()}, {"device", req.GetDevice()}} {
+		{"model_name", req.GetModelName()}, {"experiment_variant", req.GetExperimentVariant()}, {"device", req.GetDevice()},
+		{"model_version", req.GetModelVersion()}} {
 		if !utf8.ValidString(f.value) {
 			return invalidUTF8(f.name)
 		}

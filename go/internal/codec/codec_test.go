@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	rankerv1 "ranker/gen/ranker/v1"
+	rankerv1 "ranker.internal/client/gen/ranker/v1"
 )
 
 // The messages the hot path carries have the generated code.
@@ -138,8 +138,8 @@ func TestRefusesInvalidUTF8LikeTheStandardCodec(t *testing.T) {
 			cases[string(fd.Name())] = func(r *rankerv1.RankRequest) { r.ProtoReflect().Set(fd, protoreflect.ValueOfString(bad)) }
 		}
 	}
-	if len(cases) != 8 {
-		t.Errorf("got %d string fields, want 8: update validUTF8 and this test for the new ones", len(cases))
+	if len(cases) != 9 {
+		t.Errorf("got %d string fields, want 9: update validUTF8 and this test for the new ones", len(cases))
 	}
 	for name, spoil := range cases {
 		req := request(3)

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	rankerv1 "ranker/gen/ranker/v1"
+	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/metrics"
 )
 

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"testing"
 
-	rankerv1 "ranker/gen/ranker/v1"
+	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/experiment"
 )
 

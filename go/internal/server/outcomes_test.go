@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	rankerv1 "ranker/gen/ranker/v1"
+	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/metrics"
 )
 

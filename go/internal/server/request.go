@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync"
 
-	rankerv1 "ranker/gen/ranker/v1"
+	rankerv1 "ranker.internal/client/gen/ranker/v1"
 )
 
 // maxUserIDBytes bounds user_id, as the feature state bounds the ids it stores.

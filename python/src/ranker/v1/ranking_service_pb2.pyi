@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -9,8 +10,17 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Strictness(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STRICTNESS_UNSPECIFIED: _ClassVar[Strictness]
+    STRICTNESS_LENIENT: _ClassVar[Strictness]
+    STRICTNESS_STRICT: _ClassVar[Strictness]
+STRICTNESS_UNSPECIFIED: Strictness
+STRICTNESS_LENIENT: Strictness
+STRICTNESS_STRICT: Strictness
+
 class RankRequest(_message.Message):
-    __slots__ = ("request_id", "user_id", "feature_names", "context_features", "candidates", "top_k", "model_name", "experiment_variant", "device", "event_time", "return_features")
+    __slots__ = ("request_id", "user_id", "feature_names", "context_features", "candidates", "top_k", "model_name", "experiment_variant", "device", "event_time", "return_features", "strictness", "model_version")
     class ContextFeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +39,8 @@ class RankRequest(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     RETURN_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    STRICTNESS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     user_id: str
     feature_names: _containers.RepeatedScalarFieldContainer[str]
@@ -40,7 +52,9 @@ class RankRequest(_message.Message):
     device: str
     event_time: _timestamp_pb2.Timestamp
     return_features: bool
-    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., context_features: _Optional[_Mapping[str, float]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., top_k: _Optional[int] = ..., model_name: _Optional[str] = ..., experiment_variant: _Optional[str] = ..., device: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., return_features: _Optional[bool] = ...) -> None: ...
+    strictness: Strictness
+    model_version: str
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., context_features: _Optional[_Mapping[str, float]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., top_k: _Optional[int] = ..., model_name: _Optional[str] = ..., experiment_variant: _Optional[str] = ..., device: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., return_features: _Optional[bool] = ..., strictness: _Optional[_Union[Strictness, str]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("id", "features")

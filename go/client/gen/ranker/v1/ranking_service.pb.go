@@ -22,6 +22,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Strictness says whether a request that lacks model features is scored.
+type Strictness int32
+
+const (
+	// The server's default (--strict).
+	Strictness_STRICTNESS_UNSPECIFIED Strictness = 0
+	// Missing features are scored as missing (NaN) and counted in a metric.
+	Strictness_STRICTNESS_LENIENT Strictness = 1
+	// Missing or unknown features refuse the request.
+	Strictness_STRICTNESS_STRICT Strictness = 2
+)
+
+// Enum value maps for Strictness.
+var (
+	Strictness_name = map[int32]string{
+		0: "STRICTNESS_UNSPECIFIED",
+		1: "STRICTNESS_LENIENT",
+		2: "STRICTNESS_STRICT",
+	}
+	Strictness_value = map[string]int32{
+		"STRICTNESS_UNSPECIFIED": 0,
+		"STRICTNESS_LENIENT":     1,
+		"STRICTNESS_STRICT":      2,
+	}
+)
+
+func (x Strictness) Enum() *Strictness {
+	p := new(Strictness)
+	*p = x
+	return p
+}
+
+func (x Strictness) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Strictness) Descriptor() protoreflect.EnumDescriptor {
+	return file_ranker_v1_ranking_service_proto_enumTypes[0].Descriptor()
+}
+
+func (Strictness) Type() protoreflect.EnumType {
+	return &file_ranker_v1_ranking_service_proto_enumTypes[0]
+}
+
+func (x Strictness) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Strictness.Descriptor instead.
+func (Strictness) EnumDescriptor() ([]byte, []int) {
+	return file_ranker_v1_ranking_service_proto_rawDescGZIP(), []int{0}
+}
+
 // RankRequest carries the candidates for one reader and one page view.
 type RankRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -56,8 +109,17 @@ type RankRequest struct {
 	// Echo the feature rows the model scored (RankResponse.feature_names and
 	// ScoredCandidate.features), for audits and parity checks.
 	ReturnFeatures bool `protobuf:"varint,11,opt,name=return_features,json=returnFeatures,proto3" json:"return_features,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Strict mode for this request: refuse it with INVALID_ARGUMENT, listing
+	// the names, when a feature the model needs is neither sent nor computed by
+	// the server, or when the request sends a name the model does not know.
+	// STRICTNESS_UNSPECIFIED follows the server's --strict default.
+	Strictness Strictness `protobuf:"varint,12,opt,name=strictness,proto3,enum=ranker.v1.Strictness" json:"strictness,omitempty"`
+	// Pins the model version (with model_name or the default model): answered
+	// NOT_FOUND when that version is not the one loaded. Empty ranks with the
+	// loaded version.
+	ModelVersion  string `protobuf:"bytes,13,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RankRequest) Reset() {
@@ -165,6 +227,20 @@ func (x *RankRequest) GetReturnFeatures() bool {
 		return x.ReturnFeatures
 	}
 	return false
+}
+
+func (x *RankRequest) GetStrictness() Strictness {
+	if x != nil {
+		return x.Strictness
+	}
+	return Strictness_STRICTNESS_UNSPECIFIED
+}
+
+func (x *RankRequest) GetModelVersion() string {
+	if x != nil {
+		return x.ModelVersion
+	}
+	return ""
 }
 
 // Candidate is one article that may be shown to the reader. A candidate may
@@ -1199,7 +1275,7 @@ var File_ranker_v1_ranking_service_proto protoreflect.FileDescriptor
 
 const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1franker/v1/ranking_service.proto\x12\tranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x04\n" +
+	"\x1franker/v1/ranking_service.proto\x12\tranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x04\n" +
 	"\vRankRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -1217,7 +1293,11 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\n" +
 	"event_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\x12'\n" +
-	"\x0freturn_features\x18\v \x01(\bR\x0ereturnFeatures\x1aB\n" +
+	"\x0freturn_features\x18\v \x01(\bR\x0ereturnFeatures\x125\n" +
+	"\n" +
+	"strictness\x18\f \x01(\x0e2\x15.ranker.v1.StrictnessR\n" +
+	"strictness\x12#\n" +
+	"\rmodel_version\x18\r \x01(\tR\fmodelVersion\x1aB\n" +
 	"\x14ContextFeaturesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x02R\x05value:\x028\x01\"7\n" +
@@ -1312,12 +1392,18 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\tRejection\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05field\x18\x02 \x01(\tR\x05field\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason2\xc2\x02\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason*W\n" +
+	"\n" +
+	"Strictness\x12\x1a\n" +
+	"\x16STRICTNESS_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12STRICTNESS_LENIENT\x10\x01\x12\x15\n" +
+	"\x11STRICTNESS_STRICT\x10\x022\xc2\x02\n" +
 	"\x0eRankingService\x127\n" +
 	"\x04Rank\x12\x16.ranker.v1.RankRequest\x1a\x17.ranker.v1.RankResponse\x12O\n" +
 	"\fGetModelInfo\x12\x1e.ranker.v1.GetModelInfoRequest\x1a\x1f.ranker.v1.GetModelInfoResponse\x12U\n" +
 	"\x0eUpsertArticles\x12 .ranker.v1.UpsertArticlesRequest\x1a!.ranker.v1.UpsertArticlesResponse\x12O\n" +
-	"\fRecordEvents\x12\x1e.ranker.v1.RecordEventsRequest\x1a\x1f.ranker.v1.RecordEventsResponseB\x1fZ\x1dranker/gen/ranker/v1;rankerv1b\x06proto3"
+	"\fRecordEvents\x12\x1e.ranker.v1.RecordEventsRequest\x1a\x1f.ranker.v1.RecordEventsResponseBZ\n" +
+	"\x12internal.ranker.v1B\x13RankingServiceProtoP\x01Z-ranker.internal/client/gen/ranker/v1;rankerv1b\x06proto3"
 
 var (
 	file_ranker_v1_ranking_service_proto_rawDescOnce sync.Once
@@ -1331,54 +1417,57 @@ func file_ranker_v1_ranking_service_proto_rawDescGZIP() []byte {
 	return file_ranker_v1_ranking_service_proto_rawDescData
 }
 
+var file_ranker_v1_ranking_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_ranker_v1_ranking_service_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_ranker_v1_ranking_service_proto_goTypes = []any{
-	(*RankRequest)(nil),            // 0: ranker.v1.RankRequest
-	(*Candidate)(nil),              // 1: ranker.v1.Candidate
-	(*RankResponse)(nil),           // 2: ranker.v1.RankResponse
-	(*ScoredCandidate)(nil),        // 3: ranker.v1.ScoredCandidate
-	(*GetModelInfoRequest)(nil),    // 4: ranker.v1.GetModelInfoRequest
-	(*GetModelInfoResponse)(nil),   // 5: ranker.v1.GetModelInfoResponse
-	(*Article)(nil),                // 6: ranker.v1.Article
-	(*UpsertArticlesRequest)(nil),  // 7: ranker.v1.UpsertArticlesRequest
-	(*UpsertArticlesResponse)(nil), // 8: ranker.v1.UpsertArticlesResponse
-	(*Impression)(nil),             // 9: ranker.v1.Impression
-	(*Click)(nil),                  // 10: ranker.v1.Click
-	(*RecordEventsRequest)(nil),    // 11: ranker.v1.RecordEventsRequest
-	(*RecordEventsResponse)(nil),   // 12: ranker.v1.RecordEventsResponse
-	(*Rejection)(nil),              // 13: ranker.v1.Rejection
-	nil,                            // 14: ranker.v1.RankRequest.ContextFeaturesEntry
-	(*timestamppb.Timestamp)(nil),  // 15: google.protobuf.Timestamp
+	(Strictness)(0),                // 0: ranker.v1.Strictness
+	(*RankRequest)(nil),            // 1: ranker.v1.RankRequest
+	(*Candidate)(nil),              // 2: ranker.v1.Candidate
+	(*RankResponse)(nil),           // 3: ranker.v1.RankResponse
+	(*ScoredCandidate)(nil),        // 4: ranker.v1.ScoredCandidate
+	(*GetModelInfoRequest)(nil),    // 5: ranker.v1.GetModelInfoRequest
+	(*GetModelInfoResponse)(nil),   // 6: ranker.v1.GetModelInfoResponse
+	(*Article)(nil),                // 7: ranker.v1.Article
+	(*UpsertArticlesRequest)(nil),  // 8: ranker.v1.UpsertArticlesRequest
+	(*UpsertArticlesResponse)(nil), // 9: ranker.v1.UpsertArticlesResponse
+	(*Impression)(nil),             // 10: ranker.v1.Impression
+	(*Click)(nil),                  // 11: ranker.v1.Click
+	(*RecordEventsRequest)(nil),    // 12: ranker.v1.RecordEventsRequest
+	(*RecordEventsResponse)(nil),   // 13: ranker.v1.RecordEventsResponse
+	(*Rejection)(nil),              // 14: ranker.v1.Rejection
+	nil,                            // 15: ranker.v1.RankRequest.ContextFeaturesEntry
+	(*timestamppb.Timestamp)(nil),  // 16: google.protobuf.Timestamp
 }
 var file_ranker_v1_ranking_service_proto_depIdxs = []int32{
-	14, // 0: ranker.v1.RankRequest.context_features:type_name -> ranker.v1.RankRequest.ContextFeaturesEntry
-	1,  // 1: ranker.v1.RankRequest.candidates:type_name -> ranker.v1.Candidate
-	15, // 2: ranker.v1.RankRequest.event_time:type_name -> google.protobuf.Timestamp
-	3,  // 3: ranker.v1.RankResponse.candidates:type_name -> ranker.v1.ScoredCandidate
-	15, // 4: ranker.v1.GetModelInfoResponse.created_at:type_name -> google.protobuf.Timestamp
-	15, // 5: ranker.v1.GetModelInfoResponse.loaded_at:type_name -> google.protobuf.Timestamp
-	15, // 6: ranker.v1.GetModelInfoResponse.refused_at:type_name -> google.protobuf.Timestamp
-	15, // 7: ranker.v1.Article.publish_time:type_name -> google.protobuf.Timestamp
-	6,  // 8: ranker.v1.UpsertArticlesRequest.articles:type_name -> ranker.v1.Article
-	13, // 9: ranker.v1.UpsertArticlesResponse.rejected:type_name -> ranker.v1.Rejection
-	15, // 10: ranker.v1.Impression.time:type_name -> google.protobuf.Timestamp
-	15, // 11: ranker.v1.Click.time:type_name -> google.protobuf.Timestamp
-	9,  // 12: ranker.v1.RecordEventsRequest.impressions:type_name -> ranker.v1.Impression
-	10, // 13: ranker.v1.RecordEventsRequest.clicks:type_name -> ranker.v1.Click
-	13, // 14: ranker.v1.RecordEventsResponse.rejected:type_name -> ranker.v1.Rejection
-	0,  // 15: ranker.v1.RankingService.Rank:input_type -> ranker.v1.RankRequest
-	4,  // 16: ranker.v1.RankingService.GetModelInfo:input_type -> ranker.v1.GetModelInfoRequest
-	7,  // 17: ranker.v1.RankingService.UpsertArticles:input_type -> ranker.v1.UpsertArticlesRequest
-	11, // 18: ranker.v1.RankingService.RecordEvents:input_type -> ranker.v1.RecordEventsRequest
-	2,  // 19: ranker.v1.RankingService.Rank:output_type -> ranker.v1.RankResponse
-	5,  // 20: ranker.v1.RankingService.GetModelInfo:output_type -> ranker.v1.GetModelInfoResponse
-	8,  // 21: ranker.v1.RankingService.UpsertArticles:output_type -> ranker.v1.UpsertArticlesResponse
-	12, // 22: ranker.v1.RankingService.RecordEvents:output_type -> ranker.v1.RecordEventsResponse
-	19, // [19:23] is the sub-list for method output_type
-	15, // [15:19] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	15, // 0: ranker.v1.RankRequest.context_features:type_name -> ranker.v1.RankRequest.ContextFeaturesEntry
+	2,  // 1: ranker.v1.RankRequest.candidates:type_name -> ranker.v1.Candidate
+	16, // 2: ranker.v1.RankRequest.event_time:type_name -> google.protobuf.Timestamp
+	0,  // 3: ranker.v1.RankRequest.strictness:type_name -> ranker.v1.Strictness
+	4,  // 4: ranker.v1.RankResponse.candidates:type_name -> ranker.v1.ScoredCandidate
+	16, // 5: ranker.v1.GetModelInfoResponse.created_at:type_name -> google.protobuf.Timestamp
+	16, // 6: ranker.v1.GetModelInfoResponse.loaded_at:type_name -> google.protobuf.Timestamp
+	16, // 7: ranker.v1.GetModelInfoResponse.refused_at:type_name -> google.protobuf.Timestamp
+	16, // 8: ranker.v1.Article.publish_time:type_name -> google.protobuf.Timestamp
+	7,  // 9: ranker.v1.UpsertArticlesRequest.articles:type_name -> ranker.v1.Article
+	14, // 10: ranker.v1.UpsertArticlesResponse.rejected:type_name -> ranker.v1.Rejection
+	16, // 11: ranker.v1.Impression.time:type_name -> google.protobuf.Timestamp
+	16, // 12: ranker.v1.Click.time:type_name -> google.protobuf.Timestamp
+	10, // 13: ranker.v1.RecordEventsRequest.impressions:type_name -> ranker.v1.Impression
+	11, // 14: ranker.v1.RecordEventsRequest.clicks:type_name -> ranker.v1.Click
+	14, // 15: ranker.v1.RecordEventsResponse.rejected:type_name -> ranker.v1.Rejection
+	1,  // 16: ranker.v1.RankingService.Rank:input_type -> ranker.v1.RankRequest
+	5,  // 17: ranker.v1.RankingService.GetModelInfo:input_type -> ranker.v1.GetModelInfoRequest
+	8,  // 18: ranker.v1.RankingService.UpsertArticles:input_type -> ranker.v1.UpsertArticlesRequest
+	12, // 19: ranker.v1.RankingService.RecordEvents:input_type -> ranker.v1.RecordEventsRequest
+	3,  // 20: ranker.v1.RankingService.Rank:output_type -> ranker.v1.RankResponse
+	6,  // 21: ranker.v1.RankingService.GetModelInfo:output_type -> ranker.v1.GetModelInfoResponse
+	9,  // 22: ranker.v1.RankingService.UpsertArticles:output_type -> ranker.v1.UpsertArticlesResponse
+	13, // 23: ranker.v1.RankingService.RecordEvents:output_type -> ranker.v1.RecordEventsResponse
+	20, // [20:24] is the sub-list for method output_type
+	16, // [16:20] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_ranker_v1_ranking_service_proto_init() }
@@ -1391,13 +1480,14 @@ func file_ranker_v1_ranking_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ranker_v1_ranking_service_proto_rawDesc), len(file_ranker_v1_ranking_service_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_ranker_v1_ranking_service_proto_goTypes,
 		DependencyIndexes: file_ranker_v1_ranking_service_proto_depIdxs,
+		EnumInfos:         file_ranker_v1_ranking_service_proto_enumTypes,
 		MessageInfos:      file_ranker_v1_ranking_service_proto_msgTypes,
 	}.Build()
 	File_ranker_v1_ranking_service_proto = out.File

@@ -52,6 +52,18 @@ func (m *RankRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if len(m.ModelVersion) > 0 {
+		i -= len(m.ModelVersion)
+		copy(dAtA[i:], m.ModelVersion)
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(len(m.ModelVersion)))
+		i--
+		dAtA[i] = 0x6a
+	}
+	if m.Strictness != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Strictness))
+		i--
+		dAtA[i] = 0x60
+	}
 	if m.ReturnFeatures {
 		i--
 		if m.ReturnFeatures {
@@ -1111,6 +1123,13 @@ func (m *RankRequest) SizeVT() (n int) {
 	if m.ReturnFeatures {
 		n += 2
 	}
+	if m.Strictness != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.Strictness))
+	}
+	l = len(m.ModelVersion)
+	if l > 0 {
+		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
 	n += len(m.unknownFields)
 	return n
 }
@@ -1929,6 +1948,57 @@ func (m *RankRequest) UnmarshalVT(dAtA []byte) error {
 				}
 			}
 			m.ReturnFeatures = bool(v != 0)
+		case 12:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Strictness", wireType)
+			}
+			m.Strictness = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.Strictness |= Strictness(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 13:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field ModelVersion", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return protohelpers.ErrInvalidLength
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return protohelpers.ErrInvalidLength
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.ModelVersion = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])

@@ -1,0 +1,93 @@
+package internal.ranker.client;
+
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * The real ranker-server binary on a free loopback port: $RANKER_SERVER serving the model version
+ * $RANKER_TEST_MODEL with the native backend (`make test-java` passes both).
+ */
+final class RankerServer implements AutoCloseable {
+  final String target;
+  private final Process process;
+  private final Path log;
+
+  private RankerServer(String target, Process process, Path log) {
+    this.target = target;
+    this.process = process;
+    this.log = log;
+  }
+
+  static Path env(String name) {
+    String value = System.getenv(name);
+    if (value == null || value.isEmpty()) {
+      throw new IllegalStateException(name + " is not set: run the Java tests with `make test-java`");
+    }
+    return Path.of(value);
+  }
+
+  static RankerServer start(String... args) throws IOException, InterruptedException {
+    int port;
+    try (ServerSocket s = new ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+      port = s.getLocalPort();
+    }
+    String target = "127.0.0.1:" + port;
+    List<String> command = new ArrayList<>(List.of(
+        env("RANKER_SERVER").toString(),
+        "--listen=" + target,
+        "--model=" + env("RANKER_TEST_MODEL"),
+        "--metrics-listen=",
+        "--reload-interval=0",
+        "--drain-delay=0s"));
+    command.addAll(List.of(args));
+    Path log = Files.createTempFile("ranker-server-", ".log");
+    Process process = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+    RankerServer server = new RankerServer(target, process, log);
+    // The server loads and self-checks the model before it listens, so an
+    // accepted connection means it is ready to rank.
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+    while (true) {
+      if (!process.isAlive()) {
+        throw new IllegalStateException("ranker-server exited before listening:\n" + server.log());
+      }
+      try (Socket s = new Socket()) {
+        s.connect(new InetSocketAddress("127.0.0.1", port), 200);
+        return server;
+      } catch (IOException notYet) {
+        if (System.nanoTime() > deadline) {
+          server.close();
+          throw new IllegalStateException("ranker-server not listening on " + target + " after 30 s:\n" + server.log());
+        }
+        Thread.sleep(20);
+      }
+    }
+  }
+
+  String log() {
+    try {
+      return Files.readString(log);
+    } catch (IOException e) {
+      return "(log unreadable: " + e + ")";
+    }
+  }
+
+  @Override
+  public void close() {
+    process.destroy();
+    try {
+      if (!process.waitFor(15, TimeUnit.SECONDS)) {
+        process.destroyForcibly().waitFor();
+      }
+    } catch (InterruptedException e) {
+      process.destroyForcibly();
+      Thread.currentThread().interrupt();
+    }
+  }
+}
