@@ -50,7 +50,7 @@ func (a *admission) acquire(ctx context.Context) (release func(), reason string,
 	}
 	if a.waiting.Add(1) > int64(a.cfg.MaxQueue) {
 		a.waiting.Add(-1)
-		return nil, "queue_full", overloaded(fmt.Sprintf("server busy: %d requests scoring and %d waiting (--max-scoring, --max-queue); retry shortly or on another replica",
+		return nil, "queue_full", overloaded("queue_full", fmt.Sprintf("server busy: %d requests scoring and %d waiting (--max-scoring, --max-queue); retry shortly or on another replica",
 			a.cfg.MaxScoring, a.cfg.MaxQueue), a.cfg.QueueTimeout)
 	}
 	defer a.waiting.Add(-1)
@@ -60,7 +60,7 @@ func (a *admission) acquire(ctx context.Context) (release func(), reason string,
 	case a.slots <- struct{}{}:
 		return a.release, "", nil
 	case <-timer.C:
-		return nil, "queue_timeout", overloaded(fmt.Sprintf("server busy: no scoring slot free within %v (--queue-timeout); retry shortly or on another replica",
+		return nil, "queue_timeout", overloaded("queue_timeout", fmt.Sprintf("server busy: no scoring slot free within %v (--queue-timeout); retry shortly or on another replica",
 			a.cfg.QueueTimeout), a.cfg.QueueTimeout)
 	case <-ctx.Done():
 		return nil, "caller_gone", contextStatus(ctx)

@@ -21,7 +21,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
 	rankerv1 "ranker/gen/ranker/v1"
 	"ranker/internal/auth"
@@ -46,7 +45,7 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 					id = withID.GetRequestId()
 				}
 				logger.Error("handler panicked", "request_id", id, "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-				err = status.Error(codes.Internal, "internal error")
+				err = failure(codes.Internal, "INTERNAL", map[string]string{"request_id": shortened(id)}, "internal error")
 			}
 		}()
 		return handler(ctx, req)
@@ -152,7 +151,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	ranking := New(models, Options{
 		Limits:    Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures, MaxRequestMemory: cfg.MaxRequestMemory},
 		Admission: Admission{MaxScoring: cfg.MaxScoring, MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout},
-		Metrics:   m, Exposure: exposures, Features: state}, logger)
+		Metrics:   m, Exposure: exposures, Features: state, Strict: cfg.Strict}, logger)
 	experiments := &experimentFile{path: cfg.ExperimentConfig}
 	ready := models.Ready()
 	if ready {
