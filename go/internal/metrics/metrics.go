@@ -99,7 +99,7 @@ func New() *Metrics {
 			Name: "ranker_state_errors_total", Help: "Rank requests whose features could not be read from the feature state (scored as missing).",
 		}),
 		StrictRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ranker_strict_refusals_total", Help: "Rank requests refused by strict mode, by model and reason: missing_features (a model feature neither sent nor computable) or unknown_features (a name the model does not use); a request with both counts in both.",
+			Name: "ranker_strict_refusals_total", Help: "Rank requests refused by strict mode, by model and reason: missing_features (a model feature neither sent nor computable), unknown_features (a name the model does not use; a request with both counts in both), unknown_candidates (candidates not in the catalog, their article features not sent).",
 		}, []string{"model", "reason"}),
 		UnknownCandidates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ranker_unknown_candidates_total", Help: "Rank candidates the catalog did not know (article features scored as missing).",

@@ -131,6 +131,16 @@ func (s *Server) rankInterleaved(ctx context.Context, mapSpan trace.Span, req *r
 		return nil, err
 	}
 	defer b.release()
+	if s.isStrict(req) {
+		for _, scored := range []struct {
+			m  *model.Model
+			sc *scoring
+		}{{ma, a}, {mb, b}} {
+			if err := s.strictUnknownCandidates(req, scored.m, scored.sc); err != nil {
+				return nil, err
+			}
+		}
+	}
 
 	n := len(req.GetCandidates())
 	s.metrics.Candidates.Observe(float64(n))

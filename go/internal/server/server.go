@@ -216,6 +216,11 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 		return nil, err
 	}
 	defer sc.release()
+	if s.isStrict(req) {
+		if err := s.strictUnknownCandidates(req, m, sc); err != nil {
+			return nil, err
+		}
+	}
 	s.metrics.Candidates.Observe(float64(n))
 	s.metrics.UnknownCandidates.Add(float64(len(sc.unknown)))
 	missing, stateError := s.observeScoring(ctx, requestID, m, sc)

@@ -39,12 +39,9 @@ func (s *Server) isStrict(req *rankerv1.RankRequest) bool {
 // feature of any of models (neither sent nor computable by this server's
 // feature engine) or sends a name none of them uses; nil when it has neither.
 //
-// Strictness is about the request's layout, what the caller controls: a
-// feature the engine computes counts as present even when, for one request,
-// it cannot (a candidate the catalog does not know yet, an article without
-// an embedding, the feature state unreachable). Those stay scored as
-// missing and reported in the response, as in lenient mode, so that a
-// catalog lagging behind or a Redis outage never turns into refused pages.
+// This checks the request's layout, before any scoring; strictUnknownCandidates
+// checks, after the features are computed, the candidates they could not be
+// computed for.
 func (s *Server) strictRefusal(req *rankerv1.RankRequest, contextKeys []string, models ...*model.Model) error {
 	var computable func(string) bool
 	if s.features != nil {
@@ -118,11 +115,65 @@ func (s *Server) strictRefusal(req *rankerv1.RankRequest, contextKeys []string, 
 			s.metrics.StrictRefusals.WithLabelValues(m.Meta.ModelName, "unknown_features").Inc()
 		}
 	}
+	return strictStatus(msg, violations, map[string]string{
+		"missing": fmt.Sprint(len(missing)), "unknown": fmt.Sprint(len(unknownNames))})
+}
+
+// strictUnknownCandidates is INVALID_ARGUMENT for a strict request with
+// candidates the catalog does not know, for which the server could not
+// compute the article features m needs (and the request did not send):
+// they would be scored as missing, as in lenient mode. nil when every
+// candidate is known, or the request sends the article features.
+//
+// Other features the state lacks for one request stay scored as missing and
+// reported even under strict mode: an article without an embedding (its
+// semantic features), and the feature state unreachable
+// (RankResponse.feature_state_error), which is no fault of the request.
+func (s *Server) strictUnknownCandidates(req *rankerv1.RankRequest, m *model.Model, sc *scoring) error {
+	if len(sc.unknown) == 0 {
+		return nil
+	}
+	var missing []string
+	for _, j := range sc.columns.computed {
+		if name := m.Meta.FeatureNames[j]; features.DependsOnArticle(name) {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	unknown := make(map[string]bool, len(sc.unknown))
+	for _, id := range sc.unknown {
+		unknown[id] = true
+	}
+	var violations []*errdetails.BadRequest_FieldViolation
+	for _, n := range missing {
+		violations = append(violations, &errdetails.BadRequest_FieldViolation{Field: "feature_names", Description: "missing " + n})
+	}
+	var ids []string
+	for i, c := range req.GetCandidates() {
+		if unknown[c.GetId()] {
+			ids = append(ids, clip(c.GetId()))
+			if len(violations) < maxStrictListed {
+				violations = append(violations, &errdetails.BadRequest_FieldViolation{
+					Field: fmt.Sprintf("candidates[%d].id", i), Description: clip(c.GetId()) + " is not in the catalog"})
+			}
+		}
+	}
+	s.metrics.StrictRefusals.WithLabelValues(m.Meta.ModelName, "unknown_candidates").Inc()
+	msg := fmt.Sprintf("strictness: %d candidates are not in the catalog, so the request lacks %d model features for them, neither sent nor computed by the server: %s (candidates %s; model %s %s; upsert the articles first, send their features, or send STRICTNESS_LENIENT to score them as missing)",
+		len(ids), len(missing), listed(missing), listed(ids), m.Meta.ModelName, m.Meta.ModelVersion)
+	return strictStatus(msg, violations, map[string]string{
+		"missing": fmt.Sprint(len(missing)), "unknown_candidates": fmt.Sprint(len(ids))})
+}
+
+// strictStatus is a strict refusal: the message, at most maxStrictListed
+// field violations, and ErrorInfo STRICT_FEATURES with counts.
+func strictStatus(msg string, violations []*errdetails.BadRequest_FieldViolation, counts map[string]string) error {
 	st := status.New(codes.InvalidArgument, msg)
 	detailed, err := st.WithDetails(
 		&errdetails.BadRequest{FieldViolations: violations[:min(len(violations), maxStrictListed)]},
-		&errdetails.ErrorInfo{Reason: "STRICT_FEATURES", Domain: errorDomain, Metadata: map[string]string{
-			"missing": fmt.Sprint(len(missing)), "unknown": fmt.Sprint(len(unknownNames))}},
+		&errdetails.ErrorInfo{Reason: "STRICT_FEATURES", Domain: errorDomain, Metadata: counts},
 	)
 	if err != nil {
 		return st.Err()

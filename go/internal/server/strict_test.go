@@ -179,7 +179,7 @@ func TestStrictModeRefusesMissingAndUnknownFeatures(t *testing.T) {
 }
 
 func TestStrictModeCountsWhatTheServerComputes(t *testing.T) {
-	client, _, names, _ := strictServer(t, true, true)
+	client, m, names, _ := strictServer(t, true, true)
 	now := time.Now().Add(-time.Hour).Truncate(time.Second)
 	ctx := context.Background()
 	if _, err := client.UpsertArticles(ctx, &rankerv1.UpsertArticlesRequest{Articles: []*rankerv1.Article{
@@ -188,12 +188,41 @@ func TestStrictModeCountsWhatTheServerComputes(t *testing.T) {
 		t.Fatal(err)
 	}
 	// By ids alone: every feature of the news model is computed, so strict
-	// ranks it; a candidate the catalog does not know yet is scored with
-	// its article features missing and reported, not refused.
-	resp, err := client.Rank(ctx, &rankerv1.RankRequest{UserId: "u", Device: "mobile", EventTime: timestamppb.New(now),
-		Candidates: []*rankerv1.Candidate{{Id: "a1"}, {Id: "not-yet-in-the-catalog"}}})
-	if err != nil {
+	// ranks it while the catalog knows every candidate.
+	byIDs := func(strictness rankerv1.Strictness, ids ...string) (*rankerv1.RankResponse, error) {
+		req := &rankerv1.RankRequest{UserId: "u", Device: "mobile", EventTime: timestamppb.New(now), Strictness: strictness}
+		for _, id := range ids {
+			req.Candidates = append(req.Candidates, &rankerv1.Candidate{Id: id})
+		}
+		return client.Rank(ctx, req)
+	}
+	if _, err := byIDs(rankerv1.Strictness_STRICTNESS_UNSPECIFIED, "a1"); err != nil {
 		t.Fatalf("by ids under strict: %v", err)
+	}
+	// A candidate the catalog does not know would have its article features
+	// scored as missing: strict refuses, naming them and the candidate.
+	var articleFeatures []string
+	for _, n := range names {
+		if features.DependsOnArticle(n) {
+			articleFeatures = append(articleFeatures, n)
+		}
+	}
+	_, err := byIDs(rankerv1.Strictness_STRICTNESS_UNSPECIFIED, "a1", "not-yet-in-the-catalog")
+	want := []string{}
+	for _, n := range articleFeatures {
+		want = append(want, "feature_names: missing "+n)
+	}
+	want = append(want, `candidates[1].id: "not-yet-in-the-catalog" is not in the catalog`)
+	if got := violations(err); status.Code(err) != codes.InvalidArgument || !slices.Equal(got, want) {
+		t.Errorf("an unknown candidate under strict: got %v\n%q\nwant\n%q", status.Code(err), got, want)
+	}
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, fmt.Sprintf("1 candidates are not in the catalog, so the request lacks %d model features", len(articleFeatures))) {
+		t.Errorf("got message %q", msg)
+	}
+	// Lenient scores them as missing and reports the candidate.
+	resp, err := byIDs(rankerv1.Strictness_STRICTNESS_LENIENT, "a1", "not-yet-in-the-catalog")
+	if err != nil {
+		t.Fatal(err)
 	}
 	if got := resp.GetUnknownCandidates(); !slices.Equal(got, []string{"not-yet-in-the-catalog"}) {
 		t.Errorf("got unknown candidates %v, want the one not in the catalog", got)
@@ -205,8 +234,8 @@ func TestStrictModeCountsWhatTheServerComputes(t *testing.T) {
 	if got, want := violations(err), []string{`context_features["article_age_hour"]: not a feature of the model`}; !slices.Equal(got, want) {
 		t.Errorf("got %v violations %q, want %q", status.Code(err), got, want)
 	}
-	if len(names) == 0 {
-		t.Fatal("the model has no features")
+	if got := testutil.ToFloat64(m.StrictRefusals.WithLabelValues("news", "unknown_candidates")); got != 1 {
+		t.Errorf("ranker_strict_refusals_total{reason=\"unknown_candidates\"}: got %v, want 1", got)
 	}
 }
 

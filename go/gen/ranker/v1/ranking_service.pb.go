@@ -111,12 +111,12 @@ type RankRequest struct {
 	ReturnFeatures bool `protobuf:"varint,11,opt,name=return_features,json=returnFeatures,proto3" json:"return_features,omitempty"`
 	// Strict mode for this request: refuse it with INVALID_ARGUMENT, listing
 	// the names (google.rpc.BadRequest field violations), when a feature the
-	// model needs is neither sent nor computed by the server, or when the
-	// request sends a name the model does not know. A feature the server
-	// computes counts as present even when one request's state lacks it (a
-	// candidate not yet in the catalog, the feature state unreachable): those
-	// are scored as missing and reported, as without strict mode.
-	// STRICTNESS_UNSPECIFIED follows the server's --strict default.
+	// model needs is neither sent nor computed by the server (including the
+	// article features of a candidate the catalog does not know), or when the
+	// request sends a name the model does not know. An article without an
+	// embedding, or the feature state unreachable (feature_state_error), still
+	// scores those features as missing. STRICTNESS_UNSPECIFIED follows the
+	// server's --strict default.
 	Strictness Strictness `protobuf:"varint,12,opt,name=strictness,proto3,enum=ranker.v1.Strictness" json:"strictness,omitempty"`
 	// Pins the model version (with model_name or the default model): answered
 	// NOT_FOUND (google.rpc.ResourceInfo naming the model and version) when
