@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // Admission bounds the requests doing work at once. Past the slots, a short
@@ -75,7 +74,8 @@ func contextStatus(ctx context.Context) error {
 	// gRPC may end a call at its deadline by cancelling it: judge by the
 	// deadline itself, not by which of the two the context reports.
 	if deadline, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) || ctx.Err() == context.DeadlineExceeded {
-		return status.Error(codes.DeadlineExceeded, "deadline exceeded before the request was answered; its work was stopped")
+		return failure(codes.DeadlineExceeded, "CALLER_GONE", map[string]string{"cause": "deadline"},
+			"deadline exceeded before the request was answered; its work was stopped")
 	}
-	return status.Error(codes.Canceled, "the caller cancelled; its work was stopped")
+	return failure(codes.Canceled, "CALLER_GONE", map[string]string{"cause": "cancelled"}, "the caller cancelled; its work was stopped")
 }
