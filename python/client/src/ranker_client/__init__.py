@@ -1,6 +1,6 @@
 """Client for the ranker gRPC service (ranker.v1.RankingService).
 
-    from ranker_client import RankerClient, Strictness, StrictModeError
+    from ranker_client import RankerClient, Strictness, StrictModeError, TLSOptions
 
     with RankerClient("ranker.internal:50051", tls=TLSOptions(), token=token) as ranker:
         reply = ranker.rank("reader-42", ["a1", "a2", "a3"], strictness=Strictness.STRICT)
