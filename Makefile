@@ -27,7 +27,11 @@ GO_TESTDATA := $(abspath go/internal/model/modeltest/testdata)
 # through a replace to this directory.
 GO_CLIENT := go/client
 GO_CLIENT_MODULE := ranker.internal/client
-PY_SOURCES := $(shell find python/src -name '*.py')
+PY_SOURCES := $(shell find python/src python/client/src -name '*.py')
+# The Python client's own distribution (ranker-client), and where its
+# generated ranker.v1 code lives.
+CLIENT := python/client
+CLIENT_V1 := $(CLIENT)/src/ranker_client/v1
 PORT ?= 50051
 
 # Tool versions, each built from the Go module proxy into go/bin: buf and
@@ -60,9 +64,11 @@ ORT_LIB = $(shell $(RANKER) ort-lib)
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
-$(SETUP_STAMP): python/pyproject.toml
+$(SETUP_STAMP): python/pyproject.toml $(CLIENT)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip==26.3
+	# The client first, from its directory: the training package requires it.
+	$(VENV)/bin/pip install --quiet -e $(CLIENT)
 	$(VENV)/bin/pip install --quiet -e 'python[dev,embeddings]'
 	touch $@
 
@@ -83,8 +89,15 @@ proto: $(SETUP_STAMP) ## Regenerate Go and Python code from proto/, and the feat
 		--go_out=$(GO_CLIENT) --go_opt=module=$(GO_CLIENT_MODULE) \
 		--go-grpc_out=$(GO_CLIENT) --go-grpc_opt=module=$(GO_CLIENT_MODULE) \
 		--go-vtproto_out=$(GO_CLIENT) --go-vtproto_opt=module=$(GO_CLIENT_MODULE),features=marshal+unmarshal+size \
-		--python_out=python/src --pyi_out=python/src --grpc_python_out=python/src \
 		proto/ranker/v1/*.proto
+	# Python, into the client's package ranker_client.v1: generated as
+	# ranker/v1 (the proto's path, which the descriptors keep), then its
+	# imports pointed at where the files live.
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp \
+		proto/ranker/v1/*.proto && \
+	for f in $$tmp/ranker/v1/*_pb2*; do \
+		sed 's/^from ranker\.v1 import/from ranker_client.v1 import/' "$$f" > $(CLIENT_V1)/$$(basename "$$f"); done
 	# The ONNX model schema, from the pinned onnx wheel, for the native Go evaluator.
 	$(PY) -m grpc_tools.protoc -I$(ONNX_PROTO_DIR) \
 		--plugin=protoc-gen-go=$(GO_BIN)/protoc-gen-go \
@@ -95,9 +108,9 @@ proto: $(SETUP_STAMP) ## Regenerate Go and Python code from proto/, and the feat
 		> go/internal/features/spec.json
 
 proto-check: proto ## Fail if the committed generated code differs from the protos
-	@git diff --exit-code --stat -- go/gen $(GO_CLIENT)/gen python/src/ranker/v1 go/internal/features/spec.json \
+	@git diff --exit-code --stat -- go/gen $(GO_CLIENT)/gen $(CLIENT_V1) go/internal/features/spec.json \
 		|| { echo "generated code is out of date: run 'make proto' and commit"; exit 1; }
-	@test -z "$$(git ls-files --others --exclude-standard -- go/gen $(GO_CLIENT)/gen python/src/ranker/v1 go/internal/features/spec.json)" \
+	@test -z "$$(git ls-files --others --exclude-standard -- go/gen $(GO_CLIENT)/gen $(CLIENT_V1) go/internal/features/spec.json)" \
 		|| { echo "untracked generated files: run 'make proto' and commit"; exit 1; }
 
 $(DATA)/impressions.parquet: $(SETUP_STAMP)
@@ -284,12 +297,12 @@ $(BUF):
 $(GOLANGCI_LINT):
 	GOBIN=$(GO_BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v$(GOLANGCI_LINT_VERSION)
 
-PY_LINTED := src ranker_tests benchmarks ../tests
+PY_LINTED := src client/src ranker_tests benchmarks ../tests
 
 lint: $(SETUP_STAMP) $(BUF) $(GOLANGCI_LINT) ## ruff, mypy, golangci-lint, gofmt, go mod tidy (server and client modules), buf lint and breaking
 	cd python && ../.venv/bin/ruff check --config pyproject.toml $(PY_LINTED)
 	cd python && ../.venv/bin/ruff format --check --config pyproject.toml $(PY_LINTED)
-	cd python && ../.venv/bin/mypy src ranker_tests benchmarks
+	cd python && ../.venv/bin/mypy src client/src ranker_tests benchmarks
 	cd python && ../.venv/bin/mypy --config-file pyproject.toml ../tests
 	cd go && $(GOLANGCI_LINT) run ./...
 	cd $(GO_CLIENT) && $(GOLANGCI_LINT) run ./...

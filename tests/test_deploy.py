@@ -12,7 +12,7 @@ import yaml
 
 from ranker.serving.client import RankerClient
 from ranker.serving.process import ServerProcess
-from ranker.v1 import ranking_service_pb2 as pb
+from ranker_client.v1 import ranking_service_pb2 as pb
 from tests.support import EXPERIMENT, REPO, add_version, experiment_server, scrape_metrics
 
 DEPLOY = REPO / "deploy"

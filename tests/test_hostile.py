@@ -18,8 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ranker.features.spec import FEATURE_NAMES
 from ranker.serving.client import RankerClient, request_from_matrix
 from ranker.serving.process import ServerProcess
-from ranker.v1 import ranking_service_pb2 as pb
-from ranker.v1 import ranking_service_pb2_grpc as pb_grpc
+from ranker_client import RankerError
+from ranker_client.v1 import ranking_service_pb2 as pb
+from ranker_client.v1 import ranking_service_pb2_grpc as pb_grpc
 
 from .support import golden_rows, scrape_metrics
 
@@ -174,8 +175,8 @@ def test_overload_is_shed_fast_and_nothing_fails_internally(
                     try:
                         client.rank(request)
                         code = grpc.StatusCode.OK
-                    except grpc.RpcError as err:
-                        code = err.code()
+                    except RankerError as err:
+                        code = err.code
                     with lock:
                         results.append(code)
 

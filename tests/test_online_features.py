@@ -19,7 +19,8 @@ from ranker.data.world import WorldConfig, generate
 from ranker.serving.client import RankerClient
 from ranker.serving.process import ServerProcess
 from ranker.serving.replay import catalog_batches, log_events, replay
-from ranker.v1 import ranking_service_pb2 as pb
+from ranker_client import InvalidArgumentError
+from ranker_client.v1 import ranking_service_pb2 as pb
 
 pytestmark = pytest.mark.e2e  # every test here runs the Go server binary
 
@@ -109,10 +110,10 @@ def test_bad_events_and_requests_name_the_field(stateful: ServerProcess, world: 
         reply = client.record_events([bad])
         assert reply.accepted == 0
         assert [(r.id, r.field) for r in reply.rejected] == [("x1", "impressions[0].article_id")]
-        with pytest.raises(grpc.RpcError) as err:
+        with pytest.raises(InvalidArgumentError) as err:
             client.rank("u", ["0"], device="fridge")
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "device" in str(err.value.details())
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.fields == ["device"]
         ranked = client.rank("u", ["0", "unknown"])
         assert list(ranked.unknown_candidates) == ["unknown"]
 

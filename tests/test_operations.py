@@ -18,8 +18,9 @@ from ranker.export.onnx import onnx_scores, onnx_session
 from ranker.features.spec import FEATURE_NAMES
 from ranker.serving.client import RankerClient, request_from_matrix
 from ranker.serving.process import ServerProcess
-from ranker.v1 import ranking_service_pb2 as pb
-from ranker.v1 import ranking_service_pb2_grpc as pb_grpc
+from ranker_client import InvalidArgumentError, RankerError
+from ranker_client.v1 import ranking_service_pb2 as pb
+from ranker_client.v1 import ranking_service_pb2_grpc as pb_grpc
 from tests.support import (
     EXPERIMENT,
     add_version,
@@ -62,7 +63,7 @@ def test_versions_swap_under_load_without_a_failed_request(
                         seen.append(
                             (reply.model_version, {c.id: c.score for c in reply.candidates})
                         )
-                    except grpc.RpcError as err:
+                    except RankerError as err:
                         errors.append(str(err))
                     i += 1
 
@@ -143,10 +144,10 @@ def test_experiment_assigns_variants_logs_exposures_and_scores_shadows(
             assert by_header.variant == "control"
             bad = request_from_matrix(FEATURE_NAMES, rows, request_id="qa3")
             bad.experiment_variant = "nope"
-            with pytest.raises(grpc.RpcError) as err:
+            with pytest.raises(InvalidArgumentError) as err:
                 client.rank(bad)
-            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert "experiment_variant" in err.value.details()
+            assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.value.fields == ["experiment_variant"]
             channel.close()
         time.sleep(0.5)
         text = scrape_metrics(server)

@@ -18,7 +18,8 @@ from ranker.data.world import WorldConfig, generate
 from ranker.serving.client import RankerClient
 from ranker.serving.process import ServerProcess
 from ranker.serving.replay import catalog_batches, log_events
-from ranker.v1 import ranking_service_pb2 as pb
+from ranker_client import UnavailableError
+from ranker_client.v1 import ranking_service_pb2 as pb
 from tests.support import RedisServer, metric_value, scrape_metrics
 
 pytestmark = pytest.mark.e2e  # every test here runs the Go server binary and redis-server
@@ -116,7 +117,10 @@ def test_a_redis_outage_degrades_rank_and_refuses_events_for_retry(
             event_id="during-outage", request_id="o", user_id=user, article_id=ids[0]
         )
         event.time.GetCurrentTime()
-        with pytest.raises(grpc.RpcError) as err:
+        with pytest.raises(UnavailableError) as err:
             client.record_events([event])
-        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert err.value.code == grpc.StatusCode.UNAVAILABLE
+        # Nothing was recorded: a retry of the same batch is safe, after the delay.
+        assert err.value.reason == "STATE_UNAVAILABLE"
+        assert err.value.retry_delay == 1.0
         assert float(metric_value(scrape_metrics(server), "ranker_state_errors_total")) >= 1

@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 from ranker.features.spec import FEATURE_NAMES
 from ranker.serving.client import RankerClient, TLSOptions, is_loopback, request_from_matrix
 from ranker.serving.process import ServerProcess
+from ranker_client import RankerError
 from tests.support import REPO, golden_rows, metric_value, scrape_metrics
 from tests.test_grpcurl import grpcurl  # noqa: F401 (a fixture)
 
@@ -204,11 +205,14 @@ def test_rank_without_the_right_token_is_refused(
     code: grpc.StatusCode,
     says: str,
 ) -> None:
-    with pytest.raises(grpc.RpcError) as refused:
+    with pytest.raises(RankerError) as refused:
         _rank(secure_server, model_dir, tls=_mtls(pki, pki.client), token=token)
-    assert refused.value.code() == code
-    assert says in str(refused.value.details())
-    assert token is None or token not in str(refused.value.details())
+    assert refused.value.code == code
+    assert says in refused.value.message
+    assert token is None or token not in refused.value.message
+    # Why, in a word a caller can branch on.
+    assert refused.value.error_info is not None
+    assert refused.value.error_info.domain == "ranker.v1"
 
 
 @pytest.mark.parametrize(
@@ -225,9 +229,9 @@ def test_a_channel_the_server_cannot_trust_fails(
         # The certificate names ranker.test, not the 127.0.0.1 dialled.
         "wrong name": _mtls(pki, pki.client, server_name=None),
     }[client]
-    with pytest.raises(grpc.RpcError) as refused:
+    with pytest.raises(RankerError) as refused:
         _rank(secure_server, model_dir, tls=tls, token=TOKENS["backend"])
-    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert refused.value.code == grpc.StatusCode.UNAVAILABLE
 
 
 def test_health_needs_no_token_and_refusals_are_counted(
@@ -236,7 +240,7 @@ def test_health_needs_no_token_and_refusals_are_counted(
     with RankerClient(secure_server.target, tls=_mtls(pki, pki.client)) as client:
         assert client.health("ranker.v1.RankingService") == "SERVING"
     before = scrape_metrics(secure_server)
-    with pytest.raises(grpc.RpcError):
+    with pytest.raises(RankerError):
         _rank(secure_server, model_dir, tls=_mtls(pki, pki.client), token=TOKENS["catalog"])
     after = scrape_metrics(secure_server)
     name = 'ranker_auth_refused_total{method="Rank",reason="missing_role"}'

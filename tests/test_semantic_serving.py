@@ -20,7 +20,7 @@ from ranker.features.spec import SEMANTIC_FEATURES, model_features
 from ranker.serving.client import RankerClient
 from ranker.serving.process import ServerProcess
 from ranker.serving.replay import catalog_batches, replay
-from ranker.v1 import ranking_service_pb2 as pb
+from ranker_client.v1 import ranking_service_pb2 as pb
 from tests.support import RedisServer
 
 pytestmark = pytest.mark.e2e  # the Go server binary, and the real embedding model

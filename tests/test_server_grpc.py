@@ -15,7 +15,8 @@ from ranker.export import artifact
 from ranker.features.spec import CONTEXT_FEATURES, FEATURE_NAMES
 from ranker.serving.client import RankerClient, request_from_matrix
 from ranker.serving.process import ServerProcess
-from ranker.v1 import ranking_service_pb2 as pb
+from ranker_client import RankerError
+from ranker_client.v1 import ranking_service_pb2 as pb
 from tests.support import golden_rows
 
 pytestmark = pytest.mark.e2e  # every test here runs the Go server binary
@@ -136,7 +137,9 @@ def test_bad_requests_get_a_status_naming_the_field(
         FEATURE_NAMES, golden_rows(model_dir, 8, case="sample"), request_id="bad"
     )
     edit(request)  # type: ignore[operator]
-    with RankerClient(server.target) as client, pytest.raises(grpc.RpcError) as err:
+    with RankerClient(server.target) as client, pytest.raises(RankerError) as err:
         client.rank(request)
-    assert err.value.code() == code
-    assert field in err.value.details()
+    assert err.value.code == code
+    assert err.value.message.startswith(field)
+    # The field is a structured detail too.
+    assert [v.field for v in err.value.field_violations] == [field.removesuffix(":")]

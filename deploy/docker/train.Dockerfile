@@ -3,7 +3,9 @@
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 ranker
 COPY python/ /src/python/
-RUN pip install --no-cache-dir /src/python && rm -rf /src/python
+# The client distribution first, from its directory: the training package
+# requires it, and it is not on any index.
+RUN pip install --no-cache-dir /src/python/client /src/python && rm -rf /src/python
 USER 10001
 WORKDIR /home/ranker
 ENTRYPOINT ["ranker"]

@@ -16,8 +16,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ranker.export import artifact
-from ranker.v1 import ranking_service_pb2 as pb
-from ranker.v1 import ranking_service_pb2_grpc as pb_grpc
+from ranker_client.v1 import ranking_service_pb2 as pb
+from ranker_client.v1 import ranking_service_pb2_grpc as pb_grpc
 
 
 class BaselineRanker(pb_grpc.RankingServiceServicer):

@@ -1,9 +1,11 @@
 """The package layout: subpackages by stage, imports that only point back
-along the data flow, and a wheel that ships the library alone."""
+along the data flow, a wheel that ships the library alone, and a client
+distribution (ranker-client) that needs nothing of the training side."""
 
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
+CLIENT = SRC.parent / "client"
 # The data flow: a module may import its own stage and the ones before it.
 STAGES = (
     "data",
@@ -29,8 +32,9 @@ STAGES = (
     "simulation",
     "cli",
 )
-# Shared by every stage: the generated protobuf code.
-ANY_STAGE = ("v1",)
+# Shared by every stage (none: the generated protobuf code is in the
+# ranker_client distribution, which any stage may import).
+ANY_STAGE: tuple[str, ...] = ()
 
 
 def _stage_of(module: str) -> str:
@@ -143,3 +147,44 @@ def test_the_wheel_ships_the_library_and_nothing_else(tmp_path: Path) -> None:
     for stage in STAGES[:-1]:
         assert any(n.startswith(f"ranker/{stage}") for n in names), stage
     assert not any("benchmark" in n or "test" in n.split("/")[-1] for n in names), names
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_client_imports_grpc_and_protobuf_alone() -> None:
+    """A backend service installs ranker-client without the training stack."""
+    allowed = {"grpc", "google", "ranker_client"} | set(sys.stdlib_module_names)
+    modules = sorted((CLIENT / "src" / "ranker_client").rglob("*.py"))
+    assert len(modules) >= 5, modules
+    for path in modules:
+        extra = _top_level_imports(path) - allowed
+        assert not extra, f"{path} imports {sorted(extra)}"
+    assert _top_level_imports(SRC / "ranker" / "serving" / "client.py") >= {"ranker_client"}
+
+
+def _requirement(pyproject: Path, name: str) -> str:
+    pattern = rf'^\s*"{re.escape(name)}([=<>!~][^"]*)",'
+    found = re.findall(pattern, pyproject.read_text(), re.MULTILINE)
+    assert len(found) == 1, (pyproject, name, found)
+    return str(found[0])
+
+
+def test_the_training_package_pins_the_client_it_ships_with() -> None:
+    version = re.search(r'^version = "([^"]+)"', (CLIENT / "pyproject.toml").read_text(), re.M)
+    assert version is not None
+    assert _requirement(SRC.parent / "pyproject.toml", "ranker-client") == f"=={version[1]}"
+    # The client declares ranges, for services that bring their own versions;
+    # the training environment's exact pins fall inside them.
+    for name in ("grpcio", "protobuf"):
+        low = _requirement(CLIENT / "pyproject.toml", name).split(",")[0].removeprefix(">=")
+        pinned = _requirement(SRC.parent / "pyproject.toml", name).removeprefix("==")
+        as_tuple = [tuple(int(p) for p in v.split(".")) for v in (low, pinned)]
+        assert as_tuple[0] <= as_tuple[1], (name, low, pinned)

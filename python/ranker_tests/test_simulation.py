@@ -19,8 +19,8 @@ from ranker.data.world import NewsWorld, WorldConfig
 from ranker.simulation.readers import steps, worker_of
 from ranker.simulation.run import SimulationResult, request_id, simulate
 from ranker.simulation.truth import true_ndcg
-from ranker.v1 import ranking_service_pb2 as pb
-from ranker.v1 import ranking_service_pb2_grpc as pb_grpc
+from ranker_client.v1 import ranking_service_pb2 as pb
+from ranker_client.v1 import ranking_service_pb2_grpc as pb_grpc
 
 WORLD = NewsWorld.draw(WorldConfig.population(readers=60, days=1.0, seed=5))
 SLOTS = WORLD.config.candidates_per_impression

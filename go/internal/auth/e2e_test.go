@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -285,6 +286,17 @@ func TestTokensAndCertificatesAuthorizeByRole(t *testing.T) {
 			if tt.wantReason != "" {
 				if got := refused.get(key) - before; got != 1 {
 					t.Errorf("refusals %q: got %d more, want 1", key, got)
+				}
+				// The reason is a detail too, so a client tells a missing
+				// token from a missing role without parsing the message.
+				var reasons []string
+				for _, d := range status.Convert(err).Details() {
+					if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == auth.ErrorDomain {
+						reasons = append(reasons, info.GetReason())
+					}
+				}
+				if want := strings.ToUpper(tt.wantReason); len(reasons) != 1 || reasons[0] != want {
+					t.Errorf("got ErrorInfo reasons %v, want %s", reasons, want)
 				}
 			}
 		})

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -161,6 +162,10 @@ func (s *Server) identify(ctx context.Context) (caller *Caller, reason string, e
 	return nil, "no_credentials", fmt.Errorf("no credentials: send metadata \"authorization: Bearer <token>\"")
 }
 
+// ErrorDomain names this service in google.rpc.ErrorInfo details, those of
+// refused calls and of the ranking service's own errors.
+const ErrorDomain = "ranker.v1"
+
 func (s *Server) refuse(ctx context.Context, fullMethod, reason string, code codes.Code, message string) error {
 	method := fullMethod[strings.LastIndexByte(fullMethod, '/')+1:]
 	if s.refused != nil {
@@ -172,5 +177,12 @@ func (s *Server) refuse(ctx context.Context, fullMethod, reason string, code cod
 	}
 	// Debug, not warn: anyone can knock, and the counter is the alert.
 	s.logger.Debug("call refused", "method", fullMethod, "reason", reason, "peer", addr, "message", message)
-	return status.Error(code, message)
+	// The reason in a word, so a client tells a missing token from a
+	// missing role without parsing the message.
+	st := status.New(code, message)
+	if detailed, err := st.WithDetails(&errdetails.ErrorInfo{Reason: strings.ToUpper(reason), Domain: ErrorDomain,
+		Metadata: map[string]string{"method": method}}); err == nil {
+		return detailed.Err()
+	}
+	return st.Err()
 }

@@ -68,6 +68,7 @@ type Config struct {
 	TLSClientCA         string
 	AuthTokens          string
 	Reflection          bool
+	Strict              bool
 	ModelLoadTimeout    time.Duration
 	ModelLimits         model.Limits
 }
@@ -139,6 +140,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA bundle; client certificates are then required and verified (mutual TLS), reloaded when it changes")
 	fs.StringVar(&c.AuthTokens, "auth-tokens", "", "callers and their roles, one per line: name role[,role...] sha256:<hex of token>|cert:<CN or URI SAN>; empty: no authorization")
+	fs.BoolVar(&c.Strict, "strict", false, "refuse (INVALID_ARGUMENT) Rank requests that lack a model feature (neither sent nor computed by the server) or send a name the model does not use; a request's strictness field overrides this default")
 	fs.BoolVar(&c.Reflection, "reflection", false, "serve the gRPC reflection service (grpcurl without .proto files); needs the info role when --auth-tokens is set")
 	fs.Usage = func() {
 		_, _ = fmt.Fprintln(usage, "usage: ranker-server [flags]; every flag can also be set as RANKER_<FLAG>, e.g. RANKER_ORT_LIB")

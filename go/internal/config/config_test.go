@@ -28,8 +28,13 @@ func TestFlagsEnvironmentAndDefaults(t *testing.T) {
 			if c.EmbeddingDimensions != 512 {
 				t.Errorf("embedding dimensions: got %d, want 512", c.EmbeddingDimensions)
 			}
-			if c.MaxScoring < 4 || c.MaxInflight != 1024 || c.MaxRequestMemory != 32<<20 || c.DrainDelay != time.Second || c.Reflection {
+			if c.MaxScoring < 4 || c.MaxInflight != 1024 || c.MaxRequestMemory != 32<<20 || c.DrainDelay != time.Second || c.Reflection || c.Strict {
 				t.Errorf("bounds: got %+v", c)
+			}
+		}},
+		{"strict", []string{"--model=m", "--strict"}, nil, func(t *testing.T, c Config) {
+			if !c.Strict {
+				t.Errorf("--strict: got Strict false")
 			}
 		}},
 		{"environment sets a flag", nil, map[string]string{"RANKER_MODEL": "from-env", "RANKER_MAX_CANDIDATES": "7", "RANKER_SHUTDOWN_TIMEOUT": "3s"}, func(t *testing.T, c Config) {

@@ -38,6 +38,7 @@ type Metrics struct {
 	UnknownCandidates prometheus.Counter
 	FeatureLatency    prometheus.Histogram
 	StateErrors       prometheus.Counter
+	StrictRefusals    *prometheus.CounterVec
 	Shedding
 	// VersionScores is Scores by model version too, for drift alerts that
 	// compare a version with itself (versions' score offsets differ).
@@ -97,6 +98,9 @@ func New() *Metrics {
 		StateErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ranker_state_errors_total", Help: "Rank requests whose features could not be read from the feature state (scored as missing).",
 		}),
+		StrictRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ranker_strict_refusals_total", Help: "Rank requests refused by strict mode, by model and reason: missing_features (a model feature neither sent nor computable), unknown_features (a name the model does not use; a request with both counts in both), unknown_candidates (candidates not in the catalog, their article features not sent).",
+		}, []string{"model", "reason"}),
 		UnknownCandidates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ranker_unknown_candidates_total", Help: "Rank candidates the catalog did not know (article features scored as missing).",
 		}),
@@ -112,7 +116,7 @@ func New() *Metrics {
 			m.Events.WithLabelValues(kind, result) // exported at 0, so rates exist from the start
 		}
 	}
-	reg.MustRegister(m.Events, m.UnknownCandidates, m.FeatureLatency, m.StateErrors, m.Requests, m.Latency, m.Candidates, m.Scores, m.MissingFeatures, m.ModelLoads,
+	reg.MustRegister(m.Events, m.StrictRefusals, m.UnknownCandidates, m.FeatureLatency, m.StateErrors, m.Requests, m.Latency, m.Candidates, m.Scores, m.MissingFeatures, m.ModelLoads,
 		m.ExposureWritten, m.ExposureDropped, m.ExposureLost, m.ShadowCorrelation, m.ShadowSkipped)
 	return m
 }

@@ -539,6 +539,58 @@ func (r *Registry) AcquireVersion(name, version string) (*Version, error) {
 	return v, nil
 }
 
+// ErrVersionNotLoaded is returned by AcquireLoaded for a version that is
+// neither serving nor pinned.
+var ErrVersionNotLoaded = errors.New("model version not loaded")
+
+// VersionNotLoadedError is ErrVersionNotLoaded with what is loaded instead.
+type VersionNotLoadedError struct {
+	Model, Version string
+	Serving        string   // the version requests without a pin get
+	Pinned         []string // other versions experiments keep loaded, sorted
+}
+
+func (e *VersionNotLoadedError) Error() string {
+	return fmt.Sprintf("model %q version %q is not loaded (serving %q, pinned %v)", e.Model, e.Version, e.Serving, e.Pinned)
+}
+
+func (e *VersionNotLoadedError) Unwrap() error { return ErrVersionNotLoaded }
+
+// AcquireLoaded returns the named version of a model if it is loaded: the
+// serving one, or one an experiment pinned. Unlike AcquireVersion, which
+// serves an experiment's configured pins, it is for a caller's pin, so a
+// version that is not loaded is a *VersionNotLoadedError, never a load.
+func (r *Registry) AcquireLoaded(name, version string) (*Version, error) {
+	v, err := r.Acquire(name)
+	if err != nil || v.Model.Meta.ModelVersion == version {
+		return v, err
+	}
+	serving := v.Model.Meta.ModelVersion
+	name = v.Model.Meta.ModelName
+	v.Release()
+	s, ok := (*r.slots.Load())[name]
+	if !ok {
+		return nil, r.missing(name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.pinned[version]; ok {
+		if r.closed.Load() || p.retired.Load() {
+			return nil, ErrClosed
+		}
+		p.refs.Add(1) // under s.mu, so Unpin cannot retire it in between
+		return p, nil
+	}
+	pinned := make([]string, 0, len(s.pinned))
+	for p := range s.pinned {
+		if p != serving {
+			pinned = append(pinned, p)
+		}
+	}
+	sort.Strings(pinned)
+	return nil, &VersionNotLoadedError{Model: name, Version: version, Serving: serving, Pinned: pinned}
+}
+
 // Status reports the serving version and the last refusal of a model.
 func (r *Registry) Status(name string) (Status, error) {
 	if name == "" {

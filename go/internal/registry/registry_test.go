@@ -557,3 +557,49 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestAcquireLoadedServesOnlyLoadedVersions(t *testing.T) {
+	root := t.TempDir()
+	addVersion(t, root, "news", "v1", false)
+	addVersion(t, root, "news", "v2", false)
+	addVersion(t, root, "news", "v3", true) // refused: never loaded
+	r := open(t, root, model.BackendNative, &events{})
+	if err := r.Pin(map[string][]string{"news": {"v1"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, version string
+		want          string // the version acquired, or "" for VersionNotLoadedError
+	}{
+		{"news", "v2", "v2"}, // serving
+		{"", "v2", "v2"},     // the default model
+		{"news", "v1", "v1"}, // pinned by an experiment
+		{"news", "v3", ""},   // refused
+		{"news", "v0", ""},   // never existed
+		{"news", "../news/v1", ""},
+	} {
+		v, err := r.AcquireLoaded(tc.name, tc.version)
+		if tc.want != "" {
+			if err != nil {
+				t.Errorf("%s %s: %v", tc.name, tc.version, err)
+				continue
+			}
+			if got := v.Model.Meta.ModelVersion; got != tc.want {
+				t.Errorf("%s %s: got version %s, want %s", tc.name, tc.version, got, tc.want)
+			}
+			v.Release()
+			continue
+		}
+		var notLoaded *registry.VersionNotLoadedError
+		if !errors.As(err, &notLoaded) || !errors.Is(err, registry.ErrVersionNotLoaded) {
+			t.Errorf("%s %s: got %v, want VersionNotLoadedError", tc.name, tc.version, err)
+			continue
+		}
+		if notLoaded.Model != "news" || notLoaded.Serving != "v2" || len(notLoaded.Pinned) != 1 || notLoaded.Pinned[0] != "v1" {
+			t.Errorf("%s %s: got %+v, want model news serving v2 pinned [v1]", tc.name, tc.version, notLoaded)
+		}
+	}
+	if _, err := r.AcquireLoaded("sports", "v1"); !errors.Is(err, registry.ErrUnknownModel) {
+		t.Errorf("unknown model: got %v, want ErrUnknownModel", err)
+	}
+}

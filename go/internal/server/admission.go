@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // Admission bounds the requests doing work at once. Past the slots, a short
@@ -50,7 +49,7 @@ func (a *admission) acquire(ctx context.Context) (release func(), reason string,
 	}
 	if a.waiting.Add(1) > int64(a.cfg.MaxQueue) {
 		a.waiting.Add(-1)
-		return nil, "queue_full", overloaded(fmt.Sprintf("server busy: %d requests scoring and %d waiting (--max-scoring, --max-queue); retry shortly or on another replica",
+		return nil, "queue_full", overloaded("queue_full", fmt.Sprintf("server busy: %d requests scoring and %d waiting (--max-scoring, --max-queue); retry shortly or on another replica",
 			a.cfg.MaxScoring, a.cfg.MaxQueue), a.cfg.QueueTimeout)
 	}
 	defer a.waiting.Add(-1)
@@ -60,7 +59,7 @@ func (a *admission) acquire(ctx context.Context) (release func(), reason string,
 	case a.slots <- struct{}{}:
 		return a.release, "", nil
 	case <-timer.C:
-		return nil, "queue_timeout", overloaded(fmt.Sprintf("server busy: no scoring slot free within %v (--queue-timeout); retry shortly or on another replica",
+		return nil, "queue_timeout", overloaded("queue_timeout", fmt.Sprintf("server busy: no scoring slot free within %v (--queue-timeout); retry shortly or on another replica",
 			a.cfg.QueueTimeout), a.cfg.QueueTimeout)
 	case <-ctx.Done():
 		return nil, "caller_gone", contextStatus(ctx)
@@ -75,7 +74,8 @@ func contextStatus(ctx context.Context) error {
 	// gRPC may end a call at its deadline by cancelling it: judge by the
 	// deadline itself, not by which of the two the context reports.
 	if deadline, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) || ctx.Err() == context.DeadlineExceeded {
-		return status.Error(codes.DeadlineExceeded, "deadline exceeded before the request was answered; its work was stopped")
+		return failure(codes.DeadlineExceeded, "CALLER_GONE", map[string]string{"cause": "deadline"},
+			"deadline exceeded before the request was answered; its work was stopped")
 	}
-	return status.Error(codes.Canceled, "the caller cancelled; its work was stopped")
+	return failure(codes.Canceled, "CALLER_GONE", map[string]string{"cause": "cancelled"}, "the caller cancelled; its work was stopped")
 }

@@ -8,11 +8,14 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"ranker/internal/auth"
 )
 
 // errorDomain names this service in google.rpc.ErrorInfo details.
-const errorDomain = "ranker.v1"
+const errorDomain = auth.ErrorDomain
 
 // withField is a status whose message is "field: description", with a
 // google.rpc.BadRequest field violation beside it, so a client acts on the
@@ -55,15 +58,32 @@ func overLimit(field string, got, limit int64, flag, format string, args ...any)
 }
 
 // overloaded is RESOURCE_EXHAUSTED for a request shed because the server is
-// busy, with the delay after which a retry is sensible.
-func overloaded(msg string, retryAfter time.Duration) error {
-	st := status.New(codes.ResourceExhausted, msg)
-	detailed, err := st.WithDetails(
-		&errdetails.ErrorInfo{Reason: "OVERLOADED", Domain: errorDomain},
-		&errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)},
-	)
+// busy, with why (ErrorInfo metadata "cause") and the delay after which a
+// retry is sensible.
+func overloaded(cause, msg string, retryAfter time.Duration) error {
+	return failure(codes.ResourceExhausted, "OVERLOADED", map[string]string{"cause": cause}, msg,
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
+}
+
+// failure is a status with a google.rpc.ErrorInfo saying why in a word
+// (reason, in this service's domain, with metadata), and any further details:
+// for the errors that name no request field.
+func failure(code codes.Code, reason string, metadata map[string]string, msg string, more ...protoadapt.MessageV1) error {
+	st := status.New(code, msg)
+	details := append([]protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain, Metadata: metadata}}, more...)
+	detailed, err := st.WithDetails(details...)
 	if err != nil {
 		return st.Err()
 	}
 	return detailed.Err()
 }
+
+// modelResource is the google.rpc.ResourceInfo of a model (by name).
+func modelResource(name, description string) *errdetails.ResourceInfo {
+	return &errdetails.ResourceInfo{ResourceType: "ranker.v1.Model", ResourceName: shortened(name), Description: description}
+}
+
+// retryAfterUnavailable is the RetryInfo delay of an UNAVAILABLE answer
+// that passes once something outside the request recovers (a model
+// loading, the feature state reconnecting).
+const retryAfterUnavailable = time.Second

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
@@ -36,7 +38,9 @@ func rejections(in []features.Rejection) []*rankerv1.Rejection {
 
 func (s *Server) stateOrError() (features.Service, error) {
 	if s.features == nil {
-		return nil, status.Error(codes.FailedPrecondition, "this server keeps no feature state")
+		return nil, failure(codes.FailedPrecondition, "NO_FEATURE_STATE", nil, "this server keeps no feature state",
+			&errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{
+				Type: "FEATURE_STATE", Subject: "ranker-server", Description: "the server runs without feature state"}}})
 	}
 	return s.features, nil
 }
@@ -63,7 +67,7 @@ func (s *Server) UpsertArticles(ctx context.Context, req *rankerv1.UpsertArticle
 	}
 	res, err := store.UpsertArticles(ctx, articles)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "state: %v", err)
+		return nil, stateUnavailable(err)
 	}
 	s.countEvents("article", res)
 	return &rankerv1.UpsertArticlesResponse{Accepted: uint32(res.Accepted), Rejected: rejections(res.Rejected)}, nil
@@ -96,7 +100,7 @@ func (s *Server) RecordEvents(ctx context.Context, req *rankerv1.RecordEventsReq
 	res, err := store.RecordEvents(ctx, impressions, clicks)
 	if err != nil {
 		// Nothing of the batch was recorded: the caller retries.
-		return nil, status.Errorf(codes.Unavailable, "state: %v", err)
+		return nil, stateUnavailable(err)
 	}
 	s.countEvents("event", res)
 	return &rankerv1.RecordEventsResponse{Accepted: uint32(res.Accepted), Duplicates: uint32(res.Duplicates),
@@ -107,4 +111,12 @@ func (s *Server) countEvents(kind string, res features.Result) {
 	s.metrics.Events.WithLabelValues(kind, "accepted").Add(float64(res.Accepted))
 	s.metrics.Events.WithLabelValues(kind, "duplicate").Add(float64(res.Duplicates))
 	s.metrics.Events.WithLabelValues(kind, "rejected").Add(float64(len(res.Rejected)))
+}
+
+// stateUnavailable is UNAVAILABLE for a batch the feature state could not
+// take: nothing of it was recorded, and the same batch may be retried (event
+// ids make a retry count once).
+func stateUnavailable(err error) error {
+	return failure(codes.Unavailable, "STATE_UNAVAILABLE", nil, fmt.Sprintf("state: %v", err),
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfterUnavailable)})
 }

@@ -131,6 +131,9 @@ func TestExpiredDeadlineIsNotScoredNorCountedOK(t *testing.T) {
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("got %v, want DeadlineExceeded", err)
 	}
+	if got := errorReason(err); got != "CALLER_GONE" {
+		t.Errorf("got ErrorInfo reason %q, want CALLER_GONE", got)
+	}
 	if got := testutil.ToFloat64(f.server.metrics.Requests.WithLabelValues("Rank", "DeadlineExceeded", f.model.Meta.ModelName, "")); got != 1 {
 		t.Errorf("counted DeadlineExceeded %v times, want 1", got)
 	}

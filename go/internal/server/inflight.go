@@ -97,7 +97,9 @@ type pendingRead struct {
 func (g *Guard) refuse(method, reason, msg string) error {
 	g.metrics.Shed.WithLabelValues(reason).Inc()
 	g.outcomes.Refused(method, codes.ResourceExhausted)
-	return status.Error(codes.ResourceExhausted, msg)
+	// A shed call has used nothing yet: another replica, or this one a
+	// moment later, can take it.
+	return overloaded(reason, msg, 100*time.Millisecond)
 }
 
 // Tap implements tap.ServerInHandle.

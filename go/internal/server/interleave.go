@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
 	"slices"
@@ -9,7 +10,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/experiment"
@@ -89,15 +89,20 @@ func (s *Server) rankInterleaved(ctx context.Context, mapSpan trace.Span, req *r
 	}()
 	versionA, err := s.models.AcquireVersion(il.A, il.AVersion)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "experiment %s variant %s: interleave.a: %v", experimentName, v.Name, err)
+		return nil, variantUnavailable(experimentName, v.Name, "interleave.a", il.A, err)
 	}
 	defer versionA.Release()
 	versionB, err := s.models.AcquireVersion(il.B, il.BVersion)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "experiment %s variant %s: interleave.b: %v", experimentName, v.Name, err)
+		return nil, variantUnavailable(experimentName, v.Name, "interleave.b", il.B, err)
 	}
 	defer versionB.Release()
 	ma, mb := versionA.Model, versionB.Model
+	if s.isStrict(req) {
+		if err := s.strictRefusal(req, contextKeys, ma, mb); err != nil {
+			return nil, err
+		}
+	}
 	sameFeatures := ma.Meta.FeatureHash == mb.Meta.FeatureHash
 	if req.GetReturnFeatures() && !sameFeatures {
 		return nil, invalid("return_features: variant %s interleaves models with different features (%s and %s); no one row was scored",
@@ -126,6 +131,16 @@ func (s *Server) rankInterleaved(ctx context.Context, mapSpan trace.Span, req *r
 		return nil, err
 	}
 	defer b.release()
+	if s.isStrict(req) {
+		for _, scored := range []struct {
+			m  *model.Model
+			sc *scoring
+		}{{ma, a}, {mb, b}} {
+			if err := s.strictUnknownCandidates(req, scored.m, scored.sc); err != nil {
+				return nil, err
+			}
+		}
+	}
 
 	n := len(req.GetCandidates())
 	s.metrics.Candidates.Observe(float64(n))
@@ -216,4 +231,12 @@ func intersection(a, b []string) []string {
 		}
 	}
 	return out
+}
+
+// variantUnavailable is UNAVAILABLE for an interleaved variant one of whose
+// models (at its key of the experiment config) cannot be acquired.
+func variantUnavailable(experimentName, variant, key, modelName string, err error) error {
+	return failure(codes.Unavailable, "VARIANT_MODEL_UNAVAILABLE",
+		map[string]string{"experiment": experimentName, "variant": variant, "model": modelName},
+		fmt.Sprintf("experiment %s variant %s: %s: %v", experimentName, variant, key, err), modelResource(modelName, err.Error()))
 }

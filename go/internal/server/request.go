@@ -222,6 +222,12 @@ func validate(req *rankerv1.RankRequest, limits Limits, devices []string, idSets
 	if n := len(req.GetModelName()); n > maxNameBytes {
 		return nil, invalid("model_name: %d bytes, more than %d", n, maxNameBytes)
 	}
+	if n := len(req.GetModelVersion()); n > maxNameBytes {
+		return nil, invalid("model_version: %d bytes, more than %d", n, maxNameBytes)
+	}
+	if st := req.GetStrictness(); rankerv1.Strictness_name[int32(st)] == "" {
+		return nil, invalid("strictness: %d is not a Strictness value", int32(st))
+	}
 	if n := len(req.GetRequestId()); n > maxNameBytes { // echoed in the reply, logs and exposures
 		return nil, invalid("request_id: %d bytes, more than %d", n, maxNameBytes)
 	}

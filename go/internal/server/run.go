@@ -24,7 +24,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/auth"
@@ -51,7 +50,7 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 					id = withID.GetRequestId()
 				}
 				logger.Error("handler panicked", "request_id", id, "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-				err = status.Error(codes.Internal, "internal error")
+				err = failure(codes.Internal, "INTERNAL", map[string]string{"request_id": shortened(id)}, "internal error")
 			}
 		}()
 		return handler(ctx, req)
@@ -177,7 +176,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	ranking := New(models, Options{
 		Limits:    Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures, MaxRequestMemory: cfg.MaxRequestMemory},
 		Admission: Admission{MaxScoring: cfg.MaxScoring, MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout},
-		Metrics:   m, Exposure: exposures, Features: state, SplitMinRows: cfg.SplitMinRows,
+		Metrics:   m, Exposure: exposures, Features: state, SplitMinRows: cfg.SplitMinRows, Strict: cfg.Strict,
 		Busy: func() int64 { return guard.Open() + otherLoad.Load() }}, logger)
 	experiments := &experimentFile{path: cfg.ExperimentConfig}
 	ready := models.Ready()

@@ -18,9 +18,11 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
@@ -59,6 +61,9 @@ type Options struct {
 	// the other processes running (see Run); a split waits until they are
 	// fewer than the cores too.
 	Busy func() int64
+	// Strict refuses requests that lack model features or send unknown
+	// names, unless a request asks for STRICTNESS_LENIENT (see strict.go).
+	Strict bool
 }
 
 // Server is the RankingService.
@@ -76,6 +81,7 @@ type Server struct {
 	admit    *admission
 	rows     sync.Pool // *[]float32 feature buffers, reused across requests
 	idSets   sync.Pool // map[string]int for duplicate-id checks, reused
+	strict   bool      // the default of requests that leave strictness unspecified
 
 	splitMinRows int
 	cores        int
@@ -110,12 +116,13 @@ func New(models *registry.Registry, opts Options, logger *slog.Logger) *Server {
 		splitMinRows: opts.SplitMinRows,
 		cores:        runtime.GOMAXPROCS(0),
 		open:         opts.Busy,
+		strict:       opts.Strict,
 	}
 	if spec, err := features.LoadSpec(); err == nil {
 		s.devices = spec.Devices
 	}
 	logger.Info("limits", "limits", describeLimits(opts.Limits), "max_scoring", opts.Admission.MaxScoring,
-		"max_queue", opts.Admission.MaxQueue, "queue_timeout", opts.Admission.QueueTimeout.String())
+		"max_queue", opts.Admission.MaxQueue, "queue_timeout", opts.Admission.QueueTimeout.String(), "strict", opts.Strict)
 	return s
 }
 
@@ -165,17 +172,22 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	}
 	exp := s.experiment.Load()
 	forced, forcedField := forcedVariant(ctx, req)
-	if forced != "" && (exp == nil || modelName != "") {
+	// A model name or a pinned version bypasses the experiment: the caller
+	// asked for one model version, and a variant's model may be another.
+	bypass := modelName != "" || req.GetModelVersion() != ""
+	if forced != "" && (exp == nil || bypass) {
 		// A forced variant that cannot apply is a caller's mistake, not a
 		// request to silently serve something else.
 		why := "no experiment is running"
-		if exp != nil {
+		if exp != nil && modelName != "" {
 			why = "model_name is set, which bypasses experiment " + exp.Name
+		} else if exp != nil {
+			why = "model_version is set, which bypasses experiment " + exp.Name
 		}
 		return nil, invalid("%s: %s is set but %s", forcedField, quote(forced), why)
 	}
 	experimentName, pinned := "", ""
-	if exp != nil && modelName == "" {
+	if exp != nil && !bypass {
 		v, err := s.assign(exp, req, forced, forcedField)
 		if err != nil {
 			return nil, err
@@ -187,15 +199,28 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 			return s.rankInterleaved(ctx, mapSpan, req, contextKeys, requestID, exp.Name, v)
 		}
 	}
-	version, err := s.models.AcquireVersion(modelName, pinned)
-	if errors.Is(err, registry.ErrUnknownModel) {
+	var version *registry.Version
+	if v := req.GetModelVersion(); v != "" {
+		version, err = s.models.AcquireLoaded(modelName, v)
+	} else {
+		version, err = s.models.AcquireVersion(modelName, pinned)
+	}
+	var notLoaded *registry.VersionNotLoadedError
+	if errors.As(err, &notLoaded) {
+		return nil, versionNotLoaded(notLoaded)
+	} else if errors.Is(err, registry.ErrUnknownModel) {
 		return nil, s.unknownModel(modelName)
 	} else if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "model: %v", err)
+		return nil, modelUnavailable(modelName, err)
 	}
 	defer version.Release()
 	m := version.Model
 	modelName = m.Meta.ModelName
+	if s.isStrict(req) {
+		if err := s.strictRefusal(req, contextKeys, m); err != nil {
+			return nil, err
+		}
+	}
 
 	n := len(req.GetCandidates())
 	releaseSlot, err := s.admitScoring(ctx, req, m)
@@ -209,6 +234,11 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 		return nil, err
 	}
 	defer sc.release()
+	if s.isStrict(req) {
+		if err := s.strictUnknownCandidates(req, m, sc); err != nil {
+			return nil, err
+		}
+	}
 	s.metrics.Candidates.Observe(float64(n))
 	s.metrics.UnknownCandidates.Add(float64(len(sc.unknown)))
 	missing, stateError := s.observeScoring(ctx, requestID, m, sc)
@@ -320,7 +350,8 @@ func (s *Server) scoringStatus(ctx context.Context, err error, requestID string)
 		return err
 	} else if err != nil {
 		s.requestLogger(ctx, requestID).Error("scoring failed", "error", err)
-		return status.Error(codes.Internal, "scoring failed")
+		return failure(codes.Internal, "SCORING_FAILED", map[string]string{"request_id": requestID},
+			"scoring failed (request_id "+quote(requestID)+" in the server log)")
 	}
 	return nil
 }
@@ -390,7 +421,7 @@ func (s *Server) score(ctx context.Context, mapSpan trace.Span, m *model.Model, 
 		if errors.Is(stateErr, features.ErrTooOld) {
 			mapSpan.End()
 			release()
-			return nil, nil, nil, nil, nil, nil, status.Errorf(codes.InvalidArgument, "event_time: %v", stateErr)
+			return nil, nil, nil, nil, nil, nil, invalid("event_time: %v", stateErr)
 		}
 		if stateErr != nil {
 			s.metrics.StateErrors.Inc()
@@ -524,7 +555,28 @@ func ranks(scores []float32) []float64 {
 // unknownModel is NOT_FOUND for a model name the server does not serve,
 // quoting the name short.
 func (s *Server) unknownModel(name string) error {
-	return withField(codes.NotFound, fmt.Sprintf("model_name: %s is not served (serving %v)", quote(name), s.models.Names()))
+	description := fmt.Sprintf("%s is not served (serving %v)", quote(name), s.models.Names())
+	st := status.New(codes.NotFound, "model_name: "+description)
+	detailed, err := st.WithDetails(
+		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "model_name", Description: description}}},
+		modelResource(name, fmt.Sprintf("serving %v", s.models.Names())),
+	)
+	if err != nil {
+		return st.Err()
+	}
+	return detailed.Err()
+}
+
+// modelUnavailable is UNAVAILABLE for a model that has no version serving
+// yet (MODEL_NOT_READY), or a server shutting down (SHUTTING_DOWN): a retry,
+// later or on another replica, may succeed.
+func modelUnavailable(name string, err error) error {
+	reason := "MODEL_NOT_READY"
+	if errors.Is(err, registry.ErrClosed) {
+		reason = "SHUTTING_DOWN"
+	}
+	return failure(codes.Unavailable, reason, map[string]string{"model": shortened(name)}, fmt.Sprintf("model: %v", err),
+		modelResource(name, err.Error()), &errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfterUnavailable)})
 }
 
 // GetModelInfo implements rankerv1.RankingServiceServer.
@@ -538,8 +590,8 @@ func (s *Server) GetModelInfo(_ context.Context, req *rankerv1.GetModelInfoReque
 		return nil, invalid("model_name: %d bytes, more than %d", n, maxNameBytes)
 	}
 	st, err := s.models.Status(req.GetModelName())
-	if errors.Is(err, registry.ErrNotReady) {
-		return nil, status.Errorf(codes.Unavailable, "model: %v", err)
+	if errors.Is(err, registry.ErrNotReady) || errors.Is(err, registry.ErrClosed) {
+		return nil, modelUnavailable(req.GetModelName(), err)
 	} else if err != nil {
 		return nil, s.unknownModel(req.GetModelName())
 	}

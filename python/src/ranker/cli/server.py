@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from ranker.cli.args import non_negative_int
-from ranker.v1.ranking_service_pb2 import RankRequest
+from ranker_client.v1.ranking_service_pb2 import RankRequest
 
 
 def _demo_request(data_dir: Path, top_k: int) -> tuple[RankRequest, set[str], int]:

@@ -42,15 +42,14 @@ def _simulate(args: argparse.Namespace) -> int:
     from ranker.features.spec import SEMANTIC_FEATURES
     from ranker.serving.client import SERVICE_NAME, RankerClient
     from ranker.simulation import simulate
+    from ranker_client import RankerError
+    from ranker_client.errors import from_rpc_error
 
     with RankerClient(args.server) as client:
         try:
             status = client.health(SERVICE_NAME, timeout=CONNECT_SECONDS)
-        except grpc.RpcError as err:
-            raise UserError(
-                f"--server {args.server}: no ranking server answers "
-                f"({err.code().name}: {err.details()})"
-            ) from None
+        except RankerError as err:
+            raise UserError(f"--server {args.server}: no ranking server answers ({err})") from None
         if status != "SERVING":
             raise UserError(
                 f"--server {args.server}: ranking service {status}, not SERVING (no model loaded?)"
@@ -71,9 +70,7 @@ def _simulate(args: argparse.Namespace) -> int:
             args.server, world, start=args.start, workers=args.workers, embeddings=embeddings
         )
     except grpc.RpcError as err:
-        raise UserError(
-            f"--server {args.server}: a call failed ({err.code().name}: {err.details()})"
-        ) from None
+        raise UserError(f"--server {args.server}: a call failed ({from_rpc_error(err)})") from None
     result.write(args.out)
     print(result.summary())
     print(f"wrote clicks, articles and truth (Parquet) to {args.out}")

@@ -28,7 +28,7 @@ from ranker.export.artifact import METADATA_JSON
 from ranker.features.build import build_features
 from ranker.features.spec import SEMANTIC_FEATURES, model_features
 from ranker.serving.client import RankerClient
-from ranker.v1 import ranking_service_pb2 as pb
+from ranker_client.v1 import ranking_service_pb2 as pb
 
 # RecordEvents and UpsertArticles take at most this many items per call.
 BATCH = 10_000

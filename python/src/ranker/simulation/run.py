@@ -35,7 +35,7 @@ from ranker.serving.client import RankerClient
 from ranker.serving.replay import catalog_batches
 from ranker.simulation.readers import DEFAULT_WORKERS, STEP_HOURS, steps
 from ranker.simulation.truth import CUTOFF, true_ndcg
-from ranker.v1 import ranking_service_pb2 as pb
+from ranker_client.v1 import ranking_service_pb2 as pb
 
 CLICKS_FILE = "clicks.parquet"
 ARTICLES_FILE = "articles.parquet"

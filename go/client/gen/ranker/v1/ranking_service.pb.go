@@ -110,13 +110,19 @@ type RankRequest struct {
 	// ScoredCandidate.features), for audits and parity checks.
 	ReturnFeatures bool `protobuf:"varint,11,opt,name=return_features,json=returnFeatures,proto3" json:"return_features,omitempty"`
 	// Strict mode for this request: refuse it with INVALID_ARGUMENT, listing
-	// the names, when a feature the model needs is neither sent nor computed by
-	// the server, or when the request sends a name the model does not know.
-	// STRICTNESS_UNSPECIFIED follows the server's --strict default.
+	// the names (google.rpc.BadRequest field violations), when a feature the
+	// model needs is neither sent nor computed by the server (including the
+	// article features of a candidate the catalog does not know), or when the
+	// request sends a name the model does not know. An article without an
+	// embedding, or the feature state unreachable (feature_state_error), still
+	// scores those features as missing. STRICTNESS_UNSPECIFIED follows the
+	// server's --strict default.
 	Strictness Strictness `protobuf:"varint,12,opt,name=strictness,proto3,enum=ranker.v1.Strictness" json:"strictness,omitempty"`
 	// Pins the model version (with model_name or the default model): answered
-	// NOT_FOUND when that version is not the one loaded. Empty ranks with the
-	// loaded version.
+	// NOT_FOUND (google.rpc.ResourceInfo naming the model and version) when
+	// that version is not loaded: neither serving nor pinned by the running
+	// experiment. Like model_name, it bypasses the experiment (and cannot be
+	// combined with a forced variant). Empty ranks with the serving version.
 	ModelVersion  string `protobuf:"bytes,13,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from ranker.v1 import ranking_service_pb2 as ranker_dot_v1_dot_ranking__service__pb2
+from ranker_client.v1 import ranking_service_pb2 as ranker_dot_v1_dot_ranking__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
