@@ -170,6 +170,18 @@ func TestFieldViolations(t *testing.T) {
 		{"unknown model", func() *rankerv1.RankRequest { r := client.ByIDs("r", "a1"); r.ModelName = "sports"; return r }(),
 			codes.NotFound, "model_name", "", ""},
 		{"over the candidate limit", client.ByIDs("r", "a1", "a2", "a3", "a4"), codes.ResourceExhausted, "candidates", "LIMIT_EXCEEDED", "max-candidates"},
+		// Strict mode: the server knows nothing of these articles and the
+		// request sends none of their features, so it is refused, listing them.
+		{"strict, articles the server cannot describe", func() *rankerv1.RankRequest {
+			r := client.ByIDs("r", "a1", "a2")
+			r.Strictness = rankerv1.Strictness_STRICTNESS_STRICT
+			return r
+		}(), codes.InvalidArgument, "candidates[0].id", "STRICT_FEATURES", ""},
+		{"a version that is not loaded", func() *rankerv1.RankRequest {
+			r := client.ByIDs("r", "a1")
+			r.ModelVersion = "v999"
+			return r
+		}(), codes.NotFound, "model_version", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := c.Rank(context.Background(), tc.req)

@@ -10,6 +10,7 @@ import internal.ranker.v1.GetModelInfoResponse;
 import internal.ranker.v1.RankRequest;
 import internal.ranker.v1.RankResponse;
 import internal.ranker.v1.ScoredCandidate;
+import internal.ranker.v1.Strictness;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -125,7 +126,12 @@ class RankerClientTest {
         new Case("no candidates", RankerClient.byIds("r").build(), Status.Code.INVALID_ARGUMENT, "candidates"),
         new Case("unknown device", RankerClient.byIds("r", "a1").setDevice("fridge").build(), Status.Code.INVALID_ARGUMENT, "device"),
         new Case("unknown model", RankerClient.byIds("r", "a1").setModelName("sports").build(), Status.Code.NOT_FOUND, "model_name"),
-        new Case("over the limit", RankerClient.byIds("r", "a1", "a2", "a3", "a4").build(), Status.Code.RESOURCE_EXHAUSTED, "candidates"));
+        new Case("over the limit", RankerClient.byIds("r", "a1", "a2", "a3", "a4").build(), Status.Code.RESOURCE_EXHAUSTED, "candidates"),
+        // Strict: the server knows nothing of these articles and the request
+        // sends none of their features.
+        new Case("strict", RankerClient.byIds("r", "a1", "a2").setStrictness(Strictness.STRICTNESS_STRICT).build(),
+            Status.Code.INVALID_ARGUMENT, "candidates[0].id"),
+        new Case("version not loaded", RankerClient.byIds("r", "a1").setModelVersion("v999").build(), Status.Code.NOT_FOUND, "model_version"));
     try (RankerClient c = RankerClient.builder(plain.target).build()) {
       for (Case tc : cases) {
         RankerException e = assertThrows(RankerException.class, () -> c.rank(tc.request()), tc.name());
