@@ -18,7 +18,7 @@ import numpy.typing as npt
 import polars as pl
 
 from ranker.data.schema import ClickLog
-from ranker.features.semantic import semantic_columns
+from ranker.features.semantic import last_clicks, semantic_columns
 from ranker.features.spec import (
     ARTICLE_WINDOWS_HOURS,
     CONTEXT_FEATURES,
@@ -135,26 +135,8 @@ def _title_similarity(
     index_of = np.full(int(ids.max(initial=0)) + 1, -1, np.int64)
     index_of[ids] = np.arange(articles.height)
 
-    clicks = (
-        rows.filter(pl.col("clicked") == 1)
-        .select("user_id", "time", "article_id")
-        .sort("user_id", "time", "article_id")
-        .with_row_index("_k")
-        .with_columns(pl.int_range(1, pl.len() + 1).over("user_id").alias("_n"))
-    )
+    clicks, last = last_clicks(impressions, rows)
     click_vectors = vectors[index_of[clicks["article_id"].to_numpy()]].astype(np.float64)
-    last = (
-        impressions.select("impression_id", "user_id", "time")
-        .sort("time")
-        .pipe(
-            _join_strictly_before,
-            right=clicks.select("user_id", pl.col("time").alias("_t"), "_k", "_n").sort("_t"),
-            left_on="time",
-            right_on="_t",
-            by="user_id",
-        )
-        .sort("impression_id")
-    )
     k = last["_k"].fill_null(-1).to_numpy().astype(np.int64)
     n = last["_n"].fill_null(0).to_numpy().astype(np.int64)
     window = np.minimum(n, RECENT_READS)

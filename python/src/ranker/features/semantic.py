@@ -89,14 +89,12 @@ def semantic_columns(
     }
 
 
-def _profile_similarities(
-    impressions: pl.DataFrame,
-    rows: pl.DataFrame,
-    table: npt.NDArray[np.int16],
-    norms: npt.NDArray[np.int64],
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Cosines of each row's candidate with the reader's last RECENT_READS and
-    LONG_TERM_READS clicks strictly before the impression."""
+def last_clicks(impressions: pl.DataFrame, rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The clicks of `rows` in reading order (by reader, time, article id),
+    numbered `_k` overall and `_n` within the reader; and for each impression
+    (by impression_id) the `_k` and `_n` of the reader's last click strictly
+    before it (null without one). Both profiles of the title and semantic
+    features are read off these."""
     clicks = (
         rows.filter(pl.col("clicked") == 1)
         .select("user_id", "time", "article_id")
@@ -118,6 +116,18 @@ def _profile_similarities(
         )
         .sort("impression_id")
     )
+    return clicks, last
+
+
+def _profile_similarities(
+    impressions: pl.DataFrame,
+    rows: pl.DataFrame,
+    table: npt.NDArray[np.int16],
+    norms: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Cosines of each row's candidate with the reader's last RECENT_READS and
+    LONG_TERM_READS clicks strictly before the impression."""
+    clicks, last = last_clicks(impressions, rows)
     # Profile of impression i over its last w clicks: C[k + 1] - C[k + 1 - w]
     # with C the running sums of the click vectors (C[0] = 0), exact in int64.
     end = last["_k"].fill_null(-1).to_numpy().astype(np.int64) + 1
