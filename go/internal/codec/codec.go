@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
@@ -85,10 +86,52 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 // input is accepted or refused exactly as before.
 func unmarshalRequest(b []byte, req *rankerv1.RankRequest) error {
 	if err := req.UnmarshalVT(b); err != nil {
-		req.Reset()
-		return proto.Unmarshal(b, req)
+		return standardUnmarshal(b, req)
+	}
+	if len(req.GetContextFeatures()) > 0 {
+		if err := redecodeContextFeatures(b, req); err != nil {
+			return standardUnmarshal(b, req)
+		}
 	}
 	return validUTF8(req)
+}
+
+func standardUnmarshal(b []byte, req *rankerv1.RankRequest) error {
+	req.Reset()
+	return proto.Unmarshal(b, req)
+}
+
+// redecodeContextFeatures decodes context_features again, by the standard
+// codec. The generated code reads a map entry's value by its field number
+// alone, whatever its wire type, and may read past the entry's end; the
+// standard codec skips a value of the wrong type, as protobuf requires. So
+// a hostile or broken client could have a context feature read as a
+// different number than every other protobuf library reads. The map is a
+// few entries; finding them costs one pass over the request's top-level
+// fields, which skips each candidate by its length.
+func redecodeContextFeatures(b []byte, req *rankerv1.RankRequest) error {
+	const field = 4 // RankRequest.context_features
+	var entries []byte
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return protowire.ParseError(m)
+		}
+		if num == field {
+			entries = append(entries, b[:n+m]...)
+		}
+		b = b[n+m:]
+	}
+	var only rankerv1.RankRequest
+	if err := proto.Unmarshal(entries, &only); err != nil {
+		return err
+	}
+	req.ContextFeatures = only.GetContextFeatures()
+	return nil
 }
 
 // validUTF8 refuses a request with a string that is not UTF-8, naming it,

@@ -23,6 +23,10 @@ func FuzzUnmarshalMatchesStandard(f *testing.F) {
 	f.Add(wire)
 	f.Add([]byte{0x2a, 0x05, 0x0a, 0x01, 'a', 0x12, 0x00})
 	f.Add([]byte{0x22, 0x02, 0x0a, 0x00})
+	// A map value sent as a varint, then an entry whose value runs past
+	// its end: the generated code read 1.86e-09, every other library 0.
+	f.Add([]byte{0x22, 0x08, 0x10, 0x30, 0x30, 0xff, 0x30, 0x30, 0xe2, 0x30})
+	f.Add([]byte{0x22, 0x03, 0x15, 0x00, 0x00, 0x2a, 0x00})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		want := &rankerv1.RankRequest{}
 		wantErr := proto.Unmarshal(data, want)
