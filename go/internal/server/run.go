@@ -10,11 +10,9 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -308,57 +306,6 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		_ = metricsServer.Close() // shutting down: its listener goes with the process
 	}
 	return nil
-}
-
-// sampleOtherLoad keeps others at the number of processes other than this
-// one running or waiting for a core, until ctx is done: the machine's
-// 1-minute load average less this process's own CPU use averaged the same
-// way (an exponential average over a minute, as the kernel's). Cores that
-// other processes keep busy are not idle: splitting a request across them
-// only waits for their time slices. Where /proc/loadavg cannot be read,
-// others stays 0 and only this server's own calls count.
-func sampleOtherLoad(ctx context.Context, others *atomic.Int64, logger *slog.Logger) {
-	loadavg := func() (float64, error) {
-		b, err := os.ReadFile("/proc/loadavg")
-		if err != nil {
-			return 0, err
-		}
-		fields := strings.Fields(string(b))
-		if len(fields) == 0 {
-			return 0, fmt.Errorf("/proc/loadavg: empty")
-		}
-		return strconv.ParseFloat(fields[0], 64)
-	}
-	cpu := func() float64 {
-		var ru syscall.Rusage
-		if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-			return 0
-		}
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-	}
-	if _, err := loadavg(); err != nil {
-		logger.Info("machine load unknown; splitting requests counts only this server's calls", "error", err.Error())
-		return
-	}
-	decay := math.Exp(-1.0 / 60) // per second: the kernel's 1-minute average
-	own, lastCPU, last := 0.0, cpu(), time.Now()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-tick.C:
-			used, c := 0.0, cpu()
-			if dt := now.Sub(last).Seconds(); dt > 0 {
-				used = (c - lastCPU) / dt
-			}
-			own, lastCPU, last = own*decay+used*(1-decay), c, now
-			if avg, err := loadavg(); err == nil {
-				others.Store(int64(math.Round(max(0, avg-own))))
-			}
-		}
-	}
 }
 
 // shedHeapBytes is --shed-heap-bytes, where 0 means 75 % of the Go memory
