@@ -8,7 +8,14 @@
 The generated messages are in ranker_client.v1.ranking_service_pb2.
 """
 
-from ranker_client.client import SERVICE_NAME, RankerClient, Strictness, TLSOptions, is_loopback
+from ranker_client.client import (
+    SERVICE_NAME,
+    RankerClient,
+    RetryPolicy,
+    Strictness,
+    TLSOptions,
+    is_loopback,
+)
 from ranker_client.errors import (
     DeadlineExceededError,
     ErrorInfo,
@@ -38,6 +45,7 @@ __all__ = [
     "RankerError",
     "ResourceExhaustedError",
     "ResourceInfo",
+    "RetryPolicy",
     "StrictModeError",
     "Strictness",
     "TLSOptions",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,6 +67,62 @@ class TLSOptions:
         )
 
 
+# The calls safe to repeat (see RetryPolicy), as the Go client retries them.
+_RETRIED_METHODS = ("Rank", "GetModelInfo", "RecordEvents")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how fast a call refused with UNAVAILABLE (a restarting
+    pod, a connection not yet up) is tried again. gRPC applies it, with
+    jitter on each backoff, and only to calls safe to repeat: Rank and
+    GetModelInfo read, and RecordEvents records each id once, so a batch
+    retried after a lost answer is not counted twice. UpsertArticles is not
+    retried: it replaces an article by id with no version, so a retry landing
+    after another writer's newer upsert would undo it; a caller that owns
+    its articles can retry it itself.
+
+    `max_attempts` counts the first try (1 disables retries; gRPC caps it at
+    5); the first retry waits `initial_backoff` seconds on average, each
+    further one `multiplier` times longer, up to `max_backoff`.
+    """
+
+    max_attempts: int = 4
+    initial_backoff: float = 0.05
+    max_backoff: float = 0.5
+    multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_attempts <= 5:
+            raise ValueError(
+                f"RetryPolicy: max_attempts {self.max_attempts}, want 1 to 5 (gRPC's cap)"
+            )
+        if self.max_attempts > 1 and not 0 < self.initial_backoff <= self.max_backoff:
+            raise ValueError(
+                f"RetryPolicy: initial_backoff {self.initial_backoff} and max_backoff "
+                f"{self.max_backoff}, want 0 < initial_backoff <= max_backoff"
+            )
+        if not (math.isfinite(self.multiplier) and self.multiplier >= 1):
+            raise ValueError(
+                f"RetryPolicy: multiplier {self.multiplier}, want a finite number of at least 1"
+            )
+
+    def service_config(self) -> str:
+        """The gRPC service config carrying the policy."""
+        config: dict[str, Any] = {
+            "name": [{"service": SERVICE_NAME, "method": m} for m in _RETRIED_METHODS]
+        }
+        if self.max_attempts > 1:
+            config["retryPolicy"] = {
+                "maxAttempts": self.max_attempts,
+                "initialBackoff": f"{self.initial_backoff}s",
+                "maxBackoff": f"{self.max_backoff}s",
+                "backoffMultiplier": self.multiplier,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            }
+        return json.dumps({"methodConfig": [config]})
+
+
 def is_loopback(target: str) -> bool:
     """Whether a gRPC target (host:port) stays on this machine."""
     host = target.removeprefix("dns:///").rsplit(":", 1)[0].strip("[]")
@@ -83,7 +141,9 @@ class RankerClient:
     the channel speaks TLS (mutual TLS when it carries a client certificate);
     with `token` every call carries `authorization: Bearer <token>`, which is
     refused over plaintext to anything but loopback, where it would travel
-    in clear. `options` are extra gRPC channel arguments.
+    in clear. Calls refused with UNAVAILABLE are retried by `retry` (see
+    RetryPolicy; `RetryPolicy(max_attempts=1)` disables it). `options` are
+    extra gRPC channel arguments.
 
     A failed call raises a ranker_client.errors.RankerError subclass with the
     status code and the server's details (field violations, reason, retry
@@ -96,9 +156,14 @@ class RankerClient:
         *,
         tls: TLSOptions | None = None,
         token: str | None = None,
+        retry: RetryPolicy = RetryPolicy(),
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        channel_options = list(options)
+        channel_options = [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", retry.service_config()),
+            *options,
+        ]
         if tls is not None:
             if tls.server_name:
                 channel_options.append(("grpc.ssl_target_name_override", tls.server_name))

@@ -1,0 +1,96 @@
+"""The Python client's retries, against a real gRPC server on loopback that
+refuses with UNAVAILABLE a set number of times: the calls safe to repeat are
+tried again, UpsertArticles never, and the policy's limits hold."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from concurrent import futures
+
+import grpc
+import pytest
+
+from ranker_client import RankerClient, RetryPolicy, UnavailableError
+from ranker_client.v1 import ranking_service_pb2 as pb
+from ranker_client.v1 import ranking_service_pb2_grpc as pb_grpc
+
+
+class FlakyService(pb_grpc.RankingServiceServicer):
+    """Refuses the first `failures` calls of each method with UNAVAILABLE."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: Counter[str] = Counter()
+
+    def _refuse_first(self, method: str, context: grpc.ServicerContext) -> None:
+        self.calls[method] += 1
+        if self.calls[method] <= self.failures:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+
+    def Rank(self, request: pb.RankRequest, context: grpc.ServicerContext) -> pb.RankResponse:
+        self._refuse_first("Rank", context)
+        return pb.RankResponse(request_id=request.request_id, model_version="v1")
+
+    def UpsertArticles(
+        self, request: pb.UpsertArticlesRequest, context: grpc.ServicerContext
+    ) -> pb.UpsertArticlesResponse:
+        self._refuse_first("UpsertArticles", context)
+        return pb.UpsertArticlesResponse()
+
+
+@pytest.fixture
+def flaky() -> Iterator[tuple[str, FlakyService]]:
+    service = FlakyService(failures=2)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_RankingServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}", service
+    finally:
+        server.stop(grace=None)
+
+
+def test_rank_is_retried_through_unavailable(flaky: tuple[str, FlakyService]) -> None:
+    target, service = flaky
+    with RankerClient(target) as ranker:
+        reply = ranker.rank("reader-1", ["a1"], request_id="r1")
+    assert reply.request_id == "r1"
+    assert service.calls["Rank"] == 3  # two refusals, then the answer
+
+
+def test_upsert_is_not_retried(flaky: tuple[str, FlakyService]) -> None:
+    target, service = flaky
+    with RankerClient(target) as ranker, pytest.raises(UnavailableError):
+        ranker.upsert_articles([pb.Article(id="a1")])
+    assert service.calls["UpsertArticles"] == 1
+
+
+def test_the_policy_bounds_the_attempts(flaky: tuple[str, FlakyService]) -> None:
+    target, service = flaky
+    with (
+        RankerClient(target, retry=RetryPolicy(max_attempts=2)) as ranker,
+        pytest.raises(UnavailableError),
+    ):
+        ranker.rank("reader-1", ["a1"])
+    assert service.calls["Rank"] == 2
+    with RankerClient(target, retry=RetryPolicy(max_attempts=1)) as ranker:
+        reply = ranker.rank("reader-1", ["a1"])  # the third call overall: answered
+    assert reply.model_version == "v1"
+    assert service.calls["Rank"] == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_attempts": 6}, "max_attempts 6"),
+        ({"max_attempts": 0}, "max_attempts 0"),
+        ({"initial_backoff": 0.0}, "initial_backoff 0.0"),
+        ({"initial_backoff": 1.0, "max_backoff": 0.5}, "max_backoff 0.5"),
+        ({"multiplier": float("nan")}, "multiplier nan"),
+    ],
+)
+def test_a_bad_policy_is_refused(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
