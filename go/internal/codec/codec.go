@@ -8,6 +8,7 @@ package codec
 
 import (
 	"fmt"
+	"sync"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/encoding"
@@ -72,12 +73,44 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return standard().Unmarshal(data, v)
 	}
-	if len(data) == 1 { // the common case: one contiguous read
+	if len(data) == 1 { // one contiguous read
 		return unmarshalRequest(data[0].ReadOnlyData(), req)
 	}
-	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
-	defer buf.Free()
-	return unmarshalRequest(buf.ReadOnlyData(), req)
+	// A large request arrives in several buffers; the generated code needs
+	// them contiguous. gRPC's pool clears every buffer it hands out (3.5 % of
+	// the server's time at 1000 candidates); this one need not: the copy
+	// overwrites the bytes the decoder reads, and it reads no others.
+	n := data.Len()
+	buf := joinBuffers.get(n)
+	defer joinBuffers.put(buf)
+	data.CopyTo(*buf)
+	return unmarshalRequest((*buf)[:n], req)
+}
+
+// joinBuffers are the buffers a request in several pieces is joined in.
+var joinBuffers = bufferPool{maxPooled: 4 << 20}
+
+// bufferPool reuses byte buffers up to maxPooled bytes (larger ones are
+// left to the garbage collector, so one huge request does not keep its
+// memory), without clearing them.
+type bufferPool struct {
+	pool      sync.Pool
+	maxPooled int
+}
+
+func (p *bufferPool) get(n int) *[]byte {
+	if b, ok := p.pool.Get().(*[]byte); ok && cap(*b) >= n {
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n)
+	return &b
+}
+
+func (p *bufferPool) put(b *[]byte) {
+	if cap(*b) <= p.maxPooled {
+		p.pool.Put(b)
+	}
 }
 
 // unmarshalRequest decodes b into req. The generated code refuses a known
