@@ -26,7 +26,7 @@ type Metrics struct {
 	Requests          *prometheus.CounterVec
 	Latency           *prometheus.HistogramVec
 	Candidates        prometheus.Histogram
-	Scores            *prometheus.HistogramVec
+	Scores            *ScoreHistogram
 	MissingFeatures   *prometheus.CounterVec
 	ModelLoads        *prometheus.CounterVec
 	ExposureWritten   prometheus.Counter
@@ -62,10 +62,7 @@ func New() *Metrics {
 			Name: "ranker_candidates_per_request", Help: "Candidates in each Rank request.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 13),
 		}),
-		Scores: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "ranker_scores", Help: "Distribution of candidate scores, for drift alerts.",
-			Buckets: prometheus.LinearBuckets(-4, 0.5, 17),
-		}, []string{"model"}),
+		Scores: newScoreHistogram("ranker_scores", "Distribution of candidate scores, for drift alerts.", "model"),
 		MissingFeatures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ranker_missing_features_total", Help: "Rank requests that lacked a model feature: neither sent nor computable, or an article feature of a candidate the catalog does not know (scored as missing).",
 		}, []string{"model", "feature"}),
@@ -106,11 +103,10 @@ func New() *Metrics {
 		}),
 	}
 	m.Shedding = newShedding(reg)
-	m.VersionScores = &versionScores{vec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "ranker_version_scores", Help: "Distribution of candidate scores by model version (the newest versions seen per model), for drift alerts.",
-		Buckets: prometheus.LinearBuckets(-4, 0.5, 17),
-	}, []string{"model", "version"}), seen: map[string][]string{}}
-	reg.MustRegister(m.VersionScores.vec)
+	m.VersionScores = &versionScores{hist: newScoreHistogram("ranker_version_scores",
+		"Distribution of candidate scores by model version (the newest versions seen per model), for drift alerts.",
+		"model", "version"), seen: map[string][]string{}}
+	reg.MustRegister(m.VersionScores.hist)
 	for _, kind := range []string{"article", "event"} {
 		for _, result := range []string{"accepted", "duplicate", "rejected"} {
 			m.Events.WithLabelValues(kind, result) // exported at 0, so rates exist from the start
@@ -289,24 +285,28 @@ func (m *Metrics) AuthRefusals() func(method, reason string) {
 const VersionsPerModel = 4
 
 type versionScores struct {
-	vec  *prometheus.HistogramVec
+	hist *ScoreHistogram
 	mu   sync.Mutex
 	seen map[string][]string // model -> versions, least recently scored first
 }
 
-// Observer returns the score histogram of one model version, dropping the
-// series of the model's least recently scored version beyond VersionsPerModel.
-func (v *versionScores) Observer(model, version string) prometheus.Observer {
+// ObserveAll adds scores to the histogram of one model version, dropping
+// the series of the model's least recently scored version beyond
+// VersionsPerModel.
+func (v *versionScores) ObserveAll(model, version string, scores []float32) {
 	v.mu.Lock()
-	defer v.mu.Unlock()
-	versions := slices.DeleteFunc(v.seen[model], func(seen string) bool { return seen == version })
-	versions = append(versions, version)
-	for len(versions) > VersionsPerModel {
-		v.vec.DeleteLabelValues(model, versions[0])
-		versions = versions[1:]
+	versions := v.seen[model]
+	if n := len(versions); n == 0 || versions[n-1] != version { // else already the most recent
+		versions = slices.DeleteFunc(versions, func(seen string) bool { return seen == version })
+		versions = append(versions, version)
+		for len(versions) > VersionsPerModel {
+			v.hist.Delete(model, versions[0])
+			versions = versions[1:]
+		}
+		v.seen[model] = versions
 	}
-	v.seen[model] = versions
-	return v.vec.WithLabelValues(model, version)
+	v.mu.Unlock()
+	v.hist.ObserveAll(scores, model, version)
 }
 
 // ServingVersions exports, at each scrape, ranker_model_serving_info{model,

@@ -49,9 +49,9 @@ func TestVersionScoresKeepTheVersionsLastScoredPerModel(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := New()
-			m.VersionScores.Observer("other", "v0").Observe(1) // another model's series are its own
+			m.VersionScores.ObserveAll("other", "v0", []float32{1}) // another model's series are its own
 			for _, v := range tt.observed {
-				m.VersionScores.Observer("news", v).Observe(0.5)
+				m.VersionScores.ObserveAll("news", v, []float32{0.5})
 			}
 			if got := seriesVersions(t, m, "news"); !slices.Equal(got, tt.want) {
 				t.Errorf("got %v, want %v", got, tt.want)

@@ -361,12 +361,8 @@ func (s *Server) scoringStatus(ctx context.Context, err error, requestID string)
 // not be read (empty when it could).
 func (s *Server) observeScoring(ctx context.Context, requestID string, m *model.Model, sc *scoring) (missing []string, stateError string) {
 	modelName := m.Meta.ModelName
-	scoreHist := s.metrics.Scores.WithLabelValues(modelName)
-	versionHist := s.metrics.VersionScores.Observer(modelName, m.Meta.ModelVersion)
-	for _, score := range sc.scores {
-		scoreHist.Observe(float64(score))
-		versionHist.Observe(float64(score))
-	}
+	s.metrics.Scores.ObserveAll(sc.scores, modelName)
+	s.metrics.VersionScores.ObserveAll(modelName, m.Meta.ModelVersion, sc.scores)
 	if len(sc.unknown) > 0 {
 		// An unknown article's features were scored as missing.
 		for _, j := range sc.columns.computed {
