@@ -41,8 +41,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def _replica(binary: Path, model_dir: Path, ort_lib: Path, url: str) -> ServerProcess:
-    return ServerProcess(binary, model_dir, ort_lib=ort_lib, extra_args=[f"--state={url}"])
+def _replica(
+    binary: Path, model_dir: Path, ort_lib: Path, url: str, state_timeout: str = "10s"
+) -> ServerProcess:
+    # The state timeout bounds serving latency in production (250 ms by
+    # default). The equality tests allow more: on a loaded CI machine a
+    # 200-event write can take longer, and a timeout would fail them for
+    # nothing. The outage test keeps the production bound.
+    return ServerProcess(
+        binary,
+        model_dir,
+        ort_lib=ort_lib,
+        extra_args=[f"--state={url}", f"--state-timeout={state_timeout}"],
+    )
 
 
 def test_replay_through_redis_gives_exactly_the_training_rows(
@@ -101,7 +112,7 @@ def test_a_redis_outage_degrades_rank_and_refuses_events_for_retry(
     server_binary: Path, model_dir: Path, ort_lib: Path, world: Path, redis: RedisServer
 ) -> None:
     with (
-        _replica(server_binary, model_dir, ort_lib, redis.url) as server,
+        _replica(server_binary, model_dir, ort_lib, redis.url, state_timeout="250ms") as server,
         RankerClient(server.target) as client,
     ):
         user, ids, at = _load(client, world, 50)

@@ -99,7 +99,11 @@ def test_replay_through_redis_gives_the_same_semantic_features(
     redis = RedisServer()
     try:
         with ServerProcess(
-            server_binary, version, ort_lib=ort_lib, extra_args=[f"--state={redis.url}"]
+            server_binary,
+            version,
+            ort_lib=ort_lib,
+            # A loaded CI machine may be slower than the production bound.
+            extra_args=[f"--state={redis.url}", "--state-timeout=10s"],
         ) as server:
             report = replay(data, server.target)
     finally:
