@@ -12,11 +12,20 @@ import (
 	"ranker/internal/treeensemble"
 )
 
-// syntheticForest builds a LightGBM-shaped ensemble without Python: trees
+// syntheticForest compiles syntheticNode.
+func syntheticForest(tb testing.TB, trees, leaves, features int) *treeensemble.Ensemble {
+	tb.Helper()
+	e, err := treeensemble.Compile(syntheticNode(trees, leaves, features), features)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return e
+}
+
+// syntheticNode builds a LightGBM-shaped ensemble without Python: trees
 // grown to the given leaves by splitting random leaves, thresholds drawn from
 // 255 bins per feature (LightGBM's max_bin), both missing tracks.
-func syntheticForest(b *testing.B, trees, leaves, features int) *treeensemble.Ensemble {
-	b.Helper()
+func syntheticNode(trees, leaves, features int) *onnxpb.NodeProto {
 	rng := rand.New(rand.NewPCG(5, 6))
 	bins := make([][]float32, features)
 	for f := range bins {
@@ -65,21 +74,18 @@ func syntheticForest(b *testing.B, trees, leaves, features int) *treeensemble.En
 	floats := func(name string, v []float32) *onnxpb.AttributeProto {
 		return &onnxpb.AttributeProto{Name: proto.String(name), Type: onnxpb.AttributeProto_FLOATS.Enum(), Floats: v}
 	}
-	node := &onnxpb.NodeProto{
+	return &onnxpb.NodeProto{
 		OpType: proto.String("TreeEnsembleRegressor"), Domain: proto.String("ai.onnx.ml"),
+		Input: []string{"input"}, Output: []string{"variable"},
 		Attribute: []*onnxpb.AttributeProto{
 			ints("nodes_treeids", treeIDs), ints("nodes_nodeids", nodeIDs), ints("nodes_featureids", featureIDs),
 			{Name: proto.String("nodes_modes"), Type: onnxpb.AttributeProto_STRINGS.Enum(), Strings: modes},
 			floats("nodes_values", values), ints("nodes_truenodeids", trueIDs), ints("nodes_falsenodeids", falseIDs),
 			ints("nodes_missing_value_tracks_true", tracks), ints("target_treeids", tTree), ints("target_nodeids", tNode),
 			ints("target_ids", make([]int64, len(tTree))), floats("target_weights", weights),
+			{Name: proto.String("n_targets"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(1)},
 		},
 	}
-	e, err := treeensemble.Compile(node, features)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return e
 }
 
 // BenchmarkSyntheticForest scores a forest of the stress model's shape

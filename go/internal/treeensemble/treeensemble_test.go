@@ -413,6 +413,52 @@ func TestLEQTreesOnEveryVectorLevelMatchOnnxruntime(t *testing.T) {
 	}
 }
 
+// TestDeepTreesOnEveryVectorLevelMatchOnnxruntime: trees of 64 leaves, the
+// most QuickScorer takes, so exit leaves fall in both halves of the 64-bit
+// leaf word (each vector level finds the lowest set bit its own way: the
+// AVX2 kernel from the float exponent of each 32-bit half), with NaN in
+// some rows, bit-identical to onnxruntime on every level and path.
+func TestDeepTreesOnEveryVectorLevelMatchOnnxruntime(t *testing.T) {
+	modeltest.ORT(t, model.InitRuntime)
+	path := filepath.Join(t.TempDir(), "model.onnx")
+	const features = 3 // writeModel's input width
+	writeModel(t, path, syntheticNode(40, 64, features), 3)
+	ref, err := model.NewONNXScorer(path, "input", features, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := ref.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	native, err := treeensemble.Load(path, features)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if native.Path() != treeensemble.PathQuickScorer {
+		t.Fatalf("path %s, want %s", native.Path(), treeensemble.PathQuickScorer)
+	}
+	rng := rand.New(rand.NewPCG(11, 12))
+	const n = 2000
+	rows := make([]float32, n*features)
+	for i := range rows {
+		rows[i] = float32(rng.NormFloat64())
+		if rng.IntN(25) == 0 {
+			rows[i] = float32(math.NaN())
+		}
+	}
+	want := score(t, ref.Score, rows, n)
+	for _, v := range variants(t, native) {
+		got := score(t, v.e.Score, rows, n)
+		for i := range want {
+			if want[i] != got[i] {
+				t.Fatalf("%s row %d: %v, onnxruntime %v", v.name, i, got[i], want[i])
+			}
+		}
+	}
+}
+
 // leqForest is trees all-BRANCH_LEQ trees of depth two over three features,
 // thresholds taken in turn from thresholds, the last tree a single leaf.
 func leqForest(trees int64, thresholds []float32) *onnxpb.NodeProto {
