@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -94,20 +96,29 @@ class Cluster:
         self._start(
             "master",
             "org.apache.spark.deploy.master.Master",
-            "--host=127.0.0.1",
-            f"--port={self.port}",
-            f"--webui-port={self.ui_port}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--webui-port",
+            f"{self.ui_port}",
         )
         for i in range(WORKERS):
             self._start(
                 f"worker-{i}",
                 "org.apache.spark.deploy.worker.Worker",
-                "--host=127.0.0.1",
-                f"--port={_free_port()}",
-                f"--webui-port={_free_port()}",
-                "--cores=1",
-                "--memory=1g",
-                f"--work-dir={self.root / f'work-{i}'}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                f"{_free_port()}",
+                "--webui-port",
+                f"{_free_port()}",
+                "--cores",
+                "1",
+                "--memory",
+                "1g",
+                "--work-dir",
+                f"{self.root / f'work-{i}'}",
                 self.url,
             )
         deadline = time.monotonic() + REGISTRATION_TIMEOUT_S
@@ -238,7 +249,7 @@ def test_spark_refuses_a_bad_click_log_naming_the_file(
 ) -> None:
     small_log.write(tmp_path)
     damage(tmp_path / name)
-    with pytest.raises(ValueError, match=message) as refused:
+    with pytest.raises(ValueError, match=re.escape(message)) as refused:
         read_click_log(spark, tmp_path)
     # The unknown article is the impressions' fault; everything else the damaged file's.
     named = IMPRESSIONS_FILE if "article_id values" in message else name
@@ -265,4 +276,24 @@ def test_spark_options_need_the_spark_engine(
     assert "--spark-master and --spark-conf need --engine spark" in capsys.readouterr().err
     assert main([*argv, "--engine", "spark", "--spark-conf", "novalue"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "f.parquet").exists()
+
+
+def test_the_default_install_does_not_import_pyspark() -> None:
+    """PySpark is an extra: the CLI and the engine's module load without it."""
+    code = "import sys, ranker.cli, ranker.features.spark; sys.exit('pyspark' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_without_pyspark_the_spark_engine_names_the_extra(
+    small_log: ClickLog,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark raises ImportError
+    small_log.write(tmp_path / "data")
+    argv = ["features", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "f.parquet")]
+    assert main([*argv, "--engine", "spark"]) == 2
+    assert "pip install 'ranker[spark]'" in capsys.readouterr().err
     assert not (tmp_path / "f.parquet").exists()

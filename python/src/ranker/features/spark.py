@@ -166,13 +166,12 @@ def _read(spark: SparkSession, location: str, required: Mapping[str, str]) -> Da
         frame = spark.read.parquet(location)
     except (PySparkException, Py4JJavaError) as err:
         raise ValueError(f"{location}: not a readable Parquet file ({_first_line(err)})") from None
-    name = location.rsplit("/", 1)[-1]
     problems = []
     for column, kind in required.items():
         if column not in frame.columns:
-            problems.append(f"{name}: column {column} ({kind}) is missing")
+            problems.append(f"column {column} ({kind}) is missing")
         elif (found := _kind(frame.schema[column].dataType)) != kind:
-            problems.append(f"{name}: column {column} is {found}, expected {kind}")
+            problems.append(f"column {column} is {found}, expected {kind}")
     if problems:
         raise ValueError(f"{location}: " + "; ".join(problems))
     return frame
@@ -366,7 +365,9 @@ def _title_similarity(table: DataFrame, vectors: DataFrame) -> DataFrame:
 def build_features(impressions: DataFrame, articles: DataFrame) -> DataFrame:
     """build.build_features on Spark: one row per shown candidate with
     LABEL_COLUMNS, true_utility (when the log has it) and FEATURE_NAMES as
-    float, ordered by impression_id and position."""
+    float, ordered by impression_id and position. An intermediate table is
+    persisted: `spark.catalog.clearCache()` frees it after the write."""
+    from pyspark import StorageLevel
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -485,6 +486,9 @@ def build_features(impressions: DataFrame, articles: DataFrame) -> DataFrame:
         .withColumn("article_age_hours", _hours("_t", "_publish"))
         .withColumn("article_word_count", F.col("word_count").cast("float"))
         .withColumn("article_breaking", F.col("breaking").cast("float"))
+        # Read four times (the title similarity takes its clicks, page views
+        # and pairs from it): kept, not recomputed with every window above.
+        .persist(StorageLevel.MEMORY_AND_DISK)
     )
     similarity = _title_similarity(table, _title_vectors(articles))
     extra = [c for c in ("true_utility",) if c in impressions.columns]
@@ -535,6 +539,8 @@ def write_feature_table(spark: SparkSession, data: str | Path, out: str | Path) 
         build_features(impressions, articles).write.mode("overwrite").parquet(str(out))
     except (PySparkException, Py4JJavaError) as err:
         raise ValueError(f"{data}: the Spark feature pipeline failed: {_first_line(err)}") from None
+    finally:
+        spark.catalog.clearCache()
 
 
 def feature_table(data: Path, options: SparkOptions, scratch: Path | None = None) -> pl.DataFrame:
