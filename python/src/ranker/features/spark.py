@@ -122,6 +122,12 @@ def spark_session(options: SparkOptions) -> Iterator[SparkSession]:
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.ui.showConsoleProgress", "false")
     )
+    if options.master.startswith("local") and not any(
+        key == "spark.sql.shuffle.partitions" for key, _ in options.conf
+    ):
+        # Spark's 200 suit a cluster; on one machine each shuffle would run
+        # hundreds of tiny tasks (4x slower on the test world).
+        builder = builder.config("spark.sql.shuffle.partitions", str(2 * (os.cpu_count() or 1)))
     for key, value in options.conf:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
