@@ -205,9 +205,28 @@ def test_spark_cluster_builds_exactly_the_polars_table(
     assert [app["cores"] for app in apps] == [WORKERS]
 
 
+# Whitespace Python's str.split() splits on and Java's regex \s does not
+# (no-break, em and ideographic spaces, a file separator), besides ASCII.
+ODD_WHITESPACE = ("\u00a0", "\t", "\u2003", "\x1c", "  ", "\u3000", "\n")
+
+
+def _odd_titles(articles: pl.DataFrame) -> pl.DataFrame:
+    """Every third title's words joined by unusual whitespace, with some at
+    either end; one title empty."""
+    titles = []
+    for i, title in enumerate(articles["title"].to_list()):
+        if i % 3 == 0:
+            gap = ODD_WHITESPACE[i % len(ODD_WHITESPACE)]
+            title = gap + gap.join(title.split()) + ODD_WHITESPACE[(i + 1) % len(ODD_WHITESPACE)]
+        titles.append("" if i == 1 else title)
+    return articles.with_columns(pl.Series("title", titles, pl.String))
+
+
 @pytest.mark.slow
 def test_spark_cluster_matches_polars_on_another_world(spark: SparkSession, tmp_path: Path) -> None:
-    log = generate(OTHER_WORLD)
+    """Another seed, and titles that split only on Python's idea of whitespace."""
+    world = generate(OTHER_WORLD)
+    log = ClickLog(articles=_odd_titles(world.articles), impressions=world.impressions)
     log.write(tmp_path / "data")
     expected = build_features(log.impressions.lazy(), log.articles.lazy())
     _assert_same_table(expected, _spark_table(spark, tmp_path / "data", tmp_path / "features"))
