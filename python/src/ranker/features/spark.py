@@ -92,6 +92,7 @@ class SparkOptions:
 
 
 def require_spark() -> None:
+    """Raise SparkUnavailable, saying what to install, without PySpark or Java."""
     try:
         import pyspark  # noqa: F401
     except ImportError:
@@ -126,7 +127,7 @@ def spark_session(options: SparkOptions) -> Iterator[SparkSession]:
         key == "spark.sql.shuffle.partitions" for key, _ in options.conf
     ):
         # Spark's 200 suit a cluster; on one machine each shuffle would run
-        # hundreds of tiny tasks (4x slower on the test world).
+        # hundreds of tiny tasks (over twice as slow on the test world).
         builder = builder.config("spark.sql.shuffle.partitions", str(2 * (os.cpu_count() or 1)))
     for key, value in options.conf:
         builder = builder.config(key, value)
