@@ -59,7 +59,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help setup proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-java maven test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline deploy-rules deploy-check lint clean
+.PHONY: help setup proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-java maven java spark-parity test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline deploy-rules deploy-check lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -69,7 +69,9 @@ $(SETUP_STAMP): python/pyproject.toml $(CLIENT)/pyproject.toml
 	$(VENV)/bin/pip install --quiet --upgrade pip==26.3
 	# The client first, from its directory: the training package requires it.
 	$(VENV)/bin/pip install --quiet -e $(CLIENT)
-	$(VENV)/bin/pip install --quiet -e 'python[dev,embeddings]'
+	# spark: PySpark for the Spark feature engine's tests (it runs on Java,
+	# see the java target); the default install and `make demo` need neither.
+	$(VENV)/bin/pip install --quiet -e 'python[dev,embeddings,spark]'
 	touch $@
 
 setup: $(SETUP_STAMP) ## Install the Python environment and Go modules
@@ -165,7 +167,7 @@ test-fast: $(SETUP_STAMP) redis-server ## The inner loop (under a minute): Pytho
 	cd go && RANKER_ORT_LIB=$(ORT_LIB) go test ./...
 	cd $(GO_CLIENT) && go test ./...
 
-test-python: $(SETUP_STAMP) ## Python unit and parity tests, slow ones included
+test-python: $(SETUP_STAMP) java ## Python unit and parity tests, slow ones included
 	cd python && $(PYTEST) -q -m "not e2e"
 
 # A skipped test fails the run: with RANKER_ORT_LIB set none may skip.
@@ -198,6 +200,27 @@ maven:
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null; \
 		else echo "Maven is needed by the Java client: install it (e.g. apt-get install maven)"; exit 1; fi; }
+
+# Java for the Spark feature engine (PySpark 4 runs on Java 17 or 21):
+# Debian's headless JRE, installed when missing (CI runs as root), else one
+# line saying how.
+java:
+	@command -v java >/dev/null || [ -x "$${JAVA_HOME:-/nonexistent}/bin/java" ] || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; \
+		else echo "Java is needed by the Spark feature engine: install it (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; fi; }
+
+# The Spark engine against the polars one on a world generated with SEED:
+# both feature tables, compared row for row (non-zero exit if they differ).
+SPARK_PARITY_SCALE ?= 0.3
+SPARK_PARITY_DIR = data/spark-parity-$(SEED)
+spark-parity: $(SETUP_STAMP) java ## Build the features of a world generated with SEED=<n> (SPARK_PARITY_SCALE=0.3) with polars and with Spark, and compare them row for row
+	@test -n "$(SEED)" || { echo "usage: make spark-parity SEED=<n>"; exit 2; }
+	$(RANKER) data --out $(SPARK_PARITY_DIR) --seed $(SEED) --scale $(SPARK_PARITY_SCALE)
+	$(RANKER) features --data $(SPARK_PARITY_DIR) --engine polars --out $(SPARK_PARITY_DIR)/features-polars.parquet
+	$(RANKER) features --data $(SPARK_PARITY_DIR) --engine spark --out $(SPARK_PARITY_DIR)/features-spark.parquet \
+		--spark-conf spark.sql.shuffle.partitions=8
+	$(RANKER) compare-features $(SPARK_PARITY_DIR)/features-polars.parquet $(SPARK_PARITY_DIR)/features-spark.parquet
 
 # redis-server for the tests of the shared feature state: Debian's package,
 # installed when missing (CI runs as root), else one line saying how.

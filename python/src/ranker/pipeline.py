@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -81,13 +81,16 @@ class ClickLogSource:
     data_dir: Path
     embeddings: pl.DataFrame | None = None
     embedding_model: str | None = None
+    # What builds the feature table (the polars pipeline unless `ranker
+    # train --engine` names another; every engine gives the same table).
+    build: Callable[[Path, pl.DataFrame | None], pl.DataFrame] = feature_table
 
     def files(self) -> list[Path]:
         return [self.data_dir / IMPRESSIONS_FILE, self.data_dir / ARTICLES_FILE]
 
     def load(self) -> TrainingData:
         validate_click_log(self.data_dir)
-        table = feature_table(self.data_dir, self.embeddings)
+        table = self.build(self.data_dir, self.embeddings)
         names = model_features(semantic=self.embeddings is not None)
         splits = time_split(table, names)
         train_split, valid_split, test_split = splits

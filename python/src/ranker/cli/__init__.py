@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from ranker.cli import data, experiments, server, simulate, train
+from ranker.cli import data, experiments, features, server, simulate, train
 from ranker.cli.args import UserError
 
 
@@ -17,7 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ranker", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (data, train, server, experiments, simulate):
+    for group in (data, features, train, server, experiments, simulate):
         group.register(sub)
     args = parser.parse_args(argv)
     try:

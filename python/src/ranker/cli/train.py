@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from ranker.cli.args import UserError, non_negative_int, positive_int
+from ranker.cli.features import add_engine_options, check_engine_options, feature_builder
 from ranker.tracking import DEFAULT_TRACKING_URI
 
 
@@ -62,16 +63,19 @@ def _train(args: argparse.Namespace) -> int:
     from ranker.gate import Gate, GateFailed
     from ranker.pipeline import ClickLogSource, LibsvmSource, Source, train_and_export
 
+    check_engine_options(args)
     source: Source
     if not args.data.exists():
         raise UserError(f"{args.data}: no such click-log directory or LibSVM file")
     if args.data.is_file():
         if args.valid is None or args.test is None:
             raise UserError("training on a LibSVM file needs --valid and --test files")
+        if args.engine != "polars":
+            raise UserError("--engine builds features from a click log, not LibSVM files")
         source = LibsvmSource(args.data, args.valid, args.test)
     else:
         validate_click_log(args.data)  # before any progress output: one line if bad
-        source = ClickLogSource(args.data)
+        source = ClickLogSource(args.data, build=feature_builder(args))
     if args.semantic:
         if not isinstance(source, ClickLogSource):
             raise UserError("--semantic needs a click-log directory (the article titles)")
@@ -214,6 +218,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "'ranker[embeddings]'`) and report what they add against a model trained without them",
     )
     _embedding_options(p)
+    add_engine_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument(
         "--tracking-uri",
