@@ -25,15 +25,20 @@ from ranker.training.distributed import DaskCluster, dask_client, fit_distribute
 from ranker.training.lambdarank import DEFAULT_PARAMS, DEFAULT_ROUNDS, Rounds, fit
 
 # The largest |NDCG@10 distributed - one machine| on the test split that
-# still counts as the same model. The two differ by how bins are found, which
+# still counts as the same model. They differ by how bins are found, which
 # rows bagging draws and the order histograms add up (see the module
 # `ranker.training.distributed`), so their trees and chosen rounds differ.
-# Measured with 2 workers (impressions with a click, queries of ~10
-# candidates): scale 0.2, 150 rounds at most, world seeds 1, 2, 3, 11:
-# +0.0037, +0.0023, ..., +0.0062; scale 0.3, default rounds, seeds ...
-# Changing only LightGBM's own seed on one machine moves NDCG@10 by as much
-# (...), so a difference below this is the noise of the training itself.
-NDCG_TOLERANCE = 0.02
+# Measured with 2 workers, both models naive:
+# - scale 0.3, default rounds (this target), world seeds 1, 2, 3, 7:
+#   +0.0016, +0.0014, +0.0050, -0.0004;
+# - scale 0.2, at most 150 rounds (the tests' world is seed 11), seeds 1, 2,
+#   3, 4, 5, 11: +0.0037, +0.0023, -0.0002, -0.0063, -0.0053, +0.0062.
+# Changing only LightGBM's seed (7, 8, 9) on one machine spreads NDCG@10 by
+# 0.0022 to 0.0047 at scale 0.3: the difference is the noise of training
+# itself. The tolerance is over twice the largest difference seen, and about
+# the half-width of the bootstrap 95 % interval of the test NDCG@10 (±0.014
+# at scale 0.3).
+NDCG_TOLERANCE = 0.015
 WORKERS = 2
 K = 10
 

@@ -181,6 +181,8 @@ def test_distributed_training_is_recorded(dask_trained: TrainedVersion) -> None:
     assert meta["training"]["release_gate"]["passed"] is True
     report = (directory / "report" / "evaluation.md").read_text()
     assert f"distributed over {WORKERS} Dask workers" in report.splitlines()[0]
+    assert "| LightGBM (shipped) |" in report
+    assert "position-debiased" not in report
 
 
 @pytest.mark.slow
