@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,6 +60,18 @@ def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         dask_client(DaskCluster(workers=1)),
     ):
         pass
+
+
+def test_training_on_one_machine_imports_no_dask() -> None:
+    """`make demo` and every run without the flags work without the extra."""
+    code = (
+        "import sys, ranker.cli, ranker.pipeline, ranker.training.distributed\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]\n"
+        "sys.exit(f'imported {loaded}' if loaded else 0)"
+    )
+    # (pandas is left out: LightGBM itself imports it wherever it is installed.)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
 
 
 def _closed_port() -> int:

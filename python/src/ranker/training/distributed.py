@@ -204,8 +204,7 @@ def group_blocks(groups: npt.NDArray[np.int64], parts: int) -> list[tuple[int, i
 def _sklearn_params(params: dict[str, Any]) -> dict[str, Any]:
     """The training parameters as the scikit-learn estimator takes them:
     lightgbm.dask sets the threads of each worker and the network itself."""
-    out = {k: v for k, v in params.items() if k not in ("eval_at", "num_threads", "metric")}
-    out["metric"] = params["metric"]
+    out = {k: v for k, v in params.items() if k not in ("eval_at", "num_threads")}
     out.setdefault("time_out", NETWORK_TIMEOUT_MINUTES)
     return out
 
