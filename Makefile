@@ -70,8 +70,9 @@ $(SETUP_STAMP): python/pyproject.toml $(CLIENT)/pyproject.toml
 	# The client first, from its directory: the training package requires it.
 	$(VENV)/bin/pip install --quiet -e $(CLIENT)
 	# spark: PySpark for the Spark feature engine's tests (it runs on Java,
-	# see the java target); the default install and `make demo` need neither.
-	$(VENV)/bin/pip install --quiet -e 'python[dev,embeddings,spark]'
+	# see the java target); distributed: dask for distributed training. The
+	# default install and `make demo` need neither.
+	$(VENV)/bin/pip install --quiet -e 'python[dev,embeddings,spark,distributed]'
 	touch $@
 
 setup: $(SETUP_STAMP) ## Install the Python environment and Go modules
@@ -278,6 +279,15 @@ bench-servers: build $(STRESS_MODEL)/metadata.json $(MLSERVER) ## Only the serve
 
 bench-pipeline: $(SETUP_STAMP) ## Rows/s and peak memory of data, features, training at 1M and 10M rows (~3 min)
 	cd python && $(PY) -m benchmarks.pipeline_throughput --scale 2.78 --scale 27.8 --work $(abspath data/bench)
+
+# The log of `make test` (scale 0.3) with another world seed.
+SEED ?= 7
+PARITY_DATA := data/parity-$(SEED)
+
+.PHONY: dask-parity
+dask-parity: $(SETUP_STAMP) ## One machine vs LightGBM distributed over 2 local Dask workers on the log of SEED=n: NDCG@10 of both, fails beyond the tolerance (~2 min)
+	$(RANKER) data --out $(PARITY_DATA) --scale 0.3 --seed $(SEED)
+	cd python && $(PY) -m benchmarks.dask_parity --data $(abspath $(PARITY_DATA))
 
 .PHONY: bench-decision
 bench-decision: $(SETUP_STAMP) ## A/A decision rate, power and interval coverage of the experiment decision rule, 1,000 synthetic experiments per row (~5 min)

@@ -13,19 +13,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 from tqdm import tqdm
 
 from ranker.data.schema import ARTICLES_FILE, IMPRESSIONS_FILE, WORLD_FILE, validate_click_log
-from ranker.evaluation.metrics import ndcg_summary
+from ranker.evaluation.metrics import ndcg_at_k, ndcg_summary
 from ranker.evaluation.report import Ablation, Evaluation, evaluate, write_report
 from ranker.export.artifact import file_sha256
 from ranker.export.golden import GOLDEN_SAMPLE_QUERIES
@@ -35,6 +36,7 @@ from ranker.features.spec import model_features
 from ranker.gate import DEFAULT_GATE, Gate, GateFailed, run_gate
 from ranker.tracking import RunRecord, record_run
 from ranker.training.dataset import RankData, TimeSplit, time_split
+from ranker.training.distributed import DaskCluster, Distribution
 from ranker.training.lambdarank import (
     DEFAULT_PARAMS,
     DEFAULT_ROUNDS,
@@ -185,6 +187,8 @@ class TrainedVersion:
     # The full evaluation with baselines; a click log's test split only.
     evaluation: Evaluation | None
     export: ExportResult
+    # How the model was trained over a Dask cluster; None on one machine.
+    distribution: Distribution | None = None
 
 
 def train_and_export(
@@ -200,70 +204,85 @@ def train_and_export(
     quiet: bool = True,
     tracking_uri: str | None = None,
     ablate: tuple[str, ...] = (),
+    cluster: DaskCluster | None = None,
 ) -> TrainedVersion:
     """Tune (optionally), train, evaluate on the test split, pass the release
     gate (None skips it), export a version. A failed gate raises GateFailed
     and leaves the report under <models_root>/.rejected/<name>/<version>.
     With tracking_uri, the run is recorded in MLflow, passed or refused.
     With `ablate`, a second model is trained the same way without those
-    features, and the evaluation says what they add."""
+    features, and the evaluation says what they add. With `cluster`, the
+    models train with LightGBM's distributed mode over its Dask workers
+    (`ranker.training.distributed`)."""
+    if cluster is not None and tune_trials > 0:
+        raise ValueError("tuning trains on this machine: tune without a Dask cluster")
     say = _Stages(quiet)
-    with say.stage("features"):
-        data = source.load()
-    say.note(
-        f"{data.train.labels.size:,} training, {data.valid.labels.size:,} validation and "
-        f"{data.test.labels.size:,} test rows"
-    )
-    names = data.feature_names
-    chosen = {**DEFAULT_PARAMS, **(params or {})}
-    if tune_trials > 0:
-        with say.stage(f"tuning ({tune_trials} Optuna trials)"):
-            chosen = tune(
-                data.train,
-                data.valid,
-                names,
-                chosen,
-                tune_trials,
-                rounds=rounds,
-                show_progress=not quiet,
-            )
-    with (
-        say.stage("training"),
-        tqdm(
-            total=rounds.max,
-            desc="boosting rounds",
-            unit="round",
-            disable=True if quiet else None,
-            leave=False,
-        ) as bar,
-    ):
-
-        def progress(round_: int, score: float) -> None:
-            bar.update(1)
-            bar.set_postfix_str(f"valid NDCG@10 {score:.4f}", refresh=False)
-
-        result = train(data.train, data.valid, names, chosen, rounds, progress)
-    say.note(f"best round {result.best_iteration} of {len(result.valid_curve)} trained")
-    without = None
-    if ablate and data.test_split is not None:
-        with say.stage(f"training without {', '.join(ablate)}"):
-            kept = [n for n in names if n not in ablate]
-            without = Ablation(
-                ablate,
-                train(
-                    data.train.without(names, ablate),
-                    data.valid.without(names, ablate),
-                    kept,
+    # The cluster first: an unreachable scheduler fails before the features
+    # are built; it is let go once the models are trained.
+    with ExitStack() as cluster_scope:
+        fit = _trainer(cluster, cluster_scope, say, rounds)
+        with say.stage("features"):
+            data = source.load()
+        say.note(
+            f"{data.train.labels.size:,} training, {data.valid.labels.size:,} validation and "
+            f"{data.test.labels.size:,} test rows"
+        )
+        names = data.feature_names
+        chosen = {**DEFAULT_PARAMS, **(params or {})}
+        if tune_trials > 0:
+            with say.stage(f"tuning ({tune_trials} Optuna trials)"):
+                chosen = tune(
+                    data.train,
+                    data.valid,
+                    names,
                     chosen,
-                    rounds,
-                ).booster,
-                data.test.without(names, ablate).features,
-            )
+                    tune_trials,
+                    rounds=rounds,
+                    show_progress=not quiet,
+                )
+        with (
+            say.stage("training"),
+            tqdm(
+                total=rounds.max,
+                desc="boosting rounds",
+                unit="round",
+                # The rounds of a distributed run happen in the workers.
+                disable=True if quiet or cluster is not None else None,
+                leave=False,
+            ) as bar,
+        ):
+
+            def progress(round_: int, score: float) -> None:
+                bar.update(1)
+                bar.set_postfix_str(f"valid NDCG@10 {score:.4f}", refresh=False)
+
+            result, distribution = fit(data.train, data.valid, names, chosen, progress)
+        say.note(f"best round {result.best_iteration} of {len(result.valid_curve)} trained")
+        if distribution is not None:
+            say.note(distribution.describe())
+        without = None
+        if ablate and data.test_split is not None:
+            with say.stage(f"training without {', '.join(ablate)}"):
+                kept = [n for n in names if n not in ablate]
+                without = Ablation(
+                    ablate,
+                    fit(
+                        data.train.without(names, ablate),
+                        data.valid.without(names, ablate),
+                        kept,
+                        chosen,
+                        None,
+                    )[0].booster,
+                    data.test.without(names, ablate).features,
+                )
     evaluation = None
     with say.stage("evaluation"):
         if data.test_split is not None:
             evaluation = evaluate(
-                data.test_split, result.booster, result.naive_booster, ablation=without
+                data.test_split,
+                result.booster,
+                result.naive_booster if result.position_debiased else None,
+                ablation=without,
             )
             test_metrics = evaluation.headline()
         else:
@@ -281,6 +300,11 @@ def train_and_export(
     }
     if result.position_debiased:
         summary["position_debiasing"] = "LightGBM unbiased lambdarank (Dataset position)"
+    if distribution is not None:
+        summary["distributed"] = asdict(distribution)
+    title = f"Evaluation of {model_name}"
+    if distribution is not None:
+        title += f", trained {distribution.describe()}"
     summary["metrics_test"] = test_metrics
 
     def track(version: str, passed: bool | None, report_dir: Path | None) -> None:
@@ -314,7 +338,7 @@ def train_and_export(
             version = version or _timestamp()
             rejected = models_root / ".rejected" / model_name / version
             if evaluation is not None:
-                write_report(evaluation, rejected / REPORT_DIR, f"Evaluation of {model_name}")
+                write_report(evaluation, rejected / REPORT_DIR, title)
             gate_report.write(rejected / REPORT_DIR)
             write_learning_curve(result.curves, result.best_iteration, rejected / REPORT_DIR)
             track(version, False, rejected / REPORT_DIR)
@@ -322,7 +346,7 @@ def train_and_export(
 
     def write_extras(staging: Path) -> None:
         if evaluation is not None:
-            write_report(evaluation, staging / REPORT_DIR, f"Evaluation of {model_name}")
+            write_report(evaluation, staging / REPORT_DIR, title)
         if gate_report is not None:
             gate_report.write(staging / REPORT_DIR)
         write_learning_curve(result.curves, result.best_iteration, staging / REPORT_DIR)
@@ -345,7 +369,7 @@ def train_and_export(
         gate_report.passed if gate_report else None,
         exported.directory / REPORT_DIR,
     )
-    return TrainedVersion(result, test_metrics, evaluation, exported)
+    return TrainedVersion(result, test_metrics, evaluation, exported, distribution)
 
 
 def _timestamp() -> str:
@@ -433,3 +457,58 @@ def write_learning_curve(curves: Curves, best: int, directory: Path) -> None:
     ax.legend(fontsize=8)
     fig.savefig(directory / "learning_curve.png", dpi=90)
     plt.close(fig)
+
+
+# Trains one model: the rows, their feature names, the parameters and a
+# progress callback in; the result and how it was distributed (None on one
+# machine) out.
+Trainer = Callable[
+    [RankData, RankData, list[str], dict[str, Any], Callable[[int, float], None] | None],
+    tuple[TrainResult, Distribution | None],
+]
+
+
+def _trainer(
+    cluster: DaskCluster | None, scope: ExitStack, say: _Stages, rounds: Rounds
+) -> Trainer:
+    """`train` on this machine, or over `cluster`'s workers through one
+    client that lives as long as `scope`."""
+    if cluster is None:
+        return lambda tr, va, names, params, progress: (
+            train(tr, va, names, params, rounds, progress),
+            None,
+        )
+    from ranker.training.distributed import dask_client, train_distributed
+
+    local = cluster.workers is not None
+    with say.stage(f"Dask cluster ({'local' if local else cluster.scheduler})"):
+        client = scope.enter_context(dask_client(cluster))
+
+    def fit(
+        tr: RankData,
+        va: RankData,
+        names: list[str],
+        params: dict[str, Any],
+        progress: Callable[[int, float], None] | None,
+    ) -> tuple[TrainResult, Distribution]:
+        result, workers = train_distributed(client, tr, va, names, params, rounds)
+        curves = Curves(_training_curve(result.booster, tr), result.curves.valid)
+        distribution = Distribution(workers, str(client.scheduler.address), local)
+        return replace(result, curves=curves), distribution
+
+    return fit
+
+
+def _training_curve(booster: lgb.Booster, rows: RankData) -> list[float]:
+    """NDCG@10 on the training rows after every round of `booster`, as
+    LightGBM counts it (queries without a click count as 1.0), for a model
+    trained over workers that each evaluated only their own rows. The
+    workers return the trees up to the round kept, so the curve ends there."""
+    scores = np.zeros(rows.labels.size)
+    curve = []
+    for i in range(booster.current_iteration()):
+        scores += booster.predict(rows.features, start_iteration=i, num_iteration=1, raw_score=True)
+        curve.append(
+            ndcg_at_k(rows.labels, scores, rows.groups, max(EVAL_AT), queries_without_relevance=1.0)
+        )
+    return curve

@@ -62,8 +62,16 @@ def _train(args: argparse.Namespace) -> int:
     from ranker.features.spec import SEMANTIC_FEATURES
     from ranker.gate import Gate, GateFailed
     from ranker.pipeline import ClickLogSource, LibsvmSource, Source, train_and_export
+    from ranker.training.distributed import DaskCluster, DistributedError
 
     check_engine_options(args)
+    cluster = None
+    if args.dask_scheduler is not None or args.dask_workers is not None:
+        if args.tune:
+            raise UserError(
+                "--tune trains on this machine: leave out --dask-scheduler and --dask-workers"
+            )
+        cluster = DaskCluster(scheduler=args.dask_scheduler, workers=args.dask_workers)
     source: Source
     if not args.data.exists():
         raise UserError(f"{args.data}: no such click-log directory or LibSVM file")
@@ -98,10 +106,13 @@ def _train(args: argparse.Namespace) -> int:
             quiet=args.quiet,
             tracking_uri=None if args.no_tracking else args.tracking_uri,
             ablate=SEMANTIC_FEATURES if args.semantic else (),
+            cluster=cluster,
         )
     except GateFailed as failed:
         print(f"ranker train: {failed}", file=sys.stderr)
         return 1
+    except DistributedError as err:
+        raise UserError(str(err)) from None
     if trained.evaluation is not None:
         print(summary_table(trained.evaluation))
     else:
@@ -113,6 +124,8 @@ def _train(args: argparse.Namespace) -> int:
         f"{exported.golden_rows} golden rows, largest |LightGBM - ONNX| "
         f"{exported.max_abs_diff_lgbm_onnx:.3g}"
     )
+    if trained.distribution is not None:
+        print(f"trained {trained.distribution.describe()}")
     report = f" (report in {exported.directory}/report)" if trained.evaluation is not None else ""
     print(f"exported {exported.directory}{report}")
     return 0
@@ -211,6 +224,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="release gate: NDCG@10 below the newest version of --name by at most this",
     )
     p.add_argument("--no-gate", action="store_true", help="export without the release gate")
+    dask = p.add_mutually_exclusive_group()
+    dask.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="train with LightGBM's distributed mode on the workers of this Dask scheduler "
+        "(e.g. tcp://host:8786; needs `pip install 'ranker[distributed]'` here and on the workers)",
+    )
+    dask.add_argument(
+        "--dask-workers",
+        type=positive_int,
+        metavar="N",
+        help="train with LightGBM's distributed mode on N local Dask worker processes "
+        "(loopback), started for this run (needs `pip install 'ranker[distributed]'`)",
+    )
     p.add_argument(
         "--semantic",
         action="store_true",

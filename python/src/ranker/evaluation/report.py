@@ -242,7 +242,13 @@ def markdown(evaluation: Evaluation, title: str) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     present = {r.ranker for r in evaluation.metrics}
-    for ranker, label in RANKER_LABELS.items():
+    labels = dict(RANKER_LABELS)
+    if "model_naive" not in present:
+        # Only a position-debiased model comes with its naive twin; a model
+        # trained without debiasing (over Dask workers) or read back alone
+        # does not claim it.
+        labels["model"] = "LightGBM (shipped)"
+    for ranker, label in labels.items():
         if ranker not in present:
             continue
         cells = []
@@ -264,7 +270,7 @@ def markdown(evaluation: Evaluation, title: str) -> str:
         "| ranker | " + " | ".join(f"{s} (n)" for s, _, _ in SEGMENT_BOUNDS) + " |",
         "| --- | " + " | ".join("---" for _ in SEGMENT_BOUNDS) + " |",
     ]
-    for ranker, label in RANKER_LABELS.items():
+    for ranker, label in labels.items():
         if ranker not in present:
             continue
         cells = []
