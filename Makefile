@@ -59,7 +59,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help setup proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-java maven java spark-parity test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline deploy-rules deploy-check lint clean
+.PHONY: help setup proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-java maven java spark-parity test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline bench-scale deploy-rules deploy-check lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -279,6 +279,11 @@ bench-servers: build $(STRESS_MODEL)/metadata.json $(MLSERVER) ## Only the serve
 
 bench-pipeline: $(SETUP_STAMP) ## Rows/s and peak memory of data, features, training at 1M and 10M rows (~3 min)
 	cd python && $(PY) -m benchmarks.pipeline_throughput --scale 2.78 --scale 27.8 --work $(abspath data/bench)
+
+# Scales as in bench-pipeline: 2.78 is 1 million rows, 27.8 is 10 million.
+BENCH_SCALES ?= 2.78 27.8
+bench-scale: $(SETUP_STAMP) java ## Features (polars vs Spark local[*]) and training (one machine vs 2 Dask workers) at 1M and 10M rows: time and peak memory per stage (~25 min)
+	cd python && $(PY) -m benchmarks.scale $(foreach s,$(BENCH_SCALES),--scale $(s)) --work $(abspath data/bench/scale)
 
 # The log of `make test` (scale 0.3) with another world seed.
 SEED ?= 7
