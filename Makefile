@@ -282,7 +282,7 @@ bench-pipeline: $(SETUP_STAMP) ## Rows/s and peak memory of data, features, trai
 
 # Scales as in bench-pipeline: 2.78 is 1 million rows, 27.8 is 10 million.
 BENCH_SCALES ?= 2.78 27.8
-bench-scale: $(SETUP_STAMP) java ## Features (polars vs Spark local[*]) and training (one machine vs 2 Dask workers) at 1M and 10M rows: time and peak memory per stage (~25 min)
+bench-scale: $(SETUP_STAMP) java ## Features (polars vs Spark local[*]) and training (one machine vs 2 Dask workers) at 1M and 10M rows: time and peak memory per stage (~15 min)
 	cd python && $(PY) -m benchmarks.scale $(foreach s,$(BENCH_SCALES),--scale $(s)) --work $(abspath data/bench/scale)
 
 # The log of `make test` (scale 0.3) with another world seed.
