@@ -66,13 +66,22 @@ class ServerProcess:
         self.backend = next(
             (a.split("=", 1)[1] for a in extra_args if a.startswith("--backend=")), "native"
         )
-        self.port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
         # Open for the life of the process, closed in __exit__.
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
             prefix="ranker-server-", suffix=".log", delete=False
         )
+        self._command = (binary, model, ort_lib, tuple(extra_args))
+        self._pick_ports()
+        self._env = {**os.environ, **(env or {})}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.tls = tls
+
+    def _pick_ports(self) -> None:
+        """Free ports for the gRPC and metrics listeners, and the command."""
+        binary, model, ort_lib, extra_args = self._command
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
         self._args = [
             str(binary),
             f"--listen={self.target}",
@@ -84,9 +93,6 @@ class ServerProcess:
             "--drain-delay=0s",
             *extra_args,
         ]
-        self._env = {**os.environ, **(env or {})}
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.tls = tls
 
     @property
     def pid(self) -> int:
@@ -99,6 +105,20 @@ class ServerProcess:
         return Path(self._log.name).read_text()
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
+        # A free port may be taken by another process between free_port()
+        # and the server's listen: start again on new ports, a few times.
+        for _ in range(2):
+            try:
+                return self._start(timeout)
+            except ServerExited as exited:
+                if "address already in use" not in exited.log:
+                    raise
+                self._log.truncate(0)
+                self._log.seek(0)
+                self._pick_ports()
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> ServerProcess:
         self._proc = subprocess.Popen(
             self._args, stdout=self._log, stderr=subprocess.STDOUT, env=self._env
         )
@@ -158,7 +178,14 @@ class ServerProcess:
         return self._proc.returncode
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            # __exit__ does not run when __enter__ fails: stop and close here,
+            # or the log file is left open.
+            self.stop()
+            self.close()
+            raise
 
     def __exit__(
         self,
