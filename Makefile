@@ -10,7 +10,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(abspath $(VENV))/bin/python
 RANKER := $(abspath $(VENV))/bin/ranker
-SETUP_STAMP := $(VENV)/.installed
+# Two stamps: the runtime (the ranker package and its client, what `make
+# demo`, train, serve, replay and live need), then on top of it the
+# development and optional extras (`make setup`: tests, linters, code
+# generation, benchmarks, Spark, Dask, embeddings). `make demo` then `make
+# test` on one clone adds the extras to the same venv.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+SETUP_STAMP := $(VENV)/.installed-dev
+# pip's own progress on a terminal; in a log (CI), only its warnings.
+PIP_INSTALL = $(VENV)/bin/pip install $$([ -t 1 ] || echo --quiet)
 GO_BIN := $(abspath go/bin)
 SERVER := $(GO_BIN)/ranker-server
 DATA := data/demo
@@ -59,23 +67,35 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help setup proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-java maven java spark-parity test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline bench-scale deploy-rules deploy-check lint clean
+.PHONY: help runtime setup proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-java maven java spark-parity test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline bench-scale deploy-rules deploy-check lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
-$(SETUP_STAMP): python/pyproject.toml $(CLIENT)/pyproject.toml
+$(RUNTIME_STAMP): python/pyproject.toml $(CLIENT)/pyproject.toml
+	@echo "==> Python runtime into $(VENV): ranker and ranker-client with their pinned dependencies" \
+		"(LightGBM, onnxruntime, ONNX, polars, scikit-learn, SciPy, MLflow, gRPC): about 180 MB of wheels," \
+		"650 MB installed; 1 to 3 minutes on a cold pip cache"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip==26.3
 	# The client first, from its directory: the training package requires it.
-	$(VENV)/bin/pip install --quiet -e $(CLIENT)
-	# spark: PySpark for the Spark feature engine's tests (it runs on Java,
-	# see the java target); distributed: dask for distributed training. The
-	# default install and `make demo` need neither.
-	$(VENV)/bin/pip install --quiet -e 'python[dev,embeddings,spark,distributed]'
+	$(PIP_INSTALL) -e $(CLIENT)
+	$(PIP_INSTALL) -e python
 	touch $@
 
-setup: $(SETUP_STAMP) ## Install the Python environment and Go modules
+$(SETUP_STAMP): $(RUNTIME_STAMP) python/pyproject.toml
+	@echo "==> Development and optional extras into $(VENV): pytest, ruff, mypy, grpcio-tools, the" \
+		"deploy checkers; PySpark (spark), Dask (distributed), the sentence encoder (embeddings):" \
+		"about 900 MB more installed; 1 to 3 minutes on a cold pip cache"
+	# spark: PySpark for the Spark feature engine's tests (it runs on Java,
+	# see the java target); distributed: dask for distributed training. The
+	# runtime and `make demo` need neither.
+	$(PIP_INSTALL) -e 'python[dev,embeddings,spark,distributed]'
+	touch $@
+
+runtime: $(RUNTIME_STAMP) ## Install only the Python runtime (what make demo, train, serve, replay and live need)
+
+setup: $(SETUP_STAMP) ## Install everything for development: the runtime, the dev and optional extras (tests, linters, Spark, Dask, embeddings), Go modules
 	cd go && go mod download
 	cd $(GO_CLIENT) && go mod download
 
@@ -116,13 +136,15 @@ proto-check: proto ## Fail if the committed generated code differs from the prot
 	@test -z "$$(git ls-files --others --exclude-standard -- go/gen $(GO_CLIENT)/gen $(CLIENT_V1) go/internal/features/spec.json)" \
 		|| { echo "untracked generated files: run 'make proto' and commit"; exit 1; }
 
-$(DATA)/impressions.parquet: $(SETUP_STAMP)
+$(DATA)/impressions.parquet: $(RUNTIME_STAMP)
 	$(RANKER) data --out $(DATA)
 
 data: $(DATA)/impressions.parquet ## Generate the embedded default click log
 
-train: $(DATA)/impressions.parquet ## Build features, train, evaluate and export a new model version
-	$(RANKER) train --data $(DATA) --models $(MODELS) --name $(MODEL_NAME)
+# REUSE=1 keeps the newest version when it was trained from the same data,
+# settings, code and library versions (`ranker train --reuse`).
+train: $(DATA)/impressions.parquet ## Build features, train, evaluate and export a new model version (REUSE=1: keep the newest if nothing changed)
+	$(RANKER) train --data $(DATA) --models $(MODELS) --name $(MODEL_NAME) $(if $(REUSE),--reuse)
 
 train-semantic: $(SETUP_STAMP) $(DATA)/impressions.parquet ## Train with the semantic features (title embeddings, cached) and report what they add against a twin without them
 	$(RANKER) train --data $(DATA) --models $(MODELS) --name $(MODEL_NAME)-semantic --semantic
@@ -135,20 +157,24 @@ $(MODELS)/$(MODEL_NAME):
 
 # The model and the environment are prerequisites, so ORT_LIB (expanded with
 # the recipe) finds the installed wheel.
-serve: $(SETUP_STAMP) $(MODELS)/$(MODEL_NAME) build ## Serve the newest demo model on localhost:50051 (PORT=...), metrics on :9464
+serve: $(RUNTIME_STAMP) $(MODELS)/$(MODEL_NAME) build ## Serve the newest demo model on localhost:50051 (PORT=...), metrics on :9464
 	$(SERVER) --listen=127.0.0.1:$(PORT) --model=$(MODELS)/$(MODEL_NAME) --ort-lib=$(ORT_LIB) --reflection
 
-replay: setup train build ## Replay the default click log through a fresh server: its online features must equal the training rows (~2 min)
+replay: $(RUNTIME_STAMP) train build ## Replay the default click log through a fresh server: its online features must equal the training rows (~2 min)
 	$(RANKER) replay --data $(DATA) --server-binary $(SERVER) --model $(MODELS)/$(MODEL_NAME)
 
 replay-semantic: setup train-semantic build ## Train the semantic model, then replay the default log through it: its embedding features too must equal the training rows (~5 min)
 	$(RANKER) replay --data $(DATA) --server-binary $(SERVER) --model $(MODELS)/$(MODEL_NAME)-semantic
 
-demo: setup train build ## Train on the default data, start the server, rank one impression, stop
+# Only the runtime: the demo needs no dev or optional extras. Its training
+# step reuses the newest version while the data, settings and code are
+# unchanged, so a second run adds no version.
+demo: REUSE := 1
+demo: $(RUNTIME_STAMP) train build ## Install the runtime, train on the default data (or reuse the version trained from it), start the server, rank one impression, stop
 	$(RANKER) demo --server $(SERVER) --model $(MODELS)/$(MODEL_NAME) --data $(DATA)
 
 LIVE_OUT ?= live
-live: setup $(MODELS)/$(MODEL_NAME) build ## Simulated readers on the real server; nightly retrain from its logs, canary, decision (LIVE_OUT=live, ~3 min)
+live: $(RUNTIME_STAMP) $(MODELS)/$(MODEL_NAME) build ## Simulated readers on the real server; nightly retrain from its logs, canary, decision (LIVE_OUT=live, ~3 min)
 	rm -rf $(LIVE_OUT)
 	$(RANKER) live --server-binary $(SERVER) --base-model $(MODELS)/$(MODEL_NAME) --out $(LIVE_OUT)
 
@@ -260,19 +286,19 @@ MLSERVER_UVLOOP_VERSION := 0.21.0
 MLSERVER_VENV := .venv-mlserver
 MLSERVER := $(abspath $(MLSERVER_VENV))/bin/mlserver
 
-$(MLSERVER): $(SETUP_STAMP)
+$(MLSERVER): $(RUNTIME_STAMP)
 	$(PYTHON) -m venv $(MLSERVER_VENV)
 	$(MLSERVER_VENV)/bin/pip install --quiet mlserver==$(MLSERVER_VERSION) mlserver-lightgbm==$(MLSERVER_VERSION) \
 		uvloop==$(MLSERVER_UVLOOP_VERSION) $$($(VENV)/bin/pip freeze | grep -i '^lightgbm==')
 
 BENCH_MODELS = --model demo=$$(ls -d $(abspath $(MODELS))/$(MODEL_NAME)/*/ | tail -1) --model stress=$(STRESS_MODEL)
 
-bench: build redis-server $(STRESS_MODEL)/metadata.json $(MLSERVER) ## Kernel and gRPC server benchmarks: native vs onnxruntime, the Go server vs Python (per-candidate and packed rows) and MLServer (~15 min)
+bench: $(SETUP_STAMP) build redis-server $(STRESS_MODEL)/metadata.json $(MLSERVER) ## Kernel and gRPC server benchmarks: native vs onnxruntime, the Go server vs Python (per-candidate and packed rows) and MLServer (~15 min)
 	@test -d $(MODELS)/$(MODEL_NAME) || $(MAKE) train
 	cd go && go build -o $(GO_BIN)/ranker-load ./cmd/ranker-load
 	cd python && $(PY) -m benchmarks.serving $(BENCH_MODELS) --mlserver $(MLSERVER) --out $(abspath data/bench)
 
-bench-servers: build $(STRESS_MODEL)/metadata.json $(MLSERVER) ## Only the server part of make bench: the Go server and its three peers over gRPC (~10 min)
+bench-servers: $(SETUP_STAMP) build $(STRESS_MODEL)/metadata.json $(MLSERVER) ## Only the server part of make bench: the Go server and its three peers over gRPC (~10 min)
 	@test -d $(MODELS)/$(MODEL_NAME) || $(MAKE) train
 	cd go && go build -o $(GO_BIN)/ranker-load ./cmd/ranker-load
 	cd python && $(PY) -m benchmarks.serving $(BENCH_MODELS) --mlserver $(MLSERVER) --servers-only --out $(abspath data/bench)
@@ -299,7 +325,7 @@ bench-decision: $(SETUP_STAMP) ## A/A decision rate, power and interval coverage
 	cd python && $(PY) -m benchmarks.experiment_error_rates --seeds 1000 --readers 2000 8000 16000 --lift 0.1
 
 .PHONY: bench-live
-bench-live: build $(TEST_MODEL)/metadata.json ## A/A false decisions, power, NDCG interval coverage and page views to detect (A/B vs interleaving) with simulated readers on the real server, 20 seeds (~15 min)
+bench-live: $(SETUP_STAMP) build $(TEST_MODEL)/metadata.json ## A/A false decisions, power, NDCG interval coverage and page views to detect (A/B vs interleaving) with simulated readers on the real server, 20 seeds (~15 min)
 	cd python && $(PY) -m benchmarks.live_error_rates --server $(SERVER) --model $(TEST_MODEL) \
 		--ort-lib $(ORT_LIB) --seeds 20 --readers 600 --days 2 --out $(abspath data/bench/live_error_rates.md)
 

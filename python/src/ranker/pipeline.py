@@ -29,11 +29,12 @@ from ranker.data.schema import ARTICLES_FILE, IMPRESSIONS_FILE, WORLD_FILE, vali
 from ranker.evaluation.metrics import ndcg_at_k, ndcg_summary
 from ranker.evaluation.report import Ablation, Evaluation, evaluate, write_report
 from ranker.export.artifact import file_sha256
+from ranker.export.fingerprint import Fingerprint, Reuse, fingerprint, reusable
 from ranker.export.golden import GOLDEN_SAMPLE_QUERIES
 from ranker.export.version import ExportResult, export_model
 from ranker.features.build import feature_table
 from ranker.features.spec import model_features
-from ranker.gate import DEFAULT_GATE, Gate, GateFailed, run_gate
+from ranker.gate import DEFAULT_GATE, Gate, GateFailed, run_gate, serving_version
 from ranker.tracking import RunRecord, record_run
 from ranker.training.dataset import RankData, TimeSplit, time_split
 from ranker.training.distributed import DaskCluster, Distribution
@@ -74,6 +75,9 @@ class Source(Protocol):
 
     def files(self) -> list[Path]: ...
 
+    # What, besides its files, decides the rows it gives (for the fingerprint).
+    def settings(self) -> dict[str, Any]: ...
+
 
 @dataclass(frozen=True)
 class ClickLogSource:
@@ -89,6 +93,12 @@ class ClickLogSource:
 
     def files(self) -> list[Path]:
         return [self.data_dir / IMPRESSIONS_FILE, self.data_dir / ARTICLES_FILE]
+
+    def settings(self) -> dict[str, Any]:
+        # The embeddings derive from the titles (hashed with articles.parquet)
+        # and the embedding model. The feature engine is left out: every
+        # engine gives the same table (their parity test holds them to it).
+        return {"semantic": self.embeddings is not None, "embedding_model": self.embedding_model}
 
     def load(self) -> TrainingData:
         validate_click_log(self.data_dir)
@@ -150,6 +160,9 @@ class LibsvmSource:
 
     def files(self) -> list[Path]:
         return [self.train, self.valid, self.test]
+
+    def settings(self) -> dict[str, Any]:
+        return {}
 
     def load(self) -> TrainingData:
         paths = (self.train, self.valid, self.test)
@@ -217,6 +230,15 @@ def train_and_export(
     if cluster is not None and tune_trials > 0:
         raise ValueError("tuning trains on this machine: tune without a Dask cluster")
     say = _Stages(quiet)
+    recipe = training_fingerprint(
+        source,
+        tune_trials=tune_trials,
+        params=params,
+        rounds=rounds,
+        gate=gate,
+        ablate=ablate,
+        cluster=cluster,
+    )
     # The cluster first: an unreachable scheduler fails before the features
     # are built; it is let go once the models are trained.
     with ExitStack() as cluster_scope:
@@ -294,6 +316,7 @@ def train_and_export(
     n_sample = int(sample_groups.sum())
     summary = data.summary | {
         "lineage": lineage(source),
+        "fingerprint": recipe.to_json(),
         "params": result.params,
         "tuned_trials": tune_trials,
         "best_iteration": result.best_iteration,
@@ -370,6 +393,59 @@ def train_and_export(
         exported.directory / REPORT_DIR,
     )
     return TrainedVersion(result, test_metrics, evaluation, exported, distribution)
+
+
+def training_fingerprint(
+    source: Source,
+    *,
+    tune_trials: int,
+    params: dict[str, Any] | None,
+    rounds: Rounds,
+    gate: Gate | None,
+    ablate: tuple[str, ...],
+    cluster: DaskCluster | None,
+) -> Fingerprint:
+    """The fingerprint train_and_export records for these arguments: the
+    source's files, every setting that shapes the model or its release, the
+    code and the library versions (`ranker.export.fingerprint`)."""
+    settings = {
+        "params": {**DEFAULT_PARAMS, **(params or {})},
+        "rounds": asdict(rounds),
+        "tune_trials": tune_trials,
+        "release_gate": asdict(gate) if gate is not None else None,
+        "ablate": list(ablate),
+        # LightGBM's distributed mode gives other trees than one machine.
+        "distributed": cluster is not None,
+        **source.settings(),
+    }
+    return fingerprint(source.files(), settings)
+
+
+def reusable_version(
+    source: Source,
+    models_root: Path,
+    model_name: str,
+    *,
+    tune_trials: int = 0,
+    params: dict[str, Any] | None = None,
+    rounds: Rounds = DEFAULT_ROUNDS,
+    gate: Gate | None = DEFAULT_GATE,
+    ablate: tuple[str, ...] = (),
+    cluster: DaskCluster | None = None,
+) -> Reuse:
+    """The newest version of model_name if train_and_export with the same
+    arguments would train it again from the same inputs (equal fingerprints),
+    with the reason either way. Nothing is trained or written."""
+    current = training_fingerprint(
+        source,
+        tune_trials=tune_trials,
+        params=params,
+        rounds=rounds,
+        gate=gate,
+        ablate=ablate,
+        cluster=cluster,
+    )
+    return reusable(serving_version(models_root, model_name), current)
 
 
 def _timestamp() -> str:

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -61,7 +62,13 @@ def _train(args: argparse.Namespace) -> int:
     from ranker.evaluation.report import summary_table
     from ranker.features.spec import SEMANTIC_FEATURES
     from ranker.gate import Gate, GateFailed
-    from ranker.pipeline import ClickLogSource, LibsvmSource, Source, train_and_export
+    from ranker.pipeline import (
+        ClickLogSource,
+        LibsvmSource,
+        Source,
+        reusable_version,
+        train_and_export,
+    )
     from ranker.training.distributed import DaskCluster, DistributedError
 
     check_engine_options(args)
@@ -95,18 +102,28 @@ def _train(args: argparse.Namespace) -> int:
     gate = None
     if not args.no_gate:
         gate = Gate(args.min_trees, args.min_gain_over_popular, args.max_loss_vs_serving)
+    # What shapes the model: the same for the reuse check and the training.
+    recipe: dict[str, Any] = {
+        "tune_trials": args.tune,
+        "gate": gate,
+        "ablate": SEMANTIC_FEATURES if args.semantic else (),
+        "cluster": cluster,
+    }
+    if args.reuse:
+        reuse = reusable_version(source, args.models, args.name, **recipe)
+        if reuse.version is not None:
+            print(f"reusing {reuse.version}: {reuse.reason}")
+            return 0
+        print(f"training a new version: {reuse.reason}", file=sys.stderr)
     try:
         trained = train_and_export(
             source,
             args.models,
             args.name,
             version=args.version,
-            tune_trials=args.tune,
-            gate=gate,
             quiet=args.quiet,
             tracking_uri=None if args.no_tracking else args.tracking_uri,
-            ablate=SEMANTIC_FEATURES if args.semantic else (),
-            cluster=cluster,
+            **recipe,
         )
     except GateFailed as failed:
         print(f"ranker train: {failed}", file=sys.stderr)
@@ -224,6 +241,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="release gate: NDCG@10 below the newest version of --name by at most this",
     )
     p.add_argument("--no-gate", action="store_true", help="export without the release gate")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="train only if something changed: when the newest version of --name was trained "
+        "from the same data files, settings, code and library versions (the fingerprint in its "
+        "metadata.json), keep it and exit 0",
+    )
     dask = p.add_mutually_exclusive_group()
     dask.add_argument(
         "--dask-scheduler",

@@ -5,11 +5,9 @@ model.onnx, model.txt, metadata.json and golden.jsonl (`ranker.export.artifact`)
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ranker.export import artifact
+from ranker.export.fingerprint import library_versions
 from ranker.export.golden import golden_matrix, read_golden, write_golden
 from ranker.export.onnx import INPUT_NAME, ExportError, to_onnx
 
@@ -84,11 +83,7 @@ def export_model(
                 "lgbm_onnx_abs_tol": artifact.LGBM_ONNX_ABS_TOL,
                 "threshold_rounding": "largest float32 at or below each float64 threshold",
             },
-            "library_versions": {
-                name: package_version(name)
-                for name in ("lightgbm", "onnxmltools", "onnxruntime", "onnx", "polars", "numpy")
-            }
-            | {"python": platform.python_version()},
+            "library_versions": library_versions(),
             "files": {
                 name: {"sha256": artifact.file_sha256(staging / name)}
                 for name in (artifact.MODEL_ONNX, artifact.MODEL_TXT, artifact.GOLDEN_JSONL)
