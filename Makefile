@@ -17,8 +17,9 @@ RANKER := $(abspath $(VENV))/bin/ranker
 # test` on one clone adds the extras to the same venv.
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 SETUP_STAMP := $(VENV)/.installed-dev
-# pip's own progress on a terminal; in a log (CI), only its warnings.
-PIP_INSTALL = $(VENV)/bin/pip install $$([ -t 1 ] || echo --quiet)
+# pip's own progress when make runs on a terminal (its stderr); in a log
+# (CI), only pip's warnings.
+PIP_INSTALL := $(VENV)/bin/pip install $(shell [ -t 2 ] || echo --quiet)
 GO_BIN := $(abspath go/bin)
 SERVER := $(GO_BIN)/ranker-server
 DATA := data/demo
