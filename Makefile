@@ -292,25 +292,29 @@ $(MLSERVER): $(RUNTIME_STAMP)
 	$(MLSERVER_VENV)/bin/pip install --quiet mlserver==$(MLSERVER_VERSION) mlserver-lightgbm==$(MLSERVER_VERSION) \
 		uvloop==$(MLSERVER_UVLOOP_VERSION) $$($(VENV)/bin/pip freeze | grep -i '^lightgbm==')
 
+# Every benchmark target passes --publish <its name>: the script writes its
+# tables, with the command, date, commit and machine, into
+# python/benchmarks/results/<name>.md and into every tracked Markdown block
+# between <!-- bench:<name> --> and <!-- /bench:<name> --> (benchmarks/publish.py).
 BENCH_MODELS = --model demo=$$(ls -d $(abspath $(MODELS))/$(MODEL_NAME)/*/ | tail -1) --model stress=$(STRESS_MODEL)
 
 bench: $(SETUP_STAMP) build redis-server $(STRESS_MODEL)/metadata.json $(MLSERVER) ## Kernel and gRPC server benchmarks: native vs onnxruntime, the Go server vs Python (per-candidate and packed rows) and MLServer (~15 min)
 	@test -d $(MODELS)/$(MODEL_NAME) || $(MAKE) train
 	cd go && go build -o $(GO_BIN)/ranker-load ./cmd/ranker-load
-	cd python && $(PY) -m benchmarks.serving $(BENCH_MODELS) --mlserver $(MLSERVER) --out $(abspath data/bench)
+	cd python && $(PY) -m benchmarks.serving $(BENCH_MODELS) --mlserver $(MLSERVER) --out $(abspath data/bench) --publish $@
 
 bench-servers: $(SETUP_STAMP) build $(STRESS_MODEL)/metadata.json $(MLSERVER) ## Only the server part of make bench: the Go server and its three peers over gRPC (~10 min)
 	@test -d $(MODELS)/$(MODEL_NAME) || $(MAKE) train
 	cd go && go build -o $(GO_BIN)/ranker-load ./cmd/ranker-load
-	cd python && $(PY) -m benchmarks.serving $(BENCH_MODELS) --mlserver $(MLSERVER) --servers-only --out $(abspath data/bench)
+	cd python && $(PY) -m benchmarks.serving $(BENCH_MODELS) --mlserver $(MLSERVER) --servers-only --out $(abspath data/bench) --publish $@
 
 bench-pipeline: $(SETUP_STAMP) ## Rows/s and peak memory of data, features, training at 1M and 10M rows (~3 min)
-	cd python && $(PY) -m benchmarks.pipeline_throughput --scale 2.78 --scale 27.8 --work $(abspath data/bench)
+	cd python && $(PY) -m benchmarks.pipeline_throughput --scale 2.78 --scale 27.8 --work $(abspath data/bench) --publish $@
 
 # Scales as in bench-pipeline: 2.78 is 1 million rows, 27.8 is 10 million.
 BENCH_SCALES ?= 2.78 27.8
 bench-scale: $(SETUP_STAMP) java ## Features (polars vs Spark local[*]) and training (one machine vs 2 Dask workers) at 1M and 10M rows: time and peak memory per stage (~15 min)
-	cd python && $(PY) -m benchmarks.scale $(foreach s,$(BENCH_SCALES),--scale $(s)) --work $(abspath data/bench/scale)
+	cd python && $(PY) -m benchmarks.scale $(foreach s,$(BENCH_SCALES),--scale $(s)) --work $(abspath data/bench/scale) --publish $@
 
 # The log of `make test` (scale 0.3) with another world seed.
 SEED ?= 7
@@ -319,16 +323,16 @@ PARITY_DATA := data/parity-$(SEED)
 .PHONY: dask-parity
 dask-parity: $(SETUP_STAMP) ## One machine vs LightGBM distributed over 2 local Dask workers on the log of SEED=n: NDCG@10 of both, fails beyond the tolerance (~2 min)
 	$(RANKER) data --out $(PARITY_DATA) --scale 0.3 --seed $(SEED)
-	cd python && $(PY) -m benchmarks.dask_parity --data $(abspath $(PARITY_DATA))
+	cd python && $(PY) -m benchmarks.dask_parity --data $(abspath $(PARITY_DATA)) --publish $@
 
 .PHONY: bench-decision
 bench-decision: $(SETUP_STAMP) ## A/A decision rate, power and interval coverage of the experiment decision rule, 1,000 synthetic experiments per row (~5 min)
-	cd python && $(PY) -m benchmarks.experiment_error_rates --seeds 1000 --readers 2000 8000 16000 --lift 0.1
+	cd python && $(PY) -m benchmarks.experiment_error_rates --seeds 1000 --readers 2000 8000 16000 --lift 0.1 --publish $@
 
 .PHONY: bench-live
 bench-live: $(SETUP_STAMP) build $(TEST_MODEL)/metadata.json ## A/A false decisions, power, NDCG interval coverage and page views to detect (A/B vs interleaving) with simulated readers on the real server, 20 seeds (~15 min)
 	cd python && $(PY) -m benchmarks.live_error_rates --server $(SERVER) --model $(TEST_MODEL) \
-		--ort-lib $(ORT_LIB) --seeds 20 --readers 600 --days 2 --out $(abspath data/bench/live_error_rates.md)
+		--ort-lib $(ORT_LIB) --seeds 20 --readers 600 --days 2 --out $(abspath data/bench/live_error_rates.md) --publish $@
 
 $(PROMTOOL):
 	GOBIN=$(GO_BIN) go install github.com/prometheus/prometheus/cmd/promtool@v$(PROMETHEUS_VERSION)

@@ -19,6 +19,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
+from benchmarks.publish import add_publish_option, publish
 from ranker.evaluation.metrics import ndcg_at_k
 from ranker.pipeline import ClickLogSource
 from ranker.training.distributed import DaskCluster, dask_client, fit_distributed
@@ -96,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="click-log directory")
     parser.add_argument("--workers", type=int, default=WORKERS, help="local Dask workers")
+    add_publish_option(parser)
     args = parser.parse_args(argv)
     p = compare(args.data, args.workers)
     print(
@@ -108,7 +110,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     verdict = "within" if p.within_tolerance else "OUTSIDE"
     print(f"difference {p.difference:+.4f}, {verdict} the tolerance of ±{NDCG_TOLERANCE}")
+    if args.publish:
+        publish(args.publish, markdown(p, args.data))
     return 0 if p.within_tolerance else 1
+
+
+def markdown(p: Parity, data_dir: Path) -> str:
+    verdict = "within" if p.within_tolerance else "OUTSIDE"
+    return "\n".join(
+        [
+            f"Click log `{data_dir.name}`; NDCG@{K} on its test split.",
+            "",
+            f"| trained on | NDCG@{K} | rounds | training seconds |",
+            "| --- | --- | --- | --- |",
+            f"| one machine | {p.single_ndcg:.4f} | {p.single_rounds} | {p.single_seconds:.1f} |",
+            f"| {p.workers} local Dask workers | {p.distributed_ndcg:.4f} | "
+            f"{p.distributed_rounds} | {p.distributed_seconds:.1f} |",
+            "",
+            f"Difference {p.difference:+.4f}, {verdict} the tolerance of ±{NDCG_TOLERANCE}.",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.publish import add_publish_option, publish
 from ranker.experiments.analysis import (
     Look,
     always_valid_interval,
@@ -135,25 +136,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lift", type=float, default=0.05)
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--tau", type=float, default=DEFAULT_TAU)
+    add_publish_option(parser)
     args = parser.parse_args(argv)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    print(
+    lines = [
         f"{args.seeds} seeds, {args.days} daily looks, alpha {args.alpha}, tau {args.tau}, "
-        f"base CTR {BASE_CTR}, {VISITS_PER_DAY} visits/day, gamma shape {HETEROGENEITY}\n"
-    )
-    print(
+        f"base CTR {BASE_CTR}, {VISITS_PER_DAY} visits/day, gamma shape {HETEROGENEITY}",
+        "",
         "| readers per arm | true lift | ship | stop | 95 % CI coverage | always-valid coverage "
-        "| a z-test read daily decides |"
-    )
-    print("|---|---|---|---|---|---|---|")
+        "| a z-test read daily decides |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
     for readers in args.readers:
         for lift in (0.0, args.lift):
             r = rates(seeds, readers, args.days, lift, args.alpha, args.tau)
-            print(
+            lines.append(
                 f"| {readers:,} | {lift:+.0%} | {r.ship:.3f} | {r.stop:.3f} | "
                 f"{r.coverage:.3f} | {r.always_valid_coverage:.3f} | {r.naive_decided:.3f} |"
             )
-    print(f"\nbinomial standard error of a rate p over {args.seeds} seeds: sqrt(p(1-p)/n)")
+            print(lines[-1], flush=True)
+    lines += ["", f"Binomial standard error of a rate p over {args.seeds} seeds: sqrt(p(1-p)/n)."]
+    print("\n".join(lines[-2:]))
+    if args.publish:
+        publish(args.publish, "\n".join(lines))
     return 0
 
 

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from benchmarks.publish import add_publish_option, publish
 from ranker.data.world import NewsWorld, WorldConfig
 from ranker.experiments.analysis import Decision
 from ranker.experiments.exposure import read_exposures
@@ -378,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the onnxruntime library the server is given (`ranker ort-lib`)",
     )
     parser.add_argument("--out", type=Path, default=Path("live_error_rates.md"))
+    add_publish_option(parser)
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     outcomes = []
@@ -408,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out.write_text(table(outcomes, args.readers, args.days, args.looks))
     print("\n" + table(outcomes, args.readers, args.days, args.looks))
     print(f"wrote {args.out}")
+    if args.publish:
+        publish(args.publish, table(outcomes, args.readers, args.days, args.looks))
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from benchmarks.machine import DEFAULT_OUT, PYTHON_DIR, describe
+from benchmarks.publish import add_publish_option, publish
 
 BENCH_ROUNDS = 100
 
@@ -105,11 +106,17 @@ def bench(scales: list[float], work: Path) -> dict[str, Any]:
     }
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], *, with_machine: bool = True) -> str:
+    """The table; with_machine names the machine first (a published copy
+    has it in its header)."""
     m = report["machine"]
-    lines = [
+    machine = (
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}. "
-        f"Training runs {report['train_rounds']} boosting rounds on the training split.",
+        if with_machine
+        else ""
+    )
+    lines = [
+        f"{machine}Training runs {report['train_rounds']} boosting rounds on the training split.",
         "",
         "| rows | stage | seconds | rows/s | peak memory |",
         "| --- | --- | --- | --- | --- |",
@@ -133,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--work", type=Path, default=DEFAULT_OUT, help="scratch directory")
     parser.add_argument("--stage", help=argparse.SUPPRESS)  # one stage, in a child process
+    add_publish_option(parser)
     args = parser.parse_args(argv)
     if args.stage:
         print(json.dumps(run_stage(args.stage, args.work, args.scale[0])))
@@ -141,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "pipeline.json").write_text(json.dumps(report, indent=1) + "\n")
     print(markdown(report))
+    if args.publish:
+        publish(args.publish, markdown(report, with_machine=False))
     return 0
 
 

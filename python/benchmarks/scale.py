@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.machine import DEFAULT_OUT, PYTHON_DIR, describe
+from benchmarks.publish import add_publish_option, publish
 
 BENCH_ROUNDS = 100
 DASK_WORKERS = 2
@@ -202,11 +203,18 @@ def bench(scales: list[float], work: Path, timeout: float) -> dict[str, Any]:
     }
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], *, with_machine: bool = True) -> str:
+    """The table; with_machine names the machine first (a published copy
+    has it in its header)."""
     m = report["machine"]
-    lines = [
+    machine = (
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}. "
-        f"Training: {report['train_rounds']} rounds of naive lambdarank on the training split; "
+        if with_machine
+        else ""
+    )
+    lines = [
+        f"{machine}Training: {report['train_rounds']} rounds of naive lambdarank on the "
+        "training split; "
         f"Dask with {report['dask_workers']} local worker processes; Spark in local[*].",
         "",
         "| scale | stage | rows | seconds | rows/s | peak memory (process tree) |",
@@ -243,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds a stage may take before it counts as failed",
     )
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # in a child process
+    add_publish_option(parser)
     args = parser.parse_args(argv)
     if args.stage:
         print(json.dumps({"rows": run_stage(args.stage, args.work, args.scale[0])}))
@@ -251,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "scale.json").write_text(json.dumps(report, indent=1) + "\n")
     print(markdown(report))
+    if args.publish:
+        publish(args.publish, markdown(report, with_machine=False))
     return 0
 
 

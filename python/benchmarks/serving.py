@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.machine import DEFAULT_OUT, PYTHON_DIR, describe
+from benchmarks.publish import add_publish_option, publish
 from ranker.serving.process import ServerProcess, free_port, ort_library_path
 
 CANDIDATES = (100, 1000)
@@ -432,21 +433,28 @@ def ratios(kernel: list[dict[str, Any]], servers: list[dict[str, Any]]) -> dict[
     return out
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], *, with_machine: bool = True) -> str:
+    """The tables; with_machine adds the title, commit, time and machine
+    (data/bench/bench.md), which a published copy has in its header."""
     m = report["machine"]
-    lines = [
-        "# ranker benchmarks",
-        "",
-        f"Commit `{report['commit']}`, {report['time']}. Machine: {m['cpu']}, {m['cores']} cores, "
-        f"{m['memory_gb']} GB, {m['platform']}.",
-        "",
-        f"CPU flags (vector): {' '.join(m['vector_flags']) or 'none'}.",
-        "",
-        "## Scoring kernel (Go testing.B, rows/s)",
-        "",
-        "| model | threads | batch | native Go | onnxruntime (cgo) | native / onnxruntime |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
+    lines: list[str] = []
+    if with_machine:
+        lines += [
+            "# ranker benchmarks",
+            "",
+            f"Commit `{report['commit']}`, {report['time']}. Machine: {m['cpu']}, "
+            f"{m['cores']} cores, {m['memory_gb']} GB, {m['platform']}.",
+            "",
+            f"CPU flags (vector): {' '.join(m['vector_flags']) or 'none'}.",
+            "",
+        ]
+    if report["kernel"]:
+        lines += [
+            "## Scoring kernel (Go testing.B, rows/s)",
+            "",
+            "| model | threads | batch | native Go | onnxruntime (cgo) | native / onnxruntime |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
     ratio = report["ratios"]["kernel_native_over_onnxruntime"]
     for r in report["kernel"]:
         if r["backend"] != "native":
@@ -463,7 +471,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"{ort['rows_per_second']:,.0f} | {ratio[key]:.2f}x |"
         )
     lines += [
-        "",
+        *([""] if lines else []),
         f"## Server over gRPC on loopback (closed loop, {CLOSED_LOOP_CONCURRENCY} in flight, "
         f"{PHASE_SECONDS} s; latency in an open loop at half that rate)",
         "",
@@ -566,6 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--servers-only", action="store_true", help="skip the kernel and online benchmarks"
     )
+    add_publish_option(parser)
     args = parser.parse_args(argv)
     repo = args.repo.resolve()
     tools = Tools(
@@ -584,6 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(markdown(report))
     print(f"written to {args.out}/bench.md and bench.json")
+    if args.publish:
+        publish(args.publish, markdown(report, with_machine=False))
     return 0
 
 
