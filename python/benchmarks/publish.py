@@ -77,14 +77,17 @@ def header(
     commit: str,
     *,
     by_make: bool,
+    load: float,
 ) -> str:
-    """One line: what produced the figures below it, when, where."""
+    """One line: what produced the figures below it, when, where, and how
+    busy the machine was (timings on a shared machine are only as good as that)."""
     run = f"`make {name}` (`cd python && {command}`)" if by_make else f"`cd python && {command}`"
     flags = " ".join(machine["vector_flags"]) or "no vector flags"
     return (
         f"Written by {run} on {time.strftime('%Y-%m-%d %H:%M UTC', when)} at commit `{commit}`; "
         f"machine: {machine['cpu']}, {machine['cores']} cores ({flags}), "
-        f"{machine['memory_gb']} GB, Python {machine['python']}."
+        f"{machine['memory_gb']} GB, Python {machine['python']}; "
+        f"load average {load:.1f} when written."
     )
 
 
@@ -165,6 +168,7 @@ def publish(
         time.gmtime(),
         _commit(),
         by_make="MAKELEVEL" in os.environ,
+        load=os.getloadavg()[0],
     )
     block = f"{line}\n\n{markdown.strip()}\n"
     files = tracked_markdown() if docs is None else list(docs)

@@ -64,6 +64,7 @@ def test_every_block_of_the_name_gets_the_table_and_nothing_else_changes(
     assert "`cd python && python -m benchmarks.example --seeds 3`" in head
     assert re.search(r" on \d{4}-\d\d-\d\d \d\d:\d\d UTC at commit `[^`]+`", head), head
     assert "Example CPU @ 2.0GHz, 2 cores (avx2 fma), 7.8 GB, Python 3.11.7" in head
+    assert re.search(r"; load average \d+\.\d when written\.$", head), head
 
     text = doc.read_text()
     assert text.count(block) == 2
