@@ -222,8 +222,15 @@ test-go: $(SETUP_STAMP) redis-server build ## Go tests with -race (server and cl
 JAVA_CLIENT := proto/java
 MVN := mvn -B --no-transfer-progress
 
+JAVA_EXAMPLE := internal.ranker.example.RankByIds
+
 test-java: build maven ## Java client: generate the stubs with Maven, compile, and rank against the real server binary on loopback (~1 min)
 	cd $(JAVA_CLIENT) && RANKER_SERVER=$(SERVER) RANKER_TEST_MODEL=$(GO_TESTDATA)/news/v1 $(MVN) test
+	# The example the way its documentation runs it (exec:java, as pinned in
+	# pom.xml); its tests above rank with it against the server.
+	cd $(JAVA_CLIENT) && out=$$($(MVN) -q exec:java -Dexec.mainClass=$(JAVA_EXAMPLE) -Dexec.args=--help 2>&1) \
+		&& grep -q 'usage: RankByIds ' <<<"$$out" \
+		|| { echo "test-java: mvn exec:java $(JAVA_EXAMPLE) --help, want its usage line, got: $$out"; exit 1; }
 
 # Maven (and a JDK with it), Debian's package, installed when missing (CI runs
 # as root), else one line saying how.

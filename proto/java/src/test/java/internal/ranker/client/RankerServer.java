@@ -12,10 +12,11 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * The real ranker-server binary on a free loopback port: $RANKER_SERVER serving the model version
- * $RANKER_TEST_MODEL with the native backend (`make test-java` passes both).
+ * $RANKER_TEST_MODEL with the native backend (`make test-java` passes both). Public for the tests of
+ * the example (internal.ranker.example), which rank against it too.
  */
-final class RankerServer implements AutoCloseable {
-  final String target;
+public final class RankerServer implements AutoCloseable {
+  public final String target;
   private final Process process;
   private final Path log;
 
@@ -33,7 +34,7 @@ final class RankerServer implements AutoCloseable {
     return Path.of(value);
   }
 
-  static RankerServer start(String... args) throws IOException, InterruptedException {
+  public static RankerServer start(String... args) throws IOException, InterruptedException {
     int port;
     try (ServerSocket s = new ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
       port = s.getLocalPort();
@@ -70,7 +71,7 @@ final class RankerServer implements AutoCloseable {
     }
   }
 
-  String log() {
+  public String log() {
     try {
       return Files.readString(log);
     } catch (IOException e) {

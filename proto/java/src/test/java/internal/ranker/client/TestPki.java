@@ -14,10 +14,10 @@ import java.util.List;
 /**
  * A certificate authority made for one test run with the JDK's keytool, a server certificate for
  * 127.0.0.1 and a client certificate, as PEM files: every certificate is real and none is
- * committed.
+ * committed. Public for the tests of the example (internal.ranker.example).
  */
-final class TestPki {
-  static final String CLIENT_NAME = "backend-client";
+public final class TestPki {
+  public static final String CLIENT_NAME = "backend-client";
   private static final String PASSWORD = "test-only";
 
   final Path dir;
@@ -26,11 +26,11 @@ final class TestPki {
     this.dir = dir;
   }
 
-  Path path(String name) {
+  public Path path(String name) {
     return dir.resolve(name);
   }
 
-  static TestPki create(Path dir) throws IOException, InterruptedException, GeneralSecurityException {
+  public static TestPki create(Path dir) throws IOException, InterruptedException, GeneralSecurityException {
     TestPki p = new TestPki(dir);
     p.keytool("-genkeypair", "-alias", "ca", "-keystore", "ca.p12", "-dname", "CN=ranker test CA",
         "-ext", "bc:c", "-keyalg", "EC", "-groupname", "secp256r1", "-validity", "1");
