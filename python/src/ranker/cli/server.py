@@ -218,7 +218,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "replaced by id with the same values; events the server still remembers (within its "
         "--event-lateness, 24 h by default, of the newest event it recorded) come back as "
         "duplicates, and older ones are refused as late, with their clicks: a second load of a "
-        "longer log changes no answer but exits 1, counting those refusals.",
+        "longer log changes no answer but exits 1, counting those refusals. A server with "
+        "--auth-tokens wants a token with the roles info and ingest.",
         epilog="exit status: 0 when the server accepted everything (duplicates included); "
         "1 when it rejected some articles or events (counted in the last line); "
         "2 on an error (a bad input, the server unreachable)",
@@ -257,7 +258,10 @@ def _add_connection_options(p: argparse.ArgumentParser) -> None:
     """--target and how to reach it: TLS (--tls, --ca, --cert/--key,
     --server-name) and a bearer token, as the Go client's example takes them."""
     p.add_argument(
-        "--target", type=server_address, default="127.0.0.1:50051", help="the server, HOST:PORT"
+        "--target",
+        type=server_address,
+        default="127.0.0.1:50051",
+        help="the server, HOST:PORT (default: %(default)s)",
     )
     p.add_argument("--tls", action="store_true", help="speak TLS (implied by the options below)")
     p.add_argument("--ca", type=Path, help="PEM CA bundle to verify the server (default: system)")
