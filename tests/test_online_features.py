@@ -17,8 +17,9 @@ from ranker.cli import main
 from ranker.data.schema import ClickLog
 from ranker.data.world import WorldConfig, generate
 from ranker.serving.client import RankerClient
+from ranker.serving.history import catalog_batches, log_events
 from ranker.serving.process import ServerProcess
-from ranker.serving.replay import catalog_batches, log_events, replay
+from ranker.serving.replay import replay
 from ranker_client import InvalidArgumentError
 from ranker_client.v1 import ranking_service_pb2 as pb
 

@@ -29,7 +29,11 @@ from tests.test_grpcurl import grpcurl  # noqa: F401 (a fixture)
 pytestmark = pytest.mark.e2e  # every test here runs the Go server binary
 
 SERVER_NAME = "ranker.test"  # the only name in the server's certificate
-TOKENS = {"backend": "backend-token-0123", "catalog": "catalog-token-4567"}
+TOKENS = {
+    "backend": "backend-token-0123",
+    "catalog": "catalog-token-4567",
+    "loader": "loader-token-89ab",
+}
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
         "# name  roles   credential\n"
         f"backend rank    sha256:{hashlib.sha256(TOKENS['backend'].encode()).hexdigest()}\n"
         f"catalog ingest  sha256:{hashlib.sha256(TOKENS['catalog'].encode()).hexdigest()}\n"
+        # `ranker load` reads the model's features (info), then ingests.
+        f"loader  ingest,info sha256:{hashlib.sha256(TOKENS['loader'].encode()).hexdigest()}\n"
     )
     return PKI(
         ca=ca,
@@ -139,12 +145,9 @@ def _mtls(
     )
 
 
-@pytest.fixture(scope="module")
-def secure_server(
-    server_binary: Path, model_dir: Path, ort_lib: Path, pki: PKI
-) -> Iterator[ServerProcess]:
+def _secure(server_binary: Path, model_dir: Path, ort_lib: Path, pki: PKI) -> ServerProcess:
     """The server as the Kubernetes manifests run it: mutual TLS and tokens."""
-    with ServerProcess(
+    return ServerProcess(
         server_binary,
         model_dir,
         ort_lib=ort_lib,
@@ -155,7 +158,14 @@ def secure_server(
             f"--auth-tokens={pki.tokens}",
         ],
         tls=_mtls(pki, pki.client),
-    ) as running:
+    )
+
+
+@pytest.fixture(scope="module")
+def secure_server(
+    server_binary: Path, model_dir: Path, ort_lib: Path, pki: PKI
+) -> Iterator[ServerProcess]:
+    with _secure(server_binary, model_dir, ort_lib, pki) as running:
         yield running
 
 
@@ -334,3 +344,35 @@ def test_loopback_targets(target: str, loopback: bool) -> None:
 def test_a_client_certificate_needs_its_key(pki: PKI) -> None:
     with pytest.raises(ValueError, match="client_cert and client_key go together"):
         TLSOptions(root_ca=pki.ca.file, client_cert=pki.client.cert)
+
+
+def test_the_cli_loads_and_ranks_over_mutual_tls_with_tokens(
+    server_binary: Path,
+    model_dir: Path,
+    ort_lib: Path,
+    pki: PKI,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`ranker load` and `ranker rank` take the TLS options and a token as
+    the Go client's example does; a refused token is one line and exit 2."""
+    from ranker.cli import main
+    from ranker.data.world import WorldConfig, generate
+
+    world = tmp_path / "world"
+    generate(WorldConfig(seed=13).scaled(0.02)).write(world)
+    with _secure(server_binary, model_dir, ort_lib, pki) as server:
+        tls = ["--target", server.target, "--ca", str(pki.ca.file), "--server-name", SERVER_NAME]
+        tls += ["--cert", str(pki.client.cert), "--key", str(pki.client.key)]
+        assert main(["load", "--data", str(world), *tls, "--token", TOKENS["loader"]]) == 0
+        assert capsys.readouterr().out.splitlines()[-1].endswith("; 0 rejected")
+        ids = ["0", "1", "no-such-article"]
+        assert main(["rank", *tls, "--token", TOKENS["backend"], "--user", "7", *ids]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines()[-1] == "unknown to the server (no catalog row): no-such-article"
+        assert main(["rank", *tls, "--token", TOKENS["catalog"], "--user", "7", *ids]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(
+        f"ranker rank: error: the server at {server.target} refused the call (PERMISSION_DENIED"
+    )

@@ -18,8 +18,9 @@ from ranker.data.world import WorldConfig, generate
 from ranker.embeddings.store import embeddings_for
 from ranker.features.spec import SEMANTIC_FEATURES, model_features
 from ranker.serving.client import RankerClient
+from ranker.serving.history import catalog_batches
 from ranker.serving.process import ServerProcess
-from ranker.serving.replay import catalog_batches, replay
+from ranker.serving.replay import replay
 from ranker_client.v1 import ranking_service_pb2 as pb
 from tests.support import RedisServer
 

@@ -4,7 +4,10 @@
 //
 //	go run ranker.internal/client/example -target 127.0.0.1:50051 -user reader-17 a1 a2 a3
 //
-// With -ca (and -token, or -cert and -key for mutual TLS) it speaks TLS.
+// Ids the server's catalog does not know are scored with their article
+// features missing: they are marked "unknown" and listed on a last line.
+// With -strict the server refuses them instead. With -ca (and -token, or
+// -cert and -key for mutual TLS) it speaks TLS.
 package main
 
 import (
@@ -14,7 +17,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"ranker.internal/client"
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
@@ -34,7 +40,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	target := fs.String("target", "127.0.0.1:50051", "server address")
 	user := fs.String("user", "", "reader id")
 	topK := fs.Uint("top-k", 0, "how many to return; 0 returns all")
-	strict := fs.Bool("strict", false, "refuse the request if a model feature is missing")
+	device := fs.String("device", "", "the reader's device: mobile, desktop or tablet (empty: missing)")
+	at := fs.String("time", "", "the moment the features describe, RFC 3339 (empty: the server's clock)")
+	strict := fs.Bool("strict", false, "refuse the request if a model feature is missing (an id the catalog does not know, say)")
 	token := fs.String("token", os.Getenv("RANKER_TOKEN"), "bearer token (default $RANKER_TOKEN)")
 	ca := fs.String("ca", "", "PEM CA bundle to verify the server: speaks TLS")
 	cert := fs.String("cert", "", "PEM client certificate, for mutual TLS")
@@ -65,6 +73,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	req := client.ByIDs(*user, fs.Args()...)
 	req.TopK = uint32(*topK)
+	req.Device = *device
+	if *at != "" {
+		t, err := time.Parse(time.RFC3339Nano, *at)
+		if err != nil {
+			return fmt.Errorf("-time %q: want RFC 3339, e.g. 2026-01-26T00:00:00Z", *at)
+		}
+		req.EventTime = timestamppb.New(t)
+	}
 	if *strict {
 		req.Strictness = rankerv1.Strictness_STRICTNESS_STRICT
 	}
@@ -79,8 +95,20 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	_, _ = fmt.Fprintf(out, "model %s/%s\n", resp.GetModelName(), resp.GetModelVersion())
+	unknown := make(map[string]bool, len(resp.GetUnknownCandidates()))
+	for _, id := range resp.GetUnknownCandidates() {
+		unknown[id] = true
+	}
 	for i, sc := range resp.GetCandidates() {
-		_, _ = fmt.Fprintf(out, "%d %s %.6f\n", i+1, sc.GetId(), sc.GetScore())
+		mark := ""
+		if unknown[sc.GetId()] {
+			// Scored without its article features: the score says little.
+			mark = " unknown"
+		}
+		_, _ = fmt.Fprintf(out, "%d %s %.6f%s\n", i+1, sc.GetId(), sc.GetScore(), mark)
+	}
+	if len(unknown) > 0 {
+		_, _ = fmt.Fprintf(out, "unknown to the server (no catalog row): %s\n", strings.Join(resp.GetUnknownCandidates(), ", "))
 	}
 	return nil
 }

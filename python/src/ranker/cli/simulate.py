@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 from pathlib import Path
 
-from ranker.cli.args import UserError, positive_float, positive_int
+from ranker.cli.args import UserError, iso_time, positive_float, positive_int, server_address
 from ranker.data.world import START
 from ranker.simulation.readers import DEFAULT_WORKERS
 
 # How long to wait for the server to answer its health check before giving up.
 CONNECT_SECONDS = 5.0
-
-
-def server_address(text: str) -> str:
-    """HOST:PORT, with a port from 1 to 65535."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
-    return text
-
-
-def start_time(text: str) -> datetime:
-    """An ISO 8601 time; without a zone it is UTC."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -89,7 +69,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", type=Path, required=True, help="directory for the Parquet files")
     p.add_argument(
         "--start",
-        type=start_time,
+        type=iso_time,
         default=START,
         help=f"simulated time of the first day, ISO 8601 (default {START.isoformat()})",
     )

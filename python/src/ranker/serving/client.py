@@ -67,8 +67,12 @@ def request_from_matrix(
 
 
 def format_ranking(response: pb.RankResponse, clicked: set[str] | None = None) -> str:
-    """The ranked list as a table; `clicked` marks the articles the reader clicked."""
+    """The ranked list as a table; `clicked` marks the articles the reader
+    clicked. Candidates the catalog does not know are marked and listed: they
+    were scored with their article features missing, so their scores say
+    little (a strict request refuses them instead)."""
     clicked = clicked or set()
+    unknown = set(response.unknown_candidates)
     lines = [
         f"request {response.request_id}: model {response.model_name} "
         f"version {response.model_version}",
@@ -76,8 +80,14 @@ def format_ranking(response: pb.RankResponse, clicked: set[str] | None = None) -
     ]
     for rank, candidate in enumerate(response.candidates, start=1):
         score = "nan" if math.isnan(candidate.score) else f"{candidate.score:10.6f}"
-        mark = "  <- clicked" if candidate.id in clicked else ""
-        lines.append(f"{rank:>4}  {candidate.id:<10} {score:>10}{mark}")
+        ids_marked = (("clicked", clicked), ("unknown", unknown))
+        marks = [mark for mark, ids in ids_marked if candidate.id in ids]
+        arrow = "  <- " + ", ".join(marks) if marks else ""
+        lines.append(f"{rank:>4}  {candidate.id:<10} {score:>10}{arrow}")
+    if response.unknown_candidates:
+        lines.append(
+            "unknown to the server (no catalog row): " + ", ".join(response.unknown_candidates)
+        )
     if response.missing_features:
         lines.append("scored as missing: " + ", ".join(response.missing_features))
     return "\n".join(lines)

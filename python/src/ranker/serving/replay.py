@@ -12,10 +12,7 @@ operations in the same order, and NaN equals NaN.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +20,16 @@ import numpy.typing as npt
 import polars as pl
 
 from ranker.data.schema import ClickLog
-from ranker.embeddings.store import embeddings_for, expected_embeddings
-from ranker.export.artifact import METADATA_JSON
 from ranker.features.build import build_features
-from ranker.features.spec import SEMANTIC_FEATURES, model_features
+from ranker.features.spec import model_features
 from ranker.serving.client import RankerClient
+from ranker.serving.history import (
+    embeddings_for_model,
+    log_events,
+    request_id_of,
+    upsert_catalog,
+)
 from ranker_client.v1 import ranking_service_pb2 as pb
-
-# RecordEvents and UpsertArticles take at most this many items per call.
-BATCH = 10_000
 
 
 @dataclass
@@ -65,126 +63,11 @@ class ReplayReport:
         return "\n".join(lines)
 
 
-def catalog_batches(
-    articles: pl.DataFrame, embeddings: pl.DataFrame | None = None
-) -> Iterator[list[pb.Article]]:
-    """UpsertArticles batches of the catalog, each article with its embedding
-    when `embeddings` (article_id, embedding) has one."""
-    if embeddings is not None:
-        articles = articles.join(embeddings, on="article_id", how="left")
-    batch: list[pb.Article] = []
-    for a in articles.iter_rows(named=True):
-        article = pb.Article(
-            id=str(a["article_id"]),
-            category=str(a["category"]),
-            subcategory=str(a["subcategory"]),
-            title=a["title"],
-            word_count=int(a["word_count"]),
-            breaking=bool(a["breaking"]),
-        )
-        article.publish_time.FromDatetime(a["publish_time"])
-        if a.get("embedding") is not None:
-            article.embedding.extend(a["embedding"])  # float32 values, sent exactly
-        batch.append(article)
-        if len(batch) == BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def _same(
     served: npt.NDArray[np.float32], trained: npt.NDArray[np.float32]
 ) -> npt.NDArray[np.bool_]:
     same: npt.NDArray[np.bool_] = (served == trained) | (np.isnan(served) & np.isnan(trained))
     return same
-
-
-def request_id_of(impression_id: int) -> str:
-    return f"replay-{impression_id}"
-
-
-def log_events(rows: pl.DataFrame) -> tuple[list[pb.Impression], list[pb.Click]]:
-    """The events of click-log rows (impression_id, user_id, article_id,
-    position, time, clicked, device): every candidate shown and each click."""
-    impressions, clicks = [], []
-    for r in rows.iter_rows(named=True):
-        request_id = request_id_of(r["impression_id"])
-        event = pb.Impression(
-            event_id=f"{request_id}-{r['article_id']}",
-            request_id=request_id,
-            user_id=str(r["user_id"]),
-            article_id=str(r["article_id"]),
-            position=int(r["position"]),
-            device=str(r["device"]),
-        )
-        event.time.FromDatetime(r["time"])
-        impressions.append(event)
-        if r["clicked"] == 1:
-            # The log keeps no click time; the training rows count a click at
-            # its impression's time, and so does the server.
-            click = pb.Click(
-                event_id=f"{request_id}-{r['article_id']}-click",
-                request_id=request_id,
-                user_id=str(r["user_id"]),
-                article_id=str(r["article_id"]),
-            )
-            click.time.FromDatetime(r["time"])
-            clicks.append(click)
-    return impressions, clicks
-
-
-def upsert_catalog(
-    client: RankerClient, articles: pl.DataFrame, embeddings: pl.DataFrame | None = None
-) -> None:
-    for batch in catalog_batches(articles, embeddings):
-        reply = client.upsert_articles(batch)
-        if reply.rejected:
-            raise ValueError(f"the server refused articles: {reply.rejected[:3]}")
-
-
-def load_history(
-    client: RankerClient,
-    log: ClickLog,
-    before: datetime,
-    embeddings: pl.DataFrame | None = None,
-) -> int:
-    """Upsert the catalog (with `embeddings`) and record every event of the
-    log before `before`, in batches; returns the events accepted."""
-    upsert_catalog(client, log.articles, embeddings)
-    rows = log.impressions.filter(pl.col("time") < before).sort("time", "impression_id", "position")
-    accepted = 0
-    for start in range(0, rows.height, BATCH // 2):  # clicks ride along: at most one per row
-        impressions, clicks = log_events(rows.slice(start, BATCH // 2))
-        reply = client.record_events(impressions, clicks)
-        if reply.rejected:
-            raise ValueError(f"the server refused events: {reply.rejected[:3]}")
-        accepted += reply.accepted
-    return accepted
-
-
-def embeddings_for_model(
-    data_dir: Path,
-    articles: pl.DataFrame,
-    feature_names: Sequence[str],
-    model_dir: Path | None = None,
-) -> pl.DataFrame | None:
-    """The click log's article embeddings when the model (its feature names)
-    uses semantic features, else None. They must exist and embed the
-    catalog's current titles; with the model's version directory (or its
-    name directory holding the version), they must also come from the
-    embedding model and width it was trained with."""
-    if not set(feature_names) & set(SEMANTIC_FEATURES):
-        return None
-    expected = None
-    if model_dir is not None:
-        for candidate in (model_dir / METADATA_JSON, *sorted(model_dir.glob(f"*/{METADATA_JSON}"))):
-            if candidate.is_file():
-                metadata = json.loads(candidate.read_text())
-                if list(metadata.get("feature_names", [])) == list(feature_names):
-                    expected = expected_embeddings(metadata)
-    model, dimensions = expected if expected else (None, None)
-    return embeddings_for(data_dir, articles, model=model, dimensions=dimensions)
 
 
 def replay(

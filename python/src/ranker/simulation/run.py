@@ -32,7 +32,7 @@ from tqdm import tqdm
 from ranker.data.schema import DEVICES
 from ranker.data.world import START, NewsWorld, timestamps
 from ranker.serving.client import RankerClient
-from ranker.serving.replay import catalog_batches
+from ranker.serving.history import catalog_batches
 from ranker.simulation.readers import DEFAULT_WORKERS, STEP_HOURS, steps
 from ranker.simulation.truth import CUTOFF, true_ndcg
 from ranker_client.v1 import ranking_service_pb2 as pb
