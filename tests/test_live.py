@@ -26,10 +26,23 @@ def test_a_small_live_run_ends_in_a_decision(
 
     assert result.decision in {"ship", "keep running", "stop"}
     assert result.serving == (CANARY if result.decision == "ship" else BASE)
-    assert json.loads((out / "decision.json").read_text())["decision"] == result.decision
+    decided = json.loads((out / "decision.json").read_text())
+    assert decided["decision"] == result.decision
+    # The readout says what serves now; an undecided canary was rolled back.
+    assert decided["readout"] == result.readout
+    assert result.readout.endswith(
+        f"{CANARY} serves every reader" if result.serving == CANARY else f"; {BASE} serves"
+    )
+    if result.decision == "keep running":
+        assert "rolled back because the run ended" in result.readout
+    assert f"- **`canary`**: {result.readout}." in (out / "report" / "report.md").read_text()
     for name in ("report.md", "report.json", "metrics.png", "sequential.png"):
         assert (out / "report" / name).stat().st_size > 0, name
     assert result.chart.stat().st_size > 0
+    # The chart's numbers: every point's page views; the run's end instant is a partial day.
+    daily = pl.read_csv(result.chart.with_suffix(".csv"))
+    assert (daily["page_views"] > 0).all()
+    assert daily.filter(pl.col("partial"))["day_number"].to_list() in ([], [plan.days + 1])
     # The canary was trained from what the server logged, not from a file
     # made by hand: its version exists and the log it learned from is there.
     # Shipped, it stays the newest version; rolled back, it is set aside.

@@ -1,5 +1,5 @@
-"""Argument types that refuse out-of-range values with one line, and the
-error the commands raise for a bad input."""
+"""Argument types that refuse out-of-range values with one line, the error
+the commands raise for a bad input, and the options shared by several commands."""
 
 from __future__ import annotations
 
@@ -35,3 +35,23 @@ def positive_int(text: str) -> int:
     if value == 0:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
+
+
+def add_tracking_options(p: argparse.ArgumentParser) -> None:
+    """--tracking-uri and --no-tracking, for every command that records to MLflow."""
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking store for runs and the Model Registry (default: "
+        "$MLFLOW_TRACKING_URI, else one SQLite store per user, whatever the working "
+        "directory; `ranker tracking-uri` prints it)",
+    )
+    p.add_argument("--no-tracking", action="store_true", help="record nothing in MLflow")
+
+
+def tracking_uri(args: argparse.Namespace) -> str | None:
+    """The store the command records to; None with --no-tracking."""
+    from ranker.tracking import default_tracking_uri
+
+    if args.no_tracking:
+        return None
+    return str(args.tracking_uri) if args.tracking_uri else default_tracking_uri()
