@@ -11,7 +11,9 @@ import polars as pl
 import pytest
 
 from ranker.experiments.exposure import read_exposures
-from ranker.simulation.live import BASE, CANARY, EXPERIMENT, LivePlan, run_live
+from ranker.simulation.live import BASE, CANARY, EXPERIMENT, MODEL, LivePlan, run_live
+from ranker.tracking import CANARY as CANARY_ALIAS
+from ranker.tracking import SERVING, ModelRegistry
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +24,8 @@ def test_a_small_live_run_ends_in_a_decision(
     out = tmp_path / "live"
     said: list[str] = []
     plan = LivePlan(readers=400, days=3, warmup_days=1, seed=4242, workers=2)
-    result = run_live(server_binary, model_dir, out, plan, say=said.append)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_live(server_binary, model_dir, out, plan, say=said.append, tracking_uri=store)
 
     assert result.decision in {"ship", "keep running", "stop"}
     assert result.serving == (CANARY if result.decision == "ship" else BASE)
@@ -63,3 +66,13 @@ def test_a_small_live_run_ends_in_a_decision(
     assert "mSPRT" in report
     assert "true NDCG@10" in report
     assert any("canary" in line for line in said)
+    # The Model Registry says what serves now: no canary left, `serving` on
+    # the version the model root serves, a rolled-back canary tagged so.
+    registry = ModelRegistry(store)
+    aliases = registry.aliases(MODEL)
+    assert CANARY_ALIAS not in aliases
+    assert registry.tags(MODEL, aliases[SERVING])["version"] == result.serving
+    canary = registry.find(MODEL, aside if result.serving == BASE else kept)
+    assert canary is not None
+    status = registry.tags(MODEL, canary)["status"]
+    assert status == ("rolled back" if result.serving == BASE else "canary")

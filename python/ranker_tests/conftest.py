@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +19,6 @@ SMALL_WORLD = WorldConfig(seed=11).scaled(0.2)
 # Capped so the fixture trains in seconds rather than the up to 1000 rounds
 # `ranker train` allows; early stopping still picks the round.
 SMALL_WORLD_ROUNDS = Rounds(max=150)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def own_tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Runs and registry versions a test records without naming a store go
-    to one of the test session's, never to the user's (`ranker.tracking`)."""
-    with pytest.MonkeyPatch.context() as env:
-        env.delenv("MLFLOW_TRACKING_URI", raising=False)
-        env.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("data-home")))
-        yield
 
 
 @pytest.fixture(scope="session")
