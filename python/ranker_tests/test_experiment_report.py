@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from ranker.cli import main
-from ranker.experiments.analysis import Decision
+from ranker.experiments.analysis import Decision, Guardrails
 from ranker.experiments.exposure import read_exposures
 from ranker.experiments.report import (
     DEFAULT_TAU,
@@ -387,8 +387,8 @@ def test_a_canary_that_wins_is_promoted_and_serves(tmp_path: Path) -> None:
     assert ended.promoted
     assert ended.serving == "v2"
     assert re.fullmatch(
-        r"shipped \(the relative lift in clicks per page view, \+\d+\.\d%, crossed the "
-        r"threshold on 2026-11-2\d\); the canary \(v2\) was promoted; v2 serves every reader",
+        r"shipped: the relative lift in clicks per page view, \+\d+\.\d%, crossed the "
+        r"threshold on 2026-11-2\d; the canary \(v2\) was promoted; v2 serves every reader",
         ended.readout,
     ), ended.readout
 
@@ -400,8 +400,8 @@ def test_a_harmful_canary_is_stopped_and_rolled_back(tmp_path: Path) -> None:
     assert not ended.promoted
     assert ended.serving == "v1"
     assert re.fullmatch(
-        r"stopped \(harm: the relative lift in clicks per page view, -\d+\.\d%, crossed the "
-        r"threshold on 2026-11-2\d\); the canary \(v2\) was rolled back; v1 serves",
+        r"stopped for harm: the relative lift in clicks per page view, -\d+\.\d%, crossed "
+        r"the threshold on 2026-11-2\d; the canary \(v2\) was rolled back; v1 serves",
         ended.readout,
     ), ended.readout
 
@@ -419,10 +419,11 @@ def test_a_run_that_ends_undecided_says_so_and_that_the_canary_was_rolled_back(
     ended = end_of_run(decision, "v2", "v1")
     assert not ended.promoted
     assert ended.serving == "v1"
-    assert ended.readout.startswith("no decision within the run (the mSPRT statistic has not")
-    assert ended.readout.endswith(
-        "); the canary (v2) was rolled back because the run ended; v1 serves"
+    assert ended.readout == (
+        f"no decision within the run: {decision.reason}; the canary (v2) was rolled back "
+        "because the run ended; v1 serves"
     )
+    assert decision.reason.startswith("the mSPRT statistic has not reached 1/alpha")
     # The written report says what happened, not "keep running".
     write(report, tmp_path / "out", {"canary": ended})
     text = (tmp_path / "out" / "report.md").read_text()
@@ -540,3 +541,17 @@ def test_points_on_partial_days_are_hollow_and_joined_by_dashes() -> None:
     hollow = [line for line in rest if line.get_markerfacecolor() == "none"]
     assert [xs(line) for line in hollow] == [[3]]
     plt.close(fig)
+
+
+def test_a_winner_a_guardrail_vetoes_is_stopped_by_it_and_rolled_back(tmp_path: Path) -> None:
+    exposures, clicks, _ = _experiment(
+        tmp_path, {"control": 150, "canary": 150}, {"control": 0.08, "canary": 0.16}
+    )
+    _, views = page_views(read_exposures(exposures), _scan(clicks))
+    slow = Guardrails({}, {}, {"control": 10.0, "canary": 30.0})
+    (decision,) = analyze("homepage", views, guardrails=slow).decisions
+    ended = end_of_run(decision, "v2", "v1")
+    assert (ended.promoted, ended.serving) == (False, "v1")
+    assert ended.readout.startswith("stopped by a guardrail: the relative lift in clicks per")
+    assert "but a guardrail vetoes the ship: p99 latency 30.0 ms > 1.2 x" in ended.readout
+    assert ended.readout.endswith("; the canary (v2) was rolled back; v1 serves")

@@ -278,8 +278,8 @@ def test_theserving_chart_marks_the_runs_last_instant_as_a_partial_day(tmp_path:
         (3, "v2"): (1, True),
     }
     assert daily.filter(pl.col("day_number") == 3)["day_page_views"].to_list() == [2, 2]
-    assert day_tick(3, "2026-01-07", 2, True) == "day 3\n2026-01-07 (partial: 2 page views)"
-    assert day_tick(1, "2026-01-05", 1234, False) == "day 1\n2026-01-05 (1,234 page views)"
+    assert day_tick(3, "2026-01-07", 2, True) == "day 3 (01-07)\npartial: 2 page views"
+    assert day_tick(1, "2026-01-05", 1234, False) == "day 1 (01-05)\n1,234 page views"
     phase = tmp_path / "phase"
     phase.mkdir()
     truth.write_parquet(phase / "truth.parquet")

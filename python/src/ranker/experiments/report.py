@@ -403,19 +403,20 @@ def end_of_run(decision: VariantDecision, variant_version: str, control_version:
         return EndOfRun(
             True,
             variant_version,
-            f"shipped ({decision.reason}); {who} was promoted; {variant_version} serves "
+            f"shipped: {decision.reason}; {who} was promoted; {variant_version} serves "
             "every reader",
         )
     rolled_back = f"{who} was rolled back; {control_version} serves"
     if decision.decision is Decision.STOP:
-        readout = f"stopped ({decision.reason}); {rolled_back}"
+        harm = decision.sequential.lift_at_crossing < 0  # the reason starts "harm: "
+        readout = f"stopped {'for' if harm else 'by a guardrail:'} {decision.reason}; {rolled_back}"
     elif decision.decision is Decision.KEEP_RUNNING:
         readout = (
-            f"no decision within the run ({decision.reason}); {who} was rolled back because "
+            f"no decision within the run: {decision.reason}; {who} was rolled back because "
             f"the run ended; {control_version} serves"
         )
     else:
-        readout = f"no valid decision ({decision.reason}); {rolled_back}"
+        readout = f"no valid decision: {decision.reason}; {rolled_back}"
     return EndOfRun(False, control_version, readout)
 
 

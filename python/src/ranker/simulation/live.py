@@ -37,7 +37,6 @@ from ranker.experiments.exposure import click_log, read_exposures
 from ranker.experiments.report import (
     DEFAULT_TAU,
     analyze,
-    day_label,
     day_sizes,
     end_of_run,
     page_views,
@@ -257,8 +256,9 @@ def daily_serving(truth: pl.DataFrame, hours: float) -> pl.DataFrame:
 
 
 def day_tick(day_number: int, day: str, page_views: int, partial: bool) -> str:
-    """ "day 6" over "2026-01-10 (partial: 42 page views)"."""
-    return f"day {day_number}\n{day_label(day, page_views, partial)}"
+    """ "day 6 (01-10)" over "partial: 42 page views"."""
+    size = f"partial: {page_views:,}" if partial else f"{page_views:,}"
+    return f"day {day_number} ({day[5:]})\n{size} page views"
 
 
 def serving_chart(phases: list[Path], path: Path, hours: float) -> Path:
