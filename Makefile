@@ -68,7 +68,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help runtime setup proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-java maven java spark-parity test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline bench-scale deploy-rules deploy-check lint clean
+.PHONY: help runtime setup mlflow-ui proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-java maven java spark-parity test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline bench-scale deploy-rules deploy-check lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -101,6 +101,15 @@ runtime: $(RUNTIME_STAMP) ## Install only the Python runtime (what make demo, tr
 setup: $(SETUP_STAMP) ## Install everything for development: the runtime, the dev and optional extras (tests, linters, Spark, Dask, embeddings), Go modules
 	cd go && go mod download
 	cd $(GO_CLIENT) && go mod download
+
+# The one tracking store every `ranker` command records to, whatever the
+# working directory (`ranker tracking-uri` says which; MLFLOW_TRACKING_URI
+# overrides it). The UI comes with the full mlflow of the dev extra.
+MLFLOW_UI_PORT ?= 5000
+mlflow-ui: $(SETUP_STAMP) ## Start the MLflow UI on the project's tracking store (http://127.0.0.1:5000)
+	store="$$($(RANKER) tracking-uri)" && case "$$store" in \
+		http://*|https://*) echo "MLFLOW_TRACKING_URI is a tracking server: open $$store instead"; exit 2;; esac && \
+	$(VENV)/bin/mlflow ui --backend-store-uri "$$store" --host 127.0.0.1 --port $(MLFLOW_UI_PORT) --workers 1
 
 proto: $(SETUP_STAMP) ## Regenerate Go and Python code from proto/, and the feature spec the Go server embeds
 	cd go && go build -o $(GO_BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go

@@ -11,7 +11,9 @@ import polars as pl
 import pytest
 
 from ranker.experiments.exposure import read_exposures
-from ranker.simulation.live import BASE, CANARY, EXPERIMENT, LivePlan, run_live
+from ranker.simulation.live import BASE, CANARY, EXPERIMENT, MODEL, LivePlan, run_live
+from ranker.tracking import CANARY as CANARY_ALIAS
+from ranker.tracking import SERVING, ModelRegistry
 
 pytestmark = pytest.mark.e2e
 
@@ -22,14 +24,28 @@ def test_a_small_live_run_ends_in_a_decision(
     out = tmp_path / "live"
     said: list[str] = []
     plan = LivePlan(readers=400, days=3, warmup_days=1, seed=4242, workers=2)
-    result = run_live(server_binary, model_dir, out, plan, say=said.append)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_live(server_binary, model_dir, out, plan, say=said.append, tracking_uri=store)
 
     assert result.decision in {"ship", "keep running", "stop"}
     assert result.serving == (CANARY if result.decision == "ship" else BASE)
-    assert json.loads((out / "decision.json").read_text())["decision"] == result.decision
+    decided = json.loads((out / "decision.json").read_text())
+    assert decided["decision"] == result.decision
+    # The readout says what serves now; an undecided canary was rolled back.
+    assert decided["readout"] == result.readout
+    assert result.readout.endswith(
+        f"{CANARY} serves every reader" if result.serving == CANARY else f"; {BASE} serves"
+    )
+    if result.decision == "keep running":
+        assert "rolled back because the run ended" in result.readout
+    assert f"- **`canary`**: {result.readout}." in (out / "report" / "report.md").read_text()
     for name in ("report.md", "report.json", "metrics.png", "sequential.png"):
         assert (out / "report" / name).stat().st_size > 0, name
     assert result.chart.stat().st_size > 0
+    # The chart's numbers: every point's page views; the run's end instant is a partial day.
+    daily = pl.read_csv(result.chart.with_suffix(".csv"))
+    assert (daily["page_views"] > 0).all()
+    assert daily.filter(pl.col("partial"))["day_number"].unique().to_list() in ([], [plan.days + 1])
     # The canary was trained from what the server logged, not from a file
     # made by hand: its version exists and the log it learned from is there.
     # Shipped, it stays the newest version; rolled back, it is set aside.
@@ -50,3 +66,13 @@ def test_a_small_live_run_ends_in_a_decision(
     assert "mSPRT" in report
     assert "true NDCG@10" in report
     assert any("canary" in line for line in said)
+    # The Model Registry says what serves now: no canary left, `serving` on
+    # the version the model root serves, a rolled-back canary tagged so.
+    registry = ModelRegistry(store)
+    aliases = registry.aliases(MODEL)
+    assert CANARY_ALIAS not in aliases
+    assert registry.tags(MODEL, aliases[SERVING])["version"] == result.serving
+    canary = registry.find(MODEL, aside if result.serving == BASE else kept)
+    assert canary is not None
+    status = registry.tags(MODEL, canary)["status"]
+    assert status == ("rolled back" if result.serving == BASE else "canary")

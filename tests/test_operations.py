@@ -18,6 +18,7 @@ from ranker.export.onnx import onnx_scores, onnx_session
 from ranker.features.spec import FEATURE_NAMES
 from ranker.serving.client import RankerClient, request_from_matrix
 from ranker.serving.process import ServerProcess
+from ranker.tracking import SERVING, ModelRegistry, default_tracking_uri
 from ranker_client import InvalidArgumentError, RankerError
 from ranker_client.v1 import ranking_service_pb2 as pb
 from ranker_client.v1 import ranking_service_pb2_grpc as pb_grpc
@@ -248,3 +249,7 @@ def test_promote_publishes_a_canary_under_the_main_name(
         RankerClient(s.target) as client,
     ):
         assert client.model_info().model_version == "v2"  # news serves the promoted version
+    # The registry (the test session's default store) says the same.
+    registry = ModelRegistry(default_tracking_uri())
+    serving = registry.tags("news", registry.aliases("news")[SERVING])
+    assert (serving["version"], serving["status"]) == ("v2", "promoted")

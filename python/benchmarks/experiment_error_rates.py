@@ -4,14 +4,14 @@ Each run draws two arms of readers who arrive on a random day, then visit a
 Poisson number of times a day at their own rate (gamma-distributed: a few heavy
 readers, many light ones) and click a Poisson number of articles per page view
 at their own propensity (gamma-distributed), times 1 + lift in the treatment.
-The population CTR is then the mean propensity, so the true CTR difference is
+The population clicks per page view is then the mean propensity, so the true difference is
 lift x BASE_CTR and the true relative lift is `lift`. Each simulated day the
 decision rule of `ranker experiment report` looks at the cumulative data (the
 same functions), exactly as a team peeking daily would.
 
 Measured over seeds: the A/A rate of any decision (ship or stop), the power
 (ship) at a stated lift, the coverage of the fixed-horizon 95 % interval of
-the CTR difference at the last look, and the coverage of the always-valid
+the clicks-per-page-view difference at the last look, and the coverage of the always-valid
 interval of the lift at every look at once; and, for contrast, how often a
 fixed-horizon z-test read at every look would have declared a difference.
 
@@ -48,7 +48,7 @@ HETEROGENEITY = 1.0  # gamma shape of activity and propensity: 1 is an exponenti
 @dataclass(frozen=True)
 class Outcome:
     decision: str  # "ship", "stop" or "keep running"
-    covered: bool  # the last look's 95 % interval holds the true CTR difference
+    covered: bool  # the last look's 95 % interval holds the true clicks-per-page-view difference
     always_covered: bool  # every look's always-valid interval holds the true lift
     # What a fixed-horizon z-test (|z| > 1.96) read at every look would have
     # concluded: the error that peeking without a sequential test makes.
@@ -141,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     lines = [
         f"{args.seeds} seeds, {args.days} daily looks, alpha {args.alpha}, tau {args.tau}, "
-        f"base CTR {BASE_CTR}, {VISITS_PER_DAY} visits/day, gamma shape {HETEROGENEITY}",
+        f"base clicks per page view {BASE_CTR}, {VISITS_PER_DAY} visits/day, "
+        f"gamma shape {HETEROGENEITY}",
         "",
         "| readers per arm | true lift | ship | stop | 95 % CI coverage | always-valid coverage "
         "| a z-test read daily decides |",

@@ -24,7 +24,7 @@ with its daily looks. For the page views each design needs, both are looked
 at after every `--looks`-th share of the run's page views (in time order): A/B
 needs the page views (both arms) up to the first look where the mSPRT
 crosses, or (the rule interleaving gets) where the fixed-horizon 95 % interval
-of the CTR difference excludes 0; interleaving the interleaved page views up
+of the clicks-per-page-view difference excludes 0; interleaving the interleaved page views up
 to the first look where the reader-level bootstrap interval of the preference
 excludes 0. Fixed-horizon intervals read at every look find differences
 sooner than they should (and false ones more often); the mSPRT does not.
@@ -52,7 +52,7 @@ from ranker.data.world import NewsWorld, WorldConfig
 from ranker.experiments.analysis import Decision
 from ranker.experiments.exposure import read_exposures
 from ranker.experiments.interleaving import bootstrap_interval, page_view_outcomes, reader_outcomes
-from ranker.experiments.report import analyze, page_views
+from ranker.experiments.report import PRIMARY, analyze, page_views
 from ranker.export.version import export_first_trees, republish
 from ranker.serving.process import ServerProcess
 from ranker.simulation.run import SimulationResult, simulate
@@ -103,10 +103,10 @@ class PairOutcome:
     true_difference: float  # mean true NDCG@10 under good minus under worse, same page views
     ab_estimate: float  # the report's difference of true NDCG@10 at the last look
     ab_covered: bool  # the report's 95 % interval of it holds true_difference
-    ab_lift: float  # the report's relative CTR lift of good over worse at the last look
+    ab_lift: float  # the relative lift in clicks per page view of good over worse at the last look
     ab_needed: int | None  # page views to the first mSPRT crossing; None: not within the run
     # page views to the first look where the fixed-horizon 95 % interval of the
-    # CTR difference excludes 0: the same rule as interleaving's
+    # clicks-per-page-view difference excludes 0: the same rule as interleaving's
     ab_interval_needed: int | None
     il_needed: int | None  # page views to the first preference interval without 0
     il_delta: float  # the preference for good when found, else at the end of the run
@@ -179,7 +179,7 @@ def _views(exposures: pl.LazyFrame, result: SimulationResult) -> pl.DataFrame:
 
 def _decide(name: str, views: pl.DataFrame) -> tuple[str, float, float, float, float]:
     """The report's decision for the treatment, its last-look difference of
-    true NDCG@10 from the control with the 95 % interval, and its CTR lift."""
+    true NDCG@10 from the control with the 95 % interval, and its lift in clicks per page view."""
     report = analyze(name, views, control="control")
     diff = report.differences.filter(
         (pl.col("day") == report.days[-1]) & (pl.col("metric") == NDCG)
@@ -190,7 +190,7 @@ def _decide(name: str, views: pl.DataFrame) -> tuple[str, float, float, float, f
 
 def _ab_needed(views: pl.DataFrame, looks: int) -> tuple[int | None, int | None]:
     """Page views (both arms) to the first mSPRT crossing, and to the first
-    look whose 95 % interval of the CTR difference excludes 0."""
+    look whose 95 % interval of the clicks-per-page-view difference excludes 0."""
     sizes = prefix_sizes(views.height, looks)
     labelled = views.sort("time", "request_id").with_columns(
         day=pl.Series(look_labels(views.height, sizes))
@@ -198,7 +198,7 @@ def _ab_needed(views: pl.DataFrame, looks: int) -> tuple[int | None, int | None]
     report = analyze("ab", labelled, control="control")
     crossed = report.decisions[0].sequential.crossed_on
     excluded = report.differences.filter(
-        (pl.col("metric") == "ctr") & ((pl.col("low") > 0) | (pl.col("high") < 0))
+        (pl.col("metric") == PRIMARY) & ((pl.col("low") > 0) | (pl.col("high") < 0))
     )["day"].sort()
     return (
         None if crossed is None else sizes[int(crossed)],
@@ -313,7 +313,10 @@ def table(outcomes: Sequence[SeedOutcome], readers: int, days: float, looks: int
         lambda ps: f"{statistics.mean(p.ab_estimate for p in ps):+.4f}",
     )
     row("95 % interval holds the true difference", lambda ps: _share([p.ab_covered for p in ps]))
-    row("CTR lift (mean)", lambda ps: f"{statistics.mean(p.ab_lift for p in ps):+.1%}")
+    row(
+        "lift in clicks per page view (mean)",
+        lambda ps: f"{statistics.mean(p.ab_lift for p in ps):+.1%}",
+    )
     row(
         "A/B ships `good` (power)",
         lambda ps: _share([p.ab_decision == Decision.SHIP.value for p in ps]),
@@ -327,7 +330,8 @@ def table(outcomes: Sequence[SeedOutcome], readers: int, days: float, looks: int
         lambda ps: _count(median_needed([p.ab_needed for p in ps]), [p.ab_needed for p in ps]),
     )
     row(
-        "A/B page views to a 95 % interval of the CTR difference without 0 (median)",
+        "A/B page views to a 95 % interval of the clicks-per-page-view difference "
+        "without 0 (median)",
         lambda ps: _count(
             median_needed([p.ab_interval_needed for p in ps]), [p.ab_interval_needed for p in ps]
         ),
@@ -401,7 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcomes.append(o)
             pairs = "; ".join(
                 f"vs {worse_name(t)}: A/B {p.ab_decision} (true {p.true_difference:+.4f}, "
-                f"estimate {p.ab_estimate:+.4f}, CTR lift {p.ab_lift:+.1%}), needed A/B "
+                f"estimate {p.ab_estimate:+.4f}, lift in clicks per page view "
+                f"{p.ab_lift:+.1%}), needed A/B "
                 f"{p.ab_needed} (interval {p.ab_interval_needed}), interleaving {p.il_needed}"
                 for t, p in o.pairs.items()
             )

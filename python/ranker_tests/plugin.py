@@ -1,13 +1,26 @@
 """A pytest plugin for both suites, loaded by the one pytest configuration in
 python/pyproject.toml: it prints the largest difference each parity pair
-showed in the run, and with `--fail-on-skip` (what `make test` passes) turns
-any skipped test into a failed run, so a missing dependency cannot pass as green."""
+showed in the run, with `--fail-on-skip` (what `make test` passes) turns
+any skipped test into a failed run, so a missing dependency cannot pass as
+green, and keeps what tests record in MLflow out of the user's store."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 
 _LARGEST: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runs and registry versions a test records without naming a store go
+    to one of the test session's, never to the user's (`ranker.tracking`)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        env.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("data-home")))
+        yield
 
 
 def record_parity(pair: str, max_abs_diff: float) -> None:

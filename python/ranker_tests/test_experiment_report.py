@@ -9,15 +9,28 @@ import math
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
 
 from ranker.cli import main
-from ranker.experiments.analysis import Decision
+from ranker.experiments.analysis import Decision, Guardrails
 from ranker.experiments.exposure import read_exposures
-from ranker.experiments.report import DEFAULT_TAU, analyze, page_views, write
+from ranker.experiments.report import (
+    DEFAULT_TAU,
+    METRICS,
+    PRIMARY,
+    VariantDecision,
+    analyze,
+    day_sizes,
+    end_of_run,
+    markdown,
+    page_views,
+    plot_days,
+    write,
+)
 
 T0 = datetime(2026, 11, 20, 6, tzinfo=UTC)
 SHOWN = 5
@@ -170,12 +183,12 @@ def test_a_clear_winner_ships_with_report_and_charts(tmp_path: Path) -> None:
         "control": 150,
         "treatment": 150,
     }
-    # The reported CTR is the total clicks over the total page views.
+    # Clicks per page view is the total clicks over the total page views.
     clicks_by_variant = {c["variant"]: c["clicks"] / c["page_views"] for c in summary["counts"]}
     last_ctr = {
         m["variant"]: m["value"]
         for m in summary["metrics"]
-        if m["day"] == "2026-11-23" and m["metric"] == "ctr"
+        if m["day"] == "2026-11-23" and m["metric"] == "clicks_per_page_view"
     }
     assert last_ctr == pytest.approx(clicks_by_variant)
     # True NDCG@10 differs by 0.2 by construction; the interval holds it.
@@ -258,7 +271,7 @@ def test_each_of_several_variants_is_tested_at_a_share_of_alpha(tmp_path: Path) 
     (first,) = [
         m
         for m in json.loads(text)["metrics"]
-        if (m["day"], m["variant"], m["metric"]) == ("2026-11-20", "same", "ctr")
+        if (m["day"], m["variant"], m["metric"]) == ("2026-11-20", "same", "clicks_per_page_view")
     ]
     assert first["value"] is None
     by_variant = {d.variant: d for d in report.decisions}
@@ -353,3 +366,192 @@ def test_a_bad_option_is_refused_by_the_parser(
         main([*argv, flag, value])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# The readout in plain words: the decision and what serves once the run ends.
+
+
+def _canary_decision(tmp_path: Path, canary_click_prob: float) -> VariantDecision:
+    exposures, clicks, _ = _experiment(
+        tmp_path, {"control": 150, "canary": 150}, {"control": 0.08, "canary": canary_click_prob}
+    )
+    _, views = page_views(read_exposures(exposures), _scan(clicks))
+    (decision,) = analyze("homepage", views).decisions
+    return decision
+
+
+def test_a_canary_that_wins_is_promoted_and_serves(tmp_path: Path) -> None:
+    decision = _canary_decision(tmp_path, 0.16)
+    assert decision.decision is Decision.SHIP
+    ended = end_of_run(decision, "v2", "v1")
+    assert ended.promoted
+    assert ended.serving == "v2"
+    assert re.fullmatch(
+        r"shipped: the relative lift in clicks per page view, \+\d+\.\d%, crossed the "
+        r"threshold on 2026-11-2\d; the canary \(v2\) was promoted; v2 serves every reader",
+        ended.readout,
+    ), ended.readout
+
+
+def test_a_harmful_canary_is_stopped_and_rolled_back(tmp_path: Path) -> None:
+    decision = _canary_decision(tmp_path, 0.03)
+    assert decision.decision is Decision.STOP
+    ended = end_of_run(decision, "v2", "v1")
+    assert not ended.promoted
+    assert ended.serving == "v1"
+    assert re.fullmatch(
+        r"stopped for harm: the relative lift in clicks per page view, -\d+\.\d%, crossed "
+        r"the threshold on 2026-11-2\d; the canary \(v2\) was rolled back; v1 serves",
+        ended.readout,
+    ), ended.readout
+
+
+def test_a_run_that_ends_undecided_says_so_and_that_the_canary_was_rolled_back(
+    tmp_path: Path,
+) -> None:
+    exposures, clicks, _ = _experiment(
+        tmp_path, {"control": 150, "canary": 150}, {"control": 0.08, "canary": 0.08}
+    )
+    _, views = page_views(read_exposures(exposures), _scan(clicks))
+    report = analyze("homepage", views)
+    (decision,) = report.decisions
+    assert decision.decision is Decision.KEEP_RUNNING
+    ended = end_of_run(decision, "v2", "v1")
+    assert not ended.promoted
+    assert ended.serving == "v1"
+    assert ended.readout == (
+        f"no decision within the run: {decision.reason}; the canary (v2) was rolled back "
+        "because the run ended; v1 serves"
+    )
+    assert decision.reason.startswith("the mSPRT statistic has not reached 1/alpha")
+    # The written report says what happened, not "keep running".
+    write(report, tmp_path / "out", {"canary": ended})
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert f"- **`canary`**: {ended.readout}." in text
+    assert "keep running**" not in text
+    (written,) = json.loads((tmp_path / "out" / "report.json").read_text())["decisions"]
+    assert (written["decision"], written["readout"], written["serving"]) == (
+        "keep running",
+        ended.readout,
+        "v1",
+    )
+    # A report of a running experiment keeps its decision.
+    assert "**`canary`: keep running**" in markdown(report)
+
+
+def test_clicks_per_page_view_is_never_called_ctr(tmp_path: Path) -> None:
+    decision = _canary_decision(tmp_path, 0.16)
+    (tmp_path / "again").mkdir()
+    exposures, clicks, truth = _experiment(
+        tmp_path / "again",
+        {"control": 50, "canary": 50},
+        {"control": 0.3, "canary": 0.3},
+        days=2,
+    )
+    _, views = page_views(read_exposures(exposures), _scan(clicks), pl.scan_parquet(truth))
+    report = analyze("homepage", views)
+    text = markdown(report)
+    # Several articles per page: clicks per page view exceeds 1 here, so it is no rate.
+    per_view = report.metrics.filter(pl.col("metric") == "clicks_per_page_view")["value"]
+    assert per_view.max() > 1  # type: ignore[operator]
+    for readout in (text, decision.reason, METRICS[PRIMARY]):
+        assert "CTR" not in readout
+    assert "clicks per page view" in text
+    assert "not a click-through rate" in text
+
+
+def _views_with_a_short_last_day(tmp_path: Path, last_day_views: int) -> pl.DataFrame:
+    exposures, clicks, _ = _experiment(
+        tmp_path, {"control": 60, "canary": 60}, {"control": 0.1, "canary": 0.1}, days=4
+    )
+    _, views = page_views(read_exposures(exposures), _scan(clicks))
+    last = views.filter(pl.col("day") == "2026-11-23").sort("time").head(last_day_views)
+    return pl.concat([views.filter(pl.col("day") < "2026-11-23"), last])
+
+
+def test_a_partial_day_is_marked_with_its_page_views(tmp_path: Path) -> None:
+    views = _views_with_a_short_last_day(tmp_path, 42)
+    window = (datetime(2026, 11, 20), datetime(2026, 11, 23, 8))  # ended at 08:00 on day 4
+    report = analyze("homepage", views, window=window)
+    sizes = report.day_sizes
+    assert sizes["partial"].to_list() == [False, False, False, True]
+    assert sizes["page_views"][-1] == 42
+    assert sizes["covered_hours"].to_list() == [24.0, 24.0, 24.0, 8.0]
+    assert sizes["page_views_so_far"][-1] == views.height
+    assert report.look_label("2026-11-23") == "2026-11-23 (partial: 42 page views)"
+    assert report.look_label("2026-11-22") == (
+        f"2026-11-22 ({int(sizes['page_views'][2]):,} page views)"
+    )
+    text = markdown(report)
+    assert "Served only in part" in text
+    assert "| 2026-11-23 (partial: 42 page views) | 42 |" in text
+    assert "## Variants (at 2026-11-23 (partial: 42 page views))" in text
+    # Every plotted point carries its sample: page views so far per variant and look.
+    last = report.metrics.filter(pl.col("day") == "2026-11-23")
+    counts = dict(zip(report.counts["variant"], report.counts["page_views"], strict=True))
+    for row in last.iter_rows(named=True):
+        assert row["page_views"] == counts[row["variant"]]
+    out = tmp_path / "out"
+    write(report, out)
+    summary = json.loads((out / "report.json").read_text())
+    assert summary["day_sizes"][-1] == {
+        "day": "2026-11-23",
+        "page_views": 42,
+        "page_views_so_far": views.height,
+        "covered_hours": 8.0,
+        "partial": True,
+    }
+    assert all(m["page_views"] > 0 for m in summary["metrics"])
+    # Without a window, the data's own span: day 1 starts after 06:00 here.
+    inferred = analyze("homepage", views).day_sizes
+    assert inferred["partial"].to_list()[0]
+
+
+def test_the_window_read_from_the_data_counts_a_day_served_whole_as_whole() -> None:
+    times = pl.Series(
+        "time",
+        [datetime(2026, 1, 5, 0, 10), datetime(2026, 1, 5, 23, 50), datetime(2026, 1, 6, 0, 0)],
+    )
+    sizes = day_sizes(times)
+    # 23 h 40 min of the first day lie between the first and the last page view.
+    assert sizes["partial"].to_list() == [False, True]
+    assert sizes["page_views"].to_list() == [2, 1]
+    assert sizes["covered_hours"][1] == 0.0
+    zoned = day_sizes(times.dt.replace_time_zone("UTC").dt.convert_time_zone("Europe/Berlin"))
+    assert zoned.equals(sizes)
+
+
+def test_points_on_partial_days_are_hollow_and_joined_by_dashes() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    plot_days(ax, [0, 1, 2, 3], [0.5, 0.6, 0.55, 0.2], [False, False, False, True], label="v1")
+
+    def xs(line: Any) -> list[float]:
+        return [float(x) for x in np.asarray(line.get_xdata())]
+
+    solid, *rest = ax.get_lines()
+    assert xs(solid) == [0, 1, 2]
+    assert solid.get_linestyle() == "-"
+    dashed = [line for line in rest if line.get_linestyle() == "--"]
+    assert [xs(line) for line in dashed] == [[2, 3]]
+    hollow = [line for line in rest if line.get_markerfacecolor() == "none"]
+    assert [xs(line) for line in hollow] == [[3]]
+    plt.close(fig)
+
+
+def test_a_winner_a_guardrail_vetoes_is_stopped_by_it_and_rolled_back(tmp_path: Path) -> None:
+    exposures, clicks, _ = _experiment(
+        tmp_path, {"control": 150, "canary": 150}, {"control": 0.08, "canary": 0.16}
+    )
+    _, views = page_views(read_exposures(exposures), _scan(clicks))
+    slow = Guardrails({}, {}, {"control": 10.0, "canary": 30.0})
+    (decision,) = analyze("homepage", views, guardrails=slow).decisions
+    ended = end_of_run(decision, "v2", "v1")
+    assert (ended.promoted, ended.serving) == (False, "v1")
+    assert ended.readout.startswith("stopped by a guardrail: the relative lift in clicks per")
+    assert "but a guardrail vetoes the ship: p99 latency 30.0 ms > 1.2 x" in ended.readout
+    assert ended.readout.endswith("; the canary (v2) was rolled back; v1 serves")

@@ -182,3 +182,21 @@ def test_threshold_rows_start_from_rows_that_reach_the_split(edge_version: Path)
     assert len(at) == len(up) > 100
     changed = sum(a.lgbm_score != u.lgbm_score for a, u in zip(at, up, strict=True))
     assert changed > 0.9 * len(at)
+
+
+def test_a_threshold_at_the_largest_float32_has_no_row_above_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its neighbour above is infinity, which the server refuses: the case is
+    left out, without an overflow warning (an error under pytest)."""
+    from ranker.export import golden
+
+    largest = float(np.finfo(np.float32).max)
+    monkeypatch.setattr(
+        golden, "_split_nodes", lambda booster, rows: [golden.SplitNode(0, 0, largest, 0)]
+    )
+    rows = np.zeros((1, 2), np.float32)
+    cases = list(golden.golden_cases(None, ["a", "b"], rows, np.zeros(1, np.int64)))  # type: ignore[arg-type]
+    kinds = {c.case for c in cases}
+    assert {"threshold_at", "threshold_down"} <= kinds
+    assert "threshold_up" not in kinds

@@ -35,7 +35,7 @@ from ranker.export.version import ExportResult, export_model
 from ranker.features.build import feature_table
 from ranker.features.spec import model_features
 from ranker.gate import DEFAULT_GATE, Gate, GateFailed, run_gate, serving_version
-from ranker.tracking import RunRecord, record_run
+from ranker.tracking import ModelRegistry, RunRecord, record_run
 from ranker.training.dataset import RankData, TimeSplit, time_split
 from ranker.training.distributed import DaskCluster, Distribution
 from ranker.training.lambdarank import (
@@ -218,11 +218,14 @@ def train_and_export(
     tracking_uri: str | None = None,
     ablate: tuple[str, ...] = (),
     cluster: DaskCluster | None = None,
+    canary: bool = False,
 ) -> TrainedVersion:
     """Tune (optionally), train, evaluate on the test split, pass the release
     gate (None skips it), export a version. A failed gate raises GateFailed
     and leaves the report under <models_root>/.rejected/<name>/<version>.
-    With tracking_uri, the run is recorded in MLflow, passed or refused.
+    With tracking_uri, the run is recorded in MLflow, passed or refused, and
+    the version in its Model Registry (`canary`: it goes out beside the
+    serving version, so the registry's `serving` alias stays where it is).
     With `ablate`, a second model is trained the same way without those
     features, and the evaluation says what they add. With `cluster`, the
     models train with LightGBM's distributed mode over its Dask workers
@@ -330,7 +333,8 @@ def train_and_export(
         title += f", trained {distribution.describe()}"
     summary["metrics_test"] = test_metrics
 
-    def track(version: str, passed: bool | None, report_dir: Path | None) -> None:
+    def track(version: str, passed: bool | None, report_dir: Path, exported: Path | None) -> None:
+        """Record the run, and the version (`exported`, or refused when None)."""
         if tracking_uri is None:
             return
         with say.stage("tracking (MLflow)"):
@@ -348,7 +352,15 @@ def train_and_export(
                     report_dir,
                 ),
             )
-        say.note(f"MLflow run {run_id} in {tracking_uri}")
+            registry = ModelRegistry(tracking_uri)
+            if exported is None:
+                registered = registry.refused(model_name, version, report_dir, models_root, run_id)
+            else:
+                registered = registry.exported(
+                    exported, gate_passed=passed, run_id=run_id, canary=canary
+                )
+        say.note(f"MLflow run {run_id}, registered model {model_name} version {registered}")
+        say.note(f"in {tracking_uri}")
 
     gate_report = None
     if gate is not None:
@@ -364,7 +376,7 @@ def train_and_export(
                 write_report(evaluation, rejected / REPORT_DIR, title)
             gate_report.write(rejected / REPORT_DIR)
             write_learning_curve(result.curves, result.best_iteration, rejected / REPORT_DIR)
-            track(version, False, rejected / REPORT_DIR)
+            track(version, False, rejected / REPORT_DIR, None)
             raise GateFailed(gate_report, rejected / REPORT_DIR)
 
     def write_extras(staging: Path) -> None:
@@ -391,6 +403,7 @@ def train_and_export(
         exported.directory.name,
         gate_report.passed if gate_report else None,
         exported.directory / REPORT_DIR,
+        exported.directory,
     )
     return TrainedVersion(result, test_metrics, evaluation, exported, distribution)
 

@@ -1,6 +1,7 @@
 """The command line's parser, whose errors are one line and a pointer to the
-help; argument types that refuse out-of-range values with one line; and the
-error the commands raise for a bad input."""
+help; argument types that refuse out-of-range values with one line; the
+error the commands raise for a bad input; and the options shared by several
+commands."""
 
 from __future__ import annotations
 
@@ -162,3 +163,23 @@ class Parser(argparse.ArgumentParser):
 def _is_flag(arg: str) -> bool:
     """`-x` or `--name[=value]`, not a negative number nor a lone `-`."""
     return arg.startswith("-") and arg != "-" and not _NUMBER.match(arg)
+
+
+def add_tracking_options(p: argparse.ArgumentParser) -> None:
+    """--tracking-uri and --no-tracking, for every command that records to MLflow."""
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking store for runs and the Model Registry (default: "
+        "$MLFLOW_TRACKING_URI, else one SQLite store per user, whatever the working "
+        "directory; `ranker tracking-uri` prints it)",
+    )
+    p.add_argument("--no-tracking", action="store_true", help="record nothing in MLflow")
+
+
+def tracking_uri(args: argparse.Namespace) -> str | None:
+    """The store the command records to; None with --no-tracking."""
+    from ranker.tracking import default_tracking_uri
+
+    if args.no_tracking:
+        return None
+    return str(args.tracking_uri) if args.tracking_uri else default_tracking_uri()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from ranker.cli.args import UserError, positive_float
+from ranker.cli.args import UserError, add_tracking_options, positive_float, tracking_uri
 
 if TYPE_CHECKING:
     from ranker.experiments.analysis import Guardrails
@@ -145,7 +145,7 @@ def _promote(args: argparse.Namespace) -> int:
     from ranker.experiments.promote import promote
 
     try:
-        target = promote(args.version_dir, args.to)
+        target = promote(args.version_dir, args.to, tracking_uri(args))
     except FileExistsError as err:
         raise SystemExit(str(err)) from None
     print(f"promoted {args.version_dir.resolve()} to {target}")
@@ -174,12 +174,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = actions.add_parser(
         "report",
         help="per-variant metrics with reader-level intervals, SRM, mSPRT decision, charts",
-        description="Per-variant readers, page views, clicks, CTR and clicks per reader "
-        "(and true NDCG@10 with --truth), each against the control with a reader-level "
-        "(delta method) 95 % interval, looked at once per day; a sample-ratio-mismatch "
-        "check; and a decision per variant (ship, keep running, stop) from an mSPRT on "
-        "the relative CTR lift that stays valid under daily looks. Writes report.md, "
-        "report.json, metrics.png and sequential.png.",
+        description="Per-variant readers, page views, clicks, clicks per page view and "
+        "clicks per reader (and true NDCG@10 with --truth), each against the control with "
+        "a reader-level (delta method) 95 % interval, looked at once per day (a day served "
+        "only in part is marked with its page views); a sample-ratio-mismatch check; and a "
+        "decision per variant (ship, keep running, stop) from an mSPRT on the relative "
+        "lift in clicks per page view that stays valid under daily looks. Writes "
+        "report.md, report.json, metrics.png and sequential.png.",
     )
     p.add_argument("--exposures", type=Path, required=True, help="the server's --exposure-dir")
     p.add_argument(
@@ -206,7 +207,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=positive_float,
         # Importing the analysis here would slow every command; a test holds
         # this default to the report's DEFAULT_TAU.
-        help="mSPRT mixing standard deviation of the relative CTR lift, log scale (default 0.1)",
+        help="mSPRT mixing standard deviation of the relative lift in clicks per page view, "
+        "log scale (default 0.1)",
     )
     p.add_argument("--control", help="the control variant (default: 'control')")
     p.add_argument("--experiment", help="the experiment, when the log holds several")
@@ -220,4 +222,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("promote", help="publish a version (e.g. a canary) under another model name")
     p.add_argument("--version-dir", type=Path, required=True, help="models/news-canary/<version>")
     p.add_argument("--to", type=Path, required=True, help="the model directory, e.g. models/news")
+    add_tracking_options(p)
     p.set_defaults(run=_promote)

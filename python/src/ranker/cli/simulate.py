@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ranker.cli.args import UserError, iso_time, positive_float, positive_int, server_address
+from ranker.cli.args import (
+    UserError,
+    add_tracking_options,
+    iso_time,
+    positive_float,
+    positive_int,
+    server_address,
+    tracking_uri,
+)
 from ranker.data.world import START
 from ranker.simulation.readers import DEFAULT_WORKERS
 
@@ -99,11 +107,12 @@ def _live(args: argparse.Namespace) -> int:
         workers=args.workers,
         canary_percent=args.canary_percent,
     )
-    result = run_live(args.server_binary, base, args.out, plan)
-    print(f"decision on the canary: {result.decision} ({result.reason})")
+    result = run_live(args.server_binary, base, args.out, plan, tracking_uri=tracking_uri(args))
+    print(f"outcome: {result.readout}")
     print(f"serving now: {result.serving}")
     print(f"report: {result.report}")
-    print(f"chart of what served, day by day: {result.chart}")
+    numbers = result.chart.with_suffix(".csv")
+    print(f"chart of what served, day by day: {result.chart} (numbers: {numbers})")
     return 0
 
 
@@ -147,4 +156,5 @@ def register_live(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "--workers", type=positive_int, default=DEFAULT_WORKERS, help="page views served at once"
     )
+    add_tracking_options(p)
     p.set_defaults(run=_live)

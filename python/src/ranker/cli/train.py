@@ -11,9 +11,14 @@ from typing import Any
 
 import polars as pl
 
-from ranker.cli.args import UserError, non_negative_int, positive_int
+from ranker.cli.args import (
+    UserError,
+    add_tracking_options,
+    non_negative_int,
+    positive_int,
+    tracking_uri,
+)
 from ranker.cli.features import add_engine_options, check_engine_options, feature_builder
-from ranker.tracking import DEFAULT_TRACKING_URI
 
 
 def _writable(directory: Path) -> None:
@@ -122,7 +127,7 @@ def _train(args: argparse.Namespace) -> int:
             args.name,
             version=args.version,
             quiet=args.quiet,
-            tracking_uri=None if args.no_tracking else args.tracking_uri,
+            tracking_uri=tracking_uri(args),
             **recipe,
         )
     except GateFailed as failed:
@@ -145,6 +150,13 @@ def _train(args: argparse.Namespace) -> int:
         print(f"trained {trained.distribution.describe()}")
     report = f" (report in {exported.directory}/report)" if trained.evaluation is not None else ""
     print(f"exported {exported.directory}{report}")
+    return 0
+
+
+def _tracking_uri(args: argparse.Namespace) -> int:
+    from ranker.tracking import default_tracking_uri
+
+    print(default_tracking_uri())
     return 0
 
 
@@ -271,13 +283,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _embedding_options(p)
     add_engine_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    p.add_argument(
-        "--tracking-uri",
-        default=DEFAULT_TRACKING_URI,
-        help="MLflow tracking store (default: a SQLite file under ./mlruns)",
-    )
-    p.add_argument("--no-tracking", action="store_true", help="do not record the run in MLflow")
+    add_tracking_options(p)
     p.set_defaults(run=_train)
+
+    p = sub.add_parser(
+        "tracking-uri",
+        help="print the MLflow tracking store the commands record to (what `make mlflow-ui` opens)",
+    )
+    p.set_defaults(run=_tracking_uri)
 
     p = sub.add_parser("evaluate", help="evaluate a model version on a click log's test split")
     p.add_argument("--model", type=Path, required=True, help="model version directory")

@@ -2,7 +2,7 @@
 
 Page views of one reader are not independent (a reader who clicks a lot does so
 on every page), so every interval treats the reader as the unit: a ratio
-metric such as CTR (clicks per page view) is sum(clicks) / sum(views) over
+metric such as clicks per page view is sum(clicks) / sum(views) over
 readers, with its variance from the delta method. The decision comes from a
 mixture sequential probability ratio test (mSPRT, normal mixture; Johari,
 Koomen, Pekelis and Walsh, "Peeking at A/B tests", KDD 2017), which stays valid

@@ -8,11 +8,13 @@ import shutil
 from pathlib import Path
 
 from ranker.export import artifact
+from ranker.tracking import ModelRegistry
 
 
-def promote(version_dir: Path, model_dir: Path) -> Path:
+def promote(version_dir: Path, model_dir: Path, tracking_uri: str | None = None) -> Path:
     """Copy `version_dir` to `model_dir/<version>` with metadata.json's model
-    name rewritten, published by one rename; returns the new directory."""
+    name rewritten, published by one rename; returns the new directory. With
+    `tracking_uri`, the promotion is registered in its MLflow Model Registry."""
     source = version_dir.resolve()
     target = model_dir / source.name
     with artifact.staged_version(target) as staging:
@@ -21,4 +23,6 @@ def promote(version_dir: Path, model_dir: Path) -> Path:
         meta = json.loads(meta_path.read_text())
         meta["model_name"] = model_dir.name
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    if tracking_uri is not None:
+        ModelRegistry(tracking_uri).promoted(source, target)
     return target

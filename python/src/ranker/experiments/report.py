@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -33,21 +35,30 @@ from ranker.experiments.analysis import (
     srm_p_value,
 )
 
-# The metrics, in report order. CTR is the primary: see PRIMARY_WHY.
+# The metrics, in report order; clicks per page view is the primary: see
+# PRIMARY_WHY. A page shows several articles and a reader may click more than
+# one, so clicks per page view can exceed 1: it is not a click-through rate
+# (clicks / articles shown), and nothing here calls it one.
 METRICS = {
-    "ctr": "CTR (clicks per page view)",
+    "clicks_per_page_view": "clicks per page view",
     "clicks_per_reader": "clicks per reader",
     "true_ndcg10": "true NDCG@10 (simulated truth)",
 }
-PRIMARY = "ctr"
+PRIMARY = "clicks_per_page_view"
 PRIMARY_WHY = (
-    "CTR is the primary metric: it is a per-page-view quantity whose scale does not "
-    "change as readers accumulate days, so one mixing variance (on the relative lift) "
-    "fits every look, and it does not mix the ranking's effect with how often readers "
-    "came back. Clicks per reader grows with the length of the experiment and carries "
-    "the spread of reader activity; it is reported beside it."
+    "Clicks per page view is the primary metric: it is a per-page-view quantity whose "
+    "scale does not change as readers accumulate days, so one mixing variance (on the "
+    "relative lift) fits every look, and it does not mix the ranking's effect with how "
+    "often readers came back. It counts every click on a page, which shows several "
+    "articles, so it can exceed 1; it is not a click-through rate (clicks / articles "
+    "shown). Clicks per reader grows with the length of the experiment and carries the "
+    "spread of reader activity; it is reported beside it."
 )
 DEFAULT_TAU = 0.1
+# A day counts as whole when the experiment's window covers at least this many
+# of its 24 hours: a window read from the data starts at the first page view
+# and ends at the last, a little inside days that were served whole.
+WHOLE_DAY_HOURS = 23.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,8 @@ class VariantDecision:
     reason: str
     sequential: SequentialResult
     alpha: float
-    # The always-valid interval for the relative CTR lift at the last look, as a share.
+    # The always-valid interval for the relative lift in clicks per page view at
+    # the last look, as a share.
     lift_interval: tuple[float, float]
     lift: float
     guardrail_breaches: list[str] = field(default_factory=list)
@@ -71,14 +83,74 @@ class ExperimentReport:
     tau: float
     days: list[str]
     counts: pl.DataFrame  # variant, readers, page_views, clicks at the last look
-    metrics: pl.DataFrame  # day, variant, metric, value, se, low, high
-    differences: pl.DataFrame  # day, variant, metric, value, se, low, high (vs control)
+    # day, variant, metric, value, se, low, high, readers and page_views so far
+    metrics: pl.DataFrame
+    # day, variant, metric, value, se, low, high (vs control), readers and
+    # page_views so far in the variant and the control together
+    differences: pl.DataFrame
     weights: dict[str, float]
     srm_p: float
     decisions: list[VariantDecision]
     readers_in_several_variants: int
     has_truth: bool
     guardrails: Guardrails | None
+    # day, page_views (that day), page_views_so_far, covered_hours, partial
+    day_sizes: pl.DataFrame
+
+    def look_label(self, day: str) -> str:
+        """The day, marked when partial with its page views: "2026-01-10
+        (partial: 42 page views)"."""
+        row = self.day_sizes.filter(pl.col("day") == day).row(0, named=True)
+        return day_label(day, row["page_views"], row["partial"])
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def day_sizes(times: pl.Series, window: tuple[datetime, datetime] | None = None) -> pl.DataFrame:
+    """Per UTC day of `times` (one per page view): its page views, those up to
+    and including it, the hours of the day inside the window (by default from
+    the first page view to the last) and whether the day is partial (the
+    window covers less than WHOLE_DAY_HOURS of it)."""
+    if isinstance(times.dtype, pl.Datetime) and times.dtype.time_zone is not None:
+        times = times.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    start, end = (times.min(), times.max()) if window is None else window
+    if not (isinstance(start, datetime) and isinstance(end, datetime)):
+        raise ValueError(f"page view times {times.dtype}: not times, or none")
+    start, end = _naive_utc(start), _naive_utc(end)
+    counts = (
+        pl.DataFrame({"date": times.dt.date()})
+        .group_by("date")
+        .agg(pl.len().cast(pl.Int64).alias("page_views"))
+        .sort("date")
+    )
+    rows = []
+    so_far = 0
+    for date, page_views in counts.iter_rows():
+        begins = datetime.combine(date, time())
+        overlap = min(end, begins + timedelta(days=1)) - max(start, begins)
+        hours = max(overlap.total_seconds() / 3600, 0.0)
+        so_far += page_views
+        rows.append((str(date), page_views, so_far, hours, hours < WHOLE_DAY_HOURS))
+    return pl.DataFrame(
+        rows,
+        schema={
+            "day": pl.String,
+            "page_views": pl.Int64,
+            "page_views_so_far": pl.Int64,
+            "covered_hours": pl.Float64,
+            "partial": pl.Boolean,
+        },
+        orient="row",
+    )
+
+
+def day_label(day: str, page_views: int, partial: bool) -> str:
+    """How a day is named in tables and charts: a partial day with its sample size."""
+    if partial:
+        return f"{day} (partial: {page_views:,} page views)"
+    return f"{day} ({page_views:,} page views)"
 
 
 def page_views(
@@ -158,7 +230,10 @@ def _arrays(readers: pl.DataFrame, variant: str, column: str) -> Array:
 def _estimates(readers: pl.DataFrame, variant: str, has_truth: bool) -> dict[str, Estimate]:
     views = _arrays(readers, variant, "views")
     clicks = _arrays(readers, variant, "clicks")
-    out = {"ctr": ratio_estimate(clicks, views), "clicks_per_reader": mean_estimate(clicks)}
+    out = {
+        "clicks_per_page_view": ratio_estimate(clicks, views),
+        "clicks_per_reader": mean_estimate(clicks),
+    }
     if has_truth:
         out["true_ndcg10"] = ratio_estimate(
             _arrays(readers, variant, "ndcg_sum"), _arrays(readers, variant, "ndcg_views")
@@ -176,8 +251,11 @@ def analyze(
     tau: float = DEFAULT_TAU,
     guardrails: Guardrails | None = None,
     limits: GuardrailLimits | None = None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> ExperimentReport:
-    """Every metric at every daily look, and each variant's decision."""
+    """Every metric at every daily look, and each variant's decision. The
+    `window` the experiment ran (UTC; by default from its first page view to
+    its last) says which days were served only in part."""
     if views.is_empty():
         raise ValueError(f"experiment {experiment!r}: no page views")
     # A reader seen in several variants (a forced variant, a reshuffled salt)
@@ -209,16 +287,27 @@ def analyze(
     for day in days:
         readers = _readers(views.filter(pl.col("day") <= day), bool(has_truth))
         per_variant = {v: _estimates(readers, v, bool(has_truth)) for v in variants}
+        # The sample behind every point: readers and page views so far.
+        sizes = {
+            v: (
+                readers.filter(pl.col("variant") == v).height,
+                int(readers.filter(pl.col("variant") == v)["views"].sum()),
+            )
+            for v in variants
+        }
         for variant, estimates in per_variant.items():
             for metric, est in estimates.items():
-                metric_rows.append((day, variant, metric, est.value, est.se, *est.interval()))
+                metric_rows.append(
+                    (day, variant, metric, est.value, est.se, *est.interval(), *sizes[variant])
+                )
         for t in treatments:
+            both = (sizes[t][0] + sizes[control][0], sizes[t][1] + sizes[control][1])
             for metric, est in per_variant[t].items():
                 diff = difference(est, per_variant[control][metric])
-                diff_rows.append((day, t, metric, diff.value, diff.se, *diff.interval()))
+                diff_rows.append((day, t, metric, diff.value, diff.se, *diff.interval(), *both))
             lift = log_lift(per_variant[t][PRIMARY], per_variant[control][PRIMARY])
             looks[t].append(Look(day, lift.value, lift.se**2))
-    columns = ["day", "variant", "metric", "value", "se", "low", "high"]
+    columns = ["day", "variant", "metric", "value", "se", "low", "high", "readers", "page_views"]
     metrics = pl.DataFrame(metric_rows, schema=columns, orient="row")
     differences = pl.DataFrame(diff_rows, schema=columns, orient="row")
     counts = (
@@ -270,6 +359,7 @@ def analyze(
         mixed.len(),
         bool(has_truth),
         guardrails,
+        day_sizes(views["time"], window),
     )
 
 
@@ -285,15 +375,49 @@ def _decide(result: SequentialResult, srm_p: float, breaches: list[str]) -> tupl
             f"the mSPRT statistic has not reached 1/alpha (largest log statistic "
             f"{peak:.2f} < {result.threshold:.2f})"
         )
-    lift = f"{math.expm1(result.lift_at_crossing):+.1%}"
+    lift = (
+        f"the relative lift in clicks per page view, {math.expm1(result.lift_at_crossing):+.1%}, "
+        f"crossed the threshold on {result.crossed_on}"
+    )
     if result.lift_at_crossing < 0:
-        return Decision.STOP, f"harm: CTR lift {lift} crossed the threshold on {result.crossed_on}"
+        return Decision.STOP, f"harm: {lift}"
     if breaches:
-        return Decision.STOP, (
-            f"CTR lift {lift} crossed the threshold on {result.crossed_on}, but a guardrail "
-            f"vetoes the ship: {'; '.join(breaches)}"
+        return Decision.STOP, f"{lift}, but a guardrail vetoes the ship: {'; '.join(breaches)}"
+    return Decision.SHIP, lift
+
+
+@dataclass(frozen=True)
+class EndOfRun:
+    """What became of a variant when its experiment ended, in plain words."""
+
+    promoted: bool
+    serving: str  # the version every reader gets now
+    readout: str
+
+
+def end_of_run(decision: VariantDecision, variant_version: str, control_version: str) -> EndOfRun:
+    """The decision and what serves now: a variant that did not ship is
+    rolled back, since an ended experiment cannot keep running."""
+    who = f"the {decision.variant} ({variant_version})"
+    if decision.decision is Decision.SHIP:
+        return EndOfRun(
+            True,
+            variant_version,
+            f"shipped: {decision.reason}; {who} was promoted; {variant_version} serves "
+            "every reader",
         )
-    return Decision.SHIP, f"CTR lift {lift} crossed the threshold on {result.crossed_on}"
+    rolled_back = f"{who} was rolled back; {control_version} serves"
+    if decision.decision is Decision.STOP:
+        harm = decision.sequential.lift_at_crossing < 0  # the reason starts "harm: "
+        readout = f"stopped {'for' if harm else 'by a guardrail:'} {decision.reason}; {rolled_back}"
+    elif decision.decision is Decision.KEEP_RUNNING:
+        readout = (
+            f"no decision within the run: {decision.reason}; {who} was rolled back because "
+            f"the run ended; {control_version} serves"
+        )
+    else:
+        readout = f"no valid decision: {decision.reason}; {rolled_back}"
+    return EndOfRun(False, control_version, readout)
 
 
 def _fmt(value: float, metric: str) -> str:
@@ -302,30 +426,44 @@ def _fmt(value: float, metric: str) -> str:
     return f"{value:.2f}" if metric == "clicks_per_reader" else f"{value:.4f}"
 
 
-def markdown(report: ExperimentReport) -> str:
+def markdown(report: ExperimentReport, ended: Mapping[str, EndOfRun] | None = None) -> str:
+    """The report; with `ended` (by variant), the experiment is over and each
+    of those variants' lines says what became of it and what serves now."""
     last = report.days[-1]
     lines = [
         f"# Experiment `{report.experiment}`",
         "",
         f"{len(report.days)} daily looks, {report.days[0]} to {last}; control `{report.control}`.",
-        "",
-        "## Decision",
-        "",
     ]
+    partial = report.day_sizes.filter(pl.col("partial"))
+    if not partial.is_empty():
+        lines += [
+            "",
+            "Served only in part (the window covers less than "
+            f"{WHOLE_DAY_HOURS:g} h of the day): "
+            + "; ".join(report.look_label(day) for day in partial["day"])
+            + ". Its points are hollow and joined by dashes in the charts.",
+        ]
+    lines += ["", "## Decision", ""]
     for d in report.decisions:
-        lines.append(f"- **`{d.variant}`: {d.decision.value}**: {d.reason}.")
+        if ended is not None and d.variant in ended:
+            lines.append(f"- **`{d.variant}`**: {ended[d.variant].readout}.")
+        else:
+            lines.append(f"- **`{d.variant}`: {d.decision.value}**: {d.reason}.")
     lines += [
         "",
         "## Method",
         "",
         "- The reader is the unit of analysis: a reader's page views are not independent. "
-        "Ratio metrics (CTR, true NDCG@10 per page view) are sum over readers / sum over "
+        "Ratio metrics (clicks per page view, true NDCG@10 per page view) are sum over "
+        "readers / sum over "
         "readers, with standard errors from the **delta method**; clicks per reader is a "
         "plain mean over readers. Intervals are 95 % normal intervals; those per look in "
         "the tables and charts are fixed-horizon intervals, valid for one look.",
         f"- {PRIMARY_WHY}",
         '- Decision: **mSPRT with a normal mixture** (Johari et al. 2017, "Peeking at A/B '
-        'tests") on the relative CTR lift theta = log(CTR_variant / CTR_control), estimated '
+        'tests") on the relative lift in clicks per page view theta = log(clicks per page '
+        "view of the variant / of the control), estimated "
         f"by the delta method at each daily look; mixing distribution theta ~ N(0, tau^2) "
         f"with **tau = {report.tau}** (relative lifts of about {report.tau:.0%}), "
         f"**alpha = {report.alpha}** "
@@ -340,7 +478,21 @@ def markdown(report: ExperimentReport) -> str:
         "- Guardrails: a variant whose server error rate is higher than the control's "
         "(one-sided two-proportion test) or whose p99 latency breaks the limits cannot ship.",
         "",
-        f"## Variants (at {last})",
+        "## Looks",
+        "",
+        "Each look reads every page view up to the end of its day.",
+        "",
+        "| look | page views that day | page views so far | hours of the day in the window |",
+        "|---|---|---|---|",
+    ]
+    for row in report.day_sizes.iter_rows(named=True):
+        lines.append(
+            f"| {report.look_label(row['day'])} | {row['page_views']:,} | "
+            f"{row['page_views_so_far']:,} | {row['covered_hours']:.1f} |"
+        )
+    lines += [
+        "",
+        f"## Variants (at {report.look_label(last)})",
         "",
         "| variant | readers | page views | clicks | "
         + " | ".join(METRICS[m] + " [95 % CI]" for m in _metric_names(report))
@@ -370,7 +522,7 @@ def markdown(report: ExperimentReport) -> str:
         ]
     lines += [
         "",
-        f"## Differences from `{report.control}` (at {last})",
+        f"## Differences from `{report.control}` (at {report.look_label(last)})",
         "",
         "| variant | metric | difference | 95 % CI (fixed horizon) |",
         "|---|---|---|---|",
@@ -383,7 +535,7 @@ def markdown(report: ExperimentReport) -> str:
         )
     lines += [
         "",
-        "## Sequential test (primary: CTR)",
+        "## Sequential test (primary: clicks per page view)",
         "",
         "| variant | relative lift | always-valid CI | log Lambda (last look) "
         "| threshold log(1/alpha) | crossed on |",
@@ -437,6 +589,30 @@ def _metric_names(report: ExperimentReport) -> list[str]:
     return [m for m in METRICS if report.has_truth or m != "true_ndcg10"]
 
 
+def plot_days(
+    ax: Any, x: Sequence[Any], y: Sequence[float], partial: Sequence[bool], **kw: Any
+) -> None:
+    """A line over days whose points on partial days are hollow and joined by
+    dashes, so a small last sample does not read as a drop."""
+    whole = [i for i, p in enumerate(partial) if not p]
+    (line,) = ax.plot([x[i] for i in whole], [y[i] for i in whole], marker="o", **kw)
+    color = line.get_color()
+    for i in (i for i, p in enumerate(partial) if p):
+        for j in (i - 1, i + 1):
+            if 0 <= j < len(x):
+                ax.plot([x[j], x[i]], [y[j], y[i]], linestyle="--", color=color)
+        ax.plot([x[i]], [y[i]], marker="o", markerfacecolor="none", color=color, linestyle="none")
+
+
+def _look_ticks(report: ExperimentReport) -> list[str]:
+    """MM-DD and the page views so far under each look; a partial day marked."""
+    ticks = []
+    for row in report.day_sizes.iter_rows(named=True):
+        mark = f"\npartial: +{row['page_views']:,}" if row["partial"] else ""
+        ticks.append(f"{row['day'][5:]}\nn={row['page_views_so_far']:,}{mark}")
+    return ticks
+
+
 def _charts(report: ExperimentReport, out: Path) -> None:
     import matplotlib
 
@@ -445,38 +621,48 @@ def _charts(report: ExperimentReport, out: Path) -> None:
 
     names = _metric_names(report)
     x = list(range(len(report.days)))
-    ticks = [d[5:] for d in report.days]  # MM-DD
-    fig, axes = plt.subplots(len(names), 2, figsize=(11, 3.2 * len(names)), squeeze=False)
+    ticks = _look_ticks(report)
+    partial = report.day_sizes["partial"].to_list()
+    note = " (hollow, dashed: partial day)" if any(partial) else ""
+    fig, axes = plt.subplots(len(names), 2, figsize=(11, 3.4 * len(names)), squeeze=False)
     for i, metric in enumerate(names):
         left, right = axes[i]
         for variant in report.counts["variant"]:
             rows = report.metrics.filter(
                 (pl.col("variant") == variant) & (pl.col("metric") == metric)
             ).sort("day")
-            left.plot(x, rows["value"], marker="o", label=variant)
+            plot_days(left, x, rows["value"].to_list(), partial, label=variant)
             left.fill_between(x, rows["low"], rows["high"], alpha=0.2)
         for d in report.decisions:
             rows = report.differences.filter(
                 (pl.col("variant") == d.variant) & (pl.col("metric") == metric)
             ).sort("day")
-            right.plot(x, rows["value"], marker="o", label=f"{d.variant} - {report.control}")
+            plot_days(
+                right, x, rows["value"].to_list(), partial, label=f"{d.variant} - {report.control}"
+            )
             right.fill_between(x, rows["low"], rows["high"], alpha=0.2)
         right.axhline(0, color="grey", linewidth=0.8)
-        left.set_title(f"{METRICS[metric]}, 95 % CI")
-        right.set_title("difference from control, 95 % CI")
+        left.set_title(f"{METRICS[metric]}, 95 % CI{note}", fontsize=9)
+        right.set_title("difference from control, 95 % CI", fontsize=9)
         for ax in (left, right):
-            ax.set_xticks(x, ticks, rotation=45, fontsize=7)
+            ax.set_xticks(x, ticks, fontsize=7)
+            ax.set_xlabel("look (n = page views so far)", fontsize=7)
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "metrics.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = plt.subplots(figsize=(7, 3.8))
     for d in report.decisions:
-        ax.plot(x, d.sequential.log_statistics, marker="o", label=f"{d.variant}: log Lambda")
+        plot_days(ax, x, d.sequential.log_statistics, partial, label=f"{d.variant}: log Lambda")
         ax.axhline(d.sequential.threshold, linestyle="--", color="red")
-    ax.set_title(f"mSPRT on the relative CTR lift (tau = {report.tau}); dashed: log(1/alpha)")
-    ax.set_xticks(x, ticks, rotation=45, fontsize=7)
+    ax.set_title(
+        f"mSPRT on the relative lift in clicks per page view (tau = {report.tau});\n"
+        f"red dashes: log(1/alpha){note}",
+        fontsize=9,
+    )
+    ax.set_xticks(x, ticks, fontsize=7)
+    ax.set_xlabel("look (n = page views so far)", fontsize=7)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "sequential.png", dpi=110)
@@ -494,11 +680,12 @@ def _finite(value: object) -> object:
     return value
 
 
-def write(report: ExperimentReport, out: Path) -> Path:
-    """report.md, metrics.png, sequential.png and report.json (the numbers) in `out`."""
+def write(report: ExperimentReport, out: Path, ended: Mapping[str, EndOfRun] | None = None) -> Path:
+    """report.md, metrics.png, sequential.png and report.json (the numbers) in
+    `out`; with `ended`, what became of each variant when the experiment ended."""
     out.mkdir(parents=True, exist_ok=True)
     _charts(report, out)
-    (out / "report.md").write_text(markdown(report))
+    (out / "report.md").write_text(markdown(report, ended))
     summary = {
         "experiment": report.experiment,
         "control": report.control,
@@ -518,8 +705,14 @@ def write(report: ExperimentReport, out: Path) -> Path:
                 "log_statistics": d.sequential.log_statistics,
                 "guardrail_breaches": d.guardrail_breaches,
             }
+            | (
+                {"readout": ended[d.variant].readout, "serving": ended[d.variant].serving}
+                if ended is not None and d.variant in ended
+                else {}
+            )
             for d in report.decisions
         ],
+        "day_sizes": report.day_sizes.to_dicts(),
         "metrics": report.metrics.to_dicts(),
         "differences": report.differences.to_dicts(),
     }
