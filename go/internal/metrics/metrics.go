@@ -39,7 +39,6 @@ type Metrics struct {
 	FeatureLatency    prometheus.Histogram
 	StateErrors       prometheus.Counter
 	StrictRefusals    *prometheus.CounterVec
-	Shedding
 	// VersionScores is Scores by model version too, for drift alerts that
 	// compare a version with itself (versions' score offsets differ).
 	VersionScores *versionScores
@@ -102,7 +101,6 @@ func New() *Metrics {
 			Name: "ranker_unknown_candidates_total", Help: "Rank candidates the catalog did not know (article features scored as missing).",
 		}),
 	}
-	m.Shedding = newShedding(reg)
 	m.VersionScores = &versionScores{hist: newScoreHistogram("ranker_version_scores",
 		"Distribution of candidate scores by model version (the newest versions seen per model), for drift alerts.",
 		"model", "version"), seen: map[string][]string{}}

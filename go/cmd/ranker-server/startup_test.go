@@ -1,8 +1,9 @@
-package server
+package main
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -60,11 +61,11 @@ func startRun(t *testing.T, ctx context.Context, args ...string) (addr string, d
 	}
 	logs := &listenAddr{addr: make(chan string, 1)}
 	done = make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, slog.New(logs)) }()
+	go func() { done <- run(ctx, cfg, slog.New(logs)) }()
 	select {
 	case addr = <-logs.addr:
 	case err := <-done:
-		t.Fatalf("Run returned before listening: %v", err)
+		t.Fatalf("run returned before listening: %v", err)
 	case <-time.After(5 * time.Second):
 	}
 	return addr, done
@@ -180,7 +181,10 @@ func TestNotReadyUntilAFirstVersionAppears(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := allFeaturesRequest(meta.FeatureNames, golden[:3])
+	req := &rankerv1.RankRequest{FeatureNames: meta.FeatureNames}
+	for i, r := range golden[:3] {
+		req.Candidates = append(req.Candidates, &rankerv1.Candidate{Id: fmt.Sprint("c", i), Features: r.Features})
+	}
 	_, rankErr := client.Rank(context.Background(), req)
 	_, infoErr := client.GetModelInfo(context.Background(), &rankerv1.GetModelInfoRequest{})
 	for name, err := range map[string]error{"Rank": rankErr, "GetModelInfo": infoErr} {
@@ -231,11 +235,20 @@ func TestAFixedVersionThatFailsStopsStartup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = Run(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	err = run(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), model.ModelONNX) {
 		t.Errorf("got %v, want an error naming %s", err, model.ModelONNX)
 	}
 	if errors.Is(err, context.Canceled) {
 		t.Error("the refusal came back as a cancellation")
+	}
+}
+
+func TestPanicsBecomeInternalErrors(t *testing.T) {
+	intercept := recoverPanics(slog.New(slog.DiscardHandler))
+	_, err := intercept(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/x/Y"},
+		func(context.Context, any) (any, error) { panic("boom") })
+	if st, _ := status.FromError(err); st.Code() != codes.Internal {
+		t.Errorf("got %v, want Internal", err)
 	}
 }
