@@ -207,6 +207,7 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 			logger.Warn("tracing shutdown failed", "error", err.Error())
 		}
 	}()
+	grpcMetrics := m.GRPCServer()
 	grpcServer := grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
 		grpc.ForceServerCodecV2(codec.Codec{}), // generated marshal code, no reflection
@@ -222,7 +223,10 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		grpc.StatsHandler(outcomes), // every status, decode failures included
 		grpc.InTapHandle(guard.Tap), grpc.StatsHandler(guard),
 		grpc.UnknownServiceHandler(server.UnknownMethod),
-		grpc.ChainUnaryInterceptor(tracing.UnaryInterceptor, recoverPanics(logger)),
+		// The standard gRPC series first: they see every answer a handler
+		// gives, auth refusals and recovered panics included.
+		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), tracing.UnaryInterceptor, recoverPanics(logger)),
+		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor()),
 		// Stop (after a drain timeout) waits for running handlers, so no
 		// model is closed under a request that is still scoring.
 		grpc.WaitForHandlers(true),
@@ -236,6 +240,7 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		reflection.Register(grpcServer)
 	}
 	outcomes.KnowMethods(grpcServer.GetServiceInfo())
+	grpcMetrics.InitializeMetrics(grpcServer) // every method's series at 0 from the start
 	// The whole server ("") is SERVING once it listens: liveness and startup
 	// probes ask that, and a pod waiting for its first model is alive, not
 	// stuck. The ranking service is SERVING once a model is (readiness).

@@ -90,6 +90,24 @@ func publish(t *testing.T, root, version string, broken bool) {
 	}
 }
 
+// goldenRequest ranks three golden rows of the news fixture, every feature sent.
+func goldenRequest(t *testing.T) *rankerv1.RankRequest {
+	t.Helper()
+	meta, err := model.ReadMetadata(modeltest.News(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden, err := model.ReadGolden(modeltest.News(t), len(meta.FeatureNames))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &rankerv1.RankRequest{FeatureNames: meta.FeatureNames}
+	for i, r := range golden[:3] {
+		req.Candidates = append(req.Candidates, &rankerv1.Candidate{Id: fmt.Sprint("c", i), Features: r.Features})
+	}
+	return req
+}
+
 func dial(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -173,18 +191,7 @@ func TestNotReadyUntilAFirstVersionAppears(t *testing.T) {
 			t.Errorf("health of %q with no model: got %v, want %v", service, got, want)
 		}
 	}
-	meta, err := model.ReadMetadata(modeltest.News(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden, err := model.ReadGolden(modeltest.News(t), len(meta.FeatureNames))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := &rankerv1.RankRequest{FeatureNames: meta.FeatureNames}
-	for i, r := range golden[:3] {
-		req.Candidates = append(req.Candidates, &rankerv1.Candidate{Id: fmt.Sprint("c", i), Features: r.Features})
-	}
+	req := goldenRequest(t)
 	_, rankErr := client.Rank(context.Background(), req)
 	_, infoErr := client.GetModelInfo(context.Background(), &rankerv1.GetModelInfoRequest{})
 	for name, err := range map[string]error{"Rank": rankErr, "GetModelInfo": infoErr} {
