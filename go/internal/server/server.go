@@ -175,7 +175,7 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	if err != nil {
 		return nil, err
 	}
-	rt, err := s.route(ctx, r)
+	rt, err := s.route(ctx, &r)
 	if err != nil {
 		return nil, err
 	}
@@ -183,27 +183,27 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 		variantLabel = rt.variant.Name
 		if il := rt.variant.Interleave; il != nil {
 			modelLabel = experiment.InterleavedName(il.A, il.B)
-			return s.rankInterleaved(ctx, r, rt)
+			return s.rankInterleaved(ctx, &r, rt)
 		}
 	}
 	modelLabel = rt.model
-	version, err := s.acquire(r, rt)
+	version, err := s.acquire(&r, rt)
 	if err != nil {
 		return nil, err
 	}
 	defer version.Release()
 	m := version.Model
 	modelLabel = m.Meta.ModelName
-	if err := s.strictLayout(r, m); err != nil {
+	if err := s.strictLayout(&r, m); err != nil {
 		return nil, err
 	}
-	release, err := s.admit(ctx, r, m)
+	release, err := s.admit(ctx, &r, m)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
 
-	sc, err := s.mapAndFill(ctx, r, m, tracing.SpanMapping)
+	sc, err := s.mapAndFill(ctx, &r, m, tracing.SpanMapping)
 	if err != nil {
 		return nil, s.scoringStatus(ctx, err, r.id)
 	}
@@ -211,18 +211,18 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	if err := s.scoringStatus(ctx, s.score(ctx, sc, s.scoring.Parts(len(r.GetCandidates()))), r.id); err != nil {
 		return nil, err
 	}
-	if err := s.strictCandidates(r, sc); err != nil {
+	if err := s.strictCandidates(&r, sc); err != nil {
 		return nil, err
 	}
-	missing, stateError := s.observe(ctx, r, sc)
+	missing, stateError := s.observe(ctx, &r, sc)
 
-	k := topK(r)
-	out := s.answer(r, request.TopOrder(sc.scores, k), sc, func(i, _ int) float32 { return sc.scores[i] })
+	k := topK(&r)
+	out := s.answer(&r, request.TopOrder(sc.scores, k), sc, func(i, _ int) float32 { return sc.scores[i] })
 	if err := s.callerGone(ctx); err != nil { // gone while the answer was built: it was never shown
 		return nil, err
 	}
 	experimentName := rt.experimentName()
-	s.logExposure(r, out, m.Meta.ModelName, m.Meta.ModelVersion, experimentName, variantLabel, nil, nil)
+	s.logExposure(&r, out, m.Meta.ModelName, m.Meta.ModelVersion, experimentName, variantLabel, nil, nil)
 	// A shadow equal to the (newest) model that answered would only record 1.0.
 	if exp := rt.experiment; exp != nil && exp.Shadow != nil && (exp.Shadow.Model != m.Meta.ModelName || rt.pinned != "") {
 		s.startShadow(exp, r, sc.scores)
@@ -241,7 +241,7 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 		Experiment:        experimentName,
 		Variant:           variantLabel,
 		UnknownCandidates: sc.unknown,
-		FeatureNames:      returnedFeatureNames(r, m),
+		FeatureNames:      returnedFeatureNames(&r, m),
 		FeatureStateError: stateError,
 	}, nil
 }
@@ -249,8 +249,8 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 // validate checks req and gives it a request id and, when it has none, an
 // event time: the features describe this moment, and the shadow model sees
 // the same.
-func (s *Server) validate(ctx context.Context, req *rankerv1.RankRequest, now time.Time) (*rankRequest, error) {
-	r := &rankRequest{RankRequest: req, id: req.GetRequestId(), strict: request.IsStrict(req, s.strict)}
+func (s *Server) validate(ctx context.Context, req *rankerv1.RankRequest, now time.Time) (rankRequest, error) {
+	r := rankRequest{RankRequest: req, id: req.GetRequestId(), strict: request.IsStrict(req, s.strict)}
 	if r.id == "" {
 		r.id = newRequestID() // exposures and logs need one to join on
 	}
@@ -259,7 +259,7 @@ func (s *Server) validate(ctx context.Context, req *rankerv1.RankRequest, now ti
 		if s.logger.Enabled(ctx, slog.LevelDebug) {
 			s.requestLogger(ctx, r.id).Debug("rank rejected", "error", err)
 		}
-		return nil, err
+		return r, err
 	}
 	if req.EventTime == nil {
 		req.EventTime = timestamppb.New(now)
@@ -438,8 +438,9 @@ func (s *Server) logExposure(r *rankRequest, out []*rankerv1.ScoredCandidate, mo
 }
 
 // startShadow scores the same candidates with the shadow model on the side,
-// if a shadow slot is free; it never delays or changes the response.
-func (s *Server) startShadow(exp *activeExperiment, r *rankRequest, primary []float32) {
+// if a shadow slot is free; it never delays or changes the response. It
+// takes its own copy of r: the request's stays on the handler's stack.
+func (s *Server) startShadow(exp *activeExperiment, r rankRequest, primary []float32) {
 	select {
 	case exp.shadowSlots <- struct{}{}:
 	default:
@@ -456,7 +457,7 @@ func (s *Server) startShadow(exp *activeExperiment, r *rankRequest, primary []fl
 		}
 		defer version.Release()
 		ctx := context.Background()
-		sc, err := s.mapAndFill(ctx, r, version.Model, "shadow mapping")
+		sc, err := s.mapAndFill(ctx, &r, version.Model, "shadow mapping")
 		if err == nil {
 			defer sc.release()
 			err = s.score(ctx, sc, 1) // side work: never on more than one core
