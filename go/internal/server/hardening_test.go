@@ -40,6 +40,40 @@ func retryDelay(err error) time.Duration {
 	return 0
 }
 
+// TestRefusalsBecomeStatusesCallersActOn: overload's refusals reach the
+// caller as the status a client retries on (RESOURCE_EXHAUSTED with a
+// delay), a limit it must change (RESOURCE_EXHAUSTED naming the flag), or
+// the end of a call it gave up.
+func TestRefusalsBecomeStatusesCallersActOn(t *testing.T) {
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		refusal overload.Refusal
+		ctx     context.Context
+		code    codes.Code
+		retry   bool   // a RetryInfo delay
+		reason  string // ErrorInfo
+	}{
+		{overload.Refusal{Reason: overload.ReasonQueueFull, Message: "busy", RetryAfter: time.Second}, context.Background(), codes.ResourceExhausted, true, "OVERLOADED"},
+		{overload.Refusal{Reason: overload.ReasonQueueTimeout, Message: "busy", RetryAfter: time.Second}, context.Background(), codes.ResourceExhausted, true, "OVERLOADED"},
+		{overload.Refusal{Reason: overload.ReasonInflight, Message: "busy", RetryAfter: 100 * time.Millisecond}, context.Background(), codes.ResourceExhausted, true, "OVERLOADED"},
+		{overload.Refusal{Reason: overload.ReasonMemory, Message: "10 candidates", Need: 20, Limit: 10}, context.Background(), codes.ResourceExhausted, false, "LIMIT_EXCEEDED"},
+		{overload.Refusal{Reason: overload.ReasonCallerGone}, cancelled, codes.Canceled, false, "CALLER_GONE"},
+	}
+	for _, tt := range tests {
+		err := RefusalStatus(tt.ctx, &tt.refusal)
+		if got := status.Code(err); got != tt.code {
+			t.Errorf("%s: got %v, want %v", tt.refusal.Reason, got, tt.code)
+		}
+		if got := retryDelay(err) > 0; got != tt.retry {
+			t.Errorf("%s: retry delay %v, want one: %v", tt.refusal.Reason, retryDelay(err), tt.retry)
+		}
+		if got := errorReason(err); got != tt.reason {
+			t.Errorf("%s: ErrorInfo reason %q, want %q", tt.refusal.Reason, got, tt.reason)
+		}
+	}
+}
+
 // chunkScorer counts the rows it scores and cancels the request after the
 // first chunk, as a caller whose deadline passes mid-request.
 type chunkScorer struct {

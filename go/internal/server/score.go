@@ -36,7 +36,8 @@ type scoring struct {
 // admit takes a scoring slot for r, scored with models (see
 // overload.Scoring.Admit); the returned func gives it back.
 func (s *Server) admit(ctx context.Context, r *rankRequest, models ...*model.Model) (release func(), err error) {
-	work := overload.Work{Candidates: len(r.GetCandidates()), EchoFeatures: r.GetReturnFeatures()}
+	var counts [2]int // one model, or an interleaved pair: no allocation
+	work := overload.Work{Candidates: len(r.GetCandidates()), ModelFeatures: counts[:0], EchoFeatures: r.GetReturnFeatures()}
 	for _, m := range models {
 		work.ModelFeatures = append(work.ModelFeatures, len(m.Meta.FeatureNames))
 	}
