@@ -19,8 +19,10 @@
 //     request's rows are scored in, one per idle core, counting the
 //     requests scoring, the calls open (Guard.Open) and the cores other
 //     processes keep busy (SampleOtherLoad, load.go). This is the one place
-//     that decides scoring parallelism; the server and the scoring kernel
-//     take its answer.
+//     that decides scoring parallelism: the server scores that many
+//     contiguous ranges at once, each in chunks on one goroutine, and the
+//     native kernel (treeensemble.Ensemble.Score) splits only by the part
+//     count its caller passes, never by GOMAXPROCS on its own.
 //
 // The package names no gRPC status: it returns a Refusal (a reason, a
 // message naming the flag, a retry delay), and the server maps it to one.

@@ -50,14 +50,14 @@ type ModelMapping struct {
 
 // StrictLayout is INVALID_ARGUMENT for a strict request that lacks a
 // feature of any of models (neither sent nor computable by the server's
-// feature engine) or sends a name none of them uses, with the reasons that
+// feature engine) or sends a name none of them uses, after the reasons that
 // apply (StrictMissingFeatures, StrictUnknownFeatures); nil when it has
 // neither.
 //
 // This checks the request's layout, before any scoring; StrictCandidates
 // checks, after the features are computed, the candidates they could not be
 // computed for.
-func StrictLayout(req *rankerv1.RankRequest, contextKeys []string, models ...ModelMapping) (refusal error, reasons []string) {
+func StrictLayout(req *rankerv1.RankRequest, contextKeys []string, models ...ModelMapping) (reasons []string, refusal error) {
 	var missing []string
 	unknown := map[string]bool{} // names no model uses
 	for i, m := range models {
@@ -123,8 +123,8 @@ func StrictLayout(req *rankerv1.RankRequest, contextKeys []string, models ...Mod
 	}
 	msg := fmt.Sprintf("strictness: the request %s (%s; send STRICTNESS_LENIENT to score them as missing)",
 		strings.Join(parts, "; and "), of)
-	return strictStatus(msg, violations, map[string]string{
-		"missing": fmt.Sprint(len(missing)), "unknown": fmt.Sprint(len(unknownNames))}), reasons
+	return reasons, strictStatus(msg, violations, map[string]string{
+		"missing": fmt.Sprint(len(missing)), "unknown": fmt.Sprint(len(unknownNames))})
 }
 
 // StrictCandidates is INVALID_ARGUMENT for a strict request with candidates

@@ -222,7 +222,7 @@ func (s *Server) strictLayout(r *rankRequest, models ...*model.Model) error {
 		mapped[i] = request.ModelMapping{Name: m.Meta.ModelName, Version: m.Meta.ModelVersion,
 			Mapping: s.mappings.Get(m.Meta.FeatureHash, m.Meta.FeatureNames, r.GetFeatureNames(), r.contextKeys, computable)}
 	}
-	refusal, reasons := request.StrictLayout(r.RankRequest, r.contextKeys, mapped...)
+	reasons, refusal := request.StrictLayout(r.RankRequest, r.contextKeys, mapped...)
 	for _, m := range models {
 		for _, reason := range reasons {
 			s.metrics.StrictRefusals.WithLabelValues(m.Meta.ModelName, reason).Inc()
