@@ -12,7 +12,6 @@ import (
 	"syscall"
 
 	"ranker/internal/config"
-	"ranker/internal/server"
 )
 
 func main() {
@@ -28,7 +27,7 @@ func main() {
 	slog.SetDefault(logger)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := server.Run(ctx, cfg, logger); err != nil {
+	if err := run(ctx, cfg, logger); err != nil {
 		logger.Error("ranker-server stopped", "error", err.Error())
 		os.Exit(1)
 	}

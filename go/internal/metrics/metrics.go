@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -19,6 +20,10 @@ import (
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
+
+// latencyBuckets span 0.1 ms to about 3 s: a Rank of a few hundred
+// candidates takes well under a millisecond.
+var latencyBuckets = prometheus.ExponentialBuckets(0.0001, 2, 16)
 
 // Metrics are every series the server exports.
 type Metrics struct {
@@ -39,7 +44,6 @@ type Metrics struct {
 	FeatureLatency    prometheus.Histogram
 	StateErrors       prometheus.Counter
 	StrictRefusals    *prometheus.CounterVec
-	Shedding
 	// VersionScores is Scores by model version too, for drift alerts that
 	// compare a version with itself (versions' score offsets differ).
 	VersionScores *versionScores
@@ -56,7 +60,7 @@ func New() *Metrics {
 		}, []string{"method", "code", "model", "variant"}),
 		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ranker_request_duration_seconds", Help: "Time to answer a gRPC request.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+			Buckets: latencyBuckets,
 		}, []string{"method"}),
 		Candidates: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "ranker_candidates_per_request", Help: "Candidates in each Rank request.",
@@ -102,7 +106,6 @@ func New() *Metrics {
 			Name: "ranker_unknown_candidates_total", Help: "Rank candidates the catalog did not know (article features scored as missing).",
 		}),
 	}
-	m.Shedding = newShedding(reg)
 	m.VersionScores = &versionScores{hist: newScoreHistogram("ranker_version_scores",
 		"Distribution of candidate scores by model version (the newest versions seen per model), for drift alerts.",
 		"model", "version"), seen: map[string][]string{}}
@@ -328,4 +331,18 @@ func (s *servingInfo) Collect(ch chan<- prometheus.Metric) {
 	for name, version := range s.serving() {
 		ch <- prometheus.MustNewConstMetric(s.desc, prometheus.GaugeValue, 1, name, version)
 	}
+}
+
+// GRPCServer registers the standard gRPC server series that stock gRPC
+// dashboards and alerts read (grpc_server_started_total,
+// grpc_server_handled_total, grpc_server_msg_received_total,
+// grpc_server_msg_sent_total, and the grpc_server_handling_seconds
+// histogram, on the ranker's latency buckets), and returns their
+// interceptors. They count the calls that reach a handler; the calls
+// refused before (by the overload guard, or a message that does not decode)
+// are in ranker_rpc_outcomes_total.
+func (m *Metrics) GRPCServer() *grpcprom.ServerMetrics {
+	sm := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(latencyBuckets)))
+	m.Registry.MustRegister(sm)
+	return sm
 }

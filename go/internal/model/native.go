@@ -41,9 +41,11 @@ func newNativeScorer(path string, raw []byte, nFeatures int, scoringPath string)
 	return &NativeScorer{ensemble: e}, nil
 }
 
-// Score implements Scorer.
+// Score implements Scorer, on the calling goroutine: a caller that wants a
+// request scored on several cores splits it (the server does, in the parts
+// overload.Scoring.Parts decides).
 func (s *NativeScorer) Score(rows []float32, n int, out []float32) error {
-	return s.ensemble.Score(rows, n, out)
+	return s.ensemble.Score(rows, n, out, 1)
 }
 
 // Backend implements Scorer: the scoring path and vector level chosen at

@@ -53,11 +53,8 @@ func BenchmarkScore(b *testing.B) {
 				b.Fatal(err)
 			}
 			scorers := map[string]func(rows []float32, n int, out []float32) error{
-				"native":      native.Score,
+				"native":      inParts(native.Ensemble(), threads),
 				"onnxruntime": ort.Score,
-			}
-			if threads == 1 {
-				scorers["native"] = native.Ensemble().ScoreSerial
 			}
 			backends := []string{"native", "onnxruntime"}
 			for _, level := range treeensemble.SIMDLevels() {
@@ -67,10 +64,7 @@ func BenchmarkScore(b *testing.B) {
 				}
 				backend := "native-" + level
 				backends = append(backends, backend)
-				scorers[backend] = e.Score
-				if threads == 1 {
-					scorers[backend] = e.ScoreSerial
-				}
+				scorers[backend] = inParts(e, threads)
 			}
 			for _, backend := range backends {
 				score := scorers[backend]
@@ -163,7 +157,7 @@ func BenchmarkKernelCPU(b *testing.B) {
 				b.Fatal(err)
 			}
 			backends = append(backends, "native-"+level)
-			scorers["native-"+level] = e.ScoreSerial
+			scorers["native-"+level] = inParts(e, 1)
 		}
 		for _, backend := range backends {
 			score := scorers[backend]
@@ -191,4 +185,9 @@ func BenchmarkKernelCPU(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// inParts is e's Score split into parts, as the caller decides it.
+func inParts(e *treeensemble.Ensemble, parts int) func(rows []float32, n int, out []float32) error {
+	return func(rows []float32, n int, out []float32) error { return e.Score(rows, n, out, parts) }
 }

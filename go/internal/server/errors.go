@@ -1,55 +1,28 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"ranker/internal/auth"
+	"ranker/internal/registry"
+	"ranker/internal/rpcerr"
 )
 
-// errorDomain names this service in google.rpc.ErrorInfo details.
-const errorDomain = auth.ErrorDomain
-
-// withField is a status whose message is "field: description", with a
-// google.rpc.BadRequest field violation beside it, so a client acts on the
-// field without parsing the message. The message itself is unchanged for
-// clients that only read text.
-func withField(code codes.Code, msg string) error {
-	st := status.New(code, msg)
-	field, description, ok := strings.Cut(msg, ": ")
-	if !ok {
-		return st.Err()
-	}
-	if detailed, err := st.WithDetails(&errdetails.BadRequest{
-		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: description}},
-	}); err == nil {
-		return detailed.Err()
-	}
-	return st.Err() // the details failed to marshal; the message still names the field
-}
-
-// invalid is INVALID_ARGUMENT; format starts with the field name and ": ".
-func invalid(format string, args ...any) error {
-	return withField(codes.InvalidArgument, fmt.Sprintf(format, args...))
-}
-
-// overLimit is RESOURCE_EXHAUSTED for a request over a configured bound:
-// the field it is about (BadRequest), and the limit and the flag that sets
-// it (ErrorInfo), so an operator knows what to raise.
-func overLimit(field string, got, limit int64, flag, format string, args ...any) error {
-	msg := fmt.Sprintf("%s: %s, over the limit of %d (--%s)", field, fmt.Sprintf(format, args...), limit, flag)
-	st := status.New(codes.ResourceExhausted, msg)
+// unknownModel is NOT_FOUND for a model name the server does not serve,
+// quoting the name short.
+func (s *Server) unknownModel(name string) error {
+	description := fmt.Sprintf("%s is not served (serving %v)", rpcerr.Quote(name), s.models.Names())
+	st := status.New(codes.NotFound, "model_name: "+description)
 	detailed, err := st.WithDetails(
-		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: msg}}},
-		&errdetails.ErrorInfo{Reason: "LIMIT_EXCEEDED", Domain: errorDomain, Metadata: map[string]string{
-			"flag": flag, "limit": fmt.Sprint(limit), "requested": fmt.Sprint(got)}},
+		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "model_name", Description: description}}},
+		rpcerr.ModelResource(name, fmt.Sprintf("serving %v", s.models.Names())),
 	)
 	if err != nil {
 		return st.Err()
@@ -57,33 +30,53 @@ func overLimit(field string, got, limit int64, flag, format string, args ...any)
 	return detailed.Err()
 }
 
-// overloaded is RESOURCE_EXHAUSTED for a request shed because the server is
-// busy, with why (ErrorInfo metadata "cause") and the delay after which a
-// retry is sensible.
-func overloaded(cause, msg string, retryAfter time.Duration) error {
-	return failure(codes.ResourceExhausted, "OVERLOADED", map[string]string{"cause": cause}, msg,
-		&errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
+// modelUnavailable is UNAVAILABLE for a model that has no version serving
+// yet (MODEL_NOT_READY), or a server shutting down (SHUTTING_DOWN): a retry,
+// later or on another replica, may succeed.
+func modelUnavailable(name string, err error) error {
+	reason := "MODEL_NOT_READY"
+	if errors.Is(err, registry.ErrClosed) {
+		reason = "SHUTTING_DOWN"
+	}
+	return rpcerr.Failure(codes.Unavailable, reason, map[string]string{"model": rpcerr.Shortened(name)}, fmt.Sprintf("model: %v", err),
+		rpcerr.ModelResource(name, err.Error()), &errdetails.RetryInfo{RetryDelay: durationpb.New(rpcerr.RetryAfterUnavailable)})
 }
 
-// failure is a status with a google.rpc.ErrorInfo saying why in a word
-// (reason, in this service's domain, with metadata), and any further details:
-// for the errors that name no request field.
-func failure(code codes.Code, reason string, metadata map[string]string, msg string, more ...protoadapt.MessageV1) error {
-	st := status.New(code, msg)
-	details := append([]protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain, Metadata: metadata}}, more...)
-	detailed, err := st.WithDetails(details...)
+// variantUnavailable is UNAVAILABLE for an interleaved variant one of whose
+// models (at its key of the experiment config) cannot be acquired.
+func variantUnavailable(experimentName, variant, key, modelName string, err error) error {
+	return rpcerr.Failure(codes.Unavailable, "VARIANT_MODEL_UNAVAILABLE",
+		map[string]string{"experiment": experimentName, "variant": variant, "model": modelName},
+		fmt.Sprintf("experiment %s variant %s: %s: %v", experimentName, variant, key, err), rpcerr.ModelResource(modelName, err.Error()))
+}
+
+// versionNotLoaded is NOT_FOUND for a pinned model_version that is not
+// loaded: the field (BadRequest), the model version asked for
+// (ResourceInfo), and the versions that are loaded, in the message too.
+func versionNotLoaded(e *registry.VersionNotLoadedError) error {
+	loaded := "loaded: " + e.Serving
+	if len(e.Pinned) > 0 {
+		loaded += " (serving), " + strings.Join(e.Pinned, ", ") + " (pinned by the experiment)"
+	}
+	description := fmt.Sprintf("%s of model %s is not loaded; %s", rpcerr.Quote(e.Version), e.Model, loaded)
+	st := status.New(codes.NotFound, "model_version: "+description)
+	detailed, err := st.WithDetails(
+		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "model_version", Description: description}}},
+		&errdetails.ResourceInfo{ResourceType: "ranker.v1.ModelVersion", ResourceName: e.Model + "/" + rpcerr.Shortened(e.Version),
+			Description: loaded},
+		&errdetails.ErrorInfo{Reason: "MODEL_VERSION_NOT_LOADED", Domain: rpcerr.Domain, Metadata: map[string]string{
+			"model": e.Model, "serving_version": e.Serving, "pinned_versions": strings.Join(e.Pinned, ",")}},
+	)
 	if err != nil {
 		return st.Err()
 	}
 	return detailed.Err()
 }
 
-// modelResource is the google.rpc.ResourceInfo of a model (by name).
-func modelResource(name, description string) *errdetails.ResourceInfo {
-	return &errdetails.ResourceInfo{ResourceType: "ranker.v1.Model", ResourceName: shortened(name), Description: description}
+// UnknownMethod answers a method the server does not have. gRPC's own answer
+// skips the stats handlers, so such calls would go uncounted; this one goes
+// through them like any other call.
+func UnknownMethod(_ any, stream grpc.ServerStream) error {
+	method, _ := grpc.MethodFromServerStream(stream)
+	return status.Errorf(codes.Unimplemented, "unknown method %s", rpcerr.Quote(method))
 }
-
-// retryAfterUnavailable is the RetryInfo delay of an UNAVAILABLE answer
-// that passes once something outside the request recovers (a model
-// loading, the feature state reconnecting).
-const retryAfterUnavailable = time.Second

@@ -13,6 +13,8 @@ import (
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/features"
+	"ranker/internal/request"
+	"ranker/internal/rpcerr"
 )
 
 // micros converts a timestamp to microseconds since the epoch; 0 (refused as
@@ -28,8 +30,8 @@ func rejections(in []features.Rejection) []*rankerv1.Rejection {
 	out := make([]*rankerv1.Rejection, len(in))
 	for i, r := range in {
 		id := r.ID
-		if len(id) > maxCandidateIDBytes { // an overlong id is refused for its length: echo only its start
-			id = id[:maxCandidateIDBytes]
+		if len(id) > request.MaxCandidateIDBytes { // an overlong id is refused for its length: echo only its start
+			id = id[:request.MaxCandidateIDBytes]
 		}
 		out[i] = &rankerv1.Rejection{Id: id, Field: r.Field, Reason: r.Reason}
 	}
@@ -38,7 +40,7 @@ func rejections(in []features.Rejection) []*rankerv1.Rejection {
 
 func (s *Server) stateOrError() (features.Service, error) {
 	if s.features == nil {
-		return nil, failure(codes.FailedPrecondition, "NO_FEATURE_STATE", nil, "this server keeps no feature state",
+		return nil, rpcerr.Failure(codes.FailedPrecondition, "NO_FEATURE_STATE", nil, "this server keeps no feature state",
 			&errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{
 				Type: "FEATURE_STATE", Subject: "ranker-server", Description: "the server runs without feature state"}}})
 	}
@@ -57,7 +59,7 @@ func (s *Server) UpsertArticles(ctx context.Context, req *rankerv1.UpsertArticle
 		return nil, err
 	}
 	if n := len(req.GetArticles()); n > features.MaxBatch {
-		return nil, withField(codes.ResourceExhausted, fmt.Sprintf("articles: %d exceed the limit of %d per call", n, features.MaxBatch))
+		return nil, rpcerr.WithField(codes.ResourceExhausted, fmt.Sprintf("articles: %d exceed the limit of %d per call", n, features.MaxBatch))
 	}
 	articles := make([]features.Article, len(req.GetArticles()))
 	for i, a := range req.GetArticles() {
@@ -85,7 +87,7 @@ func (s *Server) RecordEvents(ctx context.Context, req *rankerv1.RecordEventsReq
 		return nil, err
 	}
 	if n := len(req.GetImpressions()) + len(req.GetClicks()); n > features.MaxBatch {
-		return nil, withField(codes.ResourceExhausted, fmt.Sprintf("impressions: %d events (impressions and clicks) exceed the limit of %d per call", n, features.MaxBatch))
+		return nil, rpcerr.WithField(codes.ResourceExhausted, fmt.Sprintf("impressions: %d events (impressions and clicks) exceed the limit of %d per call", n, features.MaxBatch))
 	}
 	impressions := make([]features.Impression, len(req.GetImpressions()))
 	for i, e := range req.GetImpressions() {
@@ -117,6 +119,6 @@ func (s *Server) countEvents(kind string, res features.Result) {
 // take: nothing of it was recorded, and the same batch may be retried (event
 // ids make a retry count once).
 func stateUnavailable(err error) error {
-	return failure(codes.Unavailable, "STATE_UNAVAILABLE", nil, fmt.Sprintf("state: %v", err),
-		&errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfterUnavailable)})
+	return rpcerr.Failure(codes.Unavailable, "STATE_UNAVAILABLE", nil, fmt.Sprintf("state: %v", err),
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(rpcerr.RetryAfterUnavailable)})
 }

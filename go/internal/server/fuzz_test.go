@@ -13,6 +13,8 @@ import (
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/features"
 	"ranker/internal/metrics"
+	"ranker/internal/overload"
+	"ranker/internal/request"
 )
 
 // FuzzRank drives the whole Rank path (validation, layout mapping, features
@@ -37,8 +39,8 @@ func FuzzRank(f *testing.F) {
 	}); err != nil {
 		f.Fatal(err)
 	}
-	s := New(reg, Options{Limits: Limits{MaxCandidates: 64, MaxFeatures: 64, MaxRequestMemory: 1 << 20},
-		Admission: Admission{MaxScoring: 2, MaxQueue: 4, QueueTimeout: time.Second},
+	s := New(reg, Options{Limits: request.Limits{MaxCandidates: 64, MaxFeatures: 64, MaxRequestMemory: 1 << 20},
+		Admission: overload.Admission{MaxScoring: 2, MaxQueue: 4, QueueTimeout: time.Second},
 		Metrics:   metrics.New(), Features: state}, logger)
 
 	seeds := []*rankerv1.RankRequest{

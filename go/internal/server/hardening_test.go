@@ -3,24 +3,18 @@ package server
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
-	"ranker/internal/metrics"
+	"ranker/internal/overload"
 )
 
 // violatedFields lists the fields of a status's BadRequest details.
@@ -36,52 +30,6 @@ func violatedFields(st *status.Status) []string {
 	return fields
 }
 
-func TestAdmissionShedsFastWhenSlotsAndQueueAreFull(t *testing.T) {
-	a := newAdmission(Admission{MaxScoring: 1, MaxQueue: 1, QueueTimeout: 50 * time.Millisecond})
-	ctx := context.Background()
-	release, _, err := a.acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// One waits in the queue (and times out); meanwhile a third finds the
-	// queue full and is refused without waiting.
-	var wg sync.WaitGroup
-	var queuedErr error
-	var queuedReason string
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_, queuedReason, queuedErr = a.acquire(ctx)
-	}()
-	for a.waiting.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	start := time.Now()
-	_, reason, err := a.acquire(ctx)
-	if took := time.Since(start); reason != "queue_full" || status.Code(err) != codes.ResourceExhausted || took > 20*time.Millisecond {
-		t.Errorf("queue full: got %q %v after %v, want queue_full ResourceExhausted at once", reason, err, took)
-	}
-	if d := retryDelay(err); d <= 0 {
-		t.Errorf("queue full: no RetryInfo in %v", err)
-	}
-	wg.Wait()
-	if queuedReason != "queue_timeout" || status.Code(queuedErr) != codes.ResourceExhausted {
-		t.Errorf("queued: got %q %v, want queue_timeout ResourceExhausted", queuedReason, queuedErr)
-	}
-
-	gone, cancel := context.WithCancel(ctx)
-	cancel()
-	if _, reason, err := a.acquire(gone); reason != "caller_gone" || status.Code(err) != codes.Canceled {
-		t.Errorf("cancelled caller: got %q %v, want caller_gone Canceled", reason, err)
-	}
-	release()
-	release2, _, err := a.acquire(ctx)
-	if err != nil {
-		t.Fatalf("a freed slot is taken again: %v", err)
-	}
-	release2()
-}
-
 func retryDelay(err error) time.Duration {
 	st, _ := status.FromError(err)
 	for _, d := range st.Details() {
@@ -90,6 +38,40 @@ func retryDelay(err error) time.Duration {
 		}
 	}
 	return 0
+}
+
+// TestRefusalsBecomeStatusesCallersActOn: overload's refusals reach the
+// caller as the status a client retries on (RESOURCE_EXHAUSTED with a
+// delay), a limit it must change (RESOURCE_EXHAUSTED naming the flag), or
+// the end of a call it gave up.
+func TestRefusalsBecomeStatusesCallersActOn(t *testing.T) {
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		refusal overload.Refusal
+		ctx     context.Context
+		code    codes.Code
+		retry   bool   // a RetryInfo delay
+		reason  string // ErrorInfo
+	}{
+		{overload.Refusal{Reason: overload.ReasonQueueFull, Message: "busy", RetryAfter: time.Second}, context.Background(), codes.ResourceExhausted, true, "OVERLOADED"},
+		{overload.Refusal{Reason: overload.ReasonQueueTimeout, Message: "busy", RetryAfter: time.Second}, context.Background(), codes.ResourceExhausted, true, "OVERLOADED"},
+		{overload.Refusal{Reason: overload.ReasonInflight, Message: "busy", RetryAfter: 100 * time.Millisecond}, context.Background(), codes.ResourceExhausted, true, "OVERLOADED"},
+		{overload.Refusal{Reason: overload.ReasonMemory, Message: "10 candidates", Need: 20, Limit: 10}, context.Background(), codes.ResourceExhausted, false, "LIMIT_EXCEEDED"},
+		{overload.Refusal{Reason: overload.ReasonCallerGone}, cancelled, codes.Canceled, false, "CALLER_GONE"},
+	}
+	for _, tt := range tests {
+		err := RefusalStatus(tt.ctx, &tt.refusal)
+		if got := status.Code(err); got != tt.code {
+			t.Errorf("%s: got %v, want %v", tt.refusal.Reason, got, tt.code)
+		}
+		if got := retryDelay(err) > 0; got != tt.retry {
+			t.Errorf("%s: retry delay %v, want one: %v", tt.refusal.Reason, retryDelay(err), tt.retry)
+		}
+		if got := errorReason(err); got != tt.reason {
+			t.Errorf("%s: ErrorInfo reason %q, want %q", tt.refusal.Reason, got, tt.reason)
+		}
+	}
 }
 
 // chunkScorer counts the rows it scores and cancels the request after the
@@ -122,7 +104,7 @@ func TestScoringStopsWhenTheCallerIsGone(t *testing.T) {
 
 func TestExpiredDeadlineIsNotScoredNorCountedOK(t *testing.T) {
 	f := newFixture(t)
-	f.server.admit = newAdmission(Admission{MaxScoring: 2, MaxQueue: 2, QueueTimeout: time.Second})
+	f.server.scoring = overload.NewScoring(overload.Config{Admission: overload.Admission{MaxScoring: 2, MaxQueue: 2, QueueTimeout: time.Second}}, f.server.shedding)
 	req := allFeaturesRequest(f.model.Meta.FeatureNames, f.sampleQuery(t))
 	// The deadline passes in flight: the handler sees an expired context.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Nanosecond)
@@ -140,7 +122,7 @@ func TestExpiredDeadlineIsNotScoredNorCountedOK(t *testing.T) {
 	if got := testutil.ToFloat64(f.server.metrics.Requests.WithLabelValues("Rank", "OK", f.model.Meta.ModelName, "")); got != 0 {
 		t.Errorf("counted OK %v times, want 0", got)
 	}
-	if got := testutil.ToFloat64(f.server.metrics.Shed.WithLabelValues("caller_gone")); got != 1 {
+	if got := testutil.ToFloat64(f.server.shedding.Shed.WithLabelValues("caller_gone")); got != 1 {
 		t.Errorf("shed caller_gone %v, want 1", got)
 	}
 }
@@ -151,7 +133,7 @@ func TestRequestMemoryIsBoundedNamingTheFlag(t *testing.T) {
 	req := allFeaturesRequest(f.model.Meta.FeatureNames, rows)
 	nf := int64(len(f.model.Meta.FeatureNames))
 	need := int64(len(rows)) * (4*(nf+1) + 64)
-	f.server.limits.MaxRequestMemory = need // just enough
+	f.server.scoring = overload.NewScoring(overload.Config{MaxRequestMemory: need}, f.server.shedding) // just enough
 	if _, err := f.client.Rank(context.Background(), req); err != nil {
 		t.Fatalf("at the limit: %v", err)
 	}
@@ -204,145 +186,5 @@ func TestGetModelInfoQuotesAnUnknownNameShort(t *testing.T) {
 		if st.Code() != tt.code || !strings.Contains(st.Message(), tt.want) || len(st.Message()) > 300 {
 			t.Errorf("%d-byte name: got %v %q, want %v containing %q, short", len(tt.name), st.Code(), st.Message(), tt.code, tt.want)
 		}
-	}
-}
-
-// TestInflightLimitRefusesCallsOverTheServerWideBound holds streams open on
-// a real socket (health Watch calls stay open) from two connections.
-func TestInflightLimitRefusesCallsOverTheServerWideBound(t *testing.T) {
-	m := metrics.New()
-	outcomes := m.Outcomes()
-	guard := NewGuard(GuardOptions{MaxInflight: 2}, m, outcomes)
-	defer guard.Close()
-	g := grpc.NewServer(grpc.StatsHandler(outcomes), grpc.InTapHandle(guard.Tap), grpc.StatsHandler(guard))
-	h := health.NewServer()
-	healthpb.RegisterHealthServer(g, h)
-	outcomes.KnowMethods(g.GetServiceInfo())
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }()
-	defer g.Stop()
-	var clients []healthpb.HealthClient
-	for range 2 {
-		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = conn.Close() }()
-		clients = append(clients, healthpb.NewHealthClient(conn))
-	}
-	ctx := context.Background()
-	var cancels []context.CancelFunc
-	for i := range 2 {
-		watchCtx, cancel := context.WithCancel(ctx)
-		cancels = append(cancels, cancel)
-		w, err := clients[i].Watch(watchCtx, &healthpb.HealthCheckRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Recv(); err != nil { // the stream is open on the server
-			t.Fatal(err)
-		}
-	}
-	third := func() error { // a third open call: Watch's first reply proves it was admitted
-		watchCtx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		w, err := clients[1].Watch(watchCtx, &healthpb.HealthCheckRequest{})
-		if err == nil {
-			_, err = w.Recv()
-		}
-		return err
-	}
-	if err := third(); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--max-inflight") {
-		t.Fatalf("third call: got %v, want ResourceExhausted naming --max-inflight", err)
-	}
-	if got := testutil.ToFloat64(outcomes.Counter().WithLabelValues("Watch", "ResourceExhausted")); got != 1 {
-		t.Errorf("refused call counted %v times, want 1", got)
-	}
-	// Probes are answered however busy the server is.
-	if _, err := clients[1].Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
-		t.Errorf("health check while full: %v", err)
-	}
-	cancels[0]()
-	deadline := time.Now().Add(5 * time.Second)
-	for third() != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("a closed stream never gave its place back")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	cancels[1]()
-}
-
-// serveGuarded serves health on a real socket behind a guard.
-func serveGuarded(t *testing.T, opts GuardOptions) (*Guard, *metrics.Metrics, *grpc.ClientConn) {
-	t.Helper()
-	m := metrics.New()
-	outcomes := m.Outcomes()
-	guard := NewGuard(opts, m, outcomes)
-	t.Cleanup(guard.Close)
-	g := grpc.NewServer(grpc.StatsHandler(outcomes), grpc.InTapHandle(guard.Tap), grpc.StatsHandler(guard))
-	healthpb.RegisterHealthServer(g, health.NewServer())
-	outcomes.KnowMethods(g.GetServiceInfo())
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return guard, m, conn
-}
-
-// A stream that sends its headers and never its message (held half-open)
-// is ended after the read timeout, and gives its place back.
-func TestHalfOpenStreamsAreEndedAfterTheReadTimeout(t *testing.T) {
-	guard, m, conn := serveGuarded(t, GuardOptions{MaxInflight: 10, ReadTimeout: 200 * time.Millisecond})
-	stream, err := conn.NewStream(context.Background(), &grpc.StreamDesc{ServerStreams: true, ClientStreams: true},
-		"/grpc.health.v1.Health/Watch")
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	err = stream.RecvMsg(&healthpb.HealthCheckResponse{}) // no message sent: the server waits, then ends it
-	if err == nil || time.Since(start) > 5*time.Second {
-		t.Fatalf("got %v after %v, want the call ended after about 200ms", err, time.Since(start))
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for guard.open.Load() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d calls still open", guard.open.Load())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if got := testutil.ToFloat64(m.Shed.WithLabelValues("slow_request")); got != 1 {
-		t.Errorf("shed slow_request %v, want 1", got)
-	}
-}
-
-// Under memory pressure new calls are refused, naming the flag, while
-// health checks are still answered.
-func TestMemoryPressureRefusesNewCallsButNotProbes(t *testing.T) {
-	_, m, conn := serveGuarded(t, GuardOptions{MaxInflight: 10, ShedHeapBytes: 1}) // any heap is over 1 byte
-	client := healthpb.NewHealthClient(conn)
-	ctx := context.Background()
-	w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
-	if err == nil {
-		_, err = w.Recv()
-	}
-	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--shed-heap-bytes") {
-		t.Errorf("under pressure: got %v, want ResourceExhausted naming --shed-heap-bytes", err)
-	}
-	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
-		t.Errorf("health check under pressure: %v", err)
-	}
-	if got := testutil.ToFloat64(m.Shed.WithLabelValues("memory_pressure")); got != 1 {
-		t.Errorf("shed memory_pressure %v, want 1", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/experiment"
+	"ranker/internal/request"
 )
 
 // BenchmarkRankInterleaved compares one model's Rank with an interleaved
@@ -21,7 +22,7 @@ func BenchmarkRankInterleaved(b *testing.B) {
 			req.Candidates = append(req.Candidates, &rankerv1.Candidate{Id: fmt.Sprint(i), Features: golden[i%len(golden)].Features})
 		}
 		for _, variant := range []string{"single", "interleaved"} {
-			s := New(reg, Options{Limits: Limits{MaxCandidates: 5000, MaxFeatures: 512}}, logger)
+			s := New(reg, Options{Limits: request.Limits{MaxCandidates: 5000, MaxFeatures: 512}}, logger)
 			exp, err := experiment.Parse([]byte(`
 experiment:
   name: bench

@@ -13,6 +13,7 @@ import (
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/features"
+	"ranker/internal/request"
 )
 
 // BenchmarkRank calls the handler directly (no network) to show the cost and
@@ -22,7 +23,7 @@ import (
 func BenchmarkRank(b *testing.B) {
 	reg, m, golden, logger := testModels(b)
 	for _, split := range []int{0, 64} {
-		s := New(reg, Options{Limits: Limits{MaxCandidates: 5000, MaxFeatures: 512}, SplitMinRows: split}, logger)
+		s := New(reg, Options{Limits: request.Limits{MaxCandidates: 5000, MaxFeatures: 512}, SplitMinRows: split}, logger)
 		for _, n := range []int{100, 1000} {
 			req := &rankerv1.RankRequest{FeatureNames: m.Meta.FeatureNames}
 			for i := range n {
@@ -101,7 +102,7 @@ func BenchmarkRankByIDs(b *testing.B) {
 			if strings.Contains(c.name, "semantic") {
 				models = semanticReg
 			}
-			s := New(models, Options{Limits: Limits{MaxCandidates: 5000, MaxFeatures: 512}, Features: c.state}, logger)
+			s := New(models, Options{Limits: request.Limits{MaxCandidates: 5000, MaxFeatures: 512}, Features: c.state}, logger)
 			b.Run(fmt.Sprintf("candidates=%d/%s", n, c.name), func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {

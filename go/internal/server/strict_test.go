@@ -20,6 +20,7 @@ import (
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/features"
 	"ranker/internal/metrics"
+	"ranker/internal/request"
 )
 
 // details of one kind from an error's status.
@@ -243,7 +244,7 @@ func TestStrictModeOverManyNamesStaysSmall(t *testing.T) {
 	reg, m, golden, logger := testModels(t)
 	const maxFeatures = 512 // the --max-features default
 	g := grpc.NewServer()
-	rankerv1.RegisterRankingServiceServer(g, New(reg, Options{Limits: Limits{MaxCandidates: 10, MaxFeatures: maxFeatures}}, logger))
+	rankerv1.RegisterRankingServiceServer(g, New(reg, Options{Limits: request.Limits{MaxCandidates: 10, MaxFeatures: maxFeatures}}, logger))
 	client := rankerv1.NewRankingServiceClient(serveInProcess(t, g))
 	names := m.Meta.FeatureNames
 	req := allFeaturesRequest(names, golden[:1])
@@ -257,10 +258,10 @@ func TestStrictModeOverManyNamesStaysSmall(t *testing.T) {
 	if st.Code() != codes.InvalidArgument {
 		t.Fatalf("got %v, want InvalidArgument", err)
 	}
-	if got := len(violations(err)); got != maxStrictListed {
-		t.Errorf("got %d violations, want them capped at %d", got, maxStrictListed)
+	if got := len(violations(err)); got != request.MaxStrictListed {
+		t.Errorf("got %d violations, want them capped at %d", got, request.MaxStrictListed)
 	}
-	extra := maxFeatures - len(names) - maxStrictListed
+	extra := maxFeatures - len(names) - request.MaxStrictListed
 	if !strings.Contains(st.Message(), fmt.Sprintf(" and %d more", extra)) {
 		t.Errorf("message %q does not say how many more", st.Message())
 	}

@@ -114,7 +114,7 @@ func BenchmarkSyntheticForest(b *testing.B) {
 				i := 0
 				for b.Loop() {
 					at := (i % variants) * batch * features
-					if err := e.ScoreSerial(rows[at:at+batch*features], batch, out); err != nil {
+					if err := e.Score(rows[at:at+batch*features], batch, out, 1); err != nil {
 						b.Fatal(err)
 					}
 					i++

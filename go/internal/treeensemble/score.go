@@ -2,7 +2,6 @@ package treeensemble
 
 import (
 	"fmt"
-	"runtime"
 	"slices"
 	"sync"
 )
@@ -11,42 +10,27 @@ import (
 // cache while the block is scored.
 const blockRows = 64
 
-// parallelMinRows is the batch size from which Score splits rows across
-// goroutines; below it the cost of starting them outweighs the gain.
-const parallelMinRows = 512
-
 // Score writes the scores of n rows (row-major, NumFeatures values each) to
-// out. Large batches are split across GOMAXPROCS goroutines.
-func (e *Ensemble) Score(rows []float32, n int, out []float32) error {
+// out, split into parts contiguous ranges scored at once (parts <= 1: on
+// the calling goroutine only). The caller decides parts, as leaves takes
+// its thread count: a server decides it once per request from its load
+// (overload.Scoring.Parts), and the kernel never splits on its own.
+func (e *Ensemble) Score(rows []float32, n int, out []float32, parts int) error {
 	if len(rows) < n*e.nFeatures || len(out) < n {
 		return fmt.Errorf("score: %d rows need %d values and %d outputs, got %d and %d", n, n*e.nFeatures, n, len(rows), len(out))
 	}
-	workers := runtime.GOMAXPROCS(0)
-	if n < parallelMinRows || workers == 1 {
+	if parts <= 1 || n <= blockRows {
 		e.scoreRange(rows, 0, n, out)
 		return nil
 	}
-	chunk := (n + workers - 1) / workers
+	chunk := (n + parts - 1) / parts
 	chunk = (chunk + blockRows - 1) / blockRows * blockRows
 	var wg sync.WaitGroup
 	for start := 0; start < n; start += chunk {
 		end := min(start+chunk, n)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e.scoreRange(rows, start, end, out)
-		}()
+		wg.Go(func() { e.scoreRange(rows, start, end, out) })
 	}
 	wg.Wait()
-	return nil
-}
-
-// ScoreSerial scores on the calling goroutine only.
-func (e *Ensemble) ScoreSerial(rows []float32, n int, out []float32) error {
-	if len(rows) < n*e.nFeatures || len(out) < n {
-		return fmt.Errorf("score: %d rows need %d values and %d outputs, got %d and %d", n, n*e.nFeatures, n, len(rows), len(out))
-	}
-	e.scoreRange(rows, 0, n, out)
 	return nil
 }
 

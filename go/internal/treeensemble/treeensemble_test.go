@@ -126,6 +126,11 @@ func (fx fixture) onnxruntime(t testing.TB) *model.ONNXScorer {
 	return ort
 }
 
+// inParts is e's Score split into parts, as the caller decides it.
+func inParts(e *treeensemble.Ensemble, parts int) func(rows []float32, n int, out []float32) error {
+	return func(rows []float32, n int, out []float32) error { return e.Score(rows, n, out, parts) }
+}
+
 func score(t testing.TB, scorer func(rows []float32, n int, out []float32) error, rows []float32, n int) []float32 {
 	t.Helper()
 	out := make([]float32, n)
@@ -192,7 +197,7 @@ func TestGoldenRowsMatchRecordedScores(t *testing.T) {
 			for _, v := range variants(t, fx.native) {
 				path, e := v.name, v.e
 				covered[path] = true
-				got := score(t, e.Score, rows, n)
+				got := score(t, inParts(e, 4), rows, n)
 				checkScores(t, onnxScores, got, tolerance, fx.name+" "+path+" vs onnx_score")
 				// LightGBM sums float64 leaves: its own bound from the export.
 				for i, r := range fx.golden {
@@ -202,7 +207,7 @@ func TestGoldenRowsMatchRecordedScores(t *testing.T) {
 				}
 				// Every path adds the same leaves in tree order, in float32:
 				// they agree to the bit, and so do serial and parallel scoring.
-				serial := score(t, e.ScoreSerial, rows, n)
+				serial := score(t, inParts(e, 1), rows, n)
 				if first == nil {
 					first = got
 				}
@@ -227,7 +232,7 @@ func TestGoldenRowsMatchOnnxruntime(t *testing.T) {
 			ort := fx.onnxruntime(t)
 			rows := fx.goldenBatch()
 			want := score(t, ort.Score, rows, len(fx.golden))
-			got := score(t, fx.native.Score, rows, len(fx.golden))
+			got := score(t, inParts(fx.native, 4), rows, len(fx.golden))
 			checkScores(t, want, got, tolerance, fx.name+" golden")
 		})
 	}
@@ -270,7 +275,7 @@ func TestRandomRowsMatchOnnxruntime(t *testing.T) {
 				rows := randomRows(rng, fx.native, n)
 				want := score(t, ort.Score, rows, n)
 				for _, v := range variants(t, fx.native) {
-					checkScores(t, want, score(t, v.e.Score, rows, n), tolerance, v.name+" random")
+					checkScores(t, want, score(t, inParts(v.e, 4), rows, n), tolerance, v.name+" random")
 				}
 			}
 		})
@@ -304,7 +309,7 @@ func FuzzNativeMatchesOnnxruntime(f *testing.F) {
 			}
 			want := score(t, orts[k].Score, rows, n)
 			for _, v := range vs[k] { // every path and vector level, to the bit
-				got := score(t, v.e.Score, rows, n)
+				got := score(t, inParts(v.e, 4), rows, n)
 				for i := range want {
 					if got[i] != want[i] {
 						t.Fatalf("%s %s row %d: %v, onnxruntime %v", fx.name, v.name, i, got[i], want[i])
@@ -328,7 +333,7 @@ func TestEveryScoringPathMatchesOnnxruntime(t *testing.T) {
 			rows := randomRows(rng, fx.native, n)
 			want := score(t, ort.Score, rows, n)
 			for _, v := range variants(t, fx.native) {
-				got := score(t, v.e.Score, rows, n)
+				got := score(t, inParts(v.e, 4), rows, n)
 				for i := range want {
 					if want[i] != got[i] {
 						t.Fatalf("%s row %d: %v, onnxruntime %v", v.name, i, got[i], want[i])
@@ -450,7 +455,7 @@ func TestDeepTreesOnEveryVectorLevelMatchOnnxruntime(t *testing.T) {
 	}
 	want := score(t, ref.Score, rows, n)
 	for _, v := range variants(t, native) {
-		got := score(t, v.e.Score, rows, n)
+		got := score(t, inParts(v.e, 4), rows, n)
 		for i := range want {
 			if want[i] != got[i] {
 				t.Fatalf("%s row %d: %v, onnxruntime %v", v.name, i, got[i], want[i])
@@ -632,7 +637,7 @@ func gridParity(t *testing.T, node *onnxpb.NodeProto, mlOpset int64) *treeensemb
 	}
 	want := score(t, ref.Score, rows, len(rows)/3)
 	for _, v := range variants(t, native) {
-		got := score(t, v.e.Score, rows, len(rows)/3)
+		got := score(t, inParts(v.e, 4), rows, len(rows)/3)
 		for i := range want {
 			if want[i] != got[i] {
 				t.Fatalf("%s row %v: native %v, onnxruntime %v", v.name, rows[3*i:3*i+3], got[i], want[i])

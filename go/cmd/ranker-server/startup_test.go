@@ -1,8 +1,9 @@
-package server
+package main
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -60,11 +61,11 @@ func startRun(t *testing.T, ctx context.Context, args ...string) (addr string, d
 	}
 	logs := &listenAddr{addr: make(chan string, 1)}
 	done = make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, slog.New(logs)) }()
+	go func() { done <- run(ctx, cfg, slog.New(logs)) }()
 	select {
 	case addr = <-logs.addr:
 	case err := <-done:
-		t.Fatalf("Run returned before listening: %v", err)
+		t.Fatalf("run returned before listening: %v", err)
 	case <-time.After(5 * time.Second):
 	}
 	return addr, done
@@ -87,6 +88,24 @@ func publish(t *testing.T, root, version string, broken bool) {
 	if err := os.Rename(staging, filepath.Join(root, "news", version)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// goldenRequest ranks three golden rows of the news fixture, every feature sent.
+func goldenRequest(t *testing.T) *rankerv1.RankRequest {
+	t.Helper()
+	meta, err := model.ReadMetadata(modeltest.News(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden, err := model.ReadGolden(modeltest.News(t), len(meta.FeatureNames))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &rankerv1.RankRequest{FeatureNames: meta.FeatureNames}
+	for i, r := range golden[:3] {
+		req.Candidates = append(req.Candidates, &rankerv1.Candidate{Id: fmt.Sprint("c", i), Features: r.Features})
+	}
+	return req
 }
 
 func dial(t *testing.T, addr string) *grpc.ClientConn {
@@ -172,15 +191,7 @@ func TestNotReadyUntilAFirstVersionAppears(t *testing.T) {
 			t.Errorf("health of %q with no model: got %v, want %v", service, got, want)
 		}
 	}
-	meta, err := model.ReadMetadata(modeltest.News(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden, err := model.ReadGolden(modeltest.News(t), len(meta.FeatureNames))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := allFeaturesRequest(meta.FeatureNames, golden[:3])
+	req := goldenRequest(t)
 	_, rankErr := client.Rank(context.Background(), req)
 	_, infoErr := client.GetModelInfo(context.Background(), &rankerv1.GetModelInfoRequest{})
 	for name, err := range map[string]error{"Rank": rankErr, "GetModelInfo": infoErr} {
@@ -231,11 +242,20 @@ func TestAFixedVersionThatFailsStopsStartup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = Run(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	err = run(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), model.ModelONNX) {
 		t.Errorf("got %v, want an error naming %s", err, model.ModelONNX)
 	}
 	if errors.Is(err, context.Canceled) {
 		t.Error("the refusal came back as a cancellation")
+	}
+}
+
+func TestPanicsBecomeInternalErrors(t *testing.T) {
+	intercept := recoverPanics(slog.New(slog.DiscardHandler))
+	_, err := intercept(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/x/Y"},
+		func(context.Context, any) (any, error) { panic("boom") })
+	if st, _ := status.FromError(err); st.Code() != codes.Internal {
+		t.Errorf("got %v, want Internal", err)
 	}
 }

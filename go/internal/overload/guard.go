@@ -1,19 +1,17 @@
-package server
+package overload
 
 import (
 	"context"
 	"fmt"
+	"math"
+	"runtime/debug"
 	"runtime/metrics"
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/stats"
-	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
-
-	rankmetrics "ranker/internal/metrics"
 )
 
 // healthCheck is exempt from the guard: probes must be answered while the
@@ -38,22 +36,30 @@ type GuardOptions struct {
 	ShedHeapBytes uint64
 }
 
+// Outcomes counts the calls the Guard refuses before gRPC creates their
+// stream, which stats handlers never see (metrics.RPCOutcomes).
+type Outcomes interface {
+	Refused(fullMethod string, code codes.Code)
+}
+
 // Guard admits or refuses calls before gRPC allocates anything for them (a
 // tap), and watches that admitted calls send their message in time (a stats
 // handler). Refusals are RESOURCE_EXHAUSTED, counted as shed and as outcomes.
 type Guard struct {
 	opts     GuardOptions
-	metrics  *rankmetrics.Metrics
-	outcomes *rankmetrics.RPCOutcomes
+	metrics  *Metrics
+	outcomes Outcomes
+	status   func(*Refusal) error
 	open     atomic.Int64
 	heap     atomic.Uint64
 	stop     chan struct{}
 }
 
 // NewGuard starts the guard's heap sampler (when ShedHeapBytes is set);
-// Close stops it.
-func NewGuard(opts GuardOptions, m *rankmetrics.Metrics, outcomes *rankmetrics.RPCOutcomes) *Guard {
-	g := &Guard{opts: opts, metrics: m, outcomes: outcomes, stop: make(chan struct{})}
+// Close stops it. status turns a refusal into the gRPC status the tap
+// answers with (its code must be RESOURCE_EXHAUSTED, which outcomes counts).
+func NewGuard(opts GuardOptions, m *Metrics, outcomes Outcomes, status func(*Refusal) error) *Guard {
+	g := &Guard{opts: opts, metrics: m, outcomes: outcomes, status: status, stop: make(chan struct{})}
 	if opts.ShedHeapBytes > 0 {
 		g.sampleHeap()
 		go func() {
@@ -94,12 +100,14 @@ type pendingRead struct {
 	timer    *time.Timer
 }
 
+// tapRetryAfter is the retry delay of a call the tap refuses: it has used
+// nothing yet, so another replica, or this one a moment later, can take it.
+const tapRetryAfter = 100 * time.Millisecond
+
 func (g *Guard) refuse(method, reason, msg string) error {
 	g.metrics.Shed.WithLabelValues(reason).Inc()
 	g.outcomes.Refused(method, codes.ResourceExhausted)
-	// A shed call has used nothing yet: another replica, or this one a
-	// moment later, can take it.
-	return overloaded(reason, msg, 100*time.Millisecond)
+	return g.status(&Refusal{Reason: reason, Message: msg, RetryAfter: tapRetryAfter})
 }
 
 // Tap implements tap.ServerInHandle.
@@ -108,12 +116,12 @@ func (g *Guard) Tap(ctx context.Context, info *tap.Info) (context.Context, error
 		return ctx, nil
 	}
 	if limit := g.opts.ShedHeapBytes; limit > 0 && g.heap.Load() >= limit {
-		return nil, g.refuse(info.FullMethodName, "memory_pressure", fmt.Sprintf(
+		return nil, g.refuse(info.FullMethodName, ReasonMemoryPressure, fmt.Sprintf(
 			"server busy: heap at %d MiB, over %d MiB (--shed-heap-bytes); retry shortly or on another replica", g.heap.Load()>>20, limit>>20))
 	}
 	if g.open.Add(1) > g.opts.MaxInflight {
 		g.open.Add(-1)
-		return nil, g.refuse(info.FullMethodName, "inflight", fmt.Sprintf(
+		return nil, g.refuse(info.FullMethodName, ReasonInflight, fmt.Sprintf(
 			"server busy: %d calls open (--max-inflight); retry shortly or on another replica", g.opts.MaxInflight))
 	}
 	// gRPC cancels the stream's context when the call ends, however it ends
@@ -126,7 +134,7 @@ func (g *Guard) Tap(ctx context.Context, info *tap.Info) (context.Context, error
 	pending := &pendingRead{}
 	pending.timer = time.AfterFunc(g.opts.ReadTimeout, func() {
 		if !pending.received.Load() {
-			g.metrics.Shed.WithLabelValues("slow_request").Inc()
+			g.metrics.Shed.WithLabelValues(ReasonSlowRequest).Inc()
 			cancel() // ends the receive: the call, and its place, go
 		}
 	})
@@ -156,10 +164,14 @@ func (g *Guard) HandleConn(context.Context, stats.ConnStats) {}
 
 var _ stats.Handler = (*Guard)(nil)
 
-// UnknownMethod answers a method the server does not have. gRPC's own answer
-// skips the stats handlers, so such calls would go uncounted; this one goes
-// through them like any other call.
-func UnknownMethod(_ any, stream grpc.ServerStream) error {
-	method, _ := grpc.MethodFromServerStream(stream)
-	return status.Errorf(codes.Unimplemented, "unknown method %s", quote(method))
+// ShedHeapBytes is --shed-heap-bytes, where 0 means 75 % of the Go memory
+// limit (GOMEMLIMIT) when one is set, and no shedding otherwise.
+func ShedHeapBytes(flag int64) uint64 {
+	if flag > 0 {
+		return uint64(flag)
+	}
+	if limit := debug.SetMemoryLimit(-1); limit > 0 && limit < math.MaxInt64 {
+		return uint64(limit) / 100 * 75 // room for what admitted calls still receive
+	}
+	return 0
 }

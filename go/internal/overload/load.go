@@ -1,4 +1,4 @@
-package server
+package overload
 
 import (
 	"context"
@@ -73,7 +73,7 @@ func othersOnOurCores(prev, cur cpuTimes, own, dt float64, cores int) float64 {
 	return min(float64(cores), others*float64(cores)/float64(cur.cpus))
 }
 
-// sampleOtherLoad keeps others at the number of this server's cores that
+// SampleOtherLoad keeps others at the number of this server's cores that
 // other processes keep busy, until ctx is done: every second, the machine's
 // busy CPU time (/proc/stat) less this process's own (getrusage), over the
 // last second, smoothed over about two seconds. Cores that other processes
@@ -82,7 +82,7 @@ func othersOnOurCores(prev, cur cpuTimes, own, dt float64, cores int) float64 {
 // requests unsplit for a minute after a burst, and it counts threads waiting,
 // not time taken.) Where /proc/stat cannot be read, others stays 0 and only
 // this server's own calls count.
-func sampleOtherLoad(ctx context.Context, others *atomic.Int64, logger *slog.Logger) {
+func SampleOtherLoad(ctx context.Context, others *atomic.Int64, logger *slog.Logger) {
 	read := func() (cpuTimes, error) {
 		b, err := os.ReadFile("/proc/stat")
 		if err != nil {

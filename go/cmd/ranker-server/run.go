@@ -1,11 +1,10 @@
-package server
+package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"os"
@@ -32,7 +31,11 @@ import (
 	"ranker/internal/features"
 	"ranker/internal/metrics"
 	"ranker/internal/model"
+	"ranker/internal/overload"
 	"ranker/internal/registry"
+	"ranker/internal/request"
+	"ranker/internal/rpcerr"
+	"ranker/internal/server"
 	"ranker/internal/tracing"
 	"ranker/internal/treeensemble"
 )
@@ -48,14 +51,14 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 					id = withID.GetRequestId()
 				}
 				logger.Error("handler panicked", "request_id", id, "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-				err = failure(codes.Internal, "INTERNAL", map[string]string{"request_id": shortened(id)}, "internal error")
+				err = rpcerr.Failure(codes.Internal, "INTERNAL", map[string]string{"request_id": rpcerr.Shortened(id)}, "internal error")
 			}
 		}()
 		return handler(ctx, req)
 	}
 }
 
-// Run loads the models, serves until ctx is done, then shuts down
+// run loads the models, serves until ctx is done, then shuts down
 // gracefully: health NOT_SERVING, drain in-flight requests for
 // cfg.ShutdownTimeout, stop. It returns an error, naming the file, when a
 // fixed model version (--model naming a version directory) cannot serve;
@@ -63,7 +66,7 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 // ready (ranking service health NOT_SERVING, requests UNAVAILABLE) until the reload poll
 // serves one (the server's own health, "", is SERVING meanwhile: it is
 // alive). It returns nil as soon as ctx is done, at any point.
-func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
+func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if cfg.Backend == model.BackendONNXRuntime {
 		if err := model.InitRuntime(cfg.ORTLib); err != nil {
 			return err
@@ -166,20 +169,22 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}
 	}
 	outcomes := m.Outcomes()
-	guard := NewGuard(GuardOptions{MaxInflight: int64(cfg.MaxInflight), ReadTimeout: cfg.RequestReadTimeout,
-		ShedHeapBytes: shedHeapBytes(cfg.ShedHeapBytes)}, m, outcomes)
+	shedding := overload.NewMetrics(m.Registry)
+	guard := overload.NewGuard(overload.GuardOptions{MaxInflight: int64(cfg.MaxInflight), ReadTimeout: cfg.RequestReadTimeout,
+		ShedHeapBytes: overload.ShedHeapBytes(cfg.ShedHeapBytes)}, shedding, outcomes,
+		func(r *overload.Refusal) error { return server.RefusalStatus(context.Background(), r) })
 	defer guard.Close()
 	var otherLoad atomic.Int64
-	go sampleOtherLoad(ctx, &otherLoad, logger)
-	ranking := New(models, Options{
-		Limits:    Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures, MaxRequestMemory: cfg.MaxRequestMemory},
-		Admission: Admission{MaxScoring: cfg.MaxScoring, MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout},
-		Metrics:   m, Exposure: exposures, Features: state, SplitMinRows: cfg.SplitMinRows, Strict: cfg.Strict,
+	go overload.SampleOtherLoad(ctx, &otherLoad, logger)
+	ranking := server.New(models, server.Options{
+		Limits:    request.Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures, MaxRequestMemory: cfg.MaxRequestMemory},
+		Admission: overload.Admission{MaxScoring: cfg.MaxScoring, MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout},
+		Metrics:   m, Shedding: shedding, Exposure: exposures, Features: state, SplitMinRows: cfg.SplitMinRows, Strict: cfg.Strict,
 		Busy: func() int64 { return guard.Open() + otherLoad.Load() }}, logger)
 	experiments := &experimentFile{path: cfg.ExperimentConfig}
 	ready := models.Ready()
 	if ready {
-		if err := experiments.reload(ranking, models.Names(), logger); err != nil {
+		if err := experiments.reload(ranking, models, logger); err != nil {
 			return err // a bad experiment at startup is an error; later it keeps the last good one
 		}
 	}
@@ -202,6 +207,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 			logger.Warn("tracing shutdown failed", "error", err.Error())
 		}
 	}()
+	grpcMetrics := m.GRPCServer()
 	grpcServer := grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
 		grpc.ForceServerCodecV2(codec.Codec{}), // generated marshal code, no reflection
@@ -216,8 +222,11 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		grpc.StatsHandler(tracing.NewStatsHandler(tp)),
 		grpc.StatsHandler(outcomes), // every status, decode failures included
 		grpc.InTapHandle(guard.Tap), grpc.StatsHandler(guard),
-		grpc.UnknownServiceHandler(UnknownMethod),
-		grpc.ChainUnaryInterceptor(tracing.UnaryInterceptor, recoverPanics(logger)),
+		grpc.UnknownServiceHandler(server.UnknownMethod),
+		// The standard gRPC series first: they see every answer a handler
+		// gives, auth refusals and recovered panics included.
+		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), tracing.UnaryInterceptor, recoverPanics(logger)),
+		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor()),
 		// Stop (after a drain timeout) waits for running handlers, so no
 		// model is closed under a request that is still scoring.
 		grpc.WaitForHandlers(true),
@@ -231,6 +240,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		reflection.Register(grpcServer)
 	}
 	outcomes.KnowMethods(grpcServer.GetServiceInfo())
+	grpcMetrics.InitializeMetrics(grpcServer) // every method's series at 0 from the start
 	// The whole server ("") is SERVING once it listens: liveness and startup
 	// probes ask that, and a pod waiting for its first model is alive, not
 	// stuck. The ranking service is SERVING once a model is (readiness).
@@ -276,7 +286,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 					if !ready && !models.Ready() {
 						continue
 					}
-					if err := experiments.reload(ranking, models.Names(), logger); err != nil {
+					if err := experiments.reload(ranking, models, logger); err != nil {
 						logger.Error("experiment config refused; the previous one stays", "error", err.Error())
 						continue // not ready yet stays not ready: it serves no experiment it was told to
 					}
@@ -306,18 +316,6 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		_ = metricsServer.Close() // shutting down: its listener goes with the process
 	}
 	return nil
-}
-
-// shedHeapBytes is --shed-heap-bytes, where 0 means 75 % of the Go memory
-// limit (GOMEMLIMIT) when one is set, and no shedding otherwise.
-func shedHeapBytes(flag int64) uint64 {
-	if flag > 0 {
-		return uint64(flag)
-	}
-	if limit := debug.SetMemoryLimit(-1); limit > 0 && limit < math.MaxInt64 {
-		return uint64(limit) / 100 * 75 // room for what admitted calls still receive
-	}
-	return 0
 }
 
 // stopGrace is how long Stop may take after the drain timeout: it cancels
@@ -374,7 +372,7 @@ type experimentFile struct {
 	mu      sync.Mutex // pins and the experiment change together
 }
 
-func (f *experimentFile) reload(s *Server, models []string, logger *slog.Logger) error {
+func (f *experimentFile) reload(s *server.Server, models *registry.Registry, logger *slog.Logger) error {
 	if f.path == "" {
 		return nil
 	}
@@ -388,13 +386,13 @@ func (f *experimentFile) reload(s *Server, models []string, logger *slog.Logger)
 	if info.ModTime().Equal(f.modTime) && info.Size() == f.size {
 		return nil
 	}
-	e, err := experiment.Load(f.path, models)
+	e, err := experiment.Load(f.path, models.Names())
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := s.models.Pin(e.Pins()); err != nil {
+	if err := models.Pin(e.Pins()); err != nil {
 		return fmt.Errorf("%s: %w", f.path, err)
 	}
 	f.modTime, f.size = info.ModTime(), info.Size()
@@ -404,8 +402,8 @@ func (f *experimentFile) reload(s *Server, models []string, logger *slog.Logger)
 	time.AfterFunc(time.Minute, func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		if current := s.experiment.Load(); current != nil {
-			s.models.Unpin(current.Pins())
+		if current := s.Experiment(); current != nil {
+			models.Unpin(current.Pins())
 		}
 	})
 	logger.Info("experiment", "name", e.Name, "variants", len(e.Variants), "shadow", e.Shadow != nil)
