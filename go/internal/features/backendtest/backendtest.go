@@ -277,6 +277,21 @@ var EventCases = []EventCase{
 		Events:   3, Readers: historyReaders, CTR: historyCTR,
 	},
 	{
+		// Refusals are listed in the batch's order, whichever kind of rule
+		// refused them.
+		Name:        "refusals with and without the state, interleaved",
+		Impressions: []features.Impression{imp("e1", "r2", "u", "9", T0), imp("", "r2", "u", "1", T0), imp("e3", "r1", "u", "1", T0)},
+		Clicks:      []features.Click{click("k1", "r9", "u", "1", T0), click("k2", "r1", "u", "1", 0)},
+		Rejected: []features.Rejection{
+			{ID: "e1", Field: "impressions[0].article_id", Reason: `article "9" is not in the catalog (UpsertArticles first)`},
+			{ID: "", Field: "impressions[1].event_id", Reason: "event_id: required"},
+			{ID: "e3", Field: "impressions[2].article_id", Reason: `request "r1" already showed article "1"`},
+			{ID: "k1", Field: "clicks[0].request_id", Reason: `no impression of article "1" in request "r9" (or it is older than the lateness bound)`},
+			{ID: "k2", Field: "clicks[1].time", Reason: "required"},
+		},
+		Events: 3, Readers: historyReaders, CTR: historyCTR,
+	},
+	{
 		Name:        "more events than a batch may hold: nothing is recorded",
 		Impressions: manyImpressions(features.MaxBatch),
 		Clicks:      []features.Click{click("k1", "r1", "u", "1", T0)},

@@ -440,45 +440,60 @@ func (r *Redis) RecordEvents(ctx context.Context, impressions []features.Impress
 	bounds := features.NewBounds(r.spec, r.limits, r.now())
 	ttl := strconv.FormatInt(max(r.limits.Lateness.Milliseconds(), 1), 10)
 	pipe := r.client.Pipeline()
-	type pending struct {
-		cmd *redis.Cmd
-		// refuse refuses the event by the rule with the code, shown to the
-		// reader given (for other_reader), or counts a duplicate.
+	// Each event's outcome, in the batch's order, so that the refusals are
+	// listed in the order the embedded state lists them: a refusal by a
+	// rule needing no state is known now, the others once the scripts ran.
+	type outcome struct {
+		cmd     *redis.Cmd // the script's answer; nil when refused before it
+		refused func()     // lists that refusal
+		// refuse refuses the event by the rule on the state with the code,
+		// shown to the reader given (for other_reader), or counts a
+		// duplicate.
 		refuse func(code, shownTo string) error
 	}
-	var sent []pending
+	var outcomes []outcome
+	sent := 0
 	for i, e := range impressions {
+		at := func() string { return fmt.Sprintf("impressions[%d]", i) }
+		refuse := func(code, shownTo string) error {
+			return features.Refuse(&res, features.ImpressionRules, code, e, e.EventID, at(), bounds, shownTo)
+		}
 		if field, reason := features.CheckImpression(e, bounds); field != "" {
-			res.Refuse(e.EventID, fmt.Sprintf("impressions[%d]", i), field, reason)
+			outcomes = append(outcomes, outcome{refused: func() { res.Refuse(e.EventID, at(), field, reason) }})
 			continue
 		}
 		cmd := impressionScript.EvalSha(ctx, pipe, nil, r.prefix, e.EventID, e.RequestID, e.UserID, e.ArticleID,
 			micros(e.Time), r.limits.Lateness.Microseconds(), ttl)
-		sent = append(sent, pending{cmd, func(code, shownTo string) error {
-			return features.Refuse(&res, features.ImpressionRules, code, e, e.EventID, fmt.Sprintf("impressions[%d]", i), bounds, shownTo)
-		}})
+		outcomes = append(outcomes, outcome{cmd: cmd, refuse: refuse})
+		sent++
 	}
 	for i, e := range clicks {
+		at := func() string { return fmt.Sprintf("clicks[%d]", i) }
+		refuse := func(code, shownTo string) error {
+			return features.Refuse(&res, features.ClickRules, code, e, e.EventID, at(), bounds, shownTo)
+		}
 		if field, reason := features.CheckClick(e, bounds); field != "" {
-			res.Refuse(e.EventID, fmt.Sprintf("clicks[%d]", i), field, reason)
+			outcomes = append(outcomes, outcome{refused: func() { res.Refuse(e.EventID, at(), field, reason) }})
 			continue
 		}
 		cmd := clickScript.EvalSha(ctx, pipe, nil, r.prefix, e.EventID, e.RequestID, e.UserID, e.ArticleID,
 			micros(e.Time), ttl, features.ReadOrderKey(e.ArticleID))
-		sent = append(sent, pending{cmd, func(code, shownTo string) error {
-			return features.Refuse(&res, features.ClickRules, code, e, e.EventID, fmt.Sprintf("clicks[%d]", i), bounds, shownTo)
-		}})
+		outcomes = append(outcomes, outcome{cmd: cmd, refuse: refuse})
+		sent++
 	}
-	if len(sent) == 0 {
-		return res, nil
+	if sent > 0 {
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			// Some events of the batch may have been applied; a retry with the
+			// same event ids counts each once.
+			return features.Result{}, fmt.Errorf("redis: %w", err)
+		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		// Some events of the batch may have been applied; a retry with the
-		// same event ids counts each once.
-		return features.Result{}, fmt.Errorf("redis: %w", err)
-	}
-	for _, p := range sent {
-		answer, err := p.cmd.Text()
+	for _, o := range outcomes {
+		if o.cmd == nil {
+			o.refused()
+			continue
+		}
+		answer, err := o.cmd.Text()
 		if err != nil {
 			return features.Result{}, fmt.Errorf("redis: %w", err)
 		}
@@ -487,7 +502,7 @@ func (r *Redis) RecordEvents(ctx context.Context, impressions []features.Impress
 			continue
 		}
 		code, shownTo, _ := strings.Cut(answer, ":") // codes hold no colon; reader ids may
-		if err := p.refuse(code, shownTo); err != nil {
+		if err := o.refuse(code, shownTo); err != nil {
 			return features.Result{}, fmt.Errorf("redis: unexpected answer %q: %w", answer, err)
 		}
 	}
