@@ -29,6 +29,8 @@ import (
 	"ranker/internal/experiment"
 	"ranker/internal/exposure"
 	"ranker/internal/features"
+	"ranker/internal/features/embedded"
+	"ranker/internal/features/redisstate"
 	"ranker/internal/metrics"
 	"ranker/internal/model"
 	"ranker/internal/overload"
@@ -141,11 +143,11 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	limits := features.Limits{Lateness: cfg.EventLateness, ClockSkew: cfg.EventClockSkew, EmbeddingDimensions: cfg.EmbeddingDimensions}
 	var state features.Service
 	if strings.HasPrefix(cfg.State, "redis://") || strings.HasPrefix(cfg.State, "rediss://") {
-		state, err = features.OpenRedis(cfg.State, spec, limits, cfg.StateTimeout)
+		state, err = redisstate.Open(cfg.State, spec, limits, cfg.StateTimeout)
 	} else if cfg.State != "" {
 		return fmt.Errorf("state: %q is neither empty (embedded) nor a redis:// URL", cfg.State)
 	} else {
-		state, err = features.Open(cfg.StateDir, spec, limits)
+		state, err = embedded.Open(cfg.StateDir, spec, limits)
 	}
 	if err != nil {
 		return err

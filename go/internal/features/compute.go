@@ -9,38 +9,41 @@ import (
 // candidate, shared by every state backend: only how the facts are gathered
 // differs between the embedded state and Redis.
 
-// readerFacts are the reader's history before the Rank time.
-type readerFacts struct {
-	shows, clicks int64
-	lastVisit     int64
-	visited       bool
-	profile       []float64 // nil when the reader has clicked nothing
+// ReaderFacts are the reader's history before the Rank time.
+type ReaderFacts struct {
+	Shows, Clicks int64
+	LastVisit     int64
+	Visited       bool
+	Profile       []float64 // nil when the reader has clicked nothing (see TitleProfile)
 	// The semantic profiles of the last RecentReads and LongTermReads
-	// clicks; nil when the reader has clicked nothing or no column asks.
-	recent, longTerm *profile
+	// clicks (see SemanticProfiles); nil when the reader has clicked
+	// nothing or no column asks.
+	Recent, LongTerm *Profile
 }
 
-// articleFacts are a candidate's catalog entry and counts before the Rank
-// time; article is nil for an id the catalog does not know.
-type articleFacts struct {
-	article               *Article
-	vector                []float32
-	counts                [3][2]int64 // shows and clicks before t, t - short window, t - long window
-	category, subcategory [2]int64    // the reader's shows and clicks in the article's sections
-	sem                   *embedded   // nil without an embedding
-	neighbours            int         // how many semantic neighbours the article has
-	neighbourCounts       [2]int64    // their shows and clicks before t
+// ArticleFacts are a candidate's catalog entry and counts before the Rank
+// time; Article is nil for an id the catalog does not know.
+type ArticleFacts struct {
+	Article               *Article
+	Vector                []float32   // TitleVector of its title
+	Counts                [3][2]int64 // shows and clicks before each of Spec.Windows
+	Category, Subcategory [2]int64    // the reader's shows and clicks in the article's sections
+	Sem                   *Semantic   // nil without an embedding
+	Neighbours            int         // how many semantic neighbours the article has
+	NeighbourCounts       [2]int64    // their shows and clicks before t
 }
 
-// windows returns the three times the article counts are taken before.
-func (sp *Spec) windows(t int64) [3]int64 {
+// Windows returns the three times the article counts are taken before: the
+// Rank time, and the short and long windows before it.
+func (sp *Spec) Windows(t int64) [3]int64 {
 	h := int64(time.Hour / time.Microsecond)
 	return [3]int64{t, t - sp.ArticleWindowsHours[0]*h, t - sp.ArticleWindowsHours[1]*h}
 }
 
-// fill writes the features at cols of names for each candidate into rows
-// and returns the ids the catalog does not know.
-func (sp *Spec) fill(q Query, r readerFacts, ids []string, facts []articleFacts, names []string, cols []int, rows []float32) (unknown []string) {
+// Compute writes the features at cols of names for each candidate into rows
+// (row-major, len(names) columns) from the facts a backend gathered, and
+// returns the ids the catalog does not know.
+func (sp *Spec) Compute(q Query, r ReaderFacts, ids []string, facts []ArticleFacts, names []string, cols []int, rows []float32) (unknown []string) {
 	kinds := make([]int, len(cols)) // the engine's index of each column's feature, or -1
 	for i, j := range cols {
 		k, ok := featureIndex[names[j]]
@@ -53,7 +56,7 @@ func (sp *Spec) fill(q Query, r readerFacts, ids []string, facts []articleFacts,
 	var values [numFeatures]float32
 	sp.contextValues(q, r, values[:numContext])
 	for i := range ids {
-		if facts[i].article == nil {
+		if facts[i].Article == nil {
 			unknown = append(unknown, ids[i])
 		}
 		sp.candidateValues(q, r, facts[i], values[numContext:])
@@ -154,7 +157,7 @@ func hours(us int64) float32 {
 }
 
 // contextValues writes the reader's and the moment's features into v.
-func (sp *Spec) contextValues(q Query, r readerFacts, v []float32) {
+func (sp *Spec) contextValues(q Query, r ReaderFacts, v []float32) {
 	t := time.UnixMicro(q.Time).UTC()
 	v[hourOfDay] = float32(t.Hour())
 	v[dayOfWeek] = float32((int(t.Weekday()) + 6) % 7) // Monday is 0
@@ -164,24 +167,24 @@ func (sp *Spec) contextValues(q Query, r readerFacts, v []float32) {
 			v[deviceCode] = float32(i)
 		}
 	}
-	v[userPriorImpressions] = float32(r.shows)
-	v[userPriorClicks] = float32(r.clicks)
-	v[userPriorCTR] = sp.smoothedCTR(r.clicks, r.shows)
+	v[userPriorImpressions] = float32(r.Shows)
+	v[userPriorClicks] = float32(r.Clicks)
+	v[userPriorCTR] = sp.smoothedCTR(r.Clicks, r.Shows)
 	v[userIsColdStart] = 0
-	if r.shows == 0 {
+	if r.Shows == 0 {
 		v[userIsColdStart] = 1
 	}
 	v[userHoursSinceLastVisit] = float32(math.NaN())
-	if r.visited {
-		v[userHoursSinceLastVisit] = hours(q.Time - r.lastVisit)
+	if r.Visited {
+		v[userHoursSinceLastVisit] = hours(q.Time - r.LastVisit)
 	}
 }
 
 // candidateValues writes one candidate's features into v, indexed from
 // articleAgeHours; NaN for an article the catalog does not know.
-func (sp *Spec) candidateValues(q Query, r readerFacts, f articleFacts, v []float32) {
+func (sp *Spec) candidateValues(q Query, r ReaderFacts, f ArticleFacts, v []float32) {
 	const first = articleAgeHours
-	a := f.article
+	a := f.Article
 	if a == nil {
 		nan := float32(math.NaN())
 		for i := range v {
@@ -195,7 +198,7 @@ func (sp *Spec) candidateValues(q Query, r readerFacts, f articleFacts, v []floa
 	if a.Breaking {
 		v[articleBreaking-first] = 1
 	}
-	all, short, long := f.counts[0], f.counts[1], f.counts[2]
+	all, short, long := f.Counts[0], f.Counts[1], f.Counts[2]
 	v[articleImpressionsShort-first] = float32(all[0] - short[0])
 	v[articleClicksShort-first] = float32(all[1] - short[1])
 	v[articleImpressionsLong-first] = float32(all[0] - long[0])
@@ -205,26 +208,27 @@ func (sp *Spec) candidateValues(q Query, r readerFacts, f articleFacts, v []floa
 	if all[0] > 0 {
 		v[articlePriorCTR-first] = float32(float64(all[1]) / float64(all[0]))
 	}
-	v[userCategoryPriorImpressions-first] = float32(f.category[0])
-	v[userCategoryCTR-first] = sp.smoothedCTR(f.category[1], f.category[0])
-	v[userSubcategoryCTR-first] = sp.smoothedCTR(f.subcategory[1], f.subcategory[0])
+	v[userCategoryPriorImpressions-first] = float32(f.Category[0])
+	v[userCategoryCTR-first] = sp.smoothedCTR(f.Category[1], f.Category[0])
+	v[userSubcategoryCTR-first] = sp.smoothedCTR(f.Subcategory[1], f.Subcategory[0])
 	v[titleSimilarity-first] = float32(math.NaN())
-	if r.profile != nil {
-		v[titleSimilarity-first] = float32(dot(r.profile, f.vector))
+	if r.Profile != nil {
+		v[titleSimilarity-first] = float32(dot(r.Profile, f.Vector))
 	}
 	// Cheap when no column asks: the profiles are nil, and so are the
 	// neighbours gathered.
-	v[semanticSimilarityRecent-first] = r.recent.similarity(f.sem)
-	v[semanticSimilarityLongTerm-first] = r.longTerm.similarity(f.sem)
+	v[semanticSimilarityRecent-first] = r.Recent.similarity(f.Sem)
+	v[semanticSimilarityLongTerm-first] = r.LongTerm.similarity(f.Sem)
 	v[articleSemanticPriorCTR-first] = float32(math.NaN())
-	if f.neighbours > 0 {
-		v[articleSemanticPriorCTR-first] = sp.smoothedCTR(f.neighbourCounts[1], f.neighbourCounts[0])
+	if f.Neighbours > 0 {
+		v[articleSemanticPriorCTR-first] = sp.smoothedCTR(f.NeighbourCounts[1], f.NeighbourCounts[0])
 	}
 }
 
-// profile is the normalised float64 sum of title vectors given newest
-// first, summed in that order as the Python pipeline does.
-func (sp *Spec) profile(newestFirst [][]float32) []float64 {
+// TitleProfile is the normalised float64 sum of the title vectors of the
+// reader's last RecentReads clicks, given newest first, summed in that
+// order as the Python pipeline does.
+func (sp *Spec) TitleProfile(newestFirst [][]float32) []float64 {
 	profile := make([]float64, sp.TitleDimensions)
 	for _, v := range newestFirst {
 		for d := range profile {

@@ -133,12 +133,12 @@ type articleState struct {
 	Article
 	vector []float32
 	order  string    // ReadOrderKey(ID)
-	sem    *embedded // nil without a (non-zero) embedding; shares Article.Quantised
+	sem    *Semantic // nil without a (non-zero) embedding; shares Article.Quantised
 	// The SemanticNeighbours articles most like this one among those
 	// published in the window before it; they depend on the catalog alone,
-	// so each upsert keeps them current (see applyArticles).
+	// so each upsert keeps them current (see ApplyArticles).
 	neighbours []*articleState
-	indexing   bool // in the batch applyArticles is indexing
+	indexing   bool // in the batch ApplyArticles is indexing
 	events     counter
 }
 
@@ -149,8 +149,9 @@ type shown struct {
 }
 
 // State is the catalog and the event history, in memory. It is safe for
-// concurrent use: one writer at a time (the Store serializes them) and any
-// number of readers.
+// concurrent use: one writer at a time (the embedded store serializes them)
+// and any number of readers. The writer admits a batch (Admit), makes it
+// durable its own way, then applies it (ApplyArticles, ApplyEvents).
 type State struct {
 	spec *Spec
 	dims int // embedding components (--embedding-dimensions)
@@ -203,16 +204,16 @@ func keyed(m map[string]*counter, k string) *counter {
 	return c
 }
 
-// applyArticles stores a batch of articles (already validated and
-// quantised), then brings the semantic neighbours up to date: of the batch's
+// ApplyArticles stores a batch of articles (already validated, and
+// quantised by Spec.Stored), then brings the semantic neighbours up to date: of the batch's
 // articles, and of every article whose window holds one of their publish
 // times, old or new (usually none: new articles are the newest). Only the
 // writer calls it.
-func (s *State) applyArticles(batch []Article) {
+func (s *State) ApplyArticles(batch []Article) {
 	if len(batch) == 0 {
 		return
 	}
-	window := s.spec.neighbourWindow()
+	window := s.spec.NeighbourWindow()
 	var moved []int64 // publish times, old and new, of the batch's embeddings
 	var changed []*articleState
 	wasIndexed := false // whether byPublish holds an article of the batch
@@ -228,7 +229,7 @@ func (s *State) applyArticles(batch []Article) {
 			// title or section edited): no article's neighbours change.
 			st.Article = a
 			st.vector = TitleVector(a.Title, s.spec.TitleDimensions)
-			st.sem = newEmbedded(&st.Article, st.order, s.dims)
+			st.sem = NewSemantic(&st.Article, st.order, s.dims)
 			continue
 		}
 		if st.sem != nil {
@@ -237,7 +238,7 @@ func (s *State) applyArticles(batch []Article) {
 		}
 		st.Article = a
 		st.vector = TitleVector(a.Title, s.spec.TitleDimensions)
-		st.sem = newEmbedded(&st.Article, st.order, s.dims)
+		st.sem = NewSemantic(&st.Article, st.order, s.dims)
 		if st.sem != nil {
 			moved = append(moved, a.PublishTime)
 		}
@@ -268,7 +269,7 @@ func (s *State) applyArticles(batch []Article) {
 	for _, st := range changed {
 		isChanged[st] = true
 	}
-	for _, span := range spans(moved, window) {
+	for _, span := range Spans(moved, window) {
 		lo := sort.Search(len(s.byPublish), func(i int) bool { return s.byPublish[i].PublishTime > span[0] })
 		for i := lo; i < len(s.byPublish) && s.byPublish[i].PublishTime <= span[1]; i++ {
 			st := s.byPublish[i]
@@ -296,9 +297,10 @@ func (s *State) applyArticles(batch []Article) {
 	s.mu.Unlock()
 }
 
-// spans merges the intervals (p, p + window] of the times given into
-// disjoint ones, ascending.
-func spans(times []int64, window int64) [][2]int64 {
+// Spans merges the intervals (p, p + window] of the times given into
+// disjoint ones, ascending: where the articles published after one of the
+// times, within the neighbour window, may have new neighbours.
+func Spans(times []int64, window int64) [][2]int64 {
 	slices.Sort(times)
 	var out [][2]int64
 	for _, p := range times {
@@ -346,7 +348,7 @@ func (s *State) reindex(changed []*articleState, wasIndexed bool) {
 // entered its window and none of them was on its list: the best of its old
 // list and those of them now in the window.
 func (s *State) mergeNeighbours(c *articleState, changed []*articleState) []*articleState {
-	from := c.PublishTime - s.spec.neighbourWindow()
+	from := c.PublishTime - s.spec.NeighbourWindow()
 	pool := slices.Clone(c.neighbours)
 	for _, x := range changed {
 		if x.sem != nil && x != c && x.PublishTime >= from && x.PublishTime < c.PublishTime {
@@ -356,7 +358,7 @@ func (s *State) mergeNeighbours(c *articleState, changed []*articleState) []*art
 	if len(pool) == len(c.neighbours) {
 		return c.neighbours
 	}
-	best := s.spec.nearest(c.sem, len(pool), func(i int) *embedded { return pool[i].sem })
+	best := s.spec.Nearest(c.sem, len(pool), func(i int) *Semantic { return pool[i].sem })
 	out := make([]*articleState, len(best))
 	for j, i := range best {
 		out[j] = pool[i]
@@ -369,11 +371,11 @@ func (s *State) neighboursOf(c *articleState) []*articleState {
 	if c.sem == nil {
 		return nil
 	}
-	from := c.PublishTime - s.spec.neighbourWindow()
+	from := c.PublishTime - s.spec.NeighbourWindow()
 	lo := sort.Search(len(s.byPublish), func(i int) bool { return s.byPublish[i].PublishTime >= from })
 	hi := sort.Search(len(s.byPublish), func(i int) bool { return s.byPublish[i].PublishTime >= c.PublishTime })
 	window := s.byPublish[lo:hi]
-	best := s.spec.nearest(c.sem, len(window), func(i int) *embedded { return window[i].sem })
+	best := s.spec.Nearest(c.sem, len(window), func(i int) *Semantic { return window[i].sem })
 	out := make([]*articleState, len(best))
 	for j, i := range best {
 		out[j] = window[i]
@@ -400,6 +402,17 @@ func parallel(n int, f func(i int)) {
 		})
 	}
 	wg.Wait()
+}
+
+// ApplyEvents records admitted events (see Admit): impressions first, then
+// clicks, each in order.
+func (s *State) ApplyEvents(impressions []Impression, clicks []Click) {
+	for _, e := range impressions {
+		s.applyImpression(e)
+	}
+	for _, e := range clicks {
+		s.applyClick(e)
+	}
 }
 
 // applyImpression counts a shown candidate at its page view's time.
@@ -467,18 +480,19 @@ func ReadOrderKey(id string) string {
 	return "1" + id
 }
 
-// prune folds away what no exact answer needs any more, so memory follows
+// Prune folds away what no exact answer needs any more, so memory follows
 // the traffic of the lateness bound and the longest window rather than all
 // history. For every time after cutoff, each counter keeps its running
 // total, each reader the last visit and the last RecentReads clicks before
 // it (the longer of RecentReads and LongTermReads); event ids and impressions older than watermark - lateness are dropped
 // (a retry of such an event is refused as late, not counted twice). Rank
-// stays exact from cutoff plus the longest window on.
-func (s *State) prune(lateness int64) {
+// stays exact from cutoff plus the longest window on. Only the writer calls
+// it.
+func (s *State) Prune(lateness time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	longest := max(s.spec.ArticleWindowsHours[0], s.spec.ArticleWindowsHours[1]) * int64(time.Hour/time.Microsecond)
-	late := s.watermark - lateness
+	late := s.watermark - lateness.Microseconds()
 	cutoff := late - longest
 	for id, t := range s.events {
 		if t < late {
@@ -511,6 +525,38 @@ func (s *State) prune(lateness int64) {
 		}
 	}
 	s.exactFrom = cutoff + longest
+}
+
+// Watermark is the latest event time recorded; math.MinInt64 before any.
+func (s *State) Watermark() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.watermark
+}
+
+// Retained reports how many event ids (kept to refuse a retried event as a
+// duplicate) and impressions (kept for their clicks) the state holds:
+// pruning bounds both.
+func (s *State) Retained() (eventIDs, impressions int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.events), len(s.impressions)
+}
+
+// Neighbours returns the ids of an article's semantic neighbours, most
+// similar first.
+func (s *State) Neighbours(id string) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a := s.articles[id]
+	if a == nil {
+		return nil
+	}
+	out := make([]string, len(a.neighbours))
+	for i, nb := range a.neighbours {
+		out[i] = nb.ID
+	}
+	return out
 }
 
 // ExactFrom is the earliest Rank time the state answers exactly.
@@ -559,55 +605,55 @@ func (s *State) Fill(_ context.Context, q Query, ids []string, names []string, c
 	if q.Time < s.exactFrom {
 		return nil, fmt.Errorf("%w: the state answers exactly from %s on", ErrTooOld, time.UnixMicro(s.exactFrom).UTC().Format(time.RFC3339))
 	}
-	needs := semanticNeedsOf(names, cols)
+	needs := SemanticNeedsOf(names, cols)
 	reader := s.readerFacts(q.Time, q.UserID, needs)
 	u := s.users[q.UserID]
-	facts := make([]articleFacts, len(ids))
-	windows := s.spec.windows(q.Time)
+	facts := make([]ArticleFacts, len(ids))
+	windows := s.spec.Windows(q.Time)
 	for i, id := range ids {
 		a := s.articles[id]
 		if a == nil {
 			continue
 		}
 		f := &facts[i]
-		f.article, f.vector = &a.Article, a.vector
+		f.Article, f.Vector = &a.Article, a.vector
 		for w, t := range windows {
-			f.counts[w][0], f.counts[w][1] = a.events.before(t)
+			f.Counts[w][0], f.Counts[w][1] = a.events.before(t)
 		}
 		var byCategory, bySubcategory *counter
 		if u != nil {
 			byCategory, bySubcategory = u.byCategory[a.Category], u.bySubcategory[a.Subcategory]
 		}
-		f.category[0], f.category[1] = byCategory.before(q.Time)
-		f.subcategory[0], f.subcategory[1] = bySubcategory.before(q.Time)
-		if needs.recent || needs.longTerm || needs.prior {
-			f.sem = a.sem
+		f.Category[0], f.Category[1] = byCategory.before(q.Time)
+		f.Subcategory[0], f.Subcategory[1] = bySubcategory.before(q.Time)
+		if needs.Recent || needs.LongTerm || needs.Prior {
+			f.Sem = a.sem
 		}
-		if needs.prior {
-			f.neighbours = len(a.neighbours)
+		if needs.Prior {
+			f.Neighbours = len(a.neighbours)
 			for _, nb := range a.neighbours {
 				shows, clicks := nb.events.before(q.Time)
-				f.neighbourCounts[0] += shows
-				f.neighbourCounts[1] += clicks
+				f.NeighbourCounts[0] += shows
+				f.NeighbourCounts[1] += clicks
 			}
 		}
 	}
-	return s.spec.fill(q, reader, ids, facts, names, cols, rows), nil
+	return s.spec.Compute(q, reader, ids, facts, names, cols, rows), nil
 }
 
 // ErrTooOld is a Rank time earlier than the pruned state answers exactly.
 var ErrTooOld = errors.New("event_time is older than the feature state keeps")
 
 // readerFacts gathers what the features need of the reader before t.
-func (s *State) readerFacts(t int64, user string, needs semanticNeeds) readerFacts {
-	var r readerFacts
+func (s *State) readerFacts(t int64, user string, needs SemanticNeeds) ReaderFacts {
+	var r ReaderFacts
 	u := s.users[user]
 	if u == nil {
 		return r
 	}
-	r.shows, r.clicks = u.all.before(t)
+	r.Shows, r.Clicks = u.all.before(t)
 	if i := sort.Search(len(u.visits), func(i int) bool { return u.visits[i] >= t }); i > 0 {
-		r.lastVisit, r.visited = u.visits[i-1], true
+		r.LastVisit, r.Visited = u.visits[i-1], true
 	}
 	n := sort.Search(len(u.reads), func(i int) bool { return u.reads[i].time >= t })
 	if n > 0 {
@@ -615,16 +661,16 @@ func (s *State) readerFacts(t int64, user string, needs semanticNeeds) readerFac
 		for back := 0; back < min(n, s.spec.RecentReads); back++ {
 			newestFirst = append(newestFirst, s.articles[u.reads[n-1-back].article].vector)
 		}
-		r.profile = s.spec.profile(newestFirst)
+		r.Profile = s.spec.TitleProfile(newestFirst)
 	}
-	if want := needs.reads(s.spec); want > 0 && n > 0 {
+	if want := needs.Reads(s.spec); want > 0 && n > 0 {
 		newestFirst := make([][]int16, min(n, want))
 		for back := range newestFirst {
 			if e := s.articles[u.reads[n-1-back].article].sem; e != nil {
 				newestFirst[back] = e.q
 			}
 		}
-		r.recent, r.longTerm = s.spec.profiles(needs, s.dims, newestFirst)
+		r.Recent, r.LongTerm = s.spec.SemanticProfiles(needs, s.dims, newestFirst)
 	}
 	return r
 }

@@ -58,8 +58,8 @@ func checkEmbedding(x []float32, dims int) string {
 	return ""
 }
 
-// embedded is an article's quantised embedding and what comparing it needs.
-type embedded struct {
+// Semantic is an article's quantised embedding and what comparing it needs.
+type Semantic struct {
 	id      string
 	order   string // ReadOrderKey(id): ties between equally similar articles
 	publish int64
@@ -67,9 +67,10 @@ type embedded struct {
 	norm    int64 // |q|^2, never 0: an all-zero embedding compares to nothing
 }
 
-// newEmbedded returns a's embedding, or nil when it has none of dims
-// components or it is all zeros.
-func newEmbedded(a *Article, order string, dims int) *embedded {
+// NewSemantic returns a's embedding, or nil when it has none of dims
+// components or it is all zeros; order is ReadOrderKey(a.ID), or "" when
+// the embedding is never compared for neighbours.
+func NewSemantic(a *Article, order string, dims int) *Semantic {
 	if len(a.Quantised) != dims {
 		return nil
 	}
@@ -77,8 +78,17 @@ func newEmbedded(a *Article, order string, dims int) *embedded {
 	if n == 0 {
 		return nil
 	}
-	return &embedded{id: a.ID, order: order, publish: a.PublishTime, q: a.Quantised, norm: n}
+	return &Semantic{id: a.ID, order: order, publish: a.PublishTime, q: a.Quantised, norm: n}
 }
+
+// ID is the article's id.
+func (e *Semantic) ID() string { return e.id }
+
+// PublishTime is the article's publish time.
+func (e *Semantic) PublishTime() int64 { return e.publish }
+
+// Quantised is the quantised embedding; the caller must not change it.
+func (e *Semantic) Quantised() []int16 { return e.q }
 
 // dotInt16 is the exact dot product of two quantised vectors.
 func dotInt16(a, b []int16) int64 {
@@ -125,19 +135,19 @@ func cosine(dot, pp, vv int64) float32 {
 	return float32(float64(dot) / math.Sqrt(float64(pp)*float64(vv)))
 }
 
-// profile is the element-wise sum of quantised vectors and its squared norm.
-type profile struct {
+// Profile is the element-wise sum of quantised vectors and its squared norm.
+type Profile struct {
 	sum  []int64
 	norm int64
 }
 
-func (p *profile) add(q []int16) {
+func (p *Profile) add(q []int16) {
 	for d, x := range q[:len(p.sum)] {
 		p.sum[d] += int64(x)
 	}
 }
 
-func (p *profile) finish() {
+func (p *Profile) finish() {
 	var n int64
 	for _, x := range p.sum {
 		n += x * x
@@ -147,52 +157,53 @@ func (p *profile) finish() {
 
 // similarity is the cosine between a profile and a candidate's embedding;
 // NaN without either.
-func (p *profile) similarity(e *embedded) float32 {
+func (p *Profile) similarity(e *Semantic) float32 {
 	if p == nil || e == nil {
 		return float32(math.NaN())
 	}
 	return cosine(dotProfile(p.sum, e.q), p.norm, e.norm)
 }
 
-// semanticNeeds says which semantic values a Fill computes: only those the
+// SemanticNeeds says which semantic values a Fill computes: only those the
 // model's columns name, so a model without them pays nothing.
-type semanticNeeds struct{ recent, longTerm, prior bool }
+type SemanticNeeds struct{ Recent, LongTerm, Prior bool }
 
-func semanticNeedsOf(names []string, cols []int) semanticNeeds {
-	var n semanticNeeds
+// SemanticNeedsOf returns what the columns cols of names need.
+func SemanticNeedsOf(names []string, cols []int) SemanticNeeds {
+	var n SemanticNeeds
 	for _, j := range cols {
 		switch featureIndex[names[j]] {
 		case semanticSimilarityRecent:
-			n.recent = true
+			n.Recent = true
 		case semanticSimilarityLongTerm:
-			n.longTerm = true
+			n.LongTerm = true
 		case articleSemanticPriorCTR:
-			n.prior = true
+			n.Prior = true
 		}
 	}
 	return n
 }
 
-// reads is how many of the reader's latest clicks the profiles need.
-func (n semanticNeeds) reads(sp *Spec) int {
+// Reads is how many of the reader's latest clicks the profiles need.
+func (n SemanticNeeds) Reads(sp *Spec) int {
 	switch {
-	case n.longTerm:
+	case n.LongTerm:
 		return max(sp.LongTermReads, sp.RecentReads)
-	case n.recent:
+	case n.Recent:
 		return sp.RecentReads
 	}
 	return 0
 }
 
-// profiles sums the quantised vectors of the reader's clicks, given newest
-// first (nil for a clicked article without an embedding: it takes its slot
-// and adds nothing), into the profiles n asks for.
-func (sp *Spec) profiles(n semanticNeeds, dims int, newestFirst [][]int16) (recent, longTerm *profile) {
+// SemanticProfiles sums the quantised vectors of the reader's clicks, given
+// newest first (nil for a clicked article without an embedding: it takes
+// its slot and adds nothing), into the profiles n asks for.
+func (sp *Spec) SemanticProfiles(n SemanticNeeds, dims int, newestFirst [][]int16) (recent, longTerm *Profile) {
 	if len(newestFirst) == 0 {
 		return nil, nil
 	}
-	if n.recent {
-		recent = &profile{sum: make([]int64, dims)}
+	if n.Recent {
+		recent = &Profile{sum: make([]int64, dims)}
 		for _, q := range newestFirst[:min(len(newestFirst), sp.RecentReads)] {
 			if len(q) == dims {
 				recent.add(q)
@@ -200,8 +211,8 @@ func (sp *Spec) profiles(n semanticNeeds, dims int, newestFirst [][]int16) (rece
 		}
 		recent.finish()
 	}
-	if n.longTerm {
-		longTerm = &profile{sum: make([]int64, dims)}
+	if n.LongTerm {
+		longTerm = &Profile{sum: make([]int64, dims)}
 		for _, q := range newestFirst[:min(len(newestFirst), sp.LongTermReads)] {
 			if len(q) == dims {
 				longTerm.add(q)
@@ -212,18 +223,18 @@ func (sp *Spec) profiles(n semanticNeeds, dims int, newestFirst [][]int16) (rece
 	return recent, longTerm
 }
 
-// neighbourWindow is how long before an article its neighbours may have
+// NeighbourWindow is how long before an article its neighbours may have
 // been published, in microseconds.
-func (sp *Spec) neighbourWindow() int64 {
+func (sp *Spec) NeighbourWindow() int64 {
 	return sp.NeighbourWindowHours * int64(time.Hour/time.Microsecond)
 }
 
-// nearest returns the indexes, most similar first, of the
+// Nearest returns the indexes, most similar first, of the
 // SemanticNeighbours entries of a window (n entries, at(i) the i-th) most
 // similar to c; equally similar ones by ReadOrderKey. The caller gives the
 // window: the articles with an embedding published in
-// [c.publish - neighbourWindow, c.publish).
-func (sp *Spec) nearest(c *embedded, n int, at func(i int) *embedded) []int {
+// [c.PublishTime() - NeighbourWindow, c.PublishTime()).
+func (sp *Spec) Nearest(c *Semantic, n int, at func(i int) *Semantic) []int {
 	type scored struct {
 		i     int
 		cos   float32

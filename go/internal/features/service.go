@@ -2,16 +2,21 @@ package features
 
 import "context"
 
-// Service is a feature state the server ranks from and records into: the
-// embedded Store (the default) or Redis, shared by replicas.
+// Service is a feature state the server ranks from and records into. Each
+// backend is a package of its own (features/embedded, the default, and
+// features/redisstate, shared by replicas) that the process wiring opens;
+// every one applies the acceptance rules of rules.go, and
+// features/backendtest holds each to the same cases.
 type Service interface {
 	// Fill computes the features at cols of names for each candidate (see
 	// State.Fill) and returns the ids the catalog does not know.
 	Fill(ctx context.Context, q Query, ids []string, names []string, cols []int, rows []float32) (unknown []string, err error)
-	// UpsertArticles validates and stores catalog entries.
+	// UpsertArticles validates and stores catalog entries; more than
+	// MaxBatch is a BatchTooLargeError.
 	UpsertArticles(ctx context.Context, articles []Article) (Result, error)
 	// RecordEvents validates and records a batch; an error means none of it
-	// was recorded and the caller should retry.
+	// was recorded and the caller should retry (more than MaxBatch events is
+	// a BatchTooLargeError, and retrying does not help).
 	RecordEvents(ctx context.Context, impressions []Impression, clicks []Click) (Result, error)
 	// Counts reports articles, readers, events recorded, and articles with
 	// an embedding.
@@ -19,5 +24,3 @@ type Service interface {
 	// Close releases the state.
 	Close() error
 }
-
-var _ Service = (*Store)(nil)

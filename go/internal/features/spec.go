@@ -3,6 +3,13 @@
 // (python/src/ranker/features/build.py) computes the training rows: the same
 // windows, priors, strictly-before semantics, missing values and title
 // hashing, in the same order of floating-point operations.
+//
+// The package is the computation from facts (Spec.Compute), the in-memory
+// State, and the acceptance rules every state backend applies (rules.go);
+// the backends are packages of their own behind Service: features/embedded
+// (the State made durable by an event log and snapshots) and
+// features/redisstate (Redis, shared by replicas). features/backendtest
+// holds each backend to the same cases.
 package features
 
 import (

@@ -17,12 +17,14 @@
 // With a model root (or a model directory), the registry may open with no
 // model serving yet: Ready reports when the default model serves, and until
 // then Acquire and Status fail with ErrNotReady.
+//
+// This package is the version lifecycle (slots, acquire and release, pins,
+// refresh, load, refusal, poll, close); reading the model root (directories,
+// symlinks, the order of version names, fingerprints) is package modelroot.
 package registry
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,6 +38,7 @@ import (
 	"time"
 
 	"ranker/internal/model"
+	"ranker/internal/registry/modelroot"
 )
 
 // Version is one loaded model version, reference counted.
@@ -104,14 +107,11 @@ type Registry struct {
 	loadTimeout time.Duration
 	logger      *slog.Logger
 	events      Events
-	root        string                           // set when serving a model root
+	root        *modelroot.Root                  // set when serving a model root
 	bases       []string                         // prefixes cut from the paths callers see
 	slots       atomic.Pointer[map[string]*slot] // replaced whole when a model appears
 	defaultName atomic.Pointer[string]           // fixed by Config.Default, else the first model to serve
 	closed      atomic.Bool
-
-	rootMu      sync.Mutex
-	rootRefused map[string]string // model directory -> why it is refused, logged once per reason
 }
 
 // Config says where models come from.
@@ -150,7 +150,7 @@ func Open(cfg Config, opts model.LoadOptions, logger *slog.Logger, events Events
 // is not: the registry opens not Ready, and Poll serves versions as they
 // appear. It returns ctx's error as soon as ctx is done.
 func OpenContext(ctx context.Context, cfg Config, opts model.LoadOptions, logger *slog.Logger, events Events) (*Registry, error) {
-	r := &Registry{opts: opts, loadTimeout: cfg.LoadTimeout, logger: logger, events: events, rootRefused: map[string]string{}}
+	r := &Registry{opts: opts, loadTimeout: cfg.LoadTimeout, logger: logger, events: events}
 	if r.loadTimeout <= 0 {
 		r.loadTimeout = DefaultLoadTimeout
 	}
@@ -159,14 +159,14 @@ func OpenContext(ctx context.Context, cfg Config, opts model.LoadOptions, logger
 	case cfg.Root != "" && cfg.Model != "":
 		return nil, errors.New("set a model root or a model, not both")
 	case cfg.Root != "":
-		r.root = cfg.Root
-		r.bases = basePrefixes(cfg.Root)
-		names, err := r.modelDirs()
+		r.root = modelroot.NewRoot(cfg.Root, logger)
+		r.bases = modelroot.BasePrefixes(cfg.Root)
+		names, err := r.root.Models()
 		if err != nil {
 			return nil, fmt.Errorf("model root: %w", err)
 		}
 		for _, e := range names {
-			slots[e.name] = &slot{name: e.name, dir: e.dir}
+			slots[e.Name] = &slot{name: e.Name, dir: e.Dir}
 		}
 		if len(slots) == 0 {
 			logger.Warn("model root has no model directories yet; not ready until a version loads", "root", cfg.Root)
@@ -180,7 +180,7 @@ func OpenContext(ctx context.Context, cfg Config, opts model.LoadOptions, logger
 			return nil, fmt.Errorf("model path %s: not a directory", cfg.Model)
 		}
 		dir := filepath.Clean(cfg.Model)
-		r.bases = basePrefixes(filepath.Dir(dir))
+		r.bases = modelroot.BasePrefixes(filepath.Dir(dir))
 		s := &slot{dir: dir, static: model.IsVersionDir(dir)}
 		if s.static {
 			meta, err := model.ReadMetadata(dir)
@@ -224,21 +224,6 @@ func OpenContext(ctx context.Context, cfg Config, opts model.LoadOptions, logger
 	return r, nil
 }
 
-// basePrefixes are the spellings of dir (as given, absolute, symlinks
-// resolved) that paths under it start with.
-func basePrefixes(dir string) []string {
-	out := []string{filepath.Clean(dir)}
-	if abs, err := filepath.Abs(dir); err == nil {
-		out = append(out, abs)
-	}
-	if real, err := filepath.EvalSymlinks(dir); err == nil {
-		out = append(out, real)
-	}
-	// Longest first, so a prefix of another is cut only where that one is not.
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out
-}
-
 var sha256Hex = regexp.MustCompile(`\b[0-9a-f]{64}\b`)
 
 // absolutePath is a path left absolute after the model root is stripped:
@@ -266,117 +251,6 @@ func (r *Registry) chooseDefault() {
 	if names := r.Names(); len(names) > 0 {
 		r.defaultName.CompareAndSwap(nil, &names[0])
 	}
-}
-
-// dirEntry is a directory found under a model root or model directory: a
-// model or a version. dir is where it is read from (a symlink resolved);
-// err says why it cannot be used.
-type dirEntry struct {
-	name, dir string
-	err       error
-}
-
-// subdirs lists parent's directories, names starting with a dot (exports
-// still being written) left out, symlinks followed if they resolve to a
-// directory inside parent, and refused (err set) if they do not.
-func subdirs(parent string) ([]dirEntry, error) {
-	entries, err := os.ReadDir(parent)
-	if err != nil {
-		return nil, err
-	}
-	realParent, err := filepath.EvalSymlinks(parent)
-	if err != nil {
-		return nil, err
-	}
-	var out []dirEntry
-	for _, e := range entries {
-		name := e.Name()
-		if strings.HasPrefix(name, ".") {
-			continue
-		}
-		path := filepath.Join(parent, name)
-		switch {
-		case e.IsDir():
-			out = append(out, dirEntry{name: name, dir: path})
-		case e.Type()&os.ModeSymlink != 0:
-			out = append(out, resolveLink(realParent, name, path))
-		}
-	}
-	return out, nil
-}
-
-// versionDir is where a version named by an experiment is read from: a
-// plain directory name under the model's directory, a symlink followed only
-// as far as subdirs would follow it.
-func versionDir(modelDir, version string) (string, error) {
-	if version == "" || strings.HasPrefix(version, ".") || strings.ContainsAny(version, `/\`) {
-		return "", errors.New("not a version directory name")
-	}
-	path := filepath.Join(modelDir, version)
-	info, err := os.Lstat(path)
-	if err != nil {
-		return "", err
-	}
-	if info.Mode()&os.ModeSymlink == 0 {
-		return path, nil
-	}
-	realParent, err := filepath.EvalSymlinks(modelDir)
-	if err != nil {
-		return "", err
-	}
-	e := resolveLink(realParent, version, path)
-	if e.name == "" {
-		return "", fmt.Errorf("%s: a symlink to a file, not a version directory", path)
-	}
-	return e.dir, e.err
-}
-
-func resolveLink(realParent, name, path string) dirEntry {
-	target, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return dirEntry{name: name, dir: path, err: fmt.Errorf("%s: a symlink that does not resolve: %w", path, err)}
-	}
-	info, err := os.Stat(target)
-	if err != nil {
-		return dirEntry{name: name, dir: path, err: fmt.Errorf("%s: %w", path, err)}
-	}
-	if !info.IsDir() {
-		return dirEntry{} // a link to a file is a file: not a model or version
-	}
-	rel, err := filepath.Rel(realParent, target)
-	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-		// The model directory bounds what the server reads; the target is
-		// in the log line of the refusal, not in what callers see.
-		return dirEntry{name: name, dir: path, err: fmt.Errorf("%s: a symlink that resolves outside %s (to %s)", path, realParent, target)}
-	}
-	return dirEntry{name: name, dir: target}
-}
-
-// modelDirs lists the model directories under the root, logging each one
-// refused once per reason.
-func (r *Registry) modelDirs() ([]dirEntry, error) {
-	all, err := subdirs(r.root)
-	if err != nil {
-		return nil, err
-	}
-	var out []dirEntry
-	r.rootMu.Lock()
-	defer r.rootMu.Unlock()
-	for _, e := range all {
-		if e.name == "" {
-			continue
-		}
-		if e.err == nil {
-			delete(r.rootRefused, e.name)
-			out = append(out, e)
-			continue
-		}
-		if reason := e.err.Error(); r.rootRefused[e.name] != reason {
-			r.rootRefused[e.name] = reason
-			r.logger.Error("model directory refused", "model", e.name, "error", reason)
-		}
-	}
-	return out, nil
 }
 
 // Names lists the served model names, sorted.
@@ -470,7 +344,7 @@ func (r *Registry) Pin(keep map[string][]string) error {
 			if have {
 				continue // a pin is loaded even when it is the newest, so the next swap leaves it be
 			}
-			dir, err := versionDir(s.dir, version)
+			dir, err := modelroot.VersionDir(s.dir, version)
 			if err != nil {
 				return fmt.Errorf("model %s version %q: %w", name, version, err)
 			}
@@ -613,7 +487,7 @@ func (r *Registry) Poll() { r.PollContext(context.Background()) }
 
 // PollContext is Poll that stops early when ctx is done.
 func (r *Registry) PollContext(ctx context.Context) {
-	if r.root != "" {
+	if r.root != nil {
 		r.discover()
 	}
 	for _, s := range *r.slots.Load() {
@@ -629,18 +503,18 @@ func (r *Registry) PollContext(ctx context.Context) {
 
 // discover adds model directories that appeared under the root.
 func (r *Registry) discover() {
-	found, err := r.modelDirs()
+	found, err := r.root.Models()
 	if err != nil {
-		r.logger.Error("model root unreadable", "root", r.root, "error", err.Error())
+		r.logger.Error("model root unreadable", "root", r.root.Dir(), "error", err.Error())
 		return
 	}
 	old := *r.slots.Load()
 	var added []string
 	dirs := map[string]string{}
 	for _, e := range found {
-		if _, ok := old[e.name]; !ok {
-			added = append(added, e.name)
-			dirs[e.name] = e.dir
+		if _, ok := old[e.Name]; !ok {
+			added = append(added, e.Name)
+			dirs[e.Name] = e.Dir
 		}
 	}
 	if len(added) == 0 {
@@ -672,47 +546,9 @@ func (r *Registry) Close() {
 	}
 }
 
-// versions lists a model's version directories, newest first.
-func versions(dir string) ([]dirEntry, error) {
-	out, err := subdirs(dir)
-	if err != nil {
-		return nil, err
-	}
-	sort.Slice(out, func(i, j int) bool { return VersionLess(out[j].name, out[i].name) })
-	return out, nil
-}
-
 // VersionLess orders version names, comparing runs of digits as numbers
 // (v9 < v10) and the rest as text; export timestamps sort the same way.
-func VersionLess(a, b string) bool {
-	for a != "" && b != "" {
-		da, db := digitRun(a), digitRun(b)
-		if da > 0 && db > 0 {
-			na, nb := strings.TrimLeft(a[:da], "0"), strings.TrimLeft(b[:db], "0")
-			if len(na) != len(nb) {
-				return len(na) < len(nb)
-			}
-			if na != nb {
-				return na < nb
-			}
-			a, b = a[da:], b[db:]
-			continue
-		}
-		if a[0] != b[0] {
-			return a[0] < b[0]
-		}
-		a, b = a[1:], b[1:]
-	}
-	return len(a) < len(b)
-}
-
-func digitRun(s string) int {
-	i := 0
-	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-		i++
-	}
-	return i
-}
+func VersionLess(a, b string) bool { return modelroot.VersionLess(a, b) }
 
 // refresh serves the newest version that loads among those newer than the
 // serving one (all of them when none serves), skipping versions refused
@@ -722,10 +558,10 @@ func (r *Registry) refresh(ctx context.Context, s *slot) error {
 		if s.current.Load() != nil {
 			return nil
 		}
-		e := dirEntry{name: filepath.Base(s.dir), dir: s.dir}
-		return r.tryLoad(ctx, s, e, fingerprint(e))
+		e := modelroot.Entry{Name: filepath.Base(s.dir), Dir: s.dir}
+		return r.tryLoad(ctx, s, e, modelroot.Fingerprint(e))
 	}
-	entries, err := versions(s.dir)
+	entries, err := modelroot.Versions(s.dir)
 	if err != nil {
 		return fmt.Errorf("model %s: %w", s.name, err)
 	}
@@ -733,7 +569,7 @@ func (r *Registry) refresh(ctx context.Context, s *slot) error {
 	serving := s.version
 	present := map[string]bool{}
 	for _, e := range entries {
-		present[e.name] = true
+		present[e.Name] = true
 	}
 	for version := range s.refused {
 		if !present[version] {
@@ -743,21 +579,21 @@ func (r *Registry) refresh(ctx context.Context, s *slot) error {
 	s.mu.Unlock()
 	var skipped []string
 	for _, e := range entries {
-		if e.name == "" {
+		if e.Name == "" {
 			continue // a symlink to a file
 		}
-		if s.current.Load() != nil && !VersionLess(serving, e.name) {
+		if s.current.Load() != nil && !VersionLess(serving, e.Name) {
 			break // nothing newer than what serves
 		}
-		fp := fingerprint(e)
+		fp := modelroot.Fingerprint(e)
 		s.mu.Lock()
-		known := s.refused[e.name] == fp
+		known := s.refused[e.Name] == fp
 		s.mu.Unlock()
 		if known {
-			skipped = append(skipped, e.name) // logged when it was refused; again once it changes
+			skipped = append(skipped, e.Name) // logged when it was refused; again once it changes
 			continue
 		}
-		err := e.err
+		err := e.Err
 		if err == nil {
 			err = r.tryLoad(ctx, s, e, fp)
 		}
@@ -767,41 +603,16 @@ func (r *Registry) refresh(ctx context.Context, s *slot) error {
 		if err == nil {
 			if len(skipped) > 0 {
 				r.logger.Warn("newer model versions are refused; serving an older one", "model", s.name,
-					"serving", e.name, "refused", skipped)
+					"serving", e.Name, "refused", skipped)
 			}
 			return nil
 		}
-		if e.err != nil {
-			r.refuse(s, e.name, fp, err)
+		if e.Err != nil {
+			r.refuse(s, e.Name, fp, err)
 		}
-		skipped = append(skipped, e.name)
+		skipped = append(skipped, e.Name)
 	}
 	return nil
-}
-
-// fingerprint identifies a version directory's contents for the refusal
-// memory: where it resolves to and every entry's name, type, size and
-// modification time, so that any change to any file (a fixed permission, a
-// completed copy, a replaced symlink) earns the version another try.
-func fingerprint(e dirEntry) string {
-	h := sha256.New()
-	_, _ = fmt.Fprintf(h, "%s\x00", e.dir) // hash.Hash writes never fail
-	if e.err != nil {
-		_, _ = fmt.Fprintf(h, "refused\x00%s\x00", e.err)
-	}
-	entries, err := os.ReadDir(e.dir)
-	if err != nil {
-		_, _ = fmt.Fprintf(h, "unreadable\x00%s\x00", err)
-	}
-	for _, entry := range entries {
-		info, err := entry.Info()
-		if err != nil {
-			_, _ = fmt.Fprintf(h, "%s\x00gone\x00", entry.Name())
-			continue
-		}
-		_, _ = fmt.Fprintf(h, "%s\x00%v\x00%d\x00%d\x00", entry.Name(), info.Mode(), info.Size(), info.ModTime().UnixNano())
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // load runs model.Load within the load timeout, and returns as soon as ctx
@@ -853,8 +664,8 @@ func (r *Registry) refuse(s *slot, version, fp string, err error) {
 
 // tryLoad serves the version in e if it loads, else refuses it; fp is its
 // fingerprint from before the load, so a change during the load is a change.
-func (r *Registry) tryLoad(ctx context.Context, s *slot, e dirEntry, fp string) error {
-	version, dir := e.name, e.dir
+func (r *Registry) tryLoad(ctx context.Context, s *slot, e modelroot.Entry, fp string) error {
+	version, dir := e.Name, e.Dir
 	m, err := r.load(ctx, dir)
 	if ctx.Err() != nil {
 		return ctx.Err() // shutting down: not the version's fault

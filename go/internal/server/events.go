@@ -58,8 +58,8 @@ func (s *Server) UpsertArticles(ctx context.Context, req *rankerv1.UpsertArticle
 	if err != nil {
 		return nil, err
 	}
-	if n := len(req.GetArticles()); n > features.MaxBatch {
-		return nil, rpcerr.WithField(codes.ResourceExhausted, fmt.Sprintf("articles: %d exceed the limit of %d per call", n, features.MaxBatch))
+	if err := features.CheckArticleBatch(len(req.GetArticles())); err != nil {
+		return nil, rpcerr.WithField(codes.ResourceExhausted, err.Error())
 	}
 	articles := make([]features.Article, len(req.GetArticles()))
 	for i, a := range req.GetArticles() {
@@ -86,8 +86,8 @@ func (s *Server) RecordEvents(ctx context.Context, req *rankerv1.RecordEventsReq
 	if err != nil {
 		return nil, err
 	}
-	if n := len(req.GetImpressions()) + len(req.GetClicks()); n > features.MaxBatch {
-		return nil, rpcerr.WithField(codes.ResourceExhausted, fmt.Sprintf("impressions: %d events (impressions and clicks) exceed the limit of %d per call", n, features.MaxBatch))
+	if err := features.CheckEventBatch(len(req.GetImpressions()), len(req.GetClicks())); err != nil {
+		return nil, rpcerr.WithField(codes.ResourceExhausted, err.Error())
 	}
 	impressions := make([]features.Impression, len(req.GetImpressions()))
 	for i, e := range req.GetImpressions() {

@@ -12,6 +12,7 @@ import (
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/features"
+	"ranker/internal/features/embedded"
 	"ranker/internal/metrics"
 	"ranker/internal/overload"
 	"ranker/internal/request"
@@ -28,7 +29,7 @@ func FuzzRank(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	state, err := features.Open("", spec, features.DefaultLimits)
+	state, err := embedded.Open("", spec, features.DefaultLimits)
 	if err != nil {
 		f.Fatal(err)
 	}

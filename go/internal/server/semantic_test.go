@@ -18,6 +18,7 @@ import (
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/features"
+	"ranker/internal/features/embedded"
 	"ranker/internal/metrics"
 	"ranker/internal/model"
 	"ranker/internal/model/modeltest"
@@ -82,7 +83,7 @@ func TestRankByIDsComputesTheSemanticFeaturesAModelNames(t *testing.T) {
 	}
 	limits := features.DefaultLimits
 	limits.EmbeddingDimensions = 4
-	state, err := features.Open("", spec, limits)
+	state, err := embedded.Open("", spec, limits)
 	if err != nil {
 		t.Fatal(err)
 	}

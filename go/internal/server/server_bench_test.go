@@ -13,6 +13,8 @@ import (
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/features"
+	"ranker/internal/features/embedded"
+	"ranker/internal/features/redisstate"
 	"ranker/internal/request"
 )
 
@@ -56,13 +58,13 @@ func BenchmarkRankByIDs(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	embedded, err := features.Open("", spec, features.DefaultLimits)
+	local, err := embedded.Open("", spec, features.DefaultLimits)
 	if err != nil {
 		b.Fatal(err)
 	}
-	states := map[string]features.Service{"by-ids": embedded}
+	states := map[string]features.Service{"by-ids": local}
 	if url := os.Getenv("RANKER_BENCH_REDIS"); url != "" {
-		shared, err := features.OpenRedis(url, spec, features.DefaultLimits, time.Minute)
+		shared, err := redisstate.Open(url, spec, features.DefaultLimits, time.Minute)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -85,7 +87,7 @@ func BenchmarkRankByIDs(b *testing.B) {
 			name  string
 			req   *rankerv1.RankRequest
 			state features.Service
-		}{{"features-sent", sent, embedded}, {"by-ids", byIDs, embedded}, {"by-ids-semantic", byIDs, embedded}}
+		}{{"features-sent", sent, local}, {"by-ids", byIDs, local}, {"by-ids-semantic", byIDs, local}}
 		if shared, ok := states["by-ids-redis"]; ok {
 			cases = append(cases, struct {
 				name  string

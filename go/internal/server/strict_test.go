@@ -19,6 +19,7 @@ import (
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/features"
+	"ranker/internal/features/embedded"
 	"ranker/internal/metrics"
 	"ranker/internal/request"
 )
@@ -65,7 +66,7 @@ func strictServer(t *testing.T, strict, withState bool) (rankerv1.RankingService
 		if err != nil {
 			t.Fatal(err)
 		}
-		state, err := features.Open("", spec, features.DefaultLimits)
+		state, err := embedded.Open("", spec, features.DefaultLimits)
 		if err != nil {
 			t.Fatal(err)
 		}

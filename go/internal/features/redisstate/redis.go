@@ -1,4 +1,6 @@
-package features
+// Package redisstate keeps the feature state in Redis, so that several
+// server replicas rank from the same state (--state redis://...).
+package redisstate
 
 import (
 	"cmp"
@@ -13,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"ranker/internal/features"
 )
 
 // Redis keeps the feature state in Redis, so that several server replicas
@@ -24,28 +28,28 @@ import (
 // Redis keeps the whole history (no pruning): size its memory for it.
 type Redis struct {
 	client  *redis.Client
-	spec    *Spec
-	limits  Limits
+	spec    *features.Spec
+	limits  features.Limits
 	prefix  string
 	now     func() time.Time
 	timeout time.Duration
 }
 
-var _ Service = (*Redis)(nil)
+var _ features.Service = (*Redis)(nil)
 
-// OpenRedis connects to the Redis at url (redis://host:port/db); timeout
+// Open connects to the Redis at url (redis://host:port/db); timeout
 // bounds each call, so a Rank answers (with the state's features missing)
 // when Redis does not. It does not fail when Redis is down: requests then
 // report the state as unavailable.
-func OpenRedis(url string, spec *Spec, limits Limits, timeout time.Duration) (*Redis, error) {
+func Open(url string, spec *features.Spec, limits features.Limits, timeout time.Duration) (*Redis, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = timeout, timeout, timeout, timeout
 	opts.MaxRetries = 1
-	if limits.EmbeddingDimensions < 1 || limits.EmbeddingDimensions > MaxEmbeddingDimensions {
-		return nil, fmt.Errorf("embedding dimensions: %d, want 1 to %d", limits.EmbeddingDimensions, MaxEmbeddingDimensions)
+	if err := limits.Check(); err != nil {
+		return nil, err
 	}
 	return &Redis{client: redis.NewClient(opts), spec: spec, limits: limits, prefix: "ranker:", now: time.Now, timeout: timeout}, nil
 }
@@ -63,21 +67,25 @@ func (r *Redis) bounded(ctx context.Context) (context.Context, context.CancelFun
 
 // UpsertArticles validates and stores catalog entries, and brings the
 // semantic neighbours up to date as the embedded state does (see
-// State.applyArticles). It reads the catalog, computes, and writes in one
+// features.State.ApplyArticles). It reads the catalog, computes, and writes in one
 // transaction that fails, and is tried again, if another replica changed
 // the catalog meanwhile: every upsert bumps the key "catalog".
 //
 // Each Redis call is bounded by the client's timeouts, not the whole upsert:
 // the neighbour search between the calls may take longer than one call may.
-func (r *Redis) UpsertArticles(ctx context.Context, articles []Article) (Result, error) {
-	var res Result
-	var batch []Article
+func (r *Redis) UpsertArticles(ctx context.Context, articles []features.Article) (features.Result, error) {
+	if err := features.CheckArticleBatch(len(articles)); err != nil {
+		return features.Result{}, err
+	}
+	var res features.Result
+	var batch []features.Article
+	bounds := features.NewBounds(r.spec, r.limits, r.now())
 	for i, a := range articles {
-		if field, reason := checkArticle(a, r.limits.EmbeddingDimensions); field != "" {
-			res.rejecter(a.ID, fmt.Sprintf("articles[%d]", i))(field, reason)
+		if field, reason := features.CheckArticle(a, bounds); field != "" {
+			res.Refuse(a.ID, fmt.Sprintf("articles[%d]", i), field, reason)
 			continue
 		}
-		batch = append(batch, r.spec.stored(a))
+		batch = append(batch, r.spec.Stored(a))
 	}
 	res.Accepted = len(batch)
 	if len(batch) == 0 {
@@ -90,11 +98,11 @@ func (r *Redis) UpsertArticles(ctx context.Context, articles []Article) (Result,
 			continue
 		}
 		if err != nil {
-			return Result{}, fmt.Errorf("redis: %w", err)
+			return features.Result{}, fmt.Errorf("redis: %w", err)
 		}
 		return res, nil
 	}
-	return Result{}, fmt.Errorf("redis: the catalog changed under %d attempts in a row", attempts)
+	return features.Result{}, fmt.Errorf("redis: the catalog changed under %d attempts in a row", attempts)
 }
 
 // packEmbedding is the Redis form of a quantised embedding: little-endian
@@ -120,14 +128,14 @@ func unpackEmbedding(b string, dims int) []int16 {
 }
 
 // upsert writes the batch and the neighbour lists it changes, within tx.
-func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error {
-	dims, window := r.limits.EmbeddingDimensions, r.spec.neighbourWindow()
+func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []features.Article) error {
+	dims, window := r.limits.EmbeddingDimensions, r.spec.NeighbourWindow()
 	pub := r.key("pub") // the articles with an embedding, scored by publish time
 	// The batch as it will be stored: the last entry of each id.
-	final := make(map[string]*embedded, len(batch))
+	final := make(map[string]*features.Semantic, len(batch))
 	for i := range batch {
 		a := &batch[i]
-		final[a.ID] = newEmbedded(a, ReadOrderKey(a.ID), dims)
+		final[a.ID] = features.NewSemantic(a, features.ReadOrderKey(a.ID), dims)
 	}
 	pipe := tx.Pipeline()
 	old := make(map[string]*redis.FloatCmd, len(final))
@@ -142,7 +150,7 @@ func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error
 	var moved []int64
 	for id, e := range final {
 		p, err := old[id].Result()
-		if err == nil && e != nil && int64(p) == e.publish && oldVector[id].Val() == string(packEmbedding(e.q)) {
+		if err == nil && e != nil && int64(p) == e.PublishTime() && oldVector[id].Val() == string(packEmbedding(e.Quantised())) {
 			// The same vector at the same time: no article's neighbours change.
 			delete(final, id)
 			continue
@@ -151,7 +159,7 @@ func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error
 			moved = append(moved, int64(p))
 		}
 		if e != nil {
-			moved = append(moved, e.publish)
+			moved = append(moved, e.PublishTime())
 		}
 	}
 	// Whose neighbours change: the batch's, and those published up to a
@@ -160,7 +168,7 @@ func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error
 	for id := range final {
 		targets[id] = true
 	}
-	for _, span := range spans(moved, window) {
+	for _, span := range features.Spans(moved, window) {
 		ids, err := tx.ZRangeArgs(ctx, redis.ZRangeArgs{Key: pub, ByScore: true, Start: "(" + micros(span[0]), Stop: micros(span[1])}).Result()
 		if err != nil {
 			return err
@@ -175,7 +183,7 @@ func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error
 	for id := range targets {
 		if e, inBatch := final[id]; inBatch {
 			if e != nil {
-				need = append(need, e.publish-window)
+				need = append(need, e.PublishTime()-window)
 			}
 		} else if p, err := tx.ZScore(ctx, pub, id).Result(); err == nil {
 			need = append(need, int64(p)-window)
@@ -183,13 +191,13 @@ func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error
 			return err
 		}
 	}
-	catalog, err := r.window(ctx, tx, spans(need, window), final)
+	catalog, err := r.window(ctx, tx, features.Spans(need, window), final)
 	if err != nil {
 		return err
 	}
 	index := make(map[string]int, len(catalog))
 	for i, e := range catalog {
-		index[e.id] = i
+		index[e.ID()] = i
 	}
 	// A target outside the batch whose list holds no article of the batch
 	// keeps the rest of its window as it was: its new list is the best of
@@ -212,8 +220,8 @@ func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error
 			continue // no embedding: no neighbours
 		}
 		c := catalog[i]
-		lo := sort.Search(len(catalog), func(i int) bool { return catalog[i].publish >= c.publish-window })
-		hi := sort.Search(len(catalog), func(i int) bool { return catalog[i].publish >= c.publish })
+		lo := sort.Search(len(catalog), func(i int) bool { return catalog[i].PublishTime() >= c.PublishTime()-window })
+		hi := sort.Search(len(catalog), func(i int) bool { return catalog[i].PublishTime() >= c.PublishTime() })
 		pool := catalog[lo:hi]
 		if cmd, kept := oldLists[id]; kept {
 			var before []string
@@ -228,14 +236,14 @@ func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error
 					}
 				}
 				for n, e := range final {
-					if k, ok := index[n]; ok && e != nil && n != id && e.publish >= c.publish-window && e.publish < c.publish {
+					if k, ok := index[n]; ok && e != nil && n != id && e.PublishTime() >= c.PublishTime()-window && e.PublishTime() < c.PublishTime() {
 						pool = append(pool, catalog[k])
 					}
 				}
 			}
 		}
-		for _, j := range r.spec.nearest(c, len(pool), func(k int) *embedded { return pool[k] }) {
-			lists[id] = append(lists[id], pool[j].id)
+		for _, j := range r.spec.Nearest(c, len(pool), func(k int) *features.Semantic { return pool[k] }) {
+			lists[id] = append(lists[id], pool[j].ID())
 		}
 	}
 	_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -256,7 +264,7 @@ func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error
 		}
 		for id, e := range final {
 			if e != nil {
-				p.ZAdd(ctx, pub, redis.Z{Score: float64(e.publish), Member: id})
+				p.ZAdd(ctx, pub, redis.Z{Score: float64(e.PublishTime()), Member: id})
 			} else {
 				p.ZRem(ctx, pub, id)
 			}
@@ -277,8 +285,8 @@ func (r *Redis) upsert(ctx context.Context, tx *redis.Tx, batch []Article) error
 // window reads the embeddings published in the closed spans [from, to] of
 // the index, replaces those of the batch (final) by their new state, and
 // returns them by publish time.
-func (r *Redis) window(ctx context.Context, tx *redis.Tx, spans [][2]int64, final map[string]*embedded) ([]*embedded, error) {
-	var out []*embedded
+func (r *Redis) window(ctx context.Context, tx *redis.Tx, spans [][2]int64, final map[string]*features.Semantic) ([]*features.Semantic, error) {
+	var out []*features.Semantic
 	for _, span := range spans {
 		members, err := tx.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: r.key("pub"), ByScore: true, Start: micros(span[0]), Stop: micros(span[1])}).Result()
 		if err != nil {
@@ -299,8 +307,8 @@ func (r *Redis) window(ctx context.Context, tx *redis.Tx, spans [][2]int64, fina
 				continue
 			}
 			id := m.Member.(string)
-			a := Article{ID: id, PublishTime: int64(m.Score), Quantised: unpackEmbedding(vectors[i].Val(), r.limits.EmbeddingDimensions)}
-			if e := newEmbedded(&a, ReadOrderKey(id), r.limits.EmbeddingDimensions); e != nil {
+			a := features.Article{ID: id, PublishTime: int64(m.Score), Quantised: unpackEmbedding(vectors[i].Val(), r.limits.EmbeddingDimensions)}
+			if e := features.NewSemantic(&a, features.ReadOrderKey(id), r.limits.EmbeddingDimensions); e != nil {
 				out = append(out, e)
 			}
 		}
@@ -310,22 +318,38 @@ func (r *Redis) window(ctx context.Context, tx *redis.Tx, spans [][2]int64, fina
 			out = append(out, e)
 		}
 	}
-	slices.SortFunc(out, func(a, b *embedded) int { return cmp.Compare(a.publish, b.publish) })
+	slices.SortFunc(out, func(a, b *features.Semantic) int { return cmp.Compare(a.PublishTime(), b.PublishTime()) })
 	return out, nil
 }
 
-// impressionScript applies one impression: ARGV prefix, event id, request,
-// user, article, time, lateness (µs), ttl (ms). It answers "ok" or why not.
-var impressionScript = redis.NewScript(`
+// The events' scripts: a prelude that reads what the checks need, the
+// checks of the rules on the state in the order of features.ImpressionRules
+// and features.ClickRules, each answering its rule's code (assembled by
+// script), then the writes of an accepted event, answering "ok". Each event
+// is one script, atomic, so replicas recording at once cannot count an
+// event twice.
+
+// impressionPrelude reads an impression's state: ARGV prefix, event id,
+// request, user, article, time, lateness (µs), ttl (ms).
+const impressionPrelude = `
 local p, id, req, user, art, t = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-if redis.call('EXISTS', p .. 'e' .. '\0' .. id) == 1 then return 'duplicate' end
+local ek = p .. 'e' .. '\0' .. id
 local a = redis.call('HMGET', p .. 'a' .. '\0' .. art, 'category', 'subcategory')
-if not a[1] then return 'article_id' end
 local ik = p .. 'i' .. '\0' .. req .. '\0' .. art
-if redis.call('EXISTS', ik) == 1 then return 'shown' end
 local wm = redis.call('GET', p .. 'wm')
-if wm and tonumber(wm) - tonumber(t) > tonumber(ARGV[7]) then return 'late' end
-redis.call('SET', p .. 'e' .. '\0' .. id, '1', 'PX', ARGV[8])
+`
+
+// impressionChecks are the Lua halves of the impression rules on the state
+// (the Go halves are in features/admit.go); CODE is the rule's code.
+var impressionChecks = map[string]string{
+	features.RuleDuplicate:      `if redis.call('EXISTS', ek) == 1 then return CODE end`,
+	features.RuleUnknownArticle: `if not a[1] then return CODE end`,
+	features.RuleLate:           `if wm and tonumber(wm) - tonumber(t) > tonumber(ARGV[7]) then return CODE end`,
+	features.RuleShownTwice:     `if redis.call('EXISTS', ik) == 1 then return CODE end`,
+}
+
+const impressionWrites = `
+redis.call('SET', ek, '1', 'PX', ARGV[8])
 redis.call('HSET', ik, 'user', user, 'category', a[1], 'subcategory', a[2], 'time', t, 'clicked', '0')
 redis.call('PEXPIRE', ik, ARGV[8])
 redis.call('ZADD', p .. 'as' .. '\0' .. art, t, id)
@@ -337,22 +361,32 @@ redis.call('SADD', p .. 'users', user)
 redis.call('INCR', p .. 'n')
 if not wm or tonumber(t) > tonumber(wm) then redis.call('SET', p .. 'wm', t) end
 return 'ok'
-`)
+`
 
-// clickScript applies one click: ARGV prefix, event id, request, user,
-// article, time, ttl (ms), read-order key. It counts the click at its
-// impression's time, as the training rows do.
-var clickScript = redis.NewScript(`
+// clickPrelude reads a click's state: ARGV prefix, event id, request, user,
+// article, time, ttl (ms), read-order key.
+const clickPrelude = `
 local p, id, req, user, art, t = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-if redis.call('EXISTS', p .. 'e' .. '\0' .. id) == 1 then return 'duplicate' end
+local ek = p .. 'e' .. '\0' .. id
 local ik = p .. 'i' .. '\0' .. req .. '\0' .. art
 local imp = redis.call('HMGET', ik, 'user', 'category', 'subcategory', 'time', 'clicked')
-if not imp[1] then return 'request_id' end
-if imp[1] ~= user then return 'user_id:' .. imp[1] end
-if imp[5] == '1' then return 'clicked' end
-if tonumber(t) < tonumber(imp[4]) then return 'before' end
+`
+
+// clickChecks are the Lua halves of the click rules on the state; the
+// other reader's answer carries the reader the impression was shown to.
+var clickChecks = map[string]string{
+	features.RuleDuplicate:        `if redis.call('EXISTS', ek) == 1 then return CODE end`,
+	features.RuleNoImpression:     `if not imp[1] then return CODE end`,
+	features.RuleOtherReader:      `if imp[1] ~= user then return CODE .. ':' .. imp[1] end`,
+	features.RuleClickedTwice:     `if imp[5] == '1' then return CODE end`,
+	features.RuleBeforeImpression: `if tonumber(t) < tonumber(imp[4]) then return CODE end`,
+}
+
+// clickWrites count the click at its impression's time, as the training
+// rows do.
+const clickWrites = `
 local at = imp[4]
-redis.call('SET', p .. 'e' .. '\0' .. id, '1', 'PX', ARGV[7])
+redis.call('SET', ek, '1', 'PX', ARGV[7])
 redis.call('HSET', ik, 'clicked', '1')
 redis.call('ZADD', p .. 'ac' .. '\0' .. art, at, id)
 redis.call('ZADD', p .. 'uc' .. '\0' .. user, at, id)
@@ -363,80 +397,113 @@ redis.call('INCR', p .. 'n')
 local wm = redis.call('GET', p .. 'wm')
 if not wm or tonumber(t) > tonumber(wm) then redis.call('SET', p .. 'wm', t) end
 return 'ok'
-`)
+`
 
-// RecordEvents validates and records a batch, each event atomically.
-func (r *Redis) RecordEvents(ctx context.Context, impressions []Impression, clicks []Click) (Result, error) {
-	var res Result
+var (
+	impressionScript = redis.NewScript(script("impression", impressionPrelude, features.ImpressionRules, impressionChecks, impressionWrites))
+	clickScript      = redis.NewScript(script("click", clickPrelude, features.ClickRules, clickChecks, clickWrites))
+)
+
+// script assembles an event's script: the prelude, the checks of the rules
+// on the state in the table's order, the writes. It panics, so the process
+// does not start, when the checks do not cover exactly the table's rules on
+// the state.
+func script[T any](kind, prelude string, rules []features.Rule[T], checks map[string]string, writes string) string {
+	if err := features.CoverageOf(rules, checks); err != nil {
+		panic(fmt.Sprintf("redis %s script: %v", kind, err))
+	}
+	var b strings.Builder
+	b.WriteString(prelude)
+	for _, code := range features.StateRules(rules) {
+		b.WriteString(strings.ReplaceAll(checks[code], "CODE", "'"+code+"'"))
+		b.WriteString("\n")
+	}
+	b.WriteString(writes)
+	return b.String()
+}
+
+// RecordEvents validates and records a batch, each event atomically, by
+// the acceptance rules: those needing no state here, the others in the
+// scripts.
+func (r *Redis) RecordEvents(ctx context.Context, impressions []features.Impression, clicks []features.Click) (features.Result, error) {
+	if err := features.CheckEventBatch(len(impressions), len(clicks)); err != nil {
+		return features.Result{}, err
+	}
+	var res features.Result
 	ctx, cancel := r.bounded(ctx)
 	defer cancel()
 	for _, s := range []*redis.Script{impressionScript, clickScript} {
 		if err := s.Load(ctx, r.client).Err(); err != nil {
-			return Result{}, fmt.Errorf("redis: %w", err)
+			return features.Result{}, fmt.Errorf("redis: %w", err)
 		}
 	}
-	future := r.now().Add(r.limits.ClockSkew).UnixMicro()
+	bounds := features.NewBounds(r.spec, r.limits, r.now())
 	ttl := strconv.FormatInt(max(r.limits.Lateness.Milliseconds(), 1), 10)
 	pipe := r.client.Pipeline()
-	type pending struct {
-		cmd    *redis.Cmd
-		reject func(field, reason string)
+	// Each event's outcome, in the batch's order, so that the refusals are
+	// listed in the order the embedded state lists them: a refusal by a
+	// rule needing no state is known now, the others once the scripts ran.
+	type outcome struct {
+		cmd     *redis.Cmd // the script's answer; nil when refused before it
+		refused func()     // lists that refusal
+		// refuse refuses the event by the rule on the state with the code,
+		// shown to the reader given (for other_reader), or counts a
+		// duplicate.
+		refuse func(code, shownTo string) error
 	}
-	var sent []pending
+	var outcomes []outcome
+	sent := 0
 	for i, e := range impressions {
-		reject := res.rejecter(e.EventID, fmt.Sprintf("impressions[%d]", i))
-		if field, reason := checkImpression(e, future, r.spec.Devices); field != "" {
-			reject(field, reason)
+		at := func() string { return fmt.Sprintf("impressions[%d]", i) }
+		refuse := func(code, shownTo string) error {
+			return features.Refuse(&res, features.ImpressionRules, code, e, e.EventID, at(), bounds, shownTo)
+		}
+		if field, reason := features.CheckImpression(e, bounds); field != "" {
+			outcomes = append(outcomes, outcome{refused: func() { res.Refuse(e.EventID, at(), field, reason) }})
 			continue
 		}
 		cmd := impressionScript.EvalSha(ctx, pipe, nil, r.prefix, e.EventID, e.RequestID, e.UserID, e.ArticleID,
 			micros(e.Time), r.limits.Lateness.Microseconds(), ttl)
-		sent = append(sent, pending{cmd, reject})
+		outcomes = append(outcomes, outcome{cmd: cmd, refuse: refuse})
+		sent++
 	}
 	for i, e := range clicks {
-		reject := res.rejecter(e.EventID, fmt.Sprintf("clicks[%d]", i))
-		if field, reason := checkClick(e, future); field != "" {
-			reject(field, reason)
+		at := func() string { return fmt.Sprintf("clicks[%d]", i) }
+		refuse := func(code, shownTo string) error {
+			return features.Refuse(&res, features.ClickRules, code, e, e.EventID, at(), bounds, shownTo)
+		}
+		if field, reason := features.CheckClick(e, bounds); field != "" {
+			outcomes = append(outcomes, outcome{refused: func() { res.Refuse(e.EventID, at(), field, reason) }})
 			continue
 		}
 		cmd := clickScript.EvalSha(ctx, pipe, nil, r.prefix, e.EventID, e.RequestID, e.UserID, e.ArticleID,
-			micros(e.Time), ttl, ReadOrderKey(e.ArticleID))
-		sent = append(sent, pending{cmd, reject})
+			micros(e.Time), ttl, features.ReadOrderKey(e.ArticleID))
+		outcomes = append(outcomes, outcome{cmd: cmd, refuse: refuse})
+		sent++
 	}
-	if len(sent) == 0 {
-		return res, nil
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		// Some events of the batch may have been applied; a retry with the
-		// same event ids counts each once.
-		return Result{}, fmt.Errorf("redis: %w", err)
-	}
-	for _, p := range sent {
-		answer, err := p.cmd.Text()
-		if err != nil {
-			return Result{}, fmt.Errorf("redis: %w", err)
+	if sent > 0 {
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			// Some events of the batch may have been applied; a retry with the
+			// same event ids counts each once.
+			return features.Result{}, fmt.Errorf("redis: %w", err)
 		}
-		switch {
-		case answer == "ok":
+	}
+	for _, o := range outcomes {
+		if o.cmd == nil {
+			o.refused()
+			continue
+		}
+		answer, err := o.cmd.Text()
+		if err != nil {
+			return features.Result{}, fmt.Errorf("redis: %w", err)
+		}
+		if answer == "ok" {
 			res.Accepted++
-		case answer == "duplicate":
-			res.Duplicates++
-		case answer == "article_id":
-			p.reject("article_id", "the article is not in the catalog (UpsertArticles first)")
-		case answer == "shown":
-			p.reject("article_id", "this request already showed the article")
-		case answer == "late":
-			p.reject("time", fmt.Sprintf("more than %v before the newest event recorded", r.limits.Lateness))
-		case answer == "request_id":
-			p.reject("request_id", "no impression of the article in that request (or it is older than the lateness bound)")
-		case strings.HasPrefix(answer, "user_id:"):
-			p.reject("user_id", fmt.Sprintf("the impression was shown to %q", strings.TrimPrefix(answer, "user_id:")))
-		case answer == "clicked":
-			p.reject("article_id", "this impression is already clicked")
-		case answer == "before":
-			p.reject("time", "before its impression")
-		default:
-			return Result{}, fmt.Errorf("redis: unexpected answer %q", answer)
+			continue
+		}
+		code, shownTo, _ := strings.Cut(answer, ":") // codes hold no colon; reader ids may
+		if err := o.refuse(code, shownTo); err != nil {
+			return features.Result{}, fmt.Errorf("redis: unexpected answer %q: %w", answer, err)
 		}
 	}
 	return res, nil
@@ -526,12 +593,12 @@ const fillEntry = 20
 
 // Fill computes the features at cols of names for each candidate from one
 // script call that reads the reader and every candidate inside Redis.
-func (r *Redis) Fill(ctx context.Context, q Query, ids []string, names []string, cols []int, rows []float32) ([]string, error) {
+func (r *Redis) Fill(ctx context.Context, q features.Query, ids []string, names []string, cols []int, rows []float32) ([]string, error) {
 	ctx, cancel := r.bounded(ctx)
 	defer cancel()
-	needs := semanticNeedsOf(names, cols)
+	needs := features.SemanticNeedsOf(names, cols)
 	dims := r.limits.EmbeddingDimensions
-	windows := r.spec.windows(q.Time)
+	windows := r.spec.Windows(q.Time)
 	flag := func(b bool) string {
 		if b {
 			return "1"
@@ -540,7 +607,7 @@ func (r *Redis) Fill(ctx context.Context, q Query, ids []string, names []string,
 	}
 	args := make([]any, 0, 9+len(ids))
 	args = append(args, r.prefix, q.UserID, micros(windows[0]), micros(windows[1]), micros(windows[2]), r.spec.RecentReads,
-		needs.reads(r.spec), flag(needs.recent || needs.longTerm), flag(needs.prior))
+		needs.Reads(r.spec), flag(needs.Recent || needs.LongTerm), flag(needs.Prior))
 	for _, id := range ids {
 		args = append(args, id)
 	}
@@ -551,22 +618,22 @@ func (r *Redis) Fill(ctx context.Context, q Query, ids []string, names []string,
 	if len(raw) != 5+len(ids) {
 		return nil, fmt.Errorf("redis: %d answers for %d candidates", len(raw), len(ids))
 	}
-	var reader readerFacts
-	reader.shows, _ = raw[0].(int64)
-	reader.clicks, _ = raw[1].(int64)
+	var reader features.ReaderFacts
+	reader.Shows, _ = raw[0].(int64)
+	reader.Clicks, _ = raw[1].(int64)
 	if last, _ := raw[2].(string); last != "" {
-		if reader.lastVisit, err = strconv.ParseInt(last, 10, 64); err != nil {
+		if reader.LastVisit, err = strconv.ParseInt(last, 10, 64); err != nil {
 			return nil, fmt.Errorf("redis: visit %q: %w", last, err)
 		}
-		reader.visited = true
+		reader.Visited = true
 	}
 	if titles, _ := raw[3].([]any); len(titles) > 0 {
 		newestFirst := make([][]float32, len(titles))
 		for i, t := range titles {
 			title, _ := t.(string)
-			newestFirst[i] = TitleVector(title, r.spec.TitleDimensions)
+			newestFirst[i] = features.TitleVector(title, r.spec.TitleDimensions)
 		}
-		reader.profile = r.spec.profile(newestFirst)
+		reader.Profile = r.spec.TitleProfile(newestFirst)
 	}
 	if embs, _ := raw[4].([]any); len(embs) > 0 {
 		newestFirst := make([][]int16, len(embs))
@@ -574,10 +641,10 @@ func (r *Redis) Fill(ctx context.Context, q Query, ids []string, names []string,
 			b, _ := e.(string)
 			newestFirst[i] = unpackEmbedding(b, dims)
 		}
-		reader.recent, reader.longTerm = r.spec.profiles(needs, dims, newestFirst)
+		reader.Recent, reader.LongTerm = r.spec.SemanticProfiles(needs, dims, newestFirst)
 	}
-	facts := make([]articleFacts, len(ids))
-	articles := make([]Article, len(ids))
+	facts := make([]features.ArticleFacts, len(ids))
+	articles := make([]features.Article, len(ids))
 	for i, x := range raw[5:] {
 		entry, ok := x.([]any)
 		if !ok || len(entry) != fillEntry {
@@ -589,18 +656,18 @@ func (r *Redis) Fill(ctx context.Context, q Query, ids []string, names []string,
 		}
 		articles[i] = a
 		f := &facts[i]
-		f.article, f.vector = &articles[i], TitleVector(a.Title, r.spec.TitleDimensions)
+		f.Article, f.Vector = &articles[i], features.TitleVector(a.Title, r.spec.TitleDimensions)
 		n := make([]int64, 10)
 		for k := range n {
 			if n[k], ok = entry[6+k].(int64); !ok {
 				return nil, fmt.Errorf("redis: article %q: count %d is %T", ids[i], k, entry[6+k])
 			}
 		}
-		f.counts = [3][2]int64{{n[0], n[1]}, {n[2], n[3]}, {n[4], n[5]}}
-		f.category, f.subcategory = [2]int64{n[6], n[7]}, [2]int64{n[8], n[9]}
+		f.Counts = [3][2]int64{{n[0], n[1]}, {n[2], n[3]}, {n[4], n[5]}}
+		f.Category, f.Subcategory = [2]int64{n[6], n[7]}, [2]int64{n[8], n[9]}
 		if b, _ := entry[16].(string); b != "" {
 			articles[i].Quantised = unpackEmbedding(b, dims)
-			f.sem = newEmbedded(&articles[i], "", dims)
+			f.Sem = features.NewSemantic(&articles[i], "", dims)
 		}
 		neighbours, ok1 := entry[17].(int64)
 		shows, ok2 := entry[18].(int64)
@@ -608,25 +675,25 @@ func (r *Redis) Fill(ctx context.Context, q Query, ids []string, names []string,
 		if !ok1 || !ok2 || !ok3 {
 			return nil, fmt.Errorf("redis: article %q: neighbour counts are %T %T %T", ids[i], entry[17], entry[18], entry[19])
 		}
-		f.neighbours, f.neighbourCounts = int(neighbours), [2]int64{shows, clicks}
+		f.Neighbours, f.NeighbourCounts = int(neighbours), [2]int64{shows, clicks}
 	}
-	return r.spec.fill(q, reader, ids, facts, names, cols, rows), nil
+	return r.spec.Compute(q, reader, ids, facts, names, cols, rows), nil
 }
 
-func articleFrom(id string, v []any) (Article, error) {
+func articleFrom(id string, v []any) (features.Article, error) {
 	text := make([]string, len(v))
 	for i, x := range v {
 		s, ok := x.(string)
 		if !ok {
-			return Article{}, fmt.Errorf("redis: article %q: field %d missing", id, i)
+			return features.Article{}, fmt.Errorf("redis: article %q: field %d missing", id, i)
 		}
 		text[i] = s
 	}
 	words, err1 := strconv.ParseUint(text[3], 10, 32)
 	published, err2 := strconv.ParseInt(text[4], 10, 64)
 	if err := errors.Join(err1, err2); err != nil {
-		return Article{}, fmt.Errorf("redis: article %q: %w", id, err)
+		return features.Article{}, fmt.Errorf("redis: article %q: %w", id, err)
 	}
-	return Article{ID: id, Category: text[0], Subcategory: text[1], Title: text[2], WordCount: uint32(words),
+	return features.Article{ID: id, Category: text[0], Subcategory: text[1], Title: text[2], WordCount: uint32(words),
 		PublishTime: published, Breaking: text[5] == "1"}, nil
 }

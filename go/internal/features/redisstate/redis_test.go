@@ -1,4 +1,4 @@
-package features
+package redisstate
 
 import (
 	"context"
@@ -11,6 +11,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"ranker/internal/features"
+	"ranker/internal/features/backendtest"
+	"ranker/internal/features/embedded"
 )
 
 // startRedis runs a redis-server without persistence on a free loopback
@@ -58,23 +62,63 @@ func startRedis(t *testing.T) string {
 
 func openRedis(t *testing.T, url string, dims int) *Redis {
 	t.Helper()
-	spec, err := LoadSpec()
+	spec, err := features.LoadSpec()
 	if err != nil {
 		t.Fatal(err)
 	}
-	limits := DefaultLimits
+	limits := features.DefaultLimits
 	limits.EmbeddingDimensions = dims
-	r, err := OpenRedis(url, spec, limits, 10*time.Second)
+	r, err := Open(url, spec, limits, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.now = func() time.Time { return time.UnixMicro(t0 + 100*hour) }
+	r.now = backendtest.Now
 	t.Cleanup(func() { _ = r.Close() })
 	return r
 }
 
+// openEmbedded opens an embedded state in memory, the reference Redis is
+// held to.
+func openEmbedded(t *testing.T, dims int) *embedded.Store {
+	t.Helper()
+	spec, err := features.LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := features.DefaultLimits
+	limits.EmbeddingDimensions = dims
+	s, err := embedded.Open("", spec, limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// Every case of the acceptance rules on a real Redis; each case gets a key
+// prefix of its own.
+func TestTheAcceptanceRules(t *testing.T) {
+	url := startRedis(t)
+	cases := 0
+	backendtest.Run(t, func(t *testing.T, limits features.Limits) features.Service {
+		spec, err := features.LoadSpec()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Open(url, spec, limits, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cases++
+		r.prefix = fmt.Sprintf("case%d:", cases)
+		r.now = backendtest.Now
+		t.Cleanup(func() { _ = r.Close() })
+		return r
+	})
+}
+
 func TestRedisGivesTheEmbeddedStatesFeatures(t *testing.T) {
-	spec, err := LoadSpec()
+	spec, err := features.LoadSpec()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,73 +126,73 @@ func TestRedisGivesTheEmbeddedStatesFeatures(t *testing.T) {
 	// Neighbour upkeep over several upsert orders (each in a database of
 	// its own), then the features of one in detail.
 	for seed := uint64(1); seed < 4; seed++ {
-		sc := newScenario(seed+10, 60)
-		embedded := openWithDims(t, "", sc.dims)
-		shared := openRedis(t, strings.TrimSuffix(url, "/0")+fmt.Sprint("/", seed), sc.dims)
-		sc.load(t, embedded)
-		sc.load(t, shared)
-		checkNeighbours(t, spec, sc, embedded, shared)
+		sc := backendtest.NewScenario(seed+10, 60)
+		local := openEmbedded(t, sc.Dims)
+		shared := openRedis(t, strings.TrimSuffix(url, "/0")+fmt.Sprint("/", seed), sc.Dims)
+		sc.Load(t, local)
+		sc.Load(t, shared)
+		checkNeighbours(t, spec, sc, local, shared)
 	}
-	sc := newScenario(3, 60)
-	embedded := openWithDims(t, "", sc.dims)
-	shared := openRedis(t, url, sc.dims)
-	sc.load(t, embedded)
-	sc.load(t, shared)
+	sc := backendtest.NewScenario(3, 60)
+	local := openEmbedded(t, sc.Dims)
+	shared := openRedis(t, url, sc.Dims)
+	sc.Load(t, local)
+	sc.Load(t, shared)
 
 	ctx := context.Background()
-	checkNeighbours(t, spec, sc, embedded, shared)
-	a1, r1, e1, v1 := embedded.Counts()
+	checkNeighbours(t, spec, sc, local, shared)
+	a1, r1, e1, v1 := local.Counts()
 	a2, r2, e2, v2 := shared.Counts()
 	if a1 != a2 || r1 != r2 || e1 != e2 || v1 != v2 || v1 == 0 {
 		t.Fatalf("counts: embedded %d %d %d %d, Redis %d %d %d %d", a1, r1, e1, v1, a2, r2, e2, v2)
 	}
 	names := append(slices.Clone(spec.FeatureNames), spec.SemanticFeatures...)
-	ids := sc.sortedIDs()
-	for _, at := range sc.queryTimes() {
+	ids := sc.SortedIDs()
+	for _, at := range sc.QueryTimes() {
 		for _, user := range []string{"0", "1", "2", "3", "nobody"} {
-			want := fillAll(t, embedded, user, at, ids)
-			got := fillAll(t, shared, user, at, ids)
+			want := backendtest.FillAll(t, local, user, at, ids)
+			got := backendtest.FillAll(t, shared, user, at, ids)
 			for i, id := range ids {
 				for k, name := range names {
-					if !sameFloat(got[i][k], want[i][k]) {
-						t.Fatalf("%s, reader %s, article %s, at %+d µs: Redis %v, embedded %v", name, user, id, at-t0, got[i][k], want[i][k])
+					if !backendtest.SameFloat(got[i][k], want[i][k]) {
+						t.Fatalf("%s, reader %s, article %s, at %+d µs: Redis %v, embedded %v", name, user, id, at-backendtest.T0, got[i][k], want[i][k])
 					}
 				}
 			}
 		}
 	}
-	checkAgainstReference(t, spec, sc, shared)
+	sc.CheckAgainstReference(t, spec, shared)
 
 	// An upsert without an embedding removes it from the article and from
 	// the neighbours of the articles after it.
-	var removed Article
+	var removed features.Article
 	for _, id := range ids[1:] {
-		if nb := sc.bruteNeighbours(spec, id); len(nb) > 0 {
-			removed = sc.final[nb[0]]
+		if nb := sc.BruteNeighbours(spec, id); len(nb) > 0 {
+			removed = sc.Final[nb[0]]
 			break
 		}
 	}
 	removed.Embedding = nil
-	sc.final[removed.ID] = removed
-	for _, s := range []Service{embedded, shared} {
-		if res, err := s.UpsertArticles(ctx, []Article{removed}); err != nil || res.Accepted != 1 {
+	sc.Final[removed.ID] = removed
+	for _, s := range []features.Service{local, shared} {
+		if res, err := s.UpsertArticles(ctx, []features.Article{removed}); err != nil || res.Accepted != 1 {
 			t.Fatalf("%+v %v", res, err)
 		}
-		row := fillAll(t, s, "0", sc.end, []string{removed.ID})[0]
+		row := backendtest.FillAll(t, s, "0", sc.End, []string{removed.ID})[0]
 		for k := range spec.SemanticFeatures {
 			if v := row[len(spec.FeatureNames)+k]; !math.IsNaN(float64(v)) {
 				t.Errorf("%T: %s of an article whose embedding was removed: %v, want NaN", s, spec.SemanticFeatures[k], v)
 			}
 		}
 	}
-	checkNeighbours(t, spec, sc, embedded, shared)
+	checkNeighbours(t, spec, sc, local, shared)
 }
 
 // checkNeighbours holds both states' neighbour lists to the brute force.
-func checkNeighbours(t *testing.T, spec *Spec, sc *scenario, embedded *Store, shared *Redis) {
+func checkNeighbours(t *testing.T, spec *features.Spec, sc *backendtest.Scenario, local *embedded.Store, shared *Redis) {
 	t.Helper()
-	for id := range sc.final {
-		want := sc.bruteNeighbours(spec, id)
+	for id := range sc.Final {
+		want := sc.BruteNeighbours(spec, id)
 		nb, err := shared.client.HGet(context.Background(), shared.key("a", id), "nb").Result()
 		var got []string
 		if err == nil {
@@ -157,11 +201,7 @@ func checkNeighbours(t *testing.T, spec *Spec, sc *scenario, embedded *Store, sh
 		if !slices.Equal(got, want) {
 			t.Fatalf("neighbours of %s in Redis: got %v, want %v", id, got, want)
 		}
-		got = nil
-		for _, a := range embedded.articles[id].neighbours {
-			got = append(got, a.ID)
-		}
-		if !slices.Equal(got, want) {
+		if got := local.Neighbours(id); !slices.Equal(got, want) {
 			t.Fatalf("neighbours of %s embedded: got %v, want %v", id, got, want)
 		}
 	}

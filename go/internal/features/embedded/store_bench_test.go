@@ -1,4 +1,4 @@
-package features
+package embedded
 
 import (
 	"context"
@@ -8,6 +8,12 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"ranker/internal/features"
+	"ranker/internal/features/backendtest"
+	"ranker/internal/features/redisstate"
 )
 
 // BenchmarkRecordEvents reports sustained ingestion, events/s, in batches
@@ -15,7 +21,7 @@ import (
 // appended and synced to disk before the next), and, when
 // RANKER_BENCH_REDIS names a Redis to use (and empty), in Redis.
 func BenchmarkRecordEvents(b *testing.B) {
-	spec, err := LoadSpec()
+	spec, err := features.LoadSpec()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -42,26 +48,24 @@ func BenchmarkRecordEvents(b *testing.B) {
 
 // benchService opens a state of the named backend, skipping Redis unless
 // RANKER_BENCH_REDIS is set (`make bench` starts one).
-func benchService(b *testing.B, spec *Spec, backend string) Service {
+func benchService(b *testing.B, spec *features.Spec, backend string) features.Service {
 	b.Helper()
-	var s Service
+	var s features.Service
 	var err error
 	switch backend {
 	case "memory":
-		s, err = Open("", spec, DefaultLimits)
+		s, err = Open("", spec, features.DefaultLimits)
 	case "durable":
-		s, err = Open(b.TempDir(), spec, DefaultLimits)
+		s, err = Open(b.TempDir(), spec, features.DefaultLimits)
 	case "redis":
 		url := os.Getenv("RANKER_BENCH_REDIS")
 		if url == "" {
 			b.Skip("RANKER_BENCH_REDIS is not set; `make bench` starts a redis-server and sets it")
 		}
-		var r *Redis
-		r, err = OpenRedis(url, spec, DefaultLimits, time.Minute)
+		s, err = redisstate.Open(url, spec, features.DefaultLimits, time.Minute)
 		if err == nil {
-			err = r.client.FlushDB(context.Background()).Err()
+			err = flushRedis(url)
 		}
-		s = r
 	}
 	if err != nil {
 		b.Fatal(err)
@@ -70,11 +74,22 @@ func benchService(b *testing.B, spec *Spec, backend string) Service {
 	return s
 }
 
+// flushRedis empties the database at url, which the benchmark owns.
+func flushRedis(url string) error {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return err
+	}
+	c := redis.NewClient(opts)
+	defer func() { _ = c.Close() }()
+	return c.FlushDB(context.Background()).Err()
+}
+
 // catalogOf1000 is 1,000 articles in 8 categories and 24 subcategories.
-func catalogOf1000() []Article {
-	var articles []Article
+func catalogOf1000() []features.Article {
+	var articles []features.Article
 	for a := range 1000 {
-		articles = append(articles, Article{ID: fmt.Sprint(a), Category: fmt.Sprint("c", a%8), Subcategory: fmt.Sprint("s", a%24),
+		articles = append(articles, features.Article{ID: fmt.Sprint(a), Category: fmt.Sprint("c", a%8), Subcategory: fmt.Sprint("s", a%24),
 			Title: fmt.Sprintf("word%d word%d word%d", a, a%7, a%13), PublishTime: 1})
 	}
 	return articles
@@ -82,16 +97,16 @@ func catalogOf1000() []Article {
 
 // batchOf returns batch number n: 1,000 impressions (100 page views of ten,
 // one a second, by readers among 50,000) and a click on every tenth.
-func batchOf(n int) ([]Impression, []Click) {
-	imps := make([]Impression, 0, 1000)
-	var clicks []Click
+func batchOf(n int) ([]features.Impression, []features.Click) {
+	imps := make([]features.Impression, 0, 1000)
+	var clicks []features.Click
 	for i := range 1000 {
 		page := n*100 + i/10
-		e := Impression{EventID: fmt.Sprint(n, "-", i), RequestID: fmt.Sprint("r", page), UserID: fmt.Sprint(page % 50000),
+		e := features.Impression{EventID: fmt.Sprint(n, "-", i), RequestID: fmt.Sprint("r", page), UserID: fmt.Sprint(page % 50000),
 			ArticleID: fmt.Sprint((page*7 + i) % 1000), Time: int64(1_000_000 + page*1_000_000)}
 		imps = append(imps, e)
 		if i%10 == 0 {
-			clicks = append(clicks, Click{EventID: e.EventID + "c", RequestID: e.RequestID, UserID: e.UserID, ArticleID: e.ArticleID, Time: e.Time})
+			clicks = append(clicks, features.Click{EventID: e.EventID + "c", RequestID: e.RequestID, UserID: e.UserID, ArticleID: e.ArticleID, Time: e.Time})
 		}
 	}
 	return imps, clicks
@@ -120,12 +135,12 @@ func history(tb testing.TB, s *Store, batches int) int {
 // bound that the state keeps): after a clean stop (a snapshot) and after a
 // crash (the snapshot of 64 MB ago plus the log since).
 func BenchmarkRestart(b *testing.B) {
-	spec, err := LoadSpec()
+	spec, err := features.LoadSpec()
 	if err != nil {
 		b.Fatal(err)
 	}
 	dir, crashed := b.TempDir(), b.TempDir()
-	s, err := Open(dir, spec, DefaultLimits)
+	s, err := Open(dir, spec, features.DefaultLimits)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -137,7 +152,7 @@ func BenchmarkRestart(b *testing.B) {
 	for name, d := range map[string]string{"clean-stop": dir, "crash": crashed} {
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				again, err := Open(d, spec, DefaultLimits)
+				again, err := Open(d, spec, features.DefaultLimits)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -155,7 +170,7 @@ func BenchmarkRestart(b *testing.B) {
 // BenchmarkStateBytes reports the heap the state holds per reader and per
 // event kept (within the lateness bound), for the history above.
 func BenchmarkStateBytes(b *testing.B) {
-	spec, err := LoadSpec()
+	spec, err := features.LoadSpec()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -163,7 +178,7 @@ func BenchmarkStateBytes(b *testing.B) {
 		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		s, err := Open("", spec, DefaultLimits)
+		s, err := Open("", spec, features.DefaultLimits)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -174,7 +189,8 @@ func BenchmarkStateBytes(b *testing.B) {
 		_, readers, _, _ := s.Counts()
 		b.ReportMetric(heap/1e6, "MB")
 		b.ReportMetric(heap/float64(readers), "B/reader")
-		b.ReportMetric(heap/float64(len(s.events)), "B/event-kept")
+		kept, _ := s.Retained()
+		b.ReportMetric(heap/float64(kept), "B/event-kept")
 		runtime.KeepAlive(s)
 	}
 }
@@ -183,21 +199,21 @@ func BenchmarkStateBytes(b *testing.B) {
 // 512-component embedding, to a catalog of 10,000 published over 30 days
 // (about 2,300 in a neighbour window): finding its neighbours dominates.
 func BenchmarkUpsertArticle(b *testing.B) {
-	spec, err := LoadSpec()
+	spec, err := features.LoadSpec()
 	if err != nil {
 		b.Fatal(err)
 	}
 	const day = int64(24 * time.Hour / time.Microsecond)
 	start := int64(1_770_000_000_000_000)
-	newArticle := func(n int) Article {
+	newArticle := func(n int) features.Article {
 		r := rand.New(rand.NewPCG(uint64(n), 1))
-		return Article{ID: fmt.Sprint(n), Category: "c", Subcategory: "s", Title: "t", PublishTime: start + int64(n)*30*day/10_000,
-			Embedding: randomEmbedding(r, DefaultEmbeddingDimensions)}
+		return features.Article{ID: fmt.Sprint(n), Category: "c", Subcategory: "s", Title: "t", PublishTime: start + int64(n)*30*day/10_000,
+			Embedding: backendtest.RandomEmbedding(r, features.DefaultEmbeddingDimensions)}
 	}
 	for _, backend := range []string{"memory", "redis"} {
 		b.Run("backend="+backend, func(b *testing.B) {
 			s := benchService(b, spec, backend)
-			var catalog []Article
+			var catalog []features.Article
 			for n := range 10_000 {
 				catalog = append(catalog, newArticle(n))
 			}
@@ -209,7 +225,7 @@ func BenchmarkUpsertArticle(b *testing.B) {
 			n := len(catalog)
 			b.Run("new", func(b *testing.B) {
 				for b.Loop() {
-					if res, err := s.UpsertArticles(context.Background(), []Article{newArticle(n)}); err != nil || res.Accepted != 1 {
+					if res, err := s.UpsertArticles(context.Background(), []features.Article{newArticle(n)}); err != nil || res.Accepted != 1 {
 						b.Fatal(res, err)
 					}
 					n++
@@ -221,8 +237,8 @@ func BenchmarkUpsertArticle(b *testing.B) {
 				r := rand.New(rand.NewPCG(7, 7))
 				for b.Loop() {
 					edit := catalog[0]
-					edit.Embedding = randomEmbedding(r, DefaultEmbeddingDimensions)
-					if res, err := s.UpsertArticles(context.Background(), []Article{edit}); err != nil || res.Accepted != 1 {
+					edit.Embedding = backendtest.RandomEmbedding(r, features.DefaultEmbeddingDimensions)
+					if res, err := s.UpsertArticles(context.Background(), []features.Article{edit}); err != nil || res.Accepted != 1 {
 						b.Fatal(res, err)
 					}
 				}

@@ -1,0 +1,168 @@
+package features
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// The rules on the state (see rules.go), checked in Go against the
+// in-memory State: the embedded backend's half of each rule, whose Lua half
+// is in the Redis backend. Each check reports whether the event breaks the
+// rule, given what the batch accepted before it.
+
+// admission is one batch being admitted: the state as it was, and the
+// events the batch accepted so far.
+type admission struct {
+	s         *State
+	b         Bounds
+	watermark int64             // the latest event time, the batch's accepted events included
+	ids       map[string]bool   // event ids accepted
+	shown     map[string]*shown // impressions accepted, by impressionKey
+	clicked   map[string]bool   // impressions clicked, by impressionKey
+}
+
+// impression returns the impression a click names, from the batch or the
+// state; nil for none.
+func (a *admission) impression(requestID, articleID string) *shown {
+	key := impressionKey(requestID, articleID)
+	if imp := a.shown[key]; imp != nil {
+		return imp
+	}
+	return a.s.impressions[key]
+}
+
+func (a *admission) seen(id string) bool {
+	_, recorded := a.s.events[id]
+	return recorded || a.ids[id]
+}
+
+var impressionChecks = map[string]func(a *admission, e Impression) bool{
+	RuleDuplicate:      func(a *admission, e Impression) bool { return a.seen(e.EventID) },
+	RuleUnknownArticle: func(a *admission, e Impression) bool { return a.s.articles[e.ArticleID] == nil },
+	RuleLate: func(a *admission, e Impression) bool {
+		return a.watermark > e.Time && a.watermark-e.Time > a.b.Lateness.Microseconds()
+	},
+	RuleShownTwice: func(a *admission, e Impression) bool { return a.impression(e.RequestID, e.ArticleID) != nil },
+}
+
+var clickChecks = map[string]func(a *admission, e Click) bool{
+	RuleDuplicate:    func(a *admission, e Click) bool { return a.seen(e.EventID) },
+	RuleNoImpression: func(a *admission, e Click) bool { return a.impression(e.RequestID, e.ArticleID) == nil },
+	RuleOtherReader: func(a *admission, e Click) bool {
+		return a.impression(e.RequestID, e.ArticleID).user != e.UserID
+	},
+	RuleClickedTwice: func(a *admission, e Click) bool {
+		return a.impression(e.RequestID, e.ArticleID).clicked || a.clicked[impressionKey(e.RequestID, e.ArticleID)]
+	},
+	RuleBeforeImpression: func(a *admission, e Click) bool { return e.Time < a.impression(e.RequestID, e.ArticleID).time },
+}
+
+// stateCheck is a rule on the state with its Go check.
+type stateCheck[T any] struct {
+	code   string
+	broken func(a *admission, e T) bool
+}
+
+// The rules on the state with their checks, in the table's order. Built
+// once, and the process does not start when the Go checks do not cover
+// exactly the rules on the state: a rule added to a table without its check
+// here would pass every event.
+var (
+	impressionOrder = inOrder("impression", ImpressionRules, impressionChecks)
+	clickOrder      = inOrder("click", ClickRules, clickChecks)
+)
+
+func inOrder[T any](kind string, rules []Rule[T], checks map[string]func(*admission, T) bool) []stateCheck[T] {
+	if err := CoverageOf(rules, checks); err != nil {
+		panic(kind + " rules: " + err.Error())
+	}
+	var out []stateCheck[T]
+	for _, code := range StateRules(rules) {
+		out = append(out, stateCheck[T]{code, checks[code]})
+	}
+	return out
+}
+
+// CoverageOf reports the rules on the state in rules that impl lacks, and
+// the codes impl has that are no such rule: each backend holds its own
+// implementations of those rules to the table with it.
+func CoverageOf[T, F any](rules []Rule[T], impl map[string]F) error {
+	codes := StateRules(rules)
+	var problems []string
+	for _, c := range codes {
+		if _, ok := impl[c]; !ok {
+			problems = append(problems, c+" has no check")
+		}
+	}
+	for c := range impl {
+		if !slices.Contains(codes, c) {
+			problems = append(problems, c+" is checked but is no rule on the state")
+		}
+	}
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Admit applies the rules to a batch against the state, and returns the
+// events to record and what happened to each (Accepted is set). The caller
+// is the state's one writer: nothing changes the state between Admit and
+// ApplyEvents.
+func (s *State) Admit(impressions []Impression, clicks []Click, b Bounds) ([]Impression, []Click, Result) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a := &admission{s: s, b: b, watermark: s.watermark, ids: map[string]bool{}, shown: map[string]*shown{}, clicked: map[string]bool{}}
+	var res Result
+	var okImpressions []Impression
+	var okClicks []Click
+	for i, e := range impressions {
+		if field, reason := CheckImpression(e, b); field != "" {
+			res.Refuse(e.EventID, fmt.Sprintf("impressions[%d]", i), field, reason)
+			continue
+		}
+		if code := firstOnState(impressionOrder, a, e); code != "" {
+			// The code is the table's: Refuse cannot fail.
+			_ = Refuse(&res, ImpressionRules, code, e, e.EventID, fmt.Sprintf("impressions[%d]", i), b, "")
+			continue
+		}
+		a.ids[e.EventID] = true
+		a.shown[impressionKey(e.RequestID, e.ArticleID)] = &shown{user: e.UserID, time: e.Time}
+		a.watermark = max(a.watermark, e.Time)
+		okImpressions = append(okImpressions, e)
+	}
+	for i, e := range clicks {
+		if field, reason := CheckClick(e, b); field != "" {
+			res.Refuse(e.EventID, fmt.Sprintf("clicks[%d]", i), field, reason)
+			continue
+		}
+		if code := firstOnState(clickOrder, a, e); code != "" {
+			var shownTo string
+			if imp := a.impression(e.RequestID, e.ArticleID); imp != nil {
+				shownTo = imp.user
+			}
+			_ = Refuse(&res, ClickRules, code, e, e.EventID, fmt.Sprintf("clicks[%d]", i), b, shownTo)
+			continue
+		}
+		a.ids[e.EventID] = true
+		a.clicked[impressionKey(e.RequestID, e.ArticleID)] = true
+		a.watermark = max(a.watermark, e.Time)
+		okClicks = append(okClicks, e)
+	}
+	res.Accepted = len(okImpressions) + len(okClicks)
+	return okImpressions, okClicks, res
+}
+
+// firstOnState returns the code of the first rule on the state that e
+// breaks, in the table's order, or "".
+func firstOnState[T any](checks []stateCheck[T], a *admission, e T) string {
+	for _, c := range checks {
+		if c.broken(a, e) {
+			return c.code
+		}
+	}
+	return ""
+}

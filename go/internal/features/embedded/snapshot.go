@@ -1,0 +1,166 @@
+package embedded
+
+import (
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"ranker/internal/features"
+)
+
+// SnapshotEvery is how many bytes of log are written between snapshots;
+// a restart replays at most about this much.
+const SnapshotEvery = 64 << 20
+
+// SnapshotFile is the snapshot's name in the state directory; log segments
+// are events.<n>.jsonl.
+const SnapshotFile = "snapshot.gob"
+
+func segmentPath(dir string, n int) string {
+	return filepath.Join(dir, fmt.Sprintf("events.%d.jsonl", n))
+}
+
+// listSegments returns the segment numbers in dir, ascending.
+func listSegments(dir string) ([]int, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	var out []int
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, "events.") || !strings.HasSuffix(name, ".jsonl") {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(name, "events."), ".jsonl"))
+		if err != nil {
+			continue
+		}
+		out = append(out, n)
+	}
+	sort.Ints(out)
+	return out, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// snapshotFile is the snapshot's on-disk form, gob-encoded: the state's
+// image (see features.Image) and the first log segment it does not
+// contain. gob matches fields by name and does not flatten an embedded
+// struct, so the image's fields are listed here one by one: these names are
+// the format a pod upgraded in place reads back.
+type snapshotFile struct {
+	NextSegment         int
+	Articles            map[string]features.Article
+	ArticleLog          map[string]features.CounterImage
+	Neighbours          map[string][]string
+	EmbeddingDimensions int
+	Users               map[string]features.UserImage
+	Impressions         features.ShownImage
+	EventIDs            []string
+	EventTimes          []int64
+	Recorded            int
+	Watermark           int64
+	ExactFrom           int64
+}
+
+func fileOf(next int, img *features.Image) *snapshotFile {
+	return &snapshotFile{NextSegment: next, Articles: img.Articles, ArticleLog: img.ArticleLog, Neighbours: img.Neighbours,
+		EmbeddingDimensions: img.EmbeddingDimensions, Users: img.Users, Impressions: img.Impressions, EventIDs: img.EventIDs,
+		EventTimes: img.EventTimes, Recorded: img.Recorded, Watermark: img.Watermark, ExactFrom: img.ExactFrom}
+}
+
+func (f *snapshotFile) image() *features.Image {
+	return &features.Image{Articles: f.Articles, ArticleLog: f.ArticleLog, Neighbours: f.Neighbours,
+		EmbeddingDimensions: f.EmbeddingDimensions, Users: f.Users, Impressions: f.Impressions, EventIDs: f.EventIDs,
+		EventTimes: f.EventTimes, Recorded: f.Recorded, Watermark: f.Watermark, ExactFrom: f.ExactFrom}
+}
+
+// snapshot starts a new log segment, writes the state as of the end of the
+// previous ones, and then removes them. Only the writer calls it.
+func (s *Store) snapshot() error {
+	done := s.segment
+	old := s.log
+	if err := s.openSegment(done + 1); err != nil {
+		s.log = old
+		return err
+	}
+	_ = old.Close() // synced after every batch already
+	if err := writeSnapshot(s.dir, fileOf(done+1, s.Image())); err != nil {
+		return err
+	}
+	segments, err := listSegments(s.dir)
+	if err != nil {
+		return err
+	}
+	for _, n := range segments {
+		if n <= done {
+			_ = os.Remove(segmentPath(s.dir, n)) // a leftover is removed at the next start
+		}
+	}
+	return nil
+}
+
+func writeSnapshot(dir string, snap *snapshotFile) error {
+	tmp := filepath.Join(dir, SnapshotFile+".tmp")
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	err = gob.NewEncoder(f).Encode(snap)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, SnapshotFile))
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	return nil
+}
+
+// loadSnapshot restores the state from the snapshot, if there is one, and
+// returns the first log segment still to replay.
+func (s *Store) loadSnapshot() (int, error) {
+	path := filepath.Join(s.dir, SnapshotFile)
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	} else if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	defer func() { _ = f.Close() }()
+	var snap snapshotFile
+	if err := gob.NewDecoder(f).Decode(&snap); err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	st, err := features.StateFromImage(s.spec, s.limits.EmbeddingDimensions, snap.image())
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	s.State = st
+	return snap.NextSegment, nil
+}
