@@ -34,9 +34,11 @@ def test_a_closed_port_is_one_line_and_exit_2() -> None:
     assert run.stdout == ""
 
 
-def test_debug_shows_the_traceback_of_the_same_failure() -> None:
+@pytest.mark.parametrize("where", ["before the command", "after it"])
+def test_debug_shows_the_traceback_of_the_same_failure(where: str) -> None:
     target = f"127.0.0.1:{free_port()}"
-    run = _ranker("--debug", "rank", "--target", target, "--user", "reader-1", "a1")
+    args = ["rank", "--target", target, "--user", "reader-1", "a1"]
+    run = _ranker(*(["--debug", *args] if where == "before the command" else [*args, "--debug"]))
     assert "Traceback (most recent call last)" in run.stderr
     assert run.stderr.splitlines()[-1].startswith("ranker_client.errors.UnavailableError: ")
     assert run.returncode == 1  # Python's own exit for an uncaught exception

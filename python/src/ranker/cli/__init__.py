@@ -3,6 +3,7 @@ read experiments. One module per command group; each adds its subcommands."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +21,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for group in (data, features, train, server, experiments, simulate):
         group.register(sub)
+    # --debug after the command too (`ranker train ... --debug`), where a
+    # user adds it on seeing the error; SUPPRESS keeps the top-level value
+    # when the subcommand's is not given.
+    for command in sub.choices.values():
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="as ranker --debug"
+        )
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)
