@@ -299,7 +299,7 @@ def test_readme_grpcurl_over_mutual_tls(
     secure_server: ServerProcess,
     pki: PKI,
 ) -> None:
-    """The README's grpcurl command for a secured server: certificates, a
+    """go/README.md's grpcurl command for a secured server: certificates, a
     token, and the .proto files in place of reflection."""
     reply = subprocess.run(
         [

@@ -236,7 +236,7 @@ def test_guardrail_json() -> None:
 
 
 # The decision rule's error rates with daily looks, on seeds the benchmark's
-# README numbers do not use (they start at 10,000). With 200 runs a rate p has
+# numbers in python/README.md do not use (they start at 10,000). With 200 runs a rate p has
 # a binomial standard error sqrt(p (1 - p) / 200); each bound allows 3 of them.
 SEEDS = range(200)
 DAYS = 14

@@ -94,7 +94,7 @@ func TestCallerHas(t *testing.T) {
 }
 
 func TestHashTokenIsSHA256Hex(t *testing.T) {
-	// printf %s s3cret | sha256sum, as the README tells operators to run.
+	// printf %s s3cret | sha256sum, as go/README.md (Security) tells operators to run.
 	if got, want := HashToken("s3cret"), "sha256:1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0"; got != want {
 		t.Errorf("got %v, want %v", got, want)
 	}

@@ -23,7 +23,7 @@ from ranker.data.world import NewsWorld
 STEP_HOURS = 1.0
 
 # Page views served at once: with the server on the same 2 cores, 4 gave
-# 820 page views/s against 690 with 2 and 500 with 1 (README, Simulated readers).
+# 820 page views/s against 690 with 2 and 500 with 1 (python/README.md, Simulated readers).
 DEFAULT_WORKERS = 4
 
 
