@@ -9,7 +9,10 @@ import internal.ranker.v1.Strictness;
 import java.io.PrintStream;
 import java.io.UncheckedIOException;
 import java.nio.file.Path;
+import com.google.protobuf.Timestamp;
 import java.time.Duration;
+import java.time.Instant;
+import java.time.format.DateTimeParseException;
 import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.List;
@@ -33,7 +36,7 @@ import java.util.regex.Pattern;
  * arguments print one line on stderr and exit 2.
  */
 public final class RankByIds {
-  static final String USAGE = "usage: RankByIds [--target host:port] [--user ID] [--strict] [--top-k N]"
+  static final String USAGE = "usage: RankByIds [--target host:port] [--user ID] [--device D] [--time RFC3339] [--strict] [--top-k N]"
       + " [--timeout 10s|500ms] [--ca PEM [--cert PEM --key PKCS8-PEM]] [--token T] article-id [article-id ...]";
 
   /**
@@ -69,6 +72,13 @@ public final class RankByIds {
       return 0;
     }
     RankRequest.Builder request = RankerClient.byIds(o.user, o.ids.toArray(String[]::new)).setTopK(o.topK);
+    if (o.device != null) {
+      request.setDevice(o.device);
+    }
+    if (o.time != null) {
+      // As of a moment of the log; without it the server ranks at its own clock.
+      request.setEventTime(Timestamp.newBuilder().setSeconds(o.time.getEpochSecond()).setNanos(o.time.getNano()));
+    }
     if (o.strict) {
       request.setStrictness(Strictness.STRICTNESS_STRICT);
     }
@@ -108,13 +118,15 @@ public final class RankByIds {
   }
 
   /** The command line, checked. */
-  private record Options(String target, String user, boolean strict, int topK, Duration timeout,
+  private record Options(String target, String user, String device, Instant time, boolean strict, int topK, Duration timeout,
       Path ca, Path cert, Path key, String token, List<String> ids) {
 
     /** The options, or null when --help asks for the usage line. */
     static Options parse(String[] args) {
       String target = "127.0.0.1:50051";
       String user = "";
+      String device = null;
+      Instant time = null;
       boolean strict = false;
       int topK = 0;
       Duration timeout = DEFAULT_TIMEOUT;
@@ -162,6 +174,8 @@ public final class RankByIds {
         switch (name) {
           case "--target" -> target = value;
           case "--user" -> user = value;
+          case "--device" -> device = value;
+          case "--time" -> time = time(value);
           case "--top-k" -> topK = topK(value);
           case "--timeout" -> timeout = timeout(value);
           case "--ca" -> ca = Path.of(value);
@@ -180,7 +194,7 @@ public final class RankByIds {
       if (token != null && token.isEmpty()) {
         token = null;
       }
-      return new Options(target, user, strict, topK, timeout, ca, cert, key, token, List.copyOf(ids));
+      return new Options(target, user, device, time, strict, topK, timeout, ca, cert, key, token, List.copyOf(ids));
     }
 
     private static int topK(String value) {
@@ -193,6 +207,15 @@ public final class RankByIds {
         // Said below, with the value.
       }
       throw new IllegalArgumentException("--top-k " + value + ": want a whole number, 0 for all");
+    }
+
+    /** An RFC 3339 time in UTC, such as 2026-01-26T00:00:00Z. */
+    private static Instant time(String value) {
+      try {
+        return Instant.parse(value);
+      } catch (DateTimeParseException e) {
+        throw new IllegalArgumentException("--time " + value + ": want an RFC 3339 time such as 2026-01-26T00:00:00Z");
+      }
     }
 
     private static final Pattern DURATION = Pattern.compile("([0-9]{1,9})(ms|s)");

@@ -131,6 +131,23 @@ class RankByIdsTest {
     assertEquals(UNKNOWN_LINE + "a1, a3", r.out().get(4));
   }
 
+  /** --device and --time reach the server: the scores are the server's own for that device and moment. */
+  @Test
+  void ranksAsOfADeviceAndAMoment() {
+    String when = "2026-01-26T00:00:00Z";
+    Run r = run("--target", plain.target, "--user", "reader-17", "--device", "mobile", "--time", when, "a2");
+    assertEquals(0, r.status(), "stderr: " + r.err());
+    RankResponse direct;
+    try (RankerClient c = RankerClient.builder(plain.target).timeout(SETUP_TIMEOUT).build()) {
+      java.time.Instant t = java.time.Instant.parse(when);
+      direct = c.rank(RankerClient.byIds("reader-17", "a2").setDevice("mobile")
+          .setEventTime(com.google.protobuf.Timestamp.newBuilder().setSeconds(t.getEpochSecond())).build());
+    }
+    String[] f = r.out().get(1).split(" ");
+    assertEquals("a2", f[1], r.out().toString());
+    assertEquals(direct.getCandidates(0).getScore(), Float.parseFloat(f[2]), 1e-6, "score as of " + when);
+  }
+
   /** --top-k cuts the ranking, not the list of unknown ids. */
   @Test
   void topKKeepsEveryUnknownId() {
@@ -168,6 +185,7 @@ class RankByIdsTest {
         "--timeout 2m: want a positive duration", List.of("--timeout", "2m", "a1"),
         "unknown flag --modle", List.of("--modle", "m", "a1"),
         "--user needs a value", List.of("a1", "--user"),
+        "--time yesterday: want an RFC 3339 time", List.of("--time", "yesterday", "a1"),
         "--strict takes no value", List.of("--strict=yes", "a1"),
         "--cert and --key go together", List.of("--cert", "client.pem", "a1"),
         "token: to ranker.news.svc:50051 needs TLS", List.of("--target", "ranker.news.svc:50051", "--token", "t", "a1"));
