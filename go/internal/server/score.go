@@ -41,8 +41,13 @@ func (s *Server) admit(ctx context.Context, r *rankRequest, models ...*model.Mod
 	for _, m := range models {
 		work.ModelFeatures = append(work.ModelFeatures, len(m.Meta.FeatureNames))
 	}
+	// Its own span: the time a request waits in the queue is the first
+	// sign of overload an operator sees in a trace.
+	_, span := tracing.Start(ctx, tracing.SpanAdmission)
+	defer span.End()
 	release, refusal := s.scoring.Admit(ctx, work)
 	if refusal != nil {
+		span.SetAttributes(attribute.String("ranker.refused", string(refusal.Reason)))
 		return nil, RefusalStatus(ctx, refusal)
 	}
 	return release, nil

@@ -38,7 +38,7 @@ func TestRankIsTracedThroughEachStage(t *testing.T) {
 	if root.Name == "" {
 		t.Fatalf("no RPC span among %d spans", len(got))
 	}
-	for _, stage := range []string{tracing.SpanDecode, tracing.SpanMapping, tracing.SpanScoring, tracing.SpanEncode} {
+	for _, stage := range []string{tracing.SpanDecode, tracing.SpanAdmission, tracing.SpanMapping, tracing.SpanScoring, tracing.SpanEncode} {
 		s, ok := names[stage]
 		if !ok {
 			t.Errorf("no %q span", stage)

@@ -22,10 +22,12 @@ import (
 
 // Span names, one per stage of a request.
 const (
-	SpanDecode  = "decode"
-	SpanMapping = "feature mapping"
-	SpanScoring = "scoring"
-	SpanEncode  = "encode"
+	SpanDecode = "decode"
+	// The wait for a scoring slot (the admission queue) and its verdict.
+	SpanAdmission = "admission"
+	SpanMapping   = "feature mapping"
+	SpanScoring   = "scoring"
+	SpanEncode    = "encode"
 )
 
 // NewProvider exports to an OTLP/gRPC endpoint, or returns a no-op tracer
