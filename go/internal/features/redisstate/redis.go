@@ -331,7 +331,7 @@ func (r *Redis) window(ctx context.Context, tx *redis.Tx, spans [][2]int64, fina
 
 // eventClock is the start of both preludes: ARGV prefix, event id,
 // request, user, article, time, lateness (µs), the watermark before the
-// batch (” for none). It reads the watermark (wm) and defines late(w, at):
+// batch (empty for none). It reads the watermark (wm) and defines late(w, at):
 // whether time at is more than the lateness before watermark w. An event id
 // (key e, whose value is its event time) or an impression (hash i, field
 // time) late against the watermark before the batch is absent to every
