@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // The rules on the state (see rules.go), checked in Go against the
@@ -18,33 +19,58 @@ type admission struct {
 	s         *State
 	b         Bounds
 	watermark int64             // the latest event time, the batch's accepted events included
-	ids       map[string]bool   // event ids accepted
+	before    int64             // the latest event time before the batch
+	ids       map[string]int64  // event ids accepted -> event time
 	shown     map[string]*shown // impressions accepted, by impressionKey
 	clicked   map[string]bool   // impressions clicked, by impressionKey
 }
 
-// impression returns the impression a click names, from the batch or the
-// state; nil for none.
-func (a *admission) impression(requestID, articleID string) *shown {
-	key := impressionKey(requestID, articleID)
-	if imp := a.shown[key]; imp != nil {
-		return imp
-	}
-	return a.s.impressions[key]
+// current reports whether a recorded impression or event id of time t is
+// within the lateness bound of the latest event before the batch; one older
+// is absent to every rule. This is the event clock alone, as in the Redis
+// scripts, and independent of when Prune last ran (Prune runs between
+// batches and drops only what this already treats as absent). The bound is
+// the batch's start, not the running watermark, because a batch applies
+// its impressions before its clicks: a batch of an in-order log spanning
+// more than the lateness must still find each click's impression.
+func (a *admission) current(t int64) bool {
+	return !lateBy(a.before, t, a.b.Lateness)
 }
 
+// lateBy reports whether t is more than lateness before the watermark.
+func lateBy(watermark, t int64, lateness time.Duration) bool {
+	return watermark > t && watermark-t > lateness.Microseconds()
+}
+
+// impression returns the impression an event names, from the batch or the
+// state; nil for none, or one older than the lateness bound.
+func (a *admission) impression(requestID, articleID string) *shown {
+	key := impressionKey(requestID, articleID)
+	imp := a.shown[key]
+	if imp == nil {
+		imp = a.s.impressions[key]
+	}
+	if imp == nil || !a.current(imp.time) {
+		return nil
+	}
+	return imp
+}
+
+// seen reports whether the event id was recorded, by the state or the
+// batch, at a time within the lateness bound.
 func (a *admission) seen(id string) bool {
-	_, recorded := a.s.events[id]
-	return recorded || a.ids[id]
+	t, recorded := a.ids[id]
+	if !recorded {
+		t, recorded = a.s.events[id]
+	}
+	return recorded && a.current(t)
 }
 
 var impressionChecks = map[string]func(a *admission, e Impression) bool{
 	RuleDuplicate:      func(a *admission, e Impression) bool { return a.seen(e.EventID) },
 	RuleUnknownArticle: func(a *admission, e Impression) bool { return a.s.articles[e.ArticleID] == nil },
-	RuleLate: func(a *admission, e Impression) bool {
-		return a.watermark > e.Time && a.watermark-e.Time > a.b.Lateness.Microseconds()
-	},
-	RuleShownTwice: func(a *admission, e Impression) bool { return a.impression(e.RequestID, e.ArticleID) != nil },
+	RuleLate:           func(a *admission, e Impression) bool { return lateBy(a.watermark, e.Time, a.b.Lateness) },
+	RuleShownTwice:     func(a *admission, e Impression) bool { return a.impression(e.RequestID, e.ArticleID) != nil },
 }
 
 var clickChecks = map[string]func(a *admission, e Click) bool{
@@ -115,7 +141,7 @@ func CoverageOf[T, F any](rules []Rule[T], impl map[string]F) error {
 func (s *State) Admit(impressions []Impression, clicks []Click, b Bounds) ([]Impression, []Click, Result) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	a := &admission{s: s, b: b, watermark: s.watermark, ids: map[string]bool{}, shown: map[string]*shown{}, clicked: map[string]bool{}}
+	a := &admission{s: s, b: b, watermark: s.watermark, before: s.watermark, ids: map[string]int64{}, shown: map[string]*shown{}, clicked: map[string]bool{}}
 	var res Result
 	var okImpressions []Impression
 	var okClicks []Click
@@ -129,7 +155,7 @@ func (s *State) Admit(impressions []Impression, clicks []Click, b Bounds) ([]Imp
 			_ = Refuse(&res, ImpressionRules, code, e, e.EventID, fmt.Sprintf("impressions[%d]", i), b, "")
 			continue
 		}
-		a.ids[e.EventID] = true
+		a.ids[e.EventID] = e.Time
 		a.shown[impressionKey(e.RequestID, e.ArticleID)] = &shown{user: e.UserID, time: e.Time}
 		a.watermark = max(a.watermark, e.Time)
 		okImpressions = append(okImpressions, e)
@@ -147,7 +173,7 @@ func (s *State) Admit(impressions []Impression, clicks []Click, b Bounds) ([]Imp
 			_ = Refuse(&res, ClickRules, code, e, e.EventID, fmt.Sprintf("clicks[%d]", i), b, shownTo)
 			continue
 		}
-		a.ids[e.EventID] = true
+		a.ids[e.EventID] = e.Time
 		a.clicked[impressionKey(e.RequestID, e.ArticleID)] = true
 		a.watermark = max(a.watermark, e.Time)
 		okClicks = append(okClicks, e)

@@ -484,8 +484,10 @@ func ReadOrderKey(id string) string {
 // the traffic of the lateness bound and the longest window rather than all
 // history. For every time after cutoff, each counter keeps its running
 // total, each reader the last visit and the last RecentReads clicks before
-// it (the longer of RecentReads and LongTermReads); event ids and impressions older than watermark - lateness are dropped
-// (a retry of such an event is refused as late, not counted twice). Rank
+// it (the longer of RecentReads and LongTermReads). Event ids and
+// impressions older than watermark - lateness are dropped: Admit already
+// treats them as absent (a retry of such an event is refused as late, not
+// counted twice), so when Prune runs changes no answer. Rank
 // stays exact from cutoff plus the longest window on. Only the writer calls
 // it.
 func (s *State) Prune(lateness time.Duration) {

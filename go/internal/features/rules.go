@@ -38,6 +38,12 @@ const (
 type Limits struct {
 	// Lateness: an event older than the newest event recorded by more than
 	// this is refused (its page view's features were served long ago).
+	// By the same event clock, an impression or event id recorded that long
+	// before the newest event is absent to every rule on the state: a click
+	// on it finds no impression, and the id sent again is judged as new
+	// (so refused as late) rather than counted as a duplicate. Every
+	// backend decides this from the stored event time, not from when it
+	// forgets the entry.
 	Lateness time.Duration
 	// ClockSkew: an event later than the server clock by more than this is
 	// refused.
@@ -93,11 +99,11 @@ func (r Rule[T]) OnState() bool { return r.Check == nil }
 
 // Codes of the rules on the state.
 const (
-	RuleDuplicate        = "duplicate"         // the event id was recorded before: counted as a duplicate
+	RuleDuplicate        = "duplicate"         // the event id was recorded before, within the lateness: counted as a duplicate
 	RuleUnknownArticle   = "unknown_article"   // the impression's article is not in the catalog
 	RuleLate             = "late"              // more than the lateness before the newest event
 	RuleShownTwice       = "shown_twice"       // the request showed the article already
-	RuleNoImpression     = "no_impression"     // the click's impression is not in the state
+	RuleNoImpression     = "no_impression"     // the click's impression is not in the state, or is older than the lateness
 	RuleOtherReader      = "other_reader"      // the impression was shown to another reader
 	RuleClickedTwice     = "clicked_twice"     // the impression is clicked already
 	RuleBeforeImpression = "before_impression" // the click is timed before its impression
@@ -214,8 +220,8 @@ var ClickRules = slices.Concat(
 	eventTimeRules(func(e Click) int64 { return e.Time }),
 	[]Rule[Click]{
 		{Code: RuleDuplicate},
-		{Code: RuleNoImpression, Field: "request_id", Reason: func(e Click, _ Bounds, _ string) string {
-			return fmt.Sprintf("no impression of article %q in request %q (or it is older than the lateness bound)", e.ArticleID, e.RequestID)
+		{Code: RuleNoImpression, Field: "request_id", Reason: func(e Click, b Bounds, _ string) string {
+			return fmt.Sprintf("no impression of article %q in request %q (or it is more than %v before the newest event recorded)", e.ArticleID, e.RequestID, b.Lateness)
 		}},
 		{Code: RuleOtherReader, Field: "user_id", Reason: func(_ Click, _ Bounds, shownTo string) string {
 			return fmt.Sprintf("the impression was shown to %q", shownTo)

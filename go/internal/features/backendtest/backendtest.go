@@ -76,10 +76,14 @@ type Reader struct {
 type CTR [2]float32
 
 // EventCase is one batch of events on a state holding the catalog and,
-// unless NoHistory, the history.
+// unless NoHistory, the history, then Before.
 type EventCase struct {
-	Name        string
-	NoHistory   bool
+	Name      string
+	NoHistory bool
+	// Before are impressions recorded, all accepted, in a batch of their
+	// own before the case's batch: a backend may tidy its state in between
+	// (the embedded one prunes), and its answers must not depend on it.
+	Before      []features.Impression
 	Impressions []features.Impression
 	Clicks      []features.Click
 	// What the backend answers: an error (errors.Is), or the result.
@@ -94,6 +98,22 @@ type EventCase struct {
 }
 
 var lateness = features.DefaultLimits.Lateness
+
+// lateWatermark is the newest event of lateBefore, lateEdge the oldest time
+// still within the lateness of it.
+var (
+	lateWatermark = T0 + 28*Hour
+	lateEdge      = lateWatermark - lateness.Microseconds()
+)
+
+// lateBefore moves event time on past the lateness of the history (so the
+// history's impressions and event ids are older than it) with reader v's
+// impressions of article 1 one microsecond before lateEdge (r5), at it (r6)
+// and one after (r7), then of article 2 at lateWatermark (r8).
+var lateBefore = []features.Impression{
+	imp("b0", "r5", "v", "1", lateEdge-1), imp("b1", "r6", "v", "1", lateEdge),
+	imp("b2", "r7", "v", "1", lateEdge+1), imp("b3", "r8", "v", "2", lateWatermark),
+}
 
 // EventCases are the cases of RecordEvents.
 var EventCases = []EventCase{
@@ -220,7 +240,7 @@ var EventCases = []EventCase{
 		Name:   "a click without its impression",
 		Clicks: []features.Click{click("k1", "r9", "u", "1", T0)},
 		Rejected: []features.Rejection{{ID: "k1", Field: "clicks[0].request_id",
-			Reason: `no impression of article "1" in request "r9" (or it is older than the lateness bound)`}},
+			Reason: `no impression of article "1" in request "r9" (or it is more than 24h0m0s before the newest event recorded)`}},
 		Events: 3, Readers: historyReaders, CTR: historyCTR,
 	},
 	{
@@ -286,10 +306,54 @@ var EventCases = []EventCase{
 			{ID: "e1", Field: "impressions[0].article_id", Reason: `article "9" is not in the catalog (UpsertArticles first)`},
 			{ID: "", Field: "impressions[1].event_id", Reason: "event_id: required"},
 			{ID: "e3", Field: "impressions[2].article_id", Reason: `request "r1" already showed article "1"`},
-			{ID: "k1", Field: "clicks[0].request_id", Reason: `no impression of article "1" in request "r9" (or it is older than the lateness bound)`},
+			{ID: "k1", Field: "clicks[0].request_id", Reason: `no impression of article "1" in request "r9" (or it is more than 24h0m0s before the newest event recorded)`},
 			{ID: "k2", Field: "clicks[1].time", Reason: "required"},
 		},
 		Events: 3, Readers: historyReaders, CTR: historyCTR,
+	},
+	// The lateness bound by the event clock: an impression or event id
+	// recorded more than the lateness before the newest event is absent to
+	// every rule, on every backend, whenever it is forgotten.
+	{
+		Name:     "a click for an impression older than the lateness, recorded batches before",
+		Before:   lateBefore,
+		Clicks:   []features.Click{click("k1", "r1", "u", "1", lateWatermark)},
+		Rejected: []features.Rejection{{ID: "k1", Field: "clicks[0].request_id", Reason: `no impression of article "1" in request "r1" (or it is more than 24h0m0s before the newest event recorded)`}},
+		Events:   7, Readers: []Reader{{ID: "u", Shows: 2, Clicks: 1}, {ID: "v", Shows: 4}}, CTR: CTR{0, 0.5},
+	},
+	{
+		Name:        "event ids older than the lateness sent again are judged anew, not duplicates",
+		Before:      lateBefore,
+		Impressions: historyImpressions[:1], Clicks: historyClicks,
+		Rejected: []features.Rejection{
+			{ID: "h1", Field: "impressions[0].time", Reason: "more than 24h0m0s before the newest event recorded"},
+			{ID: "hk", Field: "clicks[0].request_id", Reason: `no impression of article "2" in request "r1" (or it is more than 24h0m0s before the newest event recorded)`},
+		},
+		Events: 7, Readers: []Reader{{ID: "u", Shows: 2, Clicks: 1}, {ID: "v", Shows: 4}}, CTR: CTR{0, 0.5},
+	},
+	{
+		// b0 is one microsecond past the bound; b1, at it, and b2 are not.
+		Name:        "the lateness bound on recorded events, to the microsecond",
+		Before:      lateBefore,
+		Impressions: lateBefore[:3],
+		Clicks:      []features.Click{click("k5", "r5", "v", "1", lateWatermark), click("k6", "r6", "v", "1", lateWatermark), click("k7", "r7", "v", "1", lateWatermark)},
+		Accepted:    2, Duplicates: 2,
+		Rejected: []features.Rejection{
+			{ID: "b0", Field: "impressions[0].time", Reason: "more than 24h0m0s before the newest event recorded"},
+			{ID: "k5", Field: "clicks[0].request_id", Reason: `no impression of article "1" in request "r5" (or it is more than 24h0m0s before the newest event recorded)`},
+		},
+		Events: 9, Readers: []Reader{{ID: "u", Shows: 2, Clicks: 1}, {ID: "v", Shows: 4, Clicks: 2}}, CTR: CTR{0.5, 0.5},
+	},
+	{
+		// Recorded impressions and event ids are judged against the newest
+		// event before the batch: a batch applies its impressions before its
+		// clicks, and a batch of an in-order log spanning more than the
+		// lateness must find each click's impression (replay parity).
+		Name:        "a batch's own later events do not put the impressions its clicks find past the lateness",
+		Impressions: []features.Impression{imp("p", "r8", "v", "2", lateWatermark)},
+		Clicks:      []features.Click{click("k1", "r1", "u", "1", lateWatermark), click("k2", "r8", "v", "2", lateWatermark)},
+		Accepted:    3,
+		Events:      6, Readers: []Reader{{ID: "u", Shows: 2, Clicks: 2}, {ID: "v", Shows: 1, Clicks: 1}}, CTR: CTR{1, 1},
 	},
 	{
 		Name:        "more events than a batch may hold: nothing is recorded",
@@ -398,6 +462,11 @@ func Run(t *testing.T, open Open) {
 				if !c.NoHistory {
 					if res, err := s.RecordEvents(ctx, historyImpressions, historyClicks); err != nil || res.Accepted != 3 {
 						t.Fatalf("history: %+v %v", res, err)
+					}
+				}
+				if c.Before != nil {
+					if res, err := s.RecordEvents(ctx, c.Before, nil); err != nil || res.Accepted != len(c.Before) {
+						t.Fatalf("before: %+v %v", res, err)
 					}
 				}
 				res, err := s.RecordEvents(ctx, c.Impressions, c.Clicks)

@@ -329,29 +329,57 @@ func (r *Redis) window(ctx context.Context, tx *redis.Tx, spans [][2]int64, fina
 // is one script, atomic, so replicas recording at once cannot count an
 // event twice.
 
-// impressionPrelude reads an impression's state: ARGV prefix, event id,
-// request, user, article, time, lateness (µs), ttl (ms).
-const impressionPrelude = `
+// eventClock is the start of both preludes: ARGV prefix, event id,
+// request, user, article, time, lateness (µs), the watermark before the
+// batch (empty for none). It reads the watermark (wm) and defines late(w, at):
+// whether time at is more than the lateness before watermark w. An event id
+// (key e, whose value is its event time) or an impression (hash i, field
+// time) late against the watermark before the batch is absent to every
+// rule, by the event clock, as in the embedded state (features/admit.go,
+// which says why the batch's start). Their keys' wall-clock expiry (keyTTL)
+// only collects garbage.
+const eventClock = `
 local p, id, req, user, art, t = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local ek = p .. 'e' .. '\0' .. id
-local a = redis.call('HMGET', p .. 'a' .. '\0' .. art, 'category', 'subcategory')
-local ik = p .. 'i' .. '\0' .. req .. '\0' .. art
 local wm = redis.call('GET', p .. 'wm')
+local function late(w, at)
+	return w and w ~= '' and tonumber(w) - tonumber(at) > tonumber(ARGV[7])
+end
+local function current(at) return not late(ARGV[8], at) end
+local ek = p .. 'e' .. '\0' .. id
+local seenAt = redis.call('GET', ek)
+-- '1': an id recorded before its value held its time; it stays a duplicate until it expires.
+local seen = seenAt and (seenAt == '1' or current(seenAt))
+local ik = p .. 'i' .. '\0' .. req .. '\0' .. art
+local imp = redis.call('HMGET', ik, 'user', 'category', 'subcategory', 'time', 'clicked')
+if imp[4] and not current(imp[4]) then imp = {} end
+`
+
+// keyTTL is how long, in wall-clock time, Redis keeps an event id or an
+// impression. It only collects garbage: the event clock decides (see
+// eventClock), so the keys must outlive their place within the lateness
+// bound. Twice the lateness covers event time lagging the wall clock by up
+// to the lateness (a quiet night, a backlog sent late).
+func keyTTL(lateness time.Duration) time.Duration { return max(2*lateness, time.Millisecond) }
+
+// impressionPrelude reads an impression's state: eventClock's ARGV, then
+// ttl (ms).
+const impressionPrelude = eventClock + `
+local a = redis.call('HMGET', p .. 'a' .. '\0' .. art, 'category', 'subcategory')
 `
 
 // impressionChecks are the Lua halves of the impression rules on the state
 // (the Go halves are in features/admit.go); CODE is the rule's code.
 var impressionChecks = map[string]string{
-	features.RuleDuplicate:      `if redis.call('EXISTS', ek) == 1 then return CODE end`,
+	features.RuleDuplicate:      `if seen then return CODE end`,
 	features.RuleUnknownArticle: `if not a[1] then return CODE end`,
-	features.RuleLate:           `if wm and tonumber(wm) - tonumber(t) > tonumber(ARGV[7]) then return CODE end`,
-	features.RuleShownTwice:     `if redis.call('EXISTS', ik) == 1 then return CODE end`,
+	features.RuleLate:           `if late(wm, t) then return CODE end`,
+	features.RuleShownTwice:     `if imp[1] then return CODE end`,
 }
 
 const impressionWrites = `
-redis.call('SET', ek, '1', 'PX', ARGV[8])
+redis.call('SET', ek, t, 'PX', ARGV[9])
 redis.call('HSET', ik, 'user', user, 'category', a[1], 'subcategory', a[2], 'time', t, 'clicked', '0')
-redis.call('PEXPIRE', ik, ARGV[8])
+redis.call('PEXPIRE', ik, ARGV[9])
 redis.call('ZADD', p .. 'as' .. '\0' .. art, t, id)
 redis.call('ZADD', p .. 'us' .. '\0' .. user, t, id)
 redis.call('ZADD', p .. 'ucs' .. '\0' .. user .. '\0' .. a[1], t, id)
@@ -363,19 +391,14 @@ if not wm or tonumber(t) > tonumber(wm) then redis.call('SET', p .. 'wm', t) end
 return 'ok'
 `
 
-// clickPrelude reads a click's state: ARGV prefix, event id, request, user,
-// article, time, ttl (ms), read-order key.
-const clickPrelude = `
-local p, id, req, user, art, t = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local ek = p .. 'e' .. '\0' .. id
-local ik = p .. 'i' .. '\0' .. req .. '\0' .. art
-local imp = redis.call('HMGET', ik, 'user', 'category', 'subcategory', 'time', 'clicked')
-`
+// clickPrelude reads a click's state: eventClock's ARGV, then ttl (ms),
+// read-order key.
+const clickPrelude = eventClock
 
 // clickChecks are the Lua halves of the click rules on the state; the
 // other reader's answer carries the reader the impression was shown to.
 var clickChecks = map[string]string{
-	features.RuleDuplicate:        `if redis.call('EXISTS', ek) == 1 then return CODE end`,
+	features.RuleDuplicate:        `if seen then return CODE end`,
 	features.RuleNoImpression:     `if not imp[1] then return CODE end`,
 	features.RuleOtherReader:      `if imp[1] ~= user then return CODE .. ':' .. imp[1] end`,
 	features.RuleClickedTwice:     `if imp[5] == '1' then return CODE end`,
@@ -386,15 +409,14 @@ var clickChecks = map[string]string{
 // rows do.
 const clickWrites = `
 local at = imp[4]
-redis.call('SET', ek, '1', 'PX', ARGV[7])
+redis.call('SET', ek, t, 'PX', ARGV[9])
 redis.call('HSET', ik, 'clicked', '1')
 redis.call('ZADD', p .. 'ac' .. '\0' .. art, at, id)
 redis.call('ZADD', p .. 'uc' .. '\0' .. user, at, id)
 redis.call('ZADD', p .. 'ucc' .. '\0' .. user .. '\0' .. imp[2], at, id)
 redis.call('ZADD', p .. 'usc' .. '\0' .. user .. '\0' .. imp[3], at, id)
-redis.call('ZADD', p .. 'ur' .. '\0' .. user, at, ARGV[8] .. '\0' .. art .. '\0' .. id)
+redis.call('ZADD', p .. 'ur' .. '\0' .. user, at, ARGV[10] .. '\0' .. art .. '\0' .. id)
 redis.call('INCR', p .. 'n')
-local wm = redis.call('GET', p .. 'wm')
 if not wm or tonumber(t) > tonumber(wm) then redis.call('SET', p .. 'wm', t) end
 return 'ok'
 `
@@ -438,7 +460,13 @@ func (r *Redis) RecordEvents(ctx context.Context, impressions []features.Impress
 		}
 	}
 	bounds := features.NewBounds(r.spec, r.limits, r.now())
-	ttl := strconv.FormatInt(max(r.limits.Lateness.Milliseconds(), 1), 10)
+	ttl := strconv.FormatInt(keyTTL(r.limits.Lateness).Milliseconds(), 10)
+	// The watermark before the batch, which recorded impressions and event
+	// ids are judged against (see eventClock).
+	before, err := r.client.Get(ctx, r.key("wm")).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return features.Result{}, fmt.Errorf("redis: %w", err)
+	}
 	pipe := r.client.Pipeline()
 	// Each event's outcome, in the batch's order, so that the refusals are
 	// listed in the order the embedded state lists them: a refusal by a
@@ -463,7 +491,7 @@ func (r *Redis) RecordEvents(ctx context.Context, impressions []features.Impress
 			continue
 		}
 		cmd := impressionScript.EvalSha(ctx, pipe, nil, r.prefix, e.EventID, e.RequestID, e.UserID, e.ArticleID,
-			micros(e.Time), r.limits.Lateness.Microseconds(), ttl)
+			micros(e.Time), r.limits.Lateness.Microseconds(), before, ttl)
 		outcomes = append(outcomes, outcome{cmd: cmd, refuse: refuse})
 		sent++
 	}
@@ -477,7 +505,7 @@ func (r *Redis) RecordEvents(ctx context.Context, impressions []features.Impress
 			continue
 		}
 		cmd := clickScript.EvalSha(ctx, pipe, nil, r.prefix, e.EventID, e.RequestID, e.UserID, e.ArticleID,
-			micros(e.Time), ttl, features.ReadOrderKey(e.ArticleID))
+			micros(e.Time), r.limits.Lateness.Microseconds(), before, ttl, features.ReadOrderKey(e.ArticleID))
 		outcomes = append(outcomes, outcome{cmd: cmd, refuse: refuse})
 		sent++
 	}
