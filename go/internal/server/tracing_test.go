@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"testing"
+	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -10,6 +11,7 @@ import (
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/metrics"
+	"ranker/internal/overload"
 	"ranker/internal/tracing"
 )
 
@@ -50,5 +52,46 @@ func TestRankIsTracedThroughEachStage(t *testing.T) {
 		if s.EndTime.Before(s.StartTime) {
 			t.Errorf("span %q ends before it starts", stage)
 		}
+	}
+}
+
+// A refused request's admission span says why, so a trace shows overload as
+// overload and not as a slow request.
+func TestTheAdmissionSpanNamesItsRefusal(t *testing.T) {
+	reg, m, _, logger := testModels(t)
+	s := New(reg, Options{Limits: testLimits, Metrics: metrics.New(),
+		Admission: overload.Admission{MaxScoring: 1, MaxQueue: 1, QueueTimeout: time.Minute}}, logger)
+	r := rankRequest{RankRequest: &rankerv1.RankRequest{Candidates: []*rankerv1.Candidate{{Id: "a"}}}}
+	release, err := s.admit(context.Background(), &r, m) // the one slot, taken
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	ctx, root := tp.Tracer("test").Start(context.Background(), "rpc")
+	gone, cancel := context.WithCancel(ctx)
+	cancel() // the caller left while it waited for the slot
+	if _, err := s.admit(gone, &r, m); err == nil {
+		t.Fatal("admit: got no refusal for a caller that is gone")
+	}
+	root.End()
+	var admission *tracetest.SpanStub
+	for _, got := range spans.GetSpans() {
+		if got.Name == tracing.SpanAdmission {
+			admission = &got
+		}
+	}
+	if admission == nil {
+		t.Fatalf("no %q span among %v", tracing.SpanAdmission, spans.GetSpans())
+	}
+	var reason string
+	for _, kv := range admission.Attributes {
+		if kv.Key == "ranker.refused" {
+			reason = kv.Value.AsString()
+		}
+	}
+	if reason != string(overload.ReasonCallerGone) {
+		t.Errorf("ranker.refused = %q, want %q", reason, overload.ReasonCallerGone)
 	}
 }
