@@ -96,7 +96,7 @@ def test_a_usage_error_is_one_line_and_a_pointer_to_the_help(
     capsys: pytest.CaptureFixture[str], args: list[str], first_line: str
 ) -> None:
     prog = first_line.split(": error:")[0]
-    assert _usage_error(capsys, *args) == [first_line, f"see '{prog} --help'"]
+    assert _usage_error(capsys, *args) == [f"{first_line}; see '{prog} --help'"]
 
 
 def test_help_still_prints_the_usage(capsys: pytest.CaptureFixture[str]) -> None:

@@ -69,7 +69,7 @@ _NUMBER = re.compile(r"^-\d+(\.\d*)?([eE][-+]?\d+)?$|^-\.\d+")
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose error is two lines on stderr and exit 2: what
+    """An ArgumentParser whose error is one line on stderr and exit 2: what
     is wrong (a mistyped flag or command named with the closest real one, by
     difflib) and where the help is, instead of the whole usage.
 
@@ -107,7 +107,7 @@ class Parser(argparse.ArgumentParser):
         # required flag missing), so it is the one named.
         if unknown := self._unknown_flags():
             message = self._unrecognized(unknown)
-        self.exit(2, f"{self.prog}: error: {message}\nsee '{self.prog} --help'\n")
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         try:
