@@ -15,7 +15,7 @@ import pytest
 from ranker.data.world import WorldConfig, generate
 from ranker.pipeline import ClickLogSource, train_and_export
 from ranker.serving.process import ServerProcess, ort_library_path
-from tests.support import REPO
+from tests.support import REPO, stateful_server
 
 
 @pytest.fixture(scope="session")
@@ -63,4 +63,13 @@ def server(
     with ServerProcess(
         server_binary, model_dir, ort_lib=ort_lib, extra_args=[f"--backend={request.param}"]
     ) as running:
+        yield running
+
+
+@pytest.fixture
+def stateful(
+    server_binary: Path, model_dir: Path, ort_lib: Path, tmp_path: Path
+) -> Iterator[ServerProcess]:
+    """A started server with a fresh durable feature state of its own."""
+    with stateful_server(server_binary, model_dir, ort_lib, tmp_path / "state") as running:
         yield running

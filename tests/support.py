@@ -69,6 +69,15 @@ def experiment_server(
     )
 
 
+def stateful_server(
+    binary: Path, model_dir: Path, ort_lib: Path, state: Path, *extra_args: str
+) -> ServerProcess:
+    """The server with its durable feature state in `state` (not started)."""
+    return ServerProcess(
+        binary, model_dir, ort_lib=ort_lib, extra_args=[f"--state-dir={state}", *extra_args]
+    )
+
+
 def scrape_metrics(server: ServerProcess) -> str:
     """The server's /metrics page."""
     with urllib.request.urlopen(server.metrics_url, timeout=5) as reply:

@@ -6,7 +6,6 @@ server refuses is counted, printed and turns the exit status to 1."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from ranker.features.build import build_features
 from ranker.serving.client import RankerClient
 from ranker.serving.process import ServerProcess
 from ranker_client.v1 import ranking_service_pb2 as pb
+from tests.support import stateful_server
 
 pytestmark = pytest.mark.e2e  # every test here runs the Go server binary
 
@@ -41,20 +41,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("load-world")
     generate(LOAD_WORLD).write(directory)
     return directory
-
-
-def _server(binary: Path, model_dir: Path, ort_lib: Path, state: Path, *args: str) -> ServerProcess:
-    return ServerProcess(
-        binary, model_dir, ort_lib=ort_lib, extra_args=[f"--state-dir={state}", *args]
-    )
-
-
-@pytest.fixture
-def stateful(
-    server_binary: Path, model_dir: Path, ort_lib: Path, tmp_path: Path
-) -> Iterator[ServerProcess]:
-    with _server(server_binary, model_dir, ort_lib, tmp_path / "state") as running:
-        yield running
 
 
 def _load(
@@ -167,7 +153,7 @@ def test_a_second_load_within_the_lateness_window_is_all_duplicates(
     times = log.impressions["time"].sort()
     span: timedelta = times[-1] - times[0]
     lateness = f"--event-lateness={int(span.total_seconds() // 3600) + 2}h"
-    with _server(server_binary, model_dir, ort_lib, tmp_path / "state", lateness) as server:
+    with stateful_server(server_binary, model_dir, ort_lib, tmp_path / "state", lateness) as server:
         assert _load(capsys, server.target, world)[0] == 0
         code, again, reasons = _load(capsys, server.target, world)
     clicks = int(log.impressions["clicked"].sum())

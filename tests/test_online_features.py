@@ -5,7 +5,6 @@ acknowledges survives kill -9; bad input gets a clear answer."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from ranker.serving.process import ServerProcess
 from ranker.serving.replay import replay
 from ranker_client import InvalidArgumentError
 from ranker_client.v1 import ranking_service_pb2 as pb
+from tests.support import stateful_server
 
 pytestmark = pytest.mark.e2e  # every test here runs the Go server binary
 
@@ -34,20 +34,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("replay-world")
     generate(REPLAY_WORLD).write(directory)
     return directory
-
-
-def _server(binary: Path, model_dir: Path, ort_lib: Path, state: Path, *args: str) -> ServerProcess:
-    return ServerProcess(
-        binary, model_dir, ort_lib=ort_lib, extra_args=[f"--state-dir={state}", *args]
-    )
-
-
-@pytest.fixture
-def stateful(
-    server_binary: Path, model_dir: Path, ort_lib: Path, tmp_path: Path
-) -> Iterator[ServerProcess]:
-    with _server(server_binary, model_dir, ort_lib, tmp_path / "state") as running:
-        yield running
 
 
 def test_replayed_log_is_served_with_exactly_the_training_rows(
@@ -89,7 +75,7 @@ def test_acknowledged_events_survive_kill_9_and_count_once(
     # the newest event is judged anew, as late. So the lateness covers them.
     times = [e.time.ToMicroseconds() for e in shown]
     lateness = f"--event-lateness={(max(times) - min(times)) // 3_600_000_000 + 2}h"
-    server = _server(server_binary, model_dir, ort_lib, state, lateness).start()
+    server = stateful_server(server_binary, model_dir, ort_lib, state, lateness).start()
     try:
         with RankerClient(server.target) as client:
             assert client.upsert_articles(_articles(world)).accepted > 0
@@ -102,7 +88,7 @@ def test_acknowledged_events_survive_kill_9_and_count_once(
         server._proc.wait()
         server.close()
     with (
-        _server(server_binary, model_dir, ort_lib, state, lateness) as again,
+        stateful_server(server_binary, model_dir, ort_lib, state, lateness) as again,
         RankerClient(again.target) as client,
     ):
         assert _features(client, user, ids, last["time"]) == before  # bit for bit
