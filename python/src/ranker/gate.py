@@ -3,6 +3,14 @@ exported under its name, so that no silently bad model reaches the server.
 
 The stage between export and the pipeline that runs it: it reads the
 evaluation and the version currently serving (the newest under the same name).
+
+On a log the server wrote with propensities (a served log), NDCG on logged
+clicks would reward whatever order was logged; there the candidate is
+compared off-policy instead (`ranker.offpolicy`): its estimated clicks per
+page view on the held-out test split against the serving version's and the
+strongest simple baselines' (most popular, the best single feature), with
+the interval of each difference. When the log cannot support an estimate,
+the gate says so and leaves the decision to the canary.
 """
 
 from __future__ import annotations
@@ -10,13 +18,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 
 from ranker.evaluation.metrics import per_query
 from ranker.export import artifact
-from ranker.training.dataset import RankData
+from ranker.training.dataset import RankData, TimeSplit
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,10 @@ class Gate:
     min_gain_over_popular: float = 0.02
     # Not below the version serving under the same name by more than this.
     max_loss_vs_serving: float = 0.01
+    # Off-policy, on a served log: the lower end of the 95 % interval of
+    # (candidate - serving) clicks per page view may not fall below minus
+    # this share of the serving version's estimate (non-inferiority).
+    max_offpolicy_loss: float = 0.02
 
 
 DEFAULT_GATE = Gate()
@@ -106,10 +119,16 @@ def run_gate(
     popular_ndcg10: float | None,
     models_root: Path,
     model_name: str,
+    served: ServedEvidence | None = None,
 ) -> GateReport:
+    """The checks; with `served` (a served log's test split and its
+    examination curve) the comparisons are off-policy."""
     report = GateReport()
     trees = booster.num_trees()
     report.check("trees", trees >= gate.min_trees, f"{trees} trees (minimum {gate.min_trees})")
+    if served is not None:
+        _offpolicy_checks(gate, report, booster, served, feature_names, models_root, model_name)
+        return report
     model = ndcg10(booster, test)
     if popular_ndcg10 is not None:
         need = popular_ndcg10 + gate.min_gain_over_popular
@@ -135,3 +154,106 @@ def run_gate(
         f"(needs {need:.4f})",
     )
     return report
+
+
+@dataclass(frozen=True)
+class ServedEvidence:
+    """A served log's held-out test split and the examination curve of its
+    explored pages (None, with the reason, when the log cannot give one)."""
+
+    test: TimeSplit
+    curve: Any  # ranker.offpolicy.PositionBias | None
+    why_no_curve: str | None = None
+
+
+# The simple rankers a candidate must beat off-policy: most popular as the
+# evaluation report counts it, and every single feature in either direction.
+POPULAR_FEATURE = "article_clicks_24h"
+
+
+def _offpolicy_checks(
+    gate: Gate,
+    report: GateReport,
+    booster: lgb.Booster,
+    served: ServedEvidence,
+    feature_names: list[str],
+    models_root: Path,
+    model_name: str,
+) -> None:
+    from ranker.offpolicy.estimators import Inputs, difference, estimate, positions_by
+    from ranker.training.counterfactual import ESTIMATOR, logged_rows
+
+    if served.curve is None:
+        why = f"cannot estimate off-policy ({served.why_no_curve}); the canary decides"
+        report.check("off-policy vs serving", True, why)
+        return
+    rows = logged_rows(served.test.table)
+    inputs = Inputs(position_bias=served.curve)
+    features = served.test.data.features
+    candidate = positions_by(rows, booster.predict(features))
+    value = estimate(ESTIMATOR, rows, candidate, inputs)
+    if not value.supported:
+        why = f"cannot estimate off-policy ({value.reason}); the canary decides"
+        report.check("off-policy vs serving", True, why)
+        return
+    said = f"{ESTIMATOR} estimate of clicks per page view {_interval(value)}"
+
+    serving = serving_version(models_root, model_name)
+    if serving is None:
+        report.check(
+            "off-policy vs serving", True, f"{said}; no version of {model_name} serves yet"
+        )
+    else:
+        meta = json.loads((serving / artifact.METADATA_JSON).read_text())
+        table = served.test.table
+        missing = [n for n in meta.get("feature_names", []) if n not in table.columns]
+        if missing:
+            report.check(
+                "off-policy vs serving",
+                True,
+                f"{said}; {serving.name} needs features the log lacks ({', '.join(missing)})",
+            )
+        else:
+            current = lgb.Booster(model_file=serving / artifact.MODEL_TXT)
+            served_rows = table.select(meta["feature_names"]).to_numpy().astype(np.float32)
+            serving_positions = positions_by(rows, current.predict(served_rows))
+            base = estimate(ESTIMATOR, rows, serving_positions, inputs)
+            diff = difference(ESTIMATOR, rows, candidate, serving_positions, inputs)
+            need = -gate.max_offpolicy_loss * base.value
+            report.check(
+                "off-policy vs serving",
+                diff.low >= need,
+                f"{said}, serving {serving.name} {_interval(base)}; difference "
+                f"{_interval(diff, signed=True)} (its lower end needs >= {need:+.4f})",
+            )
+
+    popular = positions_by(rows, served.test.table[POPULAR_FEATURE].to_numpy())
+    diff = difference(ESTIMATOR, rows, candidate, popular, inputs)
+    report.check(
+        "off-policy beats most popular",
+        diff.low > 0,
+        f"difference {_interval(diff, signed=True)} (its lower end needs > 0)",
+    )
+    best_name, best_positions, best_value = "", candidate, -np.inf
+    for j, name in enumerate(feature_names):
+        for sign, direction in ((1.0, "highest"), (-1.0, "lowest")):
+            positions = positions_by(rows, sign * features[:, j])
+            single = estimate(ESTIMATOR, rows, positions, inputs).value
+            if single > best_value:
+                best_name, best_positions, best_value = (
+                    f"{name} ({direction} first)",
+                    positions,
+                    single,
+                )
+    diff = difference(ESTIMATOR, rows, candidate, best_positions, inputs)
+    report.check(
+        "off-policy vs best single feature",
+        diff.value >= 0,
+        f"best single feature {best_name} {best_value:.4f}; difference "
+        f"{_interval(diff, signed=True)} (needs >= 0)",
+    )
+
+
+def _interval(e: Any, signed: bool = False) -> str:
+    f = "+.4f" if signed else ".4f"
+    return f"{e.value:{f}} [{e.low:{f}}, {e.high:{f}}]"

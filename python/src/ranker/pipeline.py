@@ -34,8 +34,16 @@ from ranker.export.golden import GOLDEN_SAMPLE_QUERIES
 from ranker.export.version import ExportResult, export_model
 from ranker.features.build import feature_table
 from ranker.features.spec import model_features
-from ranker.gate import DEFAULT_GATE, Gate, GateFailed, run_gate, serving_version
+from ranker.gate import DEFAULT_GATE, Gate, GateFailed, ServedEvidence, run_gate, serving_version
 from ranker.tracking import ModelRegistry, RunRecord, record_run
+from ranker.training.counterfactual import (
+    PositionBiasResult,
+    choose,
+    examination_weights,
+    fit_ips_weighted,
+    is_served_log,
+    position_bias,
+)
 from ranker.training.dataset import RankData, TimeSplit, time_split
 from ranker.training.distributed import DaskCluster, Distribution
 from ranker.training.lambdarank import (
@@ -68,6 +76,19 @@ class TrainingData:
     # The click log's test split with every column, for the full evaluation
     # (baselines need article age and popularity, the oracle true utility).
     test_split: TimeSplit | None = None
+    # A log the server wrote with propensities: its splits and examination
+    # curve, for counterfactual training and the off-policy gate.
+    served: ServedLog | None = None
+
+
+@dataclass(frozen=True)
+class ServedLog:
+    """What a served log adds: the train and validation splits with every
+    column, and the examination curve of its explored pages."""
+
+    train: TimeSplit
+    valid: TimeSplit
+    bias: PositionBiasResult
 
 
 class Source(Protocol):
@@ -106,6 +127,9 @@ class ClickLogSource:
         names = model_features(semantic=self.embeddings is not None)
         splits = time_split(table, names)
         train_split, valid_split, test_split = splits
+        served = None
+        if is_served_log(table):
+            served = ServedLog(train_split, valid_split, position_bias(table))
         test_ids = (
             test_split.table["impression_id"]
             .unique(maintain_order=True)
@@ -119,6 +143,7 @@ class ClickLogSource:
             test=test_split.data,
             test_query_ids=test_ids,
             test_split=test_split,
+            served=served,
             summary={
                 "source": "click log",
                 "data_dir": str(self.data_dir),
@@ -248,6 +273,11 @@ def train_and_export(
         fit = _trainer(cluster, cluster_scope, say, rounds)
         with say.stage("features"):
             data = source.load()
+        if data.served is not None and cluster is not None:
+            raise ValueError(
+                "a served log trains on this machine (counterfactual training is not "
+                "distributed): train without a Dask cluster"
+            )
         say.note(
             f"{data.train.labels.size:,} training, {data.valid.labels.size:,} validation and "
             f"{data.test.labels.size:,} test rows"
@@ -281,8 +311,28 @@ def train_and_export(
                 bar.update(1)
                 bar.set_postfix_str(f"valid NDCG@10 {score:.4f}", refresh=False)
 
-            result, distribution = fit(data.train, data.valid, names, chosen, progress)
+            # A served log's order follows the features: LightGBM's own
+            # position debiasing cannot separate the two there
+            # (ranker.training.counterfactual), so it is not trained.
+            rows = data.train if data.served is None else replace(data.train, positions=None)
+            result, distribution = fit(rows, data.valid, names, chosen, progress)
         say.note(f"best round {result.best_iteration} of {len(result.valid_curve)} trained")
+        counterfactual: dict[str, Any] | None = None
+        if data.served is not None and data.served.bias.curve is not None:
+            with say.stage("counterfactual training (inverse propensity weights)"):
+                curve = data.served.bias.curve
+                weighted = fit_ips_weighted(
+                    data.train,
+                    examination_weights(data.served.train.table, curve),
+                    result.best_iteration,
+                    names,
+                    result.params,
+                )
+                shipped, counterfactual = choose(
+                    result.naive_booster, weighted, data.served.valid, curve
+                )
+                result = replace(result, booster=shipped)
+            say.note(f"shipped the {counterfactual['shipped']} model (higher off-policy estimate)")
         if distribution is not None:
             say.note(distribution.describe())
         without = None
@@ -324,7 +374,18 @@ def train_and_export(
         "tuned_trials": tune_trials,
         "best_iteration": result.best_iteration,
     }
-    if result.position_debiased:
+    if counterfactual is not None:
+        summary["counterfactual"] = counterfactual
+    if data.served is not None:
+        bias = data.served.bias
+        summary["position_bias"] = (
+            bias.curve.to_json() if bias.curve is not None else {"not_estimated": bias.why_not}
+        )
+    if result.position_debiased and counterfactual is not None:
+        summary["position_debiasing"] = (
+            "inverse propensity weights from the explored pages' examination curve"
+        )
+    elif result.position_debiased:
         summary["position_debiasing"] = "LightGBM unbiased lambdarank (Dataset position)"
     if distribution is not None:
         summary["distributed"] = asdict(distribution)
@@ -365,8 +426,12 @@ def train_and_export(
     gate_report = None
     if gate is not None:
         popular = evaluation.value("most_popular", "ndcg@10") if evaluation is not None else None
+        served = None
+        if data.served is not None and data.test_split is not None:
+            bias = data.served.bias
+            served = ServedEvidence(data.test_split, bias.curve, bias.why_not)
         gate_report = run_gate(
-            gate, result.booster, data.test, names, popular, models_root, model_name
+            gate, result.booster, data.test, names, popular, models_root, model_name, served
         )
         summary["release_gate"] = asdict(gate_report)
         if not gate_report.passed:
@@ -375,6 +440,8 @@ def train_and_export(
             if evaluation is not None:
                 write_report(evaluation, rejected / REPORT_DIR, title)
             gate_report.write(rejected / REPORT_DIR)
+            # The refused model itself, for whoever wants to see what it did.
+            result.booster.save_model(str(rejected / "model.txt"))
             write_learning_curve(result.curves, result.best_iteration, rejected / REPORT_DIR)
             track(version, False, rejected / REPORT_DIR, None)
             raise GateFailed(gate_report, rejected / REPORT_DIR)
@@ -385,6 +452,9 @@ def train_and_export(
         if gate_report is not None:
             gate_report.write(staging / REPORT_DIR)
         write_learning_curve(result.curves, result.best_iteration, staging / REPORT_DIR)
+        if data.served is not None and data.served.bias.curve is not None:
+            curve = data.served.bias.curve
+            (staging / REPORT_DIR / "position_bias.md").write_text(curve.markdown())
 
     with say.stage("export"):
         exported = export_model(

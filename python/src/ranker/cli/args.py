@@ -28,6 +28,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def percent(text: str) -> float:
+    """A share in percent, 0 to 100."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text} must be a percentage from 0 to 100")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     try:
         value = int(text)

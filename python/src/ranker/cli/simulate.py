@@ -9,6 +9,7 @@ from ranker.cli.args import (
     UserError,
     add_tracking_options,
     iso_time,
+    percent,
     positive_float,
     positive_int,
     server_address,
@@ -106,13 +107,22 @@ def _live(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         canary_percent=args.canary_percent,
+        exploration_percent=args.exploration_percent,
+        changing=not args.stationary,
     )
     result = run_live(args.server_binary, base, args.out, plan, tracking_uri=tracking_uri(args))
-    print(f"outcome: {result.readout}")
+    readout = result.readout
+    print(
+        f"after the warm-up, true NDCG@10: served {readout.served_after_warmup:.4f}, "
+        f"frozen {readout.frozen_after_warmup:.4f}, oracle {readout.oracle_after_warmup:.4f}"
+        + (
+            f"; the loop closed {readout.gap_closed:.0%} of the gap"
+            if readout.gap_closed == readout.gap_closed
+            else ""
+        )
+    )
     print(f"serving now: {result.serving}")
-    print(f"report: {result.report}")
-    numbers = result.chart.with_suffix(".csv")
-    print(f"chart of what served, day by day: {result.chart} (numbers: {numbers})")
+    print(f"readout, night by night: {readout.page} (chart {readout.chart.name})")
     return 0
 
 
@@ -142,12 +152,30 @@ def register_live(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--out", type=Path, required=True, help="a new directory for every file of the run"
     )
     p.add_argument("--readers", type=positive_int, default=2500, help="readers in the world")
-    p.add_argument("--days", type=positive_int, default=5, help="simulated days in all")
+    p.add_argument(
+        "--days",
+        "--nights",
+        type=positive_int,
+        default=6,
+        help="simulated days (and nights) in all",
+    )
     p.add_argument(
         "--warmup-days",
         type=positive_int,
         default=2,
-        help="days the base model serves alone; the canary trains on their logs",
+        help="days the base model serves alone before the first nightly retrain",
+    )
+    p.add_argument(
+        "--exploration-percent",
+        type=percent,
+        default=5.0,
+        help="share of page views whose top places are shuffled (logged with propensities)",
+    )
+    p.add_argument(
+        "--stationary",
+        action="store_true",
+        help="a world that does not change over the run (by default topics, tastes and "
+        "what readers value drift)",
     )
     p.add_argument("--seed", type=int, default=1, help="the world's seed")
     p.add_argument(

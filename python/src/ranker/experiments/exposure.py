@@ -129,10 +129,14 @@ def click_log(exposures: pl.LazyFrame, clicks: pl.LazyFrame, articles: pl.DataFr
         .with_row_index("impression_id")
         .select("request_id", pl.col("impression_id").cast(pl.Int64))
     )
+    # What the server logged about how each page was chosen, where it did:
+    # off-policy estimates and position-bias estimates need them.
+    logged = [c for c in ("propensity", "explored") if c in rows.columns]
     impressions = (
         rows.join(impression_id, on="request_id")
         .select(
             "impression_id",
+            "request_id",
             pl.col("impression_id").alias("session_id"),
             pl.col("user_id").cast(pl.Int32),
             pl.col("time").dt.replace_time_zone(None).cast(pl.Datetime("us")),
@@ -140,6 +144,7 @@ def click_log(exposures: pl.LazyFrame, clicks: pl.LazyFrame, articles: pl.DataFr
             pl.col("article_id").cast(pl.Int32),
             (pl.col("position") - 1).cast(pl.Int16),  # the server counts from 1
             pl.col("clicked").cast(pl.Int8),
+            *logged,
         )
         .sort("impression_id", "position")
     )

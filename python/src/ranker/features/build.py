@@ -25,6 +25,7 @@ from ranker.features.spec import (
     CTR_PRIOR,
     DEVICE_CODES,
     LABEL_COLUMNS,
+    LOGGED_COLUMNS,
     RECENT_READS,
     TITLE_DIMENSIONS,
     model_features,
@@ -274,7 +275,7 @@ def build_features(
         articles.select("article_id", "title").collect(),
     )
     table = table.with_columns(pl.Series("title_similarity", similarity, pl.Float32))
-    extra = [c for c in ("true_utility",) if c in table.columns]
+    extra = [c for c in LOGGED_COLUMNS if c in table.columns]
     names = model_features(semantic=embeddings is not None)
     if embeddings is not None:
         semantic = semantic_columns(

@@ -101,6 +101,12 @@ LABEL_COLUMNS: tuple[str, ...] = (
     "clicked",
 )
 
+# Columns a log may carry that a feature table keeps beside its rows, never
+# as features: a simulated world's true utility, and what a served log says
+# about how each page was chosen (the request, the logging policy's
+# propensity of the item at its place, whether the page was explored).
+LOGGED_COLUMNS: tuple[str, ...] = ("true_utility", "request_id", "propensity", "explored")
+
 
 def spec_document() -> dict[str, Any]:
     """The specification as JSON for the other implementations: the Go server

@@ -1,17 +1,33 @@
-"""A living newsroom: the real server, simulated readers, a nightly retrain
-from what the server itself logged, a canary of the retrained model, and the
-experiment's decision (ship it, keep running, or stop it), and what serves
-once the run ends.
+"""A living newsroom over several days and nights: the real server serves
+simulated readers with a little exploration; every night a model is
+retrained from what the server itself logged, checked off-policy by the
+release gate, and put out as a canary the next day; the next night the
+canary's experiment decides whether it is promoted or rolled back.
 
-The first `warmup_days` are served by the base model alone. That night a
-model is trained from their exposure log joined with the clicks readers
-reported, through the
-same pipeline and release gate as any model; it goes out as a canary beside
-the base model for the remaining days; the experiment report decides, and the
-decision promotes the canary or rolls it back to the base model (a canary
-still undecided when the run ends is rolled back too). One world
-(readers, articles, true utility) runs through all days, so readers carry
-their history from one phase to the next, in the server's state too.
+Day by day (`LivePlan`):
+
+- days 1 to `warmup_days`: the base model (`v1`) serves alone;
+- every night from then on:
+  1. the canary that ran that day, if any, is decided by its experiment:
+     stopped (harm, or a guardrail) means rolled back; shipped means
+     promoted; no decision yet means promoted when the off-policy estimate
+     found it no worse than what served (the gate's non-inferiority check),
+     and rolled back when the log could not support an estimate (then the
+     canary alone had to decide, and it did not);
+  2. a candidate is trained from every exposure the server logged so far,
+     joined with the readers' clicks, through the same pipeline and release
+     gate as any model (`ranker train` on the served log: position bias
+     estimated from the explored traffic, an off-policy comparison with
+     what serves and the simple baselines);
+  3. a candidate the gate passes runs the next day as a canary beside what
+     serves.
+
+One world runs through all days, so readers carry their history from day
+to day, in the server's state too. With `LivePlan.changing`, the world
+changes as the run goes on (`ranker.data.world`), so a frozen model decays
+and retraining has something to catch up with. The readout
+(`ranker.simulation.readout`) sets what served beside the frozen base
+model and an oracle retrained every night on the generator's full log.
 """
 
 from __future__ import annotations
@@ -21,65 +37,68 @@ import math
 import shutil
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # charts go to files; no display here
-import matplotlib.pyplot as plt
 import polars as pl
 
 from ranker.data.world import START, NewsWorld, WorldConfig
-from ranker.experiments.analysis import guardrails_from_metrics
+from ranker.experiments.analysis import Decision, guardrails_from_metrics
 from ranker.experiments.exposure import click_log, read_exposures
-from ranker.experiments.report import (
-    DEFAULT_TAU,
-    analyze,
-    day_sizes,
-    end_of_run,
-    page_views,
-    plot_days,
-    write,
-)
+from ranker.experiments.report import DEFAULT_TAU, analyze, page_views, write
 from ranker.export.version import republish
 from ranker.gate import DEFAULT_GATE, GateFailed
 from ranker.pipeline import ClickLogSource, train_and_export
 from ranker.serving.process import ServerProcess, ort_library_path
 from ranker.simulation.readers import DEFAULT_WORKERS
+from ranker.simulation.readout import Readout, daily_readout
 from ranker.simulation.run import ARTICLES_FILE, CLICKS_FILE, TRUTH_FILE, simulate
 from ranker.tracking import ModelRegistry
 
 MODEL = "news"
-BASE, CANARY = "v1", "v2"
+BASE = "v1"
 EXPERIMENT = "nightly-retrain"
 HOURS_PER_DAY = 24.0
 
 
 @dataclass(frozen=True)
 class LivePlan:
-    """The size of the run: readers of one world over `days` days, the first
-    `warmup_days` of which train the canary."""
+    """The size of the run: readers of one world over `days` days; the base
+    model serves alone for `warmup_days`, then every night retrains. A share
+    `exploration_percent` of page views is explored (the first
+    `exploration_depth` places shuffled; the world's pages hold 12)."""
 
     readers: int = 2500
-    days: int = 5
+    days: int = 6
     warmup_days: int = 2
     seed: int = 1
     workers: int = DEFAULT_WORKERS
     canary_percent: int = 20
+    exploration_percent: float = 5.0
+    exploration_depth: int = 12
+    changing: bool = True
+
+
+@dataclass(frozen=True)
+class Night:
+    """What happened the night after day `night`, in plain words."""
+
+    night: int
+    serving: str  # what served every reader outside the canary that day
+    canary: str | None  # the canary that ran beside it that day
+    canary_decision: str | None  # ship, keep running or stop
+    canary_outcome: str | None  # promoted or rolled back, and why
+    candidate: str | None  # trained tonight (None on the last night)
+    gate: str | None  # the release gate's verdict on it, with its figures
+    serves_next: str  # what serves tomorrow outside a canary
 
 
 @dataclass(frozen=True)
 class LiveResult:
-    decision: str  # ship, keep running or stop
-    reason: str
     serving: str  # the version serving at the end
-    report: Path
-    chart: Path
-    # The decision and what serves now, in plain words: "no decision within
-    # the run (...); the canary (v2) was rolled back because the run ended; v1 serves".
-    readout: str
+    nights: list[Night]
+    readout: Readout
 
 
 def run_live(
@@ -91,9 +110,10 @@ def run_live(
     tracking_uri: str | None = None,
 ) -> LiveResult:
     """Run the plan in `out` (which must not exist yet) and return what was
-    decided; every step's files stay in `out` for inspection. With
-    `tracking_uri`, the training run is recorded in MLflow and every version's
-    step (serving, canary, refused, promoted or rolled back) in its Model Registry."""
+    decided each night and what serves at the end; every step's files stay
+    in `out` for inspection. With `tracking_uri`, every training run is
+    recorded in MLflow and every version's step (serving, canary, refused,
+    promoted or rolled back) in its Model Registry."""
     if not 0 < plan.warmup_days < plan.days:
         raise ValueError(
             f"warmup_days {plan.warmup_days}, days {plan.days}: need 0 < warmup < days"
@@ -110,84 +130,118 @@ def run_live(
     server_args = [
         f"--model-root={models}",
         f"--exposure-dir={exposures}",
-        f"--state-dir={state}",  # readers' history carries over the restart
+        f"--state-dir={state}",  # readers' history carries over the restarts
+        f"--exploration-share={plan.exploration_percent:g}",
+        f"--exploration-depth={plan.exploration_depth}",
     ]
-
-    warmup = plan.warmup_days * HOURS_PER_DAY
-    say(f"days 1-{plan.warmup_days}: {BASE} serves alone ({plan.readers:,} readers)")
-    with ServerProcess(
-        server_binary, None, ort_lib=ort_library_path(), extra_args=server_args
-    ) as s:
-        first = simulate(s.target, world, workers=plan.workers, hours=(0, warmup))
-    first.write(out / "warmup")
-    say(f"  {first.summary()}")
-
-    say(f"night: retrain from the server's own exposure log and the readers' clicks -> {CANARY}")
-    served_log = out / "served-log"
-    log = click_log(
-        read_exposures(exposures),
-        pl.scan_parquet(out / "warmup" / CLICKS_FILE),
-        pl.read_parquet(out / "warmup" / ARTICLES_FILE),
-    )
-    log.write(served_log)
-    # The offline gate compares the retrain with what serves on a test split
-    # of the server's own logs, where the served order confounds position
-    # and relevance; here the canary decides instead, online, and the
-    # gate's verdict is shown beside it.
-    source = ClickLogSource(served_log)
-    try:
-        train_and_export(
-            source,
-            models,
-            MODEL,
-            version=CANARY,
-            gate=DEFAULT_GATE,
-            tracking_uri=tracking_uri,
-            canary=True,
+    serving, canary = BASE, None
+    gate_verdict: str | None = None
+    nights: list[Night] = []
+    versions = 1
+    day_dirs: list[Path] = []
+    for day in range(1, plan.days + 1):
+        day_dir = out / "days" / f"day-{day}"
+        who = (
+            serving
+            if canary is None
+            else f"{serving}, {canary} as a {plan.canary_percent} % canary"
         )
-        say("  the offline release gate passed")
-    except GateFailed as refused:
-        say(f"  the offline release gate would refuse it ({refused}); the canary decides")
-        train_and_export(
-            source,
-            models,
-            MODEL,
-            version=CANARY,
-            gate=None,
-            tracking_uri=tracking_uri,
-            canary=True,
+        say(f"day {day}: {who}")
+        args = list(server_args)
+        if canary is not None:
+            args.append(f"--experiment-config={_experiment(out, day, serving, canary, plan)}")
+        # The last day is open-ended: the world puts its last page views at exactly its end.
+        hours = ((day - 1) * HOURS_PER_DAY, math.inf if day == plan.days else day * HOURS_PER_DAY)
+        with ServerProcess(server_binary, None, ort_lib=ort_library_path(), extra_args=args) as s:
+            served = simulate(s.target, world, workers=plan.workers, hours=hours, progress=False)
+            scrape = urllib.request.urlopen(s.metrics_url, timeout=10).read().decode()
+        served.write(day_dir)
+        (day_dir / "metrics.txt").write_text(scrape)
+        day_dirs.append(day_dir)
+        say(f"  {served.summary()}")
+        if day < plan.warmup_days:
+            continue
+
+        night_dir = out / "nights" / f"night-{day}"
+        decision = outcome = None
+        ran, served_today = canary, serving
+        if canary is not None:
+            decision, outcome, serving = _decide_canary(
+                exposures, day_dir, night_dir, day, serving, canary, gate_verdict, plan, scrape
+            )
+            if serving != canary:  # rolled back: the canary leaves the served versions
+                _set_aside(models, canary, registry, outcome)
+            elif registry is not None:
+                registry.ended_canary(MODEL)
+                registry.follow_model_root(models, MODEL)
+            say(f"  night {day}: the canary {canary}: {outcome}")
+            canary = None
+        candidate = gate_verdict = None
+        if day < plan.days:
+            versions += 1
+            candidate = f"v{versions}"
+            served_log = night_dir / "served-log"
+            _served_log(exposures, day_dirs, served_log)
+            try:
+                trained = train_and_export(
+                    ClickLogSource(served_log),
+                    models,
+                    MODEL,
+                    version=candidate,
+                    gate=DEFAULT_GATE,
+                    tracking_uri=tracking_uri,
+                    canary=True,
+                )
+                gate_verdict = _gate_summary(trained.export.directory / "report" / "gate.json")
+                canary = candidate
+                say(f"  night {day}: {candidate} trained; the release gate passed ({gate_verdict})")
+            except GateFailed as refused:
+                gate_verdict = f"refused: {'; '.join(refused.report.failures())}"
+                say(f"  night {day}: {candidate} trained; the release gate {gate_verdict}")
+        nights.append(
+            Night(day, served_today, ran, decision, outcome, candidate, gate_verdict, serving)
         )
 
-    config = out / "experiment.yaml"
-    control, canary = 100 - plan.canary_percent, plan.canary_percent
+    readout = daily_readout(world, out, day_dirs, models / MODEL / BASE, nights, plan.warmup_days)
+    (out / "nights.json").write_text(json.dumps([asdict(n) for n in nights], indent=2) + "\n")
+    return LiveResult(serving, nights, readout)
+
+
+def _experiment(out: Path, day: int, serving: str, canary: str, plan: LivePlan) -> Path:
+    """The experiment config of day `day`: the serving version and the
+    canary, each pinned, split by reader."""
+    config = out / "nights" / f"night-{day - 1}" / "experiment.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    control, treated = 100 - plan.canary_percent, plan.canary_percent
     config.write_text(
         "experiment:\n"
-        f"  name: {EXPERIMENT}\n"
-        f"  salt: live-{plan.seed}\n"
+        f"  name: {EXPERIMENT}-{canary}\n"
+        f"  salt: live-{plan.seed}-{canary}\n"
         "  variants:\n"
-        f"    - {{name: control, model: {MODEL}, version: {BASE}, weight: {control}}}\n"
-        f"    - {{name: canary, model: {MODEL}, version: {CANARY}, weight: {canary}}}\n"
+        f"    - {{name: control, model: {MODEL}, version: {serving}, weight: {control}}}\n"
+        f"    - {{name: canary, model: {MODEL}, version: {canary}, weight: {treated}}}\n"
     )
-    # Open-ended: the world puts its last page views at exactly its end.
-    rest = (warmup, math.inf)
-    say(f"days {plan.warmup_days + 1}-{plan.days}: {CANARY} as a {canary} % canary beside {BASE}")
-    with ServerProcess(
-        server_binary,
-        None,
-        ort_lib=ort_library_path(),
-        extra_args=[*server_args, f"--experiment-config={config}"],
-    ) as s:
-        later = simulate(s.target, world, workers=plan.workers, hours=rest)
-        scrape = urllib.request.urlopen(s.metrics_url, timeout=10).read().decode()
-    later.write(out / "experiment")
-    (out / "experiment" / "metrics.txt").write_text(scrape)
-    say(f"  {later.summary()}")
+    return config
 
+
+def _decide_canary(
+    exposures: Path,
+    day_dir: Path,
+    night_dir: Path,
+    day: int,
+    serving: str,
+    canary: str,
+    gate_verdict: str | None,
+    plan: LivePlan,
+    scrape: str,
+) -> tuple[str, str, str]:
+    """The canary's experiment over its day: (decision, outcome in plain
+    words, what serves from now on)."""
     experiment, views = page_views(
         read_exposures(exposures),
-        pl.scan_parquet(out / "experiment" / CLICKS_FILE),
-        pl.scan_parquet(out / "experiment" / TRUTH_FILE),
-        EXPERIMENT,
+        pl.scan_parquet(day_dir / CLICKS_FILE),
+        pl.scan_parquet(day_dir / TRUTH_FILE),
+        f"{EXPERIMENT}-{canary}",
     )
     report = analyze(
         experiment,
@@ -197,100 +251,54 @@ def run_live(
         tau=DEFAULT_TAU,
         # The server's own error and latency figures can veto a ship.
         guardrails=guardrails_from_metrics(scrape),
-        # Which of the experiment's days it served whole.
         window=(
-            START + timedelta(hours=warmup),
-            START + timedelta(hours=plan.days * HOURS_PER_DAY),
+            START + timedelta(hours=(day - 1) * HOURS_PER_DAY),
+            START + timedelta(hours=day * HOURS_PER_DAY),
         ),
     )
-    decision = next(d for d in report.decisions if d.variant == "canary")
-    # Ship: the canary is the newest version, so it serves every reader once
-    # the experiment ends. Otherwise roll back (the run is over, so an
-    # undecided canary too): the canary leaves the served model directory
-    # (kept aside for inspection), and the base serves.
-    ended = end_of_run(decision, CANARY, BASE)
-    if not ended.promoted:
-        aside = models / ".rolled-back" / MODEL
-        aside.mkdir(parents=True, exist_ok=True)
-        shutil.move(models / MODEL / CANARY, aside / CANARY)
-        if registry is not None:
-            registry.rolled_back(MODEL, models / MODEL / CANARY, aside / CANARY, ended.readout)
-    elif registry is not None:
-        registry.ended_canary(MODEL)
-        registry.follow_model_root(models, MODEL)
-    report_path = write(report, out / "report", {"canary": ended})
-    chart = serving_chart(
-        [out / "warmup", out / "experiment"], out / "serving.png", plan.days * HOURS_PER_DAY
-    )
-    (out / "decision.json").write_text(
-        json.dumps(
-            {
-                "decision": decision.decision.value,
-                "reason": decision.reason,
-                "serving": ended.serving,
-                "readout": ended.readout,
-            },
-            indent=2,
+    write(report, night_dir / "experiment")
+    decided = next(d for d in report.decisions if d.variant == "canary")
+    estimated = gate_verdict is not None and "cannot estimate" not in gate_verdict
+    if decided.decision is Decision.SHIP:
+        return "ship", f"promoted: the experiment shipped it ({decided.reason})", canary
+    if decided.decision is Decision.KEEP_RUNNING and estimated:
+        return (
+            "keep running",
+            "promoted: the off-policy estimate found it no worse than "
+            f"{serving} and a day of canary found no harm ({decided.reason})",
+            canary,
         )
+    if decided.decision is Decision.KEEP_RUNNING:
+        return (
+            "keep running",
+            f"rolled back: the log could not support an off-policy estimate and the canary "
+            f"did not decide ({decided.reason}); {serving} serves",
+            serving,
+        )
+    return decided.decision.value, f"rolled back: {decided.reason}; {serving} serves", serving
+
+
+def _set_aside(models: Path, version: str, registry: ModelRegistry | None, why: str) -> None:
+    """A rolled-back version leaves the served model directory (kept aside
+    for inspection), so the server's newest version is what serves."""
+    aside = models / ".rolled-back" / MODEL
+    aside.mkdir(parents=True, exist_ok=True)
+    shutil.move(models / MODEL / version, aside / version)
+    if registry is not None:
+        registry.rolled_back(MODEL, models / MODEL / version, aside / version, why)
+
+
+def _served_log(exposures: Path, day_dirs: list[Path], out: Path) -> None:
+    """Every exposure the server logged so far, joined with the clicks
+    readers reported, as a click log `ranker train` reads."""
+    clicks = pl.concat([pl.scan_parquet(d / CLICKS_FILE) for d in day_dirs])
+    log = click_log(
+        read_exposures(exposures), clicks, pl.read_parquet(day_dirs[-1] / ARTICLES_FILE)
     )
-    return LiveResult(
-        decision.decision.value, decision.reason, ended.serving, report_path, chart, ended.readout
-    )
+    log.write(out)
 
 
-def daily_serving(truth: pl.DataFrame, hours: float) -> pl.DataFrame:
-    """Per simulated day and model version: page views and their mean true
-    NDCG@10, with the day's number, its page views in all and whether the run
-    of `hours` from the world's start covered it only in part."""
-    days = day_sizes(truth["time"], (START, START + timedelta(hours=hours)))
-    days = days.with_columns(
-        pl.col("day").str.to_date(), pl.int_range(1, pl.len() + 1).alias("day_number")
-    ).select("day", "day_number", pl.col("page_views").alias("day_page_views"), "partial")
-    return (
-        truth.with_columns(pl.col("time").dt.date().alias("day"))
-        .group_by("day", "model_version")
-        .agg(pl.col("true_ndcg10").mean(), pl.len().alias("page_views"))
-        .join(days, on="day")
-        .sort("day", "model_version")
-    )
-
-
-def day_tick(day_number: int, day: str, page_views: int, partial: bool) -> str:
-    """ "day 6 (01-10)" over "partial: 42 page views"."""
-    size = f"partial: {page_views:,}" if partial else f"{page_views:,}"
-    return f"day {day_number} ({day[5:]})\n{size} page views"
-
-
-def serving_chart(phases: list[Path], path: Path, hours: float) -> Path:
-    """True NDCG@10 of what was served, per simulated day and model version,
-    each point labelled with its page views; a day the run covered only in
-    part is hollow and dashed, and named with its size. The numbers go to a
-    CSV beside the chart."""
-    truth = pl.concat([pl.read_parquet(p / TRUTH_FILE) for p in phases])
-    daily = daily_serving(truth, hours)
-    daily.write_csv(path.with_suffix(".csv"))
-    days = daily.unique("day").sort("day")
-    fig, ax = plt.subplots(figsize=(9, 4.8))
-    for version in daily["model_version"].unique().sort().to_list():
-        rows = daily.filter(pl.col("model_version") == version)
-        x = rows["day_number"].to_list()
-        y = rows["true_ndcg10"].to_list()
-        plot_days(ax, x, y, rows["partial"].to_list(), label=version)
-        for xi, yi, n in zip(x, y, rows["page_views"], strict=True):
-            ax.annotate(f"n={n:,}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xticks(
-        days["day_number"].to_list(),
-        [
-            day_tick(r["day_number"], str(r["day"]), r["day_page_views"], r["partial"])
-            for r in days.iter_rows(named=True)
-        ],
-        fontsize=6,
-    )
-    ax.set_xlabel("simulated day (n: page views; hollow, dashed: a day served only in part)")
-    ax.set_ylabel("true NDCG@10 of the served pages")
-    ax.set_title("What served, and how well, day by day")
-    ax.legend(title="model version")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def _gate_summary(gate_json: Path) -> str:
+    """The gate's checks in one line."""
+    checks = json.loads(gate_json.read_text())["checks"]
+    return "; ".join(f"{c['check']}: {c['detail']}" for c in checks)

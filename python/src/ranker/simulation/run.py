@@ -73,6 +73,14 @@ def request_id(seed: int, page_view: int) -> str:
     return f"sim{seed}-{page_view}"
 
 
+def page_view_of(request: str) -> int:
+    """The page view (row of the world's page views) a `request_id` names."""
+    seed, _, row = request.removeprefix("sim").partition("-")
+    if not (seed.lstrip("-").isdigit() and row.isdigit()):
+        raise ValueError(f"request_id {request!r} is not a simulated page view's (sim<seed>-<row>)")
+    return int(row)
+
+
 @dataclass(frozen=True)
 class _Served:
     """One worker's page views of one step, as the server ordered them."""
