@@ -10,7 +10,9 @@ import (
 // ByIDs is a Rank request that sends only the candidates' article ids: the
 // server computes every model feature from its catalog and the events it
 // recorded. This is how a backend ranks; set TopK, Device, Strictness,
-// ModelName or ModelVersion on the result as needed.
+// ModelName or ModelVersion on the result as needed, and DisableExploration
+// on a surface whose order must not vary (the answer is then the model's
+// order, whatever share of requests the server explores).
 func ByIDs(userID string, articleIDs ...string) *rankerv1.RankRequest {
 	req := &rankerv1.RankRequest{UserId: userID, Candidates: make([]*rankerv1.Candidate, len(articleIDs))}
 	for i, id := range articleIDs {

@@ -6,6 +6,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -77,6 +78,46 @@ func TestRankByIDs(t *testing.T) {
 	}
 	if info.GetModelName() != servertest.ModelName || len(info.GetFeatureNames()) == 0 {
 		t.Errorf("model info %s with %d features, want %s with some", info.GetModelName(), len(info.GetFeatureNames()), servertest.ModelName)
+	}
+}
+
+// A request may turn exploration off: on a server that explores every
+// request (three top places), the same request id gives the same answer,
+// and DisableExploration gives the model's order, unexplored.
+func TestDisableExploration(t *testing.T) {
+	server := servertest.Start(t, "--exploration-share=100", "--exploration-depth=3")
+	c := newClient(t, server.Target)
+	ctx := context.Background()
+	req := client.ByIDs("reader-1", "a1", "a2", "a3", "a4", "a5", "a6")
+	reordered := 0
+	for i := range 10 {
+		req.RequestId, req.DisableExploration = fmt.Sprint("page-", i), true
+		model, err := c.Rank(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.DisableExploration = false
+		first, err := c.Rank(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := c.Rank(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if model.GetExplored() || !first.GetExplored() || !slices.Equal(ids(first), ids(again)) {
+			t.Fatalf("%s: disabled %v (explored %v), then %v and %v (explored %v); want the model's order unexplored, then one explored order twice",
+				req.RequestId, ids(model), model.GetExplored(), ids(first), ids(again), first.GetExplored())
+		}
+		if !slices.Equal(ids(first)[3:], ids(model)[3:]) {
+			t.Errorf("%s: explored %v, model %v: want only the top 3 places permuted", req.RequestId, ids(first), ids(model))
+		}
+		if !slices.Equal(ids(first), ids(model)) {
+			reordered++
+		}
+	}
+	if reordered == 0 {
+		t.Error("no explored answer of 10 differs from the model's order")
 	}
 }
 

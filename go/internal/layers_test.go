@@ -35,6 +35,7 @@ var layers = []struct {
 	{"internal/metrics", 10, "the registry and the server's own series; the packages that own a series (overload) register it themselves"},
 	{"internal/exposure", 10, ""},
 	{"internal/model/modeltest", 10, "test fixtures (the committed models), for any package's tests"},
+	{"internal/exploration", 15, "the exploration policy and its propensities: pure, on rankings; experiment variants and the config name its policy"},
 	{"internal/rpcerr", 15, "the gRPC statuses the request path answers with (ErrorInfo domain from auth)"},
 
 	{"internal/treeensemble", 20, "the jobs, each on its own: the scoring kernel, knowing no model artifact nor server"},

@@ -157,3 +157,59 @@ def test_exposures_and_reported_clicks_train_a_model_with_no_hand_made_step(
     )
     assert code == 0
     assert (models / "news" / "v1" / "model.onnx").is_file()
+
+
+def test_policy_explored_and_propensities_are_read_and_older_files_read_null(
+    tmp_path: Path,
+) -> None:
+    _write(tmp_path)  # records written before exploration: no policy, explored or propensity
+    explored = {
+        "time": "2026-11-25T09:00:00Z",
+        "request_id": "r4",
+        "user_id": "u3",
+        "experiment": "",
+        "variant": "",
+        "model": "demo",
+        "model_version": "v1",
+        "items": [
+            {"id": "b", "position": 1, "score": 0.4, "propensity": 0.025},
+            {"id": "a", "position": 2, "score": 0.9, "propensity": 0.025},
+            {"id": "c", "position": 3, "score": 0.1, "propensity": 1},
+        ],
+        "policy": {"name": "shuffle-top", "share_percent": 5, "depth": 2},
+        "explored": True,
+    }
+    disabled = explored | {
+        "request_id": "r5",
+        "items": [{"id": "a", "position": 1, "score": 0.9, "propensity": 1}],
+        "policy": {
+            "name": "deterministic",
+            "share_percent": 0,
+            "depth": 0,
+            "disabled_by_request": True,
+        },
+        "explored": False,
+    }
+    with (tmp_path / "exposure.jsonl").open("a") as f:
+        f.write(json.dumps(explored) + "\n" + json.dumps(disabled) + "\n")
+    rows = read_exposures(tmp_path).collect()
+    assert rows.schema["propensity"] == pl.Float64
+    assert rows.schema["explored"] == pl.Boolean
+    by_request = {rid: group.sort("position") for (rid,), group in rows.group_by("request_id")}
+    r4 = by_request["r4"]
+    assert r4["propensity"].to_list() == [0.025, 0.025, 1.0]
+    assert r4["explored"].to_list() == [True] * 3
+    assert r4["policy"][0] == {
+        "name": "shuffle-top",
+        "share_percent": 5.0,
+        "depth": 2,
+        "disabled_by_request": None,
+    }
+    r5 = by_request["r5"]
+    assert r5["policy"][0]["name"] == "deterministic"
+    assert r5["policy"][0]["disabled_by_request"] is True
+    assert r5["explored"].to_list() == [False]
+    for old in ("r1", "r2", "r3"):
+        assert by_request[old]["propensity"].is_null().all()
+        assert by_request[old]["explored"].is_null().all()
+        assert by_request[old]["policy"].is_null().all()

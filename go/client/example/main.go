@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	device := fs.String("device", "", "the reader's device: mobile, desktop or tablet (empty: missing)")
 	at := fs.String("time", "", "the moment the features describe, RFC 3339 (empty: the server's clock)")
 	strict := fs.Bool("strict", false, "refuse the request if a model feature is missing (an id the catalog does not know, say)")
+	noExploration := fs.Bool("no-exploration", false, "the model's order, never an explored one (disable_exploration)")
 	token := fs.String("token", os.Getenv("RANKER_TOKEN"), "bearer token (default $RANKER_TOKEN)")
 	ca := fs.String("ca", "", "PEM CA bundle to verify the server: speaks TLS")
 	cert := fs.String("cert", "", "PEM client certificate, for mutual TLS")
@@ -84,6 +85,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if *strict {
 		req.Strictness = rankerv1.Strictness_STRICTNESS_STRICT
 	}
+	req.DisableExploration = *noExploration
 	resp, err := c.Rank(ctx, req)
 	if e, ok := client.AsError(err); ok {
 		// The fields at fault, one a line, for a person or a script.

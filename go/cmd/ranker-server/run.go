@@ -182,7 +182,7 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		Limits:    request.Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures, MaxRequestMemory: cfg.MaxRequestMemory},
 		Admission: overload.Admission{MaxScoring: cfg.MaxScoring, MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout},
 		Metrics:   m, Shedding: shedding, Exposure: exposures, Features: state, SplitMinRows: cfg.SplitMinRows, Strict: cfg.Strict,
-		Busy: func() int64 { return guard.Open() + otherLoad.Load() }}, logger)
+		Exploration: cfg.Exploration, Busy: func() int64 { return guard.Open() + otherLoad.Load() }}, logger)
 	experiments := &experimentFile{path: cfg.ExperimentConfig}
 	ready := models.Ready()
 	if ready {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"ranker/internal/exploration"
 	"ranker/internal/features"
 	"ranker/internal/model"
 	"ranker/internal/registry"
@@ -69,6 +70,7 @@ type Config struct {
 	AuthTokens          string
 	Reflection          bool
 	Strict              bool
+	Exploration         exploration.Policy
 	ModelLoadTimeout    time.Duration
 	ModelLimits         model.Limits
 }
@@ -141,6 +143,8 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA bundle; client certificates are then required and verified (mutual TLS), reloaded when it changes")
 	fs.StringVar(&c.AuthTokens, "auth-tokens", "", "callers and their roles, one per line: name role[,role...] sha256:<hex of token>|cert:<CN or URI SAN>; empty: no authorization")
 	fs.BoolVar(&c.Strict, "strict", false, "refuse (INVALID_ARGUMENT) Rank requests that lack a model feature (neither sent nor computed by the server) or send a name the model does not use; a request's strictness field overrides this default")
+	fs.Float64Var(&c.Exploration.SharePercent, "exploration-share", 0, "percent of Rank requests (0 to 100, two decimals) whose top places are shuffled (policy shuffle-top, seeded by the request id), each shown item's propensity logged in the exposure record; 0 is off. An experiment variant's exploration: overrides it")
+	fs.IntVar(&c.Exploration.Depth, "exploration-depth", exploration.DefaultDepth, "how many top places an explored request shuffles (at least 2)")
 	fs.BoolVar(&c.Reflection, "reflection", false, "serve the gRPC reflection service (grpcurl without .proto files); needs the info role when --auth-tokens is set")
 	fs.Usage = func() {
 		_, _ = fmt.Fprintln(usage, "usage: ranker-server [flags]; every flag can also be set as RANKER_<FLAG>, e.g. RANKER_ORT_LIB")
@@ -228,6 +232,12 @@ func (c Config) validate() error {
 	if l := c.ModelLimits; l.MaxFileBytes < 1 || l.MaxTrees < 1 || l.MaxNodes < 1 || l.MaxDepth < 1 {
 		errs = append(errs, fmt.Errorf("%s %d, %s %d, %s %d, %s %d: each must be at least 1", model.FlagMaxFileBytes, l.MaxFileBytes,
 			model.FlagMaxTrees, l.MaxTrees, model.FlagMaxNodes, l.MaxNodes, model.FlagMaxDepth, l.MaxDepth))
+	}
+	if err := exploration.ValidateShare(c.Exploration.SharePercent); err != nil {
+		errs = append(errs, fmt.Errorf("exploration-share: %w", err))
+	}
+	if err := exploration.ValidateDepth(c.Exploration.Depth); err != nil {
+		errs = append(errs, fmt.Errorf("exploration-depth: %w", err))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown-timeout: %v, must be positive", c.ShutdownTimeout))

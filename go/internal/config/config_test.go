@@ -32,6 +32,16 @@ func TestFlagsEnvironmentAndDefaults(t *testing.T) {
 				t.Errorf("bounds: got %+v", c)
 			}
 		}},
+		{"exploration is off by default, depth 10", []string{"--model=m"}, nil, func(t *testing.T, c Config) {
+			if c.Exploration.SharePercent != 0 || c.Exploration.Depth != 10 || c.Exploration.On() {
+				t.Errorf("exploration: got %+v, want share 0 (off), depth 10", c.Exploration)
+			}
+		}},
+		{"exploration", []string{"--model=m", "--exploration-share=2.5", "--exploration-depth=4"}, nil, func(t *testing.T, c Config) {
+			if c.Exploration.SharePercent != 2.5 || c.Exploration.Depth != 4 {
+				t.Errorf("exploration: got %+v, want share 2.5, depth 4", c.Exploration)
+			}
+		}},
 		{"strict", []string{"--model=m", "--strict"}, nil, func(t *testing.T, c Config) {
 			if !c.Strict {
 				t.Errorf("--strict: got Strict false")
@@ -93,6 +103,10 @@ func TestBadSettingsAreNamed(t *testing.T) {
 		{[]string{"--model=m", "--model-load-timeout=0s"}, nil, "model-load-timeout"},
 		{[]string{"--model=m", "--embedding-dimensions=0"}, nil, "embedding-dimensions: 0, want 1 to 4096"},
 		{[]string{"--model=m", "--embedding-dimensions=4097"}, nil, "embedding-dimensions: 4097"},
+		{[]string{"--model=m", "--exploration-share=100.5"}, nil, "exploration-share: 100.5, want a percentage from 0 to 100 with at most two decimals"},
+		{[]string{"--model=m", "--exploration-share=0.125"}, nil, "exploration-share: 0.125,"},
+		{[]string{"--model=m"}, map[string]string{"RANKER_EXPLORATION_SHARE": "-2"}, "exploration-share: -2,"},
+		{[]string{"--model=m", "--exploration-depth=1"}, nil, "exploration-depth: 1, want at least 2"},
 	}
 	for _, tt := range tests {
 		_, err := Load(tt.args, env(tt.vars), io.Discard)

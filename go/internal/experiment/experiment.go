@@ -12,6 +12,8 @@ import (
 	"os"
 
 	"go.yaml.in/yaml/v3"
+
+	"ranker/internal/exploration"
 )
 
 // Buckets is how finely traffic is split: a variant's weight is a percentage
@@ -30,8 +32,11 @@ type Variant struct {
 	// (team-draft interleaving), recording which model placed each article.
 	Interleave *Interleave `yaml:"interleave"`
 	Weight     float64     `yaml:"weight"` // percent of users
-	start      int         // first bucket
-	end        int         // one past the last bucket
+	// Exploration, when set, replaces the server's exploration policy for
+	// the variant's requests (single-model variants only).
+	Exploration *Exploration `yaml:"exploration"`
+	start       int          // first bucket
+	end         int          // one past the last bucket
 }
 
 // Interleave names the two models an interleaved variant merges; a version,
@@ -42,6 +47,45 @@ type Interleave struct {
 	B        string `yaml:"b"`
 	AVersion string `yaml:"a_version"`
 	BVersion string `yaml:"b_version"`
+}
+
+// Exploration is a variant's own shuffle-top exploration (see package
+// exploration): `exploration: {share: 5, depth: 10}`. Share is required (0
+// turns exploration off for the variant); a depth left out is the server's
+// --exploration-depth. An interleaved variant cannot explore: team draft
+// randomises on its own, and its records carry no propensities.
+type Exploration struct {
+	Share *float64 `yaml:"share"` // percent of the variant's requests
+	Depth int      `yaml:"depth"` // top places permuted; 0: the server's
+}
+
+// Policy is the variant's policy, taking the depth from server when the
+// variant sets none.
+func (x *Exploration) Policy(server exploration.Policy) exploration.Policy {
+	p := exploration.Policy{SharePercent: *x.Share, Depth: x.Depth}
+	if p.Depth == 0 {
+		p.Depth = server.Depth
+	}
+	return p
+}
+
+// validate names the field at fault below "exploration".
+func (x *Exploration) validate(interleaved bool) error {
+	switch {
+	case interleaved:
+		return errors.New("exploration: an interleaved variant cannot explore (team draft randomises on its own, and its records carry no propensities)")
+	case x.Share == nil:
+		return errors.New("exploration.share: required (0 turns exploration off for the variant)")
+	}
+	if err := exploration.ValidateShare(*x.Share); err != nil {
+		return fmt.Errorf("exploration.share: %w", err)
+	}
+	if x.Depth != 0 {
+		if err := exploration.ValidateDepth(x.Depth); err != nil {
+			return fmt.Errorf("exploration.depth: %w", err)
+		}
+	}
+	return nil
 }
 
 // Shadow scores the same candidates with another model on the side. It runs
@@ -110,6 +154,11 @@ func Parse(raw []byte, models []string) (*Experiment, error) {
 			return nil, fmt.Errorf("experiment.variants[%d].model: %q is not served (serving %v)", i, v.Model, models)
 		case v.Weight < 0 || math.Abs(buckets-math.Round(buckets)) > 1e-9:
 			return nil, fmt.Errorf("experiment.variants[%d].weight: %v, want a percentage with at most two decimals", i, v.Weight)
+		}
+		if x := v.Exploration; x != nil {
+			if err := x.validate(v.Interleave != nil); err != nil {
+				return nil, fmt.Errorf("experiment.variants[%d].%w", i, err)
+			}
 		}
 		seen[v.Name] = true
 		v.start, v.end = at, at+int(math.Round(buckets))

@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"ranker/internal/exploration"
 )
 
 const config = `
@@ -138,6 +140,54 @@ func TestInvalidInterleaveConfigsNameTheField(t *testing.T) {
 	for _, tt := range tests {
 		edited := strings.Replace(interleaved, tt.from, tt.to, 1)
 		if edited == interleaved {
+			t.Fatalf("edit %q changed nothing", tt.from)
+		}
+		_, err := Parse([]byte(edited), served)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("edit %q: got %v, want an error containing %q", tt.to, err, tt.want)
+		}
+	}
+}
+
+func TestVariantExplorationParsesAndTakesTheServerDepthWhenUnset(t *testing.T) {
+	raw := strings.NewReplacer(
+		"{name: control, model: demo, weight: 80}", "{name: control, model: demo, weight: 80, exploration: {share: 0}}",
+		"{name: treatment, model: candidate, weight: 15}", "{name: treatment, model: candidate, weight: 15, exploration: {share: 5, depth: 4}}",
+		"{name: canary, model: canary, weight: 5}", "{name: canary, model: canary, weight: 5, exploration: {share: 12.5}}",
+	).Replace(config)
+	e, err := Parse([]byte(raw), served)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := exploration.Policy{SharePercent: 1, Depth: 10}
+	want := map[string]exploration.Policy{"control": {SharePercent: 0, Depth: 10}, "treatment": {SharePercent: 5, Depth: 4}, "canary": {SharePercent: 12.5, Depth: 10}}
+	for name, w := range want {
+		v, _ := e.Variant(name)
+		if v.Exploration == nil {
+			t.Fatalf("%s: no exploration parsed", name)
+		}
+		if got := v.Exploration.Policy(server); got != w {
+			t.Errorf("%s: got %+v, want %+v", name, got, w)
+		}
+	}
+	if plain, _ := Parse([]byte(config), served); plain.Variants[0].Exploration != nil {
+		t.Errorf("a variant without exploration parsed %+v, want nil (the server's policy)", plain.Variants[0].Exploration)
+	}
+}
+
+func TestInvalidExplorationNamesTheField(t *testing.T) {
+	tests := []struct{ config, from, to, want string }{
+		{config, "weight: 15}", "weight: 15, exploration: {share: 101}}", "experiment.variants[1].exploration.share: 101, want a percentage from 0 to 100"},
+		{config, "weight: 15}", "weight: 15, exploration: {share: 5.125}}", "experiment.variants[1].exploration.share: 5.125,"},
+		{config, "weight: 15}", "weight: 15, exploration: {share: -1}}", "experiment.variants[1].exploration.share: -1,"},
+		{config, "weight: 15}", "weight: 15, exploration: {depth: 4}}", "experiment.variants[1].exploration.share: required"},
+		{config, "weight: 15}", "weight: 15, exploration: {share: 5, depth: 1}}", "experiment.variants[1].exploration.depth: 1, want at least 2"},
+		{config, "weight: 15}", "weight: 15, exploration: {share: 5, width: 3}}", "field width not found"},
+		{interleaved, "weight: 10}", "weight: 10, exploration: {share: 5}}", "experiment.variants[1].exploration: an interleaved variant cannot explore"},
+	}
+	for _, tt := range tests {
+		edited := strings.Replace(tt.config, tt.from, tt.to, 1)
+		if edited == tt.config {
 			t.Fatalf("edit %q changed nothing", tt.from)
 		}
 		_, err := Parse([]byte(edited), served)

@@ -33,6 +33,25 @@ type Item struct {
 	// Team is the model of an interleaved ranking that placed the item, TeamA
 	// or TeamB; absent otherwise.
 	Team string `json:"team,omitempty"`
+	// Propensity is the probability that the record's logging policy shows
+	// this item at this position, given the candidates and their scores (see
+	// package exploration); 1 under the deterministic policy. Set on every
+	// single-model record and absent on interleaved ones (never 0 when set:
+	// a shown item had a chance to be shown).
+	Propensity float64 `json:"propensity,omitempty"`
+}
+
+// Policy is the logging policy that produced a single-model record.
+type Policy struct {
+	// Name is "shuffle-top" (exploration on for the request, whether or not
+	// this request was explored) or "deterministic" (the model's order).
+	Name string `json:"name"`
+	// SharePercent and Depth are shuffle-top's; 0 under deterministic.
+	SharePercent float64 `json:"share_percent"`
+	Depth        int     `json:"depth"`
+	// DisabledByRequest is set when the request asked for no exploration
+	// (RankRequest.disable_exploration); the policy is then deterministic.
+	DisabledByRequest bool `json:"disabled_by_request,omitempty"`
 }
 
 // Teams of an interleaved ranking.
@@ -67,6 +86,11 @@ type Record struct {
 	// Interleaved is set when two models' rankings were interleaved; Model
 	// and ModelVersion then join theirs with a "+".
 	Interleaved *Interleaved `json:"interleaved,omitempty"`
+	// Policy and Explored are set on single-model records: the logging
+	// policy, and whether it permuted this response. Interleaved records
+	// carry neither (team draft randomises on its own).
+	Policy   *Policy `json:"policy,omitempty"`
+	Explored *bool   `json:"explored,omitempty"`
 }
 
 // Counters receive how many records were written, dropped and lost
@@ -95,8 +119,14 @@ const defaultQueuedBytes = 64 << 20
 // size estimates a record's bytes in memory and in JSON.
 func (r *Record) size() int64 {
 	n := 256 + len(r.RequestID) + len(r.UserID) + len(r.Device) + len(r.Experiment) + len(r.Variant) + len(r.Model) + len(r.ModelVersion)
+	if r.Policy != nil {
+		n += 128 + len(r.Policy.Name) // the policy object and "explored"
+	}
 	for _, it := range r.Items {
 		n += 64 + len(it.ID)
+		if it.Propensity != 0 {
+			n += 32 // "propensity" and a float64's shortest digits
+		}
 	}
 	return int64(n)
 }

@@ -637,3 +637,47 @@ func TestInterleavingFieldsAreAdditive(t *testing.T) {
 		}
 	}
 }
+
+// A single-model record names its logging policy, whether it explored, and
+// each item's propensity; a record without them (older writers, interleaved
+// records) keeps the keys it had.
+func TestPolicyFieldsAreAdditive(t *testing.T) {
+	explored := true
+	r := record(3)
+	r.Items = []Item{{ID: "a", Position: 1, Score: 0.5, Propensity: 0.025}, {ID: "b", Position: 2, Score: 0.7, Propensity: 0.775}}
+	r.Policy, r.Explored = &Policy{Name: "shuffle-top", SharePercent: 5, Depth: 2}, &explored
+	off := record(4)
+	notExplored := false
+	off.Items[0].Propensity = 1
+	off.Policy, off.Explored = &Policy{Name: "deterministic", DisabledByRequest: true}, &notExplored
+	tests := []struct {
+		name string
+		r    Record
+		want string
+	}{
+		{"explored", r, `{"time":"2023-11-14T22:13:20Z","request_id":"3","user_id":"u","experiment":"","variant":"control",` +
+			`"model":"demo","model_version":"v1","items":[{"id":"a","position":1,"score":0.5,"propensity":0.025},` +
+			`{"id":"b","position":2,"score":0.7,"propensity":0.775}],"policy":{"name":"shuffle-top","share_percent":5,"depth":2},"explored":true}`},
+		{"disabled by the request", off, `{"time":"2023-11-14T22:13:20Z","request_id":"4","user_id":"u","experiment":"","variant":"control",` +
+			`"model":"demo","model_version":"v1","items":[{"id":"a","position":1,"score":0.5,"propensity":1}],` +
+			`"policy":{"name":"deterministic","share_percent":0,"depth":0,"disabled_by_request":true},"explored":false}`},
+	}
+	for _, tt := range tests {
+		got, err := json.Marshal(tt.r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != tt.want {
+			t.Errorf("%s: got %s, want %s", tt.name, got, tt.want)
+		}
+		// The byte budget's estimate stays above the encoded size.
+		if size := tt.r.size(); size < int64(len(got)) {
+			t.Errorf("%s: size() %d, below the %d bytes encoded", tt.name, size, len(got))
+		}
+	}
+	plain := r
+	plain.Policy, plain.Explored, plain.Items = nil, nil, []Item{{ID: "a", Position: 1, Score: 0.5}, {ID: "b", Position: 2, Score: 0.7}}
+	if r.size() <= plain.size() {
+		t.Errorf("size() of a record with policy and propensities %d, want more than without them (%d)", r.size(), plain.size())
+	}
+}

@@ -39,6 +39,7 @@ type Metrics struct {
 	ExposureLost      prometheus.Counter
 	ShadowCorrelation *prometheus.HistogramVec
 	ShadowSkipped     *prometheus.CounterVec
+	Explored          *prometheus.CounterVec
 	Events            *prometheus.CounterVec
 	UnknownCandidates prometheus.Counter
 	FeatureLatency    prometheus.Histogram
@@ -89,6 +90,9 @@ func New() *Metrics {
 		ShadowSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ranker_shadow_skipped_total", Help: "Shadow scorings skipped because the shadow workers were busy.",
 		}, []string{"experiment"}),
+		Explored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ranker_explored_total", Help: "Rank responses whose top places exploration shuffled (policy shuffle-top), by model and experiment variant; divided by ranker_requests_total, the explored share.",
+		}, []string{"model", "variant"}),
 		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ranker_state_events_total", Help: "Catalog entries and events sent to the feature state, by kind and result (accepted, duplicate, rejected).",
 		}, []string{"kind", "result"}),
@@ -116,7 +120,7 @@ func New() *Metrics {
 		}
 	}
 	reg.MustRegister(m.Events, m.StrictRefusals, m.UnknownCandidates, m.FeatureLatency, m.StateErrors, m.Requests, m.Latency, m.Candidates, m.Scores, m.MissingFeatures, m.ModelLoads,
-		m.ExposureWritten, m.ExposureDropped, m.ExposureLost, m.ShadowCorrelation, m.ShadowSkipped)
+		m.ExposureWritten, m.ExposureDropped, m.ExposureLost, m.ShadowCorrelation, m.ShadowSkipped, m.Explored)
 	return m
 }
 

@@ -90,7 +90,7 @@ func (s *Server) rankInterleaved(ctx context.Context, r *rankRequest, rt route) 
 	s.logExposure(r, out, modelName, modelVersion, experimentName, v.Name, teams, &exposure.Interleaved{
 		A: exposure.ModelVersion{Model: ma.Meta.ModelName, Version: ma.Meta.ModelVersion},
 		B: exposure.ModelVersion{Model: mb.Meta.ModelName, Version: mb.Meta.ModelVersion},
-	})
+	}, nil)
 	return &rankerv1.RankResponse{
 		RequestId:         r.id,
 		Candidates:        out,

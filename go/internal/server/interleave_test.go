@@ -19,6 +19,7 @@ import (
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/experiment"
+	"ranker/internal/exploration"
 	"ranker/internal/exposure"
 	"ranker/internal/metrics"
 	"ranker/internal/model"
@@ -49,6 +50,13 @@ func (noCounts) Lost(int)    {}
 // news fixture to publish beside v1.
 func newTwoModelServer(t *testing.T, dir string, versions ...string) *twoModelServer {
 	t.Helper()
+	return newExploringServer(t, dir, exploration.Policy{}, versions...)
+}
+
+// newExploringServer is newTwoModelServer with the server's exploration
+// policy (--exploration-share and --exploration-depth).
+func newExploringServer(t *testing.T, dir string, policy exploration.Policy, versions ...string) *twoModelServer {
+	t.Helper()
 	root := t.TempDir()
 	for _, name := range modeltest.Names {
 		modeltest.CopyVersion(t, modeltest.Version(t, name), filepath.Join(root, name, "v1"))
@@ -68,7 +76,7 @@ func newTwoModelServer(t *testing.T, dir string, versions ...string) *twoModelSe
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = log.Close() }) // closed again is a no-op
-	s := New(reg, Options{Limits: request.Limits{MaxCandidates: 50, MaxFeatures: 40}, Metrics: metrics.New(), Exposure: log}, discard())
+	s := New(reg, Options{Limits: request.Limits{MaxCandidates: 50, MaxFeatures: 40}, Metrics: metrics.New(), Exposure: log, Exploration: policy}, discard())
 	g := grpc.NewServer()
 	rankerv1.RegisterRankingServiceServer(g, s)
 	f := &twoModelServer{server: s, models: reg, client: rankerv1.NewRankingServiceClient(serveInProcess(t, g)), exposures: log}

@@ -25,6 +25,7 @@ import (
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/experiment"
+	"ranker/internal/exploration"
 	"ranker/internal/exposure"
 	"ranker/internal/features"
 	"ranker/internal/metrics"
@@ -66,6 +67,9 @@ type Options struct {
 	// names, unless a request asks for STRICTNESS_LENIENT (see
 	// request.StrictLayout).
 	Strict bool
+	// Exploration is the policy of single-model requests whose experiment
+	// variant sets none (the zero value is off); a request may turn it off.
+	Exploration exploration.Policy
 }
 
 // Server is the RankingService.
@@ -83,6 +87,7 @@ type Server struct {
 	scoring   *overload.Scoring // admission, and the parts each request is scored in
 	rows      rowPool
 	strict    bool // the default of requests that leave strictness unspecified
+	explore   exploration.Policy
 
 	experiment atomic.Pointer[activeExperiment]
 }
@@ -117,10 +122,12 @@ func New(models *registry.Registry, opts Options, logger *slog.Logger) *Server {
 		mappings:  request.NewMappingCache(mappingCacheSize, mappingCacheBytes),
 		scoring: overload.NewScoring(overload.Config{Admission: opts.Admission, MaxRequestMemory: opts.Limits.MaxRequestMemory,
 			SplitMinRows: opts.SplitMinRows, Busy: opts.Busy}, opts.Shedding),
-		strict: opts.Strict,
+		strict:  opts.Strict,
+		explore: opts.Exploration,
 	}
 	logger.Info("limits", "limits", opts.Limits.String(), "max_scoring", opts.Admission.MaxScoring,
-		"max_queue", opts.Admission.MaxQueue, "queue_timeout", opts.Admission.QueueTimeout.String(), "strict", opts.Strict)
+		"max_queue", opts.Admission.MaxQueue, "queue_timeout", opts.Admission.QueueTimeout.String(), "strict", opts.Strict,
+		"exploration_share", opts.Exploration.SharePercent, "exploration_depth", opts.Exploration.Depth)
 	return s
 }
 
@@ -217,12 +224,18 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	missing, stateError := s.observe(ctx, &r, sc)
 
 	k := topK(&r)
-	out := s.answer(&r, request.TopOrder(sc.scores, k), sc, func(i, _ int) float32 { return sc.scores[i] })
+	order := request.TopOrder(sc.scores, k)
+	logging := s.loggingPolicy(&r, rt)
+	logging.outcome = logging.policy.Apply(r.id, order) // permutes the top of order, or leaves it
+	out := s.answer(&r, order, sc, func(i, _ int) float32 { return sc.scores[i] })
 	if err := s.callerGone(ctx); err != nil { // gone while the answer was built: it was never shown
 		return nil, err
 	}
+	if logging.outcome.Explored {
+		s.metrics.Explored.WithLabelValues(m.Meta.ModelName, variantLabel).Inc()
+	}
 	experimentName := rt.experimentName()
-	s.logExposure(&r, out, m.Meta.ModelName, m.Meta.ModelVersion, experimentName, variantLabel, nil, nil)
+	s.logExposure(&r, out, m.Meta.ModelName, m.Meta.ModelVersion, experimentName, variantLabel, nil, nil, &logging)
 	// A shadow equal to the (newest) model that answered would only record 1.0.
 	if exp := rt.experiment; exp != nil && exp.Shadow != nil && (exp.Shadow.Model != m.Meta.ModelName || rt.pinned != "") {
 		s.startShadow(exp, r, sc.scores)
@@ -243,7 +256,36 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 		UnknownCandidates: sc.unknown,
 		FeatureNames:      returnedFeatureNames(&r, m),
 		FeatureStateError: stateError,
+		Explored:          logging.outcome.Explored,
 	}, nil
+}
+
+// loggingPolicy is what ordered a single-model answer: the exploration
+// policy (off: the model's order) and what it did, for the exposure record.
+type loggingPolicy struct {
+	policy            exploration.Policy
+	outcome           exploration.Outcome
+	disabledByRequest bool
+}
+
+// loggingPolicy picks r's exploration policy: none when the request turns
+// it off, else its variant's when that sets one, else the server's.
+func (s *Server) loggingPolicy(r *rankRequest, rt route) loggingPolicy {
+	switch {
+	case r.GetDisableExploration():
+		return loggingPolicy{disabledByRequest: true}
+	case rt.variant != nil && rt.variant.Exploration != nil:
+		return loggingPolicy{policy: rt.variant.Exploration.Policy(s.explore)}
+	}
+	return loggingPolicy{policy: s.explore}
+}
+
+// record is the policy as the exposure record names it.
+func (l *loggingPolicy) record() *exposure.Policy {
+	if !l.policy.On() {
+		return &exposure.Policy{Name: exploration.Deterministic, DisabledByRequest: l.disabledByRequest}
+	}
+	return &exposure.Policy{Name: exploration.ShuffleTop, SharePercent: l.policy.SharePercent, Depth: l.policy.Depth}
 }
 
 // validate checks req and gives it a request id and, when it has none, an
@@ -416,8 +458,10 @@ func newRequestID() string {
 }
 
 // logExposure records a response; an interleaved one passes the team of
-// each returned candidate and the two models.
-func (s *Server) logExposure(r *rankRequest, out []*rankerv1.ScoredCandidate, modelName, modelVersion, experimentName, variant string, teams []string, interleaved *exposure.Interleaved) {
+// each returned candidate and the two models, a single-model one its
+// logging policy (the policy and the propensity of each item).
+func (s *Server) logExposure(r *rankRequest, out []*rankerv1.ScoredCandidate, modelName, modelVersion, experimentName, variant string,
+	teams []string, interleaved *exposure.Interleaved, logging *loggingPolicy) {
 	if s.exposure == nil {
 		return
 	}
@@ -427,13 +471,22 @@ func (s *Server) logExposure(r *rankRequest, out []*rankerv1.ScoredCandidate, mo
 		if teams != nil {
 			items[i].Team = teams[i]
 		}
+		if logging != nil {
+			items[i].Propensity = logging.outcome.Propensity(i)
+		}
+	}
+	var policy *exposure.Policy
+	var explored *bool
+	if logging != nil {
+		e := logging.outcome.Explored // a copy: the record outlives the request
+		policy, explored = logging.record(), &e
 	}
 	// The moment the page was served: the request's event time (the
 	// server clock unless the caller said otherwise), as the features saw it.
 	s.exposure.Write(exposure.Record{
 		Time: r.GetEventTime().AsTime().UTC(), RequestID: r.id, UserID: r.GetUserId(), Device: r.GetDevice(),
 		Experiment: experimentName, Variant: variant, Model: modelName,
-		ModelVersion: modelVersion, Items: items, Interleaved: interleaved,
+		ModelVersion: modelVersion, Items: items, Interleaved: interleaved, Policy: policy, Explored: explored,
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
+	"ranker/internal/exploration"
 	"ranker/internal/features"
 	"ranker/internal/features/embedded"
 	"ranker/internal/features/redisstate"
@@ -41,6 +42,36 @@ func BenchmarkRank(b *testing.B) {
 				b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "candidates/s")
 			})
 		}
+	}
+}
+
+// BenchmarkRankExploration is Rank of 100 candidates, top 10, on one core,
+// with exploration off, at 5 % of requests (depth 10), and on every request;
+// each iteration has its own request id, as traffic does.
+func BenchmarkRankExploration(b *testing.B) {
+	reg, m, golden, logger := testModels(b)
+	req := &rankerv1.RankRequest{FeatureNames: m.Meta.FeatureNames, TopK: 10}
+	for i := range 100 {
+		req.Candidates = append(req.Candidates, &rankerv1.Candidate{Id: fmt.Sprint(i), Features: golden[i%len(golden)].Features})
+	}
+	ids := make([]string, 1000)
+	for i := range ids {
+		ids[i] = fmt.Sprint("request-", i)
+	}
+	for _, share := range []float64{0, 5, 100} {
+		s := New(reg, Options{Limits: request.Limits{MaxCandidates: 5000, MaxFeatures: 512},
+			Exploration: exploration.Policy{SharePercent: share, Depth: 10}}, logger)
+		b.Run(fmt.Sprintf("share=%v", share), func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				req.RequestId = ids[i%len(ids)]
+				i++
+				if _, err := s.Rank(context.Background(), req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

@@ -214,6 +214,7 @@ class RankerClient:
         model_name: str | None = None,
         model_version: str | None = None,
         strictness: Strictness | None = None,
+        disable_exploration: bool | None = None,
         timeout: float = 10.0,
     ) -> pb.RankResponse:
         """Rank a prepared request, or a reader's candidates by id alone:
@@ -221,8 +222,12 @@ class RankerClient:
         computes the features from its state.
 
         `model_name`, `model_version` (answered NotFoundError unless that
-        version is loaded) and `strictness` set those fields, on a prepared
-        request too (a copy: the caller's request is left as it was).
+        version is loaded), `strictness` and `disable_exploration` set those
+        fields, on a prepared request too (a copy: the caller's request is
+        left as it was). `disable_exploration=True` asks for the model's
+        order whatever share of requests the server explores, for surfaces
+        that must not vary; the response's `explored` says whether an answer
+        was explored.
         """
         if isinstance(request, str):
             request = pb.RankRequest(
@@ -235,7 +240,12 @@ class RankerClient:
             )
             if event_time is not None:
                 request.event_time.FromDatetime(event_time)
-        elif model_name is not None or model_version is not None or strictness is not None:
+        elif (
+            model_name is not None
+            or model_version is not None
+            or strictness is not None
+            or disable_exploration is not None
+        ):
             copy = pb.RankRequest()
             copy.CopyFrom(request)
             request = copy
@@ -245,6 +255,8 @@ class RankerClient:
             request.model_version = model_version
         if strictness is not None:
             request.strictness = pb.Strictness.ValueType(int(strictness))
+        if disable_exploration is not None:
+            request.disable_exploration = disable_exploration
         response: pb.RankResponse = self._call(self._stub.Rank, request, timeout)
         return response
 
@@ -260,6 +272,7 @@ class RankerClient:
         model_name: str | None = None,
         model_version: str | None = None,
         strictness: Strictness | None = None,
+        disable_exploration: bool | None = None,
         timeout: float = 10.0,
     ) -> pb.RankResponse:
         """Rank candidates whose features the caller computed: each candidate
@@ -278,6 +291,7 @@ class RankerClient:
             model_name=model_name,
             model_version=model_version,
             strictness=strictness,
+            disable_exploration=disable_exploration,
             timeout=timeout,
         )
 

@@ -48,6 +48,7 @@ def _rank(args: argparse.Namespace) -> int:
     from ranker.serving.client import format_ranking
 
     strictness = Strictness.STRICT if args.strict else None
+    disable_exploration = True if args.no_exploration else None
     if args.data is not None:
         if args.ids or args.user is not None or args.device or args.time is not None:
             raise UserError(
@@ -56,7 +57,10 @@ def _rank(args: argparse.Namespace) -> int:
             )
         request, clicked, _ = _demo_request(args.data, args.top_k)
         with _connect(args) as client:
-            print(format_ranking(client.rank(request, strictness=strictness), clicked))
+            reply = client.rank(
+                request, strictness=strictness, disable_exploration=disable_exploration
+            )
+            print(format_ranking(reply, clicked))
         return 0
     if not args.ids or args.user is None:
         raise UserError("give --user and article ids (or --data DIR for a test impression)")
@@ -68,6 +72,7 @@ def _rank(args: argparse.Namespace) -> int:
             event_time=args.time,
             top_k=args.top_k,
             strictness=strictness,
+            disable_exploration=disable_exploration,
         )
     print(format_ranking(reply))
     return 0
@@ -204,6 +209,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="refuse the request (exit 2, the refused fields on stdout) when a model feature is "
         "missing, e.g. a candidate the catalog does not know, instead of scoring it as missing",
+    )
+    p.add_argument(
+        "--no-exploration",
+        action="store_true",
+        help="the model's order, never an explored one, whatever share of requests the server "
+        "explores (--exploration-share); sets the request's disable_exploration",
     )
     p.set_defaults(run=_rank)
 

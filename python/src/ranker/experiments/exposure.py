@@ -12,9 +12,24 @@ from ranker.data.schema import DEVICES, ClickLog
 
 _MODEL_VERSION = pl.Struct({"model": pl.String(), "version": pl.String()})
 
+# The logging policy of a single-model record (go/internal/exploration):
+# "shuffle-top" with its share and depth, or "deterministic" (share and depth
+# 0; disabled_by_request when the request turned exploration off).
+_POLICY = pl.Struct(
+    {
+        "name": pl.String(),
+        "share_percent": pl.Float64(),
+        "depth": pl.Int32(),
+        "disabled_by_request": pl.Boolean(),
+    }
+)
+
 # One row per returned candidate, as the server wrote it (go/internal/exposure).
 # Interleaved rankings add an item's team ("a" or "b") and the two models;
-# records without them (single-model rankings, older files) read them as null.
+# single-model rankings add the logging policy, whether it explored, and each
+# item's propensity (the probability that the policy shows that item at that
+# position). Records without them (the other kind, older files) read them as
+# null.
 EXPOSURE_SCHEMA = pl.Schema(
     [
         ("time", pl.String()),
@@ -34,11 +49,14 @@ EXPOSURE_SCHEMA = pl.Schema(
                         "position": pl.Int32(),
                         "score": pl.Float32(),
                         "team": pl.String(),
+                        "propensity": pl.Float64(),
                     }
                 )
             ),
         ),
         ("interleaved", pl.Struct({"a": _MODEL_VERSION, "b": _MODEL_VERSION})),
+        ("policy", _POLICY),
+        ("explored", pl.Boolean()),
     ]
 )
 
@@ -46,7 +64,9 @@ EXPOSURE_SCHEMA = pl.Schema(
 def read_exposures(directory: Path) -> pl.LazyFrame:
     """Every exposure file in `directory` (rotated and current), one row per
     shown candidate: request, user, experiment, variant, model, article, position, score,
-    and for interleaved rankings the item's team and the two models (`interleaved`)."""
+    for interleaved rankings the item's team and the two models (`interleaved`), and for
+    single-model rankings the logging `policy` (a struct: name, share_percent, depth,
+    disabled_by_request), `explored` and the item's `propensity` (null in older files)."""
     files = sorted(directory.glob("exposure*.jsonl"))
     if not files:
         raise FileNotFoundError(f"no exposure*.jsonl files in {directory}")

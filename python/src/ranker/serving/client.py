@@ -70,12 +70,15 @@ def format_ranking(response: pb.RankResponse, clicked: set[str] | None = None) -
     """The ranked list as a table; `clicked` marks the articles the reader
     clicked. Candidates the catalog does not know are marked and listed: they
     were scored with their article features missing, so their scores say
-    little (a strict request refuses them instead)."""
+    little (a strict request refuses them instead). An explored answer (the
+    server shuffled its top places) says so on its first line: its order is
+    not the scores'."""
     clicked = clicked or set()
     unknown = set(response.unknown_candidates)
     lines = [
         f"request {response.request_id}: model {response.model_name} "
-        f"version {response.model_version}",
+        f"version {response.model_version}"
+        + (" (explored: top places shuffled)" if response.explored else ""),
         f"{'rank':>4}  {'article':<10} {'score':>10}",
     ]
     for rank, candidate in enumerate(response.candidates, start=1):

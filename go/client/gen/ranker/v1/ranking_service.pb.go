@@ -123,9 +123,16 @@ type RankRequest struct {
 	// that version is not loaded: neither serving nor pinned by the running
 	// experiment. Like model_name, it bypasses the experiment (and cannot be
 	// combined with a forced variant). Empty ranks with the serving version.
-	ModelVersion  string `protobuf:"bytes,13,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ModelVersion string `protobuf:"bytes,13,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	// Turns exploration off for this request: the answer is the model's order,
+	// for surfaces that must not vary (a newsletter, a page under test). The
+	// exposure record then names the deterministic policy and says the request
+	// disabled exploration. Exploration (the server's --exploration-share, or
+	// the experiment variant's) otherwise permutes a few top places of a share
+	// of requests, seeded by request_id, and logs each shown item's propensity.
+	DisableExploration bool `protobuf:"varint,14,opt,name=disable_exploration,json=disableExploration,proto3" json:"disable_exploration,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *RankRequest) Reset() {
@@ -249,6 +256,13 @@ func (x *RankRequest) GetModelVersion() string {
 	return ""
 }
 
+func (x *RankRequest) GetDisableExploration() bool {
+	if x != nil {
+		return x.DisableExploration
+	}
+	return false
+}
+
 // Candidate is one article that may be shown to the reader. A candidate may
 // carry only its id: the server computes every model feature it can from its
 // state (the catalog and recorded events). A feature the request sends, in
@@ -339,8 +353,12 @@ type RankResponse struct {
 	// unreachable): the features it would have given were scored as missing
 	// and are listed in missing_features.
 	FeatureStateError string `protobuf:"bytes,11,opt,name=feature_state_error,json=featureStateError,proto3" json:"feature_state_error,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Set when exploration permuted the top places of this answer (the same
+	// request_id gives the same permutation); the scores stay the model's, so
+	// an explored answer is not in score order.
+	Explored      bool `protobuf:"varint,12,opt,name=explored,proto3" json:"explored,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RankResponse) Reset() {
@@ -448,6 +466,13 @@ func (x *RankResponse) GetFeatureStateError() string {
 		return x.FeatureStateError
 	}
 	return ""
+}
+
+func (x *RankResponse) GetExplored() bool {
+	if x != nil {
+		return x.Explored
+	}
+	return false
 }
 
 // ScoredCandidate is a candidate with its model score.
@@ -1281,7 +1306,7 @@ var File_ranker_v1_ranking_service_proto protoreflect.FileDescriptor
 
 const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1franker/v1/ranking_service.proto\x12\tranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x04\n" +
+	"\x1franker/v1/ranking_service.proto\x12\tranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x05\n" +
 	"\vRankRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -1303,13 +1328,14 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\n" +
 	"strictness\x18\f \x01(\x0e2\x15.ranker.v1.StrictnessR\n" +
 	"strictness\x12#\n" +
-	"\rmodel_version\x18\r \x01(\tR\fmodelVersion\x1aB\n" +
+	"\rmodel_version\x18\r \x01(\tR\fmodelVersion\x12/\n" +
+	"\x13disable_exploration\x18\x0e \x01(\bR\x12disableExploration\x1aB\n" +
 	"\x14ContextFeaturesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x02R\x05value:\x028\x01\"7\n" +
 	"\tCandidate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
-	"\bfeatures\x18\x02 \x03(\x02R\bfeatures\"\xc1\x03\n" +
+	"\bfeatures\x18\x02 \x03(\x02R\bfeatures\"\xdd\x03\n" +
 	"\fRankResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12:\n" +
@@ -1328,7 +1354,8 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\x12unknown_candidates\x18\t \x03(\tR\x11unknownCandidates\x12#\n" +
 	"\rfeature_names\x18\n" +
 	" \x03(\tR\ffeatureNames\x12.\n" +
-	"\x13feature_state_error\x18\v \x01(\tR\x11featureStateError\"S\n" +
+	"\x13feature_state_error\x18\v \x01(\tR\x11featureStateError\x12\x1a\n" +
+	"\bexplored\x18\f \x01(\bR\bexplored\"S\n" +
 	"\x0fScoredCandidate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x02R\x05score\x12\x1a\n" +

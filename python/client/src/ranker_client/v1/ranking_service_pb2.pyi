@@ -20,7 +20,7 @@ STRICTNESS_LENIENT: Strictness
 STRICTNESS_STRICT: Strictness
 
 class RankRequest(_message.Message):
-    __slots__ = ("request_id", "user_id", "feature_names", "context_features", "candidates", "top_k", "model_name", "experiment_variant", "device", "event_time", "return_features", "strictness", "model_version")
+    __slots__ = ("request_id", "user_id", "feature_names", "context_features", "candidates", "top_k", "model_name", "experiment_variant", "device", "event_time", "return_features", "strictness", "model_version", "disable_exploration")
     class ContextFeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class RankRequest(_message.Message):
     RETURN_FEATURES_FIELD_NUMBER: _ClassVar[int]
     STRICTNESS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DISABLE_EXPLORATION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     user_id: str
     feature_names: _containers.RepeatedScalarFieldContainer[str]
@@ -54,7 +55,8 @@ class RankRequest(_message.Message):
     return_features: bool
     strictness: Strictness
     model_version: str
-    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., context_features: _Optional[_Mapping[str, float]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., top_k: _Optional[int] = ..., model_name: _Optional[str] = ..., experiment_variant: _Optional[str] = ..., device: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., return_features: _Optional[bool] = ..., strictness: _Optional[_Union[Strictness, str]] = ..., model_version: _Optional[str] = ...) -> None: ...
+    disable_exploration: bool
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., context_features: _Optional[_Mapping[str, float]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., top_k: _Optional[int] = ..., model_name: _Optional[str] = ..., experiment_variant: _Optional[str] = ..., device: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., return_features: _Optional[bool] = ..., strictness: _Optional[_Union[Strictness, str]] = ..., model_version: _Optional[str] = ..., disable_exploration: _Optional[bool] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("id", "features")
@@ -65,7 +67,7 @@ class Candidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., features: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("request_id", "candidates", "model_name", "model_version", "missing_features", "ignored_features", "experiment", "variant", "unknown_candidates", "feature_names", "feature_state_error")
+    __slots__ = ("request_id", "candidates", "model_name", "model_version", "missing_features", "ignored_features", "experiment", "variant", "unknown_candidates", "feature_names", "feature_state_error", "explored")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +79,7 @@ class RankResponse(_message.Message):
     UNKNOWN_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     FEATURE_STATE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    EXPLORED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     candidates: _containers.RepeatedCompositeFieldContainer[ScoredCandidate]
     model_name: str
@@ -88,7 +91,8 @@ class RankResponse(_message.Message):
     unknown_candidates: _containers.RepeatedScalarFieldContainer[str]
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     feature_state_error: str
-    def __init__(self, request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., missing_features: _Optional[_Iterable[str]] = ..., ignored_features: _Optional[_Iterable[str]] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., unknown_candidates: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., feature_state_error: _Optional[str] = ...) -> None: ...
+    explored: bool
+    def __init__(self, request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., missing_features: _Optional[_Iterable[str]] = ..., ignored_features: _Optional[_Iterable[str]] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., unknown_candidates: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., feature_state_error: _Optional[str] = ..., explored: _Optional[bool] = ...) -> None: ...
 
 class ScoredCandidate(_message.Message):
     __slots__ = ("id", "score", "features")

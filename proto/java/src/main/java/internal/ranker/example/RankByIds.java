@@ -32,11 +32,12 @@ import java.util.regex.Pattern;
  *
  * <p>Ids the server's catalog does not know are scored with their article features missing: they
  * are marked "unknown" and listed on a last line. With --strict the server refuses them instead.
+ * With --no-exploration the answer is the model's order, never an explored one.
  * With --ca (and --token, or --cert and --key for mutual TLS) it speaks TLS. A refusal or bad
  * arguments print one line on stderr and exit 2.
  */
 public final class RankByIds {
-  static final String USAGE = "usage: RankByIds [--target host:port] [--user ID] [--device D] [--time RFC3339] [--strict] [--top-k N]"
+  static final String USAGE = "usage: RankByIds [--target host:port] [--user ID] [--device D] [--time RFC3339] [--strict] [--no-exploration] [--top-k N]"
       + " [--timeout 10s|500ms] [--ca PEM [--cert PEM --key PKCS8-PEM]] [--token T] article-id [article-id ...]";
 
   /**
@@ -82,6 +83,7 @@ public final class RankByIds {
     if (o.strict) {
       request.setStrictness(Strictness.STRICTNESS_STRICT);
     }
+    request.setDisableExploration(o.noExploration);
     RankResponse ranked;
     try (RankerClient client = o.client()) {
       ranked = client.rank(request.build());
@@ -118,7 +120,7 @@ public final class RankByIds {
   }
 
   /** The command line, checked. */
-  private record Options(String target, String user, String device, Instant time, boolean strict, int topK, Duration timeout,
+  private record Options(String target, String user, String device, Instant time, boolean strict, boolean noExploration, int topK, Duration timeout,
       Path ca, Path cert, Path key, String token, List<String> ids) {
 
     /** The options, or null when --help asks for the usage line. */
@@ -128,6 +130,7 @@ public final class RankByIds {
       String device = null;
       Instant time = null;
       boolean strict = false;
+      boolean noExploration = false;
       int topK = 0;
       Duration timeout = DEFAULT_TIMEOUT;
       Path ca = null;
@@ -157,11 +160,15 @@ public final class RankByIds {
         if (name.equals("--help") || name.equals("-h")) {
           return null;
         }
-        if (name.equals("--strict")) {
+        if (name.equals("--strict") || name.equals("--no-exploration")) {
           if (inline != null) {
-            throw new IllegalArgumentException("--strict takes no value");
+            throw new IllegalArgumentException(name + " takes no value");
           }
-          strict = true;
+          if (name.equals("--strict")) {
+            strict = true;
+          } else {
+            noExploration = true;
+          }
           continue;
         }
         String value = inline;
@@ -194,7 +201,7 @@ public final class RankByIds {
       if (token != null && token.isEmpty()) {
         token = null;
       }
-      return new Options(target, user, device, time, strict, topK, timeout, ca, cert, key, token, List.copyOf(ids));
+      return new Options(target, user, device, time, strict, noExploration, topK, timeout, ca, cert, key, token, List.copyOf(ids));
     }
 
     private static int topK(String value) {

@@ -176,6 +176,18 @@ class RankByIdsTest {
     assertEquals(2, known.out().size(), known.out().toString());
   }
 
+  /** --no-exploration asks for the model's order (disable_exploration); like --strict, it takes no value. */
+  @Test
+  void noExplorationIsASwitch() {
+    Run r = run("--target", plain.target, "--user", "reader-17", "--no-exploration", "a2");
+    assertEquals(0, r.status(), "stderr: " + r.err());
+    assertEquals(2, r.out().size(), r.out().toString());
+    Run valued = run("--no-exploration=yes", "a1");
+    assertEquals(RankByIds.FAILED, valued.status());
+    assertEquals(1, valued.err().size(), valued.err().toString());
+    assertTrue(valued.err().get(0).startsWith("--no-exploration takes no value"), valued.err().get(0));
+  }
+
   @Test
   void badArgumentsPrintOneUsageLine() {
     Map<String, List<String>> cases = Map.of(
