@@ -94,17 +94,14 @@ def _per_page(page: Ints, values: Floats, pages: int) -> Floats:
     return np.bincount(page, weights=values, minlength=pages).astype(np.float64)
 
 
-def positions_by(logged: pl.DataFrame, key: npt.ArrayLike) -> Ints:
-    """The place (0-based) each row would take if every page were ordered by
-    `key`, highest first; NaN last; ties by the logged place."""
-    page = pages_of(logged)
-    value = np.asarray(key, np.float64)
-    value = np.where(np.isnan(value), -np.inf, value)
-    position = logged["position"].to_numpy()
-    order = np.lexsort((position, -value, page))
+def _places(page: Ints, key: Floats, tiebreak: npt.ArrayLike) -> Ints:
+    """Place within its page of each row when pages are ordered by `key`,
+    highest first, NaN last, ties by `tiebreak` (lowest first)."""
+    value = np.where(np.isnan(key), -np.inf, key)
+    order = np.lexsort((np.asarray(tiebreak), -value, page))
     first = np.searchsorted(page[order], page[order], side="left")
-    out = np.empty(logged.height, np.int64)
-    out[order] = np.arange(logged.height) - first
+    out = np.empty(page.size, np.int64)
+    out[order] = np.arange(page.size) - first
     return out
 
 
@@ -112,7 +109,18 @@ def logged_order_positions(logged: pl.DataFrame) -> Ints:
     """The logging policy's deterministic place of each row (0-based): the
     order of the logged scores, highest first, ties by the logged place.
     Explored pages shuffled only the places; the scores are the model's."""
-    return positions_by(logged, logged["score"].to_numpy())
+    score = logged["score"].to_numpy().astype(np.float64)
+    return _places(pages_of(logged), score, logged["position"].to_numpy())
+
+
+def positions_by(logged: pl.DataFrame, key: npt.ArrayLike) -> Ints:
+    """The place (0-based) each row would take if every page were ordered by
+    `key`, highest first; NaN last; ties in the logger's deterministic order.
+    Never by the logged place: on explored pages that is the shuffle's draw,
+    and a target that follows the draw is not a fixed policy (its IPS
+    estimate would be biased upwards)."""
+    value = np.asarray(key, np.float64)
+    return _places(pages_of(logged), value, logged_order_positions(logged))
 
 
 def _shuffled_depth(logged: pl.DataFrame, page: Ints, pages: int) -> Ints:

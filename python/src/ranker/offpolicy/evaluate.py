@@ -194,17 +194,26 @@ def offpolicy_evaluate(
         maintain_order="left",
     )
     notes: list[str] = []
-    if position_bias is None:
-        try:
-            position_bias = estimate_position_bias(logged, by_device=True)
-        except TooLittleExploration as err:
-            notes.append(f"position bias not estimable ({err}): pbm and dr left out")
     held = logged
     if since is not None:
         moment = since.replace(tzinfo=UTC) if since.tzinfo is None else since
         held = logged.filter(pl.col("time") >= moment)
     if held.height == 0:
         raise ValueError(f"exposures: no logged page view from {since} on")
+    # The curve: as given; else from the explored pages before `since`
+    # (independent of the evaluated clicks); else from the evaluated pages
+    # themselves, whose estimators then account for the shared pages.
+    same_log = False
+    if position_bias is None:
+        earlier = logged.filter(~pl.col("request_id").is_in(held["request_id"].implode()))
+        try:
+            position_bias = estimate_position_bias(earlier)
+        except TooLittleExploration:
+            try:
+                position_bias = estimate_position_bias(held)
+                same_log = True
+            except TooLittleExploration as err:
+                notes.append(f"position bias not estimable ({err}): pbm and dr left out")
     x = held.select(names).to_numpy().astype(np.float32)
 
     keys: dict[str, npt.NDArray[np.float64]] = {}
@@ -226,26 +235,33 @@ def offpolicy_evaluate(
     targets |= {name: positions_by(held, key) for name, key in keys.items()}
 
     usable = tuple(e for e in estimators if e not in ("pbm", "dr") or position_bias is not None)
-    inputs = Inputs(position_bias=position_bias)
+    inputs = Inputs(position_bias=position_bias, curve_from_same_log=same_log)
     if "dr" in usable and position_bias is not None:
-        inputs = Inputs(position_bias, fit_reward_model(x, held, position_bias))
-    # The best single feature, picked by the first usable estimator (the
-    # pick favours a lucky feature: its estimate is optimistic).
+        alpha = fit_reward_model(x, held, position_bias)
+        inputs = Inputs(position_bias, alpha, curve_from_same_log=same_log)
+    # The best single feature, each direction, picked by pbm when it can
+    # run (it supports any order), else the first estimator, among the
+    # estimates the log supports. The pick favours a lucky feature: its
+    # estimate is optimistic.
     if usable:
-        best = max(
-            (
-                (estimate(usable[0], held, positions_by(held, sign * x[:, j]), inputs).value, n, s)
-                for j, n in enumerate(names)
-                for sign, s in ((1.0, "+"), (-1.0, "-"))
-            ),
-        )
-        label = f"feature {best[2]}{best[1]}"
-        column = x[:, names.index(best[1])].astype(np.float64)
-        targets[label] = positions_by(held, column if best[2] == "+" else -column)
-        policies[label] = (
-            f"the best single feature by {usable[0]} ({best[1]}, "
-            f"{'highest' if best[2] == '+' else 'lowest'} first)"
-        )
+        judge = "pbm" if "pbm" in usable else usable[0]
+        candidates_by_feature = []
+        for j, feature in enumerate(names):
+            for sign, arrow in ((1.0, "+"), (-1.0, "-")):
+                order = positions_by(held, sign * x[:, j].astype(np.float64))
+                got = estimate(judge, held, order, inputs)
+                if got.supported:
+                    candidates_by_feature.append((got.value, feature, arrow, order))
+        if candidates_by_feature:
+            _, feature, arrow, order = max(candidates_by_feature, key=lambda c: c[0])
+            label = f"feature {arrow}{feature}"
+            targets[label] = order
+            policies[label] = (
+                f"the best single feature by {judge} ({feature}, "
+                f"{'highest' if arrow == '+' else 'lowest'} first)"
+            )
+        else:
+            notes.append(f"no single feature's order is supported by {judge}")
     report = OffPolicyReport(
         pages=held["request_id"].n_unique(),
         since=since,
