@@ -34,6 +34,8 @@ def _exposures(args: argparse.Namespace) -> int:
 
     exposures = read_exposures(args.log)
     print(variant_counts(exposures))
+    if args.position_bias is not None:
+        _position_bias(args, exposures)
     if args.click_log is not None:
         if args.clicks is None or args.articles is None:
             raise UserError("--click-log needs --clicks and --articles")
@@ -52,6 +54,22 @@ def _exposures(args: argparse.Namespace) -> int:
             f"to {args.out}"
         )
     return 0
+
+
+def _position_bias(args: argparse.Namespace, exposures: pl.LazyFrame) -> None:
+    """Estimate the examination curve from the explored pages and write it."""
+    from ranker.offpolicy.logged import logged_feedback
+    from ranker.offpolicy.position_bias import estimate_position_bias
+
+    if args.clicks is None:
+        raise UserError("--position-bias needs --clicks")
+    logged = logged_feedback(
+        exposures, _clicks(args.clicks), drop_without_propensity=args.skip_without_propensity
+    )
+    estimate = estimate_position_bias(logged, by_device=True)
+    estimate.write(args.position_bias)
+    print(estimate.markdown())
+    print(f"wrote the position-bias estimate to {args.position_bias}")
 
 
 def _clicks(path: Path) -> pl.LazyFrame:
@@ -167,6 +185,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="write a click-log directory for `ranker train` instead (needs --clicks, --articles)",
     )
     p.add_argument("--articles", type=Path, help="the catalog (articles.parquet schema)")
+    p.add_argument(
+        "--position-bias",
+        type=Path,
+        metavar="OUT.json",
+        help="also estimate the examination probability by place (and device) from the "
+        "explored pages and write it here, e.g. beside a click log as position_bias.json "
+        "(needs --clicks)",
+    )
+    p.add_argument(
+        "--skip-without-propensity",
+        action="store_true",
+        help="with --position-bias: leave out records without propensities instead of refusing",
+    )
     p.set_defaults(run=_exposures)
 
     p = sub.add_parser("experiment", help="analyse an experiment: metrics, intervals, a decision")

@@ -14,6 +14,7 @@ import polars as pl
 from ranker.cli.args import (
     UserError,
     add_tracking_options,
+    iso_time,
     non_negative_int,
     positive_int,
     tracking_uri,
@@ -161,6 +162,56 @@ def _tracking_uri(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.off_policy:
+        return _evaluate_off_policy(args)
+    for flag in ("exposures", "clicks", "articles", "since", "position_bias"):
+        if getattr(args, flag) is not None:
+            raise UserError(f"--{flag.replace('_', '-')} goes with --off-policy")
+    if args.data is None:
+        raise UserError("evaluate needs --data (or --off-policy with --exposures)")
+    if len(args.model) != 1:
+        raise UserError("evaluate takes one --model (several only with --off-policy)")
+    args.model = args.model[0]
+    return _evaluate_click_log(args)
+
+
+def _evaluate_off_policy(args: argparse.Namespace) -> int:
+    from ranker.offpolicy.estimators import ESTIMATORS
+    from ranker.offpolicy.evaluate import offpolicy_evaluate
+    from ranker.offpolicy.position_bias import PositionBias
+
+    missing = [f"--{f}" for f in ("exposures", "clicks", "articles") if getattr(args, f) is None]
+    if missing:
+        raise UserError(f"--off-policy needs {', '.join(missing)}")
+    if args.data is not None:
+        raise UserError("--off-policy reads --exposures, --clicks and --articles, not --data")
+    for directory in args.model:
+        if not directory.is_dir():
+            raise UserError(f"--model {directory}: no such model version directory")
+    position_bias = None
+    if args.position_bias is not None:
+        if not args.position_bias.is_file():
+            raise UserError(f"--position-bias {args.position_bias}: no such file")
+        position_bias = PositionBias.read(args.position_bias)
+    estimators = ESTIMATORS if args.estimator == "all" else (args.estimator,)
+    report = offpolicy_evaluate(
+        args.model,
+        args.exposures,
+        args.clicks,
+        args.articles,
+        args.since,
+        position_bias,
+        estimators,
+        drop_without_propensity=args.skip_without_propensity,
+    )
+    out = args.out or Path("reports") / "offpolicy"
+    paths = report.write(out)
+    print(report.markdown().split("## Position bias")[0].rstrip())
+    print(f"report written to {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def _evaluate_click_log(args: argparse.Namespace) -> int:
     import lightgbm as lgb
 
     from ranker.data.schema import ARTICLES_FILE
@@ -292,8 +343,57 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.set_defaults(run=_tracking_uri)
 
-    p = sub.add_parser("evaluate", help="evaluate a model version on a click log's test split")
-    p.add_argument("--model", type=Path, required=True, help="model version directory")
-    p.add_argument("--data", type=Path, required=True, help="click-log directory")
-    p.add_argument("--out", type=Path, help="report directory (default: reports/<name>-<version>)")
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a model version on a click log's test split, or off-policy on the "
+        "server's exposure log",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        action="append",
+        help="model version directory (repeat with --off-policy to compare several)",
+    )
+    p.add_argument("--data", type=Path, help="click-log directory")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="report directory (default: reports/<name>-<version>; reports/offpolicy with "
+        "--off-policy)",
+    )
+    p.add_argument(
+        "--off-policy",
+        action="store_true",
+        help="estimate each model's clicks per page view from logged exposures with "
+        "propensities (explored traffic) instead of NDCG on a click log",
+    )
+    p.add_argument("--exposures", type=Path, help="the server's --exposure-dir (--off-policy)")
+    p.add_argument(
+        "--clicks", type=Path, help="click events (request_id, article_id, time), Parquet"
+    )
+    p.add_argument("--articles", type=Path, help="the catalog (articles.parquet schema)")
+    p.add_argument(
+        "--since",
+        type=iso_time,
+        help="evaluate on page views from this time on (held-out traffic; ISO 8601, UTC)",
+    )
+    p.add_argument(
+        "--estimator",
+        choices=["pbm", "snips", "iips", "dr", "all"],
+        default="all",
+        help="off-policy estimator (default: all)",
+    )
+    p.add_argument(
+        "--position-bias",
+        type=Path,
+        help="a position-bias estimate (ranker exposures --position-bias); default: "
+        "estimated from the log's explored pages",
+    )
+    p.add_argument(
+        "--skip-without-propensity",
+        action="store_true",
+        help="leave out exposure records without propensities (older or interleaved) "
+        "instead of refusing the log",
+    )
     p.set_defaults(run=_evaluate)

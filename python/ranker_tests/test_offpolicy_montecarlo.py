@@ -1,0 +1,76 @@
+"""The estimators against a known truth: a synthetic position-based world
+(ranker_tests.offpolicy_world) replicated many times; the 95 % intervals must
+cover the truth at about their stated rate and a significant difference must
+have the right sign."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ranker.offpolicy.estimators import Inputs, difference, iips, logged_order_positions, pbm, snips
+from ranker.offpolicy.position_bias import estimate_position_bias
+from ranker_tests.offpolicy_world import rerank_top, simulate, theta, truth
+
+REPLICATIONS = 200
+PAGES = 2500
+DEPTH = 3
+TARGET_NOISE = 0.5
+
+
+@pytest.fixture(scope="module")
+def population_truth() -> tuple[float, float]:
+    """The target's and the logger's clicks per page view over a very large
+    world (the page population the replications sample from)."""
+    rng = np.random.default_rng(12345)
+    world = simulate(rng, pages=200_000, epsilon=0.1, depth=DEPTH)
+    target = rerank_top(world, DEPTH, rng, TARGET_NOISE)
+    return truth(world, target), truth(world, world.deterministic)
+
+
+def test_intervals_cover_the_truth_and_significant_signs_are_right(
+    population_truth: tuple[float, float],
+) -> None:
+    target_value, serving_value = population_truth
+    true_difference = target_value - serving_value
+    assert true_difference > 0  # the target reorders the top by a better score
+    rng = np.random.default_rng(7)
+    covered = {"iips": 0, "snips": 0, "pbm": 0, "pbm difference": 0}
+    significant = wrong_sign = 0
+    for replication in range(REPLICATIONS):
+        world = simulate(rng, pages=PAGES, epsilon=rng.uniform(0.05, 0.2), depth=DEPTH)
+        target = rerank_top(world, DEPTH, rng, TARGET_NOISE)
+        curve = estimate_position_bias(world.logged, bootstrap=100, seed=replication)
+        estimates = {
+            "iips": iips(world.logged, target),
+            "snips": snips(world.logged, target),
+            "pbm": pbm(world.logged, target, curve, curve_from_same_log=True),
+        }
+        serving = logged_order_positions(world.logged)
+        inputs = Inputs(position_bias=curve, curve_from_same_log=True)
+        gap = difference("pbm", world.logged, target, serving, inputs)
+        for name, e in estimates.items():
+            covered[name] += e.low <= target_value <= e.high
+        covered["pbm difference"] += gap.low <= true_difference <= gap.high
+        if gap.low > 0 or gap.high < 0:
+            significant += 1
+            wrong_sign += np.sign(gap.value) != np.sign(true_difference)
+    rates = {name: n / REPLICATIONS for name, n in covered.items()}
+    assert all(0.90 <= rate <= 0.98 for rate in rates.values()), rates
+    assert significant > 0
+    assert wrong_sign == 0
+
+
+def test_position_bias_error_shrinks_with_more_explored_pages() -> None:
+    rng = np.random.default_rng(3)
+    errors = {}
+    for pages in (4_000, 40_000):
+        worst = []
+        for seed in range(4):
+            world = simulate(rng, pages=pages, epsilon=0.1, depth=4)
+            curve = estimate_position_bias(world.logged, bootstrap=20, seed=seed)
+            depth = curve.depth
+            error = curve.error_against(theta).per_position["all"][:depth]
+            worst.append(max(error))
+        errors[pages] = float(np.mean(worst))
+    assert errors[40_000] < errors[4_000] / 2, errors
