@@ -22,6 +22,7 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import polars as pl
 
 from ranker.evaluation.metrics import per_query
 from ranker.export import artifact
@@ -235,7 +236,14 @@ def _offpolicy_checks(
         f"difference {_interval(diff, signed=True)} (its lower end needs > 0)",
     )
     best_name, best_positions, best_value = "", candidate, -np.inf
+    # A feature of the reader or the moment is one value per page: ordering
+    # by it leaves the page in the logger's order, which is no baseline.
+    varies = served.test.table.group_by("impression_id").agg(
+        pl.col(feature_names).n_unique().max()
+    )
     for j, name in enumerate(feature_names):
+        if varies[name].max() == 1:
+            continue
         for sign, direction in ((1.0, "highest"), (-1.0, "lowest")):
             positions = positions_by(rows, sign * features[:, j])
             single = estimate(ESTIMATOR, rows, positions, inputs).value

@@ -151,7 +151,7 @@ def click_log(exposures: pl.LazyFrame, clicks: pl.LazyFrame, articles: pl.DataFr
     )
     # What the server logged about how each page was chosen, where it did:
     # off-policy estimates and position-bias estimates need them.
-    logged = [c for c in ("propensity", "explored") if c in rows.columns]
+    logged = [c for c in ("score", "propensity", "explored") if c in rows.columns]
     impressions = (
         rows.join(impression_id, on="request_id")
         .select(

@@ -103,9 +103,16 @@ LABEL_COLUMNS: tuple[str, ...] = (
 
 # Columns a log may carry that a feature table keeps beside its rows, never
 # as features: a simulated world's true utility, and what a served log says
-# about how each page was chosen (the request, the logging policy's
-# propensity of the item at its place, whether the page was explored).
-LOGGED_COLUMNS: tuple[str, ...] = ("true_utility", "request_id", "propensity", "explored")
+# about how each page was chosen (the request, the serving model's score,
+# the logging policy's propensity of the item at its place, whether the
+# page was explored).
+LOGGED_COLUMNS: tuple[str, ...] = (
+    "true_utility",
+    "request_id",
+    "score",
+    "propensity",
+    "explored",
+)
 
 
 def spec_document() -> dict[str, Any]:

@@ -63,6 +63,12 @@ class Readout:
     # page views (night, candidate, serving, candidate_ndcg, serving_ndcg).
     retrains: pl.DataFrame
     gap_closed: float  # NaN when the oracle was not ahead of frozen
+    # Exploration's price in true NDCG@10: the share of page views explored,
+    # and on them the mean of (the model's own order - the shuffled order
+    # shown), paired on the same pages; overall = share x that.
+    explored_share: float
+    exploration_cost_explored: float
+    exploration_cost_overall: float
     served_after_warmup: float
     frozen_after_warmup: float
     oracle_after_warmup: float
@@ -87,14 +93,17 @@ def daily_readout(
     features = table.select(names).to_numpy().astype(np.float32)
     frozen = lgb.Booster(model_file=str(base_model / "model.txt"))
     pages = table.group_by("impression_id", maintain_order=True).agg(
-        pl.col("request_id").first(), pl.col("time").first()
+        pl.col("request_id").first(), pl.col("time").first(), pl.col("explored").first()
     )
+    # The model's own order of every page, from the scores it logged.
+    deterministic = _ndcg(grades, table["score"].to_numpy(), groups)
     pages = pages.with_columns(
         (((pl.col("time") - START).dt.total_seconds() / 3600) // HOURS_PER_DAY + 1)
         .cast(pl.Int64)
         .clip(upper_bound=len(day_dirs))  # the run's last instant belongs to its last day
         .alias("day"),
         frozen=_ndcg(grades, frozen.predict(features), groups),
+        deterministic=deterministic,
     )
     oracle = np.full(len(pages), np.nan)
     generator = _generator_table(world, out)
@@ -156,11 +165,17 @@ def daily_readout(
     later = pages.filter(pl.col("day") > warmup_days)
     s, f, o = (float(later[c].mean() or np.nan) for c in ("served", "frozen", "oracle"))
     closed = (s - f) / (o - f) if o - f > 0 else float("nan")
+    explored = pages.filter(pl.col("explored"))
+    share = explored.height / pages.height
+    cost = float((explored["deterministic"] - explored["served"]).mean() or 0.0)
     chart = _chart(daily, warmup_days, out / "readout.png")
     daily.write_csv(out / "readout.csv")
     page = out / "readout.md"
-    page.write_text(_markdown(daily, retrained, nights, warmup_days, s, f, o, closed, chart))
-    return Readout(daily, retrained, closed, s, f, o, page, chart)
+    costs = (share, cost, share * cost)
+    page.write_text(
+        _markdown(daily, retrained, nights, warmup_days, (s, f, o, closed), costs, chart)
+    )
+    return Readout(daily, retrained, closed, *costs, s, f, o, page, chart)
 
 
 def _served_table(world: NewsWorld, out: Path, day_dirs: Sequence[Path]) -> pl.DataFrame:
@@ -251,12 +266,12 @@ def _markdown(
     retrained: pl.DataFrame,
     nights: Sequence[Night],
     warmup_days: int,
-    served: float,
-    frozen: float,
-    oracle: float,
-    closed: float,
+    lines_after_warmup: tuple[float, float, float, float],
+    costs: tuple[float, float, float],
     chart: Path,
 ) -> str:
+    served, frozen, oracle, closed = lines_after_warmup
+    share, on_explored, overall = costs
     gap = (
         "n/a (the oracle was not ahead of the frozen model)"
         if closed != closed
@@ -268,6 +283,10 @@ def _markdown(
         f"After the {warmup_days}-day warm-up, mean true NDCG@{CUTOFF} of what served "
         f"**{served:.4f}**, frozen base model {frozen:.4f}, nightly oracle {oracle:.4f}: "
         f"the loop closed **{gap}** of the gap between frozen and oracle.",
+        "",
+        f"Exploration shuffled {share:.1%} of page views; on them it gave up "
+        f"{on_explored:.4f} true NDCG@{CUTOFF} against the model's own order, "
+        f"{overall:.4f} over all page views.",
         "",
         f"![the loop against frozen and oracle]({chart.name})",
         "",

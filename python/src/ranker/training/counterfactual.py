@@ -41,7 +41,7 @@ ESTIMATOR = "pbm"
 
 def is_served_log(table: pl.DataFrame) -> bool:
     """A feature table built from a log the server wrote with propensities."""
-    return {"propensity", "explored", "request_id"} <= set(table.columns) and bool(
+    return {"propensity", "explored", "request_id", "score"} <= set(table.columns) and bool(
         table["propensity"].is_not_null().all()
     )
 
@@ -52,6 +52,7 @@ def logged_rows(table: pl.DataFrame) -> pl.DataFrame:
     return table.select(
         "request_id",
         "position",
+        "score",
         "clicked",
         "propensity",
         "explored",
@@ -73,7 +74,7 @@ class PositionBiasResult:
 def position_bias(table: pl.DataFrame) -> PositionBiasResult:
     """The examination curve from the explored pages of the whole log."""
     try:
-        return PositionBiasResult(estimate_position_bias(logged_rows(table), by_device=True))
+        return PositionBiasResult(estimate_position_bias(logged_rows(table)))
     except TooLittleExploration as too_little:
         return PositionBiasResult(None, str(too_little))
 
