@@ -35,7 +35,7 @@ as the stationary world and moves away from it over the run:
   END_WEIGHTS, linearly in time): breaking news fatigue (a breaking story's
   bonus turns into a penalty), a faster news cycle (every story's interest
   decays sooner, so age counts for more), long reads become welcome on a
-  phone, and quality counts more. These are seen by the ranker's features (article
+  phone, and quality counts more. The ranker's features see these (article
   age, breaking, word count, device; quality through the click rates), so
   the mapping from features to utility moves and a model trained on the
   first days ranks later days worse than one retrained on recent days.
@@ -194,7 +194,7 @@ class UtilityWeights:
     quality: float | npt.NDArray[np.float64]
     # Added for a breaking story, on top of its spike of interest.
     breaking: float | npt.NDArray[np.float64]
-    # Added for a long read (LONG_READ_WORDS or more) on a phone.
+    # Added for a long read (more than LONG_READ_WORDS words) on a phone.
     long_on_mobile: float | npt.NDArray[np.float64]
 
 
@@ -212,7 +212,7 @@ CHANGE_STREAM = 2
 # Topic bursts start at this rate through the run (and the day before it),
 # each on a topic drawn uniformly; a burst adds BURST_HEIGHT times a
 # uniform(0.5, 1.5) draw to its topic's appeal at its peak, BURST_RISE_HOURS
-# after it starts (`TopicBursts.appeal` gives the shape).
+# after it starts (`TopicBursts` gives the shape).
 BURSTS_PER_DAY = 3.0
 BURST_HEIGHT = 0.8
 BURST_RISE_HOURS = 12.0
@@ -261,8 +261,8 @@ class TopicBursts:
     """Topics that rise and fade (a changing world): burst b lifts the appeal
     of topic `topic[b]` from hour `start[b]` on by
     height[b] * x * exp(1 - x), x = (hours - start[b]) / BURST_RISE_HOURS: a
-    rise to `height[b]` at BURST_RISE_HOURS, 41 % of it a day later, 9 %
-    two days later."""
+    rise to `height[b]` at BURST_RISE_HOURS, 41 % of it a day after that
+    peak, 9 % two days after it."""
 
     topic: npt.NDArray[np.int64]
     start: npt.NDArray[np.float64]
@@ -454,8 +454,8 @@ class NewsWorld:
         hour = np.clip(rng.normal(10.0, 4.0, n_art), 0, 23.99)
         publish = np.sort(day * 24.0 + hour)
         subcategory = rng.integers(0, n_sub, n_art)
-        launched = int(change_rng.integers(0, n_sub))
         if config.changing:
+            launched = int(change_rng.integers(0, n_sub))
             # Before its launch, the new section's stories were another's.
             early = (subcategory == launched) & (publish < LAUNCH_SHARE * horizon)
             other = change_rng.integers(0, n_sub - 1, int(early.sum()))
