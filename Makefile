@@ -349,6 +349,10 @@ dask-parity: $(SETUP_STAMP) ## One machine vs LightGBM distributed over 2 local 
 bench-decision: $(SETUP_STAMP) ## A/A decision rate, power and interval coverage of the experiment decision rule, 1,000 synthetic experiments per row (~5 min)
 	cd python && $(PY) -m benchmarks.experiment_error_rates --seeds 1000 --readers 2000 8000 16000 --lift 0.1 --publish $@
 
+.PHONY: bench-drift
+bench-drift: $(SETUP_STAMP) ## How fast a frozen model decays: true NDCG@10 per day of a model trained on 2 days vs retrained nightly, stationary vs changing world, 3 seeds (~20 min)
+	cd python && $(PY) -m benchmarks.world_drift --seeds 1 2 3 --readers 2500 --days 6 --publish $@
+
 .PHONY: bench-live
 bench-live: $(SETUP_STAMP) build $(TEST_MODEL)/metadata.json ## A/A false decisions, power, NDCG interval coverage and page views to detect (A/B vs interleaving) with simulated readers on the real server, 20 seeds (~15 min)
 	cd python && $(PY) -m benchmarks.live_error_rates --server $(SERVER) --model $(TEST_MODEL) \

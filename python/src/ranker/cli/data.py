@@ -13,10 +13,13 @@ from ranker.data.world import WorldConfig, generate
 
 
 def _data(args: argparse.Namespace) -> int:
-    config = WorldConfig(seed=args.seed).scaled(args.scale)
+    config = WorldConfig(seed=args.seed, changing=args.changing).scaled(args.scale)
     log = generate(config)
     log.write(args.out)
     world = {"seed": args.seed, "scale": args.scale} | asdict(config)
+    if not config.changing:
+        # A stationary world's description stays what it always was.
+        del world["changing"]
     (args.out / WORLD_FILE).write_text(json.dumps(world, indent=1) + "\n")
     print(
         f"wrote {log.impressions.height:,} impression rows ({config.n_impressions:,} page views "
@@ -34,5 +37,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=positive_float,
         default=1.0,
         help="size relative to the default 360,000 rows (28 gives about 10 million)",
+    )
+    p.add_argument(
+        "--changing",
+        action="store_true",
+        help="a world that changes over the run: topics that rise and fade, a section "
+        "launched mid-run, faster taste drift, and readers who come to value other things "
+        "(a frozen model decays; see ranker.data.world)",
     )
     p.set_defaults(run=_data)

@@ -15,6 +15,34 @@ ranking can be scored.
 `NewsWorld` holds all of it, drawn once from the seed: `generate` writes the
 page views as the editor orders them, and `ranker.simulation` lets a ranking
 server order the same page views and asks the same world what readers click.
+
+That world is almost stationary: only the readers' tastes drift, slowly. A
+changing world (`WorldConfig(changing=True)`, `ranker data --changing`) adds
+what makes a frozen model decay and nightly retraining worth its while; every
+rate is in the "A changing world" block of constants below, and it starts
+as the stationary world and moves away from it over the run:
+
+- Topics rise and fade: a few times a day a topic bursts (`TopicBursts`):
+  its appeal to everyone rises over half a day by BURST_HEIGHT and fades
+  over the next day or two, on top of its constant appeal.
+- A section is launched mid-run: one subcategory (drawn from the seed)
+  publishes nothing before LAUNCH_SHARE of the run, then as much as any
+  other. Readers' tastes for it exist from the start: it arrives with
+  demand but without any history, cold for every model.
+- Readers' tastes drift further: a reader ends the run with
+  CHANGING_TASTE_SHIFT of their subcategory taste new, not 0.4.
+- What readers value changes (`utility_weights`, from STEADY_WEIGHTS to
+  END_WEIGHTS, linearly in time): breaking news fatigue (a breaking story's
+  bonus turns into a penalty), a faster news cycle (every story's interest
+  decays sooner, so age counts for more), long reads become welcome on a
+  phone, and quality counts more. The ranker's features see these (article
+  age, breaking, word count, device; quality through the click rates), so
+  the mapping from features to utility moves and a model trained on the
+  first days ranks later days worse than one retrained on recent days.
+
+Its own randomness (bursts, the launched section, the new tastes) comes from
+a stream of the seed of its own (CHANGE_STREAM): everything else is drawn as
+in the stationary world, and `changing=False` gives that world bit for bit.
 """
 
 from __future__ import annotations
@@ -64,6 +92,9 @@ class WorldConfig:
     days: float = 21.0
     # Share of readers who first arrive during the period (cold start).
     new_user_share: float = 0.25
+    # A world that changes over the run (the module docstring); off, the
+    # world is the stationary one, bit for bit.
+    changing: bool = False
 
     @property
     def rows(self) -> int:
@@ -80,9 +111,10 @@ class WorldConfig:
         )
 
     @staticmethod
-    def population(readers: int, days: float, seed: int) -> WorldConfig:
+    def population(readers: int, days: float, seed: int, *, changing: bool = False) -> WorldConfig:
         """`readers` readers over `days` days, as active per reader and with
-        as many new articles a day as the default world."""
+        as many new articles a day as the default world; `changing` as in
+        WorldConfig."""
         default = WorldConfig()
         page_views_per_reader_day = default.n_impressions / (default.n_users * default.days)
         articles_per_day = default.n_articles / (default.days + CANDIDATE_WINDOW_HOURS / 24)
@@ -92,6 +124,7 @@ class WorldConfig:
             n_articles=max(100, round(articles_per_day * (days + CANDIDATE_WINDOW_HOURS / 24))),
             n_impressions=max(1, round(page_views_per_reader_day * readers * days)),
             days=days,
+            changing=changing,
         )
 
 
@@ -150,6 +183,118 @@ POSITION_BIAS_POWER = 0.8
 CLICK_MIDPOINT = 0.3
 
 
+@dataclass(frozen=True)
+class UtilityWeights:
+    """The weights of the utility's terms (`_utility`), at one moment: each
+    a number, or one per page view (a column) in a changing world."""
+
+    # Multiplies every story's interest decay time (INTEREST_DECAY_HOURS,
+    # 4 hours for breaking news): below 1, stories grow old sooner.
+    interest_decay_scale: float | npt.NDArray[np.float64]
+    quality: float | npt.NDArray[np.float64]
+    # Added for a breaking story, on top of its spike of interest.
+    breaking: float | npt.NDArray[np.float64]
+    # Added for a long read (more than LONG_READ_WORDS words) on a phone.
+    long_on_mobile: float | npt.NDArray[np.float64]
+
+
+# A long read: more words than this.
+LONG_READ_WORDS = 1100
+
+# The stationary world's weights, all the time.
+STEADY_WEIGHTS = UtilityWeights(
+    interest_decay_scale=1.0, quality=1.6, breaking=0.0, long_on_mobile=-0.6
+)
+
+# ---- A changing world (WorldConfig.changing): every rate in one place ----
+# The seed's third stream: bursts, the launched section, the new tastes.
+CHANGE_STREAM = 2
+# Topic bursts start at this rate through the run (and the day before it),
+# each on a topic drawn uniformly; a burst adds BURST_HEIGHT times a
+# uniform(0.5, 1.5) draw to its topic's appeal at its peak, BURST_RISE_HOURS
+# after it starts (`TopicBursts` gives the shape).
+BURSTS_PER_DAY = 3.0
+BURST_HEIGHT = 0.8
+BURST_RISE_HOURS = 12.0
+# The launched section publishes from this share of the run on.
+LAUNCH_SHARE = 0.4
+# Share of a reader's subcategory taste that is new by the end of the run
+# (the stationary world's is 0.4).
+CHANGING_TASTE_SHIFT = 0.8
+# The weights at the start of the run are STEADY_WEIGHTS; these at its end,
+# reached linearly in time. Breaking news fatigue: a fresh breaking story's
+# spike of interest puts it 0.9 above a normal story of the same age
+# (log(2.52 / 1.02)); -2.0 turns that into a penalty of 1.1. A faster news
+# cycle: every story's interest decays in 0.4 of the time (a day-old news
+# story is worth about e^-5 of a fresh one instead of e^-2, so age comes to
+# outweigh most of a reader's taste). Phones: long reads go from a chore
+# (-0.6) to welcome (+0.6). Quality: 1.6 to 3.2. Tuned so that a model
+# trained on the first two days of a six-day run clearly falls behind one
+# retrained every night (`python -m benchmarks.world_drift`).
+END_WEIGHTS = UtilityWeights(
+    interest_decay_scale=0.4, quality=3.2, breaking=-2.0, long_on_mobile=0.6
+)
+
+
+def utility_weights(fraction: npt.NDArray[np.float64] | float, *, changing: bool) -> UtilityWeights:
+    """The utility's weights `fraction` of the way through the run (0 at
+    its start, 1 at its end): STEADY_WEIGHTS in a stationary world, in a
+    changing one the way from STEADY_WEIGHTS to END_WEIGHTS."""
+    if not changing:
+        return STEADY_WEIGHTS
+    start, end = STEADY_WEIGHTS, END_WEIGHTS
+
+    def at(name: str) -> npt.NDArray[np.float64]:
+        a, b = getattr(start, name), getattr(end, name)
+        return np.asarray(a + (b - a) * np.asarray(fraction), dtype=np.float64)
+
+    return UtilityWeights(
+        interest_decay_scale=at("interest_decay_scale"),
+        quality=at("quality"),
+        breaking=at("breaking"),
+        long_on_mobile=at("long_on_mobile"),
+    )
+
+
+@dataclass(frozen=True)
+class TopicBursts:
+    """Topics that rise and fade (a changing world): burst b lifts the appeal
+    of topic `topic[b]` from hour `start[b]` on by
+    height[b] * x * exp(1 - x), x = (hours - start[b]) / BURST_RISE_HOURS: a
+    rise to `height[b]` at BURST_RISE_HOURS, 41 % of it a day after that
+    peak, 9 % two days after it."""
+
+    topic: npt.NDArray[np.int64]
+    start: npt.NDArray[np.float64]
+    height: npt.NDArray[np.float64]
+
+    @staticmethod
+    def draw(rng: np.random.Generator, n_topics: int, horizon: float) -> TopicBursts:
+        # From a day before the run, so that it starts with bursts under way.
+        first = -24.0
+        n = int(rng.poisson(BURSTS_PER_DAY * (horizon - first) / 24.0))
+        return TopicBursts(
+            topic=rng.integers(0, n_topics, n),
+            start=np.sort(rng.uniform(first, horizon, n)),
+            height=BURST_HEIGHT * rng.uniform(0.5, 1.5, n),
+        )
+
+    def lift(
+        self, topics: npt.NDArray[np.int64], hours: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """The bursts' lift of each of `topics` at `hours` (broadcast)."""
+        lift = np.zeros(np.broadcast_shapes(topics.shape, hours.shape))
+        for topic, start, height in zip(self.topic, self.start, self.height, strict=True):
+            x = np.maximum(hours - start, 0.0) / BURST_RISE_HOURS
+            lift += np.where(topics == topic, height * x * np.exp(1.0 - x), 0.0)
+        return lift
+
+
+NO_BURSTS = TopicBursts(
+    np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.float64)
+)
+
+
 def examine_probability(position: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
     """The position bias: how likely the reader looks at each slot (0 first)."""
     return np.asarray(1.0 / (1.0 + position) ** POSITION_BIAS_POWER, dtype=np.float64)
@@ -168,9 +313,9 @@ def click_probability(
 class Catalog:
     """The newsroom's articles, indexed by article id (0, 1, ...) in publish
     order; `quality`, `topic` (an index into headlines.TOPIC_NAMES, within
-    the article's subcategory), the topics' appeal, the story's decay and
-    peak are hidden from the ranker, which sees a topic only through the
-    title's words."""
+    the article's subcategory), the topics' appeal and bursts, the story's
+    decay and peak are hidden from the ranker, which sees a topic only
+    through the title's words."""
 
     publish_hours: npt.NDArray[np.float64]  # since the world's start
     subcategory: npt.NDArray[np.int64]
@@ -178,22 +323,40 @@ class Catalog:
     breaking: npt.NDArray[np.bool_]
     word_count: npt.NDArray[np.float64]
     topic: npt.NDArray[np.int64]
-    # Per topic (not per article): how much every reader cares about it now.
+    # Per topic (not per article): how much every reader cares about it,
+    # before bursts.
     topic_appeal: npt.NDArray[np.float64]
     titles: list[str]
+    # Topics that rise and fade for a while (none in a stationary world).
+    bursts: TopicBursts = NO_BURSTS
 
     @property
     def category(self) -> npt.NDArray[np.int64]:
         return SUBCATEGORY_CATEGORY[self.subcategory]
 
+    def appeal(
+        self, topics: npt.NDArray[np.int64], hours: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """Each topic's appeal to every reader at `hours` (broadcast against
+        `topics`): its constant appeal, and in a changing world its bursts."""
+        if self.bursts.topic.size == 0:
+            return self.topic_appeal[topics]
+        return np.asarray(self.topic_appeal[topics] + self.bursts.lift(topics, hours))
+
     def interest(
-        self, candidates: npt.NDArray[np.int64], hours: npt.NDArray[np.float64]
+        self,
+        candidates: npt.NDArray[np.int64],
+        hours: npt.NDArray[np.float64],
+        decay_scale: float | npt.NDArray[np.float64] = 1.0,
     ) -> npt.NDArray[np.float64]:
         """How much readers care about each candidate at `hours` (one row per
-        page view): a peak at publication that decays, fast for breaking news."""
+        page view): a peak at publication that decays, fast for breaking news;
+        `decay_scale` times slower (one per page view, a column, or one for all)."""
         category = self.category[candidates]
         breaking = self.breaking[candidates]
         decay_hours = np.where(breaking, 4.0, INTEREST_DECAY_HOURS[category])
+        if not (np.isscalar(decay_scale) and decay_scale == 1.0):
+            decay_hours = decay_hours * decay_scale
         peak_interest = np.where(breaking, 2.5, 1.0)
         age = np.maximum(hours[:, None] - self.publish_hours[candidates], 0.0)
         return np.asarray(peak_interest * np.exp(-age / decay_hours), dtype=np.float64)
@@ -280,6 +443,7 @@ class NewsWorld:
         the editor's order, noise, click draws)."""
         rng = np.random.default_rng(config.seed)
         topic_rng = np.random.default_rng([config.seed, TOPIC_STREAM])
+        change_rng = np.random.default_rng([config.seed, CHANGE_STREAM])
         n_cat, n_sub = len(CATEGORY_NAMES), len(SUBCATEGORY_NAMES)
         horizon = config.days * 24.0
         k = config.candidates_per_impression
@@ -290,6 +454,12 @@ class NewsWorld:
         hour = np.clip(rng.normal(10.0, 4.0, n_art), 0, 23.99)
         publish = np.sort(day * 24.0 + hour)
         subcategory = rng.integers(0, n_sub, n_art)
+        if config.changing:
+            launched = int(change_rng.integers(0, n_sub))
+            # Before its launch, the new section's stories were another's.
+            early = (subcategory == launched) & (publish < LAUNCH_SHARE * horizon)
+            other = change_rng.integers(0, n_sub - 1, int(early.sum()))
+            subcategory[early] = other + (other >= launched)
         quality = rng.beta(2.0, 2.0, n_art)
         breaking = rng.uniform(size=n_art) < 0.04
         long_read = np.isin(SUBCATEGORY_CATEGORY[subcategory], [4, 5]).astype(np.float64)
@@ -306,6 +476,11 @@ class NewsWorld:
 
         taste_start = tastes()
         taste_end = 0.6 * taste_start + 0.4 * tastes()
+        if config.changing:
+            new_cat = change_rng.dirichlet(np.full(n_cat, 0.3), config.n_users)
+            new_sub = change_rng.dirichlet(np.full(3, 0.7), (config.n_users, n_cat))
+            new_taste = new_cat[:, SUBCATEGORY_CATEGORY] * new_sub.reshape(config.n_users, -1)
+            taste_end = (1 - CHANGING_TASTE_SHIFT) * taste_start + CHANGING_TASTE_SHIFT * new_taste
         activity = rng.lognormal(0.0, 1.2, config.n_users)
         joins = np.where(
             rng.uniform(size=config.n_users) < config.new_user_share,
@@ -383,12 +558,18 @@ class NewsWorld:
         window_end = np.maximum(window_end, window_start + k)
         candidates = _sample_candidates(rng, window_start, window_end, k)
         # The catalog without its titles, which are drawn last.
+        bursts = TopicBursts.draw(change_rng, n_topics, horizon) if config.changing else NO_BURSTS
         untitled = Catalog(
-            publish, subcategory, quality, breaking, word_count, topic, topic_appeal, []
+            publish, subcategory, quality, breaking, word_count, topic, topic_appeal, [], bursts
         )
+        # The editor's view is the stationary world's: editors do not notice
+        # the changes either.
         interest = untitled.interest(candidates, times)
         editorial = quality[candidates] + 0.8 * interest + rng.normal(0.0, 0.4, interest.shape)
-        utility = _utility(untitled, readers, horizon, user_of, device_of, times, candidates)
+        weights = utility_weights((times / horizon)[:, None], changing=config.changing)
+        utility = _utility(
+            untitled, readers, horizon, user_of, device_of, times, candidates, weights
+        )
         utility = utility + rng.normal(0.0, 0.3, interest.shape)
         click_draw = rng.uniform(size=interest.shape)
         catalog = replace(untitled, titles=_titles(topic_rng, topic))
@@ -442,16 +623,30 @@ def _utility(
     device: npt.NDArray[np.int64],
     hours: npt.NDArray[np.float64],
     candidates: npt.NDArray[np.int64],
+    weights: UtilityWeights = STEADY_WEIGHTS,
 ) -> npt.NDArray[np.float64]:
     """The true utility of each candidate for the page view's reader, on its
-    device, at its moment, before the moment's noise: the reader's drifting
+    device, at its moment, before the moment's noise, under `weights`
+    (STEADY_WEIGHTS, or in a changing world those of the moment,
+    `utility_weights`): the reader's drifting
     taste for the subcategory, the reader's drifting taste for the story's
     topic within that subcategory (TOPIC_TASTE_WEIGHT * log(4 * taste + 0.1):
     0 for a reader indifferent among the four, +0.7 for the one topic a
     reader follows, -1.2 for one they never read), the topic's appeal to
-    everyone (hot topics; standard deviation TOPIC_APPEAL_SD), the story's
-    quality and current interest, the rhythm of the day (news in the
-    morning, sport in the evening), and long reads being a chore on a phone.
+    everyone (hot topics; standard deviation TOPIC_APPEAL_SD; in a changing
+    world with the bursts under way, `Catalog.appeal`), the story's quality
+    (weights.quality) and current interest (its decay times
+    weights.interest_decay_scale), a breaking story's bonus
+    (weights.breaking, 0 in the stationary world), the rhythm of the day
+    (news in the morning, sport in the evening), and long reads on a phone
+    (weights.long_on_mobile: a chore in the stationary world).
+
+    In a changing world the weights move from STEADY_WEIGHTS to END_WEIGHTS
+    over the run: breaking news fatigue (a fresh breaking story, +0.9 over a
+    normal one from its spike of interest, ends up 1.1 below it), a faster
+    news cycle (decay times 0.4 as long, so age counts 2.5 times as much),
+    long reads welcome on phones (-0.6 to +0.6) and quality counting more
+    (1.6 to 3.2).
 
     The topic matters about as much as quality and less than the
     subcategory: in the default world the standard deviation within a page
@@ -473,18 +668,20 @@ def _utility(
     cat_c = catalog.category[candidates]
     morning_news = (hour_of_day >= 6) & (hour_of_day < 10) & np.isin(cat_c, [0, 1, 7])
     evening_sport = (hour_of_day >= 18) & (cat_c == 2)
-    long_on_mobile = (device[:, None] == 0) & (catalog.word_count[candidates] > 1100)
-    return np.asarray(
+    long_on_mobile = (device[:, None] == 0) & (catalog.word_count[candidates] > LONG_READ_WORDS)
+    utility = (
         1.1 * np.log(taste * n_sub + 0.05)
         + TOPIC_TASTE_WEIGHT * np.log(topic_taste * TOPICS_PER_SUBCATEGORY + 0.1)
-        + catalog.topic_appeal[topic_c]
-        + 1.6 * catalog.quality[candidates]
-        + 1.0 * np.log(catalog.interest(candidates, hours) + 0.02)
+        + catalog.appeal(topic_c, hours[:, None])
+        + weights.quality * catalog.quality[candidates]
+        + 1.0 * np.log(catalog.interest(candidates, hours, weights.interest_decay_scale) + 0.02)
         + 0.4 * morning_news
         + 0.4 * evening_sport
-        - 0.6 * long_on_mobile,
-        dtype=np.float64,
+        + weights.long_on_mobile * long_on_mobile
     )
+    if np.any(weights.breaking):
+        utility = utility + weights.breaking * catalog.breaking[candidates]
+    return np.asarray(utility, dtype=np.float64)
 
 
 def generate(config: WorldConfig) -> ClickLog:
