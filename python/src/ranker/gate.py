@@ -42,8 +42,13 @@ class Gate:
     max_loss_vs_serving: float = 0.01
     # Off-policy, on a served log: the lower end of the 95 % interval of
     # (candidate - serving) clicks per page view may not fall below minus
-    # this share of the serving version's estimate (non-inferiority).
-    max_offpolicy_loss: float = 0.02
+    # this share of the serving version's estimate (non-inferiority). The
+    # gate screens; the canary that follows decides on harm. On the live
+    # run's first night (two days of log, 1,700 held-out page views) the
+    # interval of the difference is about +-0.021 around estimates whose
+    # true differences are within +-0.01 (1.25 clicks per page view):
+    # 2 % would refuse a candidate as good as what serves one time in four.
+    max_offpolicy_loss: float = 0.03
 
 
 DEFAULT_GATE = Gate()
@@ -254,11 +259,14 @@ def _offpolicy_checks(
                     single,
                 )
     diff = difference(ESTIMATOR, rows, candidate, best_positions, inputs)
+    # The best of some forty orderings, chosen on these very pages, is
+    # flattered by the choice: the candidate fails only when it is clearly
+    # below it (the interval of the difference entirely under 0).
     report.check(
         "off-policy vs best single feature",
-        diff.value >= 0,
+        diff.high >= 0,
         f"best single feature {best_name} {best_value:.4f}; difference "
-        f"{_interval(diff, signed=True)} (needs >= 0)",
+        f"{_interval(diff, signed=True)} (its upper end needs >= 0)",
     )
 
 

@@ -67,7 +67,9 @@ class LivePlan:
     """The size of the run: readers of one world over `days` days; the base
     model serves alone for `warmup_days`, then every night retrains. A share
     `exploration_percent` of page views is explored (the first
-    `exploration_depth` places shuffled; the world's pages hold 12)."""
+    `exploration_depth` places shuffled: at 5 %, shuffling 4 places gave
+    up 0.003 true NDCG@10 over all page views, all 12 of a page 0.013; the
+    examination of the places below comes from the fitted curve)."""
 
     readers: int = 2500
     days: int = 6
@@ -76,7 +78,7 @@ class LivePlan:
     workers: int = DEFAULT_WORKERS
     canary_percent: int = 20
     exploration_percent: float = 5.0
-    exploration_depth: int = 12
+    exploration_depth: int = 4
     changing: bool = True
 
 
@@ -126,7 +128,9 @@ def run_live(
     registry = None if tracking_uri is None else ModelRegistry(tracking_uri)
     if registry is not None:
         registry.exported(models / MODEL / BASE, gate_passed=None, copied_from=base_model)
-    world = NewsWorld.draw(WorldConfig.population(plan.readers, plan.days, plan.seed))
+    world = NewsWorld.draw(
+        WorldConfig.population(plan.readers, plan.days, plan.seed, changing=plan.changing)
+    )
     server_args = [
         f"--model-root={models}",
         f"--exposure-dir={exposures}",

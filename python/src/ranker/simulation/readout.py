@@ -34,6 +34,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from ranker.data.schema import ClickLog
 from ranker.data.world import START, NewsWorld
 from ranker.evaluation.metrics import per_query
 from ranker.evaluation.report import utility_grades
@@ -86,7 +87,9 @@ def daily_readout(
 ) -> Readout:
     """Score the frozen base model and the nightly oracles on every page
     view served, and write the readout page, its chart and its CSV to `out`."""
-    table = _served_table(world, out, day_dirs)
+    clicks = pl.concat([pl.scan_parquet(d / CLICKS_FILE) for d in day_dirs])
+    articles = pl.read_parquet(day_dirs[-1] / ARTICLES_FILE)
+    table = served_table(world, out / "exposures", clicks, articles, out / "readout-log")
     grades = utility_grades(table)
     groups = table.group_by("impression_id", maintain_order=True).len()["len"].to_numpy()
     names = list(FEATURE_NAMES)
@@ -178,14 +181,18 @@ def daily_readout(
     return Readout(daily, retrained, closed, *costs, s, f, o, page, chart)
 
 
-def _served_table(world: NewsWorld, out: Path, day_dirs: Sequence[Path]) -> pl.DataFrame:
-    """The feature table of everything the server showed, with each
-    candidate's true utility from the world (by the page view the request
-    id names)."""
-    clicks = pl.concat([pl.scan_parquet(d / CLICKS_FILE) for d in day_dirs])
-    log = click_log(
-        read_exposures(out / "exposures"), clicks, pl.read_parquet(day_dirs[-1] / ARTICLES_FILE)
-    )
+def served_table(
+    world: NewsWorld,
+    exposures: Path,
+    clicks: pl.LazyFrame,
+    articles: pl.DataFrame,
+    directory: Path,
+) -> pl.DataFrame:
+    """The feature table of everything the server showed (its exposure log
+    joined with the readers' clicks, written as a click log to `directory`),
+    with each candidate's true utility from the world (by the page view the
+    request id names), in page order."""
+    log = click_log(read_exposures(exposures), clicks, articles)
     views = world.page_views
     requests = log.impressions.select("request_id").unique()
     rows = np.array([page_view_of(r) for r in requests["request_id"]], dtype=np.int64)
@@ -202,9 +209,8 @@ def _served_table(world: NewsWorld, out: Path, day_dirs: Sequence[Path]) -> pl.D
     )
     if impressions["true_utility"].null_count():
         raise ValueError("the served log shows articles that were not the page view's candidates")
-    served = out / "readout-log"
-    type(log)(articles=log.articles, impressions=impressions).write(served)
-    return feature_table(served).sort("impression_id", "position")
+    ClickLog(articles=log.articles, impressions=impressions).write(directory)
+    return feature_table(directory).sort("impression_id", "position")
 
 
 def _generator_table(world: NewsWorld, out: Path) -> pl.DataFrame:
