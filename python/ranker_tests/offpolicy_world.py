@@ -78,3 +78,9 @@ def truth(world: World, target: npt.NDArray[np.int64]) -> float:
     """Expected clicks per page view of the target on these pages."""
     shown = target >= 0
     return float(np.sum(theta(target[shown]) * world.alpha[shown]) / world.pages)
+
+
+def reverse_top(world: World, depth: int) -> npt.NDArray[np.int64]:
+    """A worse target: the logger's top `depth` in reverse."""
+    det = world.deterministic
+    return np.where(det < depth, depth - 1 - det, det).astype(np.int64)

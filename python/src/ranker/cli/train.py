@@ -16,6 +16,7 @@ from ranker.cli.args import (
     add_tracking_options,
     iso_time,
     non_negative_int,
+    positive_float,
     positive_int,
     tracking_uri,
 )
@@ -203,6 +204,7 @@ def _evaluate_off_policy(args: argparse.Namespace) -> int:
         position_bias,
         estimators,
         drop_without_propensity=args.skip_without_propensity,
+        clip=args.clip,
     )
     out = args.out or Path("reports") / "offpolicy"
     paths = report.write(out)
@@ -395,5 +397,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="leave out exposure records without propensities (older or interleaved) "
         "instead of refusing the log",
+    )
+    p.add_argument(
+        "--clip",
+        type=positive_float,
+        metavar="W",
+        help="cap iips importance weights at W (clipped IPS: less variance, biased down)",
     )
     p.set_defaults(run=_evaluate)

@@ -232,7 +232,7 @@ def iips_parts(logged: pl.DataFrame, target: Ints, clip: float | None = None) ->
 
 
 def snips_parts(logged: pl.DataFrame, target: Ints) -> _Parts:
-    base, _weight, _page = _iips_parts(logged, target, None, "snips")
+    base = _iips_parts(logged, target, None, "snips")[0]
     numerator = base.influence + base.value  # per-page sum of w c
     denominator = base.page_weight  # per page mean weight: 1 in expectation
     mean_den = float(denominator.mean())

@@ -176,7 +176,13 @@ def offpolicy_evaluate(
     estimators: tuple[str, ...] = ESTIMATORS,
     *,
     drop_without_propensity: bool = False,
+    clip: float | None = None,
 ) -> OffPolicyReport:
+    """Each model version in `models` (LightGBM model.txt, metadata.json),
+    serving's order, most popular, most recent and the best single feature,
+    estimated by each of `estimators` on the logged page views from `since`
+    on; `clip` caps iips weights. The position-bias curve is estimated from
+    the log unless given."""
     for flag, path in (("--clicks", clicks), ("--articles", articles)):
         if not path.is_file():
             raise FileNotFoundError(f"{flag} {path}: no such file")
@@ -235,10 +241,10 @@ def offpolicy_evaluate(
     targets |= {name: positions_by(held, key) for name, key in keys.items()}
 
     usable = tuple(e for e in estimators if e not in ("pbm", "dr") or position_bias is not None)
-    inputs = Inputs(position_bias=position_bias, curve_from_same_log=same_log)
+    alpha = None
     if "dr" in usable and position_bias is not None:
         alpha = fit_reward_model(x, held, position_bias)
-        inputs = Inputs(position_bias, alpha, curve_from_same_log=same_log)
+    inputs = Inputs(position_bias, alpha, clip, curve_from_same_log=same_log)
     # The best single feature, each direction, picked by pbm when it can
     # run (it supports any order), else the first estimator, among the
     # estimates the log supports. The pick favours a lucky feature: its
