@@ -353,6 +353,22 @@ bench-decision: $(SETUP_STAMP) ## A/A decision rate, power and interval coverage
 bench-drift: $(SETUP_STAMP) ## How fast a frozen model decays: true NDCG@10 per day of a model trained on 2 days vs retrained nightly, stationary vs changing world, 3 seeds (~20 min)
 	cd python && $(PY) -m benchmarks.world_drift --seeds 1 2 3 --readers 2500 --days 6 --publish $@
 
+.PHONY: bench-loop
+bench-loop: $(SETUP_STAMP) $(MODELS)/$(MODEL_NAME) build ## The nightly loop over 10 seeds: served vs frozen vs oracle, retrains vs what served, exploration cost, position-bias error (~40 min)
+	cd python && $(PY) -m benchmarks.learning_loop --server $(SERVER) \
+		--model $$(ls -d $(abspath $(MODELS)/$(MODEL_NAME))/*/ | tail -1) \
+		--seeds 10 --readers 1000 --days 5 --out $(abspath data/bench/learning_loop.md) --publish $@
+
+.PHONY: bench-ope
+bench-ope: $(SETUP_STAMP) $(MODELS)/$(MODEL_NAME) build ## Off-policy estimates against the simulated truth, the real server writing the log, 20 seeds (~20 min)
+	cd python && $(PY) -m benchmarks.offpolicy_live --server $(SERVER) \
+		--model $$(ls -d $(abspath $(MODELS)/$(MODEL_NAME))/*/ | tail -1) \
+		--seeds 20 --readers 1500 --out $(abspath data/bench/offpolicy_live.md) --publish $@
+
+.PHONY: bench-ope-synthetic
+bench-ope-synthetic: $(SETUP_STAMP) ## Off-policy interval coverage and position-bias error on a synthetic position-based world, 20 seeds x 50 replications (~5 min)
+	cd python && $(PY) -m benchmarks.offpolicy_coverage --publish $@
+
 .PHONY: bench-live
 bench-live: $(SETUP_STAMP) build $(TEST_MODEL)/metadata.json ## A/A false decisions, power, NDCG interval coverage and page views to detect (A/B vs interleaving) with simulated readers on the real server, 20 seeds (~15 min)
 	cd python && $(PY) -m benchmarks.live_error_rates --server $(SERVER) --model $(TEST_MODEL) \

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from benchmarks.publish import add_publish_option, publish
 from ranker.offpolicy.estimators import (
     Inputs,
     difference,
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--replications", type=int, default=50, help="per seed")
     parser.add_argument("--pages", type=int, default=2500, help="page views per replication")
+    add_publish_option(parser)
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(12345)
@@ -85,21 +87,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if abs(true_gap) > (gap.high - gap.low) / 2:
                     half_cases += 1
                     half_wrong += wrong
-    print(
+    lines = [
         f"Truth (clicks per page view): target {target_value:.4f}, serving "
-        f"{serving_value:.4f}, reversed top {reversed_value:.4f}.\n"
-    )
-    print(f"| estimate | coverage of the 95 % interval ({runs} runs, {refused} refused) |")
-    print("|---|---:|")
-    for name, hits in covered.items():
-        print(f"| {name} | {hits / max(runs, 1):.3f} |")
-    print(
+        f"{serving_value:.4f}, reversed top {reversed_value:.4f}.\n",
+        f"| estimate | coverage of the 95 % interval ({runs} runs, {refused} refused) |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {hits / max(runs, 1):.3f} |" for name, hits in covered.items()]
+    lines.append(
         f"\nSign of a pbm difference: true difference larger than the interval's width "
         f"in {width_cases} cases, wrong sign in {width_wrong}; larger than half the width "
         f"in {half_cases} cases, wrong sign in {half_wrong}.\n"
     )
-    print("| explored pages (about) | curve's max abs error, mean of 5 seeds | worst |")
-    print("|---:|---:|---:|")
+    lines.append("| explored pages (about) | curve's max abs error, mean of 5 seeds | worst |")
+    lines.append("|---:|---:|---:|")
     for pages in (2_000, 8_000, 32_000):
         errors = [
             estimate_position_bias(
@@ -110,7 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             .max_abs_error
             for s in range(5)
         ]
-        print(f"| {pages // 10:,} | {np.mean(errors):.4f} | {np.max(errors):.4f} |")
+        lines.append(f"| {pages // 10:,} | {np.mean(errors):.4f} | {np.max(errors):.4f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.publish:
+        publish(args.publish, text)
     return 0
 
 

@@ -110,7 +110,9 @@ def run_seed(
     rows = []
     for estimator in ESTIMATORS:
         for name, place in targets.items():
-            rows.append(Row(seed, estimator, name, truth[name], estimate(estimator, logged, place, inputs)))
+            rows.append(
+                Row(seed, estimator, name, truth[name], estimate(estimator, logged, place, inputs))
+            )
         diff = difference(estimator, logged, targets["candidate"], targets["base"], inputs)
         rows.append(
             Row(seed, estimator, "candidate - base", truth["candidate"] - truth["base"], diff)

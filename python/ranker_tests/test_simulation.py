@@ -7,18 +7,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from datetime import timedelta
 from math import log2
 from pathlib import Path
 
 import grpc
 import numpy as np
-import polars as pl
 import pytest
 
 from ranker.cli import main
-from ranker.data.world import START, NewsWorld, WorldConfig
-from ranker.simulation.live import daily_serving, day_tick, serving_chart
+from ranker.data.world import NewsWorld, WorldConfig
 from ranker.simulation.readers import steps, worker_of
 from ranker.simulation.run import SimulationResult, request_id, simulate
 from ranker.simulation.truth import true_ndcg
@@ -252,37 +249,3 @@ def test_simulate_help_and_a_server_that_does_not_answer(
         main(["simulate", "--server", "no-port", "--out", str(tmp_path)])
     assert exit_.value.code == 2
     assert "'no-port' is not HOST:PORT" in capsys.readouterr().err
-
-
-def test_theserving_chart_marks_the_runs_last_instant_as_a_partial_day(tmp_path: Path) -> None:
-    """The world puts its last page views at exactly its end: on a day of
-    their own, which the chart must not draw as a collapse."""
-    hours = [1.0, 5.0, 30.0, 31.0, 47.0, 48.0, 48.0]
-    truth = pl.DataFrame(
-        {
-            "time": [START + timedelta(hours=h) for h in hours],
-            "model_version": ["v1", "v1", "v1", "v2", "v2", "v1", "v2"],
-            "true_ndcg10": [0.5, 0.7, 0.6, 0.8, 0.6, 0.1, 0.2],
-        }
-    )
-    daily = daily_serving(truth, hours=48.0)
-    by_point = {
-        (r["day_number"], r["model_version"]): (r["page_views"], r["partial"])
-        for r in daily.iter_rows(named=True)
-    }
-    assert by_point == {
-        (1, "v1"): (2, False),
-        (2, "v1"): (1, False),
-        (2, "v2"): (2, False),
-        (3, "v1"): (1, True),
-        (3, "v2"): (1, True),
-    }
-    assert daily.filter(pl.col("day_number") == 3)["day_page_views"].to_list() == [2, 2]
-    assert day_tick(3, "2026-01-07", 2, True) == "day 3 (01-07)\npartial: 2 page views"
-    assert day_tick(1, "2026-01-05", 1234, False) == "day 1 (01-05)\n1,234 page views"
-    phase = tmp_path / "phase"
-    phase.mkdir()
-    truth.write_parquet(phase / "truth.parquet")
-    chart = serving_chart([phase], tmp_path / "serving.png", 48.0)
-    assert chart.read_bytes()[:4] == b"\x89PNG"
-    assert pl.read_csv(tmp_path / "serving.csv").height == daily.height

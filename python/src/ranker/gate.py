@@ -243,9 +243,7 @@ def _offpolicy_checks(
     best_name, best_positions, best_value = "", candidate, -np.inf
     # A feature of the reader or the moment is one value per page: ordering
     # by it leaves the page in the logger's order, which is no baseline.
-    varies = served.test.table.group_by("impression_id").agg(
-        pl.col(feature_names).n_unique().max()
-    )
+    varies = served.test.table.group_by("impression_id").agg(pl.col(feature_names).n_unique().max())
     for j, name in enumerate(feature_names):
         if varies[name].max() == 1:
             continue

@@ -168,7 +168,8 @@ def run_live(
 
         night_dir = out / "nights" / f"night-{day}"
         decision = outcome = None
-        ran, served_today = canary, serving
+        ran: str | None = canary
+        served_today = serving
         if canary is not None:
             decision, outcome, serving = _decide_canary(
                 exposures, day_dir, night_dir, day, serving, canary, gate_verdict, plan, scrape

@@ -166,11 +166,11 @@ def daily_readout(
         .sort("day")
     )
     later = pages.filter(pl.col("day") > warmup_days)
-    s, f, o = (float(later[c].mean() or np.nan) for c in ("served", "frozen", "oracle"))
+    s, f, o = (float(np.nanmean(later[c].to_numpy())) for c in ("served", "frozen", "oracle"))
     closed = (s - f) / (o - f) if o - f > 0 else float("nan")
     explored = pages.filter(pl.col("explored"))
     share = explored.height / pages.height
-    cost = float((explored["deterministic"] - explored["served"]).mean() or 0.0)
+    cost = float(np.mean((explored["deterministic"] - explored["served"]).to_numpy()))
     chart = _chart(daily, warmup_days, out / "readout.png")
     daily.write_csv(out / "readout.csv")
     page = out / "readout.md"
@@ -240,7 +240,7 @@ def _booster(out: Path, version: str) -> lgb.Booster:
     raise FileNotFoundError(f"{version}: no model.txt under {models}")
 
 
-def _ndcg(grades: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
+def _ndcg(grades: np.ndarray, scores: Any, groups: np.ndarray) -> np.ndarray:
     result: np.ndarray = per_query(grades, np.asarray(scores, np.float64), groups, ks=(CUTOFF,))[
         f"ndcg@{CUTOFF}"
     ]
