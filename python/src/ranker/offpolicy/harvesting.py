@@ -174,7 +174,11 @@ def _fit(shown: Floats, clicked: Floats) -> Floats:
         grad = place_clicks - cell_clicks @ w
         hess = np.einsum("c,cp,cq->pq", cell_clicks, w, w) - np.diag(cell_clicks @ w)
         step = np.zeros_like(u)
-        step[1:] = np.linalg.solve(hess[1:, 1:], -grad[1:])
+        try:
+            step[1:] = np.linalg.solve(hess[1:, 1:], -grad[1:])
+        except np.linalg.LinAlgError:
+            # Only a sparse bootstrap replicate gets here: it counts as not estimable.
+            return theta
         before, t = loglik(u), 1.0
         while loglik(u + t * step) < before - 1e-12 and t > 1e-6:
             t /= 2
