@@ -21,6 +21,7 @@ STAGES = (
     "data",
     "embeddings",
     "features",
+    "offpolicy",
     "training",
     "evaluation",
     "export",

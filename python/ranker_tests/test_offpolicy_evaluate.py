@@ -16,7 +16,7 @@ import pytest
 from ranker.cli import main
 from ranker.data.schema import ClickLog
 from ranker.data.world import click_probability
-from ranker.offpolicy.evaluate import SERVING, offpolicy_evaluate
+from ranker.experiments.offpolicy import SERVING, offpolicy_evaluate
 from ranker.pipeline import TrainedVersion
 
 EPSILON, DEPTH = 0.2, 3
@@ -92,7 +92,7 @@ def served(small_log: ClickLog, tmp_path_factory: pytest.TempPathFactory) -> Ser
 def exposures_read(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     """read_exposures as it reads once the server logs propensities."""
     monkeypatch.setattr(
-        "ranker.offpolicy.evaluate.read_exposures", lambda directory: served.exposures
+        "ranker.experiments.offpolicy.read_exposures", lambda directory: served.exposures
     )
 
 

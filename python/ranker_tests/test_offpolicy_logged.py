@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from ranker.offpolicy.logged import LOGGED_COLUMNS, logged_feedback
+from ranker.experiments.feedback import LOGGED_COLUMNS, logged_feedback
 
 T0 = datetime(2026, 12, 1, 8, tzinfo=UTC)
 

@@ -58,7 +58,7 @@ def _exposures(args: argparse.Namespace) -> int:
 
 def _position_bias(args: argparse.Namespace, exposures: pl.LazyFrame) -> None:
     """Estimate the examination curve from the explored pages and write it."""
-    from ranker.offpolicy.logged import logged_feedback
+    from ranker.experiments.feedback import logged_feedback
     from ranker.offpolicy.position_bias import estimate_position_bias
 
     if args.clicks is None:

@@ -177,8 +177,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_off_policy(args: argparse.Namespace) -> int:
+    from ranker.experiments.offpolicy import offpolicy_evaluate
     from ranker.offpolicy.estimators import ESTIMATORS
-    from ranker.offpolicy.evaluate import offpolicy_evaluate
     from ranker.offpolicy.position_bias import PositionBias
 
     missing = [f"--{f}" for f in ("exposures", "clicks", "articles") if getattr(args, f) is None]

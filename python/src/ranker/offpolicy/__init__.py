@@ -1,6 +1,9 @@
-"""Off-policy evaluation from the server's exposure log: logged feedback
-with propensities, position bias from explored pages, ranking estimators,
-and the `ranker evaluate --off-policy` report."""
+"""Off-policy estimation on logged rankings: position bias from explored
+pages or from an experiment's variants (intervention harvesting), ranking
+estimators with intervals, and a reward model. Reading the server's
+exposure log into these rows, and the `ranker evaluate --off-policy`
+report, live with the experiments (`ranker.experiments.feedback`,
+`ranker.experiments.offpolicy`)."""
 
 from ranker.offpolicy.estimators import (
     ESTIMATORS,
@@ -15,7 +18,6 @@ from ranker.offpolicy.estimators import (
     positions_by,
     snips,
 )
-from ranker.offpolicy.logged import logged_feedback
 from ranker.offpolicy.position_bias import (
     PositionBias,
     TooLittleExploration,
@@ -33,7 +35,6 @@ __all__ = [
     "estimate",
     "estimate_position_bias",
     "iips",
-    "logged_feedback",
     "logged_order_positions",
     "pbm",
     "positions_by",

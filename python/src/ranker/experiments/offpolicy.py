@@ -22,6 +22,7 @@ import numpy.typing as npt
 import polars as pl
 
 from ranker.experiments.exposure import click_log, read_exposures
+from ranker.experiments.feedback import logged_feedback
 from ranker.export.artifact import METADATA_JSON, MODEL_TXT
 from ranker.features.build import build_features
 from ranker.features.spec import SEMANTIC_FEATURES, model_features
@@ -34,7 +35,6 @@ from ranker.offpolicy.estimators import (
     logged_order_positions,
     positions_by,
 )
-from ranker.offpolicy.logged import logged_feedback
 from ranker.offpolicy.position_bias import (
     POSITION_BIAS_FILE,
     PositionBias,
