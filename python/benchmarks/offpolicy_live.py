@@ -147,10 +147,15 @@ def table(rows: list[Row], readers: int, share: float, depth: int) -> str:
                 clear = [r for r in ok if abs(r.truth) > (r.estimate.high - r.estimate.low) / 2]
                 right = sum(np.sign(r.estimate.value) == np.sign(r.truth) for r in clear)
                 sign = f"{right} of {len(clear)}"
+            if not ok:
+                lines.append(
+                    f"| {estimator} | {target} | n/a | 0 of {len(some)} (refused: "
+                    f"{some[0].estimate.reason}) | - | - | - |"
+                )
+                continue
             lines.append(
-                f"| {estimator} | {target} | {covered / len(ok) if ok else float('nan'):.0%} "
-                f"({covered} of {len(ok)}) | {len(ok)} of {len(some)} | {bias:+.4f} "
-                f"| {width:.4f} | {sign} |"
+                f"| {estimator} | {target} | {covered / len(ok):.0%} ({covered} of {len(ok)}) "
+                f"| {len(ok)} of {len(some)} | {bias:+.4f} | {width:.4f} | {sign} |"
             )
     return "\n".join(lines) + "\n"
 
