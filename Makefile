@@ -350,7 +350,7 @@ bench-decision: $(SETUP_STAMP) ## A/A decision rate, power and interval coverage
 	cd python && $(PY) -m benchmarks.experiment_error_rates --seeds 1000 --readers 2000 8000 16000 --lift 0.1 --publish $@
 
 .PHONY: bench-drift
-bench-drift: $(SETUP_STAMP) ## How fast a frozen model decays: true NDCG@10 per day of a model trained on 2 days vs retrained nightly, stationary vs changing world, 3 seeds (~20 min)
+bench-drift: $(SETUP_STAMP) ## How fast a frozen model decays: true NDCG@10 per day of a model trained on 2 days vs retrained nightly, stationary vs changing world, 3 seeds (~35 min on 2 busy cores)
 	cd python && $(PY) -m benchmarks.world_drift --seeds 1 2 3 --readers 2500 --days 6 --publish $@
 
 .PHONY: bench-loop
