@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
 
@@ -41,7 +40,14 @@ from benchmarks.publish import add_publish_option, publish
 from ranker.data.world import START, NewsWorld, WorldConfig, click_probability
 from ranker.export.version import republish
 from ranker.features.spec import FEATURE_NAMES
-from ranker.offpolicy.estimators import Estimate, Inputs, difference, estimate, positions_by
+from ranker.offpolicy.estimators import (
+    Estimate,
+    Inputs,
+    difference,
+    estimate,
+    logged_order_positions,
+    positions_by,
+)
 from ranker.offpolicy.position_bias import estimate_position_bias
 from ranker.offpolicy.reward import fit_reward_model
 from ranker.serving.process import ServerProcess, ort_library_path
@@ -87,16 +93,23 @@ def run_seed(
     before, held_out = table.filter(pl.col("time") < cut), table.filter(pl.col("time") >= cut)
     splits = time_split(before)
     candidate = train(splits[0].data, splits[1].data, names).naive_booster
-    base = lgb.Booster(model_file=str(model / "model.txt"))
     logged = logged_rows(held_out)
     features = held_out.select(names).to_numpy().astype(np.float32)
+    # The base model's own order is the one the server logged (its scores):
+    # features rebuilt offline differ from the server's on a few percent of
+    # rows, where a page view was ranked before another reader's events of
+    # the same simulated hour arrived (the simulator's workers run a step
+    # in parallel), and a target that differs from the logger there has no
+    # support under iips.
+    rng = np.random.default_rng(seed)
+    jitter = rng.uniform(0.0, 1e-9, held_out.height)  # baselines tie: at random
     keys = {
         "candidate": candidate.predict(features),
-        "base": base.predict(features),
-        "most popular": held_out["article_clicks_24h"].to_numpy().astype(np.float64),
-        "most recent": -held_out["article_age_hours"].to_numpy().astype(np.float64),
+        "most popular": held_out["article_clicks_24h"].to_numpy().astype(np.float64) + jitter,
+        "most recent": -held_out["article_age_hours"].to_numpy().astype(np.float64) + jitter,
     }
     targets = {name: positions_by(logged, key) for name, key in keys.items()}
+    targets["base"] = logged_order_positions(logged)
     utility = held_out["true_utility"].to_numpy().astype(np.float64)
     pages = held_out["request_id"].n_unique()
     truth = {

@@ -76,6 +76,12 @@ def test_a_good_candidate_passes_and_its_reverse_is_refused(tmp_path: Path) -> N
         "off-policy vs best single feature": True,
     }, passed.failures()
 
+    versus = next(c for c in passed.checks if c["check"] == "off-policy vs serving")
+    assert versus["estimated"] is True
+    low, value, high = (float(str(versus[k])) for k in ("low", "difference", "high"))
+    assert low <= value <= high
+    assert value > 0  # the good model against its reverse
+
     _serving(tmp_path / "better", good)
     refused = run_gate(gate, bad, split.data, NAMES, None, tmp_path / "better", "m", served)
     checks = _checks(refused)
@@ -109,6 +115,7 @@ def test_too_little_exploration_leaves_the_decision_to_the_canary(tmp_path: Path
     detail = next(c for c in report.checks if c["check"] == "off-policy vs serving")
     assert "cannot estimate off-policy" in str(detail["detail"])
     assert "the canary decides" in str(detail["detail"])
+    assert detail["estimated"] is False
 
 
 def test_logged_rows_name_the_device_and_keep_the_order() -> None:

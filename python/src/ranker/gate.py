@@ -22,6 +22,7 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from ranker.evaluation.metrics import per_query
@@ -59,8 +60,10 @@ class GateReport:
     passed: bool = True
     checks: list[dict[str, object]] = field(default_factory=list)
 
-    def check(self, name: str, ok: bool, detail: str) -> None:
-        self.checks.append({"check": name, "passed": ok, "detail": detail})
+    def check(self, name: str, ok: bool, detail: str, **figures: object) -> None:
+        """A check's verdict, in words, and its figures for whoever acts on
+        them (the live loop reads the off-policy difference)."""
+        self.checks.append({"check": name, "passed": ok, "detail": detail, **figures})
         self.passed = self.passed and ok
 
     def failures(self) -> list[str]:
@@ -172,8 +175,9 @@ class ServedEvidence:
     why_no_curve: str | None = None
 
 
-# The simple rankers a candidate must beat off-policy: most popular as the
-# evaluation report counts it, and every single feature in either direction.
+# The simple rankers a candidate must beat off-policy: most popular (clicks
+# in the last 24 h, as the evaluation report counts it), and every single
+# feature that varies within a page, in either direction.
 POPULAR_FEATURE = "article_clicks_24h"
 
 
@@ -191,7 +195,7 @@ def _offpolicy_checks(
 
     if served.curve is None:
         why = f"cannot estimate off-policy ({served.why_no_curve}); the canary decides"
-        report.check("off-policy vs serving", True, why)
+        report.check("off-policy vs serving", True, why, estimated=False)
         return
     rows = logged_rows(served.test.table)
     inputs = Inputs(position_bias=served.curve)
@@ -200,14 +204,17 @@ def _offpolicy_checks(
     value = estimate(ESTIMATOR, rows, candidate, inputs)
     if not value.supported:
         why = f"cannot estimate off-policy ({value.reason}); the canary decides"
-        report.check("off-policy vs serving", True, why)
+        report.check("off-policy vs serving", True, why, estimated=False)
         return
     said = f"{ESTIMATOR} estimate of clicks per page view {_interval(value)}"
 
     serving = serving_version(models_root, model_name)
     if serving is None:
         report.check(
-            "off-policy vs serving", True, f"{said}; no version of {model_name} serves yet"
+            "off-policy vs serving",
+            True,
+            f"{said}; no version of {model_name} serves yet",
+            estimated=False,
         )
     else:
         meta = json.loads((serving / artifact.METADATA_JSON).read_text())
@@ -218,6 +225,7 @@ def _offpolicy_checks(
                 "off-policy vs serving",
                 True,
                 f"{said}; {serving.name} needs features the log lacks ({', '.join(missing)})",
+                estimated=False,
             )
         else:
             current = lgb.Booster(model_file=serving / artifact.MODEL_TXT)
@@ -231,9 +239,23 @@ def _offpolicy_checks(
                 diff.low >= need,
                 f"{said}, serving {serving.name} {_interval(base)}; difference "
                 f"{_interval(diff, signed=True)} (its lower end needs >= {need:+.4f})",
+                estimated=True,
+                difference=diff.value,
+                low=diff.low,
+                high=diff.high,
             )
 
-    popular = positions_by(rows, served.test.table[POPULAR_FEATURE].to_numpy())
+    # Baselines tie often (fresh stories have no clicks yet): ties broken
+    # at random, not in the serving model's order, which would lend them
+    # its ranking.
+    rng = np.random.default_rng(0)
+
+    def untied(key: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+        values = np.asarray(key, np.float64)
+        spread = float(np.nanstd(values)) or 1.0
+        return values + rng.uniform(0.0, 1e-9 * spread, values.size)
+
+    popular = positions_by(rows, untied(served.test.table[POPULAR_FEATURE].to_numpy()))
     diff = difference(ESTIMATOR, rows, candidate, popular, inputs)
     report.check(
         "off-policy beats most popular",
@@ -248,14 +270,11 @@ def _offpolicy_checks(
         if varies[name].max() == 1:
             continue
         for sign, direction in ((1.0, "highest"), (-1.0, "lowest")):
-            positions = positions_by(rows, sign * features[:, j])
-            single = estimate(ESTIMATOR, rows, positions, inputs).value
-            if single > best_value:
-                best_name, best_positions, best_value = (
-                    f"{name} ({direction} first)",
-                    positions,
-                    single,
-                )
+            positions = positions_by(rows, untied(sign * features[:, j]))
+            single = estimate(ESTIMATOR, rows, positions, inputs)
+            if single.supported and single.value > best_value:
+                best_name, best_positions = f"{name} ({direction} first)", positions
+                best_value = single.value
     diff = difference(ESTIMATOR, rows, candidate, best_positions, inputs)
     # The best of some forty orderings, chosen on these very pages, is
     # flattered by the choice: the candidate fails only when it is clearly

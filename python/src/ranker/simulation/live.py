@@ -10,10 +10,11 @@ Day by day (`LivePlan`):
 - every night from then on:
   1. the canary that ran that day, if any, is decided by its experiment:
      stopped (harm, or a guardrail) means rolled back; shipped means
-     promoted; no decision yet means promoted when the off-policy estimate
-     found it no worse than what served (the gate's non-inferiority check),
-     and rolled back when the log could not support an estimate (then the
-     canary alone had to decide, and it did not);
+     promoted; no decision yet means promoted when the gate's off-policy
+     estimate of (canary - serving) was at least 0 (its loss bounded by the
+     gate's non-inferiority check), and rolled back otherwise or when the
+     log could not support an estimate (then the canary alone had to
+     decide, and it did not);
   2. a candidate is trained from every exposure the server logged so far,
      joined with the readers' clicks, through the same pipeline and release
      gate as any model (`ranker train` on the served log: position bias
@@ -140,6 +141,7 @@ def run_live(
     ]
     serving, canary = BASE, None
     gate_verdict: str | None = None
+    offpolicy: float | None = None  # the gate's (canary - serving) estimate
     nights: list[Night] = []
     versions = 1
     day_dirs: list[Path] = []
@@ -172,7 +174,7 @@ def run_live(
         served_today = serving
         if canary is not None:
             decision, outcome, serving = _decide_canary(
-                exposures, day_dir, night_dir, day, serving, canary, gate_verdict, plan, scrape
+                exposures, day_dir, night_dir, day, serving, canary, offpolicy, plan, scrape
             )
             if serving != canary:  # rolled back: the canary leaves the served versions
                 _set_aside(models, canary, registry, outcome)
@@ -182,6 +184,7 @@ def run_live(
             say(f"  night {day}: the canary {canary}: {outcome}")
             canary = None
         candidate = gate_verdict = None
+        offpolicy = None
         if day < plan.days:
             versions += 1
             candidate = f"v{versions}"
@@ -197,7 +200,8 @@ def run_live(
                     tracking_uri=tracking_uri,
                     canary=True,
                 )
-                gate_verdict = _gate_summary(trained.export.directory / "report" / "gate.json")
+                gate_json = trained.export.directory / "report" / "gate.json"
+                gate_verdict, offpolicy = _gate_summary(gate_json), _offpolicy_difference(gate_json)
                 canary = candidate
                 say(f"  night {day}: {candidate} trained; the release gate passed ({gate_verdict})")
             except GateFailed as refused:
@@ -236,12 +240,13 @@ def _decide_canary(
     day: int,
     serving: str,
     canary: str,
-    gate_verdict: str | None,
+    offpolicy: float | None,
     plan: LivePlan,
     scrape: str,
 ) -> tuple[str, str, str]:
     """The canary's experiment over its day: (decision, outcome in plain
-    words, what serves from now on)."""
+    words, what serves from now on). `offpolicy` is the gate's estimate of
+    (canary - serving) clicks per page view, None when it made none."""
     experiment, views = page_views(
         read_exposures(exposures),
         pl.scan_parquet(day_dir / CLICKS_FILE),
@@ -263,21 +268,26 @@ def _decide_canary(
     )
     write(report, night_dir / "experiment")
     decided = next(d for d in report.decisions if d.variant == "canary")
-    estimated = gate_verdict is not None and "cannot estimate" not in gate_verdict
     if decided.decision is Decision.SHIP:
         return "ship", f"promoted: the experiment shipped it ({decided.reason})", canary
-    if decided.decision is Decision.KEEP_RUNNING and estimated:
+    if decided.decision is Decision.KEEP_RUNNING and offpolicy is not None and offpolicy >= 0:
         return (
             "keep running",
-            "promoted: the off-policy estimate found it no worse than "
-            f"{serving} and a day of canary found no harm ({decided.reason})",
+            f"promoted: off-policy it was ahead of {serving} ({offpolicy:+.4f} clicks per page "
+            f"view, its loss bounded by the gate) and a day of canary found no harm "
+            f"({decided.reason})",
             canary,
         )
     if decided.decision is Decision.KEEP_RUNNING:
+        why = (
+            "the log could not support an off-policy comparison"
+            if offpolicy is None
+            else f"off-policy it was behind {serving} ({offpolicy:+.4f} clicks per page view)"
+        )
         return (
             "keep running",
-            f"rolled back: the log could not support an off-policy estimate and the canary "
-            f"did not decide ({decided.reason}); {serving} serves",
+            f"rolled back: {why} and the canary did not decide ({decided.reason}); "
+            f"{serving} serves",
             serving,
         )
     return decided.decision.value, f"rolled back: {decided.reason}; {serving} serves", serving
@@ -301,6 +311,15 @@ def _served_log(exposures: Path, day_dirs: list[Path], out: Path) -> None:
         read_exposures(exposures), clicks, pl.read_parquet(day_dirs[-1] / ARTICLES_FILE)
     )
     log.write(out)
+
+
+def _offpolicy_difference(gate_json: Path) -> float | None:
+    """The gate's off-policy estimate of (candidate - serving) clicks per
+    page view, or None when it made no comparison."""
+    for check in json.loads(gate_json.read_text())["checks"]:
+        if check["check"] == "off-policy vs serving" and check.get("estimated"):
+            return float(check["difference"])
+    return None
 
 
 def _gate_summary(gate_json: Path) -> str:
