@@ -20,6 +20,7 @@ numbers as CSV.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -95,6 +96,9 @@ def daily_readout(
     names = list(FEATURE_NAMES)
     features = table.select(names).to_numpy().astype(np.float32)
     frozen = lgb.Booster(model_file=str(base_model / "model.txt"))
+    # The base model reads its own features (a semantic model reads more).
+    frozen_names = json.loads((base_model / "metadata.json").read_text())["feature_names"]
+    frozen_rows = table.select(frozen_names).to_numpy().astype(np.float32)
     pages = table.group_by("impression_id", maintain_order=True).agg(
         pl.col("request_id").first(), pl.col("time").first(), pl.col("explored").first()
     )
@@ -105,7 +109,7 @@ def daily_readout(
         .cast(pl.Int64)
         .clip(upper_bound=len(day_dirs))  # the run's last instant belongs to its last day
         .alias("day"),
-        frozen=_ndcg(grades, frozen.predict(features), groups),
+        frozen=_ndcg(grades, frozen.predict(frozen_rows), groups),
         deterministic=deterministic,
     )
     oracle = np.full(len(pages), np.nan)
