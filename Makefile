@@ -354,10 +354,10 @@ bench-drift: $(SETUP_STAMP) ## How fast a frozen model decays: true NDCG@10 per 
 	cd python && $(PY) -m benchmarks.world_drift --seeds 1 2 3 --readers 2500 --days 6 --publish $@
 
 .PHONY: bench-loop
-bench-loop: $(SETUP_STAMP) $(MODELS)/$(MODEL_NAME) build ## The nightly loop over 10 seeds: served vs frozen vs oracle, retrains vs what served, exploration cost, position-bias error (~40 min)
+bench-loop: $(SETUP_STAMP) $(MODELS)/$(MODEL_NAME) build ## The nightly loop over 10 seeds: served vs frozen vs oracle, retrains vs what served, exploration cost, position-bias error (~40 min on 2 busy cores)
 	cd python && $(PY) -m benchmarks.learning_loop --server $(SERVER) \
 		--model $$(ls -d $(abspath $(MODELS)/$(MODEL_NAME))/*/ | tail -1) \
-		--seeds 10 --readers 800 --days 5 --out $(abspath data/bench/learning_loop.md) --publish $@
+		--seeds 10 --readers 1500 --days 5 --out $(abspath data/bench/learning_loop.md) --publish $@
 
 .PHONY: bench-ope
 bench-ope: $(SETUP_STAMP) $(MODELS)/$(MODEL_NAME) build ## Off-policy estimates against the simulated truth, the real server writing the log, 20 seeds (~20 min)
