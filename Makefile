@@ -369,6 +369,10 @@ bench-ope: $(SETUP_STAMP) $(MODELS)/$(MODEL_NAME) build ## Off-policy estimates 
 bench-ope-synthetic: $(SETUP_STAMP) ## Off-policy interval coverage and position-bias error on a synthetic position-based world, 20 seeds x 50 replications (~5 min)
 	cd python && $(PY) -m benchmarks.offpolicy_coverage --publish $@
 
+.PHONY: bench-harvest
+bench-harvest: $(SETUP_STAMP) ## Position bias by intervention harvesting against the known curve, 20 seeds (~1 min)
+	cd python && $(PY) -m benchmarks.harvest_position_bias --publish $@
+
 .PHONY: bench-live
 bench-live: $(SETUP_STAMP) build $(TEST_MODEL)/metadata.json ## A/A false decisions, power, NDCG interval coverage and page views to detect (A/B vs interleaving) with simulated readers on the real server, 20 seeds (~15 min)
 	cd python && $(PY) -m benchmarks.live_error_rates --server $(SERVER) --model $(TEST_MODEL) \
