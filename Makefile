@@ -188,7 +188,7 @@ demo: $(RUNTIME_STAMP) train build ## Install the runtime, train on the default 
 	$(RANKER) demo --server $(SERVER) --model $(MODELS)/$(MODEL_NAME) --data $(DATA)
 
 LIVE_OUT ?= live
-live: $(RUNTIME_STAMP) $(MODELS)/$(MODEL_NAME) build ## The nightly loop on the real server: simulated readers, exploration, a retrain every night from its logs, off-policy gate, canary, decision, readout (LIVE_OUT=live, ~9 min)
+live: $(RUNTIME_STAMP) $(MODELS)/$(MODEL_NAME) build ## The nightly loop on the real server: simulated readers, exploration, a retrain every night from its logs, off-policy gate, canary, decision, readout (LIVE_OUT=live, 5-9 min)
 	rm -rf $(LIVE_OUT)
 	$(RANKER) live --server-binary $(SERVER) --base-model $(MODELS)/$(MODEL_NAME) --out $(LIVE_OUT)
 
