@@ -15,7 +15,12 @@ import numpy as np
 import polars as pl
 
 from ranker.gate import POPULAR_FEATURE, Gate, ServedEvidence, run_gate
-from ranker.training.counterfactual import is_served_log, logged_rows, position_bias
+from ranker.training.counterfactual import (
+    is_served_log,
+    logged_rows,
+    position_bias,
+    why_not_served,
+)
 from ranker.training.dataset import TimeSplit
 from ranker_tests.offpolicy_world import simulate
 
@@ -124,3 +129,19 @@ def test_logged_rows_name_the_device_and_keep_the_order() -> None:
     assert rows.height == split.table.height
     assert rows["device"].unique().to_list() == ["mobile"]
     assert rows["position"].to_list() == split.table["position"].to_list()
+
+
+def test_a_log_with_propensities_on_some_pages_says_why_it_is_not_served() -> None:
+    table = _served_split(6).table
+    assert why_not_served(table) is None  # every page carries them
+    assert why_not_served(table.drop("propensity")) is None  # an editor's log
+    older = table.with_columns(
+        pl.when(pl.col("impression_id") < 100)
+        .then(None)
+        .otherwise(pl.col("propensity"))
+        .alias("propensity")
+    )
+    assert not is_served_log(older)
+    why = why_not_served(older)
+    assert why is not None
+    assert why.startswith("100 of 6,000 page views have no propensity")

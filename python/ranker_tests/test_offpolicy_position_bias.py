@@ -15,6 +15,7 @@ from ranker.offpolicy.position_bias import (
     MIN_EXPLORED_PAGES,
     PositionBias,
     TooLittleExploration,
+    _curve,
     estimate_position_bias,
 )
 from ranker_tests.offpolicy_world import simulate, theta
@@ -83,3 +84,18 @@ def test_a_log_without_exploration_is_refused_in_words() -> None:
     world = simulate(np.random.default_rng(2), pages=500, epsilon=0.0, depth=3)
     with pytest.raises(TooLittleExploration, match="nothing is randomised"):
         estimate_position_bias(world.logged)
+
+
+def test_sparse_resamples_never_give_a_zero_or_missing_examination() -> None:
+    """A place with one click in 100 pages has no click in a third of the
+    resamples; place 0 with three has none in some: the replicates the pbm
+    interval divides by must stay positive and finite."""
+    shown = np.ones((100, 3), np.int64)
+    clicked = np.zeros((100, 3), np.int64)
+    clicked[:3, 0] = 1
+    clicked[5:7, 1] = 1
+    clicked[9, 2] = 1
+    curve = _curve(shown, clicked, 3, 6, 300, np.random.default_rng(0))
+    assert np.isfinite(curve.replicates).all()
+    assert (curve.replicates > 0).all()
+    assert curve.replicates.shape == (300, 6)

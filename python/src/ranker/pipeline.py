@@ -43,6 +43,7 @@ from ranker.training.counterfactual import (
     fit_ips_weighted,
     is_served_log,
     position_bias,
+    why_not_served,
 )
 from ranker.training.dataset import RankData, TimeSplit, time_split
 from ranker.training.distributed import DaskCluster, Distribution
@@ -130,6 +131,7 @@ class ClickLogSource:
         served = None
         if is_served_log(table):
             served = ServedLog(train_split, valid_split, position_bias(table))
+        partly_served = why_not_served(table)
         test_ids = (
             test_split.table["impression_id"]
             .unique(maintain_order=True)
@@ -152,6 +154,7 @@ class ClickLogSource:
                 "click_rate": float(table.select(pl.col("clicked").mean()).item()),
                 "time_range": [str(table["time"].min()), str(table["time"].max())],
                 **self._embedding_summary(),
+                **({"not_a_served_log": partly_served} if partly_served else {}),
                 "splits": {
                     s.name: {
                         "rows": s.table.height,
@@ -273,6 +276,8 @@ def train_and_export(
         fit = _trainer(cluster, cluster_scope, say, rounds)
         with say.stage("features"):
             data = source.load()
+        if "not_a_served_log" in data.summary:  # said even when quiet: a user expects it
+            print(f"warning: {data.summary['not_a_served_log']}", file=sys.stderr, flush=True)
         if data.served is not None and cluster is not None:
             raise ValueError(
                 "a served log trains on this machine (counterfactual training is not "

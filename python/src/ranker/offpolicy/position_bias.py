@@ -288,8 +288,16 @@ def _curve(
         clicks=np.concatenate([clicks_k, pad]),
         extrapolated=np.arange(places) >= depth,
         eta=eta,
-        replicates=np.nan_to_num(reps, nan=1.0),
+        replicates=_usable(reps, estimate),
     )
+
+
+def _usable(reps: Floats, estimate: Floats) -> Floats:
+    """Bootstrap replicates as the estimators divide by them: a resample
+    with no click at a place (theta 0) or none at place 0 (no ratio at all)
+    says only that the place is rare in that resample; it takes the point
+    estimate there rather than a weight of infinity or a flat curve of 1."""
+    return np.where(np.isfinite(reps) & (reps > 0), reps, estimate[None, :])
 
 
 def _shuffled_counts(

@@ -46,6 +46,24 @@ def is_served_log(table: pl.DataFrame) -> bool:
     )
 
 
+def why_not_served(table: pl.DataFrame) -> str | None:
+    """Why a log that carries propensities on some rows is not treated as a
+    served log (None when it carries them on all, or on none: an editor's
+    log): said in the training summary rather than passed over in silence."""
+    if "propensity" not in table.columns or is_served_log(table):
+        return None
+    missing = table.filter(pl.col("propensity").is_null())["impression_id"].n_unique()
+    pages = table["impression_id"].n_unique()
+    if missing == pages:
+        return None
+    return (
+        f"{missing:,} of {pages:,} page views have no propensity (logged before exploration, "
+        "or interleaved): trained as a plain click log, without the examination curve, the "
+        "inverse propensity weights or the off-policy gate; keep only explored-era exposures "
+        "to use them"
+    )
+
+
 def logged_rows(table: pl.DataFrame) -> pl.DataFrame:
     """A feature table's rows as `ranker.offpolicy` reads them (one per
     shown item, in the table's order)."""
