@@ -121,19 +121,11 @@ def _table(rows: dict[str, Estimate], what: str) -> str:
 def _request_features(
     exposures: pl.LazyFrame, clicks: pl.LazyFrame, articles: pl.DataFrame
 ) -> pl.DataFrame:
-    """The feature rows of every logged item, keyed by request_id and
-    article_id (click_log numbers the requests by time, then request id)."""
+    """The feature rows of every logged item, keyed by request_id (which the
+    click log and its feature table carry) and article_id."""
     log = click_log(exposures, clicks, articles)
     table = build_features(log.impressions.lazy(), log.articles.lazy())
-    ids = (
-        exposures.select("request_id", "time")
-        .unique("request_id")
-        .sort("time", "request_id")
-        .with_row_index("impression_id")
-        .select("request_id", pl.col("impression_id").cast(pl.Int64))
-        .collect()
-    )
-    return table.join(ids, on="impression_id").with_columns(pl.col("article_id").cast(pl.String))
+    return table.with_columns(pl.col("article_id").cast(pl.String))
 
 
 def _load_model(directory: Path) -> tuple[lgb.Booster, list[str]]:
@@ -199,6 +191,14 @@ def offpolicy_evaluate(
         how="left",
         maintain_order="left",
     )
+    unmatched = logged.filter(pl.col(names[0]).is_null() & pl.col("request_id").is_not_null())
+    if unmatched.height:
+        # A logged item without its feature row would be scored on missing
+        # features without a word; the two views of the log must agree.
+        raise ValueError(
+            f"exposures: {unmatched.height:,} logged items have no feature row (e.g. request "
+            f"{unmatched['request_id'][0]!r}, article {unmatched['article_id'][0]!r})"
+        )
     notes: list[str] = []
     held = logged
     if since is not None:
