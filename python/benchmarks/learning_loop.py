@@ -39,7 +39,7 @@ from scipy.stats import t as student_t
 from benchmarks.publish import add_publish_option, publish
 from ranker.data.world import examine_probability
 from ranker.offpolicy.position_bias import PositionBias
-from ranker.simulation.live import MODEL, LivePlan, run_live
+from ranker.simulation.live import LivePlan, run_live, version_dir
 
 
 @dataclass(frozen=True)
@@ -86,17 +86,16 @@ def run_seed(seed: int, plan: LivePlan, server: Path, model: Path, work: Path) -
 
 
 def _bias_error(out: Path, version: str | None) -> float:
-    """The last candidate's examination curve against the world's."""
-    for place in ("", ".rolled-back/", ".rejected/"):
-        meta = out / "models" / f"{place}{MODEL}" / str(version) / "metadata.json"
-        if meta.is_file():
-            summary = json.loads(meta.read_text()).get("training", {})
-            curve = summary.get("position_bias")
-            if curve and "curves" in curve:
-                return (
-                    PositionBias.from_json(curve).error_against(examine_probability).max_abs_error
-                )
-    return math.nan
+    """The last candidate's examination curve against the world's (NaN when
+    it has none, e.g. refused by the gate, which keeps no metadata)."""
+    found = None if version is None else version_dir(out / "models", version)
+    meta = None if found is None else found / "metadata.json"
+    if meta is None or not meta.is_file():
+        return math.nan
+    curve = json.loads(meta.read_text()).get("training", {}).get("position_bias")
+    if not curve or "curves" not in curve:
+        return math.nan
+    return PositionBias.from_json(curve).error_against(examine_probability).max_abs_error
 
 
 def _mean_ci(values: list[float]) -> str:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from ranker.experiments.feedback import LOGGED_COLUMNS, logged_feedback
+from ranker.experiments.feedback import FEEDBACK_SCHEMA, logged_feedback
 
 T0 = datetime(2026, 12, 1, 8, tzinfo=UTC)
 
@@ -58,7 +58,7 @@ CLICKS = pl.LazyFrame(
 
 def test_one_row_per_shown_item_with_propensity_and_click() -> None:
     rows = logged_feedback(_exposures([0.95, 1.0, 0.05, 1.0]), CLICKS)
-    assert rows.columns == list(LOGGED_COLUMNS)
+    assert rows.columns == list(FEEDBACK_SCHEMA)
     assert rows["position"].to_list() == [0, 1, 0, 1]
     assert rows["clicked"].to_list() == [0, 1, 0, 1]
     assert rows["propensity"].to_list() == [0.95, 1.0, 0.05, 1.0]

@@ -15,21 +15,25 @@ import polars as pl
 
 from ranker.experiments.exposure import training_rows
 
-LOGGED_COLUMNS = (
-    "request_id",
-    "time",
-    "user_id",
-    "device",
-    "experiment",
-    "variant",
-    "model",
-    "model_version",
-    "article_id",
-    "position",
-    "score",
-    "propensity",
-    "explored",
-    "clicked",
+# One row per shown item, in this order and of these types: what the
+# off-policy estimators read (position counted from 0 here).
+FEEDBACK_SCHEMA = pl.Schema(
+    [
+        ("request_id", pl.String()),
+        ("time", pl.Datetime("us", "UTC")),
+        ("user_id", pl.String()),
+        ("device", pl.String()),
+        ("experiment", pl.String()),
+        ("variant", pl.String()),
+        ("model", pl.String()),
+        ("model_version", pl.String()),
+        ("article_id", pl.String()),
+        ("position", pl.Int32()),
+        ("score", pl.Float64()),
+        ("propensity", pl.Float64()),
+        ("explored", pl.Boolean()),
+        ("clicked", pl.Int8()),
+    ]
 )
 
 
@@ -52,7 +56,7 @@ def _without_propensity(exposures: pl.LazyFrame) -> tuple[pl.Expr, pl.Expr]:
 def logged_feedback(
     exposures: pl.LazyFrame, clicks: pl.LazyFrame, *, drop_without_propensity: bool = False
 ) -> pl.DataFrame:
-    """One row per shown item (LOGGED_COLUMNS): position from 0, propensity,
+    """One row per shown item (FEEDBACK_SCHEMA): position from 0, propensity,
     explored, clicked (1 when a click on it came at or after the exposure,
     the rule of `training_rows`).
 
@@ -108,19 +112,11 @@ def logged_feedback(
             f"(e.g. {out_of_range['propensity'][0]!r} in request "
             f"{out_of_range['request_id'][0]!r})"
         )
-    return rows.select(
-        "request_id",
-        "time",
-        "user_id",
-        "device",
-        "experiment",
-        "variant",
-        "model",
-        "model_version",
-        "article_id",
-        (pl.col("position") - 1).cast(pl.Int32),  # the server counts from 1
-        pl.col("score").cast(pl.Float64),
-        pl.col("propensity").cast(pl.Float64),
-        pl.col("explored").cast(pl.Boolean).fill_null(False),
-        pl.col("clicked").cast(pl.Int8),
-    ).sort("time", "request_id", "position")
+    return (
+        rows.with_columns(
+            pl.col("position") - 1,  # the server counts from 1
+            pl.col("explored").fill_null(False),
+        )
+        .select(pl.col(name).cast(dtype) for name, dtype in FEEDBACK_SCHEMA.items())
+        .sort("time", "request_id", "position")
+    )

@@ -293,6 +293,16 @@ def _decide_canary(
     return decided.decision.value, f"rolled back: {decided.reason}; {serving} serves", serving
 
 
+def version_dir(models: Path, version: str) -> Path | None:
+    """Where the run left a version: served, rolled back, or refused by the
+    gate (`ranker.pipeline` keeps a refused model's model.txt); None if
+    nowhere."""
+    for place in (models / MODEL, models / ".rolled-back" / MODEL, models / ".rejected" / MODEL):
+        if (place / version).is_dir():
+            return place / version
+    return None
+
+
 def _set_aside(models: Path, version: str, registry: ModelRegistry | None, why: str) -> None:
     """A rolled-back version leaves the served model directory (kept aside
     for inspection), so the server's newest version is what serves."""

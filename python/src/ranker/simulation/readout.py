@@ -233,15 +233,13 @@ def _oracle(table: pl.DataFrame, until: Any) -> lgb.Booster:
 
 
 def _booster(out: Path, version: str) -> lgb.Booster:
-    """A version's model wherever the run left it: served, rolled back or
-    refused by the gate."""
-    from ranker.simulation.live import MODEL
+    """A version's model wherever the run left it."""
+    from ranker.simulation.live import version_dir  # live imports this module
 
-    models = out / "models"
-    for place in (models / MODEL, models / ".rolled-back" / MODEL, models / ".rejected" / MODEL):
-        if (place / version / "model.txt").is_file():
-            return lgb.Booster(model_file=str(place / version / "model.txt"))
-    raise FileNotFoundError(f"{version}: no model.txt under {models}")
+    found = version_dir(out / "models", version)
+    if found is None or not (found / "model.txt").is_file():
+        raise FileNotFoundError(f"{version}: no model.txt under {out / 'models'}")
+    return lgb.Booster(model_file=str(found / "model.txt"))
 
 
 def _ndcg(grades: np.ndarray, scores: Any, groups: np.ndarray) -> np.ndarray:
