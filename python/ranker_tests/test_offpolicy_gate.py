@@ -15,6 +15,8 @@ import numpy as np
 import polars as pl
 
 from ranker.gate import POPULAR_FEATURE, Gate, ServedEvidence, run_gate
+from ranker.offpolicy.baselines import best_single_feature
+from ranker.offpolicy.estimators import Inputs
 from ranker.training.counterfactual import (
     is_served_log,
     logged_rows,
@@ -145,3 +147,20 @@ def test_a_log_with_propensities_on_some_pages_says_why_it_is_not_served() -> No
     why = why_not_served(older)
     assert why is not None
     assert why.startswith("100 of 6,000 page views have no propensity")
+
+
+def test_the_best_single_feature_is_one_that_orders_the_page() -> None:
+    """A feature with one value per page would leave each page in the
+    logger's order; it is never the baseline, however well that order does."""
+    split = _served_split(7)
+    rows = logged_rows(split.table)
+    curve = position_bias(split.table).curve
+    assert curve is not None
+    inputs = Inputs(position_bias=curve)
+    page = split.table["impression_id"].to_numpy()
+    per_page = np.column_stack([page.astype(np.float64), split.data.features[:, 0]])
+    best = best_single_feature(rows, per_page, ["page_constant", "signal"], "pbm", inputs)
+    assert best is not None
+    assert best.label == "signal (highest first)"
+    only_constant = best_single_feature(rows, per_page[:, :1], ["page_constant"], "pbm", inputs)
+    assert only_constant is None

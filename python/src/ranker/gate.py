@@ -22,8 +22,6 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
-import numpy.typing as npt
-import polars as pl
 
 from ranker.evaluation.metrics import per_query
 from ranker.export import artifact
@@ -190,6 +188,7 @@ def _offpolicy_checks(
     models_root: Path,
     model_name: str,
 ) -> None:
+    from ranker.offpolicy.baselines import best_single_feature, untied
     from ranker.offpolicy.estimators import Inputs, difference, estimate, positions_by
     from ranker.training.counterfactual import ESTIMATOR, logged_rows
 
@@ -246,43 +245,26 @@ def _offpolicy_checks(
             )
 
     # Baselines tie often (fresh stories have no clicks yet): ties broken
-    # at random, not in the serving model's order, which would lend them
-    # its ranking.
-    rng = np.random.default_rng(0)
-
-    def untied(key: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-        values = np.asarray(key, np.float64)
-        spread = float(np.nanstd(values)) or 1.0
-        return values + rng.uniform(0.0, 1e-9 * spread, values.size)
-
-    popular = positions_by(rows, untied(served.test.table[POPULAR_FEATURE].to_numpy()))
-    diff = difference(ESTIMATOR, rows, candidate, popular, inputs)
+    # at random, not in the serving order (ranker.offpolicy.baselines).
+    key = untied(served.test.table[POPULAR_FEATURE].to_numpy(), np.random.default_rng(0))
+    diff = difference(ESTIMATOR, rows, candidate, positions_by(rows, key), inputs)
     report.check(
         "off-policy beats most popular",
         diff.low > 0,
         f"difference {_interval(diff, signed=True)} (its lower end needs > 0)",
     )
-    best_name, best_positions, best_value = "", candidate, -np.inf
-    # A feature of the reader or the moment is one value per page: ordering
-    # by it leaves the page in the logger's order, which is no baseline.
-    varies = served.test.table.group_by("impression_id").agg(pl.col(feature_names).n_unique().max())
-    for j, name in enumerate(feature_names):
-        if varies[name].max() == 1:
-            continue
-        for sign, direction in ((1.0, "highest"), (-1.0, "lowest")):
-            positions = positions_by(rows, untied(sign * features[:, j]))
-            single = estimate(ESTIMATOR, rows, positions, inputs)
-            if single.supported and single.value > best_value:
-                best_name, best_positions = f"{name} ({direction} first)", positions
-                best_value = single.value
-    diff = difference(ESTIMATOR, rows, candidate, best_positions, inputs)
+    best = best_single_feature(rows, features, feature_names, ESTIMATOR, inputs)
+    if best is None:
+        report.check("off-policy vs best single feature", True, "no single feature is supported")
+        return
+    diff = difference(ESTIMATOR, rows, candidate, best.positions, inputs)
     # The best of some forty orderings, chosen on these very pages, is
     # flattered by the choice: the candidate fails only when it is clearly
     # below it (the interval of the difference entirely under 0).
     report.check(
         "off-policy vs best single feature",
         diff.high >= 0,
-        f"best single feature {best_name} {best_value:.4f}; difference "
+        f"best single feature {best.label} {best.estimate.value:.4f}; difference "
         f"{_interval(diff, signed=True)} (its upper end needs >= 0)",
     )
 

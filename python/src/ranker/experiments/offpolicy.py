@@ -26,6 +26,7 @@ from ranker.experiments.feedback import logged_feedback
 from ranker.export.artifact import METADATA_JSON, MODEL_TXT
 from ranker.features.build import build_features
 from ranker.features.spec import SEMANTIC_FEATURES, model_features
+from ranker.offpolicy.baselines import best_single_feature, untied
 from ranker.offpolicy.estimators import (
     ESTIMATORS,
     Estimate,
@@ -150,11 +151,11 @@ def _load_model(directory: Path) -> tuple[lgb.Booster, list[str]]:
 
 def _baselines(held: pl.DataFrame, seed: int = 0) -> dict[str, npt.NDArray[np.float64]]:
     """The keys of the simplest orders (ranker.evaluation.report's baselines),
-    ties broken at random well below the gap between distinct values."""
-    jitter = np.random.default_rng(seed).uniform(0.0, 1e-6, held.height)
+    ties broken at random (ranker.offpolicy.baselines.untied)."""
+    rng = np.random.default_rng(seed)
     return {
-        "most_popular": held["article_clicks_24h"].to_numpy().astype(np.float64) + jitter,
-        "most_recent": -held["article_age_hours"].to_numpy().astype(np.float64) + jitter,
+        "most_popular": untied(held["article_clicks_24h"].to_numpy(), rng),
+        "most_recent": untied(-held["article_age_hours"].to_numpy().astype(np.float64), rng),
     }
 
 
@@ -245,27 +246,15 @@ def offpolicy_evaluate(
     if "dr" in usable and position_bias is not None:
         alpha = fit_reward_model(x, held, position_bias)
     inputs = Inputs(position_bias, alpha, clip, curve_from_same_log=same_log)
-    # The best single feature, each direction, picked by pbm when it can
-    # run (it supports any order), else the first estimator, among the
-    # estimates the log supports. The pick favours a lucky feature: its
-    # estimate is optimistic.
+    # The best single feature, picked by pbm when it can run (it supports
+    # any order), else the first estimator (ranker.offpolicy.baselines).
     if usable:
         judge = "pbm" if "pbm" in usable else usable[0]
-        candidates_by_feature = []
-        for j, feature in enumerate(names):
-            for sign, arrow in ((1.0, "+"), (-1.0, "-")):
-                order = positions_by(held, sign * x[:, j].astype(np.float64))
-                got = estimate(judge, held, order, inputs)
-                if got.supported:
-                    candidates_by_feature.append((got.value, feature, arrow, order))
-        if candidates_by_feature:
-            _, feature, arrow, order = max(candidates_by_feature, key=lambda c: c[0])
-            label = f"feature {arrow}{feature}"
-            targets[label] = order
-            policies[label] = (
-                f"the best single feature by {judge} ({feature}, "
-                f"{'highest' if arrow == '+' else 'lowest'} first)"
-            )
+        best = best_single_feature(held, x, names, judge, inputs)
+        if best is not None:
+            label = f"feature {'+' if best.highest_first else '-'}{best.feature}"
+            targets[label] = best.positions
+            policies[label] = f"the best single feature by {judge}: {best.label}"
         else:
             notes.append(f"no single feature's order is supported by {judge}")
     report = OffPolicyReport(
