@@ -68,7 +68,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help runtime setup mlflow-ui proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server test test-fast test-python test-go test-java maven java spark-parity test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline bench-scale deploy-rules deploy-check lint clean
+.PHONY: help runtime setup mlflow-ui proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server kafka kafka-up kafka-down test test-fast test-python test-go test-java maven java spark-parity test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline bench-scale deploy-rules deploy-check lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -215,8 +215,8 @@ test-python: $(SETUP_STAMP) java ## Python unit and parity tests, slow ones incl
 GO_NO_SKIP := grep -v -E '^=== (RUN|PAUSE|CONT|NAME)' \
 	| awk '{ print } /--- SKIP/ { skipped = 1 } END { if (skipped) { print "test-go: a test was skipped"; exit 1 } }'
 
-test-go: $(SETUP_STAMP) redis-server build ## Go tests with -race (server and client modules), onnxruntime from the pinned wheel and a real redis-server; fails if any test skips
-	cd go && RANKER_ORT_LIB=$(ORT_LIB) go test -race -count=1 -v ./... 2>&1 | $(GO_NO_SKIP)
+test-go: $(SETUP_STAMP) redis-server kafka build ## Go tests with -race (server and client modules), onnxruntime from the pinned wheel and a real redis-server; fails if any test skips
+	cd go && RANKER_ORT_LIB=$(ORT_LIB) RANKER_KAFKA_LOCAL=$(KAFKA_LOCAL) go test -race -count=1 -v ./... 2>&1 | $(GO_NO_SKIP)
 	# The client module, against the server binary just built.
 	cd $(GO_CLIENT) && RANKER_SERVER=$(SERVER) go test -race -count=1 -v ./... 2>&1 | $(GO_NO_SKIP)
 	# The fuzz targets, briefly: new inputs beyond their seed corpus each run.
@@ -272,14 +272,31 @@ spark-parity: $(SETUP_STAMP) java ## Build the features of a world generated wit
 
 # redis-server for the tests of the shared feature state: Debian's package,
 # installed when missing (CI runs as root), else one line saying how.
+# A real Apache Kafka on loopback (tests/kafka/kafka-local: KRaft nodes from
+# the release jars pinned in tests/kafka/pom.xml, fetched by Maven into
+# tests/kafka/lib on first use, about 45 MB); tests start and stop their own
+# clusters with it.
+KAFKA_LOCAL := $(abspath tests/kafka/kafka-local)
+KAFKA_DIR ?= /tmp/ranker-kafka
+KAFKA_NODES ?= 1
+kafka: maven java
+	@test -f tests/kafka/lib/.complete || { echo "==> Apache Kafka jars into tests/kafka/lib (Maven, about 45 MB)"; \
+		$(KAFKA_LOCAL) jars; }
+
+kafka-up: kafka ## Start a local Kafka cluster (KAFKA_NODES=1, data in KAFKA_DIR=/tmp/ranker-kafka) and print its bootstrap addresses
+	$(KAFKA_LOCAL) start $(KAFKA_DIR) $(KAFKA_NODES)
+
+kafka-down: ## Stop the cluster kafka-up started
+	$(KAFKA_LOCAL) stop $(KAFKA_DIR)
+
 redis-server:
 	@command -v redis-server >/dev/null || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 		else echo "redis-server is needed by the tests: install it (e.g. apt-get install redis-server)"; exit 1; fi; }
 
-test-e2e: build redis-server $(GRPCURL) $(TEST_MODEL)/metadata.json ## Cross-language tests: the Go server over real gRPC
-	cd python && RANKER_SERVER=$(SERVER) RANKER_TEST_MODEL=$(TEST_MODEL) \
+test-e2e: build redis-server kafka $(GRPCURL) $(TEST_MODEL)/metadata.json ## Cross-language tests: the Go server over real gRPC
+	cd python && RANKER_SERVER=$(SERVER) RANKER_TEST_MODEL=$(TEST_MODEL) RANKER_KAFKA_LOCAL=$(KAFKA_LOCAL) \
 		RANKER_TEST_DATA=$(abspath $(TEST_DATA)) RANKER_GRPCURL=$(GRPCURL) $(PYTEST) -q -m e2e
 
 go-testdata: $(SETUP_STAMP) ## Regenerate the tiny model versions the Go tests commit (then review and commit them)

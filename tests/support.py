@@ -134,3 +134,39 @@ class RedisServer:
         if self._proc.poll() is None:
             self._proc.terminate()
             self._proc.wait(timeout=10)
+
+
+class KafkaCluster:
+    """A real Apache Kafka cluster on loopback (tests/kafka/kafka-local): one
+    or three KRaft nodes with their data in a temporary directory."""
+
+    def __init__(self, directory: Path, nodes: int = 1) -> None:
+        default = REPO / "tests" / "kafka" / "kafka-local"
+        self.script = os.environ.get("RANKER_KAFKA_LOCAL") or str(default)
+        self.directory = directory
+        out = subprocess.run(
+            [self.script, "start", str(directory), str(nodes)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"kafka-local start failed: {out.stderr.strip()}")
+        self.bootstrap = out.stdout.strip().splitlines()[-1]
+
+    def state_url(self, topic: str, replication: int = 1, min_insync: int = 1) -> str:
+        """The server's --state for a topic on this cluster."""
+        return f"kafka://{self.bootstrap}/{topic}?replication={replication}&min_insync={min_insync}"
+
+    def kill(self, node: int) -> None:
+        """kill -9 one node (1-based)."""
+        self._run("kill", str(node))
+
+    def restart(self, node: int) -> None:
+        self._run("restart", str(node))
+
+    def stop(self) -> None:
+        self._run("stop")
+
+    def _run(self, command: str, *args: str) -> None:
+        subprocess.run([self.script, command, str(self.directory), *args], check=True, timeout=300)
