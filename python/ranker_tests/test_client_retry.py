@@ -94,3 +94,44 @@ def test_the_policy_bounds_the_attempts(flaky: tuple[str, FlakyService]) -> None
 def test_a_bad_policy_is_refused(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_list_of_replicas_is_served_round_robin() -> None:
+    """Three servers behind one client: each call goes to the next one, and
+    a call one replica refuses as behind (STATE_BEHIND is UNAVAILABLE) is
+    retried, on the next replica."""
+    services, servers, addresses = [], [], []
+    for failures in (0, 0, 1000):  # the third replica refuses every Rank
+        service = FlakyService(failures=failures)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        pb_grpc.add_RankingServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        addresses.append(f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
+        server.start()
+        services.append(service)
+        servers.append(server)
+    try:
+        with RankerClient(",".join(addresses)) as ranker:
+            for i in range(30):
+                assert ranker.rank("reader-1", ["a1"], request_id=f"r{i}").request_id == f"r{i}"
+    finally:
+        for server in servers:
+            server.stop(grace=None)
+    answered = [s.calls["Rank"] for s in services[:2]]
+    # round_robin: the two healthy replicas share the calls (each at least a
+    # third of them), and the refusing one was tried too.
+    assert sum(answered) == 30, answered
+    assert min(answered) >= 10, answered
+    assert services[2].calls["Rank"] >= 5
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("ranker-0:50051,ranker-1:50051", "IP:port addresses"),
+        ("127.0.0.1:1,127.0.0.1", "has no port"),
+        ("127.0.0.1:1,[::1]:2", "mixes IPv4 and IPv6"),
+    ],
+)
+def test_a_bad_list_of_replicas_is_refused(target: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RankerClient(target)

@@ -349,6 +349,9 @@ type Rejection struct {
 type Result struct {
 	Accepted, Duplicates int
 	Rejected             []Rejection
+	// Version is the write's place in a Versioned state's log; 0 for a
+	// state without one (every later read in the process sees the write).
+	Version uint64
 }
 
 // Refuse lists item id, at its place in the batch (e.g. "impressions[3]"),

@@ -24,3 +24,14 @@ type Service interface {
 	// Close releases the state.
 	Close() error
 }
+
+// Versioned is a state that replicas share through one ordered log: each
+// write's Result.Version is its place in that log, and every replica
+// applies the log in order, a few milliseconds behind the replica that
+// took the write. A caller that must read its own writes on any replica
+// passes the version back (RankRequest.min_state_version).
+type Versioned interface {
+	// WaitVersion returns nil once this replica has applied the write at
+	// version v, or an error saying how far it has got when ctx ends first.
+	WaitVersion(ctx context.Context, v uint64) error
+}

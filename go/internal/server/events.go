@@ -72,7 +72,8 @@ func (s *Server) UpsertArticles(ctx context.Context, req *rankerv1.UpsertArticle
 		return nil, stateUnavailable(err)
 	}
 	s.countEvents("article", res)
-	return &rankerv1.UpsertArticlesResponse{Accepted: uint32(res.Accepted), Rejected: rejections(res.Rejected)}, nil
+	return &rankerv1.UpsertArticlesResponse{Accepted: uint32(res.Accepted), Rejected: rejections(res.Rejected),
+		StateVersion: res.Version}, nil
 }
 
 // RecordEvents implements rankerv1.RankingServiceServer.
@@ -106,7 +107,7 @@ func (s *Server) RecordEvents(ctx context.Context, req *rankerv1.RecordEventsReq
 	}
 	s.countEvents("event", res)
 	return &rankerv1.RecordEventsResponse{Accepted: uint32(res.Accepted), Duplicates: uint32(res.Duplicates),
-		Rejected: rejections(res.Rejected)}, nil
+		Rejected: rejections(res.Rejected), StateVersion: res.Version}, nil
 }
 
 func (s *Server) countEvents(kind string, res features.Result) {
@@ -118,6 +119,13 @@ func (s *Server) countEvents(kind string, res features.Result) {
 // stateUnavailable is UNAVAILABLE for a batch the feature state could not
 // take: nothing of it was recorded, and the same batch may be retried (event
 // ids make a retry count once).
+// stateBehind refuses a Rank whose min_state_version this replica has not
+// applied in time; another replica (or a retry) answers.
+func stateBehind(err error) error {
+	return rpcerr.Failure(codes.Unavailable, "STATE_BEHIND", nil, fmt.Sprintf("min_state_version: %v", err),
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(rpcerr.RetryAfterUnavailable)})
+}
+
 func stateUnavailable(err error) error {
 	return rpcerr.Failure(codes.Unavailable, "STATE_UNAVAILABLE", nil, fmt.Sprintf("state: %v", err),
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(rpcerr.RetryAfterUnavailable)})

@@ -109,6 +109,9 @@ func (s *Server) fillFeatures(ctx context.Context, r *rankRequest, sc *scoring) 
 	for i, c := range r.GetCandidates() {
 		ids[i] = c.GetId()
 	}
+	if err := s.waitStateVersion(ctx, r.GetMinStateVersion()); err != nil {
+		return err
+	}
 	q := features.Query{UserID: r.GetUserId(), Device: r.GetDevice(), Time: r.GetEventTime().AsTime().UnixMicro()}
 	started := time.Now()
 	sc.unknown, sc.stateErr = s.features.Fill(ctx, q, ids, sc.model.Meta.FeatureNames, sc.mapping.Computed, sc.rows)
@@ -124,6 +127,28 @@ func (s *Server) fillFeatures(ctx context.Context, r *rankRequest, sc *scoring) 
 				sc.rows[i*f+j] = nan
 			}
 		}
+	}
+	return nil
+}
+
+// maxStateWait bounds how long a Rank waits for min_state_version, whatever
+// the caller's deadline: replicas apply a write milliseconds apart, so a
+// longer wait means this replica is behind (or the version was never
+// written) and another replica should answer.
+const maxStateWait = 2 * time.Second
+
+// waitStateVersion waits until a Versioned state has applied version v
+// (RankRequest.min_state_version); other states have applied every write
+// they acknowledged.
+func (s *Server) waitStateVersion(ctx context.Context, v uint64) error {
+	w, ok := s.features.(features.Versioned)
+	if v == 0 || !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, maxStateWait)
+	defer cancel()
+	if err := w.WaitVersion(ctx, v); err != nil {
+		return stateBehind(err)
 	}
 	return nil
 }
@@ -144,8 +169,8 @@ func (s *Server) scoringStatus(ctx context.Context, err error, requestID string)
 	if err := s.callerGone(ctx); err != nil {
 		return err // scoring stopped or the answer is not wanted
 	}
-	if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
-		return err
+	if st, ok := status.FromError(err); ok && (st.Code() == codes.InvalidArgument || st.Code() == codes.Unavailable) {
+		return err // a refusal the request path phrased (a bad field, a replica behind)
 	} else if err != nil {
 		s.requestLogger(ctx, requestID).Error("scoring failed", "error", err)
 		return rpcerr.Failure(codes.Internal, "SCORING_FAILED", map[string]string{"request_id": requestID},

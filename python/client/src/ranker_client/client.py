@@ -107,8 +107,9 @@ class RetryPolicy:
                 f"RetryPolicy: multiplier {self.multiplier}, want a finite number of at least 1"
             )
 
-    def service_config(self) -> str:
-        """The gRPC service config carrying the policy."""
+    def service_config(self, balanced: bool = False) -> str:
+        """The gRPC service config carrying the policy (and round-robin load
+        balancing over the target's addresses when `balanced`)."""
         config: dict[str, Any] = {
             "name": [{"service": SERVICE_NAME, "method": m} for m in _RETRIED_METHODS]
         }
@@ -120,11 +121,41 @@ class RetryPolicy:
                 "backoffMultiplier": self.multiplier,
                 "retryableStatusCodes": ["UNAVAILABLE"],
             }
-        return json.dumps({"methodConfig": [config]})
+        service: dict[str, Any] = {"methodConfig": [config]}
+        if balanced:
+            service["loadBalancingConfig"] = [{"round_robin": {}}]
+        return json.dumps(service)
+
+
+def replicas_target(target: str) -> str | None:
+    """The gRPC target balancing calls round-robin over a comma-separated
+    list of IP:port addresses (several replicas, no balancer in front);
+    None for a single target."""
+    if "," not in target:
+        return None
+    addresses = [a.strip() for a in target.split(",")]
+    families = set()
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        if not port.isdigit():
+            raise ValueError(f"RankerClient: {address!r} in {target!r} has no port")
+        try:
+            families.add(ipaddress.ip_address(host.strip("[]")).version)
+        except ValueError:
+            raise ValueError(
+                f"RankerClient: {address!r} in {target!r}: a list of replicas takes "
+                "IP:port addresses (a name resolves to its own list: dns:///name:port)"
+            ) from None
+    if len(families) > 1:
+        raise ValueError(f"RankerClient: {target!r} mixes IPv4 and IPv6 addresses")
+    return f"ipv{families.pop()}:{','.join(addresses)}"
 
 
 def is_loopback(target: str) -> bool:
-    """Whether a gRPC target (host:port) stays on this machine."""
+    """Whether a gRPC target (host:port, or a list of them) stays on this
+    machine."""
+    if "," in target:
+        return all(is_loopback(a.strip()) for a in target.split(","))
     host = target.removeprefix("dns:///").rsplit(":", 1)[0].strip("[]")
     if host == "localhost":
         return True
@@ -143,7 +174,9 @@ class RankerClient:
     refused over plaintext to anything but loopback, where it would travel
     in clear. Calls refused with UNAVAILABLE are retried by `retry` (see
     RetryPolicy; `RetryPolicy(max_attempts=1)` disables it). `options` are
-    extra gRPC channel arguments.
+    extra gRPC channel arguments. A target listing several replicas'
+    addresses (`127.0.0.1:50051,127.0.0.1:50052`) sends each call to the
+    next replica in turn (gRPC's round_robin).
 
     A failed call raises a ranker_client.errors.RankerError subclass with the
     status code and the server's details (field violations, reason, retry
@@ -159,16 +192,19 @@ class RankerClient:
         retry: RetryPolicy = RetryPolicy(),
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
+        balanced = replicas_target(target)
         channel_options = [
             ("grpc.enable_retries", 1),
-            ("grpc.service_config", retry.service_config()),
+            ("grpc.service_config", retry.service_config(balanced=balanced is not None)),
             *options,
         ]
+        loopback = is_loopback(target)
+        target = balanced or target
         if tls is not None:
             if tls.server_name:
                 channel_options.append(("grpc.ssl_target_name_override", tls.server_name))
             self._channel = grpc.secure_channel(target, tls.credentials(), options=channel_options)
-        elif token is not None and not is_loopback(target):
+        elif token is not None and not loopback:
             raise ValueError(
                 f"RankerClient: a token to {target} needs tls (it would travel in clear)"
             )
@@ -215,6 +251,7 @@ class RankerClient:
         model_version: str | None = None,
         strictness: Strictness | None = None,
         disable_exploration: bool | None = None,
+        min_state_version: int | None = None,
         timeout: float = 10.0,
     ) -> pb.RankResponse:
         """Rank a prepared request, or a reader's candidates by id alone:
@@ -227,7 +264,12 @@ class RankerClient:
         left as it was). `disable_exploration=True` asks for the model's
         order whatever share of requests the server explores, for surfaces
         that must not vary; the response's `explored` says whether an answer
-        was explored.
+        was explored. `min_state_version` (the largest `state_version` a
+        `record_events` or `upsert_articles` answer gave) reads those writes
+        on whichever replica answers: it waits until that replica's state
+        has applied them (replicas sharing a log apply each write
+        milliseconds apart), or fails with UnavailableError (reason
+        STATE_BEHIND), which the retry policy retries.
         """
         if isinstance(request, str):
             request = pb.RankRequest(
@@ -245,6 +287,7 @@ class RankerClient:
             or model_version is not None
             or strictness is not None
             or disable_exploration is not None
+            or min_state_version is not None
         ):
             copy = pb.RankRequest()
             copy.CopyFrom(request)
@@ -257,6 +300,8 @@ class RankerClient:
             request.strictness = pb.Strictness.ValueType(int(strictness))
         if disable_exploration is not None:
             request.disable_exploration = disable_exploration
+        if min_state_version is not None:
+            request.min_state_version = min_state_version
         response: pb.RankResponse = self._call(self._stub.Rank, request, timeout)
         return response
 

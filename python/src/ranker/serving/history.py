@@ -58,6 +58,9 @@ class LoadReport:
     duplicates: int = 0
     rejections: Counter[str] = field(default_factory=Counter)
     first_reason: dict[str, str] = field(default_factory=dict)
+    # The largest state_version the server answered: a Rank passing it as
+    # min_state_version sees every write above on any replica.
+    state_version: int = 0
 
     @property
     def rejected(self) -> int:
@@ -184,17 +187,20 @@ def _upsert(
     for batch in catalog_batches(articles, embeddings):
         reply = client.upsert_articles(batch)
         report.articles += reply.accepted
+        report.state_version = max(report.state_version, reply.state_version)
         report.refuse(reply.rejected)
 
 
 def upsert_catalog(
     client: RankerClient, articles: pl.DataFrame, embeddings: pl.DataFrame | None = None
-) -> None:
-    """Upsert every article; ValueError if the server refuses any."""
+) -> int:
+    """Upsert every article; ValueError if the server refuses any. Returns
+    the last write's state_version (see LoadReport.state_version)."""
     report = LoadReport()
     _upsert(client, articles, embeddings, report)
     if not report.ok:
         raise ValueError(f"the server refused articles: {report.rejection_text()}")
+    return report.state_version
 
 
 def load_history(
@@ -232,6 +238,7 @@ def load_history(
             report.clicks_sent += len(clicks)
             report.events += reply.accepted
             report.duplicates += reply.duplicates
+            report.state_version = max(report.state_version, reply.state_version)
             report.refuse(reply.rejected)
             bar.update(chunk.height)
     return report

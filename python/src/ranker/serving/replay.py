@@ -43,6 +43,9 @@ class ReplayReport:
     # counts as inf.
     largest: dict[str, float] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
+    # The last write's state_version: each Rank passes it, so through
+    # replicas behind a balancer every Rank sees the events recorded before.
+    state_version: int = 0
 
     @property
     def ok(self) -> bool:
@@ -84,7 +87,7 @@ def replay(
         table = build_features(log.impressions.lazy(), log.articles.lazy(), embeddings)
         compared = model_features(semantic=embeddings is not None)
         report.largest = dict.fromkeys((n for n in compared if n in needs), 0.0)
-        upsert_catalog(client, log.articles, embeddings)
+        report.state_version = upsert_catalog(client, log.articles, embeddings)
         devices = log.impressions.select("impression_id", "device").unique("impression_id")
         ordered = table.join(devices, on="impression_id", how="left").sort(
             "time", "impression_id", "position"
@@ -111,6 +114,7 @@ def _replay_impression(
         event_time=first["time"],
         return_features=True,
         request_id=request_id,
+        min_state_version=report.state_version,
     )
     names = list(served.feature_names)
     columns = [n for n in report.largest if n in names]
@@ -150,6 +154,7 @@ def _replay_impression(
 
     impressions, clicks = log_events(rows)
     reply = client.record_events(impressions, clicks)
+    report.state_version = max(report.state_version, reply.state_version)
     report.rejected_events += len(reply.rejected)
     if reply.rejected and len(report.examples) < max_examples:
         report.examples.append(f"refused: {reply.rejected[0]}")

@@ -131,8 +131,17 @@ type RankRequest struct {
 	// the experiment variant's) otherwise permutes a few top places of a share
 	// of requests, seeded by request_id, and logs each shown item's propensity.
 	DisableExploration bool `protobuf:"varint,14,opt,name=disable_exploration,json=disableExploration,proto3" json:"disable_exploration,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Read your own writes across replicas: the largest state_version a
+	// RecordEvents or UpsertArticles answer gave this caller. The replica
+	// that answers first waits, within the call's deadline, until its state
+	// has applied that write (replicas following a shared log apply each
+	// write a few milliseconds apart); if it cannot, the call fails with
+	// UNAVAILABLE and may be retried on another replica. 0 ranks on the state
+	// as it is. A single process, or a state every replica reads directly,
+	// has applied every write it acknowledged: the field is then ignored.
+	MinStateVersion uint64 `protobuf:"varint,15,opt,name=min_state_version,json=minStateVersion,proto3" json:"min_state_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RankRequest) Reset() {
@@ -261,6 +270,13 @@ func (x *RankRequest) GetDisableExploration() bool {
 		return x.DisableExploration
 	}
 	return false
+}
+
+func (x *RankRequest) GetMinStateVersion() uint64 {
+	if x != nil {
+		return x.MinStateVersion
+	}
+	return 0
 }
 
 // Candidate is one article that may be shown to the reader. A candidate may
@@ -886,7 +902,11 @@ type UpsertArticlesResponse struct {
 	// How many articles were stored.
 	Accepted uint32 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
 	// Articles that were not stored, and why.
-	Rejected      []*Rejection `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	Rejected []*Rejection `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	// The write's place in the shared state's log (0 when the state has no
+	// such order): pass it as RankRequest.min_state_version to rank on a
+	// state that includes it, whichever replica answers.
+	StateVersion  uint64 `protobuf:"varint,3,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -933,6 +953,13 @@ func (x *UpsertArticlesResponse) GetRejected() []*Rejection {
 		return x.Rejected
 	}
 	return nil
+}
+
+func (x *UpsertArticlesResponse) GetStateVersion() uint64 {
+	if x != nil {
+		return x.StateVersion
+	}
+	return 0
 }
 
 // Impression is one candidate shown to a reader in one page view.
@@ -1182,7 +1209,11 @@ type RecordEventsResponse struct {
 	// Events already recorded under the same event_id (not counted again).
 	Duplicates uint32 `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
 	// Events refused, and why; the rest of the batch was recorded.
-	Rejected      []*Rejection `protobuf:"bytes,3,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	Rejected []*Rejection `protobuf:"bytes,3,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	// The write's place in the shared state's log (0 when the state has no
+	// such order): pass it as RankRequest.min_state_version to rank on a
+	// state that includes it, whichever replica answers.
+	StateVersion  uint64 `protobuf:"varint,4,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1236,6 +1267,13 @@ func (x *RecordEventsResponse) GetRejected() []*Rejection {
 		return x.Rejected
 	}
 	return nil
+}
+
+func (x *RecordEventsResponse) GetStateVersion() uint64 {
+	if x != nil {
+		return x.StateVersion
+	}
+	return 0
 }
 
 // Rejection names an item of a batch that was refused.
@@ -1306,7 +1344,7 @@ var File_ranker_v1_ranking_service_proto protoreflect.FileDescriptor
 
 const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1franker/v1/ranking_service.proto\x12\tranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x05\n" +
+	"\x1franker/v1/ranking_service.proto\x12\tranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x05\n" +
 	"\vRankRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -1329,7 +1367,8 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"strictness\x18\f \x01(\x0e2\x15.ranker.v1.StrictnessR\n" +
 	"strictness\x12#\n" +
 	"\rmodel_version\x18\r \x01(\tR\fmodelVersion\x12/\n" +
-	"\x13disable_exploration\x18\x0e \x01(\bR\x12disableExploration\x1aB\n" +
+	"\x13disable_exploration\x18\x0e \x01(\bR\x12disableExploration\x12*\n" +
+	"\x11min_state_version\x18\x0f \x01(\x04R\x0fminStateVersion\x1aB\n" +
 	"\x14ContextFeaturesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x02R\x05value:\x028\x01\"7\n" +
@@ -1390,10 +1429,11 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\bbreaking\x18\a \x01(\bR\bbreaking\x12\x1c\n" +
 	"\tembedding\x18\b \x03(\x02R\tembedding\"G\n" +
 	"\x15UpsertArticlesRequest\x12.\n" +
-	"\barticles\x18\x01 \x03(\v2\x12.ranker.v1.ArticleR\barticles\"f\n" +
+	"\barticles\x18\x01 \x03(\v2\x12.ranker.v1.ArticleR\barticles\"\x8b\x01\n" +
 	"\x16UpsertArticlesResponse\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\rR\baccepted\x120\n" +
-	"\brejected\x18\x02 \x03(\v2\x14.ranker.v1.RejectionR\brejected\"\xe2\x01\n" +
+	"\brejected\x18\x02 \x03(\v2\x14.ranker.v1.RejectionR\brejected\x12#\n" +
+	"\rstate_version\x18\x03 \x01(\x04R\fstateVersion\"\xe2\x01\n" +
 	"\n" +
 	"Impression\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x1d\n" +
@@ -1415,13 +1455,14 @@ const file_ranker_v1_ranking_service_proto_rawDesc = "" +
 	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"x\n" +
 	"\x13RecordEventsRequest\x127\n" +
 	"\vimpressions\x18\x01 \x03(\v2\x15.ranker.v1.ImpressionR\vimpressions\x12(\n" +
-	"\x06clicks\x18\x02 \x03(\v2\x10.ranker.v1.ClickR\x06clicks\"\x84\x01\n" +
+	"\x06clicks\x18\x02 \x03(\v2\x10.ranker.v1.ClickR\x06clicks\"\xa9\x01\n" +
 	"\x14RecordEventsResponse\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\rR\baccepted\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x02 \x01(\rR\n" +
 	"duplicates\x120\n" +
-	"\brejected\x18\x03 \x03(\v2\x14.ranker.v1.RejectionR\brejected\"I\n" +
+	"\brejected\x18\x03 \x03(\v2\x14.ranker.v1.RejectionR\brejected\x12#\n" +
+	"\rstate_version\x18\x04 \x01(\x04R\fstateVersion\"I\n" +
 	"\tRejection\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05field\x18\x02 \x01(\tR\x05field\x12\x16\n" +

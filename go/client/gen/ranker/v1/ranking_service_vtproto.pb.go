@@ -52,6 +52,11 @@ func (m *RankRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.MinStateVersion != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.MinStateVersion))
+		i--
+		dAtA[i] = 0x78
+	}
 	if m.DisableExploration {
 		i--
 		if m.DisableExploration {
@@ -747,6 +752,11 @@ func (m *UpsertArticlesResponse) MarshalToSizedBufferVT(dAtA []byte) (int, error
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.StateVersion != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.StateVersion))
+		i--
+		dAtA[i] = 0x18
+	}
 	if len(m.Rejected) > 0 {
 		for iNdEx := len(m.Rejected) - 1; iNdEx >= 0; iNdEx-- {
 			size, err := m.Rejected[iNdEx].MarshalToSizedBufferVT(dAtA[:i])
@@ -1008,6 +1018,11 @@ func (m *RecordEventsResponse) MarshalToSizedBufferVT(dAtA []byte) (int, error) 
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.StateVersion != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.StateVersion))
+		i--
+		dAtA[i] = 0x20
+	}
 	if len(m.Rejected) > 0 {
 		for iNdEx := len(m.Rejected) - 1; iNdEx >= 0; iNdEx-- {
 			size, err := m.Rejected[iNdEx].MarshalToSizedBufferVT(dAtA[:i])
@@ -1152,6 +1167,9 @@ func (m *RankRequest) SizeVT() (n int) {
 	}
 	if m.DisableExploration {
 		n += 2
+	}
+	if m.MinStateVersion != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.MinStateVersion))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -1401,6 +1419,9 @@ func (m *UpsertArticlesResponse) SizeVT() (n int) {
 			n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 		}
 	}
+	if m.StateVersion != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.StateVersion))
+	}
 	n += len(m.unknownFields)
 	return n
 }
@@ -1511,6 +1532,9 @@ func (m *RecordEventsResponse) SizeVT() (n int) {
 			l = e.SizeVT()
 			n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 		}
+	}
+	if m.StateVersion != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.StateVersion))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -2045,6 +2069,25 @@ func (m *RankRequest) UnmarshalVT(dAtA []byte) error {
 				}
 			}
 			m.DisableExploration = bool(v != 0)
+		case 15:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field MinStateVersion", wireType)
+			}
+			m.MinStateVersion = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.MinStateVersion |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
@@ -3750,6 +3793,25 @@ func (m *UpsertArticlesResponse) UnmarshalVT(dAtA []byte) error {
 				return err
 			}
 			iNdEx = postIndex
+		case 3:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field StateVersion", wireType)
+			}
+			m.StateVersion = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.StateVersion |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
@@ -4473,6 +4535,25 @@ func (m *RecordEventsResponse) UnmarshalVT(dAtA []byte) error {
 				return err
 			}
 			iNdEx = postIndex
+		case 4:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field StateVersion", wireType)
+			}
+			m.StateVersion = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.StateVersion |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1franker/v1/ranking_service.proto\x12\tranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x03\n\x0bRankRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x45\n\x10\x63ontext_features\x18\x04 \x03(\x0b\x32+.ranker.v1.RankRequest.ContextFeaturesEntry\x12(\n\ncandidates\x18\x05 \x03(\x0b\x32\x14.ranker.v1.Candidate\x12\r\n\x05top_k\x18\x06 \x01(\r\x12\x12\n\nmodel_name\x18\x07 \x01(\t\x12\x1a\n\x12\x65xperiment_variant\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\t \x01(\t\x12.\n\nevent_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0freturn_features\x18\x0b \x01(\x08\x12)\n\nstrictness\x18\x0c \x01(\x0e\x32\x15.ranker.v1.Strictness\x12\x15\n\rmodel_version\x18\r \x01(\t\x12\x1b\n\x13\x64isable_exploration\x18\x0e \x01(\x08\x1a\x36\n\x14\x43ontextFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\")\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\x02\"\xb8\x02\n\x0cRankResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12.\n\ncandidates\x18\x02 \x03(\x0b\x32\x1a.ranker.v1.ScoredCandidate\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x18\n\x10missing_features\x18\x05 \x03(\t\x12\x18\n\x10ignored_features\x18\x06 \x03(\t\x12\x12\n\nexperiment\x18\x07 \x01(\t\x12\x0f\n\x07variant\x18\x08 \x01(\t\x12\x1a\n\x12unknown_candidates\x18\t \x03(\t\x12\x15\n\rfeature_names\x18\n \x03(\t\x12\x1b\n\x13\x66\x65\x61ture_state_error\x18\x0b \x01(\t\x12\x10\n\x08\x65xplored\x18\x0c \x01(\x08\">\n\x0fScoredCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\x02\")\n\x13GetModelInfoRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"\xd2\x02\n\x14GetModelInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x14\n\x0c\x66\x65\x61ture_hash\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tobjective\x18\x06 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12-\n\tloaded_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0frefused_version\x18\t \x01(\t\x12\x16\n\x0erefusal_reason\x18\n \x01(\t\x12.\n\nrefused_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb6\x01\n\x07\x41rticle\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x13\n\x0bsubcategory\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x12\n\nword_count\x18\x05 \x01(\r\x12\x30\n\x0cpublish_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x62reaking\x18\x07 \x01(\x08\x12\x11\n\tembedding\x18\x08 \x03(\x02\"=\n\x15UpsertArticlesRequest\x12$\n\x08\x61rticles\x18\x01 \x03(\x0b\x32\x12.ranker.v1.Article\"R\n\x16UpsertArticlesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12&\n\x08rejected\x18\x02 \x03(\x0b\x32\x14.ranker.v1.Rejection\"\xa3\x01\n\nImpression\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\narticle_id\x18\x04 \x01(\t\x12\x10\n\x08position\x18\x05 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"|\n\x05\x43lick\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\narticle_id\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"c\n\x13RecordEventsRequest\x12*\n\x0bimpressions\x18\x01 \x03(\x0b\x32\x15.ranker.v1.Impression\x12 \n\x06\x63licks\x18\x02 \x03(\x0b\x32\x10.ranker.v1.Click\"d\n\x14RecordEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\x12&\n\x08rejected\x18\x03 \x03(\x0b\x32\x14.ranker.v1.Rejection\"6\n\tRejection\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*W\n\nStrictness\x12\x1a\n\x16STRICTNESS_UNSPECIFIED\x10\x00\x12\x16\n\x12STRICTNESS_LENIENT\x10\x01\x12\x15\n\x11STRICTNESS_STRICT\x10\x02\x32\xc2\x02\n\x0eRankingService\x12\x37\n\x04Rank\x12\x16.ranker.v1.RankRequest\x1a\x17.ranker.v1.RankResponse\x12O\n\x0cGetModelInfo\x12\x1e.ranker.v1.GetModelInfoRequest\x1a\x1f.ranker.v1.GetModelInfoResponse\x12U\n\x0eUpsertArticles\x12 .ranker.v1.UpsertArticlesRequest\x1a!.ranker.v1.UpsertArticlesResponse\x12O\n\x0cRecordEvents\x12\x1e.ranker.v1.RecordEventsRequest\x1a\x1f.ranker.v1.RecordEventsResponseBZ\n\x12internal.ranker.v1B\x13RankingServiceProtoP\x01Z-ranker.internal/client/gen/ranker/v1;rankerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1franker/v1/ranking_service.proto\x12\tranker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x04\n\x0bRankRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x45\n\x10\x63ontext_features\x18\x04 \x03(\x0b\x32+.ranker.v1.RankRequest.ContextFeaturesEntry\x12(\n\ncandidates\x18\x05 \x03(\x0b\x32\x14.ranker.v1.Candidate\x12\r\n\x05top_k\x18\x06 \x01(\r\x12\x12\n\nmodel_name\x18\x07 \x01(\t\x12\x1a\n\x12\x65xperiment_variant\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\t \x01(\t\x12.\n\nevent_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0freturn_features\x18\x0b \x01(\x08\x12)\n\nstrictness\x18\x0c \x01(\x0e\x32\x15.ranker.v1.Strictness\x12\x15\n\rmodel_version\x18\r \x01(\t\x12\x1b\n\x13\x64isable_exploration\x18\x0e \x01(\x08\x12\x19\n\x11min_state_version\x18\x0f \x01(\x04\x1a\x36\n\x14\x43ontextFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\")\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\x02\"\xb8\x02\n\x0cRankResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12.\n\ncandidates\x18\x02 \x03(\x0b\x32\x1a.ranker.v1.ScoredCandidate\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x18\n\x10missing_features\x18\x05 \x03(\t\x12\x18\n\x10ignored_features\x18\x06 \x03(\t\x12\x12\n\nexperiment\x18\x07 \x01(\t\x12\x0f\n\x07variant\x18\x08 \x01(\t\x12\x1a\n\x12unknown_candidates\x18\t \x03(\t\x12\x15\n\rfeature_names\x18\n \x03(\t\x12\x1b\n\x13\x66\x65\x61ture_state_error\x18\x0b \x01(\t\x12\x10\n\x08\x65xplored\x18\x0c \x01(\x08\">\n\x0fScoredCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\x02\")\n\x13GetModelInfoRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"\xd2\x02\n\x14GetModelInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x14\n\x0c\x66\x65\x61ture_hash\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tobjective\x18\x06 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12-\n\tloaded_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0frefused_version\x18\t \x01(\t\x12\x16\n\x0erefusal_reason\x18\n \x01(\t\x12.\n\nrefused_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb6\x01\n\x07\x41rticle\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x13\n\x0bsubcategory\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x12\n\nword_count\x18\x05 \x01(\r\x12\x30\n\x0cpublish_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x62reaking\x18\x07 \x01(\x08\x12\x11\n\tembedding\x18\x08 \x03(\x02\"=\n\x15UpsertArticlesRequest\x12$\n\x08\x61rticles\x18\x01 \x03(\x0b\x32\x12.ranker.v1.Article\"i\n\x16UpsertArticlesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12&\n\x08rejected\x18\x02 \x03(\x0b\x32\x14.ranker.v1.Rejection\x12\x15\n\rstate_version\x18\x03 \x01(\x04\"\xa3\x01\n\nImpression\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\narticle_id\x18\x04 \x01(\t\x12\x10\n\x08position\x18\x05 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"|\n\x05\x43lick\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\narticle_id\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"c\n\x13RecordEventsRequest\x12*\n\x0bimpressions\x18\x01 \x03(\x0b\x32\x15.ranker.v1.Impression\x12 \n\x06\x63licks\x18\x02 \x03(\x0b\x32\x10.ranker.v1.Click\"{\n\x14RecordEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\x12&\n\x08rejected\x18\x03 \x03(\x0b\x32\x14.ranker.v1.Rejection\x12\x15\n\rstate_version\x18\x04 \x01(\x04\"6\n\tRejection\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*W\n\nStrictness\x12\x1a\n\x16STRICTNESS_UNSPECIFIED\x10\x00\x12\x16\n\x12STRICTNESS_LENIENT\x10\x01\x12\x15\n\x11STRICTNESS_STRICT\x10\x02\x32\xc2\x02\n\x0eRankingService\x12\x37\n\x04Rank\x12\x16.ranker.v1.RankRequest\x1a\x17.ranker.v1.RankResponse\x12O\n\x0cGetModelInfo\x12\x1e.ranker.v1.GetModelInfoRequest\x1a\x1f.ranker.v1.GetModelInfoResponse\x12U\n\x0eUpsertArticles\x12 .ranker.v1.UpsertArticlesRequest\x1a!.ranker.v1.UpsertArticlesResponse\x12O\n\x0cRecordEvents\x12\x1e.ranker.v1.RecordEventsRequest\x1a\x1f.ranker.v1.RecordEventsResponseBZ\n\x12internal.ranker.v1B\x13RankingServiceProtoP\x01Z-ranker.internal/client/gen/ranker/v1;rankerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,38 +35,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\022internal.ranker.v1B\023RankingServiceProtoP\001Z-ranker.internal/client/gen/ranker/v1;rankerv1'
   _globals['_RANKREQUEST_CONTEXTFEATURESENTRY']._loaded_options = None
   _globals['_RANKREQUEST_CONTEXTFEATURESENTRY']._serialized_options = b'8\001'
-  _globals['_STRICTNESS']._serialized_start=2260
-  _globals['_STRICTNESS']._serialized_end=2347
+  _globals['_STRICTNESS']._serialized_start=2333
+  _globals['_STRICTNESS']._serialized_end=2420
   _globals['_RANKREQUEST']._serialized_start=80
-  _globals['_RANKREQUEST']._serialized_end=569
-  _globals['_RANKREQUEST_CONTEXTFEATURESENTRY']._serialized_start=515
-  _globals['_RANKREQUEST_CONTEXTFEATURESENTRY']._serialized_end=569
-  _globals['_CANDIDATE']._serialized_start=571
-  _globals['_CANDIDATE']._serialized_end=612
-  _globals['_RANKRESPONSE']._serialized_start=615
-  _globals['_RANKRESPONSE']._serialized_end=927
-  _globals['_SCOREDCANDIDATE']._serialized_start=929
-  _globals['_SCOREDCANDIDATE']._serialized_end=991
-  _globals['_GETMODELINFOREQUEST']._serialized_start=993
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1034
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1037
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1375
-  _globals['_ARTICLE']._serialized_start=1378
-  _globals['_ARTICLE']._serialized_end=1560
-  _globals['_UPSERTARTICLESREQUEST']._serialized_start=1562
-  _globals['_UPSERTARTICLESREQUEST']._serialized_end=1623
-  _globals['_UPSERTARTICLESRESPONSE']._serialized_start=1625
-  _globals['_UPSERTARTICLESRESPONSE']._serialized_end=1707
-  _globals['_IMPRESSION']._serialized_start=1710
-  _globals['_IMPRESSION']._serialized_end=1873
-  _globals['_CLICK']._serialized_start=1875
-  _globals['_CLICK']._serialized_end=1999
-  _globals['_RECORDEVENTSREQUEST']._serialized_start=2001
-  _globals['_RECORDEVENTSREQUEST']._serialized_end=2100
-  _globals['_RECORDEVENTSRESPONSE']._serialized_start=2102
-  _globals['_RECORDEVENTSRESPONSE']._serialized_end=2202
-  _globals['_REJECTION']._serialized_start=2204
-  _globals['_REJECTION']._serialized_end=2258
-  _globals['_RANKINGSERVICE']._serialized_start=2350
-  _globals['_RANKINGSERVICE']._serialized_end=2672
+  _globals['_RANKREQUEST']._serialized_end=596
+  _globals['_RANKREQUEST_CONTEXTFEATURESENTRY']._serialized_start=542
+  _globals['_RANKREQUEST_CONTEXTFEATURESENTRY']._serialized_end=596
+  _globals['_CANDIDATE']._serialized_start=598
+  _globals['_CANDIDATE']._serialized_end=639
+  _globals['_RANKRESPONSE']._serialized_start=642
+  _globals['_RANKRESPONSE']._serialized_end=954
+  _globals['_SCOREDCANDIDATE']._serialized_start=956
+  _globals['_SCOREDCANDIDATE']._serialized_end=1018
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1020
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1061
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1064
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1402
+  _globals['_ARTICLE']._serialized_start=1405
+  _globals['_ARTICLE']._serialized_end=1587
+  _globals['_UPSERTARTICLESREQUEST']._serialized_start=1589
+  _globals['_UPSERTARTICLESREQUEST']._serialized_end=1650
+  _globals['_UPSERTARTICLESRESPONSE']._serialized_start=1652
+  _globals['_UPSERTARTICLESRESPONSE']._serialized_end=1757
+  _globals['_IMPRESSION']._serialized_start=1760
+  _globals['_IMPRESSION']._serialized_end=1923
+  _globals['_CLICK']._serialized_start=1925
+  _globals['_CLICK']._serialized_end=2049
+  _globals['_RECORDEVENTSREQUEST']._serialized_start=2051
+  _globals['_RECORDEVENTSREQUEST']._serialized_end=2150
+  _globals['_RECORDEVENTSRESPONSE']._serialized_start=2152
+  _globals['_RECORDEVENTSRESPONSE']._serialized_end=2275
+  _globals['_REJECTION']._serialized_start=2277
+  _globals['_REJECTION']._serialized_end=2331
+  _globals['_RANKINGSERVICE']._serialized_start=2423
+  _globals['_RANKINGSERVICE']._serialized_end=2745
 # @@protoc_insertion_point(module_scope)

@@ -20,7 +20,7 @@ STRICTNESS_LENIENT: Strictness
 STRICTNESS_STRICT: Strictness
 
 class RankRequest(_message.Message):
-    __slots__ = ("request_id", "user_id", "feature_names", "context_features", "candidates", "top_k", "model_name", "experiment_variant", "device", "event_time", "return_features", "strictness", "model_version", "disable_exploration")
+    __slots__ = ("request_id", "user_id", "feature_names", "context_features", "candidates", "top_k", "model_name", "experiment_variant", "device", "event_time", "return_features", "strictness", "model_version", "disable_exploration", "min_state_version")
     class ContextFeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class RankRequest(_message.Message):
     STRICTNESS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DISABLE_EXPLORATION_FIELD_NUMBER: _ClassVar[int]
+    MIN_STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     user_id: str
     feature_names: _containers.RepeatedScalarFieldContainer[str]
@@ -56,7 +57,8 @@ class RankRequest(_message.Message):
     strictness: Strictness
     model_version: str
     disable_exploration: bool
-    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., context_features: _Optional[_Mapping[str, float]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., top_k: _Optional[int] = ..., model_name: _Optional[str] = ..., experiment_variant: _Optional[str] = ..., device: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., return_features: _Optional[bool] = ..., strictness: _Optional[_Union[Strictness, str]] = ..., model_version: _Optional[str] = ..., disable_exploration: _Optional[bool] = ...) -> None: ...
+    min_state_version: int
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., context_features: _Optional[_Mapping[str, float]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., top_k: _Optional[int] = ..., model_name: _Optional[str] = ..., experiment_variant: _Optional[str] = ..., device: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., return_features: _Optional[bool] = ..., strictness: _Optional[_Union[Strictness, str]] = ..., model_version: _Optional[str] = ..., disable_exploration: _Optional[bool] = ..., min_state_version: _Optional[int] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("id", "features")
@@ -163,12 +165,14 @@ class UpsertArticlesRequest(_message.Message):
     def __init__(self, articles: _Optional[_Iterable[_Union[Article, _Mapping]]] = ...) -> None: ...
 
 class UpsertArticlesResponse(_message.Message):
-    __slots__ = ("accepted", "rejected")
+    __slots__ = ("accepted", "rejected", "state_version")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
+    STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     accepted: int
     rejected: _containers.RepeatedCompositeFieldContainer[Rejection]
-    def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ...) -> None: ...
+    state_version: int
+    def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., state_version: _Optional[int] = ...) -> None: ...
 
 class Impression(_message.Message):
     __slots__ = ("event_id", "request_id", "user_id", "article_id", "position", "device", "time")
@@ -211,14 +215,16 @@ class RecordEventsRequest(_message.Message):
     def __init__(self, impressions: _Optional[_Iterable[_Union[Impression, _Mapping]]] = ..., clicks: _Optional[_Iterable[_Union[Click, _Mapping]]] = ...) -> None: ...
 
 class RecordEventsResponse(_message.Message):
-    __slots__ = ("accepted", "duplicates", "rejected")
+    __slots__ = ("accepted", "duplicates", "rejected", "state_version")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
+    STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     accepted: int
     duplicates: int
     rejected: _containers.RepeatedCompositeFieldContainer[Rejection]
-    def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ...) -> None: ...
+    state_version: int
+    def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., state_version: _Optional[int] = ...) -> None: ...
 
 class Rejection(_message.Message):
     __slots__ = ("id", "field", "reason")
