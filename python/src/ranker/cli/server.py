@@ -256,7 +256,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "replay", help="replay a click log through a server; compare its features with training"
     )
     p.add_argument("--data", type=Path, required=True, help="click-log directory")
-    p.add_argument("--server", help="host:port of a running ranker-server with empty state")
+    p.add_argument(
+        "--server",
+        help="host:port of a running ranker-server with empty state, or several replicas' "
+        "IP:port, comma-separated (each call goes to the next: round-robin)",
+    )
     p.add_argument("--server-binary", type=Path, help="start this ranker-server instead")
     p.add_argument("--model", type=Path, help="the model the started server loads")
     p.set_defaults(run=_replay)
