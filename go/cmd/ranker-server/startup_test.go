@@ -61,7 +61,7 @@ func startRun(t *testing.T, ctx context.Context, args ...string) (addr string, d
 
 // startRunUntil is startRun returning once Run logs message with the
 // address.
-func startRunUntil(t *testing.T, ctx context.Context, message string, args ...string) (addr string, done chan error) {
+func startRunUntil(t testing.TB, ctx context.Context, message string, args ...string) (addr string, done chan error) {
 	t.Helper()
 	cfg, err := config.Load(append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", ""}, args...),
 		func(string) string { return "" }, io.Discard)
@@ -83,7 +83,7 @@ func startRunUntil(t *testing.T, ctx context.Context, message string, args ...st
 // publish writes the news fixture as root/news/<version>, renamed into place
 // as the exporter and model-sync tools do; a broken one has a truncated
 // model.onnx.
-func publish(t *testing.T, root, version string, broken bool) {
+func publish(t testing.TB, root, version string, broken bool) {
 	t.Helper()
 	staging := filepath.Join(root, "news", ".staging-"+version)
 	modeltest.CopyVersion(t, modeltest.News(t), staging)
@@ -117,7 +117,7 @@ func goldenRequest(t *testing.T) *rankerv1.RankRequest {
 	return req
 }
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+func dial(t testing.TB, addr string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -36,7 +37,7 @@ func answers(t *testing.T, sc *backendtest.Scenario, s *Store) (neighbours map[s
 
 // withoutNeighbourLists rewrites every log segment of dir as the previous
 // version wrote it: articles without the neighbour lists they changed.
-func withoutNeighbourLists(t *testing.T, dir string) {
+func withoutNeighbourLists(t testing.TB, dir string) {
 	t.Helper()
 	segments, err := listSegments(dir)
 	if err != nil {
@@ -106,6 +107,9 @@ func TestARestartAnswersAsBefore(t *testing.T) {
 			}
 			for name, d := range map[string]string{"clean stop": dir, "crash": crashed, "log of the previous version": previous} {
 				again := openWithDims(t, d, sc.Dims)
+				if _, err := os.Stat(filepath.Join(d, SnapshotFile)); d == previous && err != nil {
+					t.Errorf("%s: no snapshot after the lists were searched, so the next start searches again: %v", name, err)
+				}
 				gotNeighbours, gotRows := answers(t, sc, again)
 				for id, want := range wantNeighbours {
 					if got := gotNeighbours[id]; !slices.Equal(got, want) {
@@ -163,6 +167,50 @@ func TestALoggedListNamingAnUnknownArticleFailsTheRestart(t *testing.T) {
 	}
 }
 
+// upsertWhileRecording upserts the catalog, its first 100 articles first and
+// the rest in calls of batch articles, while RecordEvents is called in a loop
+// with 100 impressions of those first articles; it returns the longest
+// RecordEvents call that overlapped the upsert and how many did.
+func upsertWhileRecording(tb testing.TB, s *Store, catalog []features.Article, batch int) (longest time.Duration, calls int) {
+	tb.Helper()
+	upsertInBatches(tb, s, catalog[:100], 100) // the articles the events show
+	upserted := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(upserted)
+		for i := 100; i < len(catalog); i += batch {
+			part := catalog[i:min(i+batch, len(catalog))]
+			if res, err := s.UpsertArticles(context.Background(), part); err != nil || res.Accepted != len(part) {
+				tb.Errorf("upsert of articles %d..%d: %+v %v", i, i+len(part)-1, res, err)
+				return
+			}
+		}
+	})
+	defer wg.Wait()
+	for n := 0; ; n++ {
+		imps := make([]features.Impression, 100)
+		for i := range imps {
+			imps[i] = features.Impression{EventID: fmt.Sprint(n, "-", i), RequestID: fmt.Sprint("r", n), UserID: fmt.Sprint("u", i%10),
+				ArticleID: catalog[i].ID, Time: backendtest.CatalogStart + int64(n)*1_000_000}
+		}
+		start := time.Now()
+		res, err := s.RecordEvents(context.Background(), imps, nil)
+		took := time.Since(start)
+		if err != nil || res.Accepted != len(imps) {
+			tb.Errorf("RecordEvents %d: %+v %v", n, res, err)
+			<-upserted
+			return longest, calls
+		}
+		select {
+		case <-upserted:
+			return longest, calls
+		default:
+			longest, calls = max(longest, took), calls+1
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
 // maxRecordEventsLatency is the longest a RecordEvents call may wait while
 // the catalog is upserted. A call waits at most for one upsert's log write
 // and installation (tens of milliseconds for 2,000 articles of 512
@@ -179,54 +227,17 @@ func TestRecordEventsDoNotWaitForACatalogUpsert(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	articles := 8_000
+	articles := 6_000
 	if testing.Short() {
 		articles = 4_000
 	}
-	catalog := catalogWithEmbeddings(spec, articles, 2_000, features.DefaultEmbeddingDimensions, 2)
+	catalog := backendtest.CatalogWithEmbeddings(spec, articles, 2_000, features.DefaultEmbeddingDimensions, 2)
 	s, err := Open(t.TempDir(), spec, features.DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	upsertInBatches(t, s, catalog[:100], 100) // the articles the events show
-
-	var longest time.Duration
-	calls := 0
-	upserted := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer close(upserted)
-		for i := 100; i < len(catalog); i += 2_000 {
-			part := catalog[i:min(i+2_000, len(catalog))]
-			if res, err := s.UpsertArticles(context.Background(), part); err != nil || res.Accepted != len(part) {
-				t.Errorf("upsert of articles %d..%d: %+v %v", i, i+len(part)-1, res, err)
-				return
-			}
-		}
-	})
-	recording := true
-	for batch := 0; recording; batch++ {
-		imps := make([]features.Impression, 100)
-		for i := range imps {
-			imps[i] = features.Impression{EventID: fmt.Sprint(batch, "-", i), RequestID: fmt.Sprint("r", batch), UserID: fmt.Sprint("u", i%10),
-				ArticleID: catalog[i].ID, Time: catalogStart + int64(batch)*1_000_000}
-		}
-		start := time.Now()
-		res, err := s.RecordEvents(context.Background(), imps, nil)
-		took := time.Since(start)
-		if err != nil || res.Accepted != len(imps) {
-			t.Fatalf("batch %d: %+v %v", batch, res, err)
-		}
-		select {
-		case <-upserted:
-			recording = false
-		default:
-			longest, calls = max(longest, took), calls+1
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	wg.Wait()
+	longest, calls := upsertWhileRecording(t, s, catalog, 2_000)
 	t.Logf("%d RecordEvents calls during the upsert of %d articles; the longest took %v", calls, articles, longest)
 	if longest > maxRecordEventsLatency {
 		t.Errorf("the longest RecordEvents call during the upsert took %v, want at most %v", longest, maxRecordEventsLatency)

@@ -109,13 +109,17 @@ func Open(dir string, spec *features.Spec, limits features.Limits) (*Store, erro
 		}
 		s.segment = n
 	}
-	// A log of an earlier version, or of another --embedding-dimensions,
-	// held no neighbour lists: search them once, now.
-	s.RebuildNeighbours()
+	// A log of an earlier version held no neighbour lists: search them once,
+	// now (seconds for a large catalog), and write a snapshot, which holds
+	// them, so that the next start does not search again.
+	rebuilt := s.RebuildNeighbours()
 	if s.log == nil {
 		if err := s.openSegment(s.segment); err != nil {
 			return nil, err
 		}
+	}
+	if rebuilt {
+		_ = s.snapshot() // the log stays; a failed snapshot only means the search again at the next start
 	}
 	return s, nil
 }
