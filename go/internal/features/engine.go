@@ -300,8 +300,8 @@ func (s *State) PlanNeighbours(batch []Article) *NeighbourLists {
 
 	type search struct {
 		c    *Semantic
-		old  []*articleState // nil: search the window in full
-		full bool
+		old  []*articleState // its list as it stands
+		full bool            // search its whole window, not only old and the added embeddings
 	}
 	var searches []search
 	for _, e := range added {
