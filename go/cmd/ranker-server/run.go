@@ -60,15 +60,21 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	}
 }
 
-// run loads the models, serves until ctx is done, then shuts down
-// gracefully: health NOT_SERVING, drain in-flight requests for
-// cfg.ShutdownTimeout, stop. It returns an error, naming the file, when a
-// fixed model version (--model naming a version directory) cannot serve;
-// a model root or model directory with no valid version yet starts not
-// ready (ranking service health NOT_SERVING, requests UNAVAILABLE) until the reload poll
-// serves one (the server's own health, "", is SERVING meanwhile: it is
-// alive). It returns nil as soon as ctx is done, at any point.
+// run opens the gRPC port first, then loads the models and the feature
+// state, serves until ctx is done, and shuts down gracefully: health
+// NOT_SERVING, drain in-flight requests for cfg.ShutdownTimeout, stop.
+//
+// While it loads (a state replay can take seconds), the server's own health
+// ("") is SERVING: it is alive, so liveness and startup probes pass; the
+// ranking service's health is NOT_SERVING and its calls UNAVAILABLE, saying
+// what is still loading (readiness). It returns an error, naming the file,
+// when a fixed model version (--model naming a version directory) cannot
+// serve or the state cannot be opened; a model root or model directory with
+// no valid version yet stays not ready (ranking service NOT_SERVING,
+// requests UNAVAILABLE) until the reload poll serves one. It returns nil as
+// soon as ctx is done, at any point.
 func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
+	started := time.Now()
 	if cfg.Backend == model.BackendONNXRuntime {
 		if err := model.InitRuntime(cfg.ORTLib); err != nil {
 			return err
@@ -90,86 +96,15 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	models, err := registry.OpenContext(ctx, registry.Config{Root: cfg.ModelRoot, Model: cfg.Model, Default: cfg.DefaultModel,
-		LoadTimeout: cfg.ModelLoadTimeout},
-		model.LoadOptions{Backend: cfg.Backend, Threads: cfg.ORTThreads, ScoringPath: cfg.ScoringPath, Logger: logger, Limits: cfg.ModelLimits}, logger, m)
-	if ctx.Err() != nil {
-		logger.Info("stopped while loading models")
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer models.Close()
-	if !models.Ready() && cfg.ReloadInterval <= 0 {
-		return fmt.Errorf("no valid model version to serve, and --reload-interval 0 would never load one (default model %q)", models.Default())
-	}
-	m.ModelAge(func() map[string]time.Time {
-		ages := map[string]time.Time{}
-		for _, name := range models.Names() { // models found later included
-			if st, err := models.Status(name); err == nil {
-				ages[name] = st.Serving.Meta.CreatedAt
-			}
-		}
-		return ages
-	})
-	m.ServingVersions(func() map[string]string {
-		serving := map[string]string{}
-		for _, name := range models.Names() {
-			if st, err := models.Status(name); err == nil {
-				serving[name] = st.Serving.Meta.ModelVersion
-			}
-		}
-		return serving
-	})
-
-	var exposures *exposure.Log
-	if cfg.ExposureDir != "" {
-		exposures, err = exposure.Open(cfg.ExposureDir, exposure.Options{Buffer: cfg.ExposureBuffer,
-			MaxBytes: cfg.ExposureMaxBytes, MaxFiles: cfg.ExposureMaxFiles, Logger: logger}, exposureCounters{m})
-		if err != nil {
-			return err
-		}
-		defer func() {
-			if err := exposures.Close(); err != nil {
-				logger.Error("exposure log close failed", "error", err.Error())
-			}
-		}()
-	}
 	spec, err := features.LoadSpec()
 	if err != nil {
 		return err
 	}
 	limits := features.Limits{Lateness: cfg.EventLateness, ClockSkew: cfg.EventClockSkew, EmbeddingDimensions: cfg.EmbeddingDimensions}
-	var state features.Service
-	if strings.HasPrefix(cfg.State, "redis://") || strings.HasPrefix(cfg.State, "rediss://") {
-		state, err = redisstate.Open(cfg.State, spec, limits, cfg.StateTimeout)
-	} else if cfg.State != "" {
+	if cfg.State != "" && !strings.HasPrefix(cfg.State, "redis://") && !strings.HasPrefix(cfg.State, "rediss://") {
 		return fmt.Errorf("state: %q is neither empty (embedded) nor a redis:// URL", cfg.State)
-	} else {
-		state, err = embedded.Open(cfg.StateDir, spec, limits)
 	}
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := state.Close(); err != nil {
-			logger.Error("state log close failed", "error", err.Error())
-		}
-	}()
-	m.StateSize(state.Counts)
-	articles, users, events, embeddings := state.Counts()
-	if cfg.StateDir == "" && cfg.State == "" {
-		logger.Warn("feature state in memory only: recorded events are lost on restart (set --state-dir)")
-	}
-	logger.Info("feature state", "state", cfg.State, "dir", cfg.StateDir, "articles", articles, "users", users, "events", events,
-		"embeddings", embeddings, "embedding_dimensions", cfg.EmbeddingDimensions)
-	if w, ok := state.(interface{ OtherWidthEmbeddings() int }); ok {
-		if n := w.OtherWidthEmbeddings(); n > 0 {
-			logger.Warn("stored embeddings of another width are ignored: their articles' semantic features are missing until the catalog is upserted again with vectors of --embedding-dimensions",
-				"articles", n, "embedding_dimensions", cfg.EmbeddingDimensions)
-		}
-	}
+
 	outcomes := m.Outcomes()
 	shedding := overload.NewMetrics(m.Registry)
 	guard := overload.NewGuard(overload.GuardOptions{MaxInflight: int64(cfg.MaxInflight), ReadTimeout: cfg.RequestReadTimeout,
@@ -178,18 +113,6 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	defer guard.Close()
 	var otherLoad atomic.Int64
 	go overload.SampleOtherLoad(ctx, &otherLoad, logger)
-	ranking := server.New(models, server.Options{
-		Limits:    request.Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures, MaxRequestMemory: cfg.MaxRequestMemory},
-		Admission: overload.Admission{MaxScoring: cfg.MaxScoring, MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout},
-		Metrics:   m, Shedding: shedding, Exposure: exposures, Features: state, SplitMinRows: cfg.SplitMinRows, Strict: cfg.Strict,
-		Exploration: cfg.Exploration, Busy: func() int64 { return guard.Open() + otherLoad.Load() }}, logger)
-	experiments := &experimentFile{path: cfg.ExperimentConfig}
-	ready := models.Ready()
-	if ready {
-		if err := experiments.reload(ranking, models, logger); err != nil {
-			return err // a bad experiment at startup is an error; later it keeps the last good one
-		}
-	}
 
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -200,6 +123,7 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	lis = netutil.LimitListener(lis, cfg.MaxConnections)
 	tp, shutdownTracing, err := tracing.NewProvider(ctx, cfg.OTLPEndpoint, cfg.TraceSampleRatio)
 	if err != nil {
+		_ = lis.Close()
 		return err
 	}
 	defer func() {
@@ -235,7 +159,12 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		security.Credentials(), // TLS when --tls-cert is set
 		grpc.ChainUnaryInterceptor(security.Unary), grpc.ChainStreamInterceptor(security.Stream),
 	)
-	rankerv1.RegisterRankingServiceServer(grpcServer, ranking)
+	// Every return before the graceful shutdown below (a failed load, a stop
+	// while loading) closes the port; nothing is in flight then but answers
+	// that say the server is loading.
+	defer grpcServer.Stop()
+	loading := &loadingService{}
+	rankerv1.RegisterRankingServiceServer(grpcServer, loading)
 	healthServer := health.NewServer()
 	healthpb.RegisterHealthServer(grpcServer, healthServer)
 	if cfg.Reflection {
@@ -244,34 +173,165 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	outcomes.KnowMethods(grpcServer.GetServiceInfo())
 	grpcMetrics.InitializeMetrics(grpcServer) // every method's series at 0 from the start
 	// The whole server ("") is SERVING once it listens: liveness and startup
-	// probes ask that, and a pod waiting for its first model is alive, not
-	// stuck. The ranking service is SERVING once a model is (readiness).
+	// probes ask that, and a pod loading its state or waiting for its first
+	// model is alive, not stuck. The ranking service is SERVING once the
+	// state and a model are (readiness).
 	healthServer.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	rankingName := rankerv1.RankingService_ServiceDesc.ServiceName
+	healthServer.SetServingStatus(rankingName, healthpb.HealthCheckResponse_NOT_SERVING)
+
+	if cfg.MetricsListen != "" {
+		metricsLis, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics listen %s: %w", cfg.MetricsListen, err)
+		}
+		metricsServer := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := metricsServer.Serve(metricsLis); !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("metrics server stopped", "error", err.Error())
+			}
+		}()
+		defer func() { _ = metricsServer.Close() }() // shutting down: its listener goes with the process
+		logger.Info("metrics", "listen", metricsLis.Addr().String())
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- grpcServer.Serve(lis) }()
+	logger.Info("listening", "listen", lis.Addr().String(), "started_seconds", time.Since(started).Seconds(),
+		"ranking_health", "NOT_SERVING until the feature state and a model are loaded")
+
+	// The state loads beside the models: a replay and a model load each take
+	// a core.
+	type opened struct {
+		state features.Service
+		err   error
+	}
+	stateOpened := make(chan opened, 1)
+	go func() {
+		var o opened
+		if cfg.State != "" {
+			o.state, o.err = redisstate.Open(cfg.State, spec, limits, cfg.StateTimeout)
+		} else {
+			o.state, o.err = embedded.Open(cfg.StateDir, spec, limits)
+		}
+		loading.stateLoaded.Store(o.err == nil)
+		stateOpened <- o
+	}()
+	// closeStateWhenOpened closes a state that finishes opening after run
+	// has given up on it (stopped while loading, a model refused).
+	closeStateWhenOpened := func() {
+		go func() {
+			if o := <-stateOpened; o.err == nil {
+				_ = o.state.Close()
+			}
+		}()
+	}
+
+	models, err := registry.OpenContext(ctx, registry.Config{Root: cfg.ModelRoot, Model: cfg.Model, Default: cfg.DefaultModel,
+		LoadTimeout: cfg.ModelLoadTimeout},
+		model.LoadOptions{Backend: cfg.Backend, Threads: cfg.ORTThreads, ScoringPath: cfg.ScoringPath, Logger: logger, Limits: cfg.ModelLimits}, logger, m)
+	if ctx.Err() != nil {
+		logger.Info("stopped while loading models")
+		closeStateWhenOpened()
+		return nil
+	}
+	if err != nil {
+		closeStateWhenOpened()
+		return err
+	}
+	defer models.Close()
+	loading.modelLoaded.Store(true)
+	if !models.Ready() && cfg.ReloadInterval <= 0 {
+		closeStateWhenOpened()
+		return fmt.Errorf("no valid model version to serve, and --reload-interval 0 would never load one (default model %q)", models.Default())
+	}
+	m.ModelAge(func() map[string]time.Time {
+		ages := map[string]time.Time{}
+		for _, name := range models.Names() { // models found later included
+			if st, err := models.Status(name); err == nil {
+				ages[name] = st.Serving.Meta.CreatedAt
+			}
+		}
+		return ages
+	})
+	m.ServingVersions(func() map[string]string {
+		serving := map[string]string{}
+		for _, name := range models.Names() {
+			if st, err := models.Status(name); err == nil {
+				serving[name] = st.Serving.Meta.ModelVersion
+			}
+		}
+		return serving
+	})
+
+	var exposures *exposure.Log
+	if cfg.ExposureDir != "" {
+		exposures, err = exposure.Open(cfg.ExposureDir, exposure.Options{Buffer: cfg.ExposureBuffer,
+			MaxBytes: cfg.ExposureMaxBytes, MaxFiles: cfg.ExposureMaxFiles, Logger: logger}, exposureCounters{m})
+		if err != nil {
+			closeStateWhenOpened()
+			return err
+		}
+		defer func() {
+			if err := exposures.Close(); err != nil {
+				logger.Error("exposure log close failed", "error", err.Error())
+			}
+		}()
+	}
+
+	var state features.Service
+	select {
+	case o := <-stateOpened:
+		if o.err != nil {
+			return o.err
+		}
+		state = o.state
+	case <-ctx.Done():
+		logger.Info("stopped while loading the feature state")
+		closeStateWhenOpened()
+		return nil
+	}
+	defer func() {
+		if err := state.Close(); err != nil {
+			logger.Error("state log close failed", "error", err.Error())
+		}
+	}()
+	m.StateSize(state.Counts)
+	articles, users, events, embeddings := state.Counts()
+	if cfg.StateDir == "" && cfg.State == "" {
+		logger.Warn("feature state in memory only: recorded events are lost on restart (set --state-dir)")
+	}
+	logger.Info("feature state", "state", cfg.State, "dir", cfg.StateDir, "articles", articles, "users", users, "events", events,
+		"embeddings", embeddings, "embedding_dimensions", cfg.EmbeddingDimensions, "loaded_seconds", time.Since(started).Seconds())
+	if w, ok := state.(interface{ OtherWidthEmbeddings() int }); ok {
+		if n := w.OtherWidthEmbeddings(); n > 0 {
+			logger.Warn("stored embeddings of another width are ignored: their articles' semantic features are missing until the catalog is upserted again with vectors of --embedding-dimensions",
+				"articles", n, "embedding_dimensions", cfg.EmbeddingDimensions)
+		}
+	}
+	ranking := server.New(models, server.Options{
+		Limits:    request.Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures, MaxRequestMemory: cfg.MaxRequestMemory},
+		Admission: overload.Admission{MaxScoring: cfg.MaxScoring, MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout},
+		Metrics:   m, Shedding: shedding, Exposure: exposures, Features: state, SplitMinRows: cfg.SplitMinRows, Strict: cfg.Strict,
+		Exploration: cfg.Exploration, Busy: func() int64 { return guard.Open() + otherLoad.Load() }}, logger)
+	experiments := &experimentFile{path: cfg.ExperimentConfig}
+	ready := models.Ready()
+	if ready {
+		if err := experiments.reload(ranking, models, logger); err != nil {
+			return err // a bad experiment at startup is an error; later it keeps the last good one
+		}
+	}
+	loading.serve(ranking)
 	rankingStatus := func(ready bool) healthpb.HealthCheckResponse_ServingStatus {
 		if ready {
 			return healthpb.HealthCheckResponse_SERVING
 		}
 		return healthpb.HealthCheckResponse_NOT_SERVING
 	}
-	healthServer.SetServingStatus(rankerv1.RankingService_ServiceDesc.ServiceName, rankingStatus(ready))
+	healthServer.SetServingStatus(rankingName, rankingStatus(ready))
 	if !ready {
-		logger.Warn("no model version loaded yet: "+rankerv1.RankingService_ServiceDesc.ServiceName+" health NOT_SERVING until one loads",
+		logger.Warn("no model version loaded yet: "+rankingName+" health NOT_SERVING until one loads",
 			"default_model", models.Default())
-	}
-
-	var metricsServer *http.Server
-	if cfg.MetricsListen != "" {
-		metricsLis, err := net.Listen("tcp", cfg.MetricsListen)
-		if err != nil {
-			return fmt.Errorf("metrics listen %s: %w", cfg.MetricsListen, err)
-		}
-		metricsServer = &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := metricsServer.Serve(metricsLis); !errors.Is(err, http.ErrServerClosed) {
-				logger.Error("metrics server stopped", "error", err.Error())
-			}
-		}()
-		logger.Info("metrics", "listen", metricsLis.Addr().String())
 	}
 
 	stopWatch := make(chan struct{})
@@ -294,7 +354,7 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 					}
 					if !ready {
 						ready = true
-						healthServer.SetServingStatus(rankerv1.RankingService_ServiceDesc.ServiceName, rankingStatus(true))
+						healthServer.SetServingStatus(rankingName, rankingStatus(true))
 						logger.Info("first model version loaded: serving", "models", models.Names(), "default_model", models.Default())
 					}
 				}
@@ -302,21 +362,18 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}()
 	}
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- grpcServer.Serve(lis) }()
 	logger.Info("serving", "listen", lis.Addr().String(), "models", models.Names(), "default_model", models.Default(),
-		"tls", cfg.TLSCert != "", "mutual_tls", cfg.TLSClientCA != "", "auth_tokens", cfg.AuthTokens != "", "reflection", cfg.Reflection)
+		"tls", cfg.TLSCert != "", "mutual_tls", cfg.TLSClientCA != "", "auth_tokens", cfg.AuthTokens != "", "reflection", cfg.Reflection,
+		"ready_seconds", time.Since(started).Seconds())
 
 	select {
 	case err := <-serveErr:
+		close(stopWatch)
 		return fmt.Errorf("grpc serve: %w", err)
 	case <-ctx.Done():
 	}
 	close(stopWatch)
 	shutdown(grpcServer, healthServer, cfg.DrainDelay, cfg.ShutdownTimeout, logger)
-	if metricsServer != nil {
-		_ = metricsServer.Close() // shutting down: its listener goes with the process
-	}
 	return nil
 }
 

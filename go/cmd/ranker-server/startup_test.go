@@ -27,17 +27,19 @@ import (
 	"ranker/internal/model/modeltest"
 )
 
-// listenAddr catches the address Run logs once it listens.
+// listenAddr catches the address Run logs with message ("serving" once it
+// serves, "listening" once its port is open).
 type listenAddr struct {
-	once sync.Once
-	addr chan string
+	message string
+	once    sync.Once
+	addr    chan string
 }
 
 func (l *listenAddr) Enabled(context.Context, slog.Level) bool { return true }
 func (l *listenAddr) WithAttrs([]slog.Attr) slog.Handler       { return l }
 func (l *listenAddr) WithGroup(string) slog.Handler            { return l }
 func (l *listenAddr) Handle(_ context.Context, r slog.Record) error {
-	if r.Message != "serving" {
+	if r.Message != l.message {
 		return nil
 	}
 	r.Attrs(func(a slog.Attr) bool {
@@ -50,16 +52,23 @@ func (l *listenAddr) Handle(_ context.Context, r slog.Record) error {
 }
 
 // startRun runs the server as main does, on a free port, with ctx; it
-// returns Run's result channel and, when it listens within a few seconds,
+// returns Run's result channel and, when it serves within a few seconds,
 // the address (else "").
 func startRun(t *testing.T, ctx context.Context, args ...string) (addr string, done chan error) {
+	t.Helper()
+	return startRunUntil(t, ctx, "serving", args...)
+}
+
+// startRunUntil is startRun returning once Run logs message with the
+// address.
+func startRunUntil(t testing.TB, ctx context.Context, message string, args ...string) (addr string, done chan error) {
 	t.Helper()
 	cfg, err := config.Load(append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", ""}, args...),
 		func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &listenAddr{addr: make(chan string, 1)}
+	logs := &listenAddr{message: message, addr: make(chan string, 1)}
 	done = make(chan error, 1)
 	go func() { done <- run(ctx, cfg, slog.New(logs)) }()
 	select {
@@ -74,7 +83,7 @@ func startRun(t *testing.T, ctx context.Context, args ...string) (addr string, d
 // publish writes the news fixture as root/news/<version>, renamed into place
 // as the exporter and model-sync tools do; a broken one has a truncated
 // model.onnx.
-func publish(t *testing.T, root, version string, broken bool) {
+func publish(t testing.TB, root, version string, broken bool) {
 	t.Helper()
 	staging := filepath.Join(root, "news", ".staging-"+version)
 	modeltest.CopyVersion(t, modeltest.News(t), staging)
@@ -108,7 +117,7 @@ func goldenRequest(t *testing.T) *rankerv1.RankRequest {
 	return req
 }
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+func dial(t testing.TB, addr string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -132,7 +141,7 @@ func TestSIGTERMDuringStartupOnAFIFOModelReturnsPromptly(t *testing.T) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM) // as main does
 	defer stop()
-	addr, done := startRun(t, ctx, "--model-root", root, "--drain-delay", "0s") // the drain delay is tested on its own
+	addr, done := startRunUntil(t, ctx, "listening", "--model-root", root, "--drain-delay", "0s") // the drain delay is tested on its own
 	if addr == "" {
 		t.Error("the server did not listen within 5 s of starting on a FIFO model.onnx")
 	} else {

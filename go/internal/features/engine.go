@@ -136,9 +136,9 @@ type articleState struct {
 	sem    *Semantic // nil without a (non-zero) embedding; shares Article.Quantised
 	// The SemanticNeighbours articles most like this one among those
 	// published in the window before it; they depend on the catalog alone,
-	// so each upsert keeps them current (see ApplyArticles).
+	// so each upsert keeps them current (see PlanNeighbours).
 	neighbours []*articleState
-	indexing   bool // in the batch ApplyArticles is indexing
+	indexing   bool // in the batch install is indexing
 	events     counter
 }
 
@@ -167,6 +167,9 @@ type State struct {
 	// Rank at an earlier time than this would need history that pruning
 	// has folded away (see prune); math.MinInt64 until the first prune.
 	exactFrom int64
+	// Some articles were stored without their neighbour lists (a log of an
+	// earlier version replayed): RebuildNeighbours searches them all, once.
+	neighboursStale bool
 }
 
 // NewState returns an empty state whose embeddings have dims components;
@@ -204,97 +207,297 @@ func keyed(m map[string]*counter, k string) *counter {
 	return c
 }
 
+// NeighbourLists are the semantic neighbour lists a catalog change sets, by
+// article id: most similar first, empty for an article that has none any
+// more, found among embeddings of Dimensions components. They depend on the
+// catalog alone, so a log that keeps them beside the articles replays them
+// without searching again: that search is what made a replay quadratic in
+// the catalog.
+type NeighbourLists struct {
+	Dimensions int                 `json:"dimensions"`
+	Lists      map[string][]string `json:"lists"`
+}
+
 // ApplyArticles stores a batch of articles (already validated, and
-// quantised by Spec.Stored), then brings the semantic neighbours up to date: of the batch's
-// articles, and of every article whose window holds one of their publish
-// times, old or new (usually none: new articles are the newest). Only the
-// writer calls it.
+// quantised by Spec.Stored) and brings the semantic neighbours up to date:
+// PlanNeighbours, then InstallArticles. Only the writer calls it; a writer
+// that records events meanwhile calls the two itself (see embedded.Store).
 func (s *State) ApplyArticles(batch []Article) {
 	if len(batch) == 0 {
 		return
 	}
+	s.install(batch, s.PlanNeighbours(batch))
+}
+
+// PlanNeighbours finds the neighbour lists that storing batch changes: those
+// of the batch's articles, and of every article whose window holds one of
+// their publish times, old or new (usually none: new articles are the
+// newest). It changes no answer and takes no lock, so Rank and the recording
+// of events go on while it searches: it reads only the catalog's embeddings
+// and lists, which the caller keeps as they are until InstallArticles stores
+// batch with the plan (one catalog change at a time; events may be recorded
+// meanwhile: they move no neighbour).
+//
+// The batch's articles are searched in full. An article in the window after
+// one of them is searched in full only when its list holds a changed article
+// (which may have left or moved); otherwise the rest of its window is as
+// before, so its new list is the best of its old list and the changed
+// articles now in its window: one comparison each instead of a scan of the
+// week, which keeps an edit to a large catalog in milliseconds.
+func (s *State) PlanNeighbours(batch []Article) *NeighbourLists {
+	s.RebuildNeighbours() // a plan starts from current lists
+	plan := &NeighbourLists{Dimensions: s.dims, Lists: map[string][]string{}}
+	stored := make(map[string]*Semantic, len(batch)) // each id's embedding once the batch is stored: its last
+	var ids []string                                 // the batch's ids, once each, in order
+	for i := range batch {
+		a := &batch[i]
+		if _, seen := stored[a.ID]; !seen {
+			ids = append(ids, a.ID)
+		}
+		stored[a.ID] = NewSemantic(a, ReadOrderKey(a.ID), s.dims)
+	}
+	changed := make(map[string]bool)
+	var moved []int64     // publish times, old and new, of the changed embeddings
+	var added []*Semantic // the changed embeddings, by publish time
+	for _, id := range ids {
+		var old *Semantic
+		if st := s.articles[id]; st != nil {
+			old = st.sem
+		}
+		e := stored[id]
+		if sameEmbedding(old, e) || (old == nil && e == nil) {
+			continue // a catalog sent again, a title or section edited: no list changes
+		}
+		changed[id] = true
+		if old != nil {
+			moved = append(moved, old.publish)
+		}
+		if e != nil {
+			moved = append(moved, e.publish)
+			added = append(added, e)
+		} else {
+			plan.Lists[id] = []string{}
+		}
+	}
+	if len(changed) == 0 {
+		return plan
+	}
+	slices.SortStableFunc(added, func(a, b *Semantic) int { return cmp.Compare(a.publish, b.publish) })
+	// The catalog's embeddings by publish time as they will be: the view
+	// every list is searched in.
+	view := make([]*Semantic, 0, len(s.byPublish)+len(added))
+	rest := added
+	for _, st := range s.byPublish {
+		if changed[st.ID] {
+			continue
+		}
+		for len(rest) > 0 && rest[0].publish < st.PublishTime {
+			view, rest = append(view, rest[0]), rest[1:]
+		}
+		view = append(view, st.sem)
+	}
+	view = append(view, rest...)
+
+	type search struct {
+		c    *Semantic
+		old  []*articleState // its list as it stands
+		full bool            // search its whole window, not only old and the added embeddings
+	}
+	var searches []search
+	for _, e := range added {
+		searches = append(searches, search{c: e, full: true})
+	}
 	window := s.spec.NeighbourWindow()
-	var moved []int64 // publish times, old and new, of the batch's embeddings
+	for _, span := range Spans(moved, window) {
+		lo := sort.Search(len(view), func(i int) bool { return view[i].publish > span[0] })
+		for i := lo; i < len(view) && view[i].publish <= span[1]; i++ {
+			c := view[i]
+			if changed[c.id] {
+				continue
+			}
+			old := s.articles[c.id].neighbours
+			full := slices.ContainsFunc(old, func(n *articleState) bool { return changed[n.ID] })
+			searches = append(searches, search{c: c, old: old, full: full})
+		}
+	}
+	lists := make([][]string, len(searches))
+	parallel(len(searches), func(i int) {
+		sr := searches[i]
+		if sr.full {
+			lo, hi := s.windowOf(view, sr.c)
+			lists[i] = nearestIDs(s.spec, sr.c, view[lo:hi])
+			return
+		}
+		lists[i] = mergedNeighbours(s.spec, sr.c, sr.old, added, window)
+	})
+	for i, sr := range searches {
+		if lists[i] != nil {
+			plan.Lists[sr.c.id] = lists[i]
+		}
+	}
+	return plan
+}
+
+// sameEmbedding says whether two embeddings are the same vector at the same
+// time: storing one over the other moves no neighbour.
+func sameEmbedding(a, b *Semantic) bool {
+	return a != nil && b != nil && a.publish == b.publish && slices.Equal(a.q, b.q)
+}
+
+// windowOf is the range of view (embeddings by publish time) published in
+// c's neighbour window, [c - NeighbourWindow, c).
+func (s *State) windowOf(view []*Semantic, c *Semantic) (lo, hi int) {
+	from := c.publish - s.spec.NeighbourWindow()
+	lo = sort.Search(len(view), func(i int) bool { return view[i].publish >= from })
+	hi = sort.Search(len(view), func(i int) bool { return view[i].publish >= c.publish })
+	return lo, hi
+}
+
+// nearestIDs is the ids of c's neighbours among pool, most similar first.
+func nearestIDs(sp *Spec, c *Semantic, pool []*Semantic) []string {
+	best := sp.Nearest(c, len(pool), func(i int) *Semantic { return pool[i] })
+	out := make([]string, len(best))
+	for j, i := range best {
+		out[j] = pool[i].id
+	}
+	return out
+}
+
+// mergedNeighbours is c's neighbours when only the added embeddings may have
+// entered its window and none of the changed ones was on its list old: the
+// best of old and those of added now in the window; nil when none is, and
+// so the list stays as it is.
+func mergedNeighbours(sp *Spec, c *Semantic, old []*articleState, added []*Semantic, window int64) []string {
+	from := c.publish - window
+	pool := make([]*Semantic, 0, len(old)+1)
+	for _, n := range old {
+		pool = append(pool, n.sem)
+	}
+	for _, x := range added {
+		if x.publish >= from && x.publish < c.publish {
+			pool = append(pool, x)
+		}
+	}
+	if len(pool) == len(old) {
+		return nil
+	}
+	return nearestIDs(sp, c, pool)
+}
+
+// InstallArticles stores a batch of articles (validated and quantised) with
+// the neighbour lists PlanNeighbours found for it, or a log kept. Without
+// lists, or with lists of another width (logged before
+// --embedding-dimensions changed), every list waits for RebuildNeighbours:
+// a replay of such a log searches once at its end, not once per batch. Lists
+// that name an article neither the catalog nor the batch holds are refused,
+// and nothing is stored. Only the writer calls it; it searches nothing, so
+// the lock it takes is short.
+func (s *State) InstallArticles(batch []Article, lists *NeighbourLists) error {
+	if lists != nil && lists.Dimensions == s.dims {
+		inBatch := make(map[string]bool, len(batch))
+		for _, a := range batch {
+			inBatch[a.ID] = true
+		}
+		s.mu.RLock()
+		known := func(id string) bool { return inBatch[id] || s.articles[id] != nil }
+		var err error
+		for id, nbs := range lists.Lists {
+			if !known(id) {
+				err = fmt.Errorf("neighbours of unknown article %q", id)
+				break
+			}
+			if i := slices.IndexFunc(nbs, func(nb string) bool { return !known(nb) }); i >= 0 {
+				err = fmt.Errorf("article %q has unknown neighbour %q", id, nbs[i])
+				break
+			}
+		}
+		s.mu.RUnlock()
+		if err != nil {
+			return err
+		}
+	}
+	s.install(batch, lists)
+	return nil
+}
+
+// install is InstallArticles once the lists are known to be whole.
+func (s *State) install(batch []Article, lists *NeighbourLists) {
+	if len(batch) == 0 {
+		return
+	}
 	var changed []*articleState
 	wasIndexed := false // whether byPublish holds an article of the batch
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, a := range batch {
 		st := s.articles[a.ID]
 		if st == nil {
 			st = &articleState{order: ReadOrderKey(a.ID)}
 			s.articles[a.ID] = st
 		}
-		if st.sem != nil && st.PublishTime == a.PublishTime && slices.Equal(st.Quantised, a.Quantised) {
-			// The same vector at the same time (a catalog sent again, a
-			// title or section edited): no article's neighbours change.
-			st.Article = a
-			st.vector = TitleVector(a.Title, s.spec.TitleDimensions)
-			st.sem = NewSemantic(&st.Article, st.order, s.dims)
-			continue
-		}
-		if st.sem != nil {
-			moved = append(moved, st.PublishTime)
+		// The same vector at the same time moves no neighbour (see sameEmbedding).
+		same := st.sem != nil && st.PublishTime == a.PublishTime && slices.Equal(st.Quantised, a.Quantised)
+		if st.sem != nil && !same {
 			wasIndexed = true
 		}
 		st.Article = a
 		st.vector = TitleVector(a.Title, s.spec.TitleDimensions)
 		st.sem = NewSemantic(&st.Article, st.order, s.dims)
-		if st.sem != nil {
-			moved = append(moved, a.PublishTime)
-		}
-		if !st.indexing {
+		if !same && !st.indexing {
 			st.indexing = true
 			changed = append(changed, st)
 		}
 	}
 	s.reindex(changed, wasIndexed)
-	s.mu.Unlock()
-
-	// The writer alone changes the state, so it reads it here without the
-	// lock while Rank goes on; only the new lists are stored under it.
-	//
-	// The batch's articles are searched in full. An article in the window
-	// after one of them is searched in full only when its list holds a
-	// changed article (which may have left or moved); otherwise the rest of
-	// its window is as before, so its new list is the best of its old list
-	// and the changed articles now in its window: one comparison each
-	// instead of a scan of the week, which keeps an edit to a large
-	// catalog in milliseconds.
-	targets := changed
-	for _, st := range changed {
-		st.indexing = true
+	if lists == nil || lists.Dimensions != s.dims {
+		s.neighboursStale = true
+		return
 	}
-	var incremental []*articleState
-	isChanged := make(map[*articleState]bool, len(changed))
-	for _, st := range changed {
-		isChanged[st] = true
-	}
-	for _, span := range Spans(moved, window) {
-		lo := sort.Search(len(s.byPublish), func(i int) bool { return s.byPublish[i].PublishTime > span[0] })
-		for i := lo; i < len(s.byPublish) && s.byPublish[i].PublishTime <= span[1]; i++ {
-			st := s.byPublish[i]
-			if st.indexing {
-				continue
-			}
-			st.indexing = true
-			if slices.ContainsFunc(st.neighbours, func(n *articleState) bool { return isChanged[n] }) {
-				targets = append(targets, st)
-			} else {
-				incremental = append(incremental, st)
+	for id, nbs := range lists.Lists {
+		st := s.articles[id]
+		st.neighbours = nil
+		if len(nbs) > 0 {
+			st.neighbours = make([]*articleState, len(nbs))
+			for i, nb := range nbs {
+				st.neighbours[i] = s.articles[nb]
 			}
 		}
 	}
-	lists := make([][]*articleState, len(targets)+len(incremental))
-	parallel(len(targets), func(i int) { lists[i] = s.neighboursOf(targets[i]) })
-	parallel(len(incremental), func(i int) {
-		lists[len(targets)+i] = s.mergeNeighbours(incremental[i], changed)
-	})
-	targets = append(targets, incremental...)
-	s.mu.Lock()
-	for i, st := range targets {
-		st.neighbours, st.indexing = lists[i], false
+}
+
+// RebuildNeighbours searches every article's neighbours again when some
+// were stored without their lists (see InstallArticles): once, in parallel,
+// rather than per batch. It reports whether it had to. Only the writer
+// calls it.
+func (s *State) RebuildNeighbours() bool {
+	if !s.neighboursStale {
+		return false
 	}
-	s.mu.Unlock()
+	view := make([]*Semantic, len(s.byPublish))
+	for i, st := range s.byPublish {
+		view[i] = st.sem
+	}
+	lists := make([][]*articleState, len(view))
+	parallel(len(view), func(i int) {
+		lo, hi := s.windowOf(view, view[i])
+		best := s.spec.Nearest(view[i], hi-lo, func(j int) *Semantic { return view[lo+j] })
+		lists[i] = make([]*articleState, len(best))
+		for j, k := range best {
+			lists[i][j] = s.byPublish[lo+k]
+		}
+	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range s.articles {
+		st.neighbours = nil // an article without an embedding has none
+	}
+	for i, st := range s.byPublish {
+		if len(lists[i]) > 0 {
+			st.neighbours = lists[i]
+		}
+	}
+	s.neighboursStale = false
+	return true
 }
 
 // Spans merges the intervals (p, p + window] of the times given into
@@ -342,45 +545,6 @@ func (s *State) reindex(changed []*articleState, wasIndexed bool) {
 	for _, st := range changed {
 		st.indexing = false
 	}
-}
-
-// mergeNeighbours is c's neighbours when only the changed articles may have
-// entered its window and none of them was on its list: the best of its old
-// list and those of them now in the window.
-func (s *State) mergeNeighbours(c *articleState, changed []*articleState) []*articleState {
-	from := c.PublishTime - s.spec.NeighbourWindow()
-	pool := slices.Clone(c.neighbours)
-	for _, x := range changed {
-		if x.sem != nil && x != c && x.PublishTime >= from && x.PublishTime < c.PublishTime {
-			pool = append(pool, x)
-		}
-	}
-	if len(pool) == len(c.neighbours) {
-		return c.neighbours
-	}
-	best := s.spec.Nearest(c.sem, len(pool), func(i int) *Semantic { return pool[i].sem })
-	out := make([]*articleState, len(best))
-	for j, i := range best {
-		out[j] = pool[i]
-	}
-	return out
-}
-
-// neighboursOf finds c's semantic neighbours in byPublish.
-func (s *State) neighboursOf(c *articleState) []*articleState {
-	if c.sem == nil {
-		return nil
-	}
-	from := c.PublishTime - s.spec.NeighbourWindow()
-	lo := sort.Search(len(s.byPublish), func(i int) bool { return s.byPublish[i].PublishTime >= from })
-	hi := sort.Search(len(s.byPublish), func(i int) bool { return s.byPublish[i].PublishTime >= c.PublishTime })
-	window := s.byPublish[lo:hi]
-	best := s.spec.Nearest(c.sem, len(window), func(i int) *Semantic { return window[i].sem })
-	out := make([]*articleState, len(best))
-	for j, i := range best {
-		out[j] = window[i]
-	}
-	return out
 }
 
 // parallel calls f(0) ... f(n-1) on every core the process may use.

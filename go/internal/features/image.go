@@ -148,7 +148,8 @@ func StateFromImage(spec *Spec, dims int, img *Image) (*State, error) {
 	} else {
 		// Other embeddings count now (--embedding-dimensions changed): find
 		// every article's neighbours again.
-		parallel(len(st.byPublish), func(i int) { st.byPublish[i].neighbours = st.neighboursOf(st.byPublish[i]) })
+		st.neighboursStale = true
+		st.RebuildNeighbours()
 	}
 	for id, su := range img.Users {
 		u := &userState{all: fromImage(su.All), visits: su.Visits,

@@ -353,3 +353,21 @@ func (sc *Scenario) CheckAgainstReference(t testing.TB, spec *features.Spec, s f
 		}
 	}
 }
+
+// CatalogStart is the first article's publish time (February 2026).
+const CatalogStart = int64(1_770_000_000_000_000)
+
+// CatalogWithEmbeddings is n articles with random embeddings of dims
+// components, published one every NeighbourWindow / perWindow, so that
+// about perWindow articles lie in each article's neighbour window.
+func CatalogWithEmbeddings(spec *features.Spec, n, perWindow, dims int, seed uint64) []features.Article {
+	r := rand.New(rand.NewPCG(seed, 1))
+	step := spec.NeighbourWindow() / int64(perWindow)
+	out := make([]features.Article, n)
+	for i := range out {
+		out[i] = features.Article{ID: fmt.Sprint(i), Category: fmt.Sprint("c", i%8), Subcategory: fmt.Sprint("s", i%24),
+			Title: fmt.Sprintf("word%d word%d", i%97, i%13), PublishTime: CatalogStart + int64(i)*step,
+			Embedding: RandomEmbedding(r, dims)}
+	}
+	return out
+}

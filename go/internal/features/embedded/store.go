@@ -24,9 +24,14 @@ var _ features.Service = (*Store)(nil)
 // Its JSON form is the log's format: a pod upgraded in place replays the
 // log its previous version wrote.
 type record struct {
-	Articles    []features.Article    `json:"articles,omitempty"`
-	Impressions []features.Impression `json:"impressions,omitempty"`
-	Clicks      []features.Click      `json:"clicks,omitempty"`
+	Articles []features.Article `json:"articles,omitempty"`
+	// The neighbour lists the articles changed, searched before the batch
+	// was logged, so a replay installs them instead of searching again. A
+	// line of an earlier version has none: its replay searches every list
+	// once, at the end (features.State.RebuildNeighbours).
+	Neighbours  *features.NeighbourLists `json:"neighbours,omitempty"`
+	Impressions []features.Impression    `json:"impressions,omitempty"`
+	Clicks      []features.Click         `json:"clicks,omitempty"`
 }
 
 // Store is the State made durable: every accepted batch is appended to an
@@ -39,7 +44,11 @@ type Store struct {
 	limits features.Limits
 	now    func() time.Time
 
-	dir       string
+	dir string
+	// One catalog change at a time, from the search of its neighbour lists
+	// to their installation: the search runs outside writeMu, so events are
+	// recorded meanwhile (they move no neighbour).
+	catalogMu sync.Mutex
 	writeMu   sync.Mutex // one batch at a time: validate, log, apply
 	log       *os.File   // the current log segment
 	segment   int        // its number
@@ -100,10 +109,17 @@ func Open(dir string, spec *features.Spec, limits features.Limits) (*Store, erro
 		}
 		s.segment = n
 	}
+	// A log of an earlier version held no neighbour lists: search them once,
+	// now (seconds for a large catalog), and write a snapshot, which holds
+	// them, so that the next start does not search again.
+	rebuilt := s.RebuildNeighbours()
 	if s.log == nil {
 		if err := s.openSegment(s.segment); err != nil {
 			return nil, err
 		}
+	}
+	if rebuilt {
+		_ = s.snapshot() // the log stays; a failed snapshot only means the search again at the next start
 	}
 	return s, nil
 }
@@ -165,15 +181,20 @@ func (s *Store) replay(f *os.File) (int64, bool, error) {
 		if err := json.Unmarshal(b, &rec); err != nil {
 			return 0, false, fmt.Errorf("line %d: %w", line, err)
 		}
-		s.apply(rec)
+		if err := s.apply(rec); err != nil {
+			return 0, false, fmt.Errorf("line %d: %w", line, err)
+		}
 		s.maybePrune()
 		offset += int64(len(b))
 	}
 }
 
-func (s *Store) apply(rec record) {
-	s.ApplyArticles(rec.Articles)
+func (s *Store) apply(rec record) error {
+	if err := s.InstallArticles(rec.Articles, rec.Neighbours); err != nil {
+		return err
+	}
 	s.ApplyEvents(rec.Impressions, rec.Clicks)
+	return nil
 }
 
 // Close writes a snapshot, so the next start replays nothing, and closes
@@ -206,7 +227,9 @@ func (s *Store) commit(rec record) error {
 		}
 		s.logBytes += int64(len(b)) + 1
 	}
-	s.apply(rec)
+	if err := s.apply(rec); err != nil {
+		return err
+	}
 	s.maybePrune()
 	if s.log != nil && s.logBytes >= SnapshotEvery {
 		// The batch is durable in the log already; a failed snapshot only
@@ -217,13 +240,14 @@ func (s *Store) commit(rec record) error {
 }
 
 // UpsertArticles validates and stores articles; an error means nothing was
-// stored (the log could not be written, or the batch is too large).
+// stored (the log could not be written, or the batch is too large). The
+// neighbour lists the articles change are searched before the writer lock
+// is taken, so events recorded meanwhile wait only for the log write and
+// the installation, not for the search (seconds for a whole catalog).
 func (s *Store) UpsertArticles(_ context.Context, articles []features.Article) (features.Result, error) {
 	if err := features.CheckArticleBatch(len(articles)); err != nil {
 		return features.Result{}, err
 	}
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
 	var res features.Result
 	var rec record
 	bounds := features.NewBounds(s.spec, s.limits, s.now())
@@ -235,6 +259,11 @@ func (s *Store) UpsertArticles(_ context.Context, articles []features.Article) (
 		rec.Articles = append(rec.Articles, s.spec.Stored(a))
 	}
 	if len(rec.Articles) > 0 {
+		s.catalogMu.Lock()
+		defer s.catalogMu.Unlock()
+		rec.Neighbours = s.PlanNeighbours(rec.Articles)
+		s.writeMu.Lock()
+		defer s.writeMu.Unlock()
 		if err := s.commit(rec); err != nil {
 			return features.Result{}, err
 		}
