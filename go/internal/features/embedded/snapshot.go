@@ -92,8 +92,17 @@ func (f *snapshotFile) image() *features.Image {
 }
 
 // snapshot starts a new log segment, writes the state as of the end of the
-// previous ones, and then removes them. Only the writer calls it.
+// previous ones, and removes them only once the snapshot is durable (written
+// to a temporary file, synced, renamed, the directory synced): a snapshot
+// that fails (a full disk) leaves the previous snapshot and every segment
+// after it, which a restart replays, the new empty segment included. Only
+// the writer calls it.
 func (s *Store) snapshot() error {
+	// A tail left by a failed write must not stay in a segment that is
+	// replayed: cut it now if that still could not be done.
+	if err := s.restoreTail(); err != nil {
+		return err
+	}
 	done := s.segment
 	old := s.log
 	if err := s.openSegment(done + 1); err != nil {
