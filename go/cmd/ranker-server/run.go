@@ -21,6 +21,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/auth"
@@ -44,6 +46,24 @@ import (
 
 // recoverPanics turns a panic in a handler into an Internal status for that
 // request instead of a crash of every request in the process.
+// authenticateFirst is the server's tap: authentication and authorization
+// (security.Tap), then the guard's bounds. In that order, a caller without
+// credentials is refused before it can take a place among --max-inflight
+// calls, so unauthenticated half-open streams cannot hold every place and
+// starve the callers that have a token. Refusals here precede the stream,
+// which stats handlers never see: outcomes counts them, as the guard counts
+// its own.
+func authenticateFirst(security *auth.Server, guard *overload.Guard, outcomes overload.Outcomes) tap.ServerInHandle {
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		ctx, err := security.Tap(ctx, info)
+		if err != nil {
+			outcomes.Refused(info.FullMethodName, status.Code(err))
+			return nil, err
+		}
+		return guard.Tap(ctx, info)
+	}
+}
+
 func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		defer func() {
@@ -223,17 +243,18 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.StatsHandler(tracing.NewStatsHandler(tp)),
 		grpc.StatsHandler(outcomes), // every status, decode failures included
-		grpc.InTapHandle(guard.Tap), grpc.StatsHandler(guard),
+		grpc.InTapHandle(authenticateFirst(security, guard, outcomes)), grpc.StatsHandler(guard),
 		grpc.UnknownServiceHandler(server.UnknownMethod),
 		// The standard gRPC series first: they see every answer a handler
-		// gives, auth refusals and recovered panics included.
+		// gives, recovered panics included (auth refusals come from the tap,
+		// before any stream: ranker_rpc_outcomes_total and
+		// ranker_auth_refused_total count them).
 		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), tracing.UnaryInterceptor, recoverPanics(logger)),
 		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor()),
 		// Stop (after a drain timeout) waits for running handlers, so no
 		// model is closed under a request that is still scoring.
 		grpc.WaitForHandlers(true),
 		security.Credentials(), // TLS when --tls-cert is set
-		grpc.ChainUnaryInterceptor(security.Unary), grpc.ChainStreamInterceptor(security.Stream),
 	)
 	rankerv1.RegisterRankingServiceServer(grpcServer, ranking)
 	healthServer := health.NewServer()
