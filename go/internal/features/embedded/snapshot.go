@@ -74,6 +74,7 @@ type snapshotFile struct {
 	Impressions         features.ShownImage
 	EventIDs            []string
 	EventTimes          []int64
+	ClickIDs            []string
 	Recorded            int
 	Watermark           int64
 	ExactFrom           int64
@@ -82,13 +83,13 @@ type snapshotFile struct {
 func fileOf(next int, img *features.Image) *snapshotFile {
 	return &snapshotFile{NextSegment: next, Articles: img.Articles, ArticleLog: img.ArticleLog, Neighbours: img.Neighbours,
 		EmbeddingDimensions: img.EmbeddingDimensions, Users: img.Users, Impressions: img.Impressions, EventIDs: img.EventIDs,
-		EventTimes: img.EventTimes, Recorded: img.Recorded, Watermark: img.Watermark, ExactFrom: img.ExactFrom}
+		EventTimes: img.EventTimes, ClickIDs: img.ClickIDs, Recorded: img.Recorded, Watermark: img.Watermark, ExactFrom: img.ExactFrom}
 }
 
 func (f *snapshotFile) image() *features.Image {
 	return &features.Image{Articles: f.Articles, ArticleLog: f.ArticleLog, Neighbours: f.Neighbours,
 		EmbeddingDimensions: f.EmbeddingDimensions, Users: f.Users, Impressions: f.Impressions, EventIDs: f.EventIDs,
-		EventTimes: f.EventTimes, Recorded: f.Recorded, Watermark: f.Watermark, ExactFrom: f.ExactFrom}
+		EventTimes: f.EventTimes, ClickIDs: f.ClickIDs, Recorded: f.Recorded, Watermark: f.Watermark, ExactFrom: f.ExactFrom}
 }
 
 // snapshot starts a new log segment, writes the state as of the end of the

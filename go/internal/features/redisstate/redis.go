@@ -349,6 +349,10 @@ local ek = p .. 'e' .. '\0' .. id
 local seenAt = redis.call('GET', ek)
 -- '1': an id recorded before its value held its time; it stays a duplicate until it expires.
 local seen = seenAt and (seenAt == '1' or current(seenAt))
+-- Key c marks a click's event id (kept as long as key e); an id without it
+-- is an impression's.
+local ck = p .. 'c' .. '\0' .. id
+local seenClick = seen and redis.call('EXISTS', ck) == 1
 local ik = p .. 'i' .. '\0' .. req .. '\0' .. art
 local imp = redis.call('HMGET', ik, 'user', 'category', 'subcategory', 'time', 'clicked')
 if imp[4] and not current(imp[4]) then imp = {} end
@@ -370,6 +374,7 @@ local a = redis.call('HMGET', p .. 'a' .. '\0' .. art, 'category', 'subcategory'
 // impressionChecks are the Lua halves of the impression rules on the state
 // (the Go halves are in features/admit.go); CODE is the rule's code.
 var impressionChecks = map[string]string{
+	features.RuleIDOfOtherKind:  `if seenClick then return CODE end`,
 	features.RuleDuplicate:      `if seen then return CODE end`,
 	features.RuleUnknownArticle: `if not a[1] then return CODE end`,
 	features.RuleLate:           `if late(wm, t) then return CODE end`,
@@ -398,6 +403,7 @@ const clickPrelude = eventClock
 // clickChecks are the Lua halves of the click rules on the state; the
 // other reader's answer carries the reader the impression was shown to.
 var clickChecks = map[string]string{
+	features.RuleIDOfOtherKind:    `if seen and not seenClick then return CODE end`,
 	features.RuleDuplicate:        `if seen then return CODE end`,
 	features.RuleNoImpression:     `if not imp[1] then return CODE end`,
 	features.RuleOtherReader:      `if imp[1] ~= user then return CODE .. ':' .. imp[1] end`,
@@ -410,6 +416,7 @@ var clickChecks = map[string]string{
 const clickWrites = `
 local at = imp[4]
 redis.call('SET', ek, t, 'PX', ARGV[9])
+redis.call('SET', ck, '1', 'PX', ARGV[9])
 redis.call('HSET', ik, 'clicked', '1')
 redis.call('ZADD', p .. 'ac' .. '\0' .. art, at, id)
 redis.call('ZADD', p .. 'uc' .. '\0' .. user, at, id)
