@@ -165,7 +165,7 @@ def test_a_full_disk_refuses_writes_loses_nothing_acknowledged_and_restarts(
             # The refusal names the state log and the OS error, and is a
             # status the client retries.
             assert re.search(
-                r"UNAVAILABLE: state: state log .*events\.\d+\.jsonl", rec.messages[-1]
+                r"UNAVAILABLE: state: state log.*events\.\d+\.jsonl", rec.messages[-1]
             )
             assert "no space left on device" in rec.messages[-1]
             # Rank serves from memory meanwhile.

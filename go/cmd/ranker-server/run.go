@@ -163,7 +163,12 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	limits := features.Limits{Lateness: cfg.EventLateness, ClockSkew: cfg.EventClockSkew, EmbeddingDimensions: cfg.EmbeddingDimensions}
 	var state features.Service
 	if strings.HasPrefix(cfg.State, "redis://") || strings.HasPrefix(cfg.State, "rediss://") {
-		state, err = redisstate.Open(cfg.State, spec, limits, cfg.StateTimeout)
+		durability := redisstate.RequireDurable
+		if cfg.StateRedisVolatile {
+			durability = redisstate.AcceptVolatile
+			logger.Warn("--state-redis-volatile: Redis is not required to sync each write before answering; acknowledged events may be lost when it stops (tests and development only)")
+		}
+		state, err = redisstate.Open(cfg.State, spec, limits, cfg.StateTimeout, durability)
 	} else if cfg.State != "" {
 		return fmt.Errorf("state: %q is neither empty (embedded) nor a redis:// URL", cfg.State)
 	} else {
@@ -268,8 +273,12 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	// probes ask that, and a pod waiting for its first model is alive, not
 	// stuck. The ranking service is SERVING once a model is (readiness).
 	healthServer.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	// Not serving either while a shared state reports its data lost (see
+	// watchStateLoss): every answer would treat every reader as cold.
+	var stateLost atomic.Bool
+	var statusMu sync.Mutex // one status change at a time, from the watchers below
 	rankingStatus := func(ready bool) healthpb.HealthCheckResponse_ServingStatus {
-		if ready {
+		if ready && !stateLost.Load() {
 			return healthpb.HealthCheckResponse_SERVING
 		}
 		return healthpb.HealthCheckResponse_NOT_SERVING
@@ -314,13 +323,28 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 						continue // not ready yet stays not ready: it serves no experiment it was told to
 					}
 					if !ready {
+						statusMu.Lock()
 						ready = true
 						healthServer.SetServingStatus(rankerv1.RankingService_ServiceDesc.ServiceName, rankingStatus(true))
+						statusMu.Unlock()
 						logger.Info("first model version loaded: serving", "models", models.Names(), "default_model", models.Default())
 					}
 				}
 			}
 		}()
+	}
+
+	if lossy, ok := state.(lossReporter); ok {
+		go watchStateLoss(ctx, stopWatch, lossy, func(lost bool) {
+			statusMu.Lock()
+			defer statusMu.Unlock()
+			stateLost.Store(lost)
+			select {
+			case <-stopWatch: // shutting down: the drain owns the status now
+			default:
+				healthServer.SetServingStatus(rankerv1.RankingService_ServiceDesc.ServiceName, rankingStatus(ready))
+			}
+		}, logger)
 	}
 
 	serveErr := make(chan error, 1)
@@ -339,6 +363,43 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		_ = metricsServer.Close() // shutting down: its listener goes with the process
 	}
 	return nil
+}
+
+// lossReporter is a shared feature state that can tell that it lost its
+// data (redisstate.Redis.Lost).
+type lossReporter interface {
+	Lost(ctx context.Context) error
+}
+
+// stateLossEvery is how often the state is asked whether it lost its data.
+const stateLossEvery = 2 * time.Second
+
+// watchStateLoss asks the state every stateLossEvery whether it lost its
+// data, and reports each change: health goes NOT_SERVING while it has, so
+// that the pods stop taking traffic they would answer cold, and an operator
+// is told to restore the data or restart the servers.
+func watchStateLoss(ctx context.Context, stop <-chan struct{}, state lossReporter, changed func(lost bool), logger *slog.Logger) {
+	ticker := time.NewTicker(stateLossEvery)
+	defer ticker.Stop()
+	lost := false
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ticker.C:
+		}
+		err := state.Lost(ctx)
+		if (err != nil) == lost {
+			continue
+		}
+		lost = err != nil
+		if lost {
+			logger.Error("feature state lost: ranking service health NOT_SERVING, Rank answers feature_state_error", "error", err.Error())
+		} else {
+			logger.Info("feature state back: ranking service serving again")
+		}
+		changed(lost)
+	}
 }
 
 // stopGrace is how long Stop may take after the drain timeout: it cancels
