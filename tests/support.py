@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -92,9 +93,13 @@ def metric_value(text: str, name: str) -> str:
 
 
 class RedisServer:
-    """redis-server on a free loopback port, with no persistence."""
+    """redis-server on a free loopback port. By default without persistence
+    (the server is then started with --state-redis-volatile); `durable`
+    appends every write to an append-only file synced before Redis answers
+    (appendonly yes, appendfsync always), what acknowledgement needs, in a
+    directory of its own, so that `kill` and `start` again keep the data."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
         binary = os.environ.get("RANKER_REDIS_SERVER") or shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -103,20 +108,27 @@ class RedisServer:
             )
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.durable = durable
+        self._dir = tempfile.TemporaryDirectory(prefix="ranker-redis-")
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if durable else []
+        self._args = [
+            binary,
+            *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", self._dir.name),
+            *("--save", "", "--appendonly", "no"),
+            *persistence,  # later arguments win
+        ]
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def server_args(self) -> list[str]:
+        """The ranker-server flags for this Redis as its state."""
+        return [f"--state={self.url}", *([] if self.durable else ["--state-redis-volatile"])]
+
+    def start(self) -> None:
+        """Start redis-server (again, after `kill`) and wait for its PING."""
         self._proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            self._args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -130,10 +142,26 @@ class RedisServer:
         self.stop()
         raise RuntimeError("redis-server did not answer PING")
 
+    def command(self, *args: str) -> bytes:
+        """Send one command (RESP) and return the raw first reply."""
+        payload = f"*{len(args)}\r\n".encode()
+        for a in args:
+            payload += f"${len(a.encode())}\r\n{a}\r\n".encode()
+        with socket.create_connection(("127.0.0.1", self.port), 2) as s:
+            s.sendall(payload)
+            return s.recv(1 << 16)
+
+    def kill(self) -> None:
+        """kill -9: no chance to save anything."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+
     def stop(self) -> None:
-        if self._proc.poll() is None:
+        if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             self._proc.wait(timeout=10)
+        self._dir.cleanup()
 
 
 class KafkaCluster:

@@ -1,9 +1,12 @@
 """The feature state in Redis, shared by replicas: replay parity as with the
-embedded state, two replicas giving the same answer, and an outage that
-degrades Rank (features missing, said so) and refuses events for retry."""
+embedded state, two replicas giving the same answer, an outage that
+degrades Rank (features missing, said so) and refuses events for retry,
+kill -9 of a durable Redis that loses nothing acknowledged, and a Redis that
+lost its data reported as such instead of served cold."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +32,7 @@ WORLD = WorldConfig(seed=21).scaled(0.05)
 
 @pytest.fixture
 def redis() -> Iterator[RedisServer]:
-    server = RedisServer()
+    server = RedisServer(durable=True)
     yield server
     server.stop()
 
@@ -42,7 +45,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _replica(
-    binary: Path, model_dir: Path, ort_lib: Path, url: str, state_timeout: str = "10s"
+    binary: Path, model_dir: Path, ort_lib: Path, redis: RedisServer, state_timeout: str = "10s"
 ) -> ServerProcess:
     # The state timeout bounds serving latency in production (250 ms by
     # default). The equality tests allow more: on a loaded CI machine a
@@ -52,7 +55,7 @@ def _replica(
         binary,
         model_dir,
         ort_lib=ort_lib,
-        extra_args=[f"--state={url}", f"--state-timeout={state_timeout}"],
+        extra_args=[*redis.server_args, f"--state-timeout={state_timeout}"],
     )
 
 
@@ -64,7 +67,7 @@ def test_replay_through_redis_gives_exactly_the_training_rows(
     redis: RedisServer,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with _replica(server_binary, model_dir, ort_lib, redis.url) as server:
+    with _replica(server_binary, model_dir, ort_lib, redis) as server:
         assert main(["replay", "--data", str(world), "--server", server.target]) == 0
     printed = capsys.readouterr().out
     assert "rows that differ: 0;" in printed
@@ -88,8 +91,8 @@ def test_two_replicas_on_one_redis_give_the_same_features_and_scores(
     server_binary: Path, model_dir: Path, ort_lib: Path, world: Path, redis: RedisServer
 ) -> None:
     with (
-        _replica(server_binary, model_dir, ort_lib, redis.url) as a,
-        _replica(server_binary, model_dir, ort_lib, redis.url) as b,
+        _replica(server_binary, model_dir, ort_lib, redis) as a,
+        _replica(server_binary, model_dir, ort_lib, redis) as b,
         RankerClient(a.target) as client_a,
         RankerClient(b.target) as client_b,
     ):
@@ -112,7 +115,7 @@ def test_a_redis_outage_degrades_rank_and_refuses_events_for_retry(
     server_binary: Path, model_dir: Path, ort_lib: Path, world: Path, redis: RedisServer
 ) -> None:
     with (
-        _replica(server_binary, model_dir, ort_lib, redis.url, state_timeout="250ms") as server,
+        _replica(server_binary, model_dir, ort_lib, redis, state_timeout="250ms") as server,
         RankerClient(server.target) as client,
     ):
         user, ids, at = _load(client, world, 50)
@@ -135,3 +138,107 @@ def test_a_redis_outage_degrades_rank_and_refuses_events_for_retry(
         assert err.value.reason == "STATE_UNAVAILABLE"
         assert err.value.retry_delay == 1.0
         assert float(metric_value(scrape_metrics(server), "ranker_state_errors_total")) >= 1
+
+
+def test_a_redis_without_durable_persistence_is_refused_at_start(
+    server_binary: Path, model_dir: Path, ort_lib: Path
+) -> None:
+    volatile = RedisServer()  # Debian's default keeps no append-only file
+    try:
+        code, log = ServerProcess(
+            server_binary, model_dir, ort_lib=ort_lib, extra_args=[f"--state={volatile.url}"]
+        ).run_to_exit()
+    finally:
+        volatile.stop()
+    assert code != 0
+    assert "appendonly" in log
+    assert "appendfsync always" in log
+    assert "--state-redis-volatile" in log
+
+
+def test_kill_9_of_a_durable_redis_mid_load_loses_no_acknowledged_event(
+    server_binary: Path, model_dir: Path, ort_lib: Path, world: Path, redis: RedisServer
+) -> None:
+    log = ClickLog.read(world)
+    rows = log.impressions.sort("time", "impression_id", "position").head(400 * 12)
+    # Ten page views a batch, each with its clicks, as a frontend sends them.
+    batches = [log_events(rows.slice(i, 120)) for i in range(0, rows.height, 120)]
+    total = sum(len(imps) + len(cls) for imps, cls in batches)
+    shown = batches[-1][0]
+    with (
+        _replica(server_binary, model_dir, ort_lib, redis) as server,
+        RankerClient(server.target) as client,
+    ):
+        for batch in catalog_batches(log.articles):
+            assert not client.upsert_articles(batch).rejected
+        acknowledged, failures = [0], [0]
+        rejected: list[pb.Rejection] = []
+
+        def load() -> None:
+            # The frontend's loop: each batch until acknowledged.
+            for imps, cls in batches:
+                while True:
+                    try:
+                        reply = client.record_events(imps, cls)
+                    except UnavailableError:
+                        failures[0] += 1
+                        time.sleep(0.1)
+                        continue
+                    rejected.extend(reply.rejected)
+                    acknowledged[0] += reply.accepted + reply.duplicates
+                    break
+
+        loader = threading.Thread(target=load)
+        loader.start()
+        while acknowledged[0] < total // 3 and loader.is_alive():
+            time.sleep(0.01)
+        redis.kill()  # mid-load: no chance to save anything
+        time.sleep(1)
+        redis.start()
+        loader.join(timeout=120)
+        assert not loader.is_alive()
+        assert not rejected, rejected[:3]
+        # The client retries UNAVAILABLE on its own: the server counted them.
+        refused = metric_value(
+            scrape_metrics(server),
+            'ranker_rpc_outcomes_total{code="Unavailable",method="RecordEvents"}',
+        )
+        assert float(refused) + failures[0] > 0, "the kill did not interrupt the load"
+        assert acknowledged[0] == total
+        events = float(metric_value(scrape_metrics(server), 'ranker_state_size{kind="events"}'))
+        assert events == total  # 0 lost, none twice
+        user = shown[-1].user_id
+        reply = client.rank(user, [e.article_id for e in shown[-12:]], device="mobile")
+        assert reply.feature_state_error == ""
+        assert not reply.unknown_candidates
+
+
+def test_a_redis_that_lost_its_data_is_reported_not_served_cold(
+    server_binary: Path, model_dir: Path, ort_lib: Path, world: Path
+) -> None:
+    volatile = RedisServer()
+    try:
+        with (
+            _replica(server_binary, model_dir, ort_lib, volatile) as server,
+            RankerClient(server.target) as client,
+        ):
+            user, ids, at = _load(client, world, 50)
+            volatile.kill()  # Debian's default: what was acknowledged since the last save is gone
+            volatile.start()
+            deadline = time.monotonic() + 10
+            while client.health("ranker.v1.RankingService") == "SERVING":
+                assert time.monotonic() < deadline, "health still SERVING after the state was lost"
+                time.sleep(0.2)
+            reply = client.rank(user, ids, device="mobile", event_time=at)  # type: ignore[arg-type]
+            assert "redis lost the feature state" in reply.feature_state_error
+            assert "ranker:marker" in reply.feature_state_error
+            event = pb.Impression(
+                event_id="after-loss", request_id="l", user_id=user, article_id=ids[0]
+            )
+            event.time.GetCurrentTime()
+            with pytest.raises(UnavailableError) as err:
+                client.record_events([event])
+            assert "redis lost the feature state" in err.value.message
+            assert "restore its data, or restart the servers" in server.log
+    finally:
+        volatile.stop()

@@ -104,7 +104,7 @@ def test_replay_through_redis_gives_the_same_semantic_features(
             version,
             ort_lib=ort_lib,
             # A loaded CI machine may be slower than the production bound.
-            extra_args=[f"--state={redis.url}", "--state-timeout=10s"],
+            extra_args=[*redis.server_args, "--state-timeout=10s"],
         ) as server:
             report = replay(data, server.target)
     finally:

@@ -21,6 +21,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	rankerv1 "ranker.internal/client/gen/ranker/v1"
 	"ranker/internal/auth"
@@ -44,6 +46,24 @@ import (
 
 // recoverPanics turns a panic in a handler into an Internal status for that
 // request instead of a crash of every request in the process.
+// authenticateFirst is the server's tap: authentication and authorization
+// (security.Tap), then the guard's bounds. In that order, a caller without
+// credentials is refused before it can take a place among --max-inflight
+// calls, so unauthenticated half-open streams cannot hold every place and
+// starve the callers that have a token. Refusals here precede the stream,
+// which stats handlers never see: outcomes counts them, as the guard counts
+// its own.
+func authenticateFirst(security *auth.Server, guard *overload.Guard, outcomes overload.Outcomes) tap.ServerInHandle {
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		ctx, err := security.Tap(ctx, info)
+		if err != nil {
+			outcomes.Refused(info.FullMethodName, status.Code(err))
+			return nil, err
+		}
+		return guard.Tap(ctx, info)
+	}
+}
+
 func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		defer func() {
@@ -73,6 +93,20 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 // no valid version yet stays not ready (ranking service NOT_SERVING,
 // requests UNAVAILABLE) until the reload poll serves one. It returns nil as
 // soon as ctx is done, at any point.
+// openState opens the feature state --state names: embedded (with
+// --state-dir) or Redis.
+func openState(cfg config.Config, spec *features.Spec, limits features.Limits, logger *slog.Logger) (features.Service, error) {
+	if strings.HasPrefix(cfg.State, "redis://") || strings.HasPrefix(cfg.State, "rediss://") {
+		durability := redisstate.RequireDurable
+		if cfg.StateRedisVolatile {
+			durability = redisstate.AcceptVolatile
+			logger.Warn("--state-redis-volatile: Redis is not required to sync each write before answering; acknowledged events may be lost when it stops (tests and development only)")
+		}
+		return redisstate.Open(cfg.State, spec, limits, cfg.StateTimeout, durability)
+	}
+	return embedded.Open(cfg.StateDir, spec, limits)
+}
+
 func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	started := time.Now()
 	if cfg.Backend == model.BackendONNXRuntime {
@@ -147,17 +181,18 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.StatsHandler(tracing.NewStatsHandler(tp)),
 		grpc.StatsHandler(outcomes), // every status, decode failures included
-		grpc.InTapHandle(guard.Tap), grpc.StatsHandler(guard),
+		grpc.InTapHandle(authenticateFirst(security, guard, outcomes)), grpc.StatsHandler(guard),
 		grpc.UnknownServiceHandler(server.UnknownMethod),
 		// The standard gRPC series first: they see every answer a handler
-		// gives, auth refusals and recovered panics included.
+		// gives, recovered panics included (auth refusals come from the tap,
+		// before any stream: ranker_rpc_outcomes_total and
+		// ranker_auth_refused_total count them).
 		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), tracing.UnaryInterceptor, recoverPanics(logger)),
 		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor()),
 		// Stop (after a drain timeout) waits for running handlers, so no
 		// model is closed under a request that is still scoring.
 		grpc.WaitForHandlers(true),
 		security.Credentials(), // TLS when --tls-cert is set
-		grpc.ChainUnaryInterceptor(security.Unary), grpc.ChainStreamInterceptor(security.Stream),
 	)
 	// Every return before the graceful shutdown below (a failed load, a stop
 	// while loading) closes the port; nothing is in flight then but answers
@@ -209,11 +244,7 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	stateOpened := make(chan opened, 1)
 	go func() {
 		var o opened
-		if cfg.State != "" {
-			o.state, o.err = redisstate.Open(cfg.State, spec, limits, cfg.StateTimeout)
-		} else {
-			o.state, o.err = embedded.Open(cfg.StateDir, spec, limits)
-		}
+		o.state, o.err = openState(cfg, spec, limits, logger)
 		loading.stateLoaded.Store(o.err == nil)
 		stateOpened <- o
 	}()
@@ -322,8 +353,12 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}
 	}
 	loading.serve(ranking)
+	// Not serving either while a shared state reports its data lost (see
+	// watchStateLoss): every answer would treat every reader as cold.
+	var stateLost atomic.Bool
+	var statusMu sync.Mutex // one status change at a time, from the watchers below
 	rankingStatus := func(ready bool) healthpb.HealthCheckResponse_ServingStatus {
-		if ready {
+		if ready && !stateLost.Load() {
 			return healthpb.HealthCheckResponse_SERVING
 		}
 		return healthpb.HealthCheckResponse_NOT_SERVING
@@ -353,13 +388,28 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 						continue // not ready yet stays not ready: it serves no experiment it was told to
 					}
 					if !ready {
+						statusMu.Lock()
 						ready = true
 						healthServer.SetServingStatus(rankingName, rankingStatus(true))
+						statusMu.Unlock()
 						logger.Info("first model version loaded: serving", "models", models.Names(), "default_model", models.Default())
 					}
 				}
 			}
 		}()
+	}
+
+	if lossy, ok := state.(lossReporter); ok {
+		go watchStateLoss(ctx, stopWatch, lossy, func(lost bool) {
+			statusMu.Lock()
+			defer statusMu.Unlock()
+			stateLost.Store(lost)
+			select {
+			case <-stopWatch: // shutting down: the drain owns the status now
+			default:
+				healthServer.SetServingStatus(rankingName, rankingStatus(ready))
+			}
+		}, logger)
 	}
 
 	logger.Info("serving", "listen", lis.Addr().String(), "models", models.Names(), "default_model", models.Default(),
@@ -375,6 +425,43 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	close(stopWatch)
 	shutdown(grpcServer, healthServer, cfg.DrainDelay, cfg.ShutdownTimeout, logger)
 	return nil
+}
+
+// lossReporter is a shared feature state that can tell that it lost its
+// data (redisstate.Redis.Lost).
+type lossReporter interface {
+	Lost(ctx context.Context) error
+}
+
+// stateLossEvery is how often the state is asked whether it lost its data.
+const stateLossEvery = 2 * time.Second
+
+// watchStateLoss asks the state every stateLossEvery whether it lost its
+// data, and reports each change: health goes NOT_SERVING while it has, so
+// that the pods stop taking traffic they would answer cold, and an operator
+// is told to restore the data or restart the servers.
+func watchStateLoss(ctx context.Context, stop <-chan struct{}, state lossReporter, changed func(lost bool), logger *slog.Logger) {
+	ticker := time.NewTicker(stateLossEvery)
+	defer ticker.Stop()
+	lost := false
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ticker.C:
+		}
+		err := state.Lost(ctx)
+		if (err != nil) == lost {
+			continue
+		}
+		lost = err != nil
+		if lost {
+			logger.Error("feature state lost: ranking service health NOT_SERVING, Rank answers feature_state_error", "error", err.Error())
+		} else {
+			logger.Info("feature state back: ranking service serving again")
+		}
+		changed(lost)
+	}
 }
 
 // stopGrace is how long Stop may take after the drain timeout: it cancels

@@ -77,7 +77,7 @@ func serve(t *testing.T, o auth.Options, withReflection bool) string {
 		t.Fatal(err)
 	}
 	s := grpc.NewServer(security.Credentials(),
-		grpc.ChainUnaryInterceptor(security.Unary), grpc.ChainStreamInterceptor(security.Stream))
+		grpc.InTapHandle(security.Tap))
 	rankerv1.RegisterRankingServiceServer(s, echoRanking{})
 	healthpb.RegisterHealthServer(s, health.NewServer())
 	if withReflection {
@@ -262,6 +262,9 @@ func TestTokensAndCertificatesAuthorizeByRole(t *testing.T) {
 		{"right token, wrong role", backendConn, "Rank", "catalog-token", codes.PermissionDenied,
 			`method /ranker.v1.RankingService/Rank needs role "rank"; caller "catalog"`, "missing_role"},
 		{"right token", backendConn, "Rank", "backend-token", codes.OK, "", ""},
+		// A credential is compared as sent, never trimmed into a match.
+		{"right token with a trailing space", backendConn, "Rank", "backend-token ", codes.Unauthenticated, "leading or trailing whitespace", "unknown_token"},
+		{"right token with a leading space", backendConn, "Rank", " backend-token", codes.Unauthenticated, "leading or trailing whitespace", "unknown_token"},
 		{"ingest token records events", backendConn, "RecordEvents", "catalog-token", codes.OK, "", ""},
 		{"rank token cannot record events", backendConn, "RecordEvents", "backend-token", codes.PermissionDenied, `needs role "ingest"`, "missing_role"},
 		{"rank token cannot read model info", backendConn, "GetModelInfo", "backend-token", codes.PermissionDenied, `needs role "info"`, "missing_role"},

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // Options say which files secure the server; empty names turn a part off.
@@ -94,20 +95,19 @@ func (s *Server) Credentials() grpc.ServerOption {
 	return grpc.Creds(credentials.NewTLS(s.tls))
 }
 
-// Unary authorizes each unary call.
-func (s *Server) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := s.authorize(ctx, info.FullMethod); err != nil {
+// Tap authorizes each call from its headers before gRPC creates its stream
+// (a tap.ServerInHandle), so that it runs before the server's bound on
+// calls in flight: a caller without valid credentials is refused at once
+// and holds nothing, not even a place among the --max-inflight calls (a
+// check in an interceptor runs only once a unary request has fully
+// arrived, so half-open streams held that place unauthenticated). The
+// headers' metadata and the connection's peer (its verified certificate,
+// under mutual TLS) are in ctx already.
+func (s *Server) Tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if err := s.authorize(ctx, info.FullMethodName); err != nil {
 		return nil, err
 	}
-	return handler(ctx, req)
-}
-
-// Stream authorizes each streaming call (reflection is one).
-func (s *Server) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := s.authorize(ss.Context(), info.FullMethod); err != nil {
-		return err
-	}
-	return handler(srv, ss)
+	return ctx, nil
 }
 
 // authorize admits a call to fullMethod or returns its refusal:
@@ -145,7 +145,13 @@ func (s *Server) identify(ctx context.Context) (caller *Caller, reason string, e
 		if len(values) > 1 || !found || !strings.EqualFold(scheme, "bearer") {
 			return nil, "unknown_token", fmt.Errorf("authorization metadata: want one value, \"Bearer <token>\"")
 		}
-		if c, ok := tokens.ByToken(strings.TrimSpace(token)); ok {
+		// The token is every byte after "Bearer ", compared as sent: one
+		// with a space around it is not the token it resembles (a
+		// credential is never "corrected" into a match).
+		if token == "" || strings.TrimSpace(token) != token {
+			return nil, "unknown_token", fmt.Errorf("authorization metadata: bearer token empty or with leading or trailing whitespace; want exactly \"Bearer <token>\"")
+		}
+		if c, ok := tokens.ByToken(token); ok {
 			return c, "", nil
 		}
 		return nil, "unknown_token", fmt.Errorf("bearer token not recognized")

@@ -37,6 +37,7 @@ type Config struct {
 	StateDir            string
 	State               string
 	StateTimeout        time.Duration
+	StateRedisVolatile  bool
 	EventLateness       time.Duration
 	EventClockSkew      time.Duration
 	EmbeddingDimensions int
@@ -104,6 +105,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.IntVar(&c.ExposureMaxFiles, "exposure-max-files", 50, "rotated exposure files kept (ship them off before they age out)")
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory of the durable feature state (catalog and events, an append-only log synced before each acknowledgement); empty keeps it in memory only, lost on restart")
 	fs.StringVar(&c.State, "state", "", "where the feature state lives: empty for the embedded state (see --state-dir), or redis://host:port/db to share it between replicas")
+	fs.BoolVar(&c.StateRedisVolatile, "state-redis-volatile", false, "accept a Redis state (--state=redis://...) that does not append and fsync each write before answering (appendonly yes, appendfsync always); acknowledged events may then be lost when Redis stops: tests and development only")
 	fs.DurationVar(&c.StateTimeout, "state-timeout", 250*time.Millisecond, "bound on each call to a Redis state; past it, Rank scores the state's features as missing")
 	fs.DurationVar(&c.EventLateness, "event-lateness", 24*time.Hour, "events older than the newest recorded event by more than this are refused")
 	fs.DurationVar(&c.EventClockSkew, "event-clock-skew", 5*time.Minute, "events later than the server clock by more than this are refused")

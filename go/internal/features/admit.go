@@ -21,6 +21,7 @@ type admission struct {
 	watermark int64             // the latest event time, the batch's accepted events included
 	before    int64             // the latest event time before the batch
 	ids       map[string]int64  // event ids accepted -> event time
+	clickIDs  map[string]bool   // those of them that are clicks'
 	shown     map[string]*shown // impressions accepted, by impressionKey
 	clicked   map[string]bool   // impressions clicked, by impressionKey
 }
@@ -66,7 +67,12 @@ func (a *admission) seen(id string) bool {
 	return recorded && a.current(t)
 }
 
+// seenClick reports whether the event id is a click's, given that it was
+// seen.
+func (a *admission) seenClick(id string) bool { return a.clickIDs[id] || a.s.clickIDs[id] }
+
 var impressionChecks = map[string]func(a *admission, e Impression) bool{
+	RuleIDOfOtherKind:  func(a *admission, e Impression) bool { return a.seen(e.EventID) && a.seenClick(e.EventID) },
 	RuleDuplicate:      func(a *admission, e Impression) bool { return a.seen(e.EventID) },
 	RuleUnknownArticle: func(a *admission, e Impression) bool { return a.s.articles[e.ArticleID] == nil },
 	RuleLate:           func(a *admission, e Impression) bool { return lateBy(a.watermark, e.Time, a.b.Lateness) },
@@ -74,8 +80,9 @@ var impressionChecks = map[string]func(a *admission, e Impression) bool{
 }
 
 var clickChecks = map[string]func(a *admission, e Click) bool{
-	RuleDuplicate:    func(a *admission, e Click) bool { return a.seen(e.EventID) },
-	RuleNoImpression: func(a *admission, e Click) bool { return a.impression(e.RequestID, e.ArticleID) == nil },
+	RuleIDOfOtherKind: func(a *admission, e Click) bool { return a.seen(e.EventID) && !a.seenClick(e.EventID) },
+	RuleDuplicate:     func(a *admission, e Click) bool { return a.seen(e.EventID) },
+	RuleNoImpression:  func(a *admission, e Click) bool { return a.impression(e.RequestID, e.ArticleID) == nil },
 	RuleOtherReader: func(a *admission, e Click) bool {
 		return a.impression(e.RequestID, e.ArticleID).user != e.UserID
 	},
@@ -141,7 +148,7 @@ func CoverageOf[T, F any](rules []Rule[T], impl map[string]F) error {
 func (s *State) Admit(impressions []Impression, clicks []Click, b Bounds) ([]Impression, []Click, Result) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	a := &admission{s: s, b: b, watermark: s.watermark, before: s.watermark, ids: map[string]int64{}, shown: map[string]*shown{}, clicked: map[string]bool{}}
+	a := &admission{s: s, b: b, watermark: s.watermark, before: s.watermark, ids: map[string]int64{}, clickIDs: map[string]bool{}, shown: map[string]*shown{}, clicked: map[string]bool{}}
 	var res Result
 	var okImpressions []Impression
 	var okClicks []Click
@@ -174,6 +181,7 @@ func (s *State) Admit(impressions []Impression, clicks []Click, b Bounds) ([]Imp
 			continue
 		}
 		a.ids[e.EventID] = e.Time
+		a.clickIDs[e.EventID] = true
 		a.clicked[impressionKey(e.RequestID, e.ArticleID)] = true
 		a.watermark = max(a.watermark, e.Time)
 		okClicks = append(okClicks, e)

@@ -162,6 +162,7 @@ type State struct {
 	users       map[string]*userState
 	impressions map[string]*shown // request id + "\x00" + article id
 	events      map[string]int64  // event id -> event time, within the lateness bound
+	clickIDs    map[string]bool   // the ids in events that are clicks' (the others are impressions')
 	recorded    int               // events recorded since the state began
 	watermark   int64             // the latest event time recorded
 	// Rank at an earlier time than this would need history that pruning
@@ -182,6 +183,7 @@ func NewState(spec *Spec, dims int) *State {
 		users:       make(map[string]*userState),
 		impressions: make(map[string]*shown),
 		events:      make(map[string]int64),
+		clickIDs:    make(map[string]bool),
 		watermark:   math.MinInt64,
 		exactFrom:   math.MinInt64,
 	}
@@ -609,6 +611,7 @@ func (s *State) applyClick(e Click) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.events[e.EventID] = e.Time
+	s.clickIDs[e.EventID] = true
 	s.recorded++
 	imp := s.impressions[impressionKey(e.RequestID, e.ArticleID)]
 	imp.clicked = true
@@ -663,6 +666,7 @@ func (s *State) Prune(lateness time.Duration) {
 	for id, t := range s.events {
 		if t < late {
 			delete(s.events, id)
+			delete(s.clickIDs, id)
 		}
 	}
 	for k, imp := range s.impressions {

@@ -24,9 +24,12 @@ type Image struct {
 	Impressions         ShownImage
 	EventIDs            []string
 	EventTimes          []int64
-	Recorded            int
-	Watermark           int64
-	ExactFrom           int64
+	// ClickIDs are the EventIDs that are clicks'; none in an image written
+	// before they were kept, whose ids then all count as impressions'.
+	ClickIDs  []string
+	Recorded  int
+	Watermark int64
+	ExactFrom int64
 }
 
 // CounterImage is a counter's running totals by time.
@@ -108,6 +111,9 @@ func (s *State) Image() *Image {
 		img.EventIDs = append(img.EventIDs, id)
 		img.EventTimes = append(img.EventTimes, t)
 	}
+	for id := range s.clickIDs {
+		img.ClickIDs = append(img.ClickIDs, id)
+	}
 	imp := &img.Impressions
 	for k, v := range s.impressions {
 		imp.Keys, imp.Users = append(imp.Keys, k), append(imp.Users, v.user)
@@ -181,6 +187,10 @@ func StateFromImage(spec *Spec, dims int, img *Image) (*State, error) {
 	st.events = make(map[string]int64, len(img.EventIDs))
 	for i, id := range img.EventIDs {
 		st.events[id] = img.EventTimes[i]
+	}
+	st.clickIDs = make(map[string]bool, len(img.ClickIDs))
+	for _, id := range img.ClickIDs {
+		st.clickIDs[id] = true
 	}
 	st.recorded, st.watermark, st.exactFrom = img.Recorded, img.Watermark, img.ExactFrom
 	return st, nil

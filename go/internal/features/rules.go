@@ -99,6 +99,7 @@ func (r Rule[T]) OnState() bool { return r.Check == nil }
 
 // Codes of the rules on the state.
 const (
+	RuleIDOfOtherKind    = "id_of_other_kind"  // the event id was recorded, within the lateness, for an event of the other kind (a click's for an impression, or the reverse)
 	RuleDuplicate        = "duplicate"         // the event id was recorded before, within the lateness: counted as a duplicate
 	RuleUnknownArticle   = "unknown_article"   // the impression's article is not in the catalog
 	RuleLate             = "late"              // more than the lateness before the newest event
@@ -176,6 +177,17 @@ var ArticleRules = slices.Concat(
 			}
 			return ""
 		}},
+		// A publish time is a moment of the catalog's life: not before
+		// 1970 (the epoch of every clock the catalog's systems keep), not
+		// later than the server clock allows an event to be, since no
+		// reader can be shown an article before it is published (upsert an
+		// article when it is published, not when it is scheduled).
+		{Code: "publish_time_range", Field: "publish_time", Check: func(a Article, b Bounds) string {
+			if a.PublishTime < 0 || a.PublishTime > b.Future {
+				return "before 1970 or later than the server clock allows (--event-clock-skew)"
+			}
+			return ""
+		}},
 		{Code: "embedding_invalid", Field: "embedding", Check: func(a Article, b Bounds) string {
 			return checkEmbedding(a.Embedding, b.EmbeddingDimensions)
 		}},
@@ -198,6 +210,12 @@ var ImpressionRules = slices.Concat(
 	},
 	eventTimeRules(func(e Impression) int64 { return e.Time }),
 	[]Rule[Impression]{
+		// An id sent again is a retry, counted once, only when it names an
+		// event of the same kind: a reused id must not pass as a retry, or
+		// the event it names would be lost without a word.
+		{Code: RuleIDOfOtherKind, Field: "event_id", Reason: func(e Impression, _ Bounds, _ string) string {
+			return fmt.Sprintf("event id %q is a click's already; every event needs its own id", e.EventID)
+		}},
 		{Code: RuleDuplicate},
 		{Code: RuleUnknownArticle, Field: "article_id", Reason: func(e Impression, _ Bounds, _ string) string {
 			return fmt.Sprintf("article %q is not in the catalog (UpsertArticles first)", e.ArticleID)
@@ -219,6 +237,9 @@ var ClickRules = slices.Concat(
 	idRules("article_id", func(e Click) string { return e.ArticleID }),
 	eventTimeRules(func(e Click) int64 { return e.Time }),
 	[]Rule[Click]{
+		{Code: RuleIDOfOtherKind, Field: "event_id", Reason: func(e Click, _ Bounds, _ string) string {
+			return fmt.Sprintf("event id %q is an impression's already; every event needs its own id", e.EventID)
+		}},
 		{Code: RuleDuplicate},
 		{Code: RuleNoImpression, Field: "request_id", Reason: func(e Click, b Bounds, _ string) string {
 			return fmt.Sprintf("no impression of article %q in request %q (or it is more than %v before the newest event recorded)", e.ArticleID, e.RequestID, b.Lateness)

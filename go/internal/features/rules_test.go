@@ -53,7 +53,7 @@ func TestRuleTablesAreWellFormed(t *testing.T) {
 }
 
 func TestCoverageNamesMissingAndExtraChecks(t *testing.T) {
-	impl := map[string]bool{RuleDuplicate: true, RuleUnknownArticle: true, RuleLate: true, "made_up": true}
+	impl := map[string]bool{RuleIDOfOtherKind: true, RuleDuplicate: true, RuleUnknownArticle: true, RuleLate: true, "made_up": true}
 	err := CoverageOf(ImpressionRules, impl)
 	if err == nil || err.Error() != "made_up is checked but is no rule on the state; shown_twice has no check" {
 		t.Fatalf("got %v", err)

@@ -95,7 +95,7 @@ func BenchmarkRankByIDs(b *testing.B) {
 	}
 	states := map[string]features.Service{"by-ids": local}
 	if url := os.Getenv("RANKER_BENCH_REDIS"); url != "" {
-		shared, err := redisstate.Open(url, spec, features.DefaultLimits, time.Minute)
+		shared, err := redisstate.Open(url, spec, features.DefaultLimits, time.Minute, redisstate.AcceptVolatile)
 		if err != nil {
 			b.Fatal(err)
 		}

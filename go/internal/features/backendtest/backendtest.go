@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"ranker/internal/features"
 )
@@ -138,12 +139,26 @@ var EventCases = []EventCase{
 		Readers: []Reader{{ID: "u", Shows: 1}}, CTR: CTR{0, nan},
 	},
 	{
+		// Counted as a duplicate, the click would be lost without a word.
 		Name:        "an impression and a click may not share an event id",
 		NoHistory:   true,
 		Impressions: []features.Impression{imp("a", "r1", "u", "1", T0)},
 		Clicks:      []features.Click{click("a", "r1", "u", "1", T0)},
-		Accepted:    1, Duplicates: 1, Events: 1,
-		Readers: []Reader{{ID: "u", Shows: 1}}, CTR: CTR{0, nan},
+		Accepted:    1, Events: 1,
+		Rejected: []features.Rejection{{ID: "a", Field: "clicks[0].event_id", Reason: `event id "a" is an impression's already; every event needs its own id`}},
+		Readers:  []Reader{{ID: "u", Shows: 1}}, CTR: CTR{0, nan},
+	},
+	{
+		Name:     "a click reusing a recorded impression's event id is refused",
+		Clicks:   []features.Click{click("h1", "r1", "u", "1", historyEnd)},
+		Rejected: []features.Rejection{{ID: "h1", Field: "clicks[0].event_id", Reason: `event id "h1" is an impression's already; every event needs its own id`}},
+		Events:   3, Readers: historyReaders, CTR: historyCTR,
+	},
+	{
+		Name:        "an impression reusing a recorded click's event id is refused",
+		Impressions: []features.Impression{imp("hk", "r2", "u", "1", historyEnd)},
+		Rejected:    []features.Rejection{{ID: "hk", Field: "impressions[0].event_id", Reason: `event id "hk" is a click's already; every event needs its own id`}},
+		Events:      3, Readers: historyReaders, CTR: historyCTR,
 	},
 	{
 		Name:        "empty ids",
@@ -421,6 +436,24 @@ var ArticleCases = []ArticleCase{
 			{ID: "2", Field: "articles[1].title", Reason: "empty or not UTF-8"},
 			{ID: "3", Field: "articles[2].title", Reason: "empty or not UTF-8"},
 			{ID: "4", Field: "articles[3].publish_time", Reason: "required"},
+		},
+	},
+	{
+		Name: "publish times before 1970 or past the clock skew",
+		Articles: []features.Article{
+			{ID: "1", Category: "c", Subcategory: "s", Title: "t", PublishTime: time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro()},
+			{ID: "2", Category: "c", Subcategory: "s", Title: "t", PublishTime: time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC).UnixMicro()},
+			{ID: "3", Category: "c", Subcategory: "s", Title: "t", PublishTime: -1},
+			{ID: "4", Category: "c", Subcategory: "s", Title: "t", PublishTime: Now().Add(features.DefaultLimits.ClockSkew).UnixMicro() + 1},
+			{ID: "5", Category: "c", Subcategory: "s", Title: "t", PublishTime: Now().Add(features.DefaultLimits.ClockSkew).UnixMicro()},
+			{ID: "6", Category: "c", Subcategory: "s", Title: "t", PublishTime: 1},
+		},
+		Accepted: 2, Stored: 2,
+		Rejected: []features.Rejection{
+			{ID: "1", Field: "articles[0].publish_time", Reason: "before 1970 or later than the server clock allows (--event-clock-skew)"},
+			{ID: "2", Field: "articles[1].publish_time", Reason: "before 1970 or later than the server clock allows (--event-clock-skew)"},
+			{ID: "3", Field: "articles[2].publish_time", Reason: "before 1970 or later than the server clock allows (--event-clock-skew)"},
+			{ID: "4", Field: "articles[3].publish_time", Reason: "before 1970 or later than the server clock allows (--event-clock-skew)"},
 		},
 	},
 	{

@@ -74,6 +74,7 @@ type snapshotFile struct {
 	Impressions         features.ShownImage
 	EventIDs            []string
 	EventTimes          []int64
+	ClickIDs            []string
 	Recorded            int
 	Watermark           int64
 	ExactFrom           int64
@@ -82,18 +83,27 @@ type snapshotFile struct {
 func fileOf(next int, img *features.Image) *snapshotFile {
 	return &snapshotFile{NextSegment: next, Articles: img.Articles, ArticleLog: img.ArticleLog, Neighbours: img.Neighbours,
 		EmbeddingDimensions: img.EmbeddingDimensions, Users: img.Users, Impressions: img.Impressions, EventIDs: img.EventIDs,
-		EventTimes: img.EventTimes, Recorded: img.Recorded, Watermark: img.Watermark, ExactFrom: img.ExactFrom}
+		EventTimes: img.EventTimes, ClickIDs: img.ClickIDs, Recorded: img.Recorded, Watermark: img.Watermark, ExactFrom: img.ExactFrom}
 }
 
 func (f *snapshotFile) image() *features.Image {
 	return &features.Image{Articles: f.Articles, ArticleLog: f.ArticleLog, Neighbours: f.Neighbours,
 		EmbeddingDimensions: f.EmbeddingDimensions, Users: f.Users, Impressions: f.Impressions, EventIDs: f.EventIDs,
-		EventTimes: f.EventTimes, Recorded: f.Recorded, Watermark: f.Watermark, ExactFrom: f.ExactFrom}
+		EventTimes: f.EventTimes, ClickIDs: f.ClickIDs, Recorded: f.Recorded, Watermark: f.Watermark, ExactFrom: f.ExactFrom}
 }
 
 // snapshot starts a new log segment, writes the state as of the end of the
-// previous ones, and then removes them. Only the writer calls it.
+// previous ones, and removes them only once the snapshot is durable (written
+// to a temporary file, synced, renamed, the directory synced): a snapshot
+// that fails (a full disk) leaves the previous snapshot and every segment
+// after it, which a restart replays, the new empty segment included. Only
+// the writer calls it.
 func (s *Store) snapshot() error {
+	// A tail left by a failed write must not stay in a segment that is
+	// replayed: cut it now if that still could not be done.
+	if err := s.restoreTail(); err != nil {
+		return err
+	}
 	done := s.segment
 	old := s.log
 	if err := s.openSegment(done + 1); err != nil {

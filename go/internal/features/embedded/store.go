@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"sync"
@@ -50,10 +51,24 @@ type Store struct {
 	// recorded meanwhile (they move no neighbour).
 	catalogMu sync.Mutex
 	writeMu   sync.Mutex // one batch at a time: validate, log, apply
-	log       *os.File   // the current log segment
+	log       logFile    // the current log segment
 	segment   int        // its number
-	logBytes  int64      // its size
+	logBytes  int64      // its size up to the end of the last acknowledged batch
 	lastPrune int64      // watermark at the last prune
+	// badTail is set while the segment may hold bytes past logBytes that
+	// could not be cut off (a failed write or sync whose truncation failed
+	// too): nothing is appended after them until a truncation succeeds.
+	badTail error
+}
+
+// logFile is what the store needs of a log segment; *os.File in
+// production, a file that fails on demand in tests.
+type logFile interface {
+	io.Writer
+	io.Closer
+	Sync() error
+	Truncate(size int64) error
+	Seek(offset int64, whence int) (int64, error)
 }
 
 // pruneEvery is how far event time advances between prunes.
@@ -124,23 +139,26 @@ func Open(dir string, spec *features.Spec, limits features.Limits) (*Store, erro
 	return s, nil
 }
 
-// replaySegment applies segment n; the last one stays open for appending,
-// without a line a crash cut short (it was never acknowledged).
+// replaySegment applies segment n; the last one stays open for appending.
+// A partial line at the end of any segment is dropped: a batch is
+// acknowledged only once its whole line is synced, so such a line was never
+// acknowledged (a crash or a full disk cut it short, or a truncation after
+// a failed write did not reach the disk).
 func (s *Store) replaySegment(n int, last bool) error {
 	path := segmentPath(s.dir, n)
 	f, err := os.OpenFile(path, os.O_RDWR, 0o644)
 	if err != nil {
 		return fmt.Errorf("state log: %w", err)
 	}
-	good, partial, err := s.replay(f)
-	switch {
-	case err != nil:
+	good, dropped, err := s.replay(f)
+	if err != nil {
 		_ = f.Close() // the replay error is the one to report
 		return fmt.Errorf("%s: %w", path, err)
-	case partial && !last:
-		_ = f.Close()
-		return fmt.Errorf("%s: ends in a partial line, but a later segment exists", path)
-	case !last:
+	}
+	if dropped > 0 {
+		slog.Warn("state log ends in a partial line, never acknowledged: dropped", "path", path, "bytes_dropped", dropped, "kept_bytes", good)
+	}
+	if !last {
 		return f.Close()
 	}
 	if err := f.Truncate(good); err != nil {
@@ -165,27 +183,27 @@ func (s *Store) openSegment(n int) error {
 }
 
 // replay applies every whole line of f; it returns the offset after the
-// last whole line, and whether a partial line follows it.
-func (s *Store) replay(f *os.File) (int64, bool, error) {
+// last whole line, and the bytes of a partial line after it. A line that
+// does not parse is an error naming it: only the last line can be cut short.
+func (s *Store) replay(f *os.File) (good, dropped int64, err error) {
 	r := bufio.NewReaderSize(f, 1<<20)
-	var offset int64
 	for line := 1; ; line++ {
 		b, err := r.ReadBytes('\n')
 		if errors.Is(err, io.EOF) {
-			return offset, len(b) > 0, nil
+			return good, int64(len(b)), nil
 		}
 		if err != nil {
-			return 0, false, err
+			return 0, 0, err
 		}
 		var rec record
 		if err := json.Unmarshal(b, &rec); err != nil {
-			return 0, false, fmt.Errorf("line %d: %w", line, err)
+			return 0, 0, fmt.Errorf("line %d: %w", line, err)
 		}
 		if err := s.apply(rec); err != nil {
-			return 0, false, fmt.Errorf("line %d: %w", line, err)
+			return 0, 0, fmt.Errorf("line %d: %w", line, err)
 		}
 		s.maybePrune()
-		offset += int64(len(b))
+		good += int64(len(b))
 	}
 }
 
@@ -215,17 +233,9 @@ func (s *Store) Close() error {
 
 func (s *Store) commit(rec record) error {
 	if s.log != nil {
-		b, err := json.Marshal(rec)
-		if err != nil {
+		if err := s.append(rec); err != nil {
 			return err
 		}
-		if _, err := s.log.Write(append(b, '\n')); err != nil {
-			return fmt.Errorf("state log: %w", err)
-		}
-		if err := s.log.Sync(); err != nil {
-			return fmt.Errorf("state log: %w", err)
-		}
-		s.logBytes += int64(len(b)) + 1
 	}
 	if err := s.apply(rec); err != nil {
 		return err
@@ -237,6 +247,60 @@ func (s *Store) commit(rec record) error {
 		_ = s.snapshot()
 	}
 	return nil
+}
+
+// append writes rec as one line and syncs it. When the write or the sync
+// fails (a full disk), the segment is cut back to the end of the last
+// acknowledged batch and synced, so the refused batch cannot reappear at a
+// restart and count twice once the caller has retried it; when that fails
+// too, the store refuses every write until a later call manages it.
+func (s *Store) append(rec record) error {
+	if err := s.restoreTail(); err != nil {
+		return err
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	_, err = s.log.Write(append(b, '\n'))
+	if err == nil {
+		err = s.log.Sync()
+	}
+	if err != nil {
+		path := segmentPath(s.dir, s.segment)
+		if terr := s.cutTail(); terr != nil {
+			s.badTail = fmt.Errorf("state log %s: refusing writes: cutting it back to its last acknowledged batch (%d bytes) after a failed write failed: %w", path, s.logBytes, terr)
+			return fmt.Errorf("state log %s: batch not recorded: %w; %w", path, err, s.badTail)
+		}
+		return fmt.Errorf("state log %s: batch not recorded, the log is back at its last acknowledged batch: %w", path, err)
+	}
+	s.logBytes += int64(len(b)) + 1
+	return nil
+}
+
+// restoreTail retries cutting the segment back when an earlier one failed.
+func (s *Store) restoreTail() error {
+	if s.badTail == nil {
+		return nil
+	}
+	if err := s.cutTail(); err != nil {
+		return s.badTail
+	}
+	slog.Info("state log restored to its last acknowledged batch: writes resume", "path", segmentPath(s.dir, s.segment), "bytes", s.logBytes)
+	s.badTail = nil
+	return nil
+}
+
+// cutTail truncates the segment to logBytes and syncs it.
+func (s *Store) cutTail() error {
+	if err := s.log.Truncate(s.logBytes); err != nil {
+		return err
+	}
+	// The segment of a restart is not opened for appending: write at the end.
+	if _, err := s.log.Seek(s.logBytes, io.SeekStart); err != nil {
+		return err
+	}
+	return s.log.Sync()
 }
 
 // UpsertArticles validates and stores articles; an error means nothing was

@@ -62,7 +62,7 @@ func benchService(b *testing.B, spec *features.Spec, backend string) features.Se
 		if url == "" {
 			b.Skip("RANKER_BENCH_REDIS is not set; `make bench` starts a redis-server and sets it")
 		}
-		s, err = redisstate.Open(url, spec, features.DefaultLimits, time.Minute)
+		s, err = redisstate.Open(url, spec, features.DefaultLimits, time.Minute, redisstate.AcceptVolatile)
 		if err == nil {
 			err = flushRedis(url)
 		}

@@ -8,10 +8,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -27,21 +33,52 @@ import (
 // before t" is ZCOUNT key -inf (t, the same answer the embedded state gives.
 // Redis keeps the whole history (no pruning): size its memory for it.
 type Redis struct {
-	client  *redis.Client
-	spec    *features.Spec
-	limits  features.Limits
-	prefix  string
-	now     func() time.Time
-	timeout time.Duration
+	client     *redis.Client
+	spec       *features.Spec
+	limits     features.Limits
+	prefix     string
+	now        func() time.Time
+	timeout    time.Duration
+	durability Durability
+
+	// The marker this server found or wrote at its first contact with
+	// Redis (see attach); every call checks that Redis still holds it.
+	attachMu sync.Mutex
+	marker   atomic.Pointer[string]
 }
 
 var _ features.Service = (*Redis)(nil)
 
+// Durability is what a Redis state requires of the server's persistence.
+type Durability int
+
+const (
+	// RequireDurable refuses a Redis that does not append every write to
+	// its AOF and fsync it before answering (appendonly yes, appendfsync
+	// always): only then does an acknowledged batch survive Redis being
+	// killed or its machine losing power.
+	RequireDurable Durability = iota
+	// AcceptVolatile takes any Redis (--state-redis-volatile): for tests
+	// and development, where losing acknowledged events is acceptable.
+	AcceptVolatile
+)
+
+// ErrStateLost is a Redis that no longer holds the state this server
+// attached to: it restarted without its data, or was flushed. Serving from
+// it would answer every reader cold and every candidate unknown.
+var ErrStateLost = errors.New("redis lost the feature state")
+
+// markerKey holds a random value written when a server first finds Redis
+// without one: an empty Redis that once held it has lost its data.
+const markerKey = "marker"
+
 // Open connects to the Redis at url (redis://host:port/db); timeout
 // bounds each call, so a Rank answers (with the state's features missing)
-// when Redis does not. It does not fail when Redis is down: requests then
-// report the state as unavailable.
-func Open(url string, spec *features.Spec, limits features.Limits, timeout time.Duration) (*Redis, error) {
+// when Redis does not. When Redis answers, Open checks its persistence
+// (see Durability) and fails if it is not durable; when Redis is down, it
+// does not fail: requests then report the state as unavailable, and the
+// check runs at the first call Redis answers.
+func Open(url string, spec *features.Spec, limits features.Limits, timeout time.Duration, durability Durability) (*Redis, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
@@ -51,7 +88,93 @@ func Open(url string, spec *features.Spec, limits features.Limits, timeout time.
 	if err := limits.Check(); err != nil {
 		return nil, err
 	}
-	return &Redis{client: redis.NewClient(opts), spec: spec, limits: limits, prefix: "ranker:", now: time.Now, timeout: timeout}, nil
+	r := &Redis{client: redis.NewClient(opts), spec: spec, limits: limits, prefix: "ranker:", now: time.Now, timeout: timeout, durability: durability}
+	ctx, cancel := r.bounded(context.Background())
+	defer cancel()
+	if err := r.attach(ctx); errors.Is(err, errNotDurable) {
+		_ = r.client.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+var errNotDurable = errors.New("redis does not make writes durable before answering")
+
+// attach, once per server, checks the persistence of Redis and finds or
+// writes the marker. Until it succeeds every call tries it first.
+func (r *Redis) attach(ctx context.Context) error {
+	if r.marker.Load() != nil {
+		return nil
+	}
+	r.attachMu.Lock()
+	defer r.attachMu.Unlock()
+	if r.marker.Load() != nil {
+		return nil
+	}
+	if r.durability == RequireDurable {
+		if err := r.checkDurable(ctx); err != nil {
+			return err
+		}
+	}
+	mine := strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatUint(rand.Uint64(), 36)
+	if err := r.client.SetNX(ctx, r.key(markerKey), mine, 0).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	marker, err := r.client.Get(ctx, r.key(markerKey)).Result()
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	r.marker.Store(&marker)
+	return nil
+}
+
+// checkDurable asks Redis for its persistence settings.
+func (r *Redis) checkDurable(ctx context.Context) error {
+	settings, err := r.client.ConfigGet(ctx, "append*").Result()
+	if err != nil {
+		if isNetworkError(err) {
+			return fmt.Errorf("redis: %w", err)
+		}
+		return fmt.Errorf("state: %w: CONFIG GET appendonly, appendfsync failed (%v); a Redis that hides CONFIG cannot be checked: make sure it runs appendonly yes with appendfsync always, then pass --state-redis-volatile", errNotDurable, err)
+	}
+	if settings["appendonly"] != "yes" || settings["appendfsync"] != "always" {
+		return fmt.Errorf("state: %w: appendonly %q, appendfsync %q; acknowledged events survive a Redis restart only with appendonly yes and appendfsync always (redis.conf, or CONFIG SET), or pass --state-redis-volatile for tests and development",
+			errNotDurable, settings["appendonly"], settings["appendfsync"])
+	}
+	return nil
+}
+
+func isNetworkError(err error) bool {
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// checkMarker compares what Redis holds with the marker attached to.
+func (r *Redis) checkMarker(held string, err error) error {
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("redis: %w", err)
+	}
+	if want := *r.marker.Load(); held != want {
+		return fmt.Errorf("%w: key %s is %q, not %q as when this server attached (Redis restarted without its data, or was flushed); restore its data, or restart the servers to start from an empty state",
+			ErrStateLost, r.key(markerKey), held, want)
+	}
+	return nil
+}
+
+// Lost reports ErrStateLost when Redis no longer holds the state this
+// server attached to; nil otherwise, also when Redis does not answer (an
+// outage, which each call reports on its own).
+func (r *Redis) Lost(ctx context.Context) error {
+	if r.marker.Load() == nil {
+		return nil
+	}
+	ctx, cancel := r.bounded(ctx)
+	defer cancel()
+	held, err := r.client.Get(ctx, r.key(markerKey)).Result()
+	if err := r.checkMarker(held, err); errors.Is(err, ErrStateLost) {
+		return err
+	}
+	return nil
 }
 
 // Close closes the connections.
@@ -77,6 +200,9 @@ func (r *Redis) UpsertArticles(ctx context.Context, articles []features.Article)
 	if err := features.CheckArticleBatch(len(articles)); err != nil {
 		return features.Result{}, err
 	}
+	if err := r.attach(ctx); err != nil {
+		return features.Result{}, err
+	}
 	var res features.Result
 	var batch []features.Article
 	bounds := features.NewBounds(r.spec, r.limits, r.now())
@@ -93,9 +219,17 @@ func (r *Redis) UpsertArticles(ctx context.Context, articles []features.Article)
 	}
 	const attempts = 20
 	for range attempts {
-		err := r.client.Watch(ctx, func(tx *redis.Tx) error { return r.upsert(ctx, tx, batch) }, r.key("catalog"))
+		err := r.client.Watch(ctx, func(tx *redis.Tx) error {
+			if err := r.checkMarker(tx.Get(ctx, r.key(markerKey)).Result()); err != nil {
+				return err
+			}
+			return r.upsert(ctx, tx, batch)
+		}, r.key("catalog"), r.key(markerKey))
 		if errors.Is(err, redis.TxFailedErr) {
 			continue
+		}
+		if errors.Is(err, ErrStateLost) {
+			return features.Result{}, err
 		}
 		if err != nil {
 			return features.Result{}, fmt.Errorf("redis: %w", err)
@@ -349,6 +483,10 @@ local ek = p .. 'e' .. '\0' .. id
 local seenAt = redis.call('GET', ek)
 -- '1': an id recorded before its value held its time; it stays a duplicate until it expires.
 local seen = seenAt and (seenAt == '1' or current(seenAt))
+-- Key c marks a click's event id (kept as long as key e); an id without it
+-- is an impression's.
+local ck = p .. 'c' .. '\0' .. id
+local seenClick = seen and redis.call('EXISTS', ck) == 1
 local ik = p .. 'i' .. '\0' .. req .. '\0' .. art
 local imp = redis.call('HMGET', ik, 'user', 'category', 'subcategory', 'time', 'clicked')
 if imp[4] and not current(imp[4]) then imp = {} end
@@ -370,6 +508,7 @@ local a = redis.call('HMGET', p .. 'a' .. '\0' .. art, 'category', 'subcategory'
 // impressionChecks are the Lua halves of the impression rules on the state
 // (the Go halves are in features/admit.go); CODE is the rule's code.
 var impressionChecks = map[string]string{
+	features.RuleIDOfOtherKind:  `if seenClick then return CODE end`,
 	features.RuleDuplicate:      `if seen then return CODE end`,
 	features.RuleUnknownArticle: `if not a[1] then return CODE end`,
 	features.RuleLate:           `if late(wm, t) then return CODE end`,
@@ -398,6 +537,7 @@ const clickPrelude = eventClock
 // clickChecks are the Lua halves of the click rules on the state; the
 // other reader's answer carries the reader the impression was shown to.
 var clickChecks = map[string]string{
+	features.RuleIDOfOtherKind:    `if seen and not seenClick then return CODE end`,
 	features.RuleDuplicate:        `if seen then return CODE end`,
 	features.RuleNoImpression:     `if not imp[1] then return CODE end`,
 	features.RuleOtherReader:      `if imp[1] ~= user then return CODE .. ':' .. imp[1] end`,
@@ -410,6 +550,7 @@ var clickChecks = map[string]string{
 const clickWrites = `
 local at = imp[4]
 redis.call('SET', ek, t, 'PX', ARGV[9])
+redis.call('SET', ck, '1', 'PX', ARGV[9])
 redis.call('HSET', ik, 'clicked', '1')
 redis.call('ZADD', p .. 'ac' .. '\0' .. art, at, id)
 redis.call('ZADD', p .. 'uc' .. '\0' .. user, at, id)
@@ -454,6 +595,9 @@ func (r *Redis) RecordEvents(ctx context.Context, impressions []features.Impress
 	var res features.Result
 	ctx, cancel := r.bounded(ctx)
 	defer cancel()
+	if err := r.attach(ctx); err != nil {
+		return features.Result{}, err
+	}
 	for _, s := range []*redis.Script{impressionScript, clickScript} {
 		if err := s.Load(ctx, r.client).Err(); err != nil {
 			return features.Result{}, fmt.Errorf("redis: %w", err)
@@ -463,9 +607,16 @@ func (r *Redis) RecordEvents(ctx context.Context, impressions []features.Impress
 	ttl := strconv.FormatInt(keyTTL(r.limits.Lateness).Milliseconds(), 10)
 	// The watermark before the batch, which recorded impressions and event
 	// ids are judged against (see eventClock).
-	before, err := r.client.Get(ctx, r.key("wm")).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	// A Redis that lost the state takes no events: they would be counted
+	// into an empty state, as if the lost ones had never been.
+	held, err := r.client.MGet(ctx, r.key("wm"), r.key(markerKey)).Result()
+	if err != nil {
 		return features.Result{}, fmt.Errorf("redis: %w", err)
+	}
+	before, _ := held[0].(string)
+	marker, _ := held[1].(string)
+	if err := r.checkMarker(marker, nil); err != nil {
+		return features.Result{}, err
 	}
 	pipe := r.client.Pipeline()
 	// Each event's outcome, in the batch's order, so that the refusals are
@@ -555,7 +706,8 @@ func (r *Redis) Counts() (articles, readers, events, embeddings int) {
 // fillScript reads everything one Rank needs in one call: ARGV prefix, user,
 // t, t - short window, t - long window, recent reads (titles), semantic
 // reads (embeddings), whether to read candidates' embeddings (1 or 0) and
-// their neighbours' counts (1 or 0), then candidate ids. It answers the
+// their neighbours' counts (1 or 0), the marker (see attach; an error
+// STATELOST when Redis holds another), then candidate ids. It answers the
 // reader's shows, clicks, last visit (or ""), the titles of the recent reads
 // and the embeddings of the semantic reads (newest first; "" for none), then
 // per candidate either false (unknown) or its catalog fields, counts,
@@ -563,6 +715,7 @@ func (r *Redis) Counts() (articles, readers, events, embeddings int) {
 // and clicks before t.
 var fillScript = redis.NewScript(`
 local p, user = ARGV[1], ARGV[2]
+if redis.call('GET', p .. 'marker') ~= ARGV[10] then return redis.error_reply('STATELOST') end
 local b0, b1, b2 = '(' .. ARGV[3], '(' .. ARGV[4], '(' .. ARGV[5]
 local nTitles, nEmbs = tonumber(ARGV[6]), tonumber(ARGV[7])
 local wantEmb, wantPrior = ARGV[8] == '1', ARGV[9] == '1'
@@ -583,7 +736,7 @@ end
 out[4] = titles
 out[5] = embs
 local counted = {} -- neighbour id -> its shows and clicks: candidates share neighbours
-for i = 10, #ARGV do
+for i = 11, #ARGV do
   local art = ARGV[i]
   local a = redis.call('HMGET', p .. 'a' .. '\0' .. art, 'category', 'subcategory', 'title', 'word_count', 'publish_time', 'breaking', 'emb', 'nb')
   if not a[1] then
@@ -624,6 +777,9 @@ const fillEntry = 20
 func (r *Redis) Fill(ctx context.Context, q features.Query, ids []string, names []string, cols []int, rows []float32) ([]string, error) {
 	ctx, cancel := r.bounded(ctx)
 	defer cancel()
+	if err := r.attach(ctx); err != nil {
+		return nil, err
+	}
 	needs := features.SemanticNeedsOf(names, cols)
 	dims := r.limits.EmbeddingDimensions
 	windows := r.spec.Windows(q.Time)
@@ -633,13 +789,18 @@ func (r *Redis) Fill(ctx context.Context, q features.Query, ids []string, names 
 		}
 		return "0"
 	}
-	args := make([]any, 0, 9+len(ids))
+	args := make([]any, 0, 10+len(ids))
 	args = append(args, r.prefix, q.UserID, micros(windows[0]), micros(windows[1]), micros(windows[2]), r.spec.RecentReads,
-		needs.Reads(r.spec), flag(needs.Recent || needs.LongTerm), flag(needs.Prior))
+		needs.Reads(r.spec), flag(needs.Recent || needs.LongTerm), flag(needs.Prior), *r.marker.Load())
 	for _, id := range ids {
 		args = append(args, id)
 	}
 	raw, err := fillScript.Run(ctx, r.client, nil, args...).Slice()
+	if err != nil && strings.Contains(err.Error(), "STATELOST") {
+		if lost := r.checkMarker(r.client.Get(ctx, r.key(markerKey)).Result()); lost != nil {
+			return nil, lost
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}

@@ -22,6 +22,24 @@ import (
 // binary, else the one on PATH (`make redis-server` installs it).
 func startRedis(t *testing.T) string {
 	t.Helper()
+	return newRedis(t, "--save", "", "--appendonly", "no").url()
+}
+
+// durableRedis is the persistence acknowledgement needs: every write in
+// the append-only file, synced before Redis answers.
+var durableRedis = []string{"--save", "", "--appendonly", "yes", "--appendfsync", "always"}
+
+// redisProcess is a redis-server the test can kill -9 and start again on
+// the same port and data directory.
+type redisProcess struct {
+	binary string
+	port   int
+	args   []string
+	cmd    *exec.Cmd
+}
+
+func newRedis(t *testing.T, args ...string) *redisProcess {
+	t.Helper()
 	binary := os.Getenv("RANKER_REDIS_SERVER")
 	if binary == "" {
 		var err error
@@ -35,29 +53,41 @@ func startRedis(t *testing.T) string {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
-	cmd := exec.Command(binary, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
+	p := &redisProcess{binary: binary, port: port, args: append([]string{"--dir", t.TempDir()}, args...)}
+	p.start(t)
+	t.Cleanup(p.kill)
+	return p
+}
+
+func (p *redisProcess) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", p.port) }
+
+func (p *redisProcess) start(t *testing.T) {
+	t.Helper()
+	p.cmd = exec.Command(p.binary, append([]string{"--port", fmt.Sprint(p.port), "--bind", "127.0.0.1"}, p.args...)...)
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond); err == nil {
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p.port), 200*time.Millisecond); err == nil {
 			_, _ = c.Write([]byte("PING\r\n"))
 			buf := make([]byte, 16)
 			_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 			n, _ := c.Read(buf)
 			_ = c.Close()
 			if strings.HasPrefix(string(buf[:n]), "+PONG") {
-				return url
+				return
 			}
 		}
 	}
 	t.Fatal("redis-server did not answer PING")
-	return ""
+}
+
+// kill is kill -9: no chance to save anything.
+func (p *redisProcess) kill() {
+	if p.cmd != nil && p.cmd.Process != nil {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+	}
 }
 
 func openRedis(t *testing.T, url string, dims int) *Redis {
@@ -68,7 +98,7 @@ func openRedis(t *testing.T, url string, dims int) *Redis {
 	}
 	limits := features.DefaultLimits
 	limits.EmbeddingDimensions = dims
-	r, err := Open(url, spec, limits, 10*time.Second)
+	r, err := Open(url, spec, limits, 10*time.Second, AcceptVolatile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,12 +135,13 @@ func TestTheAcceptanceRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := Open(url, spec, limits, 10*time.Second)
+		r, err := Open(url, spec, limits, 10*time.Second, AcceptVolatile)
 		if err != nil {
 			t.Fatal(err)
 		}
 		cases++
 		r.prefix = fmt.Sprintf("case%d:", cases)
+		r.marker.Store(nil) // attach again under the case's prefix
 		r.now = backendtest.Now
 		t.Cleanup(func() { _ = r.Close() })
 		return r
