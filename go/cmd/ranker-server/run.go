@@ -172,8 +172,29 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}
 	outcomes := m.Outcomes()
 	shedding := overload.NewMetrics(m.Registry)
+	ready := models.Ready()
+	rankable := newReadiness(ready)
+	shedWrites, shedAll := overload.ShedLevels(cfg.ShedWritesHeapBytes, cfg.ShedHeapBytes)
+	memory := overload.MemoryOptions{ShedWritesHeapBytes: shedWrites,
+		Writes:          []string{rankerv1.RankingService_RecordEvents_FullMethodName, rankerv1.RankingService_UpsertArticles_FullMethodName},
+		UnservableAfter: cfg.ShedUnreadyAfter,
+		Serving: func(ok bool) {
+			rankable.memory(ok)
+			if ok {
+				logger.Info("memory under --shed-heap-bytes again: Rank served, " + rankerv1.RankingService_ServiceDesc.ServiceName + " health SERVING")
+			} else {
+				logger.Error("heap over --shed-heap-bytes after pruning and collecting: Rank cannot be served, "+
+					rankerv1.RankingService_ServiceDesc.ServiceName+" health NOT_SERVING", "shed_heap_bytes", shedAll, "after", cfg.ShedUnreadyAfter.String())
+			}
+		}}
+	if p, ok := state.(interface{ PruneNow() }); ok {
+		memory.Relieve = p.PruneNow
+	}
+	if shedAll > 0 || shedWrites > 0 {
+		logger.Info("memory levels", "shed_writes_heap_bytes", shedWrites, "shed_heap_bytes", shedAll, "gomemlimit", debug.SetMemoryLimit(-1))
+	}
 	guard := overload.NewGuard(overload.GuardOptions{MaxInflight: int64(cfg.MaxInflight), ReadTimeout: cfg.RequestReadTimeout,
-		ShedHeapBytes: overload.ShedHeapBytes(cfg.ShedHeapBytes)}, shedding, outcomes,
+		ShedHeapBytes: shedAll, Memory: memory}, shedding, outcomes,
 		func(r *overload.Refusal) error { return server.RefusalStatus(context.Background(), r) })
 	defer guard.Close()
 	var otherLoad atomic.Int64
@@ -184,7 +205,6 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		Metrics:   m, Shedding: shedding, Exposure: exposures, Features: state, SplitMinRows: cfg.SplitMinRows, Strict: cfg.Strict,
 		Exploration: cfg.Exploration, Busy: func() int64 { return guard.Open() + otherLoad.Load() }}, logger)
 	experiments := &experimentFile{path: cfg.ExperimentConfig}
-	ready := models.Ready()
 	if ready {
 		if err := experiments.reload(ranking, models, logger); err != nil {
 			return err // a bad experiment at startup is an error; later it keeps the last good one
@@ -247,13 +267,7 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	// probes ask that, and a pod waiting for its first model is alive, not
 	// stuck. The ranking service is SERVING once a model is (readiness).
 	healthServer.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	rankingStatus := func(ready bool) healthpb.HealthCheckResponse_ServingStatus {
-		if ready {
-			return healthpb.HealthCheckResponse_SERVING
-		}
-		return healthpb.HealthCheckResponse_NOT_SERVING
-	}
-	healthServer.SetServingStatus(rankerv1.RankingService_ServiceDesc.ServiceName, rankingStatus(ready))
+	rankable.attach(healthServer)
 	if !ready {
 		logger.Warn("no model version loaded yet: "+rankerv1.RankingService_ServiceDesc.ServiceName+" health NOT_SERVING until one loads",
 			"default_model", models.Default())
@@ -294,7 +308,7 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 					}
 					if !ready {
 						ready = true
-						healthServer.SetServingStatus(rankerv1.RankingService_ServiceDesc.ServiceName, rankingStatus(true))
+						rankable.model(true)
 						logger.Info("first model version loaded: serving", "models", models.Names(), "default_model", models.Default())
 					}
 				}

@@ -45,10 +45,48 @@ type Store struct {
 	segment   int        // its number
 	logBytes  int64      // its size
 	lastPrune int64      // watermark at the last prune
+	stopPrune chan struct{}
 }
 
-// pruneEvery is how far event time advances between prunes.
+// pruneEvery is how far event time advances between prunes as events are
+// applied.
 const pruneEvery = int64(time.Hour / time.Microsecond)
+
+// PruneInterval is how often, by the wall clock, the state is pruned when
+// event time has moved on since the last prune, whether or not events are
+// being accepted: by the event-clock rule (features.Limits.Lateness), when
+// pruning runs changes no answer, only the memory held.
+const PruneInterval = time.Minute
+
+// pruneInterval is PruneInterval, shortened by tests.
+var pruneInterval = PruneInterval
+
+// PruneNow prunes when event time has moved on since the last prune: what
+// the wall-clock timer does, and what the server's memory guard asks for
+// when the heap reaches its first level. It waits for the batch being
+// written, if any.
+func (s *Store) PruneNow() {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if watermark := s.Watermark(); watermark != math.MinInt64 && watermark != s.lastPrune {
+		s.Prune(s.limits.Lateness)
+		s.lastPrune = watermark
+	}
+}
+
+// pruneOnTimer calls PruneNow every interval until Close.
+func (s *Store) pruneOnTimer(interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stopPrune:
+			return
+		case <-tick.C:
+			s.PruneNow()
+		}
+	}
+}
 
 // maybePrune prunes once event time has moved on by pruneEvery; only the
 // writer calls it.
@@ -73,8 +111,10 @@ func Open(dir string, spec *features.Spec, limits features.Limits) (*Store, erro
 	if err := limits.Check(); err != nil {
 		return nil, err
 	}
-	s := &Store{State: features.NewState(spec, limits.EmbeddingDimensions), spec: spec, limits: limits, now: time.Now, dir: dir}
+	s := &Store{State: features.NewState(spec, limits.EmbeddingDimensions), spec: spec, limits: limits, now: time.Now, dir: dir,
+		stopPrune: make(chan struct{})}
 	if dir == "" {
+		go s.pruneOnTimer(pruneInterval)
 		return s, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -105,6 +145,7 @@ func Open(dir string, spec *features.Spec, limits features.Limits) (*Store, erro
 			return nil, err
 		}
 	}
+	go s.pruneOnTimer(pruneInterval)
 	return s, nil
 }
 
@@ -181,6 +222,11 @@ func (s *Store) apply(rec record) {
 func (s *Store) Close() error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	select {
+	case <-s.stopPrune:
+	default:
+		close(s.stopPrune)
+	}
 	if s.log == nil {
 		return nil
 	}

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -378,5 +379,96 @@ func TestAStateDirectoryOfThePreviousVersionOpens(t *testing.T) {
 	res, err := s.RecordEvents(context.Background(), []features.Impression{{EventID: "g", RequestID: "r4", UserID: "w", ArticleID: "1", Time: t0 + 3*hour}}, nil)
 	if err != nil || res.Duplicates != 1 {
 		t.Fatalf("an event of the old log sent again: %+v %v; want a duplicate", res, err)
+	}
+}
+
+// A flood of events that are all refused (here late: the server's memory
+// guard refuses a flood before it reaches the state, with the same effect)
+// accepts nothing, yet the wall-clock timer prunes what the event clock
+// lets go, and the heap comes back.
+func TestAFloodOfRefusedEventsStillPrunesAndMemoryComesBack(t *testing.T) {
+	spec, err := features.LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pruneInterval = time.Hour // no timer prune while the history is recorded
+	t.Cleanup(func() { pruneInterval = PruneInterval })
+	limits := features.DefaultLimits
+	limits.Lateness = 10 * time.Minute
+	s, err := Open("", spec, limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	// 110,000 events over 50 minutes of event time: under the hour of event
+	// time after which accepting an event prunes.
+	shape := pages{10, 5_000, 300_000}
+	historyOf(t, s, 100, shape)
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	ids, impressions := s.Retained()
+	if ids != 110_000 || impressions != 100_000 {
+		t.Fatalf("before the flood: %d event ids, %d impressions kept, want all 110000 and 100000", ids, impressions)
+	}
+	watermark := s.Watermark()
+	wantIDs := 0 // the events within the lateness of the newest
+	for n := range 100 {
+		imps, clicks := pagesOf(n, shape)
+		for _, e := range imps {
+			if watermark-e.Time <= limits.Lateness.Microseconds() {
+				wantIDs++
+			}
+		}
+		for _, e := range clicks {
+			if watermark-e.Time <= limits.Lateness.Microseconds() {
+				wantIDs++
+			}
+		}
+	}
+
+	go s.pruneOnTimer(20 * time.Millisecond)
+	stop := make(chan struct{})
+	flooded := make(chan error, 1)
+	go func() {
+		late := make([]features.Impression, 1000)
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				flooded <- nil
+				return
+			default:
+			}
+			for i := range late {
+				late[i] = impression(fmt.Sprint("late-", n, "-", i), fmt.Sprint("late-", n), "u", "1", 1)
+			}
+			res, err := s.RecordEvents(context.Background(), late, nil)
+			if err != nil || res.Accepted != 0 {
+				flooded <- fmt.Errorf("flood batch %d: %+v %v, want every event refused", n, res, err)
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for ids, _ = s.Retained(); ids != wantIDs && time.Now().Before(deadline); ids, _ = s.Retained() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	if err := <-flooded; err != nil {
+		t.Fatal(err)
+	}
+	if ids != wantIDs {
+		t.Fatalf("during the flood: %d event ids kept, want the %d within the lateness", ids, wantIDs)
+	}
+	// Each event id and impression dropped frees its map entry and key (the
+	// counters of the 24 h window stay): at least 40 bytes each.
+	_, kept := s.Retained()
+	dropped := uint64(110_000 - ids + 100_000 - kept)
+	if after := heap(); after+40*dropped > before {
+		t.Fatalf("heap %d KB after the prune, %d KB before, %d entries dropped: want at least 40 bytes each back", after>>10, before>>10, dropped)
 	}
 }
