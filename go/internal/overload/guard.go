@@ -55,10 +55,13 @@ type Guard struct {
 	outcomes Outcomes
 	status   func(*Refusal) error
 	open     atomic.Int64
-	heap     atomic.Uint64 // heap objects, garbage not yet swept included
-	live     atomic.Uint64 // the heap the last collection found live
-	stop     chan struct{}
-	memory   memoryWatch
+	// live is the heap the last collection found live: the levels are
+	// judged on it, as garbage is the collector's to free (and GOMEMLIMIT
+	// makes it collect before the limit), while what is live only a prune
+	// or fewer calls can free. Relief keeps it current under pressure.
+	live   atomic.Uint64
+	stop   chan struct{}
+	memory memoryWatch
 }
 
 // NewGuard starts the guard's heap sampler (when ShedHeapBytes is set);
@@ -92,7 +95,8 @@ func (g *Guard) Open() int64 { return g.open.Load() }
 func (g *Guard) Close() { close(g.stop) }
 
 // readHeap returns the heap objects (live and garbage not yet swept) and
-// the heap the last collection found live.
+// the heap the last collection found live (the objects before the first
+// collection).
 func readHeap() (objects, live uint64) {
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	metrics.Read(sample)
@@ -102,12 +106,14 @@ func readHeap() (objects, live uint64) {
 	if sample[1].Value.Kind() == metrics.KindUint64 {
 		live = sample[1].Value.Uint64()
 	}
+	if live == 0 {
+		live = objects
+	}
 	return objects, live
 }
 
 func (g *Guard) sampleHeap(now time.Time) {
 	objects, live := g.memory.read()
-	g.heap.Store(objects)
 	g.live.Store(live)
 	g.memory.watch(now, objects, live, g.opts.ShedHeapBytes)
 }
@@ -135,11 +141,11 @@ func (g *Guard) Tap(ctx context.Context, info *tap.Info) (context.Context, error
 	if info.FullMethodName == healthCheck {
 		return ctx, nil
 	}
-	if limit := g.opts.ShedHeapBytes; limit > 0 && g.heap.Load() >= limit {
+	if limit := g.opts.ShedHeapBytes; limit > 0 && g.live.Load() >= limit {
 		return nil, g.refuse(info.FullMethodName, ReasonMemoryPressure, fmt.Sprintf(
-			"server busy: heap at %d MiB, over %d MiB (--shed-heap-bytes); retry shortly or on another replica", g.heap.Load()>>20, limit>>20))
+			"server busy: live heap at %d MiB, over %d MiB (--shed-heap-bytes); retry shortly or on another replica", g.live.Load()>>20, limit>>20))
 	}
-	if refusal := g.memory.admitWrite(info.FullMethodName, time.Now(), g.heap.Load(), g.live.Load(), g.opts.ShedHeapBytes); refusal != nil {
+	if refusal := g.memory.admitWrite(info.FullMethodName, time.Now(), g.live.Load(), g.opts.ShedHeapBytes); refusal != nil {
 		g.metrics.Shed.WithLabelValues(refusal.Reason).Inc()
 		g.outcomes.Refused(info.FullMethodName, codes.ResourceExhausted)
 		return nil, g.status(refusal)

@@ -10,22 +10,26 @@ import (
 // The memory levels, lowest first (defaults relative to GOMEMLIMIT, see
 // ShedLevels):
 //
+// Each level is judged on the live heap (what the last collection found
+// live): garbage is the collector's to free, and GOMEMLIMIT makes it
+// collect before the limit; only what is live needs calls refused.
+//
 //   - the write level (--shed-writes-heap-bytes, 60 %): the write calls
 //     (RecordEvents, UpsertArticles) are refused, reason
-//     write_memory_pressure, while the heap the last collection found live
-//     is at or over it. Rank is still answered: what a write adds stays in
-//     the feature state, what a Rank allocates is gone when it answers.
-//   - relief, from the write level on: the guard prunes the feature state
-//     (MemoryOptions.Relieve) and collects garbage, returning it to the
-//     operating system, at most once a second. Without it a flood of
-//     refused calls allocates nothing, so no collection runs and the heap,
-//     garbage included, stays over the levels for as long as the flood
-//     lasts.
+//     write_memory_pressure, while the live heap is at or over it. Rank is
+//     still answered: what a write adds stays in the feature state, what a
+//     Rank allocates is gone when it answers.
+//   - relief, once the heap objects (garbage included) reach the lowest
+//     level: the guard prunes the feature state (MemoryOptions.Relieve)
+//     and collects garbage, returning it to the operating system, at most
+//     once a second. It keeps the live figure current, and without it a
+//     flood of refused calls allocates nothing, so no collection runs and
+//     the heap stays over the levels for as long as the flood lasts.
 //   - the hard level (--shed-heap-bytes, 75 %): every call but health is
-//     refused, reason memory_pressure, while the heap (garbage not yet
-//     swept included) is at or over it: the margin to GOMEMLIMIT is for
-//     what admitted calls still receive.
-//   - unservable: the heap stayed at or over the hard level for
+//     refused, reason memory_pressure, while the live heap is at or over
+//     it: the margin to GOMEMLIMIT is for what admitted calls still
+//     receive.
+//   - unservable: the live heap stayed at or over the hard level for
 //     MemoryOptions.UnservableAfter (--shed-unready-after) with a relief
 //     finished meanwhile, so no collection or prune brings it back: the
 //     guard reports the ranking service NOT_SERVING (readiness), and
@@ -118,7 +122,7 @@ func (m *memoryWatch) watch(now time.Time, objects, live, hard uint64) {
 	if hard == 0 || m.opts.Serving == nil {
 		return
 	}
-	if objects < hard {
+	if live < hard {
 		m.overSince = time.Time{}
 		if !m.serving {
 			m.serving = true
@@ -145,14 +149,14 @@ func (m *memoryWatch) relieve() {
 }
 
 // admitWrite refuses a write call while the live heap is at or over the
-// write level, but lets one through every trickleEvery while the heap is
-// below halfway to the hard level.
-func (m *memoryWatch) admitWrite(method string, now time.Time, objects, live, hard uint64) *Refusal {
+// write level, but lets one through every trickleEvery while it is below
+// halfway to the hard level.
+func (m *memoryWatch) admitWrite(method string, now time.Time, live, hard uint64) *Refusal {
 	level := m.opts.ShedWritesHeapBytes
 	if level == 0 || !m.writes[method] || live < level {
 		return nil
 	}
-	if hard == 0 || objects < level+(hard-level)/2 {
+	if hard == 0 || live < level+(hard-level)/2 {
 		last := m.trickled.Load()
 		if now.UnixNano()-last >= int64(trickleEvery) && m.trickled.CompareAndSwap(last, now.UnixNano()) {
 			return nil

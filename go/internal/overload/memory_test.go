@@ -82,6 +82,16 @@ func TestWritesAreShedBeforeOtherCalls(t *testing.T) {
 	if err := write(); err != nil {
 		t.Errorf("write after the heap came back: %v", err)
 	}
+	// Garbage over both levels refuses nothing: the collector frees it
+	// (and relief makes it collect now).
+	heap.set(1500, 300)
+	guard.sampleHeap(time.Now())
+	if err := write(); err != nil {
+		t.Errorf("write with garbage over the levels: %v", err)
+	}
+	if err := other(); err != nil {
+		t.Errorf("other call with garbage over the levels: %v", err)
+	}
 }
 
 // While writes are shed, one write call a second is let through below
@@ -91,19 +101,19 @@ func TestShedWritesTrickleOnlyFarFromTheHardLevel(t *testing.T) {
 	m := &memoryWatch{}
 	m.init(MemoryOptions{ShedWritesHeapBytes: 500, Writes: []string{"w"}})
 	now := time.Unix(1000, 0)
-	if r := m.admitWrite("w", now, 600, 600, 1000); r != nil {
+	if r := m.admitWrite("w", now, 600, 1000); r != nil {
 		t.Fatalf("first write while shed: %v, want it let through", r)
 	}
-	if r := m.admitWrite("w", now.Add(trickleEvery/2), 600, 600, 1000); r == nil || r.Reason != ReasonWriteMemoryPressure {
+	if r := m.admitWrite("w", now.Add(trickleEvery/2), 600, 1000); r == nil || r.Reason != ReasonWriteMemoryPressure {
 		t.Fatalf("second write within %v: %v, want refused", trickleEvery, r)
 	}
-	if r := m.admitWrite("w", now.Add(trickleEvery), 600, 600, 1000); r != nil {
+	if r := m.admitWrite("w", now.Add(trickleEvery), 600, 1000); r != nil {
 		t.Fatalf("write %v later: %v, want it let through", trickleEvery, r)
 	}
-	if r := m.admitWrite("w", now.Add(10*trickleEvery), 800, 800, 1000); r == nil {
+	if r := m.admitWrite("w", now.Add(10*trickleEvery), 800, 1000); r == nil {
 		t.Fatal("write past halfway to the hard level: let through, want refused")
 	}
-	if r := m.admitWrite("other", now, 800, 800, 1000); r != nil {
+	if r := m.admitWrite("other", now, 800, 1000); r != nil {
 		t.Fatalf("a call that is not a write: %v, want it left to the other levels", r)
 	}
 }
