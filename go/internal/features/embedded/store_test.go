@@ -472,3 +472,107 @@ func TestAFloodOfRefusedEventsStillPrunesAndMemoryComesBack(t *testing.T) {
 		t.Fatalf("heap %d KB after the prune, %d KB before, %d entries dropped: want at least 40 bytes each back", after>>10, before>>10, dropped)
 	}
 }
+
+// Readers idle past the horizon (the lateness, by event time) are folded
+// into their totals: every feature, the semantic ones too, stays what an
+// unpruned state gives, for the readers while idle (within the longest
+// article window and past it), after a restart from the snapshot, and
+// after they come back.
+func TestIdleReadersFoldIntoTheirTotalsWithoutChangingAFeature(t *testing.T) {
+	spec, err := features.LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	limits := features.Limits{Lateness: time.Hour, ClockSkew: time.Hour, EmbeddingDimensions: features.DefaultEmbeddingDimensions}
+	pruned, err := Open(dir, spec, limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = pruned.Close() }()
+	full, err := Open("", spec, features.Limits{Lateness: 10_000 * time.Hour, ClockSkew: time.Hour, EmbeddingDimensions: features.DefaultEmbeddingDimensions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var articles []features.Article
+	for a := range 40 {
+		articles = append(articles, features.Article{ID: fmt.Sprint(a), Category: fmt.Sprint("c", a%4), Subcategory: fmt.Sprint("s", a%8),
+			Title: fmt.Sprintf("w%d w%d w%d", a, a%5, a%3), PublishTime: t0 - 100*hour + int64(a)*hour, Embedding: backendtest.RandomEmbedding(rand.New(rand.NewPCG(uint64(a), 0)), features.DefaultEmbeddingDimensions)})
+	}
+	now := func() time.Time { return time.UnixMicro(t0 + 1000*hour) }
+	for _, s := range []*Store{pruned, full} {
+		s.now = now
+		if _, err := s.UpsertArticles(context.Background(), articles); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Page views every 10 minutes: 20 hours by all 30 readers, 3 then 27
+	// more hours by readers 0 to 4 only (each every 50 minutes; the others
+	// idle past the 1 h horizon, within the 24 h article window and then
+	// past it), then 20 hours by all of them again.
+	page := 0
+	views := func(hours int, readers int) {
+		t.Helper()
+		for range hours * 6 {
+			at := t0 + int64(page)*hour/6
+			var imps []features.Impression
+			var clicks []features.Click
+			for slot := range 5 {
+				a := fmt.Sprint((page*3 + slot*7) % 40)
+				e := features.Impression{EventID: fmt.Sprint(page, "-", slot), RequestID: fmt.Sprint("r", page), UserID: fmt.Sprint(page % readers), ArticleID: a, Time: at}
+				imps = append(imps, e)
+				if (page+slot)%3 == 0 {
+					clicks = append(clicks, features.Click{EventID: e.EventID + "c", RequestID: e.RequestID, UserID: e.UserID, ArticleID: a, Time: at})
+				}
+			}
+			for _, s := range []*Store{pruned, full} {
+				if res, err := s.RecordEvents(context.Background(), imps, clicks); err != nil || len(res.Rejected) > 0 {
+					t.Fatalf("page %d: %+v %v", page, res, err)
+				}
+			}
+			page++
+		}
+	}
+	same := func(when string) {
+		t.Helper()
+		pruned.PruneNow()
+		at := t0 + int64(page)*hour/6
+		for user := range 30 {
+			for article := range 40 {
+				got := row(pruned, fmt.Sprint(user), "mobile", fmt.Sprint(article), at)
+				want := row(full, fmt.Sprint(user), "mobile", fmt.Sprint(article), at)
+				for name, v := range want {
+					if g := got[name]; g != v && !(math.IsNaN(float64(g)) && math.IsNaN(float64(v))) {
+						t.Fatalf("%s: user %d article %d %s: folded %v, full %v", when, user, article, name, g, v)
+					}
+				}
+			}
+		}
+		if _, readers, _, _ := pruned.Counts(); readers != 30 {
+			t.Fatalf("%s: %d readers counted, want 30", when, readers)
+		}
+	}
+	views(20, 30)
+	views(3, 5)
+	same("idle for 3 hours")
+	if idle := pruned.IdleReaders(); idle != 25 {
+		t.Fatalf("%d readers folded, want the 25 idle for 3 hours", idle)
+	}
+	views(27, 5)
+	same("idle for 30 hours")
+	if err := pruned.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if pruned, err = Open(dir, spec, limits); err != nil {
+		t.Fatal(err)
+	}
+	pruned.now = now
+	if idle := pruned.IdleReaders(); idle != 25 {
+		t.Fatalf("after a restart: %d readers folded, want 25", idle)
+	}
+	same("after a restart")
+	// Each reader comes back (thawed), and those not seen for an hour since
+	// are folded again.
+	views(20, 30)
+	same("back")
+}
