@@ -581,16 +581,31 @@ func (s *State) Prune(lateness time.Duration) {
 	longest := s.longestWindow()
 	late := s.watermark - lateness.Microseconds()
 	cutoff := late - longest
+	// exactFrom first: from here on a Rank before it is refused, and a Rank
+	// from it on gets the same answer whether a reader or article is pruned
+	// yet or not. So the lock is let go every pruneStep entries, and a Rank
+	// waits for one step rather than the whole prune (most of a second with
+	// a million events and 200,000 readers kept).
+	s.exactFrom = cutoff + longest
+	steps := 0
+	breathe := func() {
+		if steps++; steps%pruneStep == 0 {
+			s.mu.Unlock()
+			s.mu.Lock()
+		}
+	}
 	events, impressions := len(s.events), len(s.impressions)
 	for id, t := range s.events {
 		if t < late {
 			delete(s.events, id)
 		}
+		breathe()
 	}
 	for k, imp := range s.impressions {
 		if imp.time < late {
 			delete(s.impressions, k)
 		}
+		breathe()
 	}
 	// A Go map keeps its buckets when entries go: after a flood has
 	// passed, a copy gives the memory back.
@@ -602,6 +617,7 @@ func (s *State) Prune(lateness time.Duration) {
 	}
 	for _, a := range s.articles {
 		a.events.foldBefore(cutoff)
+		breathe()
 	}
 	for _, u := range s.users {
 		u.all.foldBefore(cutoff)
@@ -619,25 +635,30 @@ func (s *State) Prune(lateness time.Duration) {
 		if drop := r - max(s.spec.RecentReads, s.spec.LongTermReads); drop > 0 {
 			u.reads = shrink(slices.Delete(u.reads, 0, drop))
 		}
+		breathe()
 	}
-	s.exactFrom = cutoff + longest
-	s.foldIdle(s.exactFrom)
+	s.foldIdle(s.exactFrom, breathe)
 }
+
+// pruneStep is how many entries Prune handles between letting waiting
+// Ranks in.
+const pruneStep = 4096
 
 // longestWindow is the longest article window, in microseconds.
 func (s *State) longestWindow() int64 {
 	return max(s.spec.ArticleWindowsHours[0], s.spec.ArticleWindowsHours[1]) * int64(time.Hour/time.Microsecond)
 }
 
-// foldIdle folds the readers whose last page view is before exactFrom; the
-// caller holds the lock.
-func (s *State) foldIdle(exactFrom int64) {
+// foldIdle folds the readers whose last page view is before exactFrom,
+// calling breathe after each reader; the caller holds the lock.
+func (s *State) foldIdle(exactFrom int64, breathe func()) {
 	users := len(s.users)
 	for id, u := range s.users {
 		if n := len(u.visits); n > 0 && u.visits[n-1] < exactFrom {
 			s.idle[id] = u.fold(s.articles)
 			delete(s.users, id)
 		}
+		breathe()
 	}
 	if len(s.users) < users/2 {
 		s.users = compacted(s.users)

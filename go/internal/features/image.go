@@ -193,7 +193,7 @@ func StateFromImage(spec *Spec, dims int, img *Image) (*State, error) {
 	}
 	st.recorded, st.watermark, st.exactFrom = img.Recorded, img.Watermark, img.ExactFrom
 	if st.exactFrom != math.MinInt64 {
-		st.foldIdle(st.exactFrom)
+		st.foldIdle(st.exactFrom, func() {})
 	}
 	return st, nil
 }

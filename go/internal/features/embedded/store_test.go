@@ -576,3 +576,47 @@ func TestIdleReadersFoldIntoTheirTotalsWithoutChangingAFeature(t *testing.T) {
 	views(20, 30)
 	same("back")
 }
+
+// A prune lets Ranks in as it goes: with 220,000 events and 40,000
+// readers kept, no Rank waits for more than a part of it.
+func TestRanksAreAnsweredWhileAPruneRuns(t *testing.T) {
+	spec, err := features.LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open("", spec, features.Limits{Lateness: 2 * time.Hour, ClockSkew: time.Hour, EmbeddingDimensions: features.DefaultEmbeddingDimensions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	historyOf(t, s, 200, pages{5, 40_000, 25_000})
+	at := s.Watermark() + 1
+	names := spec.FeatureNames
+	cols := make([]int, len(names))
+	for i := range cols {
+		cols[i] = i
+	}
+	rows := make([]float32, len(names))
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		s.Prune(2 * time.Hour)
+		close(done)
+	}()
+	var longest time.Duration
+	for pruning := true; pruning; {
+		select {
+		case <-done:
+			pruning = false
+		default:
+			asked := time.Now()
+			if _, err := s.Fill(context.Background(), features.Query{UserID: "7", Time: at}, []string{"1"}, names, cols, rows); err != nil {
+				t.Fatal(err)
+			}
+			longest = max(longest, time.Since(asked))
+		}
+	}
+	if took := time.Since(start); longest > took/3 {
+		t.Fatalf("a Rank waited %v of the prune's %v, want it let in as the prune goes", longest, took)
+	}
+}
