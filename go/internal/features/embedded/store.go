@@ -61,17 +61,22 @@ const PruneInterval = time.Minute
 // pruneInterval is PruneInterval, shortened by tests.
 var pruneInterval = PruneInterval
 
-// PruneNow prunes when event time has moved on since the last prune: what
-// the wall-clock timer does, and what the server's memory guard asks for
-// when the heap reaches its first level. It waits for the batch being
+// PruneNow prunes when event time has moved on by an eighth of the
+// lateness since the last prune (a prune frees the events that fell out of
+// the lateness bound since the last one; it takes most of a second of a
+// core with a million events kept, so not for every second of event time):
+// what the wall-clock timer does, and what the server's memory guard asks
+// for when the heap reaches its first level. It waits for the batch being
 // written, if any.
 func (s *Store) PruneNow() {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	if watermark := s.Watermark(); watermark != math.MinInt64 && watermark != s.lastPrune {
-		s.Prune(s.limits.Lateness)
-		s.lastPrune = watermark
+	watermark := s.Watermark()
+	if watermark == math.MinInt64 || (s.lastPrune != 0 && watermark-s.lastPrune < s.limits.Lateness.Microseconds()/8) {
+		return
 	}
+	s.Prune(s.limits.Lateness)
+	s.lastPrune = watermark
 }
 
 // pruneOnTimer calls PruneNow every interval until Close.
