@@ -7,12 +7,10 @@ import (
 	"time"
 )
 
-// The memory levels, lowest first (defaults relative to GOMEMLIMIT, see
-// ShedLevels):
-//
-// Each level is judged on the live heap (what the last collection found
-// live): garbage is the collector's to free, and GOMEMLIMIT makes it
-// collect before the limit; only what is live needs calls refused.
+// The memory levels are judged on the live heap (what the last collection
+// found live): garbage is the collector's to free, and GOMEMLIMIT makes it
+// collect before the limit; only what is live needs calls refused. Lowest
+// first, with their defaults relative to GOMEMLIMIT (see ShedLevels):
 //
 //   - the write level (--shed-writes-heap-bytes, 60 %): the write calls
 //     (RecordEvents, UpsertArticles) are refused, reason
