@@ -187,8 +187,8 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 					rankerv1.RankingService_ServiceDesc.ServiceName+" health NOT_SERVING", "shed_heap_bytes", shedAll, "after", cfg.ShedUnreadyAfter.String())
 			}
 		}}
-	if p, ok := state.(interface{ PruneNow() }); ok {
-		memory.Relieve = p.PruneNow
+	if p, ok := state.(interface{ PruneIfIdle() }); ok {
+		memory.Relieve = p.PruneIfIdle
 	}
 	if shedAll > 0 || shedWrites > 0 {
 		logger.Info("memory levels", "shed_writes_heap_bytes", shedWrites, "shed_heap_bytes", shedAll, "gomemlimit", debug.SetMemoryLimit(-1))

@@ -65,12 +65,29 @@ var pruneInterval = PruneInterval
 // lateness since the last prune (a prune frees the events that fell out of
 // the lateness bound since the last one; it takes most of a second of a
 // core with a million events kept, so not for every second of event time):
-// what the wall-clock timer does, and what the server's memory guard asks
-// for when the heap reaches its first level. It waits for the batch being
-// written, if any.
+// what the wall-clock timer does (see PruneIfIdle for the server's memory
+// guard). It waits for the batch being written, if any.
 func (s *Store) PruneNow() {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	s.pruneIfMoved()
+}
+
+// PruneIfIdle is PruneNow unless a batch is being written, when it does
+// nothing: what the server's memory guard asks for when the heap reaches
+// its first level. The guard collects garbage right after, and must not
+// wait behind a long write (a catalog upsert can take seconds); its next
+// relief tries again.
+func (s *Store) PruneIfIdle() {
+	if !s.writeMu.TryLock() {
+		return
+	}
+	defer s.writeMu.Unlock()
+	s.pruneIfMoved()
+}
+
+// pruneIfMoved is PruneNow's rule; the caller holds writeMu.
+func (s *Store) pruneIfMoved() {
 	watermark := s.Watermark()
 	if watermark == math.MinInt64 || (s.lastPrune != 0 && watermark-s.lastPrune < s.limits.Lateness.Microseconds()/8) {
 		return

@@ -431,6 +431,14 @@ func TestAFloodOfRefusedEventsStillPrunesAndMemoryComesBack(t *testing.T) {
 		}
 	}
 
+	// The memory guard's prune waits for no writer: while one writes, it
+	// does nothing.
+	s.writeMu.Lock()
+	s.PruneIfIdle()
+	s.writeMu.Unlock()
+	if ids, _ := s.Retained(); ids != 110_000 {
+		t.Fatalf("PruneIfIdle while a batch is written: %d event ids kept, want it to do nothing", ids)
+	}
 	go s.pruneOnTimer(20 * time.Millisecond)
 	stop := make(chan struct{})
 	flooded := make(chan error, 1)
