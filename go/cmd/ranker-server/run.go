@@ -141,8 +141,35 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 
 	outcomes := m.Outcomes()
 	shedding := overload.NewMetrics(m.Registry)
+	// The ranking service's health (readiness): a model serves, memory lets
+	// Rank be answered, the state has not lost its data. Reported once the
+	// state and the models are loaded; NOT_SERVING before.
+	rankable := newReadiness(false)
+	// The memory guard's relief prunes the state once it is loaded.
+	var relieve atomic.Pointer[interface{ PruneIfIdle() }]
+	shedWrites, shedAll := overload.ShedLevels(cfg.ShedWritesHeapBytes, cfg.ShedHeapBytes)
+	memory := overload.MemoryOptions{ShedWritesHeapBytes: shedWrites,
+		Writes:          []string{rankerv1.RankingService_RecordEvents_FullMethodName, rankerv1.RankingService_UpsertArticles_FullMethodName},
+		UnservableAfter: cfg.ShedUnreadyAfter,
+		Serving: func(ok bool) {
+			rankable.memory(ok)
+			if ok {
+				logger.Info("memory under --shed-heap-bytes again: Rank served, " + rankerv1.RankingService_ServiceDesc.ServiceName + " health SERVING")
+			} else {
+				logger.Error("heap over --shed-heap-bytes after pruning and collecting: Rank cannot be served, "+
+					rankerv1.RankingService_ServiceDesc.ServiceName+" health NOT_SERVING", "shed_heap_bytes", shedAll, "after", cfg.ShedUnreadyAfter.String())
+			}
+		},
+		Relieve: func() {
+			if p := relieve.Load(); p != nil {
+				(*p).PruneIfIdle()
+			}
+		}}
+	if shedAll > 0 || shedWrites > 0 {
+		logger.Info("memory levels", "shed_writes_heap_bytes", shedWrites, "shed_heap_bytes", shedAll, "gomemlimit", debug.SetMemoryLimit(-1))
+	}
 	guard := overload.NewGuard(overload.GuardOptions{MaxInflight: int64(cfg.MaxInflight), ReadTimeout: cfg.RequestReadTimeout,
-		ShedHeapBytes: overload.ShedHeapBytes(cfg.ShedHeapBytes)}, shedding, outcomes,
+		ShedHeapBytes: shedAll, Memory: memory}, shedding, outcomes,
 		func(r *overload.Refusal) error { return server.RefusalStatus(context.Background(), r) })
 	defer guard.Close()
 	var otherLoad atomic.Int64
@@ -340,6 +367,9 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 				"articles", n, "embedding_dimensions", cfg.EmbeddingDimensions)
 		}
 	}
+	if p, ok := state.(interface{ PruneIfIdle() }); ok {
+		relieve.Store(&p) // the memory guard's relief prunes the state from now on
+	}
 	ranking := server.New(models, server.Options{
 		Limits:    request.Limits{MaxCandidates: cfg.MaxCandidates, MaxFeatures: cfg.MaxFeatures, MaxRequestMemory: cfg.MaxRequestMemory},
 		Admission: overload.Admission{MaxScoring: cfg.MaxScoring, MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout},
@@ -353,17 +383,8 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}
 	}
 	loading.serve(ranking)
-	// Not serving either while a shared state reports its data lost (see
-	// watchStateLoss): every answer would treat every reader as cold.
-	var stateLost atomic.Bool
-	var statusMu sync.Mutex // one status change at a time, from the watchers below
-	rankingStatus := func(ready bool) healthpb.HealthCheckResponse_ServingStatus {
-		if ready && !stateLost.Load() {
-			return healthpb.HealthCheckResponse_SERVING
-		}
-		return healthpb.HealthCheckResponse_NOT_SERVING
-	}
-	healthServer.SetServingStatus(rankingName, rankingStatus(ready))
+	rankable.model(ready)
+	rankable.attach(healthServer) // the ranking service's health from now on
 	if !ready {
 		logger.Warn("no model version loaded yet: "+rankingName+" health NOT_SERVING until one loads",
 			"default_model", models.Default())
@@ -388,10 +409,8 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 						continue // not ready yet stays not ready: it serves no experiment it was told to
 					}
 					if !ready {
-						statusMu.Lock()
 						ready = true
-						healthServer.SetServingStatus(rankingName, rankingStatus(true))
-						statusMu.Unlock()
+						rankable.model(true)
 						logger.Info("first model version loaded: serving", "models", models.Names(), "default_model", models.Default())
 					}
 				}
@@ -400,16 +419,7 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}
 
 	if lossy, ok := state.(lossReporter); ok {
-		go watchStateLoss(ctx, stopWatch, lossy, func(lost bool) {
-			statusMu.Lock()
-			defer statusMu.Unlock()
-			stateLost.Store(lost)
-			select {
-			case <-stopWatch: // shutting down: the drain owns the status now
-			default:
-				healthServer.SetServingStatus(rankingName, rankingStatus(ready))
-			}
-		}, logger)
+		go watchStateLoss(ctx, stopWatch, lossy, func(lost bool) { rankable.state(!lost) }, logger)
 	}
 
 	logger.Info("serving", "listen", lis.Addr().String(), "models", models.Names(), "default_model", models.Default(),

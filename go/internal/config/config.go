@@ -55,6 +55,8 @@ type Config struct {
 	MaxConnections      int
 	RequestReadTimeout  time.Duration
 	ShedHeapBytes       int64
+	ShedWritesHeapBytes int64
+	ShedUnreadyAfter    time.Duration
 	MaxScoring          int
 	SplitMinRows        int
 	MaxQueue            int
@@ -123,7 +125,9 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.IntVar(&c.MaxInflight, "max-inflight", 1024, "most calls open at once across all connections; more are refused at once with RESOURCE_EXHAUSTED")
 	fs.IntVar(&c.MaxConnections, "max-connections", 4096, "most client connections open at once; more wait in the listen backlog")
 	fs.DurationVar(&c.RequestReadTimeout, "request-read-timeout", 10*time.Second, "a call whose request message has not arrived this long after its headers is ended (a held half-open stream)")
-	fs.Int64Var(&c.ShedHeapBytes, "shed-heap-bytes", 0, "refuse new calls (RESOURCE_EXHAUSTED) while the live heap is at least this many bytes; 0: 75% of GOMEMLIMIT when set, else never")
+	fs.Int64Var(&c.ShedHeapBytes, "shed-heap-bytes", 0, "refuse new calls, Rank included (RESOURCE_EXHAUSTED), while the live heap is at least this many bytes; 0: 75% of GOMEMLIMIT when set, else never")
+	fs.Int64Var(&c.ShedWritesHeapBytes, "shed-writes-heap-bytes", 0, "refuse RecordEvents and UpsertArticles (RESOURCE_EXHAUSTED), still answering Rank, while the live heap is at least this many bytes; from there on the state is pruned and garbage collected; 0: 80% of --shed-heap-bytes (60% of GOMEMLIMIT)")
+	fs.DurationVar(&c.ShedUnreadyAfter, "shed-unready-after", 10*time.Second, "report ranker.v1.RankingService NOT_SERVING once the heap has stayed over --shed-heap-bytes this long after a prune and collection, SERVING again once under")
 	fs.IntVar(&c.MaxScoring, "max-scoring", 4*runtime.GOMAXPROCS(0), "most Rank requests computing features and scoring at once (default: 4 per core the process may use)")
 	fs.IntVar(&c.SplitMinRows, "split-min-rows", defaultSplitMinRows, "score a request's candidates on the cores no other request is using, in parts of at least this many rows; under load every core has a request and nothing is split (0: never split)")
 	fs.IntVar(&c.MaxQueue, "max-queue", 128, "most Rank requests waiting for a scoring slot; more are refused at once with RESOURCE_EXHAUSTED")
@@ -213,6 +217,9 @@ func (c Config) validate() error {
 	}
 	if c.MaxRecvBytes < 1024 {
 		errs = append(errs, fmt.Errorf("max-recv-bytes: %d, must be at least 1024", c.MaxRecvBytes))
+	}
+	if c.ShedWritesHeapBytes < 0 || c.ShedUnreadyAfter < 0 {
+		errs = append(errs, fmt.Errorf("shed-writes-heap-bytes %d, shed-unready-after %v: must be at least 0", c.ShedWritesHeapBytes, c.ShedUnreadyAfter))
 	}
 	if c.MaxConnections < 1 || c.RequestReadTimeout < 0 || c.ShedHeapBytes < 0 {
 		errs = append(errs, fmt.Errorf("max-connections %d, request-read-timeout %v, shed-heap-bytes %d: must be at least 1, 0 and 0",

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 )
 
@@ -94,18 +95,12 @@ func (s *State) Image() *Image {
 		}
 	}
 	for id, u := range s.users {
-		su := UserImage{All: toImage(&u.all), Visits: u.visits,
-			ByCategory: make(map[string]CounterImage, len(u.byCategory)), BySubcategory: make(map[string]CounterImage, len(u.bySubcategory))}
-		for k, c := range u.byCategory {
-			su.ByCategory[k] = toImage(c)
-		}
-		for k, c := range u.bySubcategory {
-			su.BySubcategory[k] = toImage(c)
-		}
-		for _, r := range u.reads {
-			su.Reads = append(su.Reads, ReadImage{Time: r.time, Article: r.article})
-		}
-		img.Users[id] = su
+		img.Users[id] = u.image()
+	}
+	// A folded reader is written as the counters it thaws into (the
+	// snapshot's format is unchanged), and folded again on load.
+	for id, r := range s.idle {
+		img.Users[id] = r.thaw().image()
 	}
 	for id, t := range s.events {
 		img.EventIDs = append(img.EventIDs, id)
@@ -121,6 +116,21 @@ func (s *State) Image() *Image {
 		imp.Times, imp.Clicked = append(imp.Times, v.time), append(imp.Clicked, v.clicked)
 	}
 	return img
+}
+
+func (u *userState) image() UserImage {
+	su := UserImage{All: toImage(&u.all), Visits: u.visits,
+		ByCategory: make(map[string]CounterImage, len(u.byCategory)), BySubcategory: make(map[string]CounterImage, len(u.bySubcategory))}
+	for k, c := range u.byCategory {
+		su.ByCategory[k] = toImage(c)
+	}
+	for k, c := range u.bySubcategory {
+		su.BySubcategory[k] = toImage(c)
+	}
+	for _, r := range u.reads {
+		su.Reads = append(su.Reads, ReadImage{Time: r.time, Article: r.article})
+	}
+	return su
 }
 
 // StateFromImage returns the state an image holds, for embeddings of dims
@@ -193,6 +203,9 @@ func StateFromImage(spec *Spec, dims int, img *Image) (*State, error) {
 		st.clickIDs[id] = true
 	}
 	st.recorded, st.watermark, st.exactFrom = img.Recorded, img.Watermark, img.ExactFrom
+	if st.exactFrom != math.MinInt64 {
+		st.foldIdle(st.exactFrom, func() {})
+	}
 	return st, nil
 }
 

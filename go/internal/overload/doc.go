@@ -4,9 +4,13 @@
 // order on a call:
 //
 //  1. Guard.Tap, before gRPC allocates anything for the call (guard.go):
-//     memory_pressure while the live heap is over --shed-heap-bytes
-//     (ShedHeapBytes), then inflight past --max-inflight calls open
-//     server-wide (health checks are exempt from both).
+//     memory_pressure while the heap is over --shed-heap-bytes
+//     (ShedHeapBytes), write_memory_pressure for RecordEvents and
+//     UpsertArticles from the lower --shed-writes-heap-bytes on (memory.go,
+//     which also prunes and collects so memory comes back, and reports
+//     the ranking service NOT_SERVING while Rank cannot be served), then
+//     inflight past --max-inflight calls open server-wide (health checks
+//     are exempt from all of them).
 //  2. Guard as a stats handler (guard.go): slow_request ends a call whose
 //     message has not arrived within --request-read-timeout.
 //  3. Scoring.Admit, in the Rank handler once the request is valid and its

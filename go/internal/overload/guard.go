@@ -32,8 +32,12 @@ type GuardOptions struct {
 	ReadTimeout time.Duration
 	// ShedHeapBytes refuses new calls while the live heap is at least this
 	// large (0: never), so that bursts of large messages or ingestion slow
-	// down instead of running the process out of memory.
+	// down instead of running the process out of memory. Rank is refused
+	// only from this level on.
 	ShedHeapBytes uint64
+	// Memory sheds writes first and keeps the heap from wedging (see
+	// MemoryOptions); its levels sit below ShedHeapBytes.
+	Memory MemoryOptions
 }
 
 // Outcomes counts the calls the Guard refuses before gRPC creates their
@@ -51,8 +55,13 @@ type Guard struct {
 	outcomes Outcomes
 	status   func(*Refusal) error
 	open     atomic.Int64
-	heap     atomic.Uint64
-	stop     chan struct{}
+	// live is the heap the last collection found live: the levels are
+	// judged on it, as garbage is the collector's to free (and GOMEMLIMIT
+	// makes it collect before the limit), while what is live only a prune
+	// or fewer calls can free. Relief keeps it current under pressure.
+	live   atomic.Uint64
+	stop   chan struct{}
+	memory memoryWatch
 }
 
 // NewGuard starts the guard's heap sampler (when ShedHeapBytes is set);
@@ -60,8 +69,9 @@ type Guard struct {
 // answers with (its code must be RESOURCE_EXHAUSTED, which outcomes counts).
 func NewGuard(opts GuardOptions, m *Metrics, outcomes Outcomes, status func(*Refusal) error) *Guard {
 	g := &Guard{opts: opts, metrics: m, outcomes: outcomes, status: status, stop: make(chan struct{})}
-	if opts.ShedHeapBytes > 0 {
-		g.sampleHeap()
+	g.memory.init(opts.Memory)
+	if opts.ShedHeapBytes > 0 || opts.Memory.ShedWritesHeapBytes > 0 {
+		g.sampleHeap(time.Now())
 		go func() {
 			tick := time.NewTicker(20 * time.Millisecond) // cheap: no stop-the-world
 			defer tick.Stop()
@@ -69,8 +79,8 @@ func NewGuard(opts GuardOptions, m *Metrics, outcomes Outcomes, status func(*Ref
 				select {
 				case <-g.stop:
 					return
-				case <-tick.C:
-					g.sampleHeap()
+				case now := <-tick.C:
+					g.sampleHeap(now)
 				}
 			}
 		}()
@@ -84,12 +94,28 @@ func (g *Guard) Open() int64 { return g.open.Load() }
 // Close stops the heap sampler.
 func (g *Guard) Close() { close(g.stop) }
 
-func (g *Guard) sampleHeap() {
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+// readHeap returns the heap objects (live and garbage not yet swept) and
+// the heap the last collection found live (the objects before the first
+// collection).
+func readHeap() (objects, live uint64) {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	metrics.Read(sample)
 	if sample[0].Value.Kind() == metrics.KindUint64 {
-		g.heap.Store(sample[0].Value.Uint64())
+		objects = sample[0].Value.Uint64()
 	}
+	if sample[1].Value.Kind() == metrics.KindUint64 {
+		live = sample[1].Value.Uint64()
+	}
+	if live == 0 {
+		live = objects
+	}
+	return objects, live
+}
+
+func (g *Guard) sampleHeap(now time.Time) {
+	objects, live := g.memory.read()
+	g.live.Store(live)
+	g.memory.watch(now, objects, live, g.opts.ShedHeapBytes)
 }
 
 type pendingKey struct{}
@@ -115,9 +141,14 @@ func (g *Guard) Tap(ctx context.Context, info *tap.Info) (context.Context, error
 	if info.FullMethodName == healthCheck {
 		return ctx, nil
 	}
-	if limit := g.opts.ShedHeapBytes; limit > 0 && g.heap.Load() >= limit {
+	if limit := g.opts.ShedHeapBytes; limit > 0 && g.live.Load() >= limit {
 		return nil, g.refuse(info.FullMethodName, ReasonMemoryPressure, fmt.Sprintf(
-			"server busy: heap at %d MiB, over %d MiB (--shed-heap-bytes); retry shortly or on another replica", g.heap.Load()>>20, limit>>20))
+			"server busy: live heap at %d MiB, over %d MiB (--shed-heap-bytes); retry shortly or on another replica", g.live.Load()>>20, limit>>20))
+	}
+	if refusal := g.memory.admitWrite(info.FullMethodName, time.Now(), g.live.Load(), g.opts.ShedHeapBytes); refusal != nil {
+		g.metrics.Shed.WithLabelValues(refusal.Reason).Inc()
+		g.outcomes.Refused(info.FullMethodName, codes.ResourceExhausted)
+		return nil, g.status(refusal)
 	}
 	if g.open.Add(1) > g.opts.MaxInflight {
 		g.open.Add(-1)

@@ -10,7 +10,9 @@ type Metrics struct {
 	// caller_gone (deadline passed or cancelled before or while scoring),
 	// inflight (the server-wide call bound), memory (a request's estimated
 	// memory over the limit), memory_pressure (the heap over
-	// --shed-heap-bytes), slow_request (a message that did not arrive within
+	// --shed-heap-bytes), write_memory_pressure (a RecordEvents or
+	// UpsertArticles call, the live heap over --shed-writes-heap-bytes),
+	// slow_request (a message that did not arrive within
 	// --request-read-timeout).
 	Shed *prometheus.CounterVec
 	// Scoring is the number of requests holding a scoring slot.
@@ -28,7 +30,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	for _, reason := range []string{ReasonQueueFull, ReasonQueueTimeout, ReasonCallerGone, ReasonInflight, ReasonMemory,
-		ReasonMemoryPressure, ReasonSlowRequest} {
+		ReasonMemoryPressure, ReasonWriteMemoryPressure, ReasonSlowRequest} {
 		m.Shed.WithLabelValues(reason) // exported at 0, so rates exist from the start
 	}
 	reg.MustRegister(m.Shed, m.Scoring)

@@ -5,13 +5,14 @@ import "time"
 // Why a call or a request was refused or stopped: the reason label of
 // ranker_shed_total, and the ErrorInfo cause callers see.
 const (
-	ReasonMemoryPressure = "memory_pressure" // the heap over --shed-heap-bytes (Guard)
-	ReasonInflight       = "inflight"        // --max-inflight calls open (Guard)
-	ReasonSlowRequest    = "slow_request"    // no message within --request-read-timeout (Guard)
-	ReasonMemory         = "memory"          // a request's working memory over --max-request-memory
-	ReasonQueueFull      = "queue_full"      // every scoring slot taken and --max-queue waiting
-	ReasonQueueTimeout   = "queue_timeout"   // no slot free within --queue-timeout
-	ReasonCallerGone     = "caller_gone"     // deadline passed or cancelled before or while scoring
+	ReasonMemoryPressure      = "memory_pressure"       // the heap over --shed-heap-bytes (Guard)
+	ReasonWriteMemoryPressure = "write_memory_pressure" // a write call, the live heap over --shed-writes-heap-bytes (Guard, memory.go)
+	ReasonInflight            = "inflight"              // --max-inflight calls open (Guard)
+	ReasonSlowRequest         = "slow_request"          // no message within --request-read-timeout (Guard)
+	ReasonMemory              = "memory"                // a request's working memory over --max-request-memory
+	ReasonQueueFull           = "queue_full"            // every scoring slot taken and --max-queue waiting
+	ReasonQueueTimeout        = "queue_timeout"         // no slot free within --queue-timeout
+	ReasonCallerGone          = "caller_gone"           // deadline passed or cancelled before or while scoring
 )
 
 // Refusal is why this package turned a request away. It names no gRPC

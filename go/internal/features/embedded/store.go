@@ -58,7 +58,8 @@ type Store struct {
 	// badTail is set while the segment may hold bytes past logBytes that
 	// could not be cut off (a failed write or sync whose truncation failed
 	// too): nothing is appended after them until a truncation succeeds.
-	badTail error
+	badTail   error
+	stopPrune chan struct{}
 }
 
 // logFile is what the store needs of a log segment; *os.File in
@@ -71,8 +72,67 @@ type logFile interface {
 	Seek(offset int64, whence int) (int64, error)
 }
 
-// pruneEvery is how far event time advances between prunes.
+// pruneEvery is how far event time advances between prunes as events are
+// applied.
 const pruneEvery = int64(time.Hour / time.Microsecond)
+
+// PruneInterval is how often, by the wall clock, the state is pruned when
+// event time has moved on since the last prune, whether or not events are
+// being accepted: by the event-clock rule (features.Limits.Lateness), when
+// pruning runs changes no answer, only the memory held.
+const PruneInterval = time.Minute
+
+// pruneInterval is PruneInterval, shortened by tests.
+var pruneInterval = PruneInterval
+
+// PruneNow prunes when event time has moved on by an eighth of the
+// lateness since the last prune (a prune frees the events that fell out of
+// the lateness bound since the last one; it takes most of a second of a
+// core with a million events kept, so not for every second of event time):
+// what the wall-clock timer does (see PruneIfIdle for the server's memory
+// guard). It waits for the batch being written, if any.
+func (s *Store) PruneNow() {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.pruneIfMoved()
+}
+
+// PruneIfIdle is PruneNow unless a batch is being written, when it does
+// nothing: what the server's memory guard asks for when the heap reaches
+// its first level. The guard collects garbage right after, and must not
+// wait behind a long write (a catalog upsert can take seconds); its next
+// relief tries again.
+func (s *Store) PruneIfIdle() {
+	if !s.writeMu.TryLock() {
+		return
+	}
+	defer s.writeMu.Unlock()
+	s.pruneIfMoved()
+}
+
+// pruneIfMoved is PruneNow's rule; the caller holds writeMu.
+func (s *Store) pruneIfMoved() {
+	watermark := s.Watermark()
+	if watermark == math.MinInt64 || (s.lastPrune != 0 && watermark-s.lastPrune < s.limits.Lateness.Microseconds()/8) {
+		return
+	}
+	s.Prune(s.limits.Lateness)
+	s.lastPrune = watermark
+}
+
+// pruneOnTimer calls PruneNow every interval until Close.
+func (s *Store) pruneOnTimer(interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stopPrune:
+			return
+		case <-tick.C:
+			s.PruneNow()
+		}
+	}
+}
 
 // maybePrune prunes once event time has moved on by pruneEvery; only the
 // writer calls it.
@@ -97,8 +157,10 @@ func Open(dir string, spec *features.Spec, limits features.Limits) (*Store, erro
 	if err := limits.Check(); err != nil {
 		return nil, err
 	}
-	s := &Store{State: features.NewState(spec, limits.EmbeddingDimensions), spec: spec, limits: limits, now: time.Now, dir: dir}
+	s := &Store{State: features.NewState(spec, limits.EmbeddingDimensions), spec: spec, limits: limits, now: time.Now, dir: dir,
+		stopPrune: make(chan struct{})}
 	if dir == "" {
+		go s.pruneOnTimer(pruneInterval)
 		return s, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -136,6 +198,7 @@ func Open(dir string, spec *features.Spec, limits features.Limits) (*Store, erro
 	if rebuilt {
 		_ = s.snapshot() // the log stays; a failed snapshot only means the search again at the next start
 	}
+	go s.pruneOnTimer(pruneInterval)
 	return s, nil
 }
 
@@ -220,6 +283,11 @@ func (s *Store) apply(rec record) error {
 func (s *Store) Close() error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	select {
+	case <-s.stopPrune:
+	default:
+		close(s.stopPrune)
+	}
 	if s.log == nil {
 		return nil
 	}

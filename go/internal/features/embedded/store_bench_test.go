@@ -98,12 +98,25 @@ func catalogOf1000() []features.Article {
 // batchOf returns batch number n: 1,000 impressions (100 page views of ten,
 // one a second, by readers among 50,000) and a click on every tenth.
 func batchOf(n int) ([]features.Impression, []features.Click) {
+	return pagesOf(n, pages{10, 50_000, 1_000_000})
+}
+
+// pages shape a history: impressions per page view, readers (page views
+// go round them), and event time between page views in microseconds.
+type pages struct {
+	size, readers int
+	step          int64
+}
+
+// pagesOf returns batch number n of 1,000 impressions of page views shaped
+// by p, and a click on every tenth impression.
+func pagesOf(n int, p pages) ([]features.Impression, []features.Click) {
 	imps := make([]features.Impression, 0, 1000)
 	var clicks []features.Click
 	for i := range 1000 {
-		page := n*100 + i/10
-		e := features.Impression{EventID: fmt.Sprint(n, "-", i), RequestID: fmt.Sprint("r", page), UserID: fmt.Sprint(page % 50000),
-			ArticleID: fmt.Sprint((page*7 + i) % 1000), Time: int64(1_000_000 + page*1_000_000)}
+		page := (n*1000 + i) / p.size
+		e := features.Impression{EventID: fmt.Sprint(n, "-", i), RequestID: fmt.Sprint("r", page), UserID: fmt.Sprint(page % p.readers),
+			ArticleID: fmt.Sprint((page*7 + i) % 1000), Time: 1_000_000 + int64(page)*p.step}
 		imps = append(imps, e)
 		if i%10 == 0 {
 			clicks = append(clicks, features.Click{EventID: e.EventID + "c", RequestID: e.RequestID, UserID: e.UserID, ArticleID: e.ArticleID, Time: e.Time})
@@ -114,13 +127,18 @@ func batchOf(n int) ([]features.Impression, []features.Click) {
 
 // history records the catalog and the first `batches` batches.
 func history(tb testing.TB, s *Store, batches int) int {
+	return historyOf(tb, s, batches, pages{10, 50_000, 1_000_000})
+}
+
+// historyOf records the catalog and the first `batches` batches of pagesOf.
+func historyOf(tb testing.TB, s *Store, batches int, p pages) int {
 	tb.Helper()
 	if _, err := s.UpsertArticles(context.Background(), catalogOf1000()); err != nil {
 		tb.Fatal(err)
 	}
 	events := 0
 	for n := range batches {
-		imps, clicks := batchOf(n)
+		imps, clicks := pagesOf(n, p)
 		res, err := s.RecordEvents(context.Background(), imps, clicks)
 		if err != nil {
 			tb.Fatal(err)
@@ -168,30 +186,60 @@ func BenchmarkRestart(b *testing.B) {
 }
 
 // BenchmarkStateBytes reports the heap the state holds per reader and per
-// event kept (within the lateness bound), for the history above.
+// event kept (within the lateness bound), and how long a prune holds the
+// state's lock, for the history above (readers=50000: 1.1M events over
+// 28 h of event time, pruned with the 24 h default), and for 1.1M events
+// over 200,000 readers: a flood within 1.4 h of event time, which a pod
+// under --event-lateness=2h keeps whole (readers=200000); the same events
+// spread over 28 h and pruned with a 2 h lateness, where readers idle past
+// it keep only their folded totals (readers=200000-spread); and those
+// without the bounds, never pruned (readers=200000-spread-unbounded).
 func BenchmarkStateBytes(b *testing.B) {
 	spec, err := features.LoadSpec()
 	if err != nil {
 		b.Fatal(err)
 	}
-	for b.Loop() {
-		runtime.GC()
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		s, err := Open("", spec, features.DefaultLimits)
-		if err != nil {
-			b.Fatal(err)
-		}
-		history(b, s, 1000)
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		heap := float64(after.HeapAlloc) - float64(before.HeapAlloc)
-		_, readers, _, _ := s.Counts()
-		b.ReportMetric(heap/1e6, "MB")
-		b.ReportMetric(heap/float64(readers), "B/reader")
-		kept, _ := s.Retained()
-		b.ReportMetric(heap/float64(kept), "B/event-kept")
-		runtime.KeepAlive(s)
+	cases := []struct {
+		name     string
+		pages    pages
+		lateness time.Duration
+	}{
+		{"readers=50000", pages{10, 50_000, 1_000_000}, features.DefaultLimits.Lateness},
+		// Pages of five: 1.1M impressions and clicks over 200,000 readers.
+		{"readers=200000", pages{5, 200_000, 25_000}, 2 * time.Hour},
+		{"readers=200000-spread", pages{5, 200_000, 500_000}, 2 * time.Hour},
+		{"readers=200000-spread-unbounded", pages{5, 200_000, 500_000}, 100_000 * time.Hour},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			limits := features.DefaultLimits
+			limits.Lateness = c.lateness
+			for b.Loop() {
+				runtime.GC()
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				s, err := Open("", spec, limits)
+				if err != nil {
+					b.Fatal(err)
+				}
+				events := historyOf(b, s, 1000, c.pages)
+				start := time.Now()
+				s.Prune(limits.Lateness) // as the prune timer does once the stream pauses
+				pruning := time.Since(start)
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				heap := float64(after.HeapAlloc) - float64(before.HeapAlloc)
+				_, readers, _, _ := s.Counts()
+				kept, _ := s.Retained()
+				b.ReportMetric(heap/1e6, "MB")
+				b.ReportMetric(heap/float64(readers), "B/reader")
+				b.ReportMetric(heap/float64(kept), "B/event-kept")
+				b.ReportMetric(heap/float64(events), "B/event")
+				b.ReportMetric(float64(kept), "events-kept")
+				b.ReportMetric(float64(pruning.Milliseconds()), "prune-ms")
+				runtime.KeepAlive(s)
+			}
+		})
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -378,5 +379,252 @@ func TestAStateDirectoryOfThePreviousVersionOpens(t *testing.T) {
 	res, err := s.RecordEvents(context.Background(), []features.Impression{{EventID: "g", RequestID: "r4", UserID: "w", ArticleID: "1", Time: t0 + 3*hour}}, nil)
 	if err != nil || res.Duplicates != 1 {
 		t.Fatalf("an event of the old log sent again: %+v %v; want a duplicate", res, err)
+	}
+}
+
+// A flood of events that are all refused (here late: the server's memory
+// guard refuses a flood before it reaches the state, with the same effect)
+// accepts nothing, yet the wall-clock timer prunes what the event clock
+// lets go, and the heap comes back.
+func TestAFloodOfRefusedEventsStillPrunesAndMemoryComesBack(t *testing.T) {
+	spec, err := features.LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pruneInterval = time.Hour // no timer prune while the history is recorded
+	t.Cleanup(func() { pruneInterval = PruneInterval })
+	limits := features.DefaultLimits
+	limits.Lateness = 10 * time.Minute
+	s, err := Open("", spec, limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	// 110,000 events over 50 minutes of event time: under the hour of event
+	// time after which accepting an event prunes.
+	shape := pages{10, 5_000, 300_000}
+	historyOf(t, s, 100, shape)
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	ids, impressions := s.Retained()
+	if ids != 110_000 || impressions != 100_000 {
+		t.Fatalf("before the flood: %d event ids, %d impressions kept, want all 110000 and 100000", ids, impressions)
+	}
+	watermark := s.Watermark()
+	wantIDs := 0 // the events within the lateness of the newest
+	for n := range 100 {
+		imps, clicks := pagesOf(n, shape)
+		for _, e := range imps {
+			if watermark-e.Time <= limits.Lateness.Microseconds() {
+				wantIDs++
+			}
+		}
+		for _, e := range clicks {
+			if watermark-e.Time <= limits.Lateness.Microseconds() {
+				wantIDs++
+			}
+		}
+	}
+
+	// The memory guard's prune waits for no writer: while one writes, it
+	// does nothing.
+	s.writeMu.Lock()
+	s.PruneIfIdle()
+	s.writeMu.Unlock()
+	if ids, _ := s.Retained(); ids != 110_000 {
+		t.Fatalf("PruneIfIdle while a batch is written: %d event ids kept, want it to do nothing", ids)
+	}
+	go s.pruneOnTimer(20 * time.Millisecond)
+	stop := make(chan struct{})
+	flooded := make(chan error, 1)
+	go func() {
+		late := make([]features.Impression, 1000)
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				flooded <- nil
+				return
+			default:
+			}
+			for i := range late {
+				late[i] = impression(fmt.Sprint("late-", n, "-", i), fmt.Sprint("late-", n), "u", "1", 1)
+			}
+			res, err := s.RecordEvents(context.Background(), late, nil)
+			if err != nil || res.Accepted != 0 {
+				flooded <- fmt.Errorf("flood batch %d: %+v %v, want every event refused", n, res, err)
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for ids, _ = s.Retained(); ids != wantIDs && time.Now().Before(deadline); ids, _ = s.Retained() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	if err := <-flooded; err != nil {
+		t.Fatal(err)
+	}
+	if ids != wantIDs {
+		t.Fatalf("during the flood: %d event ids kept, want the %d within the lateness", ids, wantIDs)
+	}
+	// Each event id and impression dropped frees its map entry and key (the
+	// counters of the 24 h window stay): at least 40 bytes each.
+	_, kept := s.Retained()
+	dropped := uint64(110_000 - ids + 100_000 - kept)
+	if after := heap(); after+40*dropped > before {
+		t.Fatalf("heap %d KB after the prune, %d KB before, %d entries dropped: want at least 40 bytes each back", after>>10, before>>10, dropped)
+	}
+}
+
+// Readers idle past the horizon (the lateness, by event time) are folded
+// into their totals: every feature, the semantic ones too, stays what an
+// unpruned state gives, for the readers while idle (within the longest
+// article window and past it), after a restart from the snapshot, and
+// after they come back.
+func TestIdleReadersFoldIntoTheirTotalsWithoutChangingAFeature(t *testing.T) {
+	spec, err := features.LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	limits := features.Limits{Lateness: time.Hour, ClockSkew: time.Hour, EmbeddingDimensions: features.DefaultEmbeddingDimensions}
+	pruned, err := Open(dir, spec, limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = pruned.Close() }()
+	full, err := Open("", spec, features.Limits{Lateness: 10_000 * time.Hour, ClockSkew: time.Hour, EmbeddingDimensions: features.DefaultEmbeddingDimensions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var articles []features.Article
+	for a := range 40 {
+		articles = append(articles, features.Article{ID: fmt.Sprint(a), Category: fmt.Sprint("c", a%4), Subcategory: fmt.Sprint("s", a%8),
+			Title: fmt.Sprintf("w%d w%d w%d", a, a%5, a%3), PublishTime: t0 - 100*hour + int64(a)*hour, Embedding: backendtest.RandomEmbedding(rand.New(rand.NewPCG(uint64(a), 0)), features.DefaultEmbeddingDimensions)})
+	}
+	now := func() time.Time { return time.UnixMicro(t0 + 1000*hour) }
+	for _, s := range []*Store{pruned, full} {
+		s.now = now
+		if _, err := s.UpsertArticles(context.Background(), articles); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Page views every 10 minutes: 20 hours by all 30 readers, 3 then 27
+	// more hours by readers 0 to 4 only (each every 50 minutes; the others
+	// idle past the 1 h horizon, within the 24 h article window and then
+	// past it), then 20 hours by all of them again.
+	page := 0
+	views := func(hours int, readers int) {
+		t.Helper()
+		for range hours * 6 {
+			at := t0 + int64(page)*hour/6
+			var imps []features.Impression
+			var clicks []features.Click
+			for slot := range 5 {
+				a := fmt.Sprint((page*3 + slot*7) % 40)
+				e := features.Impression{EventID: fmt.Sprint(page, "-", slot), RequestID: fmt.Sprint("r", page), UserID: fmt.Sprint(page % readers), ArticleID: a, Time: at}
+				imps = append(imps, e)
+				if (page+slot)%3 == 0 {
+					clicks = append(clicks, features.Click{EventID: e.EventID + "c", RequestID: e.RequestID, UserID: e.UserID, ArticleID: a, Time: at})
+				}
+			}
+			for _, s := range []*Store{pruned, full} {
+				if res, err := s.RecordEvents(context.Background(), imps, clicks); err != nil || len(res.Rejected) > 0 {
+					t.Fatalf("page %d: %+v %v", page, res, err)
+				}
+			}
+			page++
+		}
+	}
+	same := func(when string) {
+		t.Helper()
+		pruned.PruneNow()
+		at := t0 + int64(page)*hour/6
+		for user := range 30 {
+			for article := range 40 {
+				got := row(pruned, fmt.Sprint(user), "mobile", fmt.Sprint(article), at)
+				want := row(full, fmt.Sprint(user), "mobile", fmt.Sprint(article), at)
+				for name, v := range want {
+					if g := got[name]; g != v && !(math.IsNaN(float64(g)) && math.IsNaN(float64(v))) {
+						t.Fatalf("%s: user %d article %d %s: folded %v, full %v", when, user, article, name, g, v)
+					}
+				}
+			}
+		}
+		if _, readers, _, _ := pruned.Counts(); readers != 30 {
+			t.Fatalf("%s: %d readers counted, want 30", when, readers)
+		}
+	}
+	views(20, 30)
+	views(3, 5)
+	same("idle for 3 hours")
+	if idle := pruned.IdleReaders(); idle != 25 {
+		t.Fatalf("%d readers folded, want the 25 idle for 3 hours", idle)
+	}
+	views(27, 5)
+	same("idle for 30 hours")
+	if err := pruned.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if pruned, err = Open(dir, spec, limits); err != nil {
+		t.Fatal(err)
+	}
+	pruned.now = now
+	if idle := pruned.IdleReaders(); idle != 25 {
+		t.Fatalf("after a restart: %d readers folded, want 25", idle)
+	}
+	same("after a restart")
+	// Each reader comes back (thawed), and those not seen for an hour since
+	// are folded again.
+	views(20, 30)
+	same("back")
+}
+
+// A prune lets Ranks in as it goes: with 220,000 events and 40,000
+// readers kept, no Rank waits for more than a part of it.
+func TestRanksAreAnsweredWhileAPruneRuns(t *testing.T) {
+	spec, err := features.LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open("", spec, features.Limits{Lateness: 2 * time.Hour, ClockSkew: time.Hour, EmbeddingDimensions: features.DefaultEmbeddingDimensions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	historyOf(t, s, 200, pages{5, 40_000, 25_000})
+	at := s.Watermark() + 1
+	names := spec.FeatureNames
+	cols := make([]int, len(names))
+	for i := range cols {
+		cols[i] = i
+	}
+	rows := make([]float32, len(names))
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		s.Prune(2 * time.Hour)
+		close(done)
+	}()
+	var longest time.Duration
+	for pruning := true; pruning; {
+		select {
+		case <-done:
+			pruning = false
+		default:
+			asked := time.Now()
+			if _, err := s.Fill(context.Background(), features.Query{UserID: "7", Time: at}, []string{"1"}, names, cols, rows); err != nil {
+				t.Fatal(err)
+			}
+			longest = max(longest, time.Since(asked))
+		}
+	}
+	if took := time.Since(start); longest > took/3 {
+		t.Fatalf("a Rank waited %v of the prune's %v, want it let in as the prune goes", longest, took)
 	}
 }
