@@ -30,6 +30,7 @@ import (
 	"ranker/internal/exposure"
 	"ranker/internal/features"
 	"ranker/internal/features/embedded"
+	"ranker/internal/features/kafkastate"
 	"ranker/internal/features/redisstate"
 	"ranker/internal/metrics"
 	"ranker/internal/model"
@@ -142,11 +143,21 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}
 	limits := features.Limits{Lateness: cfg.EventLateness, ClockSkew: cfg.EventClockSkew, EmbeddingDimensions: cfg.EmbeddingDimensions}
 	var state features.Service
-	if strings.HasPrefix(cfg.State, "redis://") || strings.HasPrefix(cfg.State, "rediss://") {
+	switch {
+	case strings.HasPrefix(cfg.State, "redis://") || strings.HasPrefix(cfg.State, "rediss://"):
 		state, err = redisstate.Open(cfg.State, spec, limits, cfg.StateTimeout)
-	} else if cfg.State != "" {
-		return fmt.Errorf("state: %q is neither empty (embedded) nor a redis:// URL", cfg.State)
-	} else {
+	case strings.HasPrefix(cfg.State, "kafka://"):
+		// Open catches up with the topic before it returns: the replica
+		// serves (and its probes pass) only once its state is current.
+		var shared *kafkastate.Store
+		shared, err = kafkastate.Open(ctx, cfg.State, spec, limits, kafkastate.Options{Dir: cfg.StateDir, Logger: logger})
+		if err == nil {
+			m.StateApplyLag(shared.ApplyLag)
+			state = shared
+		}
+	case cfg.State != "":
+		return fmt.Errorf("state: %q is neither empty (embedded) nor a redis:// or kafka:// URL", cfg.State)
+	default:
 		state, err = embedded.Open(cfg.StateDir, spec, limits)
 	}
 	if err != nil {
