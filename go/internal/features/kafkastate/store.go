@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,6 +148,11 @@ func Open(ctx context.Context, url string, spec *features.Spec, limits features.
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.Default()
+	}
+	if opts.Dir != "" {
+		if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+			return nil, fmt.Errorf("kafka state: snapshot directory: %w", err)
+		}
 	}
 	id := make([]byte, 16)
 	_, _ = rand.Read(id) // never fails (crypto/rand)
