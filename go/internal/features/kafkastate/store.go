@@ -234,7 +234,11 @@ func (s *Store) loadSnapshot() (int64, error) {
 		return 0, err
 	}
 	if snap.Log != s.log {
-		return 0, fmt.Errorf("kafka state: the snapshot in %s is of %q, not of %s: empty the directory to replay the topic", s.dir, snap.Log, s.log)
+		of := snap.Log
+		if of == "" {
+			of = "an embedded state's log"
+		}
+		return 0, fmt.Errorf("kafka state: the snapshot in %s is of %s, not of %s: empty the directory to replay the topic", s.dir, of, s.log)
 	}
 	st, err := features.StateFromImage(s.spec, s.limits.EmbeddingDimensions, snap.Image)
 	if err != nil {
@@ -358,6 +362,9 @@ func anyPassesChecks(impressions []features.Impression, clicks []features.Click,
 // commit produces the records, waits until the brokers acknowledge them and
 // this replica has applied them, and returns the last one's verdict.
 func (s *Store) commit(ctx context.Context, recs ...record) (features.Result, error) {
+	if err := s.failure.Load(); err != nil {
+		return features.Result{}, *err // it would be recorded, never applied here
+	}
 	out := make([]*kgo.Record, len(recs))
 	for i, rec := range recs {
 		b, err := json.Marshal(rec)
@@ -425,18 +432,28 @@ func (s *Store) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		var fatal error
+		var fatal, transient error
 		fetches.EachError(func(topic string, _ int32, err error) {
 			if errors.Is(err, kerr.OffsetOutOfRange) {
 				fatal = fmt.Errorf("kafka state: topic %s no longer holds offset %d, the next record this replica needs (retention deleted it?): %w",
 					topic, s.appliedOffset(), err)
 				return
 			}
-			s.logger.Warn("kafka state fetch failed; retrying", "topic", topic, "error", err.Error())
+			transient = err
 		})
 		if fatal != nil {
 			s.fail(fatal)
 			return
+		}
+		if transient != nil {
+			// The client retries by itself; the pause keeps a lasting fault
+			// (a deleted topic) from spinning and flooding the log.
+			s.logger.Warn("kafka state fetch failed; retrying", "topic", s.target.Topic, "error", transient.Error())
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
 		}
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 			if len(p.Records) == 0 {

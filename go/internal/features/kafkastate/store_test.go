@@ -365,3 +365,36 @@ func TestABatchOfOnlyInvalidEventsWritesNothing(t *testing.T) {
 		t.Errorf("the topic holds %d records, want none", offset)
 	}
 }
+
+// A running replica whose next record is deleted before it applied it stops
+// answering: Fill and writes fail, rather than serve a state with a hole.
+func TestAReplicaMissingRecordsStopsServing(t *testing.T) {
+	url := sharedURL(t)
+	writer, behind := openStore(t, url, "", backendtest.Dims), openStore(t, url, "", backendtest.Dims)
+	paused := map[string][]int32{behind.target.Topic: {0}}
+	behind.consumer.PauseFetchPartitions(paused)
+	for i := range 3 {
+		if res, err := writer.UpsertArticles(context.Background(), []features.Article{testArticle(fmt.Sprint(i))}); err != nil || res.Accepted != 1 {
+			t.Fatalf("%+v %v", res, err)
+		}
+	}
+	var deleteTo kadm.Offsets
+	deleteTo.Add(kadm.Offset{Topic: writer.target.Topic, Partition: 0, At: 2})
+	if _, err := kadm.NewClient(writer.producer).DeleteRecords(context.Background(), deleteTo); err != nil {
+		t.Fatal(err)
+	}
+	behind.consumer.ResumeFetchPartitions(paused)
+	deadline := time.Now().Add(30 * time.Second)
+	for behind.failure.Load() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica did not notice that its next record is gone")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := behind.Fill(context.Background(), features.Query{UserID: "u", Time: backendtest.T0}, []string{"1"}, nil, nil, nil); err == nil || !strings.Contains(err.Error(), "no longer holds offset 0") {
+		t.Errorf("Fill: got %v, want the missing offset", err)
+	}
+	if _, err := behind.UpsertArticles(context.Background(), []features.Article{testArticle("4")}); err == nil {
+		t.Error("a write through the stopped replica was acknowledged")
+	}
+}
