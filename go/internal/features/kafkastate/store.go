@@ -13,6 +13,21 @@
 // rules on the state run when each replica applies the record, so every
 // replica reaches the same verdicts, and the caller gets the ones its
 // replica reached.
+//
+// Durability: acknowledged means written to the logs of min.insync.replicas
+// brokers (acks=all, idempotent producer, unclean leader election off on the
+// topic Open creates). Kafka does not sync each write to disk: an
+// acknowledged record survives the crash of all but one of those brokers,
+// not a power loss of all of them at once.
+//
+// Retention: the topic must keep every record (Open creates it with
+// retention.ms=-1 and retention.bytes=-1): a replica without a snapshot
+// replays from offset 0, one with a snapshot from the snapshot's offset, and
+// Open refuses a topic whose log start has passed that offset.
+//
+// Replicas of one topic run with the same --event-lateness,
+// --event-clock-skew and --embedding-dimensions: each applies every record
+// with its own, so different settings would make them disagree.
 package kafkastate
 
 import (
@@ -116,19 +131,18 @@ type Store struct {
 	progress chan struct{} // closed, and replaced, when applied moves
 	verdicts map[int64]verdict
 	expiry   []verdict // verdicts' offsets and times, oldest first
-	failed   error     // set when the apply loop cannot go on
 
 	highWatermark atomic.Int64
-	failure       atomic.Pointer[error] // failed, for Fill without the lock
+	failure       atomic.Pointer[error] // why the apply loop stopped, if it did
 
 	// The apply loop's own.
-	lastPrune    int64
-	snapshotted  time.Time
-	unsnapshoted int64 // record bytes applied since the last snapshot
-	stop         context.CancelFunc
-	done         chan struct{}
-	closeOnce    sync.Once
-	closeErr     error
+	lastPrune     int64
+	snapshotted   time.Time
+	unsnapshotted int64 // record bytes applied since the last snapshot
+	stop          context.CancelFunc
+	done          chan struct{}
+	closeOnce     sync.Once
+	closeErr      error
 }
 
 // Open follows the topic at url (see ParseURL), creating it if missing.
@@ -254,11 +268,11 @@ func (s *Store) catchUp(ctx context.Context) error {
 	target := s.highWatermark.Load()
 	for {
 		s.mu.Lock()
-		applied, failed, progress := s.applied, s.failed, s.progress
+		applied, progress := s.applied, s.progress
 		s.mu.Unlock()
 		switch {
-		case failed != nil:
-			return failed
+		case s.failure.Load() != nil:
+			return *s.failure.Load()
 		case applied >= target:
 			s.logger.Info("kafka state caught up", "topic", s.target.Topic, "offset", applied)
 			return nil
@@ -401,10 +415,10 @@ func (s *Store) await(ctx context.Context, offsets []int64) (features.Result, er
 			}
 			return v.res, v.err
 		}
-		failed, progress := s.failed, s.progress
+		progress := s.progress
 		s.mu.Unlock()
-		if failed != nil {
-			return features.Result{}, failed
+		if err := s.failure.Load(); err != nil {
+			return features.Result{}, *err
 		}
 		select {
 		case <-progress:
@@ -491,7 +505,7 @@ func (s *Store) apply(r *kgo.Record) {
 		s.ApplyEvents(impressions, clicks)
 		s.maybePrune()
 	}
-	s.unsnapshoted += int64(len(r.Value))
+	s.unsnapshotted += int64(len(r.Value))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.applied = r.Offset + 1
@@ -531,11 +545,7 @@ func (s *Store) published() {
 func (s *Store) fail(err error) {
 	s.logger.Error("kafka state stopped applying", "error", err.Error())
 	s.failure.Store(&err)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failed = err
-	close(s.progress)
-	s.progress = make(chan struct{})
+	s.published() // the waiters learn it
 }
 
 // maybePrune prunes when event time enters a new pruneEvery period: a rule
@@ -564,7 +574,7 @@ func floorDiv(a, b int64) int64 {
 // records, or every snapshotInterval while records arrive. Only the apply
 // loop calls it (the image shares the state's slices).
 func (s *Store) maybeSnapshot() {
-	if s.dir == "" || s.unsnapshoted == 0 || (s.unsnapshoted < embedded.SnapshotEvery && time.Since(s.snapshotted) < snapshotInterval) {
+	if s.dir == "" || s.unsnapshotted == 0 || (s.unsnapshotted < embedded.SnapshotEvery && time.Since(s.snapshotted) < snapshotInterval) {
 		return
 	}
 	if err := s.snapshot(); err != nil {
@@ -578,7 +588,7 @@ func (s *Store) snapshot() error {
 	if err := embedded.WriteSnapshot(s.dir, embedded.Snapshot{Image: s.Image(), Log: s.log, Next: s.appliedOffset()}); err != nil {
 		return err
 	}
-	s.unsnapshoted, s.snapshotted = 0, time.Now()
+	s.unsnapshotted, s.snapshotted = 0, time.Now()
 	return nil
 }
 
@@ -589,7 +599,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.stop()
 		<-s.done
-		if s.dir != "" && s.unsnapshoted > 0 {
+		if s.dir != "" && s.unsnapshotted > 0 {
 			s.closeErr = s.snapshot()
 		}
 		s.consumer.Close()

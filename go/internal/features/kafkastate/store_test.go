@@ -275,9 +275,10 @@ func TestLateAndRestartedReplicasCatchUp(t *testing.T) {
 }
 
 // A topic whose log start moved past a replica's snapshot (retention
-// deleted records the state needs) is refused, naming both offsets; so is a
-// topic of several partitions.
-func TestRefusesATopicMissingRecords(t *testing.T) {
+// deleted records the state needs) is refused, naming both offsets; so are
+// a topic with a lower min.insync.replicas than the URL asks and a topic of
+// several partitions.
+func TestRefusesATopicThatBreaksTheState(t *testing.T) {
 	url := sharedURL(t)
 	writer := openStore(t, url, "", backendtest.Dims)
 	dir := t.TempDir()
@@ -305,6 +306,22 @@ func TestRefusesATopicMissingRecords(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "starts at offset 2, but the state needs the records from offset 0 on") {
 			t.Errorf("dir %q: got %v, want a refusal naming offsets 2 and 0", d, err)
 		}
+	}
+
+	// A topic made by hand that would acknowledge on fewer brokers than the
+	// URL asks.
+	weaker := newTopic(t)
+	if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, weaker); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(context.Background(), "kafka://"+sharedCluster(t).bootstrap+"/"+weaker+"?min_insync=1&replication=1", spec, limits, Options{}); err != nil {
+		t.Errorf("a topic of the broker's defaults with min_insync=1: %v", err)
+	} else if err := s.Close(); err != nil {
+		t.Error(err)
+	}
+	_, err = Open(context.Background(), "kafka://"+sharedCluster(t).bootstrap+"/"+weaker+"?min_insync=2&replication=3", spec, limits, Options{})
+	if err == nil || !strings.Contains(err.Error(), "min.insync.replicas=1, below the URL's min_insync=2") {
+		t.Errorf("got %v, want a refusal of min.insync.replicas=1", err)
 	}
 
 	twoPartitions := newTopic(t)

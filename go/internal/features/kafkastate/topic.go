@@ -115,7 +115,7 @@ func ensureTopic(ctx context.Context, adm *kadm.Client, t Target, logger *slog.L
 		case d.Partitions[0].Leader < 0 || d.Partitions[0].Err != nil:
 			// Just created, or failing over: wait for a leader.
 		default:
-			return d.ID, nil
+			return d.ID, checkTopicConfig(ctx, adm, t, logger)
 		}
 		select {
 		case <-ctx.Done():
@@ -123,6 +123,40 @@ func ensureTopic(ctx context.Context, adm *kadm.Client, t Target, logger *slog.L
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// checkTopicConfig refuses a topic that would acknowledge a write on fewer
+// brokers than the URL asks (min.insync.replicas), or could elect a leader
+// that missed acknowledged records; a topic that deletes records only gets
+// a warning, since a replica needing deleted records refuses to start.
+func checkTopicConfig(ctx context.Context, adm *kadm.Client, t Target, logger *slog.Logger) error {
+	configs, err := adm.DescribeTopicConfigs(ctx, t.Topic)
+	if err != nil {
+		return fmt.Errorf("kafka state: configuration of topic %s: %w", t.Topic, err)
+	}
+	rc, err := configs.On(t.Topic, nil)
+	if err == nil {
+		err = rc.Err
+	}
+	if err != nil {
+		return fmt.Errorf("kafka state: configuration of topic %s: %w", t.Topic, err)
+	}
+	value := map[string]string{}
+	for _, c := range rc.Configs {
+		value[c.Key] = c.MaybeValue()
+	}
+	if n, err := strconv.Atoi(value["min.insync.replicas"]); err != nil || n < t.MinInsync {
+		return fmt.Errorf("kafka state: topic %s has min.insync.replicas=%s, below the URL's min_insync=%d: a write would be acknowledged on fewer brokers",
+			t.Topic, value["min.insync.replicas"], t.MinInsync)
+	}
+	if value["unclean.leader.election.enable"] == "true" {
+		return fmt.Errorf("kafka state: topic %s has unclean.leader.election.enable=true: a broker that missed acknowledged records could become leader", t.Topic)
+	}
+	if value["retention.ms"] != "-1" || value["retention.bytes"] != "-1" {
+		logger.Warn("kafka state topic deletes records: a replica whose snapshot is older than the log start refuses to start, and one without a snapshot needs offset 0",
+			"topic", t.Topic, "retention_ms", value["retention.ms"], "retention_bytes", value["retention.bytes"])
+	}
+	return nil
 }
 
 // offsets returns the topic's log start offset and high watermark.
