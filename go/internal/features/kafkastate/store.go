@@ -266,6 +266,8 @@ func (s *Store) loadSnapshot() (int64, error) {
 // are applied.
 func (s *Store) catchUp(ctx context.Context) error {
 	target := s.highWatermark.Load()
+	report := time.NewTicker(10 * time.Second) // a long replay says how far it is
+	defer report.Stop()
 	for {
 		s.mu.Lock()
 		applied, progress := s.applied, s.progress
@@ -279,6 +281,8 @@ func (s *Store) catchUp(ctx context.Context) error {
 		}
 		select {
 		case <-progress:
+		case <-report.C:
+			s.logger.Info("kafka state catching up", "topic", s.target.Topic, "offset", applied, "target", target)
 		case <-ctx.Done():
 			return fmt.Errorf("kafka state: catching up with topic %s: at offset %d of %d: %w", s.target.Topic, applied, target, ctx.Err())
 		}

@@ -108,8 +108,10 @@ func ensureTopic(ctx context.Context, adm *kadm.Client, t Target, logger *slog.L
 			if err == nil {
 				logger.Info("kafka state topic created", "topic", t.Topic, "replication", t.Replication, "min_insync_replicas", t.MinInsync)
 			}
-		case d.Err != nil:
+		case d.Err != nil && !kerr.IsRetriable(d.Err):
 			return kadm.TopicID{}, fmt.Errorf("kafka state: topic %s: %w", t.Topic, d.Err)
+		case d.Err != nil:
+			// Being created, or a leader being elected: ask again.
 		case len(d.Partitions) != 1:
 			return kadm.TopicID{}, fmt.Errorf("kafka state: topic %s has %d partitions, want 1: replicas apply one total order", t.Topic, len(d.Partitions))
 		case d.Partitions[0].Leader < 0 || d.Partitions[0].Err != nil:
