@@ -97,3 +97,44 @@ func batchOf(n int) ([]features.Impression, []features.Click) {
 	}
 	return imps, clicks
 }
+
+// BenchmarkCatchUp reports how fast a replica that starts catches up, in
+// events/s: opening on a topic of 100,000 events (200 batches of 500, and
+// the catalog) with an empty directory (the whole topic replayed), and from
+// a snapshot at the topic's end (the snapshot loaded, nothing replayed).
+func BenchmarkCatchUp(b *testing.B) {
+	url := sharedURL(b)
+	writer := openStore(b, url, "", features.DefaultEmbeddingDimensions)
+	if res, err := writer.UpsertArticles(context.Background(), catalogOf1000()); err != nil || res.Accepted != 1000 {
+		b.Fatalf("%+v %v", res, err)
+	}
+	const batches = 200
+	for n := range batches {
+		imps, clicks := batchOf(n)
+		if res, err := writer.RecordEvents(context.Background(), imps, clicks); err != nil || res.Accepted != len(imps)+len(clicks) {
+			b.Fatalf("%+v %v", res, err)
+		}
+	}
+	snapshotted := b.TempDir()
+	if err := openStore(b, url, snapshotted, features.DefaultEmbeddingDimensions).Close(); err != nil {
+		b.Fatal(err)
+	}
+	for _, from := range []string{"replay", "snapshot"} {
+		b.Run("from="+from, func(b *testing.B) {
+			dir := ""
+			if from == "snapshot" {
+				dir = snapshotted
+			}
+			for b.Loop() {
+				s := openStore(b, url, dir, features.DefaultEmbeddingDimensions)
+				if _, _, events, _ := s.Counts(); events != batches*500 {
+					b.Fatalf("caught up with %d events, want %d", events, batches*500)
+				}
+				if err := s.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(batches*500*b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
