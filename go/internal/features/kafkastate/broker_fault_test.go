@@ -57,7 +57,7 @@ func TestKillingTheLeaderBrokerLosesNoAcknowledgedEvent(t *testing.T) {
 					}
 					failedAttempts.Add(1)
 					if time.Now().After(deadline) {
-						errs <- fmt.Errorf("batch %d: not acknowledged within 2 minutes: %+v %v", n, res, err)
+						errs <- fmt.Errorf("batch %d: not acknowledged within 2 minutes (%+v): %w", n, res, err)
 						return
 					}
 				}
