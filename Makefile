@@ -335,7 +335,7 @@ $(MLSERVER): $(RUNTIME_STAMP)
 # between <!-- bench:<name> --> and <!-- /bench:<name> --> (benchmarks/publish.py).
 BENCH_MODELS = --model demo=$$(ls -d $(abspath $(MODELS))/$(MODEL_NAME)/*/ | tail -1) --model stress=$(STRESS_MODEL)
 
-bench: $(SETUP_STAMP) build redis-server $(STRESS_MODEL)/metadata.json $(MLSERVER) ## Kernel and gRPC server benchmarks: native vs onnxruntime, the Go server vs Python (per-candidate and packed rows) and MLServer (~15 min)
+bench: $(SETUP_STAMP) build redis-server kafka $(STRESS_MODEL)/metadata.json $(MLSERVER) ## Kernel and gRPC server benchmarks: native vs onnxruntime, the Go server vs Python (per-candidate and packed rows) and MLServer (~15 min)
 	@test -d $(MODELS)/$(MODEL_NAME) || $(MAKE) train
 	cd go && go build -o $(GO_BIN)/ranker-load ./cmd/ranker-load
 	cd python && $(PY) -m benchmarks.serving $(BENCH_MODELS) --mlserver $(MLSERVER) --out $(abspath data/bench) --publish $@

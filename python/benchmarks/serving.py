@@ -21,9 +21,11 @@ import functools
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -109,56 +111,87 @@ BY_IDS_LINE = re.compile(r"^BenchmarkRankByIDs/candidates=(\d+)/(\S+?)-\d+\s+\d+
 INGEST_LINE = re.compile(
     r"^BenchmarkRecordEvents/backend=(\w+)-\d+\s+\d+\s+[\d.]+ ns/op\s+([\d.e+]+) events/s"
 )
+# The shared design against embedded, side by side: batches of 500 events.
+INGEST_500_LINE = re.compile(
+    r"^BenchmarkIngest/batch=500/backend=([\w-]+?)-\d+\s+\d+\s+[\d.]+ ns/op\s+([\d.e+]+) events/s"
+)
 
 
 def parse_online(out: str) -> dict[str, Any]:
     """Rank latency with features sent and by ids, and ingestion, from go test output."""
     rank: dict[str, dict[str, float]] = {}
     ingest: dict[str, float] = {}
+    ingest_500: dict[str, float] = {}
     for line in out.splitlines():
         if m := BY_IDS_LINE.match(line):
             rank.setdefault(m[1], {})[m[2]] = float(m[3]) / 1000.0  # microseconds
         elif m := INGEST_LINE.match(line):
             ingest[m[1]] = float(m[2])
+        elif m := INGEST_500_LINE.match(line):
+            ingest_500[m[1]] = float(m[2])
     if not rank or not ingest:
         raise RuntimeError(f"no online-feature benchmark lines in go test output:\n{out}")
-    return {"rank_us": rank, "events_per_second": ingest}
+    return {"rank_us": rank, "events_per_second": ingest, "events_per_second_batch_500": ingest_500}
+
+
+KAFKA_LOCAL = Path(
+    os.environ.get("RANKER_KAFKA_LOCAL") or PYTHON_DIR.parent / "tests/kafka/kafka-local"
+)
 
 
 def online_benchmarks(tools: Tools) -> dict[str, Any]:
     """The feature engine in process: Rank by ids against features sent
-    (same requests otherwise), and event ingestion; embedded and in Redis
-    (a redis-server started here on loopback)."""
+    (same requests otherwise), and event ingestion; embedded, in Redis (a
+    redis-server started here on loopback) and on a Kafka state (one local
+    broker started here with tests/kafka/kafka-local)."""
     redis_port = free_port()
     redis = subprocess.Popen(
         ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    kafka_dir = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
     time.sleep(0.5)
     try:
-        return _online_benchmarks(tools, f"redis://127.0.0.1:{redis_port}/0")
+        started = subprocess.run(
+            [str(KAFKA_LOCAL), "start", str(kafka_dir), "1"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        brokers = started.stdout.strip().splitlines()[-1]
+        return _online_benchmarks(tools, f"redis://127.0.0.1:{redis_port}/0", brokers)
     finally:
+        subprocess.run([str(KAFKA_LOCAL), "stop", str(kafka_dir)], check=False)
+        shutil.rmtree(kafka_dir, ignore_errors=True)
         redis.terminate()
         redis.wait()
 
 
-def _online_benchmarks(tools: Tools, redis_url: str) -> dict[str, Any]:
+def _online_benchmarks(tools: Tools, redis_url: str, kafka_brokers: str) -> dict[str, Any]:
     out = subprocess.run(
         [
             "go",
             "test",
+            "-p",
+            "1",  # one package's benchmarks at a time: they share two cores
             "-run",
             "^$",
             "-bench",
-            "BenchmarkRankByIDs|BenchmarkRecordEvents",
+            "BenchmarkRankByIDs|BenchmarkRecordEvents|BenchmarkIngest",
             "-benchtime",
             "2s",
             "./internal/server/",
-            "./internal/features/",
+            "./internal/features/embedded/",
+            "./internal/features/kafkastate/",
         ],
         cwd=tools.repo / "go",
-        env={**os.environ, "RANKER_BENCH_REDIS": redis_url},
+        env={
+            **os.environ,
+            "RANKER_BENCH_REDIS": redis_url,
+            "RANKER_BENCH_KAFKA": kafka_brokers,
+            "RANKER_KAFKA_LOCAL": str(KAFKA_LOCAL),
+        },
         capture_output=True,
         text=True,
         check=True,
@@ -503,14 +536,15 @@ def markdown(report: dict[str, Any], *, with_machine: bool = True) -> str:
             "## Online features (in process: the Rank handler, no network)",
             "",
             "| candidates | features sent µs | by ids µs | by ids / sent | by ids, Redis µs "
-            "| Redis / sent |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| Redis / sent | by ids, Kafka µs | Kafka / by ids |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for n, r in sorted(online["rank_us"].items(), key=lambda kv: int(kv[0])):
             sent, ids, shared = r["features-sent"], r["by-ids"], r.get("by-ids-redis", float("nan"))
+            kafka = r.get("by-ids-kafka", float("nan"))
             lines.append(
                 f"| {n} | {sent:,.1f} | {ids:,.1f} | {ids / sent:.2f}x | {shared:,.1f} "
-                f"| {shared / sent:.1f}x |"
+                f"| {shared / sent:.1f}x | {kafka:,.1f} | {kafka / ids:.2f}x |"
             )
         nan = float("nan")
         lines += [
@@ -520,15 +554,18 @@ def markdown(report: dict[str, Any], *, with_machine: bool = True) -> str:
             "precomputed at upsert):",
             "",
             "| candidates | by ids µs | with semantic µs | semantic / plain "
-            "| Redis µs | Redis with semantic µs | semantic / plain |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| Redis µs | Redis with semantic µs | semantic / plain "
+            "| Kafka with semantic µs | Kafka / embedded, semantic |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for n, r in sorted(online["rank_us"].items(), key=lambda kv: int(kv[0])):
             ids, sem = r["by-ids"], r.get("by-ids-semantic", nan)
             shared, shared_sem = r.get("by-ids-redis", nan), r.get("by-ids-semantic-redis", nan)
+            kafka_sem = r.get("by-ids-semantic-kafka", nan)
             lines.append(
                 f"| {n} | {ids:,.1f} | {sem:,.1f} | {sem / ids:.2f}x | {shared:,.1f} "
-                f"| {shared_sem:,.1f} | {shared_sem / shared:.2f}x |"
+                f"| {shared_sem:,.1f} | {shared_sem / shared:.2f}x "
+                f"| {kafka_sem:,.1f} | {kafka_sem / sem:.2f}x |"
             )
         e = online["events_per_second"]
         lines += [
@@ -537,6 +574,16 @@ def markdown(report: dict[str, Any], *, with_machine: bool = True) -> str:
             f"{e['memory']:,.0f} events/s in memory, {e['durable']:,.0f} events/s durable, "
             f"{e.get('redis', float('nan')):,.0f} events/s in Redis.",
         ]
+        e500 = online.get("events_per_second_batch_500", {})
+        if e500:
+            lines += [
+                "",
+                f"Event ingestion, batches of 500 events (450 impressions, 50 clicks), each "
+                f"acknowledged and applied before the reply: {e500.get('embedded', nan):,.0f} "
+                f"events/s embedded in memory, {e500.get('kafka', nan):,.0f} events/s through one "
+                f"Kafka replica with one caller, {e500.get('kafka-8-callers', nan):,.0f} events/s "
+                "with 16 callers at once.",
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -107,6 +107,14 @@ def test_online_feature_lines_parse_into_latency_and_ingestion() -> None:
             "BenchmarkRecordEvents/backend=memory-2  787  3628046 ns/op  303193 events/s",
             "BenchmarkRecordEvents/backend=durable-2  573  4726940 ns/op  232709 events/s",
             "BenchmarkRecordEvents/backend=redis-2  38  27731384 ns/op  39666 events/s",
+            "BenchmarkRankByIDs/candidates=1000/by-ids-kafka-2  2200  1100000 ns/op"
+            "  909090 candidates/s  125067 B/op  19 allocs/op",
+            "BenchmarkRankByIDs/candidates=1000/by-ids-semantic-kafka-2  1480  1650000 ns/op"
+            "  606060 candidates/s  125067 B/op  19 allocs/op",
+            "BenchmarkIngest/batch=500/backend=embedded-2  784  7191574 ns/op  69526 events/s",
+            "BenchmarkIngest/batch=500/backend=kafka-2  361  9788954 ns/op  51078 events/s",
+            "BenchmarkIngest/batch=500/backend=kafka-8-callers-2  484  8124571 ns/op"
+            "  61542 events/s",
         ]
     )
     online = parse_online(out)
@@ -116,11 +124,18 @@ def test_online_feature_lines_parse_into_latency_and_ingestion() -> None:
         "by-ids-redis": 25682.543,
         "by-ids-semantic": 1599.0,
         "by-ids-semantic-redis": 30820.0,
+        "by-ids-kafka": 1100.0,
+        "by-ids-semantic-kafka": 1650.0,
     }
     assert online["events_per_second"] == {
         "memory": 303193.0,
         "durable": 232709.0,
         "redis": 39666.0,
+    }
+    assert online["events_per_second_batch_500"] == {
+        "embedded": 69526.0,
+        "kafka": 51078.0,
+        "kafka-8-callers": 61542.0,
     }
     text = markdown(
         {
@@ -135,5 +150,10 @@ def test_online_feature_lines_parse_into_latency_and_ingestion() -> None:
     )
     assert "| 1000 | 722.8 | 1,066.2 | 1.48x | 25,682.5 | 35.5x |" in text
     assert "39,666 events/s in Redis" in text
+    # The Kafka state beside embedded: by ids, and with the semantic features.
+    assert "| 1000 | 722.8 | 1,066.2 | 1.48x | 25,682.5 | 35.5x | 1,100.0 | 1.03x |" in text
+    assert "| 30,820.0 | 1.20x | 1,650.0 | 1.03x |" in text
+    assert "69,526 events/s embedded in memory, 51,078 events/s through one Kafka replica" in text
+    assert "61,542 events/s with 16 callers at once" in text
     # With and without the semantic features, side by side.
     assert "| 1000 | 1,066.2 | 1,599.0 | 1.50x | 25,682.5 | 30,820.0 | 1.20x |" in text

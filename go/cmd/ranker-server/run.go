@@ -32,6 +32,7 @@ import (
 	"ranker/internal/exposure"
 	"ranker/internal/features"
 	"ranker/internal/features/embedded"
+	"ranker/internal/features/kafkastate"
 	"ranker/internal/features/redisstate"
 	"ranker/internal/metrics"
 	"ranker/internal/model"
@@ -94,8 +95,13 @@ func recoverPanics(logger *slog.Logger) grpc.UnaryServerInterceptor {
 // requests UNAVAILABLE) until the reload poll serves one. It returns nil as
 // soon as ctx is done, at any point.
 // openState opens the feature state --state names: embedded (with
-// --state-dir) or Redis.
-func openState(cfg config.Config, spec *features.Spec, limits features.Limits, logger *slog.Logger) (features.Service, error) {
+// --state-dir), Redis, or a replica of the Kafka state.
+func openState(ctx context.Context, cfg config.Config, spec *features.Spec, limits features.Limits, logger *slog.Logger) (features.Service, error) {
+	if strings.HasPrefix(cfg.State, "kafka://") {
+		// Open catches up with the topic before it returns: the replica
+		// serves (and its readiness passes) only once its state is current.
+		return kafkastate.Open(ctx, cfg.State, spec, limits, kafkastate.Options{Dir: cfg.StateDir, Logger: logger})
+	}
 	if strings.HasPrefix(cfg.State, "redis://") || strings.HasPrefix(cfg.State, "rediss://") {
 		durability := redisstate.RequireDurable
 		if cfg.StateRedisVolatile {
@@ -135,8 +141,8 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		return err
 	}
 	limits := features.Limits{Lateness: cfg.EventLateness, ClockSkew: cfg.EventClockSkew, EmbeddingDimensions: cfg.EmbeddingDimensions}
-	if cfg.State != "" && !strings.HasPrefix(cfg.State, "redis://") && !strings.HasPrefix(cfg.State, "rediss://") {
-		return fmt.Errorf("state: %q is neither empty (embedded) nor a redis:// URL", cfg.State)
+	if cfg.State != "" && !strings.HasPrefix(cfg.State, "redis://") && !strings.HasPrefix(cfg.State, "rediss://") && !strings.HasPrefix(cfg.State, "kafka://") {
+		return fmt.Errorf("state: %q is neither empty (embedded) nor a redis:// or kafka:// URL", cfg.State)
 	}
 
 	outcomes := m.Outcomes()
@@ -271,7 +277,7 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	stateOpened := make(chan opened, 1)
 	go func() {
 		var o opened
-		o.state, o.err = openState(cfg, spec, limits, logger)
+		o.state, o.err = openState(ctx, cfg, spec, limits, logger)
 		loading.stateLoaded.Store(o.err == nil)
 		stateOpened <- o
 	}()
@@ -355,6 +361,9 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}
 	}()
 	m.StateSize(state.Counts)
+	if shared, ok := state.(*kafkastate.Store); ok {
+		m.StateApplyLag(shared.ApplyLag)
+	}
 	articles, users, events, embeddings := state.Counts()
 	if cfg.StateDir == "" && cfg.State == "" {
 		logger.Warn("feature state in memory only: recorded events are lost on restart (set --state-dir)")

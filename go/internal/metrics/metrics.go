@@ -182,6 +182,15 @@ func (m *Metrics) StateSize(counts func() (articles, readers, events, embeddings
 	}
 }
 
+// StateApplyLag reports how many records of the shared log (the Kafka
+// state's topic) the replica has not applied yet: its features are that far
+// behind the other replicas'.
+func (m *Metrics) StateApplyLag(lag func() int64) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ranker_state_apply_lag_records", Help: "Records of the shared state's log not yet applied by this replica (as of its last fetch).",
+	}, func() float64 { return float64(lag()) }))
+}
+
 // RPCOutcomes is a gRPC stats handler that counts every RPC by method and
 // status code, including those that never reach a handler (a message that
 // does not decode, one over the size limit), which the handlers' own

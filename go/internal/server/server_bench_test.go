@@ -15,6 +15,7 @@ import (
 	"ranker/internal/exploration"
 	"ranker/internal/features"
 	"ranker/internal/features/embedded"
+	"ranker/internal/features/kafkastate"
 	"ranker/internal/features/redisstate"
 	"ranker/internal/request"
 )
@@ -78,10 +79,12 @@ func BenchmarkRankExploration(b *testing.B) {
 // BenchmarkRankByIDs compares Rank with every feature sent against Rank by
 // candidate ids alone, the server computing the features from a state of
 // 2,000 articles (with 512-component embeddings), 5,000 readers and 300,000
-// recorded impressions: embedded, and in Redis when RANKER_BENCH_REDIS names
-// one to use (and empty). The -semantic cases rank with a model that names
-// the three semantic features (in place of three context features), which
-// the others do not compute.
+// recorded impressions: embedded, in Redis when RANKER_BENCH_REDIS names
+// one to use (and empty), and on a Kafka state (a replica following a topic
+// it creates, bench-by-ids-<time>) when RANKER_BENCH_KAFKA names the
+// brokers (host:port[,host:port...]; `make kafka-up` starts one). The
+// -semantic cases rank with a model that names the three semantic features
+// (in place of three context features), which the others do not compute.
 func BenchmarkRankByIDs(b *testing.B) {
 	reg, m, golden, logger := testModels(b)
 	semanticReg, _ := semanticModel(b)
@@ -102,6 +105,15 @@ func BenchmarkRankByIDs(b *testing.B) {
 		b.Cleanup(func() { _ = shared.Close() })
 		states["by-ids-redis"] = shared
 	}
+	if brokers := os.Getenv("RANKER_BENCH_KAFKA"); brokers != "" {
+		url := fmt.Sprintf("kafka://%s/bench-by-ids-%d", brokers, time.Now().UnixNano())
+		replica, err := kafkastate.Open(context.Background(), url, spec, features.DefaultLimits, kafkastate.Options{Logger: logger})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = replica.Close() })
+		states["by-ids-kafka"] = replica
+	}
 	now := int64(1_770_000_000_000_000) // 2026-02
 	for _, state := range states {
 		benchHistory(b, state, now)
@@ -114,21 +126,16 @@ func BenchmarkRankByIDs(b *testing.B) {
 			sent.Candidates = append(sent.Candidates, &rankerv1.Candidate{Id: fmt.Sprint(i), Features: golden[i%len(golden)].Features})
 			byIDs.Candidates = append(byIDs.Candidates, &rankerv1.Candidate{Id: fmt.Sprint(i)})
 		}
-		cases := []struct {
+		type byIDsCase struct {
 			name  string
 			req   *rankerv1.RankRequest
 			state features.Service
-		}{{"features-sent", sent, local}, {"by-ids", byIDs, local}, {"by-ids-semantic", byIDs, local}}
-		if shared, ok := states["by-ids-redis"]; ok {
-			cases = append(cases, struct {
-				name  string
-				req   *rankerv1.RankRequest
-				state features.Service
-			}{"by-ids-redis", byIDs, shared}, struct {
-				name  string
-				req   *rankerv1.RankRequest
-				state features.Service
-			}{"by-ids-semantic-redis", byIDs, shared})
+		}
+		cases := []byIDsCase{{"features-sent", sent, local}, {"by-ids", byIDs, local}, {"by-ids-semantic", byIDs, local}}
+		for _, backend := range []string{"redis", "kafka"} {
+			if shared, ok := states["by-ids-"+backend]; ok {
+				cases = append(cases, byIDsCase{"by-ids-" + backend, byIDs, shared}, byIDsCase{"by-ids-semantic-" + backend, byIDs, shared})
+			}
 		}
 		for _, c := range cases {
 			models := reg

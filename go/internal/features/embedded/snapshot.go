@@ -60,12 +60,19 @@ func syncDir(dir string) error {
 }
 
 // snapshotFile is the snapshot's on-disk form, gob-encoded: the state's
-// image (see features.Image) and the first log segment it does not
+// image (see features.Image) and the first log position it does not
 // contain. gob matches fields by name and does not flatten an embedded
 // struct, so the image's fields are listed here one by one: these names are
 // the format a pod upgraded in place reads back.
 type snapshotFile struct {
-	NextSegment         int
+	// NextSegment is the first position of the log the image does not
+	// contain: a segment number of this store's log, or the next offset of
+	// the Kafka topic kafkastate follows (gob decodes the int an older
+	// version wrote into an int64).
+	NextSegment int64
+	// Log names the log NextSegment counts in: empty for this store's
+	// segments, a topic for kafkastate, which refuses another's snapshot.
+	Log                 string
 	Articles            map[string]features.Article
 	ArticleLog          map[string]features.CounterImage
 	Neighbours          map[string][]string
@@ -80,16 +87,26 @@ type snapshotFile struct {
 	ExactFrom           int64
 }
 
-func fileOf(next int, img *features.Image) *snapshotFile {
-	return &snapshotFile{NextSegment: next, Articles: img.Articles, ArticleLog: img.ArticleLog, Neighbours: img.Neighbours,
+// Snapshot is a state's image and where in its log the image ends.
+type Snapshot struct {
+	Image *features.Image
+	// Log names the log (empty for the embedded store's own), Next its first
+	// position the image does not contain.
+	Log  string
+	Next int64
+}
+
+func fileOf(snap Snapshot) *snapshotFile {
+	img := snap.Image
+	return &snapshotFile{NextSegment: snap.Next, Log: snap.Log, Articles: img.Articles, ArticleLog: img.ArticleLog, Neighbours: img.Neighbours,
 		EmbeddingDimensions: img.EmbeddingDimensions, Users: img.Users, Impressions: img.Impressions, EventIDs: img.EventIDs,
 		EventTimes: img.EventTimes, ClickIDs: img.ClickIDs, Recorded: img.Recorded, Watermark: img.Watermark, ExactFrom: img.ExactFrom}
 }
 
-func (f *snapshotFile) image() *features.Image {
-	return &features.Image{Articles: f.Articles, ArticleLog: f.ArticleLog, Neighbours: f.Neighbours,
+func (f *snapshotFile) snapshot() Snapshot {
+	return Snapshot{Log: f.Log, Next: f.NextSegment, Image: &features.Image{Articles: f.Articles, ArticleLog: f.ArticleLog, Neighbours: f.Neighbours,
 		EmbeddingDimensions: f.EmbeddingDimensions, Users: f.Users, Impressions: f.Impressions, EventIDs: f.EventIDs,
-		EventTimes: f.EventTimes, ClickIDs: f.ClickIDs, Recorded: f.Recorded, Watermark: f.Watermark, ExactFrom: f.ExactFrom}
+		EventTimes: f.EventTimes, ClickIDs: f.ClickIDs, Recorded: f.Recorded, Watermark: f.Watermark, ExactFrom: f.ExactFrom}}
 }
 
 // snapshot starts a new log segment, writes the state as of the end of the
@@ -111,7 +128,7 @@ func (s *Store) snapshot() error {
 		return err
 	}
 	_ = old.Close() // synced after every batch already
-	if err := writeSnapshot(s.dir, fileOf(done+1, s.Image())); err != nil {
+	if err := WriteSnapshot(s.dir, Snapshot{Image: s.Image(), Next: int64(done) + 1}); err != nil {
 		return err
 	}
 	segments, err := listSegments(s.dir)
@@ -126,13 +143,16 @@ func (s *Store) snapshot() error {
 	return nil
 }
 
-func writeSnapshot(dir string, snap *snapshotFile) error {
+// WriteSnapshot writes snap to dir's SnapshotFile, atomically: a crash
+// leaves the previous snapshot whole. The image shares the state's slices,
+// so only the state's writer calls it.
+func WriteSnapshot(dir string, snap Snapshot) error {
 	tmp := filepath.Join(dir, SnapshotFile+".tmp")
 	f, err := os.Create(tmp)
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
-	err = gob.NewEncoder(f).Encode(snap)
+	err = gob.NewEncoder(f).Encode(fileOf(snap))
 	if err == nil {
 		err = f.Sync()
 	}
@@ -152,25 +172,38 @@ func writeSnapshot(dir string, snap *snapshotFile) error {
 	return nil
 }
 
+// ReadSnapshot reads dir's SnapshotFile; found is false when there is none.
+func ReadSnapshot(dir string) (snap Snapshot, found bool, err error) {
+	path := filepath.Join(dir, SnapshotFile)
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return Snapshot{}, false, nil
+	} else if err != nil {
+		return Snapshot{}, false, fmt.Errorf("%s: %w", path, err)
+	}
+	defer func() { _ = f.Close() }()
+	var file snapshotFile
+	if err := gob.NewDecoder(f).Decode(&file); err != nil {
+		return Snapshot{}, false, fmt.Errorf("%s: %w", path, err)
+	}
+	return file.snapshot(), true, nil
+}
+
 // loadSnapshot restores the state from the snapshot, if there is one, and
 // returns the first log segment still to replay.
 func (s *Store) loadSnapshot() (int, error) {
+	snap, found, err := ReadSnapshot(s.dir)
+	if err != nil || !found {
+		return 0, err
+	}
 	path := filepath.Join(s.dir, SnapshotFile)
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	} else if err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
+	if snap.Log != "" {
+		return 0, fmt.Errorf("%s: a snapshot of %s, not of this directory's log", path, snap.Log)
 	}
-	defer func() { _ = f.Close() }()
-	var snap snapshotFile
-	if err := gob.NewDecoder(f).Decode(&snap); err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
-	}
-	st, err := features.StateFromImage(s.spec, s.limits.EmbeddingDimensions, snap.image())
+	st, err := features.StateFromImage(s.spec, s.limits.EmbeddingDimensions, snap.Image)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", path, err)
 	}
 	s.State = st
-	return snap.NextSegment, nil
+	return int(snap.Next), nil
 }
