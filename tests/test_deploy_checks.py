@@ -117,8 +117,8 @@ def test_crd_schemas_refuse_unknown_fields(doc: dict[str, Any], want_errors: int
 
 
 def test_grace_period_covers_the_prestop_sleep_and_the_drain() -> None:
-    deployment = yaml.safe_load((REPO / "deploy/k8s/base/deployment.yaml").read_text())
-    pod = deployment["spec"]["template"]["spec"]
+    server = yaml.safe_load((REPO / "deploy/k8s/base/statefulset.yaml").read_text())
+    pod = server["spec"]["template"]["spec"]
     server = pod["containers"][0]
     sleep = server["lifecycle"]["preStop"]["sleep"]["seconds"]
     (timeout,) = [a.split("=", 1)[1] for a in server["args"] if a.startswith("--shutdown-timeout=")]
