@@ -406,7 +406,7 @@ DEPLOY_BUILD := data/deploy
 deploy-rules: $(SETUP_STAMP) ## Regenerate the prod overlay's PrometheusRule from deploy/prometheus/ranker-rules.yaml
 	$(PY) deploy/check/prometheusrule.py --write
 
-deploy-check: $(SETUP_STAMP) $(PROMTOOL) $(KUSTOMIZE) ## Validate Dockerfiles, every kustomize overlay (Kubernetes and Prometheus Operator schemas, strict), alert rules (with unit tests), the dashboard, the deploy scripts
+deploy-check: $(SETUP_STAMP) $(PROMTOOL) $(KUSTOMIZE) ## Validate Dockerfiles, every kustomize overlay (Kubernetes and Prometheus Operator schemas, strict; shared state, Kafka durability, probes), alert rules (with unit tests), the dashboard, the deploy scripts
 	$(VENV)/bin/hadolint deploy/docker/*.Dockerfile
 	rm -rf $(DEPLOY_BUILD) && mkdir -p $(DEPLOY_BUILD)
 	for overlay in deploy/k8s/overlays/*/; do \
@@ -414,6 +414,7 @@ deploy-check: $(SETUP_STAMP) $(PROMTOOL) $(KUSTOMIZE) ## Validate Dockerfiles, e
 	crds="$$(cd deploy && go mod download -json github.com/prometheus-operator/prometheus-operator@v$(PROMETHEUS_OPERATOR_VERSION) \
 		| $(PY) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')/example/prometheus-operator-crd"; \
 	$(PY) deploy/check/manifests.py --kubernetes-version $(KUBERNETES_VERSION) --crds "$$crds" $(DEPLOY_BUILD)/*.yaml
+	$(PY) deploy/check/invariants.py --kafka-pom tests/kafka/pom.xml $(DEPLOY_BUILD)/*.yaml
 	$(PY) deploy/check/prometheusrule.py --check
 	$(PROMTOOL) check rules deploy/prometheus/ranker-rules.yaml
 	cd deploy/prometheus && $(PROMTOOL) test rules ranker-rules.test.yaml
