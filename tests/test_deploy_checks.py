@@ -319,6 +319,7 @@ HEALTH_PROBE = "/usr/local/bin/grpc_health_probe"
             "unclean.leader.election.enable=true",
         ),
         (_set_property("auto.create.topics.enable", "true"), "auto.create.topics.enable=true"),
+        (_set_property("log.retention.ms", "604800000"), "log.retention.ms=604800000"),
         (_set_property("message.max.bytes", str(1 << 20)), "message.max.bytes=1048576 is below"),
         (_set_property("replica.fetch.max.bytes", str(1 << 20)), "replica.fetch.max.bytes=1048576"),
         (_kafka_open_to_namespace, "not only the ranker and Kafka pods"),

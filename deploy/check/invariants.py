@@ -7,7 +7,8 @@
   URL asks for replication >= 3 and min.insync >= 2 (one broker may fail),
   its bootstrap names the nodes of a Kafka StatefulSet of the overlay, whose
   brokers default to the same, never elect an unclean leader, create no topic
-  on use, take the largest record a call makes, run the Kafka release the
+  on use, delete no record (a replica may replay from the first), take the
+  largest record a call makes, run the Kafka release the
   tests run, are disrupted one at a time, and accept only the ranker and each
   other; the snapshot (--state-dir) lives on a volume that outlives the pod.
 - Probes: a startup probe on gRPC health whose budget covers the catch-up,
@@ -316,6 +317,7 @@ def cluster_errors(
             "min.insync.replicas": lambda v: (_int(v) or 0) >= MIN_INSYNC,
             "unclean.leader.election.enable": lambda v: v == "false",
             "auto.create.topics.enable": lambda v: v == "false",
+            "log.retention.ms": lambda v: v == "-1",
         }
         for key, ok in want.items():
             if not ok(config.get(key)):
