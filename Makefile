@@ -68,7 +68,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help runtime setup mlflow-ui proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server kafka kafka-up kafka-down test test-fast test-python test-go test-java maven java spark-parity test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline bench-scale deploy-rules deploy-check lint clean
+.PHONY: help runtime setup mlflow-ui proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server kafka kafka-up kafka-down test test-fast test-python test-go test-java maven java spark-parity test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline bench-scale deploy-rules deploy-check deploy-kafka-smoke lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -406,7 +406,12 @@ DEPLOY_BUILD := data/deploy
 deploy-rules: $(SETUP_STAMP) ## Regenerate the prod overlay's PrometheusRule from deploy/prometheus/ranker-rules.yaml
 	$(PY) deploy/check/prometheusrule.py --write
 
-deploy-check: $(SETUP_STAMP) $(PROMTOOL) $(KUSTOMIZE) ## Validate Dockerfiles, every kustomize overlay (Kubernetes and Prometheus Operator schemas, strict), alert rules (with unit tests), the dashboard, the deploy scripts
+# The manifests' Kafka configuration on a real three-node cluster (the jars
+# the tests use): the durability standard observed, not only read.
+deploy-kafka-smoke: $(SETUP_STAMP) kafka ## Run the manifests' Kafka broker configuration on three local nodes: topic defaults, the largest record, one node killed (writes go on), two (writes refused), nothing acknowledged lost
+	PYTHON=$(PY) deploy/check/kafka-config-smoke $(abspath tests/kafka/lib)
+
+deploy-check: $(SETUP_STAMP) $(PROMTOOL) $(KUSTOMIZE) ## Validate Dockerfiles, every kustomize overlay (Kubernetes and Prometheus Operator schemas, strict; shared state, Kafka durability, probes), alert rules (with unit tests), the dashboard, the deploy scripts
 	$(VENV)/bin/hadolint deploy/docker/*.Dockerfile
 	rm -rf $(DEPLOY_BUILD) && mkdir -p $(DEPLOY_BUILD)
 	for overlay in deploy/k8s/overlays/*/; do \
@@ -414,6 +419,7 @@ deploy-check: $(SETUP_STAMP) $(PROMTOOL) $(KUSTOMIZE) ## Validate Dockerfiles, e
 	crds="$$(cd deploy && go mod download -json github.com/prometheus-operator/prometheus-operator@v$(PROMETHEUS_OPERATOR_VERSION) \
 		| $(PY) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')/example/prometheus-operator-crd"; \
 	$(PY) deploy/check/manifests.py --kubernetes-version $(KUBERNETES_VERSION) --crds "$$crds" $(DEPLOY_BUILD)/*.yaml
+	$(PY) deploy/check/invariants.py --kafka-pom tests/kafka/pom.xml $(DEPLOY_BUILD)/*.yaml
 	$(PY) deploy/check/prometheusrule.py --check
 	$(PROMTOOL) check rules deploy/prometheus/ranker-rules.yaml
 	cd deploy/prometheus && $(PROMTOOL) test rules ranker-rules.test.yaml

@@ -81,7 +81,10 @@ def _overlay_args(overlay: str) -> list[str]:
     )
     args = []
     for patch in kustomization.get("patches", []):
-        for op in yaml.safe_load(patch.get("patch", "[]")) or []:
+        ops = yaml.safe_load(patch.get("patch", "[]")) or []
+        if not isinstance(ops, list):  # a strategic merge patch, not JSON operations
+            continue
+        for op in ops:
             if op["path"] == "/spec/template/spec/containers/0/args/-":
                 args.append(op["value"])
     return args
@@ -90,8 +93,8 @@ def _overlay_args(overlay: str) -> list[str]:
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
 def test_deployment_args_are_server_flags(server_binary: Path, overlay: str) -> None:
     usage = subprocess.run([str(server_binary), "--help"], capture_output=True, text=True).stderr
-    deployment = yaml.safe_load((DEPLOY / "k8s/base/deployment.yaml").read_text())
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    server = yaml.safe_load((DEPLOY / "k8s/base/statefulset.yaml").read_text())
+    container = server["spec"]["template"]["spec"]["containers"][0]
     overlay_args = _overlay_args(overlay)
     assert overlay_args, f"{overlay} adds no server arguments"
     for arg in container["args"] + overlay_args:

@@ -26,7 +26,9 @@ from .support import golden_rows, scrape_metrics
 
 pytestmark = pytest.mark.e2e
 
-# The Deployment's memory limit (deploy/k8s): what a pod may never exceed.
+# What a pod may never exceed for these stateless requests: the server's
+# memory limit before it held the whole shared state (deploy/k8s/base/
+# statefulset.yaml now gives it 2 GiB, most of it for the feature state).
 POD_LIMIT_BYTES = 512 << 20
 
 
