@@ -68,7 +68,7 @@ ONNX_PROTO_DIR = $(shell $(PY) -c 'import onnx, pathlib; print(pathlib.Path(onnx
 # very file, so Python and Go score with the same build.
 ORT_LIB = $(shell $(RANKER) ort-lib)
 
-.PHONY: help runtime setup mlflow-ui proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server kafka kafka-up kafka-down test test-fast test-python test-go test-java maven java spark-parity test-e2e go-testdata grpcurl stress-model bench bench-servers bench-pipeline bench-scale deploy-rules deploy-check deploy-kafka-smoke lint clean
+.PHONY: help runtime setup mlflow-ui proto proto-check data train train-semantic replay-semantic build serve demo live replay redis-server kafka kafka-up kafka-down test test-fast test-python test-go test-java maven java spark-parity test-e2e go-testdata grpcurl stress-model bench bench-servers bench-state bench-pipeline bench-scale deploy-rules deploy-check deploy-kafka-smoke lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -344,6 +344,9 @@ bench-servers: $(SETUP_STAMP) build $(STRESS_MODEL)/metadata.json $(MLSERVER) ##
 	@test -d $(MODELS)/$(MODEL_NAME) || $(MAKE) train
 	cd go && go build -o $(GO_BIN)/ranker-load ./cmd/ranker-load
 	cd python && $(PY) -m benchmarks.serving $(BENCH_MODELS) --mlserver $(MLSERVER) --servers-only --out $(abspath data/bench) --publish $@
+
+bench-state: $(SETUP_STAMP) redis-server kafka ## Only the online features of make bench: Rank by ids and ingestion, embedded vs Redis vs a Kafka replica, side by side (~5 min)
+	cd python && RANKER_KAFKA_LOCAL=$(KAFKA_LOCAL) $(PY) -m benchmarks.serving --online-only --out $(abspath data/bench) --publish $@
 
 bench-pipeline: $(SETUP_STAMP) ## Rows/s and peak memory of data, features, training at 1M and 10M rows (~3 min)
 	cd python && $(PY) -m benchmarks.pipeline_throughput --scale 2.78 --scale 27.8 --work $(abspath data/bench) --publish $@

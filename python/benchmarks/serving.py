@@ -529,61 +529,66 @@ def markdown(report: dict[str, Any], *, with_machine: bool = True) -> str:
             f"{s['alone']['p50_ms']:.2f} | {h['p50_ms']:.2f} | {h['p99_ms']:.2f} | "
             f"{h['p99_ms'] / max(h['p50_ms'], 1e-9):.2f} | {s['peak_rss_mb']:.0f} |"
         )
-    online = report.get("online")
-    if online:
+    if report.get("online"):
+        lines += ["", *online_markdown(report["online"]).splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def online_markdown(online: dict[str, Any]) -> str:
+    """The online-feature tables: Rank by ids embedded, in Redis and on a
+    Kafka replica, and ingestion (`make bench-state` publishes these alone)."""
+    lines = [
+        "## Online features (in process: the Rank handler, no network)",
+        "",
+        "| candidates | features sent µs | by ids µs | by ids / sent | by ids, Redis µs "
+        "| Redis / sent | by ids, Kafka µs | Kafka / by ids |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for n, r in sorted(online["rank_us"].items(), key=lambda kv: int(kv[0])):
+        sent, ids, shared = r["features-sent"], r["by-ids"], r.get("by-ids-redis", float("nan"))
+        kafka = r.get("by-ids-kafka", float("nan"))
+        lines.append(
+            f"| {n} | {sent:,.1f} | {ids:,.1f} | {ids / sent:.2f}x | {shared:,.1f} "
+            f"| {shared / sent:.1f}x | {kafka:,.1f} | {kafka / ids:.2f}x |"
+        )
+    nan = float("nan")
+    lines += [
+        "",
+        "Rank by ids with and without the semantic features (a model that names the three "
+        "of them; profiles of 10 and 100 clicks of 512-dimension vectors, neighbours "
+        "precomputed at upsert):",
+        "",
+        "| candidates | by ids µs | with semantic µs | semantic / plain "
+        "| Redis µs | Redis with semantic µs | semantic / plain "
+        "| Kafka with semantic µs | Kafka / embedded, semantic |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for n, r in sorted(online["rank_us"].items(), key=lambda kv: int(kv[0])):
+        ids, sem = r["by-ids"], r.get("by-ids-semantic", nan)
+        shared, shared_sem = r.get("by-ids-redis", nan), r.get("by-ids-semantic-redis", nan)
+        kafka_sem = r.get("by-ids-semantic-kafka", nan)
+        lines.append(
+            f"| {n} | {ids:,.1f} | {sem:,.1f} | {sem / ids:.2f}x | {shared:,.1f} "
+            f"| {shared_sem:,.1f} | {shared_sem / shared:.2f}x "
+            f"| {kafka_sem:,.1f} | {kafka_sem / sem:.2f}x |"
+        )
+    e = online["events_per_second"]
+    lines += [
+        "",
+        f"Event ingestion, batches of 1,000 impressions and 100 clicks: "
+        f"{e['memory']:,.0f} events/s in memory, {e['durable']:,.0f} events/s durable, "
+        f"{e.get('redis', float('nan')):,.0f} events/s in Redis.",
+    ]
+    e500 = online.get("events_per_second_batch_500", {})
+    if e500:
         lines += [
             "",
-            "## Online features (in process: the Rank handler, no network)",
-            "",
-            "| candidates | features sent µs | by ids µs | by ids / sent | by ids, Redis µs "
-            "| Redis / sent | by ids, Kafka µs | Kafka / by ids |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"Event ingestion, batches of 500 events (450 impressions, 50 clicks), each "
+            f"acknowledged and applied before the reply: {e500.get('embedded', nan):,.0f} "
+            f"events/s embedded in memory, {e500.get('kafka', nan):,.0f} events/s through one "
+            f"Kafka replica with one caller, {e500.get('kafka-8-callers', nan):,.0f} events/s "
+            "with 8 callers per core at once.",
         ]
-        for n, r in sorted(online["rank_us"].items(), key=lambda kv: int(kv[0])):
-            sent, ids, shared = r["features-sent"], r["by-ids"], r.get("by-ids-redis", float("nan"))
-            kafka = r.get("by-ids-kafka", float("nan"))
-            lines.append(
-                f"| {n} | {sent:,.1f} | {ids:,.1f} | {ids / sent:.2f}x | {shared:,.1f} "
-                f"| {shared / sent:.1f}x | {kafka:,.1f} | {kafka / ids:.2f}x |"
-            )
-        nan = float("nan")
-        lines += [
-            "",
-            "Rank by ids with and without the semantic features (a model that names the three "
-            "of them; profiles of 10 and 100 clicks of 512-dimension vectors, neighbours "
-            "precomputed at upsert):",
-            "",
-            "| candidates | by ids µs | with semantic µs | semantic / plain "
-            "| Redis µs | Redis with semantic µs | semantic / plain "
-            "| Kafka with semantic µs | Kafka / embedded, semantic |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for n, r in sorted(online["rank_us"].items(), key=lambda kv: int(kv[0])):
-            ids, sem = r["by-ids"], r.get("by-ids-semantic", nan)
-            shared, shared_sem = r.get("by-ids-redis", nan), r.get("by-ids-semantic-redis", nan)
-            kafka_sem = r.get("by-ids-semantic-kafka", nan)
-            lines.append(
-                f"| {n} | {ids:,.1f} | {sem:,.1f} | {sem / ids:.2f}x | {shared:,.1f} "
-                f"| {shared_sem:,.1f} | {shared_sem / shared:.2f}x "
-                f"| {kafka_sem:,.1f} | {kafka_sem / sem:.2f}x |"
-            )
-        e = online["events_per_second"]
-        lines += [
-            "",
-            f"Event ingestion, batches of 1,000 impressions and 100 clicks: "
-            f"{e['memory']:,.0f} events/s in memory, {e['durable']:,.0f} events/s durable, "
-            f"{e.get('redis', float('nan')):,.0f} events/s in Redis.",
-        ]
-        e500 = online.get("events_per_second_batch_500", {})
-        if e500:
-            lines += [
-                "",
-                f"Event ingestion, batches of 500 events (450 impressions, 50 clicks), each "
-                f"acknowledged and applied before the reply: {e500.get('embedded', nan):,.0f} "
-                f"events/s embedded in memory, {e500.get('kafka', nan):,.0f} events/s through one "
-                f"Kafka replica with one caller, {e500.get('kafka-8-callers', nan):,.0f} events/s "
-                "with 16 callers at once.",
-            ]
     return "\n".join(lines) + "\n"
 
 
@@ -610,20 +615,38 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks.serving", description=__doc__)
-    parser.add_argument(
-        "--model", action="append", required=True, help="name=version-dir, repeatable"
-    )
+    parser.add_argument("--model", action="append", default=[], help="name=version-dir, repeatable")
     parser.add_argument("--repo", type=Path, default=PYTHON_DIR.parent, help="the repository")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument(
-        "--mlserver", type=Path, required=True, help="the mlserver command (its own environment)"
-    )
+    parser.add_argument("--mlserver", type=Path, help="the mlserver command (its own environment)")
     parser.add_argument(
         "--servers-only", action="store_true", help="skip the kernel and online benchmarks"
+    )
+    parser.add_argument(
+        "--online-only",
+        action="store_true",
+        help="only the online features: Rank by ids and ingestion, embedded, Redis and Kafka",
     )
     add_publish_option(parser)
     args = parser.parse_args(argv)
     repo = args.repo.resolve()
+    if args.online_only:
+        online = online_benchmarks(
+            Tools(
+                repo=repo,
+                server=repo / "go/bin/ranker-server",
+                load=repo / "go/bin/ranker-load",
+                ort_lib=ort_library_path(),
+                mlserver=Path("mlserver"),
+            )
+        )
+        text = online_markdown(online)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "online.json").write_text(json.dumps(online, indent=1) + "\n")
+        print(text)
+        if args.publish:
+            publish(args.publish, text)
+        return 0
     tools = Tools(
         repo=repo,
         server=repo / "go/bin/ranker-server",
@@ -631,6 +654,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ort_lib=ort_library_path(),
         mlserver=args.mlserver.resolve(),
     )
+    if not args.model or args.mlserver is None:
+        parser.error("--model and --mlserver are needed but with --online-only")
     models = dict(item.split("=", 1) for item in args.model)
     report = run(
         tools,

@@ -154,6 +154,6 @@ def test_online_feature_lines_parse_into_latency_and_ingestion() -> None:
     assert "| 1000 | 722.8 | 1,066.2 | 1.48x | 25,682.5 | 35.5x | 1,100.0 | 1.03x |" in text
     assert "| 30,820.0 | 1.20x | 1,650.0 | 1.03x |" in text
     assert "69,526 events/s embedded in memory, 51,078 events/s through one Kafka replica" in text
-    assert "61,542 events/s with 16 callers at once" in text
+    assert "61,542 events/s with 8 callers per core at once" in text
     # With and without the semantic features, side by side.
     assert "| 1000 | 1,066.2 | 1,599.0 | 1.50x | 25,682.5 | 30,820.0 | 1.20x |" in text
