@@ -109,9 +109,6 @@ func (s *Server) fillFeatures(ctx context.Context, r *rankRequest, sc *scoring) 
 	for i, c := range r.GetCandidates() {
 		ids[i] = c.GetId()
 	}
-	if err := s.waitStateVersion(ctx, r.GetMinStateVersion()); err != nil {
-		return err
-	}
 	q := features.Query{UserID: r.GetUserId(), Device: r.GetDevice(), Time: r.GetEventTime().AsTime().UnixMicro()}
 	started := time.Now()
 	sc.unknown, sc.stateErr = s.features.Fill(ctx, q, ids, sc.model.Meta.FeatureNames, sc.mapping.Computed, sc.rows)
@@ -169,8 +166,8 @@ func (s *Server) scoringStatus(ctx context.Context, err error, requestID string)
 	if err := s.callerGone(ctx); err != nil {
 		return err // scoring stopped or the answer is not wanted
 	}
-	if st, ok := status.FromError(err); ok && (st.Code() == codes.InvalidArgument || st.Code() == codes.Unavailable) {
-		return err // a refusal the request path phrased (a bad field, a replica behind)
+	if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
+		return err
 	} else if err != nil {
 		s.requestLogger(ctx, requestID).Error("scoring failed", "error", err)
 		return rpcerr.Failure(codes.Internal, "SCORING_FAILED", map[string]string{"request_id": requestID},

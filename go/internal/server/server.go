@@ -182,6 +182,11 @@ func (s *Server) Rank(ctx context.Context, req *rankerv1.RankRequest) (resp *ran
 	if err != nil {
 		return nil, err
 	}
+	// Before any slot or model is held: a version never written waits its
+	// bound holding only the call's own place in --max-inflight.
+	if err := s.waitStateVersion(ctx, req.GetMinStateVersion()); err != nil {
+		return nil, err
+	}
 	rt, err := s.route(ctx, &r)
 	if err != nil {
 		return nil, err

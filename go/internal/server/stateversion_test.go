@@ -19,6 +19,7 @@ import (
 	"ranker/internal/features"
 	"ranker/internal/features/embedded"
 	"ranker/internal/metrics"
+	"ranker/internal/overload"
 )
 
 // laggingState is a Versioned state whose writes apply at once in memory
@@ -80,7 +81,10 @@ func TestRankWaitsForMinStateVersion(t *testing.T) {
 	t.Cleanup(func() { _ = store.Close() })
 	state := &laggingState{Store: store, changed: make(chan struct{})}
 	g := grpc.NewServer()
-	rankerv1.RegisterRankingServiceServer(g, New(reg, Options{Limits: testLimits, Metrics: metrics.New(), Features: state}, slog.New(slog.DiscardHandler)))
+	// One scoring slot and no queue: a Rank that waits for its version must
+	// not hold it.
+	rankerv1.RegisterRankingServiceServer(g, New(reg, Options{Limits: testLimits, Metrics: metrics.New(), Features: state,
+		Admission: overload.Admission{MaxScoring: 1, MaxQueue: 0, QueueTimeout: time.Millisecond}}, slog.New(slog.DiscardHandler)))
 	client := rankerv1.NewRankingServiceClient(serveInProcess(t, g))
 	ctx := context.Background()
 
@@ -113,9 +117,18 @@ func TestRankWaitsForMinStateVersion(t *testing.T) {
 		t.Fatalf("refusal %v: want reason STATE_BEHIND naming min_state_version", err)
 	}
 
-	// Past the server's own bound, whatever the caller's deadline.
+	// Past the server's own bound, whatever the caller's deadline; other
+	// Ranks are served meanwhile (the wait holds no scoring slot).
+	served := make(chan error, 1)
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		served <- rank(ctx, 0)
+	}()
 	started := time.Now()
 	err = rank(ctx, 1000)
+	if err := <-served; err != nil {
+		t.Fatalf("a Rank while another waits for its version: %v", err)
+	}
 	if status.Code(err) != codes.Unavailable || errorReason(err) != "STATE_BEHIND" {
 		t.Fatalf("a version never written: got %v, want Unavailable STATE_BEHIND", err)
 	}
