@@ -123,7 +123,8 @@ func TestANewReplicaBootsFromAPeersSnapshot(t *testing.T) {
 	}
 
 	dirB := t.TempDir()
-	booted, err := tryOpen(url, sc.Dims, Options{Dir: dirB, Peers: []string{down.URL, otherPeer, servePeer(t, peer)}})
+	peerURL := servePeer(t, peer)
+	booted, err := tryOpen(url, sc.Dims, Options{Dir: dirB, Peers: []string{down.URL, otherPeer, peerURL}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,5 +137,15 @@ func TestANewReplicaBootsFromAPeersSnapshot(t *testing.T) {
 	// It serves that snapshot in turn.
 	if booted.snapNext != snapAt || !booted.snapHave {
 		t.Errorf("the booted replica serves offset %d (%v), want %d", booted.snapNext, booted.snapHave, snapAt)
+	}
+
+	// Once retention passes the peer's snapshot too, the peer is refused.
+	logStart := peer.appliedOffset() - 1
+	deleteBefore(t, peer, logStart)
+	if s, err := tryOpen(url, sc.Dims, Options{Dir: t.TempDir(), Peers: []string{peerURL}}); err == nil {
+		_ = s.Close()
+		t.Fatal("opened from a peer whose snapshot the topic no longer continues")
+	} else if want := fmt.Sprintf("%s: its snapshot ends at offset %d, before the topic's log start %d", peerURL, snapAt, logStart); !strings.Contains(err.Error(), want) {
+		t.Errorf("got %v, want it to say %q", err, want)
 	}
 }
