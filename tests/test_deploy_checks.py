@@ -225,6 +225,32 @@ def _ranker_without_kafka_egress(docs: Docs) -> None:
     ]
 
 
+def _set_env(name: str, value: str | None) -> Any:
+    def mutate(docs: Docs) -> None:
+        env = _server(docs)["env"]
+        env[:] = [e for e in env if e["name"] != name]
+        if value is not None:
+            env.append({"name": name, "value": value})
+
+    return mutate
+
+
+def _peer_port_open_to_monitoring(docs: Docs) -> None:
+    ingress = _find(docs, "NetworkPolicy", "ranker")["spec"]["ingress"]
+    monitoring = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    ingress.append(
+        {
+            "from": [{"namespaceSelector": monitoring}],
+            "ports": [{"port": "state-peer", "protocol": "TCP"}],
+        }
+    )
+
+
+def _ranker_without_peer_egress(docs: Docs) -> None:
+    egress = _find(docs, "NetworkPolicy", "ranker")["spec"]["egress"]
+    egress[:] = [rule for rule in egress if {"port": 9094, "protocol": "TCP"} not in rule["ports"]]
+
+
 def _remove(kind: str, name: str) -> Any:
     def mutate(docs: Docs) -> None:
         docs.remove(_find(docs, kind, name))
@@ -319,7 +345,29 @@ HEALTH_PROBE = "/usr/local/bin/grpc_health_probe"
             "unclean.leader.election.enable=true",
         ),
         (_set_property("auto.create.topics.enable", "true"), "auto.create.topics.enable=true"),
-        (_set_property("log.retention.ms", "604800000"), "log.retention.ms=604800000"),
+        (_set_property("log.retention.ms", "3600000"), "log.retention.ms=3600000"),
+        (_set_property("log.retention.ms", "never"), "log.retention.ms=never"),
+        # The topic's retention, as the server is told it.
+        (
+            _replace_in_state("retention=168h", "retention=12h"),
+            "retention 12h, want a duration of at least 24h",
+        ),
+        (_replace_in_state("retention=168h", "retention=7d"), "retention 7d, want a duration"),
+        # Booting from a peer's snapshot.
+        (_set_env("RANKER_STATE_PEER_LISTEN", None), "serves no snapshot to its peers"),
+        (_set_env("RANKER_STATE_PEERS", None), "names no --state-peers"),
+        (_set_env("RANKER_STATE_PEER_LISTEN", "0.0.0.0:9464"), "is the metrics port"),
+        (
+            _set_env("RANKER_STATE_PEERS", "http://ranker-0.ranker:9094"),
+            "--state-peers http://ranker-0.ranker:9094: want http://ranker-<n>.ranker-peers:9094",
+        ),
+        (
+            _set_env("RANKER_STATE_PEERS", "http://ranker-0.ranker-peers:9464"),
+            "--state-peers http://ranker-0.ranker-peers:9464: want",
+        ),
+        (_delete("StatefulSet", "ranker", "spec.serviceName"), "no headless Service None"),
+        (_peer_port_open_to_monitoring, "to the state snapshot port 9094: only ranker pods"),
+        (_ranker_without_peer_egress, "does not let its replicas reach each other's"),
         (_set_property("message.max.bytes", str(1 << 20)), "message.max.bytes=1048576 is below"),
         (_set_property("replica.fetch.max.bytes", str(1 << 20)), "replica.fetch.max.bytes=1048576"),
         (_kafka_open_to_namespace, "not only the ranker and Kafka pods"),
@@ -365,6 +413,25 @@ def test_one_embedded_replica_without_autoscaler_holds() -> None:
     _embedded(1, keep_autoscaler=False)(docs)
     got = invariants.errors(docs, KAFKA_VERSION)
     assert got == [], got
+
+
+def test_one_kafka_replica_needs_no_peers_and_the_default_retention_holds() -> None:
+    docs = _base()
+    _set("StatefulSet", "ranker", "spec.replicas", 1)(docs)
+    _remove("HorizontalPodAutoscaler", "ranker")(docs)
+    _set_env("RANKER_STATE_PEER_LISTEN", None)(docs)
+    _set_env("RANKER_STATE_PEERS", None)(docs)
+    _replace_in_state("&retention=168h", "")(docs)
+    got = invariants.errors(docs, KAFKA_VERSION)
+    assert got == [], got
+
+
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [("168h", 168 * 3600.0), ("1h30m", 5400.0), ("90s", 90.0), ("7d", None), ("", None)],
+)
+def test_go_durations_are_read_as_the_server_reads_them(value: str, want: float | None) -> None:
+    assert invariants.go_duration_seconds(value) == want
 
 
 def test_probes_over_mtls_count_as_health_probes() -> None:

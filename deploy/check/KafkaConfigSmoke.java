@@ -117,13 +117,13 @@ public class KafkaConfigSmoke {
           check(bare.partitions().size() == 1, "a topic created bare has 1 partition");
           check(bare.partitions().get(0).replicas().size() == 3, "... 3 replicas");
           for (var want : Map.of("min.insync.replicas", "2", "unclean.leader.election.enable", "false",
-              "retention.ms", "-1", "cleanup.policy", "delete", "max.message.bytes", args[2]).entrySet()) {
+              "retention.ms", "604800000", "cleanup.policy", "delete", "max.message.bytes", args[2]).entrySet()) {
             String got = c.get(want.getKey()).value();
             check(want.getValue().equals(got), "... " + want.getKey() + "=" + got);
           }
           admin.createTopics(List.of(new NewTopic(TOPIC, 1, (short) 3).configs(Map.of(
-              "min.insync.replicas", "2", "retention.ms", "-1", "cleanup.policy", "delete")))).all().get();
-          check(true, "the ranker topic created as the server creates it (1 partition, replication 3, min.insync 2)");
+              "min.insync.replicas", "2", "retention.ms", "604800000", "cleanup.policy", "delete")))).all().get();
+          check(true, "the ranker topic created as the server creates it (1 partition, replication 3, min.insync 2, a week of records)");
         }
       }
       case "write" -> {

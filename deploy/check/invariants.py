@@ -7,10 +7,16 @@
   URL asks for replication >= 3 and min.insync >= 2 (one broker may fail),
   its bootstrap names the nodes of a Kafka StatefulSet of the overlay, whose
   brokers default to the same, never elect an unclean leader, create no topic
-  on use, delete no record (a replica may replay from the first), take the
-  largest record a call makes, run the Kafka release the
-  tests run, are disrupted one at a time, and accept only the ranker and each
-  other; the snapshot (--state-dir) lives on a volume that outlives the pod.
+  on use, keep records at least MIN_RETENTION_SECONDS (the URL's retention
+  and the brokers' default alike), take the largest record a call makes, run
+  the Kafka release the tests run, are disrupted one at a time, and accept
+  only the ranker and each other; the snapshot (--state-dir) lives on a
+  volume that outlives the pod.
+- A replica without a snapshot the topic continues boots from a peer's: with
+  more than one replica, every replica serves its snapshot
+  (--state-peer-listen, not on the metrics port) to the other ranker pods
+  only, and names its peers (--state-peers) by their StatefulSet DNS names
+  on that port.
 - Probes: a startup probe on gRPC health whose budget covers the catch-up,
   readiness on the ranking service's health, liveness that never asks health
   (it would kill a pod that is catching up or waiting for its model).
@@ -22,6 +28,8 @@ usage: invariants.py --kafka-pom tests/kafka/pom.xml MANIFEST...
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -43,6 +51,15 @@ MIN_INSYNC = 2
 # tail before it must report healthy: stated, to be replaced by measured
 # figures of the shared design.
 CATCH_UP_BUDGET_SECONDS = 600
+# The shortest time the topic may keep records: a replica down for a day
+# (a drained node, a weekend's incident) still catches up from its own
+# snapshot rather than needing a peer's. The server's own floor is lower
+# (six snapshot intervals, one hour): that only keeps the peers' snapshots
+# inside the topic.
+MIN_RETENTION_SECONDS = 24 * 3600
+# What the server gives a topic whose URL names no retention (kafkastate's
+# DefaultRetention).
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 # One call is one record: its items take at most this many bytes per byte of
 # the request (JSON's \u00XX escape of one byte is six).
 RECORD_BYTES_PER_REQUEST_BYTE = 6
@@ -117,6 +134,38 @@ def _int(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def go_duration_seconds(value: str) -> float | None:
+    """A Go duration ("168h", "1h30m") in seconds, or None if it is not one."""
+    parts = _DURATION_PART.findall(value)
+    if not value or "".join(n + u for n, u in parts) != value:
+        return None
+    return sum(float(n) * _DURATION_UNIT[u] for n, u in parts)
+
+
+def retention_seconds(query: dict[str, str]) -> float | None:
+    """How long a topic the server creates keeps records (inf: forever),
+    or None when the URL's retention is not a duration."""
+    value = query.get("retention")
+    if value is None:
+        return DEFAULT_RETENTION_SECONDS
+    if value == "forever":
+        return math.inf
+    return go_duration_seconds(value)
+
+
+def _retention_ms_ok(value: str | None) -> bool:
+    ms = _int(value)
+    return ms == -1 or (ms is not None and ms >= MIN_RETENTION_SECONDS * 1000)
+
+
+def _listen_port(listen: str) -> int | None:
+    return _int(listen.rpartition(":")[2]) if ":" in listen else None
 
 
 def _asks_health(probe: Doc) -> bool:
@@ -216,6 +265,12 @@ def kafka_errors(
         errors.append(
             f"--state {url}: min_insync {insync} of replication {replication} "
             "leaves no broker free to fail"
+        )
+    retention = retention_seconds(query)
+    if retention is None or retention < MIN_RETENTION_SECONDS:
+        errors.append(
+            f"--state {url}: retention {query.get('retention')}, want a duration of at least "
+            f"{MIN_RETENTION_SECONDS // 3600}h (or forever)"
         )
     state_dir = flags.get("state-dir", "")
     if not state_dir:
@@ -317,7 +372,7 @@ def cluster_errors(
             "min.insync.replicas": lambda v: (_int(v) or 0) >= MIN_INSYNC,
             "unclean.leader.election.enable": lambda v: v == "false",
             "auto.create.topics.enable": lambda v: v == "false",
-            "log.retention.ms": lambda v: v == "-1",
+            "log.retention.ms": _retention_ms_ok,
         }
         for key, ok in want.items():
             if not ok(config.get(key)):
@@ -418,6 +473,101 @@ def _network_errors(cluster: Doc, server: Doc, docs: list[Doc]) -> list[str]:
     return errors
 
 
+def peer_errors(server: Doc, flags: dict[str, str], docs: list[Doc]) -> list[str]:
+    """A replica without a snapshot the topic continues boots from a
+    peer's: each serves its own on a port of its own, reachable from the
+    other ranker pods only, and names the others by their DNS names."""
+    name = f"{server['kind']} {_name(server)}"
+    listen = flags.get("state-peer-listen", "")
+    port = _listen_port(listen)
+    peers = [p.strip() for p in flags.get("state-peers", "").split(",") if p.strip()]
+    if port is None:
+        return [
+            f"{name} runs several replicas but serves no snapshot to its peers "
+            "(--state-peer-listen): a new replica could not boot once retention deleted "
+            "the topic's first records"
+        ]
+    errors = []
+    if port == _listen_port(flags.get("metrics-listen", "")):
+        errors.append(
+            f"--state-peer-listen {listen} is the metrics port: Prometheus would reach "
+            "every reader's history"
+        )
+    if not peers:
+        errors.append(f"{name} runs several replicas but names no --state-peers")
+    service = server["spec"].get("serviceName")
+    headless = any(
+        d.get("kind") == "Service"
+        and _name(d) == service
+        and d.get("spec", {}).get("clusterIP") == "None"
+        for d in docs
+    )
+    if not headless:
+        errors.append(f"{name}: no headless Service {service} for its replicas' DNS names")
+    for peer in peers:
+        parts = urlsplit(peer)
+        host = (parts.hostname or "").split(".")
+        sts, _, ordinal = host[0].rpartition("-")
+        if (
+            parts.scheme != "http"
+            or parts.port != port
+            or sts != _name(server)
+            or not ordinal.isdigit()
+            or len(host) < 2
+            or host[1] != service
+        ):
+            errors.append(
+                f"--state-peers {peer}: want http://{_name(server)}-<n>.{service}:{port} "
+                "(a replica's snapshot port)"
+            )
+    errors += _peer_network_errors(server, port, docs)
+    return errors
+
+
+def _peer_network_errors(server: Doc, port: int, docs: list[Doc]) -> list[str]:
+    labels = _pod_labels(server)
+    names = {n for n, p in _port_numbers(server).items() if p == port}
+
+    def covers(rule: Doc) -> bool:
+        rule_ports = [p.get("port") for p in rule.get("ports", [])]
+        return not rule_ports or any(p == port or p in names for p in rule_ports)
+
+    errors = []
+    admitted = reached = False
+    for policy in docs:
+        if policy.get("kind") != "NetworkPolicy" or not _selects(
+            policy["spec"].get("podSelector", {}).get("matchLabels"), labels
+        ):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            if not covers(rule):
+                continue
+            sources = rule.get("from") or [{}]
+            for source in sources:
+                if set(source) != {"podSelector"} or not _selects(
+                    source["podSelector"].get("matchLabels"), labels
+                ):
+                    errors.append(
+                        f"NetworkPolicy {_name(policy)} admits {source or 'every source'} to the "
+                        f"state snapshot port {port}: only ranker pods may read every "
+                        "reader's history"
+                    )
+                else:
+                    admitted = True
+        for rule in policy["spec"].get("egress", []):
+            if covers(rule) and any(
+                _selects(t.get("podSelector", {}).get("matchLabels"), labels)
+                for t in rule.get("to", [])
+            ):
+                reached = True
+    if not admitted or not reached:
+        errors.append(
+            f"the ranker's NetworkPolicy does not let its replicas reach each other's "
+            f"state snapshot port {port} (ingress from and egress to ranker pods)"
+        )
+    return errors
+
+
 def errors(docs: list[Doc], kafka_version: str) -> list[str]:
     """Every broken invariant of one overlay's objects, each named."""
     servers = [
@@ -458,12 +608,14 @@ def errors(docs: list[Doc], kafka_version: str) -> list[str]:
 
     flags = server_flags(container)
     state = flags.get("state", "")
+    most = max(
+        [server["spec"].get("replicas", 1)] + [h["spec"].get("maxReplicas", 1) for h in mine]
+    )
     if state.startswith("kafka://"):
         found += kafka_errors(state, server, container, flags, docs, kafka_version)
+        if most > 1:
+            found += peer_errors(server, flags, docs)
     elif not state:
-        most = max(
-            [server["spec"].get("replicas", 1)] + [h["spec"].get("maxReplicas", 1) for h in mine]
-        )
         if most > 1:
             found.append(
                 f"{kind} {name} keeps an embedded state (no --state) on up to {most} replicas: "

@@ -100,7 +100,8 @@ func openState(ctx context.Context, cfg config.Config, spec *features.Spec, limi
 	if strings.HasPrefix(cfg.State, "kafka://") {
 		// Open catches up with the topic before it returns: the replica
 		// serves (and its readiness passes) only once its state is current.
-		return kafkastate.Open(ctx, cfg.State, spec, limits, kafkastate.Options{Dir: cfg.StateDir, Logger: logger})
+		// Without a snapshot the topic continues, it loads a peer's first.
+		return kafkastate.Open(ctx, cfg.State, spec, limits, kafkastate.Options{Dir: cfg.StateDir, Logger: logger, Peers: cfg.StatePeers})
 	}
 	if strings.HasPrefix(cfg.State, "redis://") || strings.HasPrefix(cfg.State, "rediss://") {
 		durability := redisstate.RequireDurable
@@ -363,6 +364,13 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	m.StateSize(state.Counts)
 	if shared, ok := state.(*kafkastate.Store); ok {
 		m.StateApplyLag(shared.ApplyLag)
+		if cfg.StatePeerListen != "" {
+			stop, err := serveStatePeers(cfg.StatePeerListen, shared, logger)
+			if err != nil {
+				return err
+			}
+			defer stop()
+		}
 	}
 	articles, users, events, embeddings := state.Counts()
 	if cfg.StateDir == "" && cfg.State == "" {
@@ -521,6 +529,28 @@ func shutdown(g *grpc.Server, h *health.Server, delay, timeout time.Duration, lo
 	case <-time.After(stopGrace):
 		logger.Error("calls still running after stop; exiting without them")
 	}
+}
+
+// serveStatePeers serves the Kafka state's snapshot to the other replicas
+// (kafkastate.SnapshotPath), on a listener of its own: it holds every
+// reader's history, so it is kept off the metrics port Prometheus scrapes,
+// and the network policy lets only the replicas reach it. It starts once
+// the state is open, so a replica never serves a state it has not caught up.
+func serveStatePeers(listen string, state *kafkastate.Store, logger *slog.Logger) (stop func(), err error) {
+	lis, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("state peer listen %s: %w", listen, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(kafkastate.SnapshotPath, state.SnapshotHandler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("state peer server stopped", "error", err.Error())
+		}
+	}()
+	logger.Info("state snapshot served to peers", "listen", lis.Addr().String(), "path", kafkastate.SnapshotPath)
+	return func() { _ = srv.Close() }, nil
 }
 
 type exposureCounters struct{ m *metrics.Metrics }

@@ -10,12 +10,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"runtime"
 	"strings"
 	"time"
 
 	"ranker/internal/exploration"
 	"ranker/internal/features"
+	"ranker/internal/features/kafkastate"
 	"ranker/internal/model"
 	"ranker/internal/registry"
 	"ranker/internal/treeensemble"
@@ -38,6 +40,8 @@ type Config struct {
 	State               string
 	StateTimeout        time.Duration
 	StateRedisVolatile  bool
+	StatePeerListen     string
+	StatePeers          []string
 	EventLateness       time.Duration
 	EventClockSkew      time.Duration
 	EmbeddingDimensions int
@@ -106,7 +110,10 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.Int64Var(&c.ExposureMaxBytes, "exposure-max-bytes", 64<<20, "exposure file size that starts a new file")
 	fs.IntVar(&c.ExposureMaxFiles, "exposure-max-files", 50, "rotated exposure files kept (ship them off before they age out)")
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory of the durable feature state (catalog and events, an append-only log synced before each acknowledgement); empty keeps it in memory only, lost on restart")
-	fs.StringVar(&c.State, "state", "", "where the feature state lives: empty for the embedded state (see --state-dir); redis://host:port/db to share it between replicas; or kafka://host:port[,host:port...]/topic[?replication=3&min_insync=2] for replicas that each keep the whole state in memory and follow one replicated topic (--state-dir then keeps a snapshot, so a restart applies only newer records)")
+	fs.StringVar(&c.State, "state", "", "where the feature state lives: empty for the embedded state (see --state-dir); redis://host:port/db to share it between replicas; or kafka://host:port[,host:port...]/topic[?replication=3&min_insync=2&retention=168h] for replicas that each keep the whole state in memory and follow one replicated topic (--state-dir then keeps a snapshot, so a restart applies only newer records; a topic the server creates keeps records for retention, 7 days by default, at least 1h, or forever; see --state-peers)")
+	fs.StringVar(&c.StatePeerListen, "state-peer-listen", "", "Kafka state only: address serving this replica's snapshot to the other replicas (GET "+kafkastate.SnapshotPath+"), so that a new one boots from it; it holds every reader's history, so only the replicas may reach it (not the metrics port); empty disables")
+	var statePeers string
+	fs.StringVar(&statePeers, "state-peers", "", "Kafka state only: the replicas' snapshot servers, http://host:port,... (their --state-peer-listen; this replica's own may be among them), asked in order when this replica has no snapshot the topic continues (a new pod, a lost volume)")
 	fs.BoolVar(&c.StateRedisVolatile, "state-redis-volatile", false, "accept a Redis state (--state=redis://...) that does not append and fsync each write before answering (appendonly yes, appendfsync always); acknowledged events may then be lost when Redis stops: tests and development only")
 	fs.DurationVar(&c.StateTimeout, "state-timeout", 250*time.Millisecond, "bound on each call to a Redis state; past it, Rank scores the state's features as missing (a Kafka state answers Rank from memory; its writes are bound by the caller's deadline)")
 	fs.DurationVar(&c.EventLateness, "event-lateness", 24*time.Hour, "events older than the newest recorded event by more than this are refused")
@@ -181,6 +188,11 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return Config{}, fmt.Errorf("log-level: %w", err)
 	}
+	for peer := range strings.SplitSeq(statePeers, ",") {
+		if peer = strings.TrimSpace(peer); peer != "" {
+			c.StatePeers = append(c.StatePeers, peer)
+		}
+	}
 	return c, c.validate()
 }
 
@@ -247,6 +259,14 @@ func (c Config) validate() error {
 	}
 	if err := exploration.ValidateDepth(c.Exploration.Depth); err != nil {
 		errs = append(errs, fmt.Errorf("exploration-depth: %w", err))
+	}
+	if (c.StatePeerListen != "" || len(c.StatePeers) > 0) && !strings.HasPrefix(c.State, "kafka://") {
+		errs = append(errs, errors.New("state-peer-listen, state-peers: only a Kafka state (--state=kafka://...) serves or loads a peer's snapshot"))
+	}
+	for _, peer := range c.StatePeers {
+		if u, err := url.Parse(peer); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" {
+			errs = append(errs, fmt.Errorf("state-peers: %q, want http://host:port", peer))
+		}
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown-timeout: %v, must be positive", c.ShutdownTimeout))

@@ -2,6 +2,7 @@ package config
 
 import (
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,12 @@ func TestFlagsEnvironmentAndDefaults(t *testing.T) {
 				t.Errorf("got scoring path %q, want scalar", c.ScoringPath)
 			}
 		}},
+		{"state peers", []string{"--model=m", "--state=kafka://k:9092/t", "--state-peer-listen=:9094"},
+			map[string]string{"RANKER_STATE_PEERS": "http://ranker-0.ranker:9094, http://ranker-1.ranker:9094,"}, func(t *testing.T, c Config) {
+				if c.StatePeerListen != ":9094" || !slices.Equal(c.StatePeers, []string{"http://ranker-0.ranker:9094", "http://ranker-1.ranker:9094"}) {
+					t.Errorf("got listen %q, peers %q", c.StatePeerListen, c.StatePeers)
+				}
+			}},
 		{"log level", []string{"--model=m", "--log-level=debug"}, nil, func(t *testing.T, c Config) {
 			if c.LogLevel.String() != "DEBUG" {
 				t.Errorf("got %v, want DEBUG", c.LogLevel)
@@ -107,6 +114,10 @@ func TestBadSettingsAreNamed(t *testing.T) {
 		{[]string{"--model=m", "--exploration-share=0.125"}, nil, "exploration-share: 0.125,"},
 		{[]string{"--model=m"}, map[string]string{"RANKER_EXPLORATION_SHARE": "-2"}, "exploration-share: -2,"},
 		{[]string{"--model=m", "--exploration-depth=1"}, nil, "exploration-depth: 1, want at least 2"},
+		{[]string{"--model=m", "--state-peer-listen=:9094"}, nil, "state-peer-listen, state-peers: only a Kafka state"},
+		{[]string{"--model=m", "--state-peers=http://ranker-0.ranker:9094"}, map[string]string{"RANKER_STATE": "redis://r:6379/0"}, "only a Kafka state"},
+		{[]string{"--model=m", "--state=kafka://k:9092/t", "--state-peers=http://a:9094,ranker-1.ranker:9094"}, nil, `state-peers: "ranker-1.ranker:9094", want http://host:port`},
+		{[]string{"--model=m", "--state=kafka://k:9092/t", "--state-peers=http://a:9094/state/snapshot"}, nil, `state-peers: "http://a:9094/state/snapshot"`},
 	}
 	for _, tt := range tests {
 		_, err := Load(tt.args, env(tt.vars), io.Discard)

@@ -130,23 +130,34 @@ func sharedURL(tb testing.TB) string {
 // dir (none if empty), on the suite's clock; the test closes it.
 func openStore(tb testing.TB, url, dir string, dims int) *Store {
 	tb.Helper()
-	spec, err := features.LoadSpec()
+	s, err := tryOpen(url, dims, Options{Dir: dir})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	limits := features.DefaultLimits
-	limits.EmbeddingDimensions = dims
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	s, err := Open(ctx, url, spec, limits, Options{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s.now = backendtest.Now
 	tb.Cleanup(func() {
 		if err := s.Close(); err != nil {
 			tb.Error(err)
 		}
 	})
 	return s
+}
+
+// tryOpen opens a replica with opts (its logger discarded) on the suite's
+// clock; the caller closes it.
+func tryOpen(url string, dims int, opts Options) (*Store, error) {
+	spec, err := features.LoadSpec()
+	if err != nil {
+		return nil, err
+	}
+	limits := features.DefaultLimits
+	limits.EmbeddingDimensions = dims
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	opts.Logger = slog.New(slog.DiscardHandler)
+	s, err := Open(ctx, url, spec, limits, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.now = backendtest.Now
+	return s, nil
 }

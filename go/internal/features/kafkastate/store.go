@@ -20,10 +20,14 @@
 // acknowledged record survives the crash of all but one of those brokers,
 // not a power loss of all of them at once.
 //
-// Retention: the topic must keep every record (Open creates it with
-// retention.ms=-1 and retention.bytes=-1): a replica without a snapshot
-// replays from offset 0, one with a snapshot from the snapshot's offset, and
-// Open refuses a topic whose log start has passed that offset.
+// Retention: the topic keeps records for a time (Target.Retention, a week
+// by default, at least MinRetention), none counted in bytes. A replica with
+// a snapshot of its own applies the records after it; one without (a new
+// pod, a lost volume) or whose snapshot the topic no longer continues loads
+// a peer's snapshot (Options.Peers, served by SnapshotHandler) and applies
+// the records after that; with no usable snapshot anywhere it replays the
+// topic from offset 0 if the topic still starts there, and otherwise Open
+// refuses, naming the offsets and the peers tried.
 //
 // Replicas of one topic run with the same --event-lateness,
 // --event-clock-skew and --embedding-dimensions: each applies every record
@@ -31,6 +35,7 @@
 package kafkastate
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -113,6 +118,15 @@ type Options struct {
 	// open.
 	Dir    string
 	Logger *slog.Logger
+	// Peers are the other replicas' snapshot servers (http://host:port, see
+	// SnapshotHandler), asked in order when this replica has no snapshot
+	// the topic continues; this replica's own address may be among them
+	// (it is not serving yet while it opens, so it is skipped as
+	// unreachable).
+	Peers []string
+	// PeerTimeout bounds the fetch from each peer (DefaultPeerTimeout when
+	// zero).
+	PeerTimeout time.Duration
 }
 
 // Store is a replica of the feature state: features.State fed by the topic.
@@ -126,6 +140,14 @@ type Store struct {
 	log     string // the topic and its id: a snapshot of another is refused
 	dir     string
 	replica string // this store's replicaHeader value
+
+	peers       []string
+	peerTimeout time.Duration
+	// snapMu orders writing the snapshot file with serving it: snapNext is
+	// the next offset of the file on disk, if snapHave.
+	snapMu   sync.Mutex
+	snapNext int64
+	snapHave bool
 
 	producer, consumer *kgo.Client
 
@@ -151,9 +173,10 @@ type Store struct {
 // Open follows the topic at url (see ParseURL), creating it if missing.
 // It loads the snapshot in opts.Dir, if any, then applies the topic up to
 // its high watermark as read now before it returns, so a replica serves
-// only once it has caught up; ctx bounds that catch-up. A topic whose log
-// start is past the snapshot (retention deleted records the state needs) is
-// refused.
+// only once it has caught up; ctx bounds that catch-up. Without a snapshot
+// the topic continues (none, another log's, or one older than the topic's
+// log start) it loads a peer's (opts.Peers); failing that, it replays from
+// offset 0 if the topic still starts there, and is refused otherwise.
 func Open(ctx context.Context, url string, spec *features.Spec, limits features.Limits, opts Options) (*Store, error) {
 	if err := limits.Check(); err != nil {
 		return nil, err
@@ -175,6 +198,7 @@ func Open(ctx context.Context, url string, spec *features.Spec, limits features.
 	_, _ = rand.Read(id) // never fails (crypto/rand)
 	s := &Store{State: features.NewState(spec, limits.EmbeddingDimensions), spec: spec, limits: limits, now: time.Now, logger: logger,
 		target: target, dir: opts.Dir, replica: hex.EncodeToString(id), progress: make(chan struct{}), verdicts: map[int64]verdict{},
+		peers: opts.Peers, peerTimeout: cmp.Or(opts.PeerTimeout, DefaultPeerTimeout),
 		lastPrune: math.MinInt64, snapshotted: time.Now(), done: make(chan struct{})}
 	s.producer, err = kgo.NewClient(kgo.SeedBrokers(target.Brokers...), kgo.MetadataMinAge(metadataMinAge), kgo.DefaultProduceTopic(target.Topic),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
@@ -186,6 +210,11 @@ func Open(ctx context.Context, url string, spec *features.Spec, limits features.
 		return nil, fmt.Errorf("kafka state: %w", err)
 	}
 	next, err := s.prepare(ctx)
+	if err == nil && s.dir != "" && !s.snapHave {
+		// Nothing for the peers yet: the first records applied are
+		// snapshotted at once (see maybeSnapshot), not 10 minutes later.
+		s.snapshotted = time.Time{}
+	}
 	if err != nil {
 		s.producer.Close()
 		return nil, err
@@ -211,58 +240,76 @@ func Open(ctx context.Context, url string, spec *features.Spec, limits features.
 	return s, nil
 }
 
-// prepare makes sure of the topic, loads the snapshot, and returns the
-// first offset still to apply, with the high watermark to catch up to.
+// prepare makes sure of the topic, loads a snapshot (its own, or a
+// peer's), and returns the first offset still to apply, with the high
+// watermark to catch up to.
 func (s *Store) prepare(ctx context.Context) (int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, openTimeout)
+	brokerCtx, cancel := context.WithTimeout(ctx, openTimeout)
 	defer cancel()
 	adm := kadm.NewClient(s.producer)
-	topicID, err := ensureTopic(ctx, adm, s.target, s.logger)
+	topicID, err := ensureTopic(brokerCtx, adm, s.target, s.logger)
 	if err != nil {
 		return 0, err
 	}
 	s.log = fmt.Sprintf("kafka topic %s (id %s)", s.target.Topic, topicID)
-	var next int64
+	var snap embedded.Snapshot
+	found := false
 	if s.dir != "" {
-		if next, err = s.loadSnapshot(); err != nil {
-			return 0, err
+		if snap, found, err = embedded.ReadSnapshot(s.dir); err != nil {
+			return 0, fmt.Errorf("kafka state: %w", err)
 		}
 	}
-	start, end, err := offsets(ctx, adm, s.target.Topic)
+	start, end, err := offsets(brokerCtx, adm, s.target.Topic)
 	if err != nil {
 		return 0, err
 	}
+	// Why the local snapshot cannot be continued by the topic, if it cannot.
+	var unusable error
 	switch {
-	case start > next:
-		return 0, fmt.Errorf("kafka state: topic %s starts at offset %d, but the state needs the records from offset %d on: "+
-			"retention deleted them (the topic needs retention.ms=-1); rebuild the topic, or open from a snapshot at or after offset %d",
-			s.target.Topic, start, next, start)
-	case next > end:
-		return 0, fmt.Errorf("kafka state: the snapshot in %s ends at offset %d, past the end of topic %s (%d): was the topic recreated?",
-			s.dir, next, s.target.Topic, end)
-	}
-	s.highWatermark.Store(end)
-	return next, nil
-}
-
-func (s *Store) loadSnapshot() (int64, error) {
-	snap, found, err := embedded.ReadSnapshot(s.dir)
-	if err != nil || !found {
-		return 0, err
-	}
-	if snap.Log != s.log {
+	case !found:
+	case snap.Log != s.log:
 		of := snap.Log
 		if of == "" {
 			of = "an embedded state's log"
 		}
-		return 0, fmt.Errorf("kafka state: the snapshot in %s is of %s, not of %s: empty the directory to replay the topic", s.dir, of, s.log)
+		unusable = fmt.Errorf("kafka state: the snapshot in %s is of %s, not of %s: empty the directory to replay the topic", s.dir, of, s.log)
+	case start > snap.Next:
+		unusable = fmt.Errorf("kafka state: topic %s starts at offset %d, but the state needs the records from offset %d on: "+
+			"retention deleted them; open from a snapshot at or after offset %d (a peer's: --state-peers)",
+			s.target.Topic, start, snap.Next, start)
+	case snap.Next > end:
+		return 0, fmt.Errorf("kafka state: the snapshot in %s ends at offset %d, past the end of topic %s (%d): was the topic recreated?",
+			s.dir, snap.Next, s.target.Topic, end)
 	}
-	st, err := features.StateFromImage(s.spec, s.limits.EmbeddingDimensions, snap.Image)
-	if err != nil {
-		return 0, fmt.Errorf("kafka state: the snapshot in %s: %w", s.dir, err)
+	if found && unusable == nil {
+		st, err := features.StateFromImage(s.spec, s.limits.EmbeddingDimensions, snap.Image)
+		if err != nil {
+			return 0, fmt.Errorf("kafka state: the snapshot in %s: %w", s.dir, err)
+		}
+		s.State, s.lastPrune = st, snap.Image.Watermark
+		s.setServed(snap.Next)
+		s.highWatermark.Store(end)
+		return snap.Next, nil
 	}
-	s.State, s.lastPrune = st, snap.Image.Watermark
-	return snap.Next, nil
+	if !found && start > 0 {
+		unusable = fmt.Errorf("kafka state: topic %s starts at offset %d, but the state needs the records from offset 0 on: "+
+			"retention deleted them; open from a snapshot at or after offset %d (a peer's: --state-peers)", s.target.Topic, start, start)
+	}
+	if len(s.peers) > 0 {
+		next, err := s.fromPeers(ctx, start)
+		if err == nil {
+			s.highWatermark.Store(max(end, next))
+			return next, nil
+		}
+		if unusable != nil {
+			return 0, fmt.Errorf("%w; %w", unusable, err)
+		}
+		s.logger.Warn("kafka state replays the topic from offset 0", "topic", s.target.Topic, "error", err.Error())
+	} else if unusable != nil {
+		return 0, fmt.Errorf("%w; no peers to ask (--state-peers)", unusable)
+	}
+	s.highWatermark.Store(end)
+	return 0, nil
 }
 
 // catchUp waits until the records up to the high watermark read at open
@@ -621,7 +668,14 @@ func (s *Store) maybeSnapshot() {
 }
 
 func (s *Store) snapshot() error {
-	if err := embedded.WriteSnapshot(s.dir, embedded.Snapshot{Image: s.Image(), Log: s.log, Next: s.appliedOffset()}); err != nil {
+	next := s.appliedOffset()
+	s.snapMu.Lock()
+	err := embedded.WriteSnapshot(s.dir, embedded.Snapshot{Image: s.Image(), Log: s.log, Next: next})
+	if err == nil {
+		s.setServed(next)
+	}
+	s.snapMu.Unlock()
+	if err != nil {
 		return err
 	}
 	s.unsnapshotted, s.snapshotted = 0, time.Now()

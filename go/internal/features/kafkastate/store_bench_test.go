@@ -3,6 +3,7 @@ package kafkastate
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 
@@ -100,8 +101,10 @@ func batchOf(n int) ([]features.Impression, []features.Click) {
 
 // BenchmarkCatchUp reports how fast a replica that starts catches up, in
 // events/s: opening on a topic of 100,000 events (200 batches of 500, and
-// the catalog) with an empty directory (the whole topic replayed), and from
-// a snapshot at the topic's end (the snapshot loaded, nothing replayed).
+// the catalog) with an empty directory (the whole topic replayed), from a
+// snapshot at the topic's end (the snapshot loaded, nothing replayed), and
+// on an empty directory with a peer serving that snapshot over HTTP on
+// loopback (fetched, written and synced, loaded: a new replica).
 func BenchmarkCatchUp(b *testing.B) {
 	url := sharedURL(b)
 	writer := openStore(b, url, "", features.DefaultEmbeddingDimensions)
@@ -119,14 +122,26 @@ func BenchmarkCatchUp(b *testing.B) {
 	if err := openStore(b, url, snapshotted, features.DefaultEmbeddingDimensions).Close(); err != nil {
 		b.Fatal(err)
 	}
-	for _, from := range []string{"replay", "snapshot"} {
+	peerDir := b.TempDir()
+	if err := openStore(b, url, peerDir, features.DefaultEmbeddingDimensions).Close(); err != nil {
+		b.Fatal(err)
+	}
+	peer := httptest.NewServer(openStore(b, url, peerDir, features.DefaultEmbeddingDimensions).SnapshotHandler())
+	b.Cleanup(peer.Close)
+	for _, from := range []string{"replay", "snapshot", "peer"} {
 		b.Run("from="+from, func(b *testing.B) {
-			dir := ""
-			if from == "snapshot" {
-				dir = snapshotted
-			}
 			for b.Loop() {
-				s := openStore(b, url, dir, features.DefaultEmbeddingDimensions)
+				opts := Options{}
+				switch from {
+				case "snapshot":
+					opts.Dir = snapshotted
+				case "peer":
+					opts.Dir, opts.Peers = b.TempDir(), []string{peer.URL}
+				}
+				s, err := tryOpen(url, features.DefaultEmbeddingDimensions, opts)
+				if err != nil {
+					b.Fatal(err)
+				}
 				if _, _, events, _ := s.Counts(); events != batches*500 {
 					b.Fatalf("caught up with %d events, want %d", events, batches*500)
 				}

@@ -22,9 +22,13 @@ func TestParseURL(t *testing.T) {
 		want Target
 		err  string
 	}{
-		{url: "kafka://127.0.0.1:9092/ranker-state", want: Target{Brokers: []string{"127.0.0.1:9092"}, Topic: "ranker-state", Replication: 1, MinInsync: 1}},
-		{url: "kafka://k0:9092,k1:9092,k2:9092/state.v1?replication=3&min_insync=2",
-			want: Target{Brokers: []string{"k0:9092", "k1:9092", "k2:9092"}, Topic: "state.v1", Replication: 3, MinInsync: 2}},
+		{url: "kafka://127.0.0.1:9092/ranker-state", want: Target{Brokers: []string{"127.0.0.1:9092"}, Topic: "ranker-state", Replication: 1, MinInsync: 1, Retention: DefaultRetention}},
+		{url: "kafka://k0:9092,k1:9092,k2:9092/state.v1?replication=3&min_insync=2&retention=72h",
+			want: Target{Brokers: []string{"k0:9092", "k1:9092", "k2:9092"}, Topic: "state.v1", Replication: 3, MinInsync: 2, Retention: 72 * time.Hour}},
+		{url: "kafka://127.0.0.1:9092/s?retention=forever", want: Target{Brokers: []string{"127.0.0.1:9092"}, Topic: "s", Replication: 1, MinInsync: 1, Retention: KeepForever}},
+		{url: "kafka://127.0.0.1:9092/s?retention=59m", err: `retention="59m": want a duration of at least 1h0m0s`},
+		{url: "kafka://127.0.0.1:9092/s?retention=-1", err: `retention="-1"`},
+		{url: "kafka://127.0.0.1:9092/s?retention=7d", err: `retention="7d"`},
 		{url: "redis://127.0.0.1:6379/0", err: "want kafka://"},
 		{url: "kafka://127.0.0.1/state", err: `broker "127.0.0.1": want host:port`},
 		{url: "kafka://127.0.0.1:9092/", err: `topic "": want 1 to 249`},
@@ -41,7 +45,7 @@ func TestParseURL(t *testing.T) {
 			continue
 		}
 		if err != nil || !slices.Equal(got.Brokers, c.want.Brokers) || got.Topic != c.want.Topic ||
-			got.Replication != c.want.Replication || got.MinInsync != c.want.MinInsync {
+			got.Replication != c.want.Replication || got.MinInsync != c.want.MinInsync || got.Retention != c.want.Retention {
 			t.Errorf("%s: got %+v, %v; want %+v", c.url, got, err, c.want)
 		}
 	}
@@ -322,6 +326,16 @@ func TestRefusesATopicThatBreaksTheState(t *testing.T) {
 	_, err = Open(context.Background(), "kafka://"+sharedCluster(t).bootstrap+"/"+weaker+"?min_insync=2&replication=3", spec, limits, Options{})
 	if err == nil || !strings.Contains(err.Error(), "min.insync.replicas=1, below the URL's min_insync=2") {
 		t.Errorf("got %v, want a refusal of min.insync.replicas=1", err)
+	}
+
+	// A topic that keeps records for less than six snapshot intervals.
+	brief := newTopic(t)
+	if _, err := adm.CreateTopic(context.Background(), 1, 1, map[string]*string{"retention.ms": kadm.StringPtr("600000")}, brief); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(context.Background(), "kafka://"+sharedCluster(t).bootstrap+"/"+brief, spec, limits, Options{})
+	if err == nil || !strings.Contains(err.Error(), "retention.ms=600000, below 3600000") {
+		t.Errorf("got %v, want a refusal of retention.ms=600000", err)
 	}
 
 	twoPartitions := newTopic(t)
