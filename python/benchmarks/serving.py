@@ -194,9 +194,14 @@ def _online_benchmarks(tools: Tools, redis_url: str, kafka_brokers: str) -> dict
         },
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
-    return parse_online(out)
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(
+            f"go test of the online benchmarks failed ({out.returncode}):\n"
+            f"{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
+        )
+    return parse_online(out.stdout)
 
 
 def _rss_mb(pid: int) -> dict[str, float]:
