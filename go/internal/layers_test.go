@@ -43,6 +43,7 @@ var layers = []struct {
 	{"internal/experiment", 20, "assignment and the experiment algorithms (team draft, Spearman): pure, on rankings"},
 	{"internal/overload", 20, "load shedding and the scoring parallelism policy: returns refusals, names no status of the server's"},
 	{"internal/request", 20, "validation, column mapping, ordering, strict refusals of one request"},
+	{"internal/features/embedded", 24, "the state of one process, and the snapshot format the Kafka state's replicas reuse"},
 	{"internal/features/...", 25, "the feature state's backends, behind features.Service; constructed by the wiring"},
 	{"internal/model", 30, "a model artifact: metadata, golden rows, a scorer (native kernel or onnxruntime)"},
 	{"internal/registry/...", 35, "the parts of the registry (reading the model root, the version lifecycle)"},
