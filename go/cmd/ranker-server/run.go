@@ -384,6 +384,10 @@ func run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 				"articles", n, "embedding_dimensions", cfg.EmbeddingDimensions)
 		}
 	}
+	// What loading left behind is garbage: collected now, so that the
+	// memory levels (judged on what the last collection found live) do not
+	// count it against the first calls.
+	debug.FreeOSMemory()
 	if p, ok := state.(interface{ PruneIfIdle() }); ok {
 		relieve.Store(&p) // the memory guard's relief prunes the state from now on
 	}

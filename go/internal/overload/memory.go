@@ -148,13 +148,15 @@ func (m *memoryWatch) relieve() {
 
 // admitWrite refuses a write call while the live heap is at or over the
 // write level, but lets one through every trickleEvery while it is below
-// halfway to the hard level.
+// the hard level: without accepted events the event clock stands still, and
+// the history within the lateness bound is never pruned, so writes would
+// stay shed for good (one batch a second moves it at little cost).
 func (m *memoryWatch) admitWrite(method string, now time.Time, live, hard uint64) *Refusal {
 	level := m.opts.ShedWritesHeapBytes
 	if level == 0 || !m.writes[method] || live < level {
 		return nil
 	}
-	if hard == 0 || live < level+(hard-level)/2 {
+	if hard == 0 || live < hard {
 		last := m.trickled.Load()
 		if now.UnixNano()-last >= int64(trickleEvery) && m.trickled.CompareAndSwap(last, now.UnixNano()) {
 			return nil

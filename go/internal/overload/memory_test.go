@@ -94,10 +94,10 @@ func TestWritesAreShedBeforeOtherCalls(t *testing.T) {
 	}
 }
 
-// While writes are shed, one write call a second is let through below
-// halfway to the hard level (accepted events move the event clock, which
-// pruning needs), none above it.
-func TestShedWritesTrickleOnlyFarFromTheHardLevel(t *testing.T) {
+// While writes are shed, one write call a second is let through below the
+// hard level (accepted events move the event clock, which pruning needs:
+// with none, writes once stayed shed for good after a flood), none at it.
+func TestShedWritesTrickleBelowTheHardLevel(t *testing.T) {
 	m := &memoryWatch{}
 	m.init(MemoryOptions{ShedWritesHeapBytes: 500, Writes: []string{"w"}})
 	now := time.Unix(1000, 0)
@@ -110,8 +110,11 @@ func TestShedWritesTrickleOnlyFarFromTheHardLevel(t *testing.T) {
 	if r := m.admitWrite("w", now.Add(trickleEvery), 600, 1000); r != nil {
 		t.Fatalf("write %v later: %v, want it let through", trickleEvery, r)
 	}
-	if r := m.admitWrite("w", now.Add(10*trickleEvery), 800, 1000); r == nil {
-		t.Fatal("write past halfway to the hard level: let through, want refused")
+	if r := m.admitWrite("w", now.Add(10*trickleEvery), 900, 1000); r != nil {
+		t.Fatalf("write near the hard level: %v, want it let through (once a second)", r)
+	}
+	if r := m.admitWrite("w", now.Add(20*trickleEvery), 1000, 1000); r == nil {
+		t.Fatal("write at the hard level: let through, want refused")
 	}
 	if r := m.admitWrite("other", now, 800, 1000); r != nil {
 		t.Fatalf("a call that is not a write: %v, want it left to the other levels", r)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -68,6 +69,9 @@ func (s *Server) UpsertArticles(ctx context.Context, req *rankerv1.UpsertArticle
 			Embedding: a.GetEmbedding()}
 	}
 	res, err := store.UpsertArticles(ctx, articles)
+	if errors.Is(err, features.ErrBatchTooLarge) {
+		return nil, rpcerr.WithField(codes.ResourceExhausted, err.Error()) // retrying the same call does not help
+	}
 	if err != nil {
 		return nil, stateUnavailable(err)
 	}
@@ -101,6 +105,9 @@ func (s *Server) RecordEvents(ctx context.Context, req *rankerv1.RecordEventsReq
 			ArticleID: e.GetArticleId(), Time: micros(e.GetTime())}
 	}
 	res, err := store.RecordEvents(ctx, impressions, clicks)
+	if errors.Is(err, features.ErrBatchTooLarge) {
+		return nil, rpcerr.WithField(codes.ResourceExhausted, err.Error()) // retrying the same call does not help
+	}
 	if err != nil {
 		// Nothing of the batch was recorded: the caller retries.
 		return nil, stateUnavailable(err)

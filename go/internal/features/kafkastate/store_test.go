@@ -2,14 +2,17 @@ package kafkastate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"ranker/internal/features"
 	"ranker/internal/features/backendtest"
@@ -315,11 +318,12 @@ func TestRefusesATopicThatBreaksTheState(t *testing.T) {
 	// A topic made by hand that would acknowledge on fewer brokers than the
 	// URL asks.
 	weaker := newTopic(t)
-	if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, weaker); err != nil {
+	roomy := map[string]*string{"max.message.bytes": kadm.StringPtr(fmt.Sprint(maxRecordBytes))}
+	if _, err := adm.CreateTopic(context.Background(), 1, 1, roomy, weaker); err != nil {
 		t.Fatal(err)
 	}
 	if s, err := Open(context.Background(), "kafka://"+sharedCluster(t).bootstrap+"/"+weaker+"?min_insync=1&replication=1", spec, limits, Options{}); err != nil {
-		t.Errorf("a topic of the broker's defaults with min_insync=1: %v", err)
+		t.Errorf("a topic of the broker's defaults (records of 16 MiB) with min_insync=1: %v", err)
 	} else if err := s.Close(); err != nil {
 		t.Error(err)
 	}
@@ -330,12 +334,23 @@ func TestRefusesATopicThatBreaksTheState(t *testing.T) {
 
 	// A topic that keeps records for less than six snapshot intervals.
 	brief := newTopic(t)
-	if _, err := adm.CreateTopic(context.Background(), 1, 1, map[string]*string{"retention.ms": kadm.StringPtr("600000")}, brief); err != nil {
+	if _, err := adm.CreateTopic(context.Background(), 1, 1, map[string]*string{"retention.ms": kadm.StringPtr("600000"), "max.message.bytes": roomy["max.message.bytes"]}, brief); err != nil {
 		t.Fatal(err)
 	}
 	_, err = Open(context.Background(), "kafka://"+sharedCluster(t).bootstrap+"/"+brief, spec, limits, Options{})
 	if err == nil || !strings.Contains(err.Error(), "retention.ms=600000, below 3600000") {
 		t.Errorf("got %v, want a refusal of retention.ms=600000", err)
+	}
+
+	// A topic of the broker's default record size (1 MB): a catalog call
+	// of embedded articles would never fit.
+	small := newTopic(t)
+	if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, small); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(context.Background(), "kafka://"+sharedCluster(t).bootstrap+"/"+small, spec, limits, Options{})
+	if err == nil || !strings.Contains(err.Error(), "max.message.bytes=") {
+		t.Errorf("got %v, want a refusal of the default max.message.bytes", err)
 	}
 
 	twoPartitions := newTopic(t)
@@ -427,6 +442,55 @@ func TestAReplicaMissingRecordsStopsServing(t *testing.T) {
 	}
 	if _, err := behind.UpsertArticles(context.Background(), []features.Article{testArticle("4")}); err == nil {
 		t.Error("a write through the stopped replica was acknowledged")
+	}
+	if err := behind.Lost(context.Background()); err == nil {
+		t.Error("Lost: nil, want the reason the replica stopped (readiness turns NOT_SERVING on it)")
+	}
+	if err := writer.Lost(context.Background()); err != nil {
+		t.Errorf("Lost on the replica that applies: %v", err)
+	}
+}
+
+// A record no replica should apply (an article whose publish time would
+// overflow the neighbour window, written to the topic by another producer)
+// is skipped by every replica alike, which go on applying; a batch too
+// large for one record is refused as too large (not as retryable), naming
+// the field.
+func TestABadRecordIsSkippedAndAnOversizedBatchRefused(t *testing.T) {
+	url := sharedURL(t)
+	a, b := openStore(t, url, "", backendtest.Dims), openStore(t, url, "", backendtest.Dims)
+	bad := testArticle("poison")
+	bad.PublishTime = math.MinInt64
+	bad.Quantised = make([]int16, backendtest.Dims)
+	value, err := json.Marshal(record{Now: time.Now().UnixNano(), Articles: []features.Article{bad}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.producer.ProduceSync(context.Background(), &kgo.Record{Value: value, Partition: 0}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.UpsertArticles(context.Background(), []features.Article{testArticle("after")})
+	if err != nil || res.Accepted != 1 {
+		t.Fatalf("the write after the bad record: %+v %v", res, err)
+	}
+	waitAllApplied(t, a, b)
+	for _, r := range []*Store{a, b} {
+		if articles, _, _, _ := r.Counts(); articles != 1 {
+			t.Errorf("%d articles, want only the good one", articles)
+		}
+		if err := r.Lost(context.Background()); err != nil {
+			t.Errorf("the replica stopped on the bad record: %v", err)
+		}
+	}
+
+	id := strings.Repeat("<", 250) // six bytes each as JSON
+	var shown []features.Impression
+	for i := range features.MaxBatch {
+		shown = append(shown, features.Impression{EventID: fmt.Sprint(id, i), RequestID: id, UserID: "u", ArticleID: "after", Time: backendtest.T0})
+	}
+	_, err = a.RecordEvents(context.Background(), shown, nil)
+	if !errors.Is(err, features.ErrBatchTooLarge) || !strings.HasPrefix(err.Error(), "impressions: ") {
+		t.Fatalf("a batch of %d events with 250-byte ids: got %v, want a too-large error naming impressions", len(shown), err)
 	}
 }
 

@@ -216,6 +216,11 @@ func checkTopicConfig(ctx context.Context, adm *kadm.Client, t Target, logger *s
 			"the topic deleted before any replica's snapshot covered them; raise it (kafka-configs --alter --add-config retention.ms=...)",
 			t.Topic, value["retention.ms"], MinRetention.Milliseconds(), MinRetention)
 	}
+	if n, err := strconv.Atoi(value["max.message.bytes"]); err != nil || n < maxRecordBytes {
+		return fmt.Errorf("kafka state: topic %s has max.message.bytes=%s, below the %d a record may need (a catalog call of "+
+			"embedded articles, a batch of 10,000 events): raise it (kafka-configs --alter --add-config max.message.bytes=%d)",
+			t.Topic, value["max.message.bytes"], maxRecordBytes, maxRecordBytes)
+	}
 	if value["retention.bytes"] != "-1" {
 		logger.Warn("kafka state topic also deletes records by size: a burst could delete records younger than the replicas' snapshots, "+
 			"and a replica needing them boots only from a peer",
