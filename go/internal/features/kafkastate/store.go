@@ -67,7 +67,13 @@ var (
 // the clock of the replica that received them, which bounds them (Bounds'
 // Future), so every replica admits them alike.
 type record struct {
-	Now         int64                 `json:"now"` // nanoseconds since the epoch
+	Now int64 `json:"now"` // nanoseconds since the epoch
+	// The receiving replica's --event-lateness and --event-clock-skew
+	// (nanoseconds; absent in records of earlier versions): every replica
+	// judges the batch by them, so replicas started with other flags (a
+	// rolling update that changes one) still reach the same verdicts.
+	Lateness    int64                 `json:"lateness,omitempty"`
+	ClockSkew   int64                 `json:"clock_skew,omitempty"`
 	Articles    []features.Article    `json:"articles,omitempty"`
 	Impressions []features.Impression `json:"impressions,omitempty"`
 	Clicks      []features.Click      `json:"clicks,omitempty"`
@@ -169,6 +175,7 @@ type Store struct {
 
 	// The apply loop's own.
 	lastPrune     int64
+	pruneLateness time.Duration // the largest lateness a record was judged by
 	snapshotted   time.Time
 	unsnapshotted int64 // record bytes applied since the last snapshot
 	stop          context.CancelFunc
@@ -390,7 +397,7 @@ func (s *Store) UpsertArticles(ctx context.Context, articles []features.Article)
 			}
 			end++
 		}
-		recs = append(recs, record{Now: now.UnixNano(), Articles: stored[start:end]})
+		recs = append(recs, s.newRecord(now, record{Articles: stored[start:end]}))
 		start = end
 	}
 	if len(recs) > 0 {
@@ -425,7 +432,7 @@ func (s *Store) RecordEvents(ctx context.Context, impressions []features.Impress
 	// The batch goes as received, so that the verdicts name each event at
 	// its place in the caller's batch; every replica runs the same checks
 	// on it with the same clock.
-	return s.commit(ctx, record{Now: now.UnixNano(), Impressions: impressions, Clicks: clicks})
+	return s.commit(ctx, s.newRecord(now, record{Impressions: impressions, Clicks: clicks}))
 }
 
 // anyPassesChecks reports whether some event passes the rules that need no
@@ -631,6 +638,28 @@ func (s *Store) apply(r *kgo.Record) {
 	s.expiry = s.expiry[drop:]
 }
 
+// newRecord stamps rec with the clock and the limits this replica checked it
+// by.
+func (s *Store) newRecord(now time.Time, rec record) record {
+	rec.Now, rec.Lateness, rec.ClockSkew = now.UnixNano(), int64(s.limits.Lateness), int64(s.limits.ClockSkew)
+	return rec
+}
+
+// recordLimits are the limits rec is judged by: the writer's, where the
+// record names them.
+func (s *Store) recordLimits(rec record) features.Limits {
+	limits := s.limits
+	if rec.Lateness > 0 {
+		limits.Lateness = time.Duration(rec.Lateness)
+		// Never prune what a record's rule may still ask about.
+		s.pruneLateness = max(s.pruneLateness, limits.Lateness)
+	}
+	if rec.ClockSkew > 0 {
+		limits.ClockSkew = time.Duration(rec.ClockSkew)
+	}
+	return limits
+}
+
 // recordTooLargeError is a batch too large for one record; it starts with
 // the field at fault, and is a features.ErrBatchTooLarge.
 type recordTooLargeError string
@@ -648,15 +677,11 @@ func (s *Store) applyRecord(rec record, v *verdict) (err error) {
 			err = fmt.Errorf("applying it failed: %v", p)
 		}
 	}()
-	bounds := features.NewBounds(s.spec, s.limits, time.Unix(0, rec.Now))
+	bounds := features.NewBounds(s.spec, s.recordLimits(rec), time.Unix(0, rec.Now))
 	if len(rec.Articles) > 0 {
 		valid := rec.Articles[:0:0]
 		for i, a := range rec.Articles {
-			field, reason := features.CheckArticle(a, bounds)
-			if field == "" && len(a.Quantised) != 0 && len(a.Quantised) != s.limits.EmbeddingDimensions {
-				field, reason = "embedding", fmt.Sprintf("%d components, want %d", len(a.Quantised), s.limits.EmbeddingDimensions)
-			}
-			if field != "" {
+			if field, reason := features.CheckArticle(a, bounds); field != "" {
 				v.res.Refuse(a.ID, fmt.Sprintf("articles[%d]", i), field, reason)
 				continue
 			}
@@ -716,7 +741,7 @@ func (s *Store) maybePrune() {
 		return
 	}
 	if s.lastPrune == math.MinInt64 || floorDiv(watermark, pruneEvery) != floorDiv(s.lastPrune, pruneEvery) {
-		s.Prune(s.limits.Lateness)
+		s.Prune(max(s.limits.Lateness, s.pruneLateness))
 	}
 	s.lastPrune = watermark
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"slices"
 	"strings"
@@ -534,5 +535,63 @@ func TestAWriteIsReadOnAnyReplicaAtItsVersion(t *testing.T) {
 	defer cancel()
 	if err := reader.WaitVersion(ctx, last+1000); err == nil || !strings.Contains(err.Error(), "not applied yet") {
 		t.Fatalf("a version never written: got %v, want an error saying it is not applied yet", err)
+	}
+}
+
+// Replicas started with other --event-lateness (a rolling update that
+// changes it) judge each batch by the limits of the replica that received
+// it, so they still reach the same verdicts and hold the same state.
+func TestReplicasWithOtherLatenessStillAgree(t *testing.T) {
+	url := sharedURL(t)
+	spec, err := features.LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(lateness time.Duration) *Store {
+		limits := backendtest.Limits()
+		limits.Lateness = lateness
+		s, err := Open(context.Background(), url, spec, limits, Options{Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.now = backendtest.Now
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	strict, lenient := open(time.Hour), open(24*time.Hour)
+	if _, err := strict.UpsertArticles(context.Background(), []features.Article{testArticle("a")}); err != nil {
+		t.Fatal(err)
+	}
+	shown := func(id string, at time.Duration) []features.Impression {
+		return []features.Impression{{EventID: id, RequestID: "r-" + id, UserID: "u", ArticleID: "a", Time: backendtest.T0 + at.Microseconds()}}
+	}
+	if _, err := strict.RecordEvents(context.Background(), shown("now", 3*time.Hour), nil); err != nil {
+		t.Fatal(err)
+	}
+	// 2 h before the newest event: late by the 1 h rule, not by the 24 h one.
+	byStrict, err := lenient.RecordEvents(context.Background(), shown("old-1", time.Hour), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byLenient, err := strict.RecordEvents(context.Background(), shown("old-2", time.Hour), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if byStrict.Accepted != 1 || byLenient.Accepted != 0 || len(byLenient.Rejected) != 1 {
+		t.Fatalf("through the 24 h replica: %+v; through the 1 h one: %+v; want accepted, then refused as late", byStrict, byLenient)
+	}
+	waitAllApplied(t, strict, lenient)
+	_, _, e1, _ := strict.Counts()
+	_, _, e2, _ := lenient.Counts()
+	if e1 != 2 || e2 != 2 {
+		t.Fatalf("events held: %d and %d, want 2 on both", e1, e2)
+	}
+	names := backendtest.AllFeatures(t)
+	at := backendtest.T0 + (4 * time.Hour).Microseconds()
+	a, b := backendtest.FillAll(t, strict, "u", at, []string{"a"}), backendtest.FillAll(t, lenient, "u", at, []string{"a"})
+	for k, name := range names {
+		if !backendtest.SameFloat(a[0][k], b[0][k]) {
+			t.Errorf("%s: %v on one replica, %v on the other", name, a[0][k], b[0][k])
+		}
 	}
 }
