@@ -4,6 +4,7 @@
 package servertest
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -110,8 +111,9 @@ func Start(t testing.TB, args ...string) *Server {
 			t.Logf("server (exit: %v) log:\n%s", exit, log)
 		}
 	})
-	// The server loads and self-checks the model before it listens, so an
-	// accepted connection means it is ready to rank.
+	// The server listens first and loads the model (and its state) after,
+	// answering UNAVAILABLE meanwhile: it is ready to rank once it logs
+	// "serving" (which the log says whatever TLS the test asked for).
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
@@ -120,12 +122,12 @@ func Start(t testing.TB, args ...string) *Server {
 			t.Fatalf("ranker-server exited before listening (%v):\n%s", err, log)
 		default:
 		}
-		if conn, err := net.DialTimeout("tcp", s.Target, 200*time.Millisecond); err == nil {
-			_ = conn.Close()
+		if log, err := os.ReadFile(s.log); err == nil && bytes.Contains(log, []byte(`"msg":"serving"`)) {
 			return s
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("ranker-server not listening on %s after 30 s", s.Target)
+			log, _ := os.ReadFile(s.log)
+			t.Fatalf("ranker-server on %s not serving after 30 s:\n%s", s.Target, log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
