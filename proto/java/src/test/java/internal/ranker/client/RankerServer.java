@@ -1,9 +1,7 @@
 package internal.ranker.client;
 
 import java.io.IOException;
-import java.net.InetSocketAddress;
 import java.net.ServerSocket;
-import java.net.Socket;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -51,23 +49,22 @@ public final class RankerServer implements AutoCloseable {
     Path log = Files.createTempFile("ranker-server-", ".log");
     Process process = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
     RankerServer server = new RankerServer(target, process, log);
-    // The server loads and self-checks the model before it listens, so an
-    // accepted connection means it is ready to rank.
+    // The server listens first and loads the model after, answering
+    // UNAVAILABLE meanwhile: it is ready to rank once it logs "serving"
+    // (which the log says whatever TLS the test asked for).
     long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
     while (true) {
       if (!process.isAlive()) {
-        throw new IllegalStateException("ranker-server exited before listening:\n" + server.log());
+        throw new IllegalStateException("ranker-server exited before serving:\n" + server.log());
       }
-      try (Socket s = new Socket()) {
-        s.connect(new InetSocketAddress("127.0.0.1", port), 200);
+      if (server.log().contains("\"msg\":\"serving\"")) {
         return server;
-      } catch (IOException notYet) {
-        if (System.nanoTime() > deadline) {
-          server.close();
-          throw new IllegalStateException("ranker-server not listening on " + target + " after 30 s:\n" + server.log());
-        }
-        Thread.sleep(20);
       }
+      if (System.nanoTime() > deadline) {
+        server.close();
+        throw new IllegalStateException("ranker-server on " + target + " not serving after 30 s:\n" + server.log());
+      }
+      Thread.sleep(20);
     }
   }
 
