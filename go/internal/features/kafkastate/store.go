@@ -400,8 +400,13 @@ func (s *Store) UpsertArticles(ctx context.Context, articles []features.Article)
 		recs = append(recs, s.newRecord(now, record{Articles: stored[start:end]}))
 		start = end
 	}
-	if len(recs) > 0 {
-		applied, err := s.commit(ctx, recs...)
+	// One record at a time, each applied before the next is produced: the
+	// events recorded meanwhile, by any replica, land between them and wait
+	// for one record's neighbour search, not the whole upsert's. (An error
+	// part way leaves the earlier records stored: retrying the call is
+	// safe, an upsert replaces.)
+	for _, rec := range recs {
+		applied, err := s.commit(ctx, rec)
 		if err != nil {
 			return features.Result{}, err
 		}
