@@ -133,12 +133,14 @@ type RankRequest struct {
 	DisableExploration bool `protobuf:"varint,14,opt,name=disable_exploration,json=disableExploration,proto3" json:"disable_exploration,omitempty"`
 	// Read your own writes across replicas: the largest state_version a
 	// RecordEvents or UpsertArticles answer gave this caller. The replica
-	// that answers first waits, within the call's deadline, until its state
-	// has applied that write (replicas following a shared log apply each
-	// write a few milliseconds apart); if it cannot, the call fails with
-	// UNAVAILABLE and may be retried on another replica. 0 ranks on the state
-	// as it is. A single process, or a state every replica reads directly,
-	// has applied every write it acknowledged: the field is then ignored.
+	// that answers first waits, within the call's deadline and at most 2 s,
+	// until its state has applied that write (replicas following a shared log
+	// usually apply a write milliseconds apart; longer while one applies a
+	// large catalog upsert); if it cannot, the call fails with UNAVAILABLE
+	// (reason STATE_BEHIND) and may be retried on another replica. 0 ranks on
+	// the state as it is. A single process, or a state every replica reads
+	// directly, has applied every write it acknowledged: the field is then
+	// ignored.
 	MinStateVersion uint64 `protobuf:"varint,15,opt,name=min_state_version,json=minStateVersion,proto3" json:"min_state_version,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
