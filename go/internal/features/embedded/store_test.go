@@ -456,7 +456,7 @@ func TestAFloodOfRefusedEventsStillPrunesAndMemoryComesBack(t *testing.T) {
 			}
 			res, err := s.RecordEvents(context.Background(), late, nil)
 			if err != nil || res.Accepted != 0 {
-				flooded <- fmt.Errorf("flood batch %d: %+v %v, want every event refused", n, res, err)
+				flooded <- fmt.Errorf("flood batch %d: %+v %w, want every event refused", n, res, err)
 				return
 			}
 		}

@@ -135,7 +135,7 @@ func (r *Redis) checkDurable(ctx context.Context) error {
 		if isNetworkError(err) {
 			return fmt.Errorf("redis: %w", err)
 		}
-		return fmt.Errorf("state: %w: CONFIG GET appendonly, appendfsync failed (%v); a Redis that hides CONFIG cannot be checked: make sure it runs appendonly yes with appendfsync always, then pass --state-redis-volatile", errNotDurable, err)
+		return fmt.Errorf("state: %w: CONFIG GET appendonly, appendfsync failed (%w); a Redis that hides CONFIG cannot be checked: make sure it runs appendonly yes with appendfsync always, then pass --state-redis-volatile", errNotDurable, err)
 	}
 	if settings["appendonly"] != "yes" || settings["appendfsync"] != "always" {
 		return fmt.Errorf("state: %w: appendonly %q, appendfsync %q; acknowledged events survive a Redis restart only with appendonly yes and appendfsync always (redis.conf, or CONFIG SET), or pass --state-redis-volatile for tests and development",
