@@ -192,3 +192,48 @@ def test_feature_columns_are_float32(small_table: pl.DataFrame) -> None:
 def test_every_feature_varies(small_table: pl.DataFrame) -> None:
     for name in FEATURE_NAMES:
         assert small_table[name].drop_nans().n_unique() > 1, name
+
+
+def test_an_article_missing_from_the_catalog_gets_no_other_articles_title() -> None:
+    """title_similarity looks each article up by id: reordering the catalog
+    changes nothing, and an id the catalog lacks, above or below its
+    largest, has no title (NaN as a candidate; no words in a reader's
+    history), never another article's vector, and never an IndexError."""
+    rows = [
+        (1, 7, 0.0, 1, 0, 1),  # reader 7 reads article 1 (sport)
+        (1, 7, 0.0, 2, 1, 0),
+        (2, 7, 1.0, 2, 0, 0),  # then is shown 2, 99 (not in the catalog) and 1
+        (2, 7, 1.0, 99, 1, 0),
+        (2, 7, 1.0, 1, 2, 0),
+        (3, 8, 2.0, 99, 0, 1),  # reader 8 reads 99, then is shown 1
+        (4, 8, 3.0, 1, 0, 0),
+    ]
+    impressions, articles = _log(rows)
+
+    def similarity(catalog: pl.LazyFrame) -> dict[tuple[int, int], float]:
+        table = build_features(impressions, catalog)
+        return {
+            (imp, art): value
+            for imp, art, value in table.select(
+                "impression_id", "article_id", "title_similarity"
+            ).iter_rows()
+        }
+
+    full = similarity(articles)
+
+    def exact(values: dict[tuple[int, int], float]) -> dict[tuple[int, int], bytes]:
+        return {k: np.float32(v).tobytes() for k, v in values.items()}  # NaN equals NaN
+
+    # The catalog's order does not matter.
+    assert exact(full) == exact(similarity(articles.reverse()))
+    assert math.isnan(full[(2, 99)])  # an id above the catalog's: missing
+    assert full[(2, 1)] > 0.99  # the article read before, against its own title
+    assert full[(2, 2)] < full[(2, 1)]
+    # Reader 8's only read has no title in the catalog: a profile of no
+    # words, which no title resembles.
+    assert full[(4, 1)] == 0.0
+
+    # Article 1 gone from the catalog: an id below the catalog's largest.
+    without_1 = similarity(articles.filter(pl.col("article_id") != 1))
+    assert math.isnan(without_1[(2, 1)])
+    assert without_1[(2, 2)] == 0.0  # reader 7 read only article 1: no title now

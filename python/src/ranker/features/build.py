@@ -9,7 +9,7 @@ of one new impression with this very code, which the leakage tests use.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -131,13 +131,15 @@ def _title_similarity(
     candidate's vector. Every step has a fixed order of float64 operations, so
     the Go server computes the same float32 value online.
     """
-    vectors = title_vectors(articles["title"].to_list())
-    ids = articles["article_id"].to_numpy()
-    index_of = np.full(int(ids.max(initial=0)) + 1, -1, np.int64)
-    index_of[ids] = np.arange(articles.height)
+    # One more row than the catalog: the zero vector, the title of an article
+    # the catalog lacks (never another article's).
+    vectors = np.vstack(
+        [title_vectors(articles["title"].to_list()), np.zeros((1, TITLE_DIMENSIONS), np.float32)]
+    )
+    index_of = _catalog_positions(articles["article_id"].to_numpy())
 
     clicks, last = last_clicks(impressions, rows)
-    click_vectors = vectors[index_of[clicks["article_id"].to_numpy()]].astype(np.float64)
+    click_vectors = vectors[index_of(clicks["article_id"].to_numpy())].astype(np.float64)
     k = last["_k"].fill_null(-1).to_numpy().astype(np.int64)
     n = last["_n"].fill_null(0).to_numpy().astype(np.int64)
     window = np.minimum(n, RECENT_READS)
@@ -151,13 +153,32 @@ def _title_similarity(
     )
 
     imp_index = np.searchsorted(last["impression_id"].to_numpy(), rows["impression_id"].to_numpy())
-    art_index = index_of[rows["article_id"].to_numpy()]
+    art_index = index_of(rows["article_id"].to_numpy())
     out = np.empty(rows.height, np.float32)
     for start in range(0, rows.height, _SIMILARITY_BLOCK):
         stop = min(start + _SIMILARITY_BLOCK, rows.height)
         out[start:stop] = _dot_rows(profile[imp_index[start:stop]], vectors[art_index[start:stop]])
     out[n[imp_index] == 0] = np.nan
+    out[art_index == articles.height] = np.nan  # a candidate without a title in the catalog
     return out
+
+
+def _catalog_positions(
+    ids: npt.NDArray[np.int64],
+) -> Callable[[npt.NDArray[np.int64]], npt.NDArray[np.int64]]:
+    """Maps article ids to their rows in the catalog, ids it lacks to one past
+    its last row, whatever the ids' order or range."""
+    order = np.argsort(ids, kind="stable")
+    known = ids[order]
+
+    def positions(query: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        if known.size == 0:
+            return np.full(query.shape, 0, np.int64)
+        at = np.minimum(np.searchsorted(known, query), known.size - 1)
+        found: npt.NDArray[np.int64] = np.where(known[at] == query, order[at], known.size)
+        return found
+
+    return positions
 
 
 def build_features(
