@@ -342,3 +342,22 @@ def test_the_embeddings_file_is_as_readable_as_other_data(tmp_path: Path) -> Non
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_an_article_missing_from_the_catalog_has_no_semantic_features(
+    world: ClickLog, embeddings: pl.DataFrame
+) -> None:
+    """Without the catalog's largest id (and its embedding), the log still
+    builds: that article's semantic features are missing, never another's
+    vector and never an IndexError."""
+    largest = int(world.articles["article_id"].max())  # type: ignore[arg-type]
+    articles = world.articles.filter(pl.col("article_id") != largest)
+    table = build_features(
+        world.impressions.lazy(),
+        articles.lazy(),
+        embeddings.filter(pl.col("article_id") != largest),
+    )
+    gone = table.filter(pl.col("article_id") == largest)
+    assert gone.height > 0, "the world never shows its newest article: the test tests nothing"
+    for name in ("semantic_similarity_recent", "semantic_similarity_longterm"):
+        assert gone[name].is_nan().all(), name

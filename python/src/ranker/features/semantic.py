@@ -72,8 +72,15 @@ def semantic_columns(
     ids = embeddings["article_id"].to_numpy().astype(np.int64)
     vectors = quantise(np.asarray(embeddings["embedding"].to_numpy()).reshape(ids.size, -1))
     dims = vectors.shape[1]
-    size = int(max(ids.max(initial=0), articles["article_id"].to_numpy().max(initial=0))) + 1
-    # Every article id has a row: zeros for an article without an embedding.
+    size = 1 + int(
+        max(
+            ids.max(initial=0),
+            articles["article_id"].to_numpy().max(initial=0),
+            rows["article_id"].to_numpy().max(initial=0),  # ids the catalog may lack
+        )
+    )
+    # Every article id has a row: zeros for an article without an embedding
+    # (or missing from the catalog): its semantic features are missing.
     table = np.zeros((size, dims), np.int16)
     table[ids] = vectors
     norms = np.zeros(size, np.int64)
