@@ -28,34 +28,22 @@ func newReadiness(modelReady bool) *readiness {
 }
 
 // attach starts reporting to h.
-func (r *readiness) attach(h *health.Server) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.health = h
-	r.publish()
-}
+func (r *readiness) attach(h *health.Server) { r.change(func() { r.health = h }) }
 
 // model tells whether a model version serves.
-func (r *readiness) model(ready bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.modelReady = ready
-	r.publish()
-}
+func (r *readiness) model(ready bool) { r.change(func() { r.modelReady = ready }) }
 
 // memory tells whether the heap lets Rank be served.
-func (r *readiness) memory(ok bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.memoryLow = ok
-	r.publish()
-}
+func (r *readiness) memory(ok bool) { r.change(func() { r.memoryLow = ok }) }
 
 // state tells whether the feature state still has its data.
-func (r *readiness) state(kept bool) {
+func (r *readiness) state(kept bool) { r.change(func() { r.stateKept = kept }) }
+
+// change applies one input under the lock and publishes the status.
+func (r *readiness) change(set func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.stateKept = kept
+	set()
 	r.publish()
 }
 
